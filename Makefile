@@ -1,0 +1,28 @@
+# vitastor-rs: `make run` starts a local cluster, `make test` runs the whole suite.
+CARGO ?= cargo
+RELEASE_DIR := target/release
+
+.PHONY: setup build test test-long bench clean
+
+setup:
+	@scripts/setup.sh
+
+build: setup
+	$(CARGO) build --release --workspace --bins
+
+test: setup
+	$(CARGO) build --release --workspace --bins
+	$(CARGO) test --release --workspace
+
+# Opt-in long runs (thousands of crash points); not part of `make test`.
+test-long: setup
+	$(CARGO) build --release --workspace --bins
+	VITASTOR_CRASH_POINTS=1000 VITASTOR_POWERLOSS_ROUNDS=2000 \
+		$(CARGO) test --release -p vitastor-blockstore --test crash --test powerloss -- --nocapture
+
+bench: setup
+	$(CARGO) build --release --workspace --bins
+	scripts/bench-blockstore.sh
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,1 @@
+//! The monitor: PG placement and cluster-level decisions.

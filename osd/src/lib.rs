@@ -1,0 +1,1 @@
+//! The OSD daemon (issue #3) and operator tools over the blockstore.

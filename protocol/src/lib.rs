@@ -1,0 +1,1 @@
+//! The OSD wire protocol (client ↔ OSD, OSD ↔ OSD).

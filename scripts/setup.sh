@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Idempotent machine set-up for building and testing vitastor-rs on Debian 12.
+# Installs only what is missing, from Debian's packages; Rust crates come through cargo.
+set -euo pipefail
+
+PKGS=(
+    etcd-server etcd-client   # the cluster's source of truth, for tests and `make run`
+    fio                       # raw-device baselines in `make bench`, fio engine tests
+    libclang-dev              # bindgen (fio/QEMU headers)
+    protobuf-compiler         # etcd-client's gRPC code generation
+    pkg-config
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    echo "setup: installing ${missing[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust (rustup) first" >&2; exit 1; }
+echo "setup: ok"
