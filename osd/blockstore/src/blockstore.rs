@@ -1,0 +1,2072 @@
+//! The blockstore engine: a single-threaded, poll-driven state machine over an [`IoEngine`].
+//! `submit` queues an operation, `handle_completion` feeds device results back, `run` advances
+//! every operation, the flusher and journal trimming, then submits the I/O they produced.
+//! Nothing here blocks except `open` (which loads metadata and replays the journal) and the
+//! `exec`/`wait_idle` helpers meant for tools and tests.
+//!
+//! Ordering rules that make acknowledged writes survive crashes:
+//! - an operation is acknowledged only when every journal entry up to its own (and their data)
+//!   has completed (the journal watermark), and, when it must be durable, an fsync submitted
+//!   after that has completed;
+//! - a redirect write's journal entry is written only after its data is durable;
+//! - a flush writes data, fsyncs, writes metadata, fsyncs, and only then frees blocks and lets
+//!   the journal start move past the flushed entries; the new start is durable before its
+//!   space is reused;
+//! - a freed data block is reused only after every read that could still target it is done.
+
+use std::collections::{HashSet, VecDeque};
+use std::path::PathBuf;
+
+use rustc_hash::FxHashSet;
+
+use crate::allocator::Allocator;
+use crate::bitmap::{is_set, set_range};
+use crate::config::{BlockstoreConfig, ImmediateCommit};
+use crate::error::{BsError, BsResult};
+use crate::index::{Clean, DState, Dirty, DirtyKind, Index};
+use crate::io::{AlignedBuf, DevId, IoEngine, IoKind, IoReq};
+use crate::journal::{self, Appended, Entry, Journal, Kind, SectorWrite};
+use crate::layout::{decode_meta_entry, encode_meta_entry, JournalHeader, Layout, MetaEntry, HEADER_BYTES};
+use crate::ops::*;
+use crate::types::{ObjVerId, ObjectId};
+use crate::uring::{OpenFlags, UringEngine};
+
+const T_SHIFT: u32 = 56;
+const T_OP: u64 = 1;
+const T_SECTOR: u64 = 2;
+const T_JDATA: u64 = 3;
+const T_FSYNC: u64 = 4;
+const T_FLUSH: u64 = 5;
+const T_META: u64 = 6;
+const T_HEADER: u64 = 7;
+const LOW40: u64 = (1 << 40) - 1;
+
+/// Journal bytes kept free for stabilize/rollback records, so that committing what is already
+/// written never fails for lack of room (and the flusher can then free space).
+const JOURNAL_RESERVE_SECTORS: u64 = 4;
+/// Data blocks that writes may not take (none are needed by the flusher today; one keeps a
+/// full store deletable and rewritable object by object).
+const DATA_RESERVE_BLOCKS: u64 = 1;
+/// Chunk size for reading the metadata area and journal at open.
+const LOAD_CHUNK: usize = 16 << 20;
+
+/// Which device each area is on.
+#[derive(Clone, Copy, Debug)]
+pub struct Devices {
+    /// Data area device.
+    pub data: DevId,
+    /// Metadata area device.
+    pub meta: DevId,
+    /// Journal area device.
+    pub journal: DevId,
+}
+
+/// Resolve area paths to a de-duplicated device list.
+pub fn device_paths(cfg: &BlockstoreConfig) -> (Vec<PathBuf>, Devices) {
+    let mut paths: Vec<PathBuf> = Vec::new();
+    let mut id = |p: PathBuf| -> DevId {
+        if let Some(i) = paths.iter().position(|x| *x == p) {
+            DevId(i as u8)
+        } else {
+            paths.push(p);
+            DevId(paths.len() as u8 - 1)
+        }
+    };
+    let data = id(cfg.data_device.clone());
+    let meta = id(cfg.meta_path());
+    let journal = id(cfg.journal_path());
+    (paths, Devices { data, meta, journal })
+}
+
+#[derive(Default)]
+struct FsyncTracker {
+    enabled: bool,
+    dev: Option<DevId>,
+    submitted: u64,
+    completed: u64,
+    inflight: bool,
+    wanted: u64,
+}
+
+impl FsyncTracker {
+    fn new(dev: DevId, enabled: bool) -> Self {
+        FsyncTracker { enabled, dev: Some(dev), ..Default::default() }
+    }
+    /// A ticket for an fsync that covers every write completed before now.
+    fn ticket(&mut self) -> u64 {
+        if !self.enabled {
+            return 0;
+        }
+        let t = self.submitted + 1;
+        self.wanted = self.wanted.max(t);
+        t
+    }
+    fn done(&self, t: u64) -> bool {
+        self.completed >= t
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JWait {
+    /// Waiting for the journal watermark to reach this seq.
+    Watermark(u64),
+    /// Waiting for a journal fsync ticket.
+    Fsync(u64),
+}
+
+#[derive(Debug)]
+enum WriteSt {
+    Queued,
+    BigData,
+    BigDataFsync(u64),
+    BigAppend,
+    Journal(JWait),
+}
+
+#[derive(Debug)]
+enum SyncSt {
+    Start,
+    DataFsync(u64),
+    Append,
+    Journal(JWait),
+}
+
+enum Body {
+    Read {
+        pending: u32,
+        version: u64,
+        bitmap: Vec<u8>,
+        data: AlignedBuf,
+        epoch: u64,
+        err: i32,
+    },
+    Write {
+        ov: ObjVerId,
+        offset: u32,
+        data: AlignedBuf,
+        bitmap: Option<Vec<u8>>,
+        stable: bool,
+        delete: bool,
+        big: Option<u64>,
+        st: WriteSt,
+        err: i32,
+        commit_sector: Option<u64>,
+    },
+    Sync {
+        st: SyncSt,
+        small: Vec<ObjVerId>,
+        big: Vec<ObjVerId>,
+        commits: Vec<u64>,
+    },
+    Commit {
+        list: Vec<ObjVerId>,
+        rollback: bool,
+        started: bool,
+        sectors: Vec<u64>,
+        wait: JWait,
+    },
+}
+
+struct Op {
+    id: OpId,
+    body: Body,
+}
+
+#[derive(Debug)]
+enum FlushSt {
+    Data,
+    DataFsync(u64),
+    Meta,
+    MetaFsync(u64),
+}
+
+struct MetaUpdate {
+    block: u64,
+    entry: Option<MetaEntry>,
+    /// Index of the metadata block (0 = superblock).
+    mblock: u64,
+    buf: Option<AlignedBuf>,
+    state: u8, // 0 = to do, 1 = reading, 2 = writing, 3 = done
+}
+
+struct FlushJob {
+    oid: ObjectId,
+    upto: u64,
+    target: Option<u64>,
+    old: Option<u64>,
+    superseded: Vec<u64>,
+    bitmap: Vec<u8>,
+    st: FlushSt,
+    pending: u32,
+    meta: Vec<MetaUpdate>,
+    err: i32,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum TrimSt {
+    Idle,
+    Writing { n: usize, start: u64 },
+    Fsync { n: usize, start: u64, ticket: u64 },
+}
+
+/// Counters for operators and benchmarks.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    /// Objects flushed from the journal to their data blocks.
+    pub flushed: u64,
+    /// Journal header rewrites (trims).
+    pub trims: u64,
+    /// Operations completed.
+    pub ops: u64,
+}
+
+/// The blockstore.
+pub struct Blockstore<E: IoEngine> {
+    engine: E,
+    layout: Layout,
+    cfg: BlockstoreConfig,
+    devs: Devices,
+    index: Index,
+    alloc: Allocator,
+    journal: Journal,
+    meta_image: Option<AlignedBuf>,
+    meta_busy: FxHashSet<u64>,
+    ops: Vec<Option<Op>>,
+    free_slots: Vec<usize>,
+    next_id: OpId,
+    fifo: VecDeque<usize>,
+    active: Vec<usize>,
+    done: Vec<Completion>,
+    unsynced: Vec<ObjVerId>,
+    unsynced_big: Vec<ObjVerId>,
+    jfs: FsyncTracker,
+    dfs: FsyncTracker,
+    mfs: FsyncTracker,
+    flush_queue: VecDeque<ObjectId>,
+    flush_queued: FxHashSet<ObjectId>,
+    flushing: FxHashSet<ObjectId>,
+    jobs: Vec<Option<FlushJob>>,
+    trim: TrimSt,
+    header_buf: AlignedBuf,
+    read_epoch: u64,
+    reads_inflight: VecDeque<(u64, u32)>,
+    pending_free: VecDeque<(u64, u64)>,
+    /// Blocks freed by flushing a deletion, released only once the journal start has moved
+    /// past the deletion's sector (else replay could resurrect the deleted versions onto a
+    /// reused block): `(sector, block)`.
+    free_after_trim: VecDeque<(u64, u64)>,
+    /// Flushed deletions whose journal records are still replayable: new versions of these
+    /// objects must stay above the deletion (else replay would confuse them with the old
+    /// ones). `(version, sector)`.
+    tombstones: rustc_hash::FxHashMap<ObjectId, (u64, u64)>,
+    failed: Option<i32>,
+    sector_writes: Vec<SectorWrite>,
+    reaped: Vec<(u64, i32)>,
+    waiting_space: bool,
+    stats: Stats,
+}
+
+fn tok(kind: u64, low: u64) -> u64 {
+    kind << T_SHIFT | low
+}
+
+impl Blockstore<UringEngine> {
+    /// Open a prepared OSD store on real devices with io_uring.
+    pub fn open(cfg: &BlockstoreConfig) -> BsResult<Self> {
+        cfg.validate_runtime()?;
+        let (paths, devs) = device_paths(cfg);
+        let flags = OpenFlags { lock: !cfg.disable_device_lock, direct: cfg.direct_io, readonly: false };
+        let engine = UringEngine::open(&paths, flags)?;
+        Self::open_with(engine, devs, cfg)
+    }
+}
+
+fn read_area<E: IoEngine>(engine: &mut E, dev: DevId, offset: u64, size: u64, what: &str) -> BsResult<AlignedBuf> {
+    let mut buf = AlignedBuf::new(size as usize);
+    let mut done = 0usize;
+    while done < size as usize {
+        let n = LOAD_CHUNK.min(size as usize - done);
+        engine
+            .read_at(dev, offset + done as u64, &mut buf[done..done + n])
+            .map_err(|e| BsError::io(format!("read {what}"), e))?;
+        done += n;
+    }
+    Ok(buf)
+}
+
+/// Read and verify the superblock of a store (for tools).
+pub fn read_superblock<E: IoEngine>(engine: &mut E, devs: Devices, meta_offset: u64) -> BsResult<Layout> {
+    let size = engine.dev_size(devs.meta);
+    if meta_offset + 4096 > size {
+        return Err(BsError::Layout(format!("metadata device is only {size} bytes: no superblock at offset {meta_offset}")));
+    }
+    let mut sb = AlignedBuf::new(4096);
+    engine.read_at(devs.meta, meta_offset, &mut sb).map_err(|e| BsError::io("read superblock", e))?;
+    Layout::decode_sb(&sb, false)
+}
+
+impl<E: IoEngine> Blockstore<E> {
+    /// Open over an engine whose devices are `devs`: load metadata, replay the journal, bump
+    /// the journal epoch.
+    pub fn open_with(mut engine: E, devs: Devices, cfg: &BlockstoreConfig) -> BsResult<Self> {
+        cfg.validate_runtime()?;
+        let layout = read_superblock(&mut engine, devs, cfg.meta_offset.unwrap_or(0))?;
+        layout.check_config(cfg)?;
+        for (name, dev, a) in [("data", devs.data, layout.data), ("metadata", devs.meta, layout.meta), ("journal", devs.journal, layout.journal)] {
+            let size = engine.dev_size(dev);
+            if a.offset + a.size > size {
+                return Err(BsError::Layout(format!(
+                    "{name} area ends at byte {} but its device has only {size} bytes (truncated device?)",
+                    a.offset + a.size
+                )));
+            }
+        }
+        // The data area's own superblock copy proves the data device is the right one.
+        let mut dsb = AlignedBuf::new(4096);
+        engine.read_at(devs.data, layout.data.offset, &mut dsb).map_err(|e| BsError::io("read data superblock", e))?;
+        let dl = Layout::decode_sb(&dsb, true).map_err(|e| BsError::Layout(format!("data area: {e}")))?;
+        if dl != layout {
+            return Err(BsError::Layout("the data area belongs to a different OSD than the metadata area".into()));
+        }
+        let bb = layout.bitmap_bytes();
+        let blocks = layout.data_blocks();
+        let mut index = Index::new(blocks, bb);
+        let mut alloc = Allocator::new(blocks);
+
+        // Metadata.
+        let mut meta_image = read_area(&mut engine, devs.meta, layout.meta.offset, layout.meta.size, "metadata area")?;
+        let esz = layout.meta_entry_size();
+        let mut stale_slots = Vec::new();
+        for b in 1..blocks {
+            let (mb, off) = layout.meta_pos(b);
+            let at = (mb * layout.meta_block_size as u64) as usize + off;
+            match decode_meta_entry(&meta_image[at..at + esz], b, bb) {
+                Ok(None) => {}
+                Err(()) => {
+                    return Err(BsError::Layout(format!("metadata entry of data block {b} is corrupted (checksum mismatch)")))
+                }
+                Ok(Some(e)) => {
+                    let oid = ObjectId::new(e.inode, e.stripe);
+                    if let Some(prev) = index.clean.get(&oid).copied() {
+                        // A crash between writing a new location and clearing the old one.
+                        if prev.version >= e.version {
+                            stale_slots.push(b);
+                            continue;
+                        }
+                        stale_slots.push(prev.block);
+                        alloc.free(prev.block);
+                    }
+                    index.clean.insert(oid, Clean { version: e.version, block: b });
+                    index.set_clean_bitmap(b, &e.bitmap);
+                    alloc.set_used(b);
+                }
+            }
+        }
+        for &b in &stale_slots {
+            let (mb, off) = layout.meta_pos(b);
+            let at = (mb * layout.meta_block_size as u64) as usize + off;
+            meta_image[at..at + esz].fill(0);
+            let mbs = layout.meta_block_size as usize;
+            let start = mb as usize * mbs;
+            engine
+                .write_at(devs.meta, layout.meta.offset + start as u64, &meta_image[start..start + mbs])
+                .map_err(|e| BsError::io("clear stale metadata entry", e))?;
+        }
+        if !stale_slots.is_empty() {
+            engine.sync_dev(devs.meta).map_err(|e| BsError::io("fsync metadata", e))?;
+        }
+
+        // Journal.
+        let mirror = read_area(&mut engine, devs.journal, layout.journal.offset, layout.journal.size, "journal")?;
+        let header = JournalHeader::decode(&mirror[..HEADER_BYTES])?;
+        if header.uuid != layout.uuid {
+            return Err(BsError::Layout("the journal belongs to a different OSD (uuid mismatch)".into()));
+        }
+        let jbs = layout.journal_block_size as u64;
+        if header.start < jbs || header.start > layout.journal.size || header.start % jbs != 0 {
+            return Err(BsError::Layout(format!("journal header names an impossible start offset {}", header.start)));
+        }
+        let mut sector_refs: Vec<u32> = Vec::new();
+        let mut pending = PendingBig::default();
+        let mut bad: Option<String> = None;
+        let end = Journal::replay(&mirror, jbs, bb, header.start, header.start_seq, header.epoch, |e, sector| {
+            if bad.is_some() {
+                return;
+            }
+            if sector_refs.len() <= sector as usize {
+                sector_refs.resize(sector as usize + 1, 0);
+            }
+            if let Err(msg) = replay_entry(&mut index, &mut pending, &mut sector_refs, &layout, e, sector) {
+                bad = Some(msg);
+            }
+        });
+        if let Some(msg) = bad {
+            return Err(BsError::Layout(format!("journal replay: {msg}")));
+        }
+        drop_below_stable_deletes(&mut index, &mut sector_refs);
+        // Blocks of live redirect writes are known only once rollbacks have been replayed.
+        for (ov, d) in &index.dirty {
+            if let DirtyKind::Big { block } = d.kind {
+                if alloc.is_used(block) {
+                    return Err(BsError::Layout(format!(
+                        "journal replay: version {} of {:?} names data block {block}, which is already in use",
+                        ov.version, ov.oid
+                    )));
+                }
+                alloc.set_used(block);
+            }
+        }
+        let epoch = header.epoch + 1;
+        let mut journal = Journal::new(
+            mirror,
+            jbs,
+            bb,
+            header.start,
+            epoch,
+            &end,
+            cfg.journal_sector_buffer_count as usize,
+            cfg.journal_no_same_sector_overwrites,
+        );
+        for (abs, &n) in sector_refs.iter().enumerate() {
+            for _ in 0..n {
+                journal.add_ref(abs as u64);
+            }
+        }
+        // Persist the epoch bump and the last sector with its torn tail cleared before any new
+        // entry can be written after them.
+        let mut hb = AlignedBuf::new(jbs as usize);
+        hb[..HEADER_BYTES].copy_from_slice(&JournalHeader { epoch, ..header }.encode());
+        engine.write_at(devs.journal, layout.journal.offset, &hb).map_err(|e| BsError::io("write journal header", e))?;
+        if let Some(pos) = journal.last_sector_pos() {
+            let s = AlignedBuf::from_slice(&journal.mirror[pos as usize..(pos + jbs) as usize]);
+            engine.write_at(devs.journal, layout.journal.offset + pos, &s).map_err(|e| BsError::io("rewrite journal sector", e))?;
+        }
+        engine.sync_dev(devs.journal).map_err(|e| BsError::io("fsync journal", e))?;
+
+        let mut bs = Blockstore {
+            engine,
+            cfg: cfg.clone(),
+            devs,
+            index,
+            alloc,
+            journal,
+            meta_image: cfg.inmemory_metadata.then_some(meta_image),
+            meta_busy: FxHashSet::default(),
+            ops: Vec::new(),
+            free_slots: Vec::new(),
+            next_id: 1,
+            fifo: VecDeque::new(),
+            active: Vec::new(),
+            done: Vec::new(),
+            unsynced: Vec::new(),
+            unsynced_big: Vec::new(),
+            jfs: FsyncTracker::new(devs.journal, !cfg.disable_journal_fsync),
+            dfs: FsyncTracker::new(devs.data, !cfg.disable_data_fsync),
+            mfs: FsyncTracker::new(devs.meta, !cfg.disable_meta_fsync),
+            flush_queue: VecDeque::new(),
+            flush_queued: FxHashSet::default(),
+            flushing: FxHashSet::default(),
+            jobs: (0..cfg.flusher_count).map(|_| None).collect(),
+            trim: TrimSt::Idle,
+            header_buf: AlignedBuf::new(jbs as usize),
+            read_epoch: 0,
+            reads_inflight: VecDeque::new(),
+            pending_free: VecDeque::new(),
+            free_after_trim: VecDeque::new(),
+            tombstones: Default::default(),
+            failed: None,
+            sector_writes: Vec::new(),
+            reaped: Vec::new(),
+            waiting_space: false,
+            stats: Stats::default(),
+            layout,
+        };
+        let oids: Vec<ObjectId> = bs.index.dirty.keys().map(|ov| ov.oid).collect::<HashSet<_>>().into_iter().collect();
+        for oid in oids {
+            bs.queue_flush(oid);
+        }
+        Ok(bs)
+    }
+
+    /// The on-disk geometry.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The options this store runs with.
+    pub fn config(&self) -> &BlockstoreConfig {
+        &self.cfg
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Free data blocks.
+    pub fn free_blocks(&self) -> u64 {
+        self.alloc.free_count()
+    }
+
+    /// Data blocks in use (clean objects and redirect writes).
+    pub fn used_blocks(&self) -> u64 {
+        self.alloc.total() - self.alloc.free_count() - 1
+    }
+
+    /// Free journal bytes.
+    pub fn journal_free(&self) -> u64 {
+        self.journal.free_bytes()
+    }
+
+    /// Number of dirty (journaled, not yet flushed) versions.
+    pub fn dirty_count(&self) -> usize {
+        self.index.dirty.len()
+    }
+
+    /// Number of clean objects.
+    pub fn clean_count(&self) -> usize {
+        self.index.clean.len()
+    }
+
+    /// The I/O engine (the OSD shares its ring with sockets).
+    pub fn engine_mut(&mut self) -> &mut E {
+        &mut self.engine
+    }
+
+    /// Queue an operation; its completion appears after some `run`/`poll` calls.
+    pub fn submit(&mut self, op: BsOp) -> OpId {
+        let id = self.next_id;
+        self.next_id += 1;
+        if let Some(errno) = self.failed {
+            let _ = errno;
+            self.done.push(Completion { id, result: Err(BsError::ReadOnly) });
+            return id;
+        }
+        match op {
+            BsOp::Read { oid, version, offset, len } => self.start_read(id, oid, version, offset, len),
+            BsOp::ReadBitmap { oid, version } => {
+                let result = match self.index.visible_version(oid, version) {
+                    Some((v, d)) => {
+                        let bitmap = match d {
+                            Some(d) if d.kind == DirtyKind::Delete => vec![0; self.index.bitmap_bytes],
+                            Some(d) => d.bitmap.to_vec(),
+                            None => self.index.clean_bitmap(self.index.clean[&oid].block).to_vec(),
+                        };
+                        Ok(BsReply::Bitmap { version: v, bitmap })
+                    }
+                    None => Ok(BsReply::Bitmap { version: 0, bitmap: vec![0; self.index.bitmap_bytes] }),
+                };
+                self.done.push(Completion { id, result });
+            }
+            BsOp::List(filter) => {
+                let result = Ok(self.list(&filter));
+                self.done.push(Completion { id, result });
+            }
+            BsOp::Write { oid, version, offset, data, bitmap, stable } => {
+                if let Err(e) = self.check_write(offset, data.len(), bitmap.as_deref()) {
+                    self.done.push(Completion { id, result: Err(e) });
+                    return id;
+                }
+                let body = Body::Write {
+                    ov: ObjVerId::new(oid, version),
+                    offset,
+                    data,
+                    bitmap,
+                    stable,
+                    delete: false,
+                    big: None,
+                    st: WriteSt::Queued,
+                    err: 0,
+                    commit_sector: None,
+                };
+                let slot = self.alloc_slot(Op { id, body });
+                self.fifo.push_back(slot);
+            }
+            BsOp::Delete { oid, version, stable } => {
+                let body = Body::Write {
+                    ov: ObjVerId::new(oid, version),
+                    offset: 0,
+                    data: AlignedBuf::new(0),
+                    bitmap: None,
+                    stable,
+                    delete: true,
+                    big: None,
+                    st: WriteSt::Queued,
+                    err: 0,
+                    commit_sector: None,
+                };
+                let slot = self.alloc_slot(Op { id, body });
+                self.fifo.push_back(slot);
+            }
+            BsOp::Sync => {
+                let body = Body::Sync { st: SyncSt::Start, small: Vec::new(), big: Vec::new(), commits: Vec::new() };
+                let slot = self.alloc_slot(Op { id, body });
+                self.active.push(slot);
+            }
+            BsOp::Stabilize(list) | BsOp::Rollback(list) if list.is_empty() => {
+                self.done.push(Completion { id, result: Ok(BsReply::Done) });
+            }
+            BsOp::Stabilize(list) => {
+                let body = Body::Commit { list, rollback: false, started: false, sectors: Vec::new(), wait: JWait::Watermark(0) };
+                let slot = self.alloc_slot(Op { id, body });
+                self.fifo.push_back(slot);
+            }
+            BsOp::Rollback(list) => {
+                let body = Body::Commit { list, rollback: true, started: false, sectors: Vec::new(), wait: JWait::Watermark(0) };
+                let slot = self.alloc_slot(Op { id, body });
+                self.fifo.push_back(slot);
+            }
+        }
+        id
+    }
+
+    /// Move finished operations to `out`.
+    pub fn take_completions(&mut self, out: &mut Vec<Completion>) {
+        self.stats.ops += self.done.len() as u64;
+        out.append(&mut self.done);
+    }
+
+    /// Nothing queued, running, flushing or in flight.
+    pub fn is_idle(&self) -> bool {
+        self.fifo.is_empty()
+            && self.active.is_empty()
+            && self.jobs.iter().all(|j| j.is_none())
+            && matches!(self.trim, TrimSt::Idle)
+            && self.engine.in_flight() == 0
+    }
+
+    /// No client operation pending (the flusher may still be busy).
+    pub fn ops_idle(&self) -> bool {
+        self.fifo.is_empty() && self.active.is_empty() && self.done.is_empty()
+    }
+
+    /// Reap completions from the engine (blocking for one if `block`), handle them and run.
+    pub fn poll(&mut self, block: bool) -> BsResult<()> {
+        if block && self.engine.in_flight() > 0 {
+            self.engine.wait().map_err(|e| BsError::io("wait for I/O", e))?;
+        }
+        let mut reaped = std::mem::take(&mut self.reaped);
+        self.engine.reap(&mut reaped);
+        for &(token, res) in &reaped {
+            self.handle_completion(token, res);
+        }
+        reaped.clear();
+        self.reaped = reaped;
+        self.run();
+        Ok(())
+    }
+
+    /// Submit one operation and drive the store until it completes (tools and tests).
+    pub fn exec(&mut self, op: BsOp) -> BsResult<BsReply> {
+        let id = self.submit(op);
+        self.run();
+        let mut out = Vec::new();
+        let mut idle_rounds = 0;
+        loop {
+            self.take_completions(&mut out);
+            if let Some(i) = out.iter().position(|c| c.id == id) {
+                let c = out.swap_remove(i);
+                self.done.extend(out);
+                return c.result;
+            }
+            // Nothing in flight for many rounds means no completion can ever wake it.
+            idle_rounds = if self.engine.in_flight() == 0 { idle_rounds + 1 } else { 0 };
+            assert!(idle_rounds < 1000, "blockstore operation stuck with no I/O in flight: {}", self.debug_state());
+            self.poll(true)?;
+        }
+    }
+
+    /// One-line summary of internal queues, for diagnostics.
+    pub fn debug_state(&self) -> String {
+        format!(
+            "fifo={} active={} jobs={} trim={:?} journal_free={} live_sectors={} dirty={} free_blocks={} pending_free={} free_after_trim={} flush_queue={}",
+            self.fifo.len(),
+            self.active.len(),
+            self.jobs.iter().filter(|j| j.is_some()).count(),
+            self.trim,
+            self.journal.free_bytes(),
+            self.journal.live_sectors(),
+            self.index.dirty.len(),
+            self.alloc.free_count(),
+            self.pending_free.len(),
+            self.free_after_trim.len(),
+            self.flush_queue.len()
+        )
+    }
+
+    /// Drive until every operation, flush and trim is finished.
+    pub fn wait_idle(&mut self) -> BsResult<()> {
+        self.run();
+        while !self.is_idle() {
+            self.poll(true)?;
+        }
+        Ok(())
+    }
+
+    /// Flush everything flushable and trim the journal (tools, tests, clean shutdown).
+    pub fn flush_all(&mut self) -> BsResult<()> {
+        let oids: Vec<ObjectId> = self.index.dirty.keys().map(|ov| ov.oid).collect();
+        for oid in oids {
+            self.queue_flush(oid);
+        }
+        self.wait_idle()
+    }
+
+    fn alloc_slot(&mut self, op: Op) -> usize {
+        if let Some(s) = self.free_slots.pop() {
+            self.ops[s] = Some(op);
+            s
+        } else {
+            self.ops.push(Some(op));
+            self.ops.len() - 1
+        }
+    }
+
+    fn finish(&mut self, slot: usize, result: BsResult<BsReply>) {
+        let op = self.ops[slot].take().expect("finishing an empty op slot");
+        self.free_slots.push(slot);
+        self.done.push(Completion { id: op.id, result });
+    }
+
+    fn check_write(&self, offset: u32, len: usize, bitmap: Option<&[u8]>) -> BsResult<()> {
+        let g = self.layout.bitmap_granularity as u64;
+        let (off, len) = (offset as u64, len as u64);
+        if len == 0 || off % g != 0 || len % g != 0 || off + len > self.layout.block_size as u64 {
+            return Err(BsError::Invalid(format!(
+                "write of {len} bytes at {off}: must be non-empty, aligned to {g} and inside the {}-byte object",
+                self.layout.block_size
+            )));
+        }
+        if let Some(b) = bitmap {
+            if b.len() != self.index.bitmap_bytes {
+                return Err(BsError::Invalid(format!("bitmap must be {} bytes", self.index.bitmap_bytes)));
+            }
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- reads
+
+    fn start_read(&mut self, id: OpId, oid: ObjectId, version: u64, offset: u32, len: u32) {
+        let a = self.layout.disk_alignment;
+        let bsz = self.layout.block_size;
+        if offset % a != 0 || len % a != 0 || offset as u64 + len as u64 > bsz as u64 {
+            self.done.push(Completion {
+                id,
+                result: Err(BsError::Invalid(format!("read of {len} bytes at {offset}: must be aligned to {a} and inside the object"))),
+            });
+            return;
+        }
+        let mut data = AlignedBuf::new(len as usize);
+        let gran = self.layout.bitmap_granularity;
+        let Some((ver, top)) = self.index.visible_version(oid, version) else {
+            let bitmap = vec![0; self.index.bitmap_bytes];
+            self.done.push(Completion { id, result: Ok(BsReply::Read { version: 0, bitmap, data }) });
+            return;
+        };
+        let bitmap = match top {
+            Some(d) if d.kind == DirtyKind::Delete => vec![0; self.index.bitmap_bytes],
+            Some(d) => d.bitmap.to_vec(),
+            None => self.index.clean_bitmap(self.index.clean[&oid].block).to_vec(),
+        };
+        // Resolve each granule of the range, newest version first.
+        let first_g = offset / gran;
+        let end = offset + len;
+        let ng = if len == 0 { 0 } else { (end - 1) / gran - first_g + 1 };
+        let mut covered = vec![false; ng as usize];
+        let mut reads: Vec<(u64, u32, u32)> = Vec::new(); // (device offset, buf offset, len)
+        let mut terminal = false;
+        for (ov, d) in self.index.dirty_desc(oid, ver) {
+            if d.state == DState::InFlight || ov.version > ver {
+                continue;
+            }
+            for gi in 0..ng {
+                if covered[gi as usize] {
+                    continue;
+                }
+                let g = first_g + gi;
+                let (ps, pe) = ((g * gran).max(offset), ((g + 1) * gran).min(end));
+                match d.kind {
+                    DirtyKind::Small { loc } => {
+                        if ps >= d.offset && pe <= d.offset + d.len {
+                            let src = self.journal.data(loc + (ps - d.offset) as u64, (pe - ps) as usize);
+                            data[(ps - offset) as usize..(pe - offset) as usize].copy_from_slice(src);
+                            covered[gi as usize] = true;
+                        }
+                    }
+                    DirtyKind::Big { block } => {
+                        if is_set(&d.bitmap, g) {
+                            reads.push((self.layout.block_offset(block) + ps as u64, ps - offset, pe - ps));
+                        }
+                        covered[gi as usize] = true;
+                    }
+                    DirtyKind::Delete => covered[gi as usize] = true,
+                }
+            }
+            if matches!(d.kind, DirtyKind::Big { .. } | DirtyKind::Delete) {
+                terminal = true;
+                break;
+            }
+        }
+        if !terminal {
+            if let Some(c) = self.index.clean.get(&oid).copied() {
+                let cb = self.index.clean_bitmap(c.block);
+                for gi in 0..ng {
+                    let g = first_g + gi;
+                    if !covered[gi as usize] && is_set(cb, g) {
+                        let (ps, pe) = ((g * gran).max(offset), ((g + 1) * gran).min(end));
+                        reads.push((self.layout.block_offset(c.block) + ps as u64, ps - offset, pe - ps));
+                    }
+                }
+            }
+        }
+        if reads.is_empty() {
+            self.done.push(Completion { id, result: Ok(BsReply::Read { version: ver, bitmap, data }) });
+            return;
+        }
+        // Coalesce adjacent pieces into single device reads.
+        reads.sort_unstable_by_key(|r| r.1);
+        let mut merged: Vec<(u64, u32, u32)> = Vec::with_capacity(reads.len());
+        for r in reads {
+            if let Some(last) = merged.last_mut() {
+                if last.0 + last.2 as u64 == r.0 && last.1 + last.2 == r.1 {
+                    last.2 += r.2;
+                    continue;
+                }
+            }
+            merged.push(r);
+        }
+        let epoch = self.read_epoch;
+        match self.reads_inflight.back_mut() {
+            Some((e, n)) if *e == epoch => *n += 1,
+            _ => self.reads_inflight.push_back((epoch, 1)),
+        }
+        let pending = merged.len() as u32;
+        let ptr = data.as_mut_ptr();
+        let slot = self.alloc_slot(Op { id, body: Body::Read { pending, version: ver, bitmap, data, epoch, err: 0 } });
+        for (dev_off, buf_off, l) in merged {
+            // SAFETY: `data` lives in the op slot until every read of this op completes.
+            unsafe {
+                self.engine.push(IoReq {
+                    dev: self.devs.data,
+                    kind: IoKind::Read,
+                    offset: dev_off,
+                    ptr: ptr.add(buf_off as usize),
+                    len: l as usize,
+                    token: tok(T_OP, slot as u64),
+                });
+            }
+        }
+    }
+
+    fn read_done(&mut self, epoch: u64) {
+        for (e, n) in self.reads_inflight.iter_mut() {
+            if *e == epoch {
+                *n -= 1;
+                break;
+            }
+        }
+        while matches!(self.reads_inflight.front(), Some(&(_, 0))) {
+            self.reads_inflight.pop_front();
+        }
+    }
+
+    /// Free a data block once no read that started before now can still target it.
+    fn defer_free(&mut self, block: u64) {
+        self.pending_free.push_back((self.read_epoch, block));
+        self.read_epoch += 1;
+    }
+
+    fn release_frees(&mut self) {
+        let oldest = self.reads_inflight.front().map(|&(e, _)| e);
+        while let Some(&(e, b)) = self.pending_free.front() {
+            if oldest.is_some_and(|o| o <= e) {
+                break;
+            }
+            self.pending_free.pop_front();
+            self.alloc.free(b);
+        }
+    }
+
+    // ---------------------------------------------------------------- listing
+
+    fn list(&self, f: &ListFilter) -> BsReply {
+        let mut stable = Vec::new();
+        let mut unstable = Vec::new();
+        let mut last_oid: Option<ObjectId> = None;
+        let mut cur_stable: Option<(u64, bool)> = None;
+        let mut cur_unstable: Option<u64> = None;
+        let flush = |oid: ObjectId, st: Option<(u64, bool)>, un: Option<u64>, stable: &mut Vec<ObjVerId>, unstable: &mut Vec<ObjVerId>| {
+            let st = st.or_else(|| self.index.clean.get(&oid).map(|c| (c.version, false)));
+            if let Some((v, deleted)) = st {
+                if !deleted {
+                    stable.push(ObjVerId::new(oid, v));
+                }
+            }
+            if let Some(v) = un {
+                unstable.push(ObjVerId::new(oid, v));
+            }
+        };
+        for (ov, d) in &self.index.dirty {
+            if !f.matches(&ov.oid) {
+                continue;
+            }
+            if last_oid != Some(ov.oid) {
+                if let Some(o) = last_oid {
+                    flush(o, cur_stable, cur_unstable, &mut stable, &mut unstable);
+                }
+                last_oid = Some(ov.oid);
+                cur_stable = None;
+                cur_unstable = None;
+            }
+            if d.state == DState::InFlight {
+                continue;
+            }
+            if d.stable {
+                cur_stable = Some((ov.version, d.kind == DirtyKind::Delete));
+            } else {
+                cur_unstable = Some(ov.version);
+            }
+        }
+        if let Some(o) = last_oid {
+            flush(o, cur_stable, cur_unstable, &mut stable, &mut unstable);
+        }
+        let dirty_oids: FxHashSet<ObjectId> = self.index.dirty.keys().map(|ov| ov.oid).collect();
+        for (oid, c) in &self.index.clean {
+            if !dirty_oids.contains(oid) && f.matches(oid) {
+                stable.push(ObjVerId::new(*oid, c.version));
+            }
+        }
+        stable.sort_unstable();
+        unstable.sort_unstable();
+        BsReply::List { stable, unstable }
+    }
+
+    // ---------------------------------------------------------------- completions
+
+    /// Feed one device completion back (`token` from an [`IoReq`] this store pushed).
+    pub fn handle_completion(&mut self, token: u64, res: i32) {
+        let kind = token >> T_SHIFT;
+        let low = token & ((1 << T_SHIFT) - 1);
+        let ok = res >= 0;
+        match kind {
+            T_OP => {
+                let slot = low as usize;
+                let mut read_epoch = None;
+                if let Some(op) = self.ops[slot].as_mut() {
+                    match &mut op.body {
+                        Body::Read { pending, err, epoch, .. } => {
+                            *pending -= 1;
+                            if !ok {
+                                *err = res;
+                            }
+                            if *pending == 0 {
+                                read_epoch = Some(*epoch);
+                            }
+                        }
+                        Body::Write { err, st, .. } => {
+                            if !ok {
+                                *err = res;
+                            }
+                            if let WriteSt::BigData = st {
+                                *st = WriteSt::BigDataFsync(u64::MAX);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                if let Some(e) = read_epoch {
+                    self.read_done(e);
+                    let op = self.ops[slot].take().unwrap();
+                    self.free_slots.push(slot);
+                    let Body::Read { version, bitmap, data, err, .. } = op.body else { unreachable!() };
+                    let result = if err < 0 { Err(BsError::DeviceIo(-err)) } else { Ok(BsReply::Read { version, bitmap, data }) };
+                    self.done.push(Completion { id: op.id, result });
+                }
+            }
+            T_SECTOR => {
+                let w = SectorWrite { abs: low & LOW40, pos: 0, buf: (low >> 40) as usize };
+                if ok {
+                    self.journal.sector_written(w);
+                } else {
+                    self.fail(res);
+                }
+            }
+            T_JDATA => {
+                if ok {
+                    self.journal.data_written(low);
+                } else {
+                    self.fail(res);
+                }
+            }
+            T_FSYNC => {
+                if !ok {
+                    self.fail(res);
+                    return;
+                }
+                let t = match low {
+                    0 => &mut self.jfs,
+                    1 => &mut self.dfs,
+                    _ => &mut self.mfs,
+                };
+                t.completed = t.submitted;
+                t.inflight = false;
+            }
+            T_FLUSH | T_META => {
+                let slot = (low >> 40) as usize;
+                let mblock = low & LOW40;
+                if !ok {
+                    self.fail(res);
+                }
+                if let Some(job) = self.jobs[slot].as_mut() {
+                    if kind == T_FLUSH {
+                        job.pending -= 1;
+                    } else if let Some(m) = job.meta.iter_mut().find(|m| m.mblock == mblock && (m.state == 1 || m.state == 2)) {
+                        if m.state == 1 {
+                            m.state = 4; // read done, patch and write next
+                        } else {
+                            m.state = 3;
+                            self.meta_busy.remove(&mblock);
+                        }
+                    }
+                    if !ok {
+                        job.err = res;
+                    }
+                }
+            }
+            T_HEADER => {
+                if !ok {
+                    self.fail(res);
+                    return;
+                }
+                if let TrimSt::Writing { n, start } = self.trim {
+                    let ticket = self.jfs.ticket();
+                    self.trim = TrimSt::Fsync { n, start, ticket };
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A device failed a write or fsync: durability can no longer be promised. Fail everything
+    /// pending and refuse new operations until the store is reopened.
+    fn fail(&mut self, res: i32) {
+        if self.failed.is_some() {
+            return;
+        }
+        tracing::error!("blockstore device error {res}; failing pending operations, store is now read-only");
+        self.failed = Some(res);
+    }
+
+    // ---------------------------------------------------------------- the loop
+
+    /// Advance everything and submit the I/O produced.
+    pub fn run(&mut self) {
+        if self.failed.is_some() {
+            self.fail_all();
+        } else {
+            for _ in 0..4 {
+                let mut progress = self.start_queued();
+                progress |= self.advance_active();
+                progress |= self.run_flusher();
+                progress |= self.run_trim();
+                self.release_frees();
+                if !progress {
+                    break;
+                }
+            }
+            self.submit_journal_io();
+        }
+        if let Err(e) = self.engine.submit() {
+            tracing::error!("io_uring submit: {e}");
+            self.fail(-e.raw_os_error().unwrap_or(libc::EIO));
+        }
+    }
+
+    fn fail_all(&mut self) {
+        let errno = self.failed.unwrap_or(-libc::EIO);
+        // Ops with I/O in flight keep their buffers until the engine drains.
+        if self.engine.in_flight() > 0 {
+            let mut reaped = Vec::new();
+            self.engine.reap(&mut reaped);
+            if self.engine.in_flight() > 0 {
+                return;
+            }
+        }
+        let slots: Vec<usize> = self.fifo.drain(..).chain(self.active.drain(..)).collect();
+        for slot in slots {
+            self.finish(slot, Err(BsError::DeviceIo(-errno)));
+        }
+        for j in self.jobs.iter_mut() {
+            *j = None;
+        }
+        self.trim = TrimSt::Idle;
+    }
+
+    fn submit_journal_io(&mut self) {
+        let mut writes = std::mem::take(&mut self.sector_writes);
+        self.journal.take_sector_writes(&mut writes);
+        let jbs = self.journal.block_size() as usize;
+        for w in writes.drain(..) {
+            let ptr = self.journal.sector_buf_ptr(w.buf);
+            // SAFETY: sector buffers belong to the journal and are not reused until
+            // `sector_written` returns them.
+            unsafe {
+                self.engine.push(IoReq {
+                    dev: self.devs.journal,
+                    kind: IoKind::Write,
+                    offset: self.layout.journal.offset + w.pos,
+                    ptr,
+                    len: jbs,
+                    token: tok(T_SECTOR, (w.buf as u64) << 40 | w.abs),
+                });
+            }
+        }
+        self.sector_writes = writes;
+        for (which, t) in [(0u64, &mut self.jfs), (1, &mut self.dfs), (2, &mut self.mfs)] {
+            if t.enabled && !t.inflight && t.wanted > t.submitted {
+                t.submitted += 1;
+                t.inflight = true;
+                // SAFETY: fsync carries no buffer.
+                unsafe {
+                    self.engine.push(IoReq {
+                        dev: t.dev.unwrap(),
+                        kind: IoKind::Fsync,
+                        offset: 0,
+                        ptr: std::ptr::null_mut(),
+                        len: 0,
+                        token: tok(T_FSYNC, which),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Durability rules per operation kind.
+    fn durable_at_ack(&self, big: bool) -> bool {
+        match self.cfg.immediate_commit {
+            ImmediateCommit::All => true,
+            ImmediateCommit::Small => !big,
+            ImmediateCommit::None => false,
+        }
+    }
+
+    fn start_queued(&mut self) -> bool {
+        let mut progress = false;
+        self.waiting_space = false;
+        while let Some(&slot) = self.fifo.front() {
+            match self.try_start(slot) {
+                Ok(true) => {
+                    self.fifo.pop_front();
+                    self.active.push(slot);
+                    progress = true;
+                }
+                Ok(false) => {
+                    self.waiting_space = true;
+                    break;
+                }
+                Err(e) => {
+                    self.fifo.pop_front();
+                    self.finish(slot, Err(e));
+                    progress = true;
+                }
+            }
+        }
+        progress
+    }
+
+    /// Whether waiting can ever free journal space or data blocks: something is running that
+    /// will finish, or the journal start can move.
+    fn can_make_room(&self) -> bool {
+        !self.active.is_empty()
+            || self.jobs.iter().any(|j| j.is_some())
+            || !self.flush_queue.is_empty()
+            || !matches!(self.trim, TrimSt::Idle)
+            || !self.pending_free.is_empty()
+            || self.journal.can_trim()
+    }
+
+    /// Start the FIFO head: assign its version and append its journal records, or allocate its
+    /// block. `Ok(false)` = no room yet.
+    fn try_start(&mut self, slot: usize) -> BsResult<bool> {
+        let mut op = self.ops[slot].take().unwrap();
+        let r = match &mut op.body {
+            Body::Write { .. } => self.start_write(&mut op.body),
+            Body::Commit { .. } => self.start_commit(&mut op.body),
+            _ => unreachable!("only writes and commits are queued"),
+        };
+        self.ops[slot] = Some(op);
+        match r {
+            Ok(false) if !self.can_make_room() => Err(BsError::NoSpace("journal or data area full and nothing can be flushed")),
+            r => r,
+        }
+    }
+
+    fn start_write(&mut self, body: &mut Body) -> BsResult<bool> {
+        let Body::Write { ov, offset, data, bitmap, stable, delete, big, st, .. } = body else { unreachable!() };
+        let latest = self.latest_version(ov.oid);
+        let version = if ov.version == 0 { latest + 1 } else { ov.version };
+        if version <= latest {
+            return Err(BsError::VersionConflict(format!("version {version} is not newer than {latest}")));
+        }
+        let gran = self.layout.bitmap_granularity;
+        let bb = self.index.bitmap_bytes;
+        let current = self.index.current_bitmap(ov.oid).map(|b| b.to_vec());
+        if *delete {
+            let e = Entry { stable: *stable, ..Entry::record(Kind::Delete, ov.oid, version) };
+            let Some(a) = self.journal.append(e, None, self.write_reserve()) else { return Ok(false) };
+            ov.version = version;
+            self.insert_dirty(*ov, DirtyKind::Delete, 0, 0, vec![0; bb].into(), *stable, Some(a.sector));
+            *st = WriteSt::Journal(JWait::Watermark(a.seq));
+            return Ok(true);
+        }
+        let len = data.len() as u32;
+        let is_big = (*offset == 0 && len == self.layout.block_size) || current.is_none();
+        let new_bitmap: Box<[u8]> = match bitmap.take() {
+            Some(b) => b.into(),
+            None => {
+                let mut b = if is_big { vec![0; bb] } else { current.clone().unwrap() };
+                set_range(&mut b, *offset, len, gran);
+                b.into()
+            }
+        };
+        if is_big {
+            if self.alloc.free_count() <= DATA_RESERVE_BLOCKS {
+                return Ok(false);
+            }
+            let block = self.alloc.alloc().expect("free count said a block is free");
+            let e = Entry {
+                kind: Kind::BigWrite,
+                offset: *offset,
+                len,
+                loc: block,
+                stable: *stable,
+                pending: true,
+                bitmap: &new_bitmap,
+                ..Entry::record(Kind::BigWrite, ov.oid, version)
+            };
+            let Some(a) = self.journal.append(e, None, self.write_reserve()) else {
+                self.alloc.free(block);
+                return Ok(false);
+            };
+            ov.version = version;
+            *big = Some(block);
+            self.insert_dirty(*ov, DirtyKind::Big { block }, *offset, len, new_bitmap, *stable, Some(a.sector));
+            let slot_token = self.slot_of_current_start();
+            // SAFETY: `data` lives in the op slot until this write completes.
+            unsafe {
+                self.engine.push(IoReq {
+                    dev: self.devs.data,
+                    kind: IoKind::Write,
+                    offset: self.layout.block_offset(block) + *offset as u64,
+                    ptr: data.as_mut_ptr(),
+                    len: data.len(),
+                    token: tok(T_OP, slot_token as u64),
+                });
+            }
+            *st = WriteSt::BigData;
+            return Ok(true);
+        }
+        let e = Entry {
+            offset: *offset,
+            len,
+            stable: *stable,
+            bitmap: &new_bitmap,
+            ..Entry::record(Kind::SmallWrite, ov.oid, version)
+        };
+        let Some(a) = self.journal.append(e, Some(data), self.write_reserve()) else { return Ok(false) };
+        ov.version = version;
+        self.submit_jdata(&a, len);
+        self.insert_dirty(*ov, DirtyKind::Small { loc: a.data_loc }, *offset, len, new_bitmap, *stable, Some(a.sector));
+        *st = WriteSt::Journal(JWait::Watermark(a.seq));
+        Ok(true)
+    }
+
+    fn latest_version(&self, oid: ObjectId) -> u64 {
+        let v = self.index.latest_version(oid);
+        match self.tombstones.get(&oid) {
+            Some(&(tv, _)) => v.max(tv),
+            None => v,
+        }
+    }
+
+    fn slot_of_current_start(&self) -> usize {
+        *self.fifo.front().expect("a write is started from the FIFO head")
+    }
+
+    fn write_reserve(&self) -> u64 {
+        JOURNAL_RESERVE_SECTORS * self.journal.block_size()
+    }
+
+    fn submit_jdata(&mut self, a: &Appended, len: u32) {
+        let ptr = self.journal.mirror.as_mut_ptr();
+        let dlen = (len as u64).div_ceil(self.journal.block_size()) * self.journal.block_size();
+        // SAFETY: the mirror region of a live entry is never rewritten before the entry is
+        // trimmed, which needs this write to have completed.
+        unsafe {
+            self.engine.push(IoReq {
+                dev: self.devs.journal,
+                kind: IoKind::Write,
+                offset: self.layout.journal.offset + a.data_loc,
+                ptr: ptr.add(a.data_loc as usize),
+                len: dlen as usize,
+                token: tok(T_JDATA, a.seq),
+            });
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn insert_dirty(&mut self, ov: ObjVerId, kind: DirtyKind, offset: u32, len: u32, bitmap: Box<[u8]>, stable: bool, sector: Option<u64>) {
+        self.index.dirty.insert(
+            ov,
+            Dirty { kind, offset, len, state: DState::InFlight, stable, sector, stable_sector: None, bitmap },
+        );
+    }
+
+    fn start_commit(&mut self, body: &mut Body) -> BsResult<bool> {
+        let Body::Commit { list, rollback, started, sectors, wait } = body else { unreachable!() };
+        if !*started {
+            // Validate everything before writing anything.
+            for ov in list.iter() {
+                if *rollback {
+                    for (v, d) in self.index.dirty_of(ov.oid) {
+                        if v.version > ov.version && d.stable {
+                            return Err(BsError::Invalid(format!("cannot roll back stable version {} of {:?}", v.version, ov.oid)));
+                        }
+                        if v.version > ov.version && d.state == DState::InFlight {
+                            return Err(BsError::NotSynced);
+                        }
+                    }
+                } else {
+                    // Without dirty versions everything there is is already stable (or gone).
+                    let newest_dirty = self.index.dirty_desc(ov.oid, u64::MAX).next().map(|(v, _)| v.version);
+                    if newest_dirty.is_some_and(|nd| ov.version > nd && ov.version > self.latest_version(ov.oid)) {
+                        return Err(BsError::NotFound);
+                    }
+                    for (v, d) in self.index.dirty_of(ov.oid) {
+                        if v.version > ov.version {
+                            break;
+                        }
+                        if !d.stable && d.state != DState::Synced {
+                            return Err(BsError::NotSynced);
+                        }
+                    }
+                }
+            }
+            *started = true;
+        }
+        // Append as many records as fit; the rest waits for room (the reserve is ours).
+        let mut last = 0;
+        while sectors.len() < list.len() {
+            let ov = list[sectors.len()];
+            let e = Entry::record(if *rollback { Kind::Rollback } else { Kind::Stable }, ov.oid, ov.version);
+            let Some(a) = self.journal.append(e, None, 0) else { return Ok(false) };
+            sectors.push(a.sector);
+            last = a.seq;
+        }
+        *wait = JWait::Watermark(last);
+        Ok(true)
+    }
+
+    /// Move journal waits forward; `true` when the records are durable (as required).
+    fn journal_wait(&mut self, w: &mut JWait, durable: bool) -> bool {
+        loop {
+            match *w {
+                JWait::Watermark(seq) => {
+                    if self.journal.watermark() < seq {
+                        return false;
+                    }
+                    if !durable {
+                        return true;
+                    }
+                    *w = JWait::Fsync(self.jfs.ticket());
+                }
+                JWait::Fsync(t) => return self.jfs.done(t),
+            }
+        }
+    }
+
+    fn advance_active(&mut self) -> bool {
+        let mut progress = false;
+        let mut i = 0;
+        while i < self.active.len() {
+            let slot = self.active[i];
+            let mut op = self.ops[slot].take().unwrap();
+            let res = self.advance(&mut op);
+            self.ops[slot] = Some(op);
+            match res {
+                Some(result) => {
+                    self.active.swap_remove(i);
+                    self.finish(slot, result);
+                    progress = true;
+                }
+                None => i += 1,
+            }
+        }
+        progress
+    }
+
+    /// One step of an active op's state machine; `Some(result)` when it is finished.
+    fn advance(&mut self, op: &mut Op) -> Option<BsResult<BsReply>> {
+        match &mut op.body {
+            Body::Write { .. } => self.advance_write(&mut op.body),
+            Body::Sync { .. } => self.advance_sync(&mut op.body),
+            Body::Commit { .. } => self.advance_commit(&mut op.body),
+            Body::Read { .. } => None,
+        }
+    }
+
+    fn advance_write(&mut self, body: &mut Body) -> Option<BsResult<BsReply>> {
+        let Body::Write { ov, stable, big, st, err, commit_sector, .. } = body else { unreachable!() };
+        let ov = *ov;
+        loop {
+            match st {
+                WriteSt::Queued => unreachable!("queued writes are not active"),
+                WriteSt::BigData => return None,
+                WriteSt::BigDataFsync(t) => {
+                    if *err < 0 {
+                        return Some(Err(BsError::DeviceIo(-*err)));
+                    }
+                    if !self.index.dirty.contains_key(&ov) {
+                        // Rolled back while its data was in flight.
+                        self.defer_free(big.unwrap());
+                        return Some(Err(BsError::Invalid("write was rolled back".into())));
+                    }
+                    if !self.durable_at_ack(true) {
+                        let d = self.index.dirty.get_mut(&ov).unwrap();
+                        d.state = DState::Written;
+                        self.unsynced_big.push(ov);
+                        return Some(Ok(BsReply::Written { version: ov.version }));
+                    }
+                    if *t == u64::MAX {
+                        *t = self.dfs.ticket();
+                    }
+                    if !self.dfs.done(*t) {
+                        return None;
+                    }
+                    *st = WriteSt::BigAppend;
+                }
+                WriteSt::BigAppend => {
+                    let Some(a) = self.append_commit(ov) else { return None };
+                    *commit_sector = Some(a.sector);
+                    *st = WriteSt::Journal(JWait::Watermark(a.seq));
+                }
+                WriteSt::Journal(w) => {
+                    let durable = self.durable_at_ack(big.is_some());
+                    if !self.journal_wait(w, durable) {
+                        return None;
+                    }
+                    if let Some(cs) = commit_sector.take() {
+                        self.journal.release(cs);
+                    }
+                    let Some(d) = self.index.dirty.get_mut(&ov) else {
+                        return Some(Err(BsError::Invalid("write was rolled back".into())));
+                    };
+                    if durable {
+                        d.state = DState::Synced;
+                        if *stable {
+                            self.mark_stable_upto(ov);
+                        }
+                    } else {
+                        d.state = DState::Written;
+                        self.unsynced.push(ov);
+                    }
+                    return Some(Ok(BsReply::Written { version: ov.version }));
+                }
+            }
+        }
+    }
+
+    /// Journal the commit record of a redirect write whose data is durable. The record needs
+    /// no life of its own: the write's entry, older in the journal, keeps it from being trimmed.
+    fn append_commit(&mut self, ov: ObjVerId) -> Option<Appended> {
+        self.journal.append(Entry::record(Kind::Commit, ov.oid, ov.version), None, 0)
+    }
+
+    fn advance_sync(&mut self, body: &mut Body) -> Option<BsResult<BsReply>> {
+        let Body::Sync { st, small, big, commits } = body else { unreachable!() };
+        loop {
+            match st {
+                SyncSt::Start => {
+                    *small = std::mem::take(&mut self.unsynced);
+                    *big = std::mem::take(&mut self.unsynced_big);
+                    if small.is_empty() && big.is_empty() {
+                        return Some(Ok(BsReply::Done));
+                    }
+                    *st = if big.is_empty() { SyncSt::Append } else { SyncSt::DataFsync(self.dfs.ticket()) };
+                }
+                SyncSt::DataFsync(t) => {
+                    if !self.dfs.done(*t) {
+                        return None;
+                    }
+                    *st = SyncSt::Append;
+                }
+                SyncSt::Append => {
+                    while commits.len() < big.len() {
+                        let ov = big[commits.len()];
+                        if !self.index.dirty.contains_key(&ov) {
+                            commits.push(u64::MAX);
+                            continue;
+                        }
+                        let Some(a) = self.append_commit(ov) else { return None };
+                        commits.push(a.sector);
+                    }
+                    let upto = self.journal.next_seq - 1;
+                    *st = SyncSt::Journal(JWait::Watermark(upto));
+                }
+                SyncSt::Journal(w) => {
+                    if !self.journal_wait(w, true) {
+                        return None;
+                    }
+                    for &cs in commits.iter().filter(|&&cs| cs != u64::MAX) {
+                        self.journal.release(cs);
+                    }
+                    for ov in small.iter().chain(big.iter()) {
+                        if let Some(d) = self.index.dirty.get_mut(ov) {
+                            d.state = DState::Synced;
+                            if d.stable {
+                                self.mark_stable_upto(*ov);
+                            }
+                        }
+                    }
+                    return Some(Ok(BsReply::Done));
+                }
+            }
+        }
+    }
+
+    fn advance_commit(&mut self, body: &mut Body) -> Option<BsResult<BsReply>> {
+        let Body::Commit { list, rollback, sectors, wait, .. } = body else { unreachable!() };
+        if !self.journal_wait(wait, true) {
+            return None;
+        }
+        for (i, ov) in list.iter().enumerate() {
+            let sector = sectors[i];
+            if *rollback {
+                let doomed: Vec<ObjVerId> =
+                    self.index.dirty_of(ov.oid).filter(|(v, _)| v.version > ov.version).map(|(v, _)| *v).collect();
+                for v in doomed {
+                    let d = self.index.dirty.remove(&v).unwrap();
+                    self.release_dirty(&d);
+                    if let DirtyKind::Big { block } = d.kind {
+                        if d.state != DState::InFlight {
+                            self.defer_free(block);
+                        }
+                    }
+                }
+                self.unsynced.retain(|v| self.index.dirty.contains_key(v));
+                self.unsynced_big.retain(|v| self.index.dirty.contains_key(v));
+                self.journal.release(sector);
+            } else {
+                let mut holder = None;
+                for (v, _) in self.index.dirty_of(ov.oid) {
+                    if v.version > ov.version {
+                        break;
+                    }
+                    holder = Some(*v);
+                }
+                let oid = ov.oid;
+                let keys: Vec<ObjVerId> = self.index.dirty_of(oid).filter(|(v, _)| v.version <= ov.version).map(|(v, _)| *v).collect();
+                for k in keys {
+                    self.index.dirty.get_mut(&k).unwrap().stable = true;
+                }
+                match holder.and_then(|h| self.index.dirty.get_mut(&h)) {
+                    Some(d) if d.stable_sector.is_none() => d.stable_sector = Some(sector),
+                    _ => self.journal.release(sector),
+                }
+                self.queue_flush(oid);
+            }
+        }
+        Some(Ok(BsReply::Done))
+    }
+
+    /// A version written stable became durable: every older version of the object is
+    /// committed with it (replay applies the same rule), and it may be flushed.
+    fn mark_stable_upto(&mut self, ov: ObjVerId) {
+        for (_, d) in self.index.dirty.range_mut(ObjVerId::new(ov.oid, 0)..=ov) {
+            d.stable = true;
+        }
+        self.queue_flush(ov.oid);
+    }
+
+    fn release_dirty(&mut self, d: &Dirty) {
+        if let Some(s) = d.sector {
+            self.journal.release(s);
+        }
+        if let Some(s) = d.stable_sector {
+            self.journal.release(s);
+        }
+    }
+
+    // ---------------------------------------------------------------- flusher
+
+    fn queue_flush(&mut self, oid: ObjectId) {
+        if self.flush_queued.insert(oid) {
+            self.flush_queue.push_back(oid);
+        }
+    }
+
+    fn flusher_limit(&self) -> usize {
+        let pressure = self.waiting_space || self.journal.free_bytes() < self.journal.capacity() / 2;
+        if pressure {
+            self.cfg.flusher_count as usize
+        } else {
+            self.cfg.min_flusher_count as usize
+        }
+    }
+
+    fn run_flusher(&mut self) -> bool {
+        let mut progress = false;
+        let limit = self.flusher_limit();
+        let mut active = self.jobs.iter().filter(|j| j.is_some()).count();
+        let mut requeue = Vec::new();
+        while active < limit {
+            let Some(oid) = self.flush_queue.pop_front() else { break };
+            self.flush_queued.remove(&oid);
+            if self.flushing.contains(&oid) {
+                requeue.push(oid);
+                continue;
+            }
+            let Some(upto) = self.index.flushable_upto(oid) else { continue };
+            let slot = self.jobs.iter().position(|j| j.is_none()).unwrap();
+            self.jobs[slot] = Some(self.plan_flush(slot, oid, upto));
+            self.flushing.insert(oid);
+            active += 1;
+            progress = true;
+        }
+        for oid in requeue {
+            self.queue_flush(oid);
+        }
+        for slot in 0..self.jobs.len() {
+            if self.jobs[slot].is_some() {
+                progress |= self.advance_flush(slot);
+            }
+        }
+        progress
+    }
+
+    /// Decide what flushing `oid` up to `upto` writes, and submit its data writes.
+    fn plan_flush(&mut self, slot: usize, oid: ObjectId, upto: u64) -> FlushJob {
+        let gran = self.layout.bitmap_granularity;
+        let clean = self.index.clean.get(&oid).copied();
+        let entries: Vec<(u64, Dirty)> = self.index.dirty_of(oid).take_while(|(v, _)| v.version <= upto).map(|(v, d)| (v.version, d.clone())).collect();
+        // The newest redirect write or delete is the base; older ones are superseded.
+        let base = entries.iter().rposition(|(_, d)| matches!(d.kind, DirtyKind::Big { .. } | DirtyKind::Delete));
+        let mut superseded = Vec::new();
+        for (i, (_, d)) in entries.iter().enumerate() {
+            if let DirtyKind::Big { block } = d.kind {
+                if Some(i) != base {
+                    superseded.push(block);
+                }
+            }
+        }
+        let target = match base.map(|i| entries[i].1.kind) {
+            Some(DirtyKind::Big { block }) => Some(block),
+            Some(DirtyKind::Delete) => None,
+            _ => clean.map(|c| c.block),
+        };
+        let last = &entries.last().unwrap().1;
+        let bitmap = last.bitmap.to_vec();
+        let mut job = FlushJob {
+            oid,
+            upto,
+            target,
+            old: clean.map(|c| c.block),
+            superseded,
+            bitmap,
+            st: FlushSt::Data,
+            pending: 0,
+            meta: Vec::new(),
+            err: 0,
+        };
+        // Journaled data newer than the base goes into the target block; per granule, only
+        // the newest version's bytes.
+        if let Some(tb) = target {
+            let from = base.map(|i| i + 1).unwrap_or(0);
+            let ng = (self.layout.block_size / gran) as usize;
+            let mut src: Vec<Option<u64>> = vec![None; ng];
+            for (_, d) in entries[from..].iter().rev() {
+                if let DirtyKind::Small { loc } = d.kind {
+                    for g in d.offset / gran..(d.offset + d.len) / gran {
+                        if src[g as usize].is_none() {
+                            src[g as usize] = Some(loc + (g * gran - d.offset) as u64);
+                        }
+                    }
+                }
+            }
+            let mut g = 0usize;
+            while g < ng {
+                let Some(start_loc) = src[g] else {
+                    g += 1;
+                    continue;
+                };
+                let mut n = 1usize;
+                while g + n < ng && src[g + n] == Some(start_loc + (n as u64) * gran as u64) {
+                    n += 1;
+                }
+                let ptr = self.journal.mirror.as_mut_ptr();
+                // SAFETY: journal data of unflushed entries is never rewritten before the
+                // journal is trimmed past them, which waits for this flush to finish.
+                unsafe {
+                    self.engine.push(IoReq {
+                        dev: self.devs.data,
+                        kind: IoKind::Write,
+                        offset: self.layout.block_offset(tb) + (g as u64) * gran as u64,
+                        ptr: ptr.add(start_loc as usize),
+                        len: n * gran as usize,
+                        token: tok(T_FLUSH, (slot as u64) << 40),
+                    });
+                }
+                job.pending += 1;
+                g += n;
+            }
+        }
+        let entry = target.map(|_| MetaEntry { inode: oid.inode, stripe: oid.stripe, version: upto, bitmap: job.bitmap.clone() });
+        if let Some(tb) = target {
+            job.meta.push(MetaUpdate { block: tb, entry, mblock: self.layout.meta_pos(tb).0, buf: None, state: 0 });
+        }
+        if let Some(ob) = job.old {
+            if Some(ob) != target {
+                job.meta.push(MetaUpdate { block: ob, entry: None, mblock: self.layout.meta_pos(ob).0, buf: None, state: 0 });
+            }
+        }
+        job
+    }
+
+    fn advance_flush(&mut self, slot: usize) -> bool {
+        let mut job = self.jobs[slot].take().unwrap();
+        let mut progress = false;
+        let finished = loop {
+            match job.st {
+                FlushSt::Data => {
+                    if job.pending > 0 {
+                        break false;
+                    }
+                    let needs_sync = job.meta.iter().any(|m| m.entry.is_some()) && job.target != job.old || job.meta.iter().any(|m| m.entry.is_some());
+                    job.st = FlushSt::DataFsync(if needs_sync { self.dfs.ticket() } else { 0 });
+                    progress = true;
+                }
+                FlushSt::DataFsync(t) => {
+                    if !self.dfs.done(t) {
+                        break false;
+                    }
+                    job.st = FlushSt::Meta;
+                    progress = true;
+                }
+                FlushSt::Meta => {
+                    if !self.advance_meta_writes(slot, &mut job) {
+                        break false;
+                    }
+                    job.st = FlushSt::MetaFsync(if job.meta.is_empty() { 0 } else { self.mfs.ticket() });
+                    progress = true;
+                }
+                FlushSt::MetaFsync(t) => {
+                    if !self.mfs.done(t) {
+                        break false;
+                    }
+                    break true;
+                }
+            }
+        };
+        if finished {
+            self.complete_flush(job);
+            progress = true;
+        } else {
+            self.jobs[slot] = Some(job);
+        }
+        progress
+    }
+
+    /// Write the job's metadata blocks, one writer per block at a time. `true` when all are
+    /// written.
+    fn advance_meta_writes(&mut self, slot: usize, job: &mut FlushJob) -> bool {
+        let mbs = self.layout.meta_block_size as usize;
+        let esz = self.layout.meta_entry_size();
+        let mut all_done = true;
+        for i in 0..job.meta.len() {
+            let mblock = job.meta[i].mblock;
+            match job.meta[i].state {
+                0 => {
+                    all_done = false;
+                    if self.meta_busy.contains(&mblock) {
+                        continue;
+                    }
+                    self.meta_busy.insert(mblock);
+                    let mut buf = AlignedBuf::new(mbs);
+                    if let Some(img) = &self.meta_image {
+                        buf.copy_from_slice(&img[mblock as usize * mbs..(mblock as usize + 1) * mbs]);
+                        job.meta[i].state = 4;
+                    } else {
+                        job.meta[i].state = 1;
+                        let ptr = buf.as_mut_ptr();
+                        // SAFETY: the buffer lives in the job until the read completes.
+                        unsafe {
+                            self.engine.push(IoReq {
+                                dev: self.devs.meta,
+                                kind: IoKind::Read,
+                                offset: self.layout.meta.offset + mblock * mbs as u64,
+                                ptr,
+                                len: mbs,
+                                token: tok(T_META, (slot as u64) << 40 | mblock),
+                            });
+                        }
+                    }
+                    job.meta[i].buf = Some(buf);
+                    if job.meta[i].state == 4 {
+                        self.patch_and_write(slot, job, i, mbs, esz);
+                    }
+                }
+                4 => {
+                    all_done = false;
+                    self.patch_and_write(slot, job, i, mbs, esz);
+                }
+                3 => {}
+                _ => all_done = false,
+            }
+        }
+        all_done
+    }
+
+    fn patch_and_write(&mut self, slot: usize, job: &mut FlushJob, i: usize, mbs: usize, esz: usize) {
+        // Updates of the same job to the same block go in one write.
+        let mblock = job.meta[i].mblock;
+        let mut buf = job.meta[i].buf.take().unwrap();
+        for m in job.meta.iter() {
+            if m.mblock != mblock {
+                continue;
+            }
+            let (_, off) = self.layout.meta_pos(m.block);
+            let slot_bytes = &mut buf[off..off + esz];
+            match &m.entry {
+                Some(e) => encode_meta_entry(slot_bytes, m.block, e),
+                None => slot_bytes.fill(0),
+            }
+        }
+        if let Some(img) = self.meta_image.as_mut() {
+            img[mblock as usize * mbs..(mblock as usize + 1) * mbs].copy_from_slice(&buf);
+        }
+        for j in 0..job.meta.len() {
+            if j != i && job.meta[j].mblock == mblock {
+                job.meta[j].state = 3;
+            }
+        }
+        job.meta[i].state = 2;
+        let ptr = buf.as_mut_ptr();
+        job.meta[i].buf = Some(buf);
+        // SAFETY: the buffer lives in the job until the write completes.
+        unsafe {
+            self.engine.push(IoReq {
+                dev: self.devs.meta,
+                kind: IoKind::Write,
+                offset: self.layout.meta.offset + mblock * mbs as u64,
+                ptr,
+                len: mbs,
+                token: tok(T_META, (slot as u64) << 40 | mblock),
+            });
+        }
+    }
+
+    fn complete_flush(&mut self, job: FlushJob) {
+        self.flushing.remove(&job.oid);
+        if job.err < 0 {
+            return;
+        }
+        match job.target {
+            Some(tb) => {
+                self.index.clean.insert(job.oid, Clean { version: job.upto, block: tb });
+                self.index.set_clean_bitmap(tb, &job.bitmap);
+            }
+            None => {
+                self.index.clean.remove(&job.oid);
+            }
+        }
+        let keys: Vec<ObjVerId> =
+            self.index.dirty_of(job.oid).take_while(|(v, _)| v.version <= job.upto).map(|(v, _)| *v).collect();
+        let mut last_sector = 0;
+        for k in keys {
+            let d = self.index.dirty.remove(&k).unwrap();
+            last_sector = last_sector.max(d.sector.unwrap_or(0));
+            self.release_dirty(&d);
+        }
+        let mut freed: Vec<u64> = job.superseded;
+        if let Some(ob) = job.old {
+            if Some(ob) != job.target {
+                freed.push(ob);
+            }
+        }
+        if job.target.is_none() {
+            self.tombstones.insert(job.oid, (job.upto, last_sector));
+            for b in freed {
+                self.free_after_trim.push_back((last_sector, b));
+            }
+        } else {
+            self.tombstones.remove(&job.oid);
+            for b in freed {
+                self.defer_free(b);
+            }
+        }
+        self.stats.flushed += 1;
+        if self.index.flushable_upto(job.oid).is_some() {
+            self.queue_flush(job.oid);
+        }
+    }
+
+    // ---------------------------------------------------------------- trimming
+
+    fn run_trim(&mut self) -> bool {
+        match self.trim {
+            TrimSt::Idle => {
+                let busy = !self.fifo.is_empty() || !self.active.is_empty();
+                let pressure = self.waiting_space || self.journal.free_bytes() < self.journal.capacity() / 2;
+                if busy && !pressure {
+                    return false;
+                }
+                let Some((n, start, seq)) = self.journal.trim_target() else { return false };
+                let h = JournalHeader { uuid: self.layout.uuid, start, start_seq: seq, epoch: self.journal.epoch };
+                self.header_buf[..HEADER_BYTES].copy_from_slice(&h.encode());
+                let ptr = self.header_buf.as_mut_ptr();
+                // SAFETY: the header buffer is only rewritten when no header write is in flight.
+                unsafe {
+                    self.engine.push(IoReq {
+                        dev: self.devs.journal,
+                        kind: IoKind::Write,
+                        offset: self.layout.journal.offset,
+                        ptr,
+                        len: self.journal.block_size() as usize,
+                        token: tok(T_HEADER, 0),
+                    });
+                }
+                self.trim = TrimSt::Writing { n, start };
+                true
+            }
+            TrimSt::Writing { .. } => false,
+            TrimSt::Fsync { n, start, ticket } => {
+                if !self.jfs.done(ticket) {
+                    return false;
+                }
+                self.journal.trimmed(n, start);
+                self.stats.trims += 1;
+                let base = self.journal.sector_base();
+                while let Some(&(sector, block)) = self.free_after_trim.front() {
+                    if sector >= base {
+                        break;
+                    }
+                    self.free_after_trim.pop_front();
+                    self.defer_free(block);
+                }
+                self.tombstones.retain(|_, &mut (_, sector)| sector >= base);
+                self.trim = TrimSt::Idle;
+                true
+            }
+        }
+    }
+}
+
+/// Redirect writes seen in the journal whose commit record has not been seen yet.
+type PendingBig = rustc_hash::FxHashMap<ObjVerId, (Dirty, u64)>;
+
+/// Apply one replayed journal entry to the index.
+fn replay_entry(
+    index: &mut Index,
+    pending: &mut PendingBig,
+    refs: &mut [u32],
+    layout: &Layout,
+    e: &journal::Entry<'_>,
+    sector: u64,
+) -> Result<(), String> {
+    let clean_ver = index.clean.get(&e.oid).map(|c| c.version).unwrap_or(0);
+    let ov = ObjVerId::new(e.oid, e.version);
+    let dirty = |kind: DirtyKind| Dirty {
+        kind,
+        offset: e.offset,
+        len: e.len,
+        state: DState::Synced,
+        stable: e.stable,
+        sector: Some(sector),
+        stable_sector: None,
+        bitmap: e.bitmap.to_vec().into(),
+    };
+    let insert = |index: &mut Index, refs: &mut [u32], d: Dirty| {
+        if ov.version <= clean_ver || index.dirty.contains_key(&ov) {
+            return;
+        }
+        let stable = d.stable;
+        refs[d.sector.unwrap() as usize] += 1;
+        index.dirty.insert(ov, d);
+        if stable {
+            for (_, d) in index.dirty.range_mut(ObjVerId::new(e.oid, 0)..=ov) {
+                d.stable = true;
+            }
+        }
+    };
+    match e.kind {
+        Kind::SmallWrite | Kind::BigWrite => {
+            if e.offset as u64 + e.len as u64 > layout.block_size as u64 {
+                return Err(format!("entry seq {} writes past the object end", e.seq));
+            }
+            if e.kind == Kind::SmallWrite {
+                insert(index, refs, dirty(DirtyKind::Small { loc: e.loc }));
+            } else {
+                if e.loc == 0 || e.loc >= layout.data_blocks() {
+                    return Err(format!("entry seq {} names data block {} outside the data area", e.seq, e.loc));
+                }
+                pending.insert(ov, (dirty(DirtyKind::Big { block: e.loc }), sector));
+            }
+        }
+        Kind::Delete => insert(index, refs, dirty(DirtyKind::Delete)),
+        Kind::Commit => {
+            if let Some((d, _)) = pending.remove(&ov) {
+                insert(index, refs, d);
+            }
+        }
+        Kind::Stable => {
+            let keys: Vec<ObjVerId> = index.dirty_of(e.oid).take_while(|(v, _)| v.version <= e.version).map(|(v, _)| *v).collect();
+            for k in &keys {
+                index.dirty.get_mut(k).unwrap().stable = true;
+            }
+            if let Some(last) = keys.last() {
+                let d = index.dirty.get_mut(last).unwrap();
+                if d.stable_sector.is_none() {
+                    d.stable_sector = Some(sector);
+                    refs[sector as usize] += 1;
+                }
+            }
+        }
+        Kind::Rollback => {
+            pending.retain(|k, _| k.oid != e.oid || k.version <= e.version);
+            let doomed: Vec<ObjVerId> = index.dirty_of(e.oid).filter(|(v, _)| v.version > e.version).map(|(v, _)| *v).collect();
+            for k in doomed {
+                let d = index.dirty.remove(&k).unwrap();
+                for s in [d.sector, d.stable_sector].into_iter().flatten() {
+                    refs[s as usize] -= 1;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// After replay: versions older than an object's newest stable deletion can never be read or
+/// rolled back to; their blocks may already belong to other objects (the deletion was flushed
+/// and its old clean entry is gone), so they must not be resurrected.
+fn drop_below_stable_deletes(index: &mut Index, refs: &mut [u32]) {
+    let mut doomed = Vec::new();
+    let mut cur: Option<ObjectId> = None;
+    let mut below: Vec<ObjVerId> = Vec::new();
+    for (ov, d) in &index.dirty {
+        if cur != Some(ov.oid) {
+            cur = Some(ov.oid);
+            below.clear();
+        }
+        if d.kind == DirtyKind::Delete && d.stable {
+            doomed.append(&mut below);
+        }
+        below.push(*ov);
+    }
+    for k in doomed {
+        let d = index.dirty.remove(&k).unwrap();
+        for s in [d.sector, d.stable_sector].into_iter().flatten() {
+            refs[s as usize] -= 1;
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! io_uring engine over real files and block devices: O_DIRECT, an exclusive `flock` per device
+//! (unless disabled), one ring for every device of the OSD. It never spawns threads; the OSD
+//! drives it from its single data-path loop.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use io_uring::{opcode, squeue, types, IoUring};
+
+use crate::error::{BsError, BsResult};
+use crate::io::{DevId, IoEngine, IoKind, IoReq};
+
+/// Ring size; the blockstore keeps at most this many I/Os queued before it submits.
+pub const RING_ENTRIES: u32 = 512;
+
+/// How devices are opened.
+#[derive(Clone, Copy, Debug)]
+pub struct OpenFlags {
+    /// Take an exclusive advisory lock on each device (two OSDs on one disk corrupt it).
+    pub lock: bool,
+    /// Use O_DIRECT; files on file systems without O_DIRECT support (tmpfs) fall back to
+    /// buffered I/O with a warning.
+    pub direct: bool,
+    /// Open read-only (inspection tools).
+    pub readonly: bool,
+}
+
+impl Default for OpenFlags {
+    fn default() -> Self {
+        OpenFlags { lock: true, direct: true, readonly: false }
+    }
+}
+
+struct Device {
+    file: File,
+    path: PathBuf,
+    size: u64,
+}
+
+/// io_uring-backed [`IoEngine`].
+pub struct UringEngine {
+    ring: IoUring,
+    devs: Vec<Device>,
+    in_flight: usize,
+    queued: usize,
+}
+
+fn device_size(file: &File, path: &Path) -> BsResult<u64> {
+    let meta = file.metadata().map_err(|e| BsError::io(format!("stat {}", path.display()), e))?;
+    use std::os::unix::fs::FileTypeExt;
+    if meta.file_type().is_block_device() {
+        let mut size: u64 = 0;
+        // BLKGETSIZE64 = _IOR(0x12, 114, size_t)
+        const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
+        // SAFETY: ioctl writes one u64 into `size`, which outlives the call.
+        let r = unsafe { libc::ioctl(file.as_raw_fd(), BLKGETSIZE64, &mut size as *mut u64) };
+        if r < 0 {
+            return Err(BsError::io(format!("BLKGETSIZE64 {}", path.display()), io::Error::last_os_error()));
+        }
+        Ok(size)
+    } else {
+        Ok(meta.len())
+    }
+}
+
+fn open_device(path: &Path, flags: OpenFlags) -> BsResult<File> {
+    let mut opts = OpenOptions::new();
+    opts.read(true).write(!flags.readonly);
+    if flags.direct {
+        opts.custom_flags(libc::O_DIRECT);
+        match opts.open(path) {
+            Ok(f) => return Ok(f),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                tracing::warn!("{}: O_DIRECT not supported here, using buffered I/O", path.display());
+                opts.custom_flags(0);
+            }
+            Err(e) => return Err(BsError::io(format!("open {}", path.display()), e)),
+        }
+    }
+    opts.open(path).map_err(|e| BsError::io(format!("open {}", path.display()), e))
+}
+
+impl UringEngine {
+    /// Open each path once; `DevId(i)` names `paths[i]`.
+    pub fn open(paths: &[PathBuf], flags: OpenFlags) -> BsResult<Self> {
+        let mut devs = Vec::with_capacity(paths.len());
+        for path in paths {
+            let file = open_device(path, flags)?;
+            if flags.lock {
+                let op = if flags.readonly { libc::LOCK_SH } else { libc::LOCK_EX };
+                // SAFETY: flock on a valid open descriptor.
+                if unsafe { libc::flock(file.as_raw_fd(), op | libc::LOCK_NB) } != 0 {
+                    return Err(BsError::io(
+                        format!("lock {} (is another OSD using it? set disable_device_lock to share a device)", path.display()),
+                        io::Error::last_os_error(),
+                    ));
+                }
+            }
+            let size = device_size(&file, path)?;
+            devs.push(Device { file, path: path.clone(), size });
+        }
+        let ring = IoUring::new(RING_ENTRIES).map_err(|e| BsError::io("io_uring_setup", e))?;
+        Ok(UringEngine { ring, devs, in_flight: 0, queued: 0 })
+    }
+
+    /// Path of a device, for messages.
+    pub fn path(&self, dev: DevId) -> &Path {
+        &self.devs[dev.0 as usize].path
+    }
+
+    fn sqe(&self, req: &IoReq) -> squeue::Entry {
+        let fd = types::Fd(self.devs[req.dev.0 as usize].file.as_raw_fd());
+        let e = match req.kind {
+            IoKind::Read => opcode::Read::new(fd, req.ptr, req.len as u32).offset(req.offset).build(),
+            IoKind::Write => opcode::Write::new(fd, req.ptr, req.len as u32).offset(req.offset).build(),
+            IoKind::Fsync => opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build(),
+        };
+        e.user_data(req.token)
+    }
+}
+
+impl IoEngine for UringEngine {
+    unsafe fn push(&mut self, req: IoReq) {
+        let sqe = self.sqe(&req);
+        loop {
+            // SAFETY: the caller guarantees the buffer outlives the I/O (trait contract).
+            if unsafe { self.ring.submission().push(&sqe) }.is_ok() {
+                break;
+            }
+            // Submission queue full: hand what we have to the kernel and retry.
+            if let Err(e) = self.ring.submit() {
+                if e.raw_os_error() != Some(libc::EBUSY) && e.raw_os_error() != Some(libc::EAGAIN) {
+                    panic!("io_uring submit failed: {e}");
+                }
+                self.ring.submit_and_wait(1).ok();
+            }
+            self.queued = 0;
+        }
+        self.queued += 1;
+        self.in_flight += 1;
+    }
+
+    fn submit(&mut self) -> io::Result<()> {
+        if self.queued > 0 {
+            self.ring.submit()?;
+            self.queued = 0;
+        }
+        Ok(())
+    }
+
+    fn reap(&mut self, out: &mut Vec<(u64, i32)>) {
+        for cqe in self.ring.completion() {
+            self.in_flight -= 1;
+            out.push((cqe.user_data(), cqe.result()));
+        }
+    }
+
+    fn wait(&mut self) -> io::Result<()> {
+        if self.in_flight == 0 {
+            return Ok(());
+        }
+        loop {
+            match self.ring.submit_and_wait(1) {
+                Ok(_) => {
+                    self.queued = 0;
+                    return Ok(());
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    fn dev_size(&self, dev: DevId) -> u64 {
+        self.devs[dev.0 as usize].size
+    }
+
+    fn read_at(&mut self, dev: DevId, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.devs[dev.0 as usize].file.read_exact_at(buf, offset)
+    }
+
+    fn write_at(&mut self, dev: DevId, offset: u64, buf: &[u8]) -> io::Result<()> {
+        self.devs[dev.0 as usize].file.write_all_at(buf, offset)
+    }
+
+    fn sync_dev(&mut self, dev: DevId) -> io::Result<()> {
+        self.devs[dev.0 as usize].file.sync_data()
+    }
+}
