@@ -126,6 +126,8 @@ enum WriteSt {
 #[derive(Debug)]
 enum SyncSt {
     Start,
+    /// Own work done; waiting for earlier syncs.
+    Wait,
     DataFsync(u64),
     Append,
     Journal(JWait),
@@ -157,6 +159,9 @@ enum Body {
         small: Vec<ObjVerId>,
         big: Vec<ObjVerId>,
         commits: Vec<u64>,
+        /// Order among syncs: one completes only after every earlier one, since an earlier
+        /// one may hold writes that this one found nothing left to do for.
+        seq: u64,
     },
     Commit {
         list: Vec<ObjVerId>,
@@ -176,8 +181,11 @@ struct Op {
 enum FlushSt {
     Data,
     DataFsync(u64),
-    Meta,
-    MetaFsync(u64),
+    /// Metadata writes of one phase: 0 sets the new entry, 1 clears the old one. The new entry
+    /// is durable before the old one goes, so the object never loses its clean entry (which
+    /// would make long-flushed journal entries replayable again).
+    Meta(u8),
+    MetaFsync(u8, u64),
 }
 
 struct MetaUpdate {
@@ -260,6 +268,8 @@ pub struct Blockstore<E: IoEngine> {
     /// ones). `(version, sector)`.
     tombstones: rustc_hash::FxHashMap<ObjectId, (u64, u64)>,
     failed: Option<i32>,
+    sync_seq: u64,
+    active_syncs: std::collections::BTreeSet<u64>,
     sector_writes: Vec<SectorWrite>,
     reaped: Vec<(u64, i32)>,
     waiting_space: bool,
@@ -475,6 +485,8 @@ impl<E: IoEngine> Blockstore<E> {
             free_after_trim: VecDeque::new(),
             tombstones: Default::default(),
             failed: None,
+            sync_seq: 0,
+            active_syncs: Default::default(),
             sector_writes: Vec::new(),
             reaped: Vec::new(),
             waiting_space: false,
@@ -599,7 +611,7 @@ impl<E: IoEngine> Blockstore<E> {
                 self.fifo.push_back(slot);
             }
             BsOp::Sync => {
-                let body = Body::Sync { st: SyncSt::Start, small: Vec::new(), big: Vec::new(), commits: Vec::new() };
+                let body = Body::Sync { st: SyncSt::Start, small: Vec::new(), big: Vec::new(), commits: Vec::new(), seq: 0 };
                 let slot = self.alloc_slot(Op { id, body });
                 self.active.push(slot);
             }
@@ -674,6 +686,16 @@ impl<E: IoEngine> Blockstore<E> {
             assert!(idle_rounds < 1000, "blockstore operation stuck with no I/O in flight: {}", self.debug_state());
             self.poll(true)?;
         }
+    }
+
+    /// Everything the index knows about one object, for diagnostics.
+    pub fn debug_object(&self, oid: ObjectId) -> String {
+        let dirty: Vec<String> = self
+            .index
+            .dirty_of(oid)
+            .map(|(v, d)| format!("v{} {:?} {:?} stable={} off={} len={}", v.version, d.kind, d.state, d.stable, d.offset, d.len))
+            .collect();
+        format!("clean={:?} tombstone={:?} dirty={dirty:?}", self.index.clean.get(&oid), self.tombstones.get(&oid))
     }
 
     /// One-line summary of internal queues, for diagnostics.
@@ -1197,7 +1219,11 @@ impl<E: IoEngine> Blockstore<E> {
         };
         self.ops[slot] = Some(op);
         match r {
-            Ok(false) if !self.can_make_room() => Err(BsError::NoSpace("journal or data area full and nothing can be flushed")),
+            Ok(false) if !self.can_make_room() => {
+                tracing::debug!("ENOSPC: {}", self.debug_state());
+                if std::env::var("VITASTOR_TEST_DEBUG").is_ok() { eprintln!("ENOSPC {} {:?}", self.debug_state(), self.index.dirty.iter().map(|(k,d)| (k.oid.stripe/32768, k.version, d.stable, d.state, d.kind)).collect::<Vec<_>>()); }
+                Err(BsError::NoSpace("journal or data area full and nothing can be flushed"))
+            }
             r => r,
         }
     }
@@ -1484,16 +1510,29 @@ impl<E: IoEngine> Blockstore<E> {
     }
 
     fn advance_sync(&mut self, body: &mut Body) -> Option<BsResult<BsReply>> {
-        let Body::Sync { st, small, big, commits } = body else { unreachable!() };
+        let Body::Sync { st, small, big, commits, seq } = body else { unreachable!() };
         loop {
             match st {
                 SyncSt::Start => {
+                    self.sync_seq += 1;
+                    *seq = self.sync_seq;
+                    self.active_syncs.insert(*seq);
                     *small = std::mem::take(&mut self.unsynced);
                     *big = std::mem::take(&mut self.unsynced_big);
-                    if small.is_empty() && big.is_empty() {
-                        return Some(Ok(BsReply::Done));
+                    *st = if small.is_empty() && big.is_empty() {
+                        SyncSt::Wait
+                    } else if big.is_empty() {
+                        SyncSt::Append
+                    } else {
+                        SyncSt::DataFsync(self.dfs.ticket())
+                    };
+                }
+                SyncSt::Wait => {
+                    if self.active_syncs.first() != Some(seq) {
+                        return None;
                     }
-                    *st = if big.is_empty() { SyncSt::Append } else { SyncSt::DataFsync(self.dfs.ticket()) };
+                    self.active_syncs.remove(seq);
+                    return Some(Ok(BsReply::Done));
                 }
                 SyncSt::DataFsync(t) => {
                     if !self.dfs.done(*t) {
@@ -1529,7 +1568,7 @@ impl<E: IoEngine> Blockstore<E> {
                             }
                         }
                     }
-                    return Some(Ok(BsReply::Done));
+                    *st = SyncSt::Wait;
                 }
             }
         }
@@ -1629,7 +1668,11 @@ impl<E: IoEngine> Blockstore<E> {
             }
             let Some(upto) = self.index.flushable_upto(oid) else { continue };
             let slot = self.jobs.iter().position(|j| j.is_none()).unwrap();
-            self.jobs[slot] = Some(self.plan_flush(slot, oid, upto));
+            let Some(job) = self.plan_flush(slot, oid, upto) else {
+                requeue.push(oid);
+                break;
+            };
+            self.jobs[slot] = Some(job);
             self.flushing.insert(oid);
             active += 1;
             progress = true;
@@ -1645,8 +1688,9 @@ impl<E: IoEngine> Blockstore<E> {
         progress
     }
 
-    /// Decide what flushing `oid` up to `upto` writes, and submit its data writes.
-    fn plan_flush(&mut self, slot: usize, oid: ObjectId, upto: u64) -> FlushJob {
+    /// Decide what flushing `oid` up to `upto` writes, and submit its data writes. `None` when
+    /// it needs a data block and none is free.
+    fn plan_flush(&mut self, slot: usize, oid: ObjectId, upto: u64) -> Option<FlushJob> {
         let gran = self.layout.bitmap_granularity;
         let clean = self.index.clean.get(&oid).copied();
         let entries: Vec<(u64, Dirty)> = self.index.dirty_of(oid).take_while(|(v, _)| v.version <= upto).map(|(v, d)| (v.version, d.clone())).collect();
@@ -1660,13 +1704,35 @@ impl<E: IoEngine> Blockstore<E> {
                 }
             }
         }
+        let from = base.map(|i| i + 1).unwrap_or(0);
+        let has_small = entries[from..].iter().any(|(_, d)| matches!(d.kind, DirtyKind::Small { .. }));
         let target = match base.map(|i| entries[i].1.kind) {
             Some(DirtyKind::Big { block }) => Some(block),
+            // Small writes with nothing under them: their base was an unsynced redirect write
+            // lost in a crash. They get a block of their own.
+            Some(DirtyKind::Delete) | None if has_small && clean.is_none() => match self.alloc.alloc() {
+                Some(b) => Some(b),
+                None => return None,
+            },
             Some(DirtyKind::Delete) => None,
             _ => clean.map(|c| c.block),
         };
-        let last = &entries.last().unwrap().1;
-        let bitmap = last.bitmap.to_vec();
+        // The bitmap is rebuilt from what is really there: base plus journaled ranges (a
+        // version's recorded bitmap may include a base that a crash took away).
+        let mut bitmap = match base.map(|i| &entries[i].1) {
+            Some(d) if matches!(d.kind, DirtyKind::Big { .. }) => d.bitmap.to_vec(),
+            Some(_) => vec![0; self.index.bitmap_bytes],
+            None => match clean {
+                Some(c) => self.index.clean_bitmap(c.block).to_vec(),
+                None => vec![0; self.index.bitmap_bytes],
+            },
+        };
+        for (_, d) in &entries[from..] {
+            set_range(&mut bitmap, d.offset, d.len, gran);
+        }
+        if matches!(base.map(|i| entries[i].1.kind), Some(DirtyKind::Delete)) && !has_small {
+            bitmap.fill(0);
+        }
         let mut job = FlushJob {
             oid,
             upto,
@@ -1682,7 +1748,6 @@ impl<E: IoEngine> Blockstore<E> {
         // Journaled data newer than the base goes into the target block; per granule, only
         // the newest version's bytes.
         if let Some(tb) = target {
-            let from = base.map(|i| i + 1).unwrap_or(0);
             let ng = (self.layout.block_size / gran) as usize;
             let mut src: Vec<Option<u64>> = vec![None; ng];
             for (_, d) in entries[from..].iter().rev() {
@@ -1722,6 +1787,10 @@ impl<E: IoEngine> Blockstore<E> {
             }
         }
         let entry = target.map(|_| MetaEntry { inode: oid.inode, stripe: oid.stripe, version: upto, bitmap: job.bitmap.clone() });
+        if job.old.is_none() && target.is_some() && base.is_none() {
+            // A block allocated here must not be counted as superseded or old.
+            debug_assert!(!job.superseded.contains(&target.unwrap()));
+        }
         if let Some(tb) = target {
             job.meta.push(MetaUpdate { block: tb, entry, mblock: self.layout.meta_pos(tb).0, buf: None, state: 0 });
         }
@@ -1730,7 +1799,7 @@ impl<E: IoEngine> Blockstore<E> {
                 job.meta.push(MetaUpdate { block: ob, entry: None, mblock: self.layout.meta_pos(ob).0, buf: None, state: 0 });
             }
         }
-        job
+        Some(job)
     }
 
     fn advance_flush(&mut self, slot: usize) -> bool {
@@ -1750,21 +1819,26 @@ impl<E: IoEngine> Blockstore<E> {
                     if !self.dfs.done(t) {
                         break false;
                     }
-                    job.st = FlushSt::Meta;
+                    job.st = FlushSt::Meta(0);
                     progress = true;
                 }
-                FlushSt::Meta => {
-                    if !self.advance_meta_writes(slot, &mut job) {
+                FlushSt::Meta(phase) => {
+                    if !self.advance_meta_writes(slot, &mut job, phase) {
                         break false;
                     }
-                    job.st = FlushSt::MetaFsync(if job.meta.is_empty() { 0 } else { self.mfs.ticket() });
+                    let any = job.meta.iter().any(|m| m.entry.is_some() == (phase == 0));
+                    job.st = FlushSt::MetaFsync(phase, if any { self.mfs.ticket() } else { 0 });
                     progress = true;
                 }
-                FlushSt::MetaFsync(t) => {
+                FlushSt::MetaFsync(phase, t) => {
                     if !self.mfs.done(t) {
                         break false;
                     }
-                    break true;
+                    if phase == 1 {
+                        break true;
+                    }
+                    job.st = FlushSt::Meta(1);
+                    progress = true;
                 }
             }
         };
@@ -1779,11 +1853,14 @@ impl<E: IoEngine> Blockstore<E> {
 
     /// Write the job's metadata blocks, one writer per block at a time. `true` when all are
     /// written.
-    fn advance_meta_writes(&mut self, slot: usize, job: &mut FlushJob) -> bool {
+    fn advance_meta_writes(&mut self, slot: usize, job: &mut FlushJob, phase: u8) -> bool {
         let mbs = self.layout.meta_block_size as usize;
         let esz = self.layout.meta_entry_size();
         let mut all_done = true;
         for i in 0..job.meta.len() {
+            if job.meta[i].entry.is_some() != (phase == 0) {
+                continue;
+            }
             let mblock = job.meta[i].mblock;
             match job.meta[i].state {
                 0 => {
@@ -1830,9 +1907,10 @@ impl<E: IoEngine> Blockstore<E> {
     fn patch_and_write(&mut self, slot: usize, job: &mut FlushJob, i: usize, mbs: usize, esz: usize) {
         // Updates of the same job to the same block go in one write.
         let mblock = job.meta[i].mblock;
+        let setting = job.meta[i].entry.is_some();
         let mut buf = job.meta[i].buf.take().unwrap();
         for m in job.meta.iter() {
-            if m.mblock != mblock {
+            if m.mblock != mblock || m.entry.is_some() != setting {
                 continue;
             }
             let (_, off) = self.layout.meta_pos(m.block);
@@ -1846,7 +1924,7 @@ impl<E: IoEngine> Blockstore<E> {
             img[mblock as usize * mbs..(mblock as usize + 1) * mbs].copy_from_slice(&buf);
         }
         for j in 0..job.meta.len() {
-            if j != i && job.meta[j].mblock == mblock {
+            if j != i && job.meta[j].mblock == mblock && job.meta[j].entry.is_some() == setting {
                 job.meta[j].state = 3;
             }
         }

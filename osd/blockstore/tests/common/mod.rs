@@ -2,6 +2,8 @@
 //! which write produced each granule.
 #![allow(dead_code)]
 
+pub mod workload;
+
 use vitastor_blockstore::prepare::prepare_images;
 use vitastor_blockstore::simdisk::{SimDisk, SimEngine};
 use vitastor_blockstore::{device_paths, AlignedBuf, Blockstore, BlockstoreConfig, BsOp, BsReply, ObjectId};
