@@ -47,6 +47,8 @@ const JOURNAL_RESERVE_SECTORS: u64 = 4;
 /// Data blocks that writes may not take (none are needed by the flusher today; one keeps a
 /// full store deletable and rewritable object by object).
 const DATA_RESERVE_BLOCKS: u64 = 1;
+/// Marks a stabilize that needed no journal record.
+const NO_RECORD: u64 = u64::MAX;
 /// Chunk size for reading the metadata area and journal at open.
 const LOAD_CHUNK: usize = 16 << 20;
 
@@ -1221,7 +1223,6 @@ impl<E: IoEngine> Blockstore<E> {
         match r {
             Ok(false) if !self.can_make_room() => {
                 tracing::debug!("ENOSPC: {}", self.debug_state());
-                if std::env::var("VITASTOR_TEST_DEBUG").is_ok() { eprintln!("ENOSPC {} {:?}", self.debug_state(), self.index.dirty.iter().map(|(k,d)| (k.oid.stripe/32768, k.version, d.stable, d.state, d.kind)).collect::<Vec<_>>()); }
                 Err(BsError::NoSpace("journal or data area full and nothing can be flushed"))
             }
             r => r,
@@ -1385,6 +1386,11 @@ impl<E: IoEngine> Blockstore<E> {
         let mut last = 0;
         while sectors.len() < list.len() {
             let ov = list[sectors.len()];
+            // Nothing unstable up to this version: no record, no journal space.
+            if !*rollback && self.index.dirty_of(ov.oid).take_while(|(v, _)| v.version <= ov.version).all(|(_, d)| d.stable) {
+                sectors.push(NO_RECORD);
+                continue;
+            }
             let e = Entry::record(if *rollback { Kind::Rollback } else { Kind::Stable }, ov.oid, ov.version);
             let Some(a) = self.journal.append(e, None, 0) else { return Ok(false) };
             sectors.push(a.sector);
@@ -1581,6 +1587,9 @@ impl<E: IoEngine> Blockstore<E> {
         }
         for (i, ov) in list.iter().enumerate() {
             let sector = sectors[i];
+            if sector == NO_RECORD {
+                continue;
+            }
             if *rollback {
                 let doomed: Vec<ObjVerId> =
                     self.index.dirty_of(ov.oid).filter(|(v, _)| v.version > ov.version).map(|(v, _)| *v).collect();

@@ -83,6 +83,30 @@ fn open_device(path: &Path, flags: OpenFlags) -> BsResult<File> {
     opts.open(path).map_err(|e| BsError::io(format!("open {}", path.display()), e))
 }
 
+/// How long to wait for a lock held by a process that just died: the kernel releases the
+/// files of its io_uring asynchronously, so a restart right after `kill -9` can find the lock
+/// still held for a moment.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn lock_device(file: &File, path: &Path, shared: bool) -> BsResult<()> {
+    let op = if shared { libc::LOCK_SH } else { libc::LOCK_EX };
+    let start = std::time::Instant::now();
+    loop {
+        // SAFETY: flock on a valid open descriptor.
+        if unsafe { libc::flock(file.as_raw_fd(), op | libc::LOCK_NB) } == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EWOULDBLOCK) || start.elapsed() > LOCK_WAIT {
+            return Err(BsError::io(
+                format!("lock {} (is another OSD using it? set disable_device_lock to share a device)", path.display()),
+                err,
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 impl UringEngine {
     /// Open each path once; `DevId(i)` names `paths[i]`.
     pub fn open(paths: &[PathBuf], flags: OpenFlags) -> BsResult<Self> {
@@ -90,14 +114,7 @@ impl UringEngine {
         for path in paths {
             let file = open_device(path, flags)?;
             if flags.lock {
-                let op = if flags.readonly { libc::LOCK_SH } else { libc::LOCK_EX };
-                // SAFETY: flock on a valid open descriptor.
-                if unsafe { libc::flock(file.as_raw_fd(), op | libc::LOCK_NB) } != 0 {
-                    return Err(BsError::io(
-                        format!("lock {} (is another OSD using it? set disable_device_lock to share a device)", path.display()),
-                        io::Error::last_os_error(),
-                    ));
-                }
+                lock_device(&file, path, flags.readonly)?;
             }
             let size = device_size(&file, path)?;
             devs.push(Device { file, path: path.clone(), size });

@@ -72,6 +72,8 @@ pub struct Workload {
     /// Newest completed version per object, for stabilize.
     versions: HashMap<u64, u64>,
     commit_all: bool,
+    /// Stabilize everything once this sync completes (stabilize needs synced versions).
+    commit_after_sync: Option<u64>,
 }
 
 impl Workload {
@@ -86,6 +88,7 @@ impl Workload {
             inflight: HashMap::new(),
             versions: HashMap::new(),
             commit_all: false,
+            commit_after_sync: None,
         }
     }
 
@@ -117,7 +120,19 @@ impl Workload {
                         let v = self.versions.entry(obj).or_insert(0);
                         *v = (*v).max(version);
                     }
-                    Ok(BsReply::Done) if id >> 62 == 1 => sink(Event::SyncDone { id: id & !(1 << 62) }),
+                    Ok(BsReply::Done) if id >> 62 == 1 => {
+                        sink(Event::SyncDone { id: id & !(1 << 62) });
+                        if self.commit_after_sync == Some(id) {
+                            self.commit_after_sync = None;
+                            // One op per object: a stale version must not block the others.
+                            let list: Vec<ObjVerId> =
+                                self.versions.iter().map(|(&obj, &v)| ObjVerId::new(oid(obj, self.block), v)).collect();
+                            for ov in list {
+                                let op = bs.submit(BsOp::Stabilize(vec![ov]));
+                                self.inflight.insert(op, (2 << 62, 0));
+                            }
+                        }
+                    }
                     Ok(_) => {}
                     Err(BsError::NoSpace(_)) | Err(BsError::NotSynced) | Err(BsError::NotFound) => {
                         if id >> 62 == 0 {
@@ -127,6 +142,7 @@ impl Workload {
                         }
                     }
                     Err(e) => panic!("workload op failed: {e}"),
+
                 }
             }
             step += 1;
@@ -137,15 +153,13 @@ impl Workload {
     }
 
     fn submit_one<E: IoEngine>(&mut self, bs: &mut Blockstore<E>, sink: &mut dyn FnMut(Event)) {
-        if std::mem::take(&mut self.commit_all) {
+        if self.commit_after_sync.is_none() && std::mem::take(&mut self.commit_all) {
             let id = self.next_id;
             self.next_id += 1;
             sink(Event::SyncStart { id });
             let op = bs.submit(BsOp::Sync);
             self.inflight.insert(op, (id | 1 << 62, 0));
-            let list: Vec<ObjVerId> = self.versions.iter().map(|(&obj, &v)| ObjVerId::new(oid(obj, self.block), v)).collect();
-            let op = bs.submit(BsOp::Stabilize(list));
-            self.inflight.insert(op, (2 << 62, 0));
+            self.commit_after_sync = Some(id | 1 << 62);
             return;
         }
         let obj = self.rng.gen_range(0..self.objects);
@@ -163,7 +177,7 @@ impl Workload {
                 offset: first * GRAN,
                 data: write_buf(id, first, count),
                 bitmap: None,
-                stable: self.rng.gen_bool(0.7),
+                stable: self.rng.gen_bool(0.85),
             });
             self.inflight.insert(op, (id, obj));
         } else if r < 80 {
