@@ -774,7 +774,7 @@ impl<E: IoEngine> Blockstore<E> {
     fn start_read(&mut self, id: OpId, oid: ObjectId, version: u64, offset: u32, len: u32) {
         let a = self.layout.disk_alignment;
         let bsz = self.layout.block_size;
-        if offset % a != 0 || len % a != 0 || offset as u64 + len as u64 > bsz as u64 {
+        if !offset.is_multiple_of(a) || !len.is_multiple_of(a) || offset as u64 + len as u64 > bsz as u64 {
             self.done.push(Completion {
                 id,
                 result: Err(BsError::Invalid(format!("read of {len} bytes at {offset}: must be aligned to {a} and inside the object"))),
@@ -1479,7 +1479,7 @@ impl<E: IoEngine> Blockstore<E> {
                     *st = WriteSt::BigAppend;
                 }
                 WriteSt::BigAppend => {
-                    let Some(a) = self.append_commit(ov) else { return None };
+                    let a = self.append_commit(ov)?;
                     *commit_sector = Some(a.sector);
                     *st = WriteSt::Journal(JWait::Watermark(a.seq));
                 }
@@ -1553,7 +1553,7 @@ impl<E: IoEngine> Blockstore<E> {
                             commits.push(u64::MAX);
                             continue;
                         }
-                        let Some(a) = self.append_commit(ov) else { return None };
+                        let a = self.append_commit(ov)?;
                         commits.push(a.sector);
                     }
                     let upto = self.journal.next_seq - 1;
@@ -1796,10 +1796,6 @@ impl<E: IoEngine> Blockstore<E> {
             }
         }
         let entry = target.map(|_| MetaEntry { inode: oid.inode, stripe: oid.stripe, version: upto, bitmap: job.bitmap.clone() });
-        if job.old.is_none() && target.is_some() && base.is_none() {
-            // A block allocated here must not be counted as superseded or old.
-            debug_assert!(!job.superseded.contains(&target.unwrap()));
-        }
         if let Some(tb) = target {
             job.meta.push(MetaUpdate { block: tb, entry, mblock: self.layout.meta_pos(tb).0, buf: None, state: 0 });
         }

@@ -178,7 +178,7 @@ impl Layout {
         if !pow2(self.meta_block_size) || self.meta_block_size < 512 || self.meta_block_size > 1 << 20 {
             return Err(format!("meta_block_size {} must be a power of two in 512..1M", self.meta_block_size));
         }
-        if !pow2(self.bitmap_granularity) || self.bitmap_granularity % self.disk_alignment != 0 {
+        if !pow2(self.bitmap_granularity) || !self.bitmap_granularity.is_multiple_of(self.disk_alignment) {
             return Err(format!(
                 "bitmap_granularity {} must be a power of two and a multiple of disk_alignment {}",
                 self.bitmap_granularity, self.disk_alignment
@@ -190,10 +190,10 @@ impl Layout {
                 self.block_size
             ));
         }
-        if self.journal_block_size % self.disk_alignment != 0 && self.disk_alignment % self.journal_block_size != 0 {
+        if !self.journal_block_size.is_multiple_of(self.disk_alignment) && !self.disk_alignment.is_multiple_of(self.journal_block_size) {
             return Err("journal_block_size and disk_alignment must divide one another".into());
         }
-        if self.bitmap_granularity % self.journal_block_size != 0 {
+        if !self.bitmap_granularity.is_multiple_of(self.journal_block_size) {
             return Err("bitmap_granularity must be a multiple of journal_block_size".into());
         }
         if self.meta_entry_size() > 512 || self.meta_entry_size() > self.meta_block_size as usize {
@@ -444,6 +444,7 @@ pub fn encode_meta_entry(out: &mut [u8], block: u64, e: &MetaEntry) {
 }
 
 /// Decode an entry: `Ok(None)` for a free (all-zero) slot, an error for a damaged one.
+#[allow(clippy::result_unit_err)]
 pub fn decode_meta_entry(b: &[u8], block: u64, bitmap_bytes: usize) -> Result<Option<MetaEntry>, ()> {
     if b.iter().all(|&x| x == 0) {
         return Ok(None);

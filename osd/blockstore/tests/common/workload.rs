@@ -202,11 +202,13 @@ impl Workload {
     }
 }
 
+type OpRange = (u64, Option<(u32, u32)>);
+
 /// Reconstructs, from events, which values each granule may hold after a crash.
 #[derive(Default)]
 pub struct Checker {
-    /// Per object: ordered list of (id, Option<(first, count)>) — None = delete.
-    ops: BTreeMap<u64, Vec<(u64, Option<(u32, u32)>)>>,
+    /// Per object, in order: (id, written granules `first, count`; `None` = delete).
+    ops: BTreeMap<u64, Vec<OpRange>>,
     done: HashMap<u64, u64>,
     failed: std::collections::HashSet<u64>,
     durable: std::collections::HashSet<u64>,
@@ -253,7 +255,7 @@ impl Checker {
 
     /// Check one object's content after restart and adopt it as the new baseline.
     pub fn check_object(&mut self, obj: u64, granules: u32, data: &[u8]) -> Result<(), String> {
-        let ops: Vec<(u64, Option<(u32, u32)>)> =
+        let ops: Vec<OpRange> =
             self.ops.get(&obj).map(|v| v.iter().filter(|(id, _)| !self.failed.contains(id)).cloned().collect()).unwrap_or_default();
         for g in 0..granules {
             let got = decode_pattern(&data[(g * GRAN) as usize..((g + 1) * GRAN) as usize], g)
