@@ -1,0 +1,106 @@
+//! Command-line options shared by the `vitastor-disk` subcommands: where a store lives (devices
+//! and the superblock offset) and its geometry, converted into the blockstore's own
+//! [`BlockstoreConfig`]. Option names use underscores, like the OSD's own options, so that the
+//! lines `prepare` prints can be pasted onto an OSD command line unchanged.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use vitastor_blockstore::config::parse_size;
+use vitastor_blockstore::BlockstoreConfig;
+
+/// Parse a byte count with an optional K/M/G/T suffix.
+pub fn size_arg(s: &str) -> Result<u64, String> {
+    parse_size(s)
+}
+
+/// Parse a byte count that must fit the 32-bit on-disk fields (block and sector sizes).
+pub fn size32_arg(s: &str) -> Result<u32, String> {
+    let v = parse_size(s)?;
+    u32::try_from(v).map_err(|_| format!("{s} is too large for this option (at most 4G - 1)"))
+}
+
+/// Which devices hold the store and where its superblock is.
+#[derive(Args, Debug, Clone)]
+pub struct DeviceArgs {
+    /// Device or file holding the data area
+    #[arg(long = "data_device", value_name = "PATH")]
+    pub data_device: PathBuf,
+    /// Device holding the metadata area [default: the data device]
+    #[arg(long = "meta_device", value_name = "PATH")]
+    pub meta_device: Option<PathBuf>,
+    /// Device holding the journal [default: the metadata device]
+    #[arg(long = "journal_device", value_name = "PATH")]
+    pub journal_device: Option<PathBuf>,
+    /// Byte offset of the metadata area, where the superblock lives [default: 0]
+    #[arg(long = "meta_offset", value_name = "SIZE", value_parser = size_arg)]
+    pub meta_offset: Option<u64>,
+}
+
+/// Area placement and geometry. `prepare` lays the store out with them; the inspection
+/// commands check them against the superblock, like the OSD does when it opens the store.
+#[derive(Args, Debug, Clone, Default)]
+pub struct GeometryArgs {
+    /// Byte offset of the data area
+    #[arg(long = "data_offset", value_name = "SIZE", value_parser = size_arg)]
+    pub data_offset: Option<u64>,
+    /// Size of the data area [default: the rest of the device]
+    #[arg(long = "data_size", value_name = "SIZE", value_parser = size_arg)]
+    pub data_size: Option<u64>,
+    /// Size of the metadata area [default: what the data area needs]
+    #[arg(long = "meta_size", value_name = "SIZE", value_parser = size_arg)]
+    pub meta_size: Option<u64>,
+    /// Byte offset of the journal area
+    #[arg(long = "journal_offset", value_name = "SIZE", value_parser = size_arg)]
+    pub journal_offset: Option<u64>,
+    /// Size of the journal area [default: 32M]
+    #[arg(long = "journal_size", value_name = "SIZE", value_parser = size_arg)]
+    pub journal_size: Option<u64>,
+    /// Object size [default: 128K]
+    #[arg(long = "block_size", value_name = "SIZE", value_parser = size32_arg)]
+    pub block_size: Option<u32>,
+    /// Allocation bitmap granularity [default: 4K]
+    #[arg(long = "bitmap_granularity", value_name = "SIZE", value_parser = size32_arg)]
+    pub bitmap_granularity: Option<u32>,
+    /// Alignment of data and journal I/O [default: 4K]
+    #[arg(long = "disk_alignment", value_name = "SIZE", value_parser = size32_arg)]
+    pub disk_alignment: Option<u32>,
+    /// Journal sector size [default: 4K]
+    #[arg(long = "journal_block_size", value_name = "SIZE", value_parser = size32_arg)]
+    pub journal_block_size: Option<u32>,
+    /// Metadata block size [default: 4K]
+    #[arg(long = "meta_block_size", value_name = "SIZE", value_parser = size32_arg)]
+    pub meta_block_size: Option<u32>,
+}
+
+/// The blockstore configuration these options describe.
+pub fn store_config(dev: &DeviceArgs, geo: &GeometryArgs) -> BlockstoreConfig {
+    let mut c = BlockstoreConfig::new(&dev.data_device);
+    c.meta_device = dev.meta_device.clone();
+    c.journal_device = dev.journal_device.clone();
+    c.meta_offset = dev.meta_offset;
+    c.data_offset = geo.data_offset;
+    c.data_size = geo.data_size;
+    c.meta_size = geo.meta_size;
+    c.journal_offset = geo.journal_offset;
+    c.journal_size = geo.journal_size;
+    c.block_size = geo.block_size;
+    c.bitmap_granularity = geo.bitmap_granularity;
+    c.disk_alignment = geo.disk_alignment;
+    c.journal_block_size = geo.journal_block_size;
+    c.meta_block_size = geo.meta_block_size;
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_take_suffixes_and_reject_overflow() {
+        assert_eq!(size_arg("128K"), Ok(131072));
+        assert_eq!(size32_arg("1M"), Ok(1 << 20));
+        assert!(size32_arg("4G").is_err());
+        assert!(size_arg("12Q").is_err());
+    }
+}

@@ -1,0 +1,92 @@
+//! `vitastor-disk prepare`: make room for a store in a regular file when asked, lay the store
+//! out through the blockstore's own `prepare`, and describe the result as the OSD options
+//! that open it (command-line lines or a JSON config).
+
+use std::fs::OpenOptions;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+use vitastor_blockstore::layout::Layout;
+use vitastor_blockstore::BlockstoreConfig;
+
+use super::ToolError;
+
+/// Create `path` as a sparse file of `size` bytes, or grow a smaller regular file to it.
+/// Never shrinks: a larger file may already hold something the operator cares about.
+pub fn ensure_file_size(path: &Path, size: u64) -> Result<(), ToolError> {
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_file() => {
+            return Err(ToolError::Invalid(format!(
+                "--size only creates or grows regular files, and {} is not one",
+                path.display()
+            )))
+        }
+        Ok(m) if m.len() >= size => return Ok(()),
+        Ok(_) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(ToolError::io(format!("stat {}", path.display()), e)),
+    }
+    let f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| ToolError::io(format!("create {}", path.display()), e))?;
+    f.set_len(size).map_err(|e| ToolError::io(format!("resize {} to {size} bytes", path.display()), e))
+}
+
+/// Lay out a store; refuses to overwrite an existing one unless `force`.
+pub fn prepare(cfg: &BlockstoreConfig, force: bool) -> Result<Layout, ToolError> {
+    for p in [cfg.data_device.clone(), cfg.meta_path(), cfg.journal_path()] {
+        if let Err(e) = std::fs::metadata(&p) {
+            let hint = if e.kind() == ErrorKind::NotFound { " (use --size to create a file)" } else { "" };
+            return Err(ToolError::Invalid(format!("{}: {e}{hint}", p.display())));
+        }
+    }
+    Ok(vitastor_blockstore::prepare::prepare(cfg, force)?)
+}
+
+/// The OSD options that open the prepared store, in the order they are printed. Paths are
+/// made absolute (without resolving symlinks, so stable names like /dev/disk/by-id survive)
+/// because the OSD may run from another directory.
+pub fn osd_options(cfg: &BlockstoreConfig, l: &Layout) -> Result<Vec<(&'static str, Value)>, ToolError> {
+    let abs = |p: PathBuf| -> Result<Value, ToolError> {
+        let a = std::path::absolute(&p).map_err(|e| ToolError::io(format!("absolute path of {}", p.display()), e))?;
+        Ok(Value::String(a.to_string_lossy().into_owned()))
+    };
+    Ok(vec![
+        ("data_device", abs(cfg.data_device.clone())?),
+        ("meta_device", abs(cfg.meta_path())?),
+        ("journal_device", abs(cfg.journal_path())?),
+        ("data_offset", l.data.offset.into()),
+        ("data_size", l.data.size.into()),
+        ("meta_offset", l.meta.offset.into()),
+        ("meta_size", l.meta.size.into()),
+        ("journal_offset", l.journal.offset.into()),
+        ("journal_size", l.journal.size.into()),
+        ("block_size", l.block_size.into()),
+        ("bitmap_granularity", l.bitmap_granularity.into()),
+        ("disk_alignment", l.disk_alignment.into()),
+        ("journal_block_size", l.journal_block_size.into()),
+        ("meta_block_size", l.meta_block_size.into()),
+    ])
+}
+
+/// The options as a JSON object (a config file the OSD and `BlockstoreConfig::from_map` read).
+pub fn options_object(opts: &[(&'static str, Value)]) -> Value {
+    Value::Object(opts.iter().map(|(k, v)| (k.to_string(), v.clone())).collect::<Map<_, _>>())
+}
+
+/// The options as `--key value` lines.
+pub fn options_lines(opts: &[(&'static str, Value)]) -> String {
+    let mut s = String::new();
+    for (k, v) in opts {
+        let v = match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        s.push_str(&format!("--{k} {v}\n"));
+    }
+    s
+}
