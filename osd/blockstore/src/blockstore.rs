@@ -47,6 +47,8 @@ const JOURNAL_RESERVE_SECTORS: u64 = 4;
 /// Data blocks that writes may not take (none are needed by the flusher today; one keeps a
 /// full store deletable and rewritable object by object).
 const DATA_RESERVE_BLOCKS: u64 = 1;
+/// Journal bytes of one stabilize/rollback/commit record.
+const RECORD_BYTES: u64 = 56;
 /// Marks a stabilize that needed no journal record.
 const NO_RECORD: u64 = u64::MAX;
 /// Chunk size for reading the metadata area and journal at open.
@@ -128,6 +130,9 @@ enum WriteSt {
 #[derive(Debug)]
 enum SyncSt {
     Start,
+    /// The journal has no room for the commit records yet: make the journaled writes durable
+    /// first, so that they can be flushed and free the room.
+    EarlySmall(JWait),
     /// Own work done; waiting for earlier syncs.
     Wait,
     DataFsync(u64),
@@ -715,13 +720,17 @@ impl<E: IoEngine> Blockstore<E> {
             self.pending_free.len(),
             self.free_after_trim.len(),
             self.flush_queue.len()
-        )
+        ) + " " + &self.journal.debug()
+            + &format!(" first_dirty={:?}", self.index.dirty.iter().take(8).map(|(k, d)| (k.version, d.kind, d.state, d.stable, d.sector)).collect::<Vec<_>>())
     }
 
     /// Drive until every operation, flush and trim is finished.
     pub fn wait_idle(&mut self) -> BsResult<()> {
         self.run();
+        let mut idle_rounds = 0;
         while !self.is_idle() {
+            idle_rounds = if self.engine.in_flight() == 0 { idle_rounds + 1 } else { 0 };
+            assert!(idle_rounds < 1000, "blockstore stuck with no I/O in flight: {}", self.debug_state());
             self.poll(true)?;
         }
         Ok(())
@@ -1321,8 +1330,13 @@ impl<E: IoEngine> Blockstore<E> {
         *self.fifo.front().expect("a write is started from the FIFO head")
     }
 
+    /// Room a new write must leave: a few sectors, plus enough for one commit or stabilize
+    /// record for every dirty version (each may still need one, and those records are what
+    /// lets the flusher free space; without room for them the journal could deadlock).
     fn write_reserve(&self) -> u64 {
-        JOURNAL_RESERVE_SECTORS * self.journal.block_size()
+        // Without same-sector overwrites every record may need a sector of its own.
+        let per_record = if self.cfg.journal_no_same_sector_overwrites { self.journal.block_size() } else { 2 * RECORD_BYTES };
+        JOURNAL_RESERVE_SECTORS * self.journal.block_size() + self.index.dirty.len() as u64 * per_record
     }
 
     fn submit_jdata(&mut self, a: &Appended, len: u32) {
@@ -1546,6 +1560,15 @@ impl<E: IoEngine> Blockstore<E> {
                     }
                     *st = SyncSt::Append;
                 }
+                SyncSt::EarlySmall(w) => {
+                    if !self.journal_wait(w, true) {
+                        return None;
+                    }
+                    for ov in std::mem::take(small) {
+                        self.mark_synced(ov);
+                    }
+                    *st = SyncSt::Append;
+                }
                 SyncSt::Append => {
                     while commits.len() < big.len() {
                         let ov = big[commits.len()];
@@ -1553,8 +1576,17 @@ impl<E: IoEngine> Blockstore<E> {
                             commits.push(u64::MAX);
                             continue;
                         }
-                        let a = self.append_commit(ov)?;
+                        let Some(a) = self.append_commit(ov) else {
+                            if small.is_empty() {
+                                return None;
+                            }
+                            *st = SyncSt::EarlySmall(JWait::Watermark(self.journal.next_seq - 1));
+                            break;
+                        };
                         commits.push(a.sector);
+                    }
+                    if matches!(st, SyncSt::EarlySmall(_)) {
+                        continue;
                     }
                     let upto = self.journal.next_seq - 1;
                     *st = SyncSt::Journal(JWait::Watermark(upto));
@@ -1566,13 +1598,8 @@ impl<E: IoEngine> Blockstore<E> {
                     for &cs in commits.iter().filter(|&&cs| cs != u64::MAX) {
                         self.journal.release(cs);
                     }
-                    for ov in small.iter().chain(big.iter()) {
-                        if let Some(d) = self.index.dirty.get_mut(ov) {
-                            d.state = DState::Synced;
-                            if d.stable {
-                                self.mark_stable_upto(*ov);
-                            }
-                        }
+                    for ov in small.iter().chain(big.iter()).copied().collect::<Vec<_>>() {
+                        self.mark_synced(ov);
                     }
                     *st = SyncSt::Wait;
                 }
@@ -1626,6 +1653,15 @@ impl<E: IoEngine> Blockstore<E> {
             }
         }
         Some(Ok(BsReply::Done))
+    }
+
+    fn mark_synced(&mut self, ov: ObjVerId) {
+        if let Some(d) = self.index.dirty.get_mut(&ov) {
+            d.state = DState::Synced;
+            if d.stable {
+                self.mark_stable_upto(ov);
+            }
+        }
     }
 
     /// A version written stable became durable: every older version of the object is
@@ -1719,9 +1755,14 @@ impl<E: IoEngine> Blockstore<E> {
             Some(DirtyKind::Big { block }) => Some(block),
             // Small writes with nothing under them: their base was an unsynced redirect write
             // lost in a crash. They get a block of their own.
-            Some(DirtyKind::Delete) | None if has_small && clean.is_none() => match self.alloc.alloc() {
-                Some(b) => Some(b),
-                None => return None,
+            // After a deletion (or with nothing at all below) only journaled writes remain;
+            // they can reuse the old block, whose other granules the rebuilt bitmap hides.
+            Some(DirtyKind::Delete) | None if has_small => match clean {
+                Some(c) => Some(c.block),
+                None => match self.alloc.alloc() {
+                    Some(b) => Some(b),
+                    None => return None,
+                },
             },
             Some(DirtyKind::Delete) => None,
             _ => clean.map(|c| c.block),

@@ -368,6 +368,9 @@ impl Journal {
                 dirty: false,
             });
         }
+        if let Some(first) = end.sectors.first() {
+            j.used_start = first.0;
+        }
         if let Some(last) = end.sectors.last() {
             let p = last.0 as usize;
             j.mirror[p + end.last_fill..p + bs as usize].fill(0);
@@ -628,10 +631,22 @@ impl Journal {
             debug_assert_eq!(s.refs, 0);
             self.sector_base += 1;
         }
-        self.used_start = new_start;
-        if self.sectors.is_empty() {
-            self.used_start = self.next_free;
-        }
+        // The live region starts at the first live sector; `new_start` may name a position
+        // that the wrap rule moves (the durable header says the same thing to replay).
+        self.used_start = self.sectors.front().map(|s| s.pos).unwrap_or(self.next_free);
+        let _ = new_start;
+    }
+
+    /// Positions, for diagnostics.
+    pub fn debug(&self) -> String {
+        format!(
+            "used_start={} next_free={} open={:?}/{} sectors={:?}",
+            self.used_start,
+            self.next_free,
+            self.open,
+            self.open_fill,
+            self.sectors.iter().map(|s| (s.pos, s.refs, s.first_seq, s.last_seq, s.written_seq)).collect::<Vec<_>>()
+        )
     }
 
     /// Absolute number of the oldest live sector: every sector below it is trimmed.
