@@ -43,7 +43,7 @@ const LOW40: u64 = (1 << 40) - 1;
 
 /// Journal bytes kept free for stabilize/rollback records, so that committing what is already
 /// written never fails for lack of room (and the flusher can then free space).
-const JOURNAL_RESERVE_SECTORS: u64 = 4;
+const JOURNAL_RESERVE_SECTORS: u64 = 8;
 /// Data blocks that writes may not take (none are needed by the flusher today; one keeps a
 /// full store deletable and rewritable object by object).
 const DATA_RESERVE_BLOCKS: u64 = 1;
@@ -276,6 +276,8 @@ pub struct Blockstore<E: IoEngine> {
     tombstones: rustc_hash::FxHashMap<ObjectId, (u64, u64)>,
     failed: Option<i32>,
     sync_seq: u64,
+    flush_round: bool,
+    force_flush: bool,
     active_syncs: std::collections::BTreeSet<u64>,
     sector_writes: Vec<SectorWrite>,
     reaped: Vec<(u64, i32)>,
@@ -493,6 +495,8 @@ impl<E: IoEngine> Blockstore<E> {
             tombstones: Default::default(),
             failed: None,
             sync_seq: 0,
+            flush_round: false,
+            force_flush: false,
             active_syncs: Default::default(),
             sector_writes: Vec::new(),
             reaped: Vec::new(),
@@ -742,7 +746,10 @@ impl<E: IoEngine> Blockstore<E> {
         for oid in oids {
             self.queue_flush(oid);
         }
-        self.wait_idle()
+        self.force_flush = true;
+        let r = self.wait_idle();
+        self.force_flush = false;
+        r
     }
 
     fn alloc_slot(&mut self, op: Op) -> usize {
@@ -1335,7 +1342,8 @@ impl<E: IoEngine> Blockstore<E> {
     /// lets the flusher free space; without room for them the journal could deadlock).
     fn write_reserve(&self) -> u64 {
         // Without same-sector overwrites every record may need a sector of its own.
-        let per_record = if self.cfg.journal_no_same_sector_overwrites { self.journal.block_size() } else { 2 * RECORD_BYTES };
+        // Otherwise records pack into sectors, but sector ends waste up to one record each.
+        let per_record = if self.cfg.journal_no_same_sector_overwrites { self.journal.block_size() } else { 4 * RECORD_BYTES };
         JOURNAL_RESERVE_SECTORS * self.journal.block_size() + self.index.dirty.len() as u64 * per_record
     }
 
@@ -1690,12 +1698,23 @@ impl<E: IoEngine> Blockstore<E> {
         }
     }
 
-    fn flusher_limit(&self) -> usize {
+    /// How many flush jobs may run now. Without journal pressure the flusher works in rounds
+    /// that start once `flusher_batch` objects are flushable: many objects then share each
+    /// data and metadata fsync, instead of every client write paying for two more.
+    fn flusher_limit(&mut self) -> usize {
         let pressure = self.waiting_space || self.journal.free_bytes() < self.journal.capacity() / 2;
-        if pressure {
-            self.cfg.flusher_count as usize
-        } else {
+        if pressure || self.force_flush {
+            return self.cfg.flusher_count as usize;
+        }
+        if self.flush_queue.len() >= self.cfg.flusher_batch as usize {
+            self.flush_round = true;
+        } else if self.flush_queue.is_empty() && self.jobs.iter().all(|j| j.is_none()) {
+            self.flush_round = false;
+        }
+        if self.flush_round {
             self.cfg.min_flusher_count as usize
+        } else {
+            0
         }
     }
 
@@ -2114,9 +2133,12 @@ fn replay_entry(
         if ov.version <= clean_ver || index.dirty.contains_key(&ov) {
             return;
         }
-        let stable = d.stable;
+        // A commit record comes after newer versions' entries: a newer stable one already
+        // committed this one.
+        let newer_stable = index.dirty.range(ov..=ObjVerId::new(ov.oid, u64::MAX)).any(|(_, n)| n.stable);
+        let stable = d.stable || newer_stable;
         refs[d.sector.unwrap() as usize] += 1;
-        index.dirty.insert(ov, d);
+        index.dirty.insert(ov, Dirty { stable, ..d });
         if stable {
             for (_, d) in index.dirty.range_mut(ObjVerId::new(e.oid, 0)..=ov) {
                 d.stable = true;

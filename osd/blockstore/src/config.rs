@@ -102,8 +102,10 @@ pub struct BlockstoreConfig {
     pub journal_sector_buffer_count: u32,
     /// Maximum number of objects flushed in parallel.
     pub flusher_count: u32,
-    /// Flushers active when the journal is not under pressure.
+    /// Flushers of a flush round when the journal is not under pressure.
     pub min_flusher_count: u32,
+    /// Flushable objects that start a flush round when the journal is not under pressure.
+    pub flusher_batch: u32,
     /// Do not take an exclusive lock on the devices.
     pub disable_device_lock: bool,
     /// Keep a copy of the metadata area in memory (no read-modify-write when flushing).
@@ -137,7 +139,8 @@ impl BlockstoreConfig {
             journal_no_same_sector_overwrites: false,
             journal_sector_buffer_count: 32,
             flusher_count: 32,
-            min_flusher_count: 1,
+            min_flusher_count: 8,
+            flusher_batch: 32,
             disable_device_lock: false,
             inmemory_metadata: true,
             direct_io: true,
@@ -184,6 +187,9 @@ impl BlockstoreConfig {
         if let Some(v) = u32_opt(map, "min_flusher_count")? {
             c.min_flusher_count = v;
         }
+        if let Some(v) = u32_opt(map, "flusher_batch")? {
+            c.flusher_batch = v;
+        }
         c.validate_runtime()?;
         Ok(c)
     }
@@ -195,6 +201,9 @@ impl BlockstoreConfig {
         }
         if self.flusher_count == 0 {
             return Err(BsError::Config("flusher_count must be at least 1".into()));
+        }
+        if self.flusher_batch == 0 {
+            return Err(BsError::Config("flusher_batch must be at least 1".into()));
         }
         if self.min_flusher_count == 0 || self.min_flusher_count > self.flusher_count {
             return Err(BsError::Config("min_flusher_count must be between 1 and flusher_count".into()));

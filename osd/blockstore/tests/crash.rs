@@ -1,7 +1,8 @@
 //! Crash test: a child process runs a random concurrent workload on a real file through
 //! io_uring and reports every submission, completion and sync on a pipe; the parent kills it
 //! with SIGKILL at a random moment, reopens the store (journal replay) and checks that every
-//! durable write reads back and nothing reads back as garbage. `VITASTOR_CRASH_POINTS` sets
+//! durable write reads back and nothing reads back as garbage. Durability mode and runtime
+//! options change at every restart. `VITASTOR_CRASH_POINTS` sets
 //! the number of kills (200 in `make test`, more in `make test-long`).
 
 mod common;
@@ -23,8 +24,18 @@ fn cfg(path: &PathBuf, mode: ImmediateCommit) -> BlockstoreConfig {
     c.block_size = Some(BLOCK);
     c.journal_size = Some(2 << 20);
     c.flusher_count = 4;
+    c.min_flusher_count = 2;
     c.immediate_commit = mode;
     c
+}
+
+/// Runtime options the parent draws for each child; they may change at every restart.
+fn vary(c: &mut BlockstoreConfig, code: u64) {
+    c.inmemory_metadata = code & 1 == 0;
+    c.journal_no_same_sector_overwrites = code & 2 != 0;
+    c.flusher_count = 1 + (code >> 2) as u32 % 8;
+    c.min_flusher_count = 1 + (code >> 5) as u32 % c.flusher_count;
+    c.flusher_batch = 1 + (code >> 8) as u32 % 40;
 }
 
 fn mode_of(s: &str) -> ImmediateCommit {
@@ -38,7 +49,9 @@ fn crash_child() {
     let mode = mode_of(&std::env::var("VITASTOR_CRASH_MODE").unwrap());
     let seed: u64 = std::env::var("VITASTOR_CRASH_SEED").unwrap().parse().unwrap();
     let first_id: u64 = std::env::var("VITASTOR_CRASH_FIRST_ID").unwrap().parse().unwrap();
-    let mut bs = Blockstore::open(&cfg(&PathBuf::from(path), mode)).expect("child open");
+    let mut c = cfg(&PathBuf::from(path), mode);
+    vary(&mut c, seed);
+    let mut bs = Blockstore::open(&c).expect("child open");
     let mut w = Workload::new(OBJECTS, BLOCK, 1 + (seed % 32) as usize, seed, first_id);
     use std::io::Write;
     let out = std::io::stdout();
@@ -69,7 +82,9 @@ fn crash_kill9() {
         let mode = [ImmediateCommit::All, ImmediateCommit::None, ImmediateCommit::Small][rng.gen_range(0..3)];
         checker.immediate = mode == ImmediateCommit::All;
         {
-            let mut bs = Blockstore::open(&cfg(&path, mode)).unwrap_or_else(|e| panic!("crash point {point}: reopen failed: {e}"));
+            let mut c = cfg(&path, mode);
+            vary(&mut c, point * 7);
+            let mut bs = Blockstore::open(&c).unwrap_or_else(|e| panic!("crash point {point}: reopen failed: {e}"));
             if let Err(e) = verify(&mut bs, &mut checker, OBJECTS, BLOCK) {
                 panic!("crash point {point}: {e}");
             }

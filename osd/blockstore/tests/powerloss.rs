@@ -36,6 +36,7 @@ fn run_cfg(mut cfg: vitastor_blockstore::BlockstoreConfig, seed: u64, rounds: u6
         cfg.journal_no_same_sector_overwrites = rng.gen_bool(0.3);
         cfg.flusher_count = rng.gen_range(1..8);
         cfg.min_flusher_count = rng.gen_range(1..=cfg.flusher_count);
+        cfg.flusher_batch = rng.gen_range(1..40);
         let mut bs = open_sim(&cfg, disks, rng.gen());
         if let Err(e) = verify(&mut bs, &mut checker, OBJECTS, block) {
             panic!("mode {mode:?} seed {seed} round {round}: {e}");
@@ -97,7 +98,7 @@ fn power_loss_separate_devices() {
 
 #[test]
 fn power_loss_512_byte_sectors() {
-    let mut cfg = small_cfg(32768, 256 * 1024);
+    let mut cfg = small_cfg(32768, 1 << 20);
     cfg.disk_alignment = Some(512);
     cfg.journal_block_size = Some(512);
     cfg.meta_block_size = Some(512);
