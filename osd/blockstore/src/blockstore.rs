@@ -1699,11 +1699,11 @@ impl<E: IoEngine> Blockstore<E> {
     }
 
     /// How many flush jobs may run now. Without journal pressure the flusher works in rounds
-    /// that start once `flusher_batch` objects are flushable: many objects then share each
-    /// data and metadata fsync, instead of every client write paying for two more.
+    /// that start once `flusher_batch` objects are flushable, so that many objects share each
+    /// data and metadata fsync instead of every client write paying for two more; a quarter
+    /// full journal keeps `min_flusher_count` flushers busy regardless.
     fn flusher_limit(&mut self) -> usize {
-        let pressure = self.waiting_space || self.journal.free_bytes() < self.journal.capacity() / 2;
-        if pressure || self.force_flush {
+        if self.journal_pressure() || self.force_flush {
             return self.cfg.flusher_count as usize;
         }
         if self.flush_queue.len() >= self.cfg.flusher_batch as usize {
@@ -1712,10 +1712,17 @@ impl<E: IoEngine> Blockstore<E> {
             self.flush_round = false;
         }
         if self.flush_round {
+            self.cfg.flusher_count as usize
+        } else if self.journal.free_bytes() < self.journal.capacity() / 4 * 3 {
             self.cfg.min_flusher_count as usize
         } else {
             0
         }
+    }
+
+    /// Writes are waiting for room, or the journal is more than half full.
+    fn journal_pressure(&self) -> bool {
+        self.waiting_space || self.journal.free_bytes() < self.journal.capacity() / 2
     }
 
     fn run_flusher(&mut self) -> bool {
@@ -1940,18 +1947,7 @@ impl<E: IoEngine> Blockstore<E> {
                         job.meta[i].state = 4;
                     } else {
                         job.meta[i].state = 1;
-                        let ptr = buf.as_mut_ptr();
-                        // SAFETY: the buffer lives in the job until the read completes.
-                        unsafe {
-                            self.engine.push(IoReq {
-                                dev: self.devs.meta,
-                                kind: IoKind::Read,
-                                offset: self.layout.meta.offset + mblock * mbs as u64,
-                                ptr,
-                                len: mbs,
-                                token: tok(T_META, (slot as u64) << 40 | mblock),
-                            });
-                        }
+                        self.push_meta_io(IoKind::Read, slot, mblock, &mut buf);
                     }
                     job.meta[i].buf = Some(buf);
                     if job.meta[i].state == 4 {
@@ -1994,16 +1990,22 @@ impl<E: IoEngine> Blockstore<E> {
             }
         }
         job.meta[i].state = 2;
-        let ptr = buf.as_mut_ptr();
+        self.push_meta_io(IoKind::Write, slot, mblock, &mut buf);
         job.meta[i].buf = Some(buf);
-        // SAFETY: the buffer lives in the job until the write completes.
+    }
+
+    /// Read or write one metadata block for flush job `slot`. The buffer must stay in the job
+    /// (moving the `AlignedBuf` does not move its heap memory) until the I/O completes.
+    fn push_meta_io(&mut self, kind: IoKind, slot: usize, mblock: u64, buf: &mut AlignedBuf) {
+        let mbs = self.layout.meta_block_size as u64;
+        // SAFETY: the caller keeps the buffer alive in the flush job until the completion.
         unsafe {
             self.engine.push(IoReq {
                 dev: self.devs.meta,
-                kind: IoKind::Write,
-                offset: self.layout.meta.offset + mblock * mbs as u64,
-                ptr,
-                len: mbs,
+                kind,
+                offset: self.layout.meta.offset + mblock * mbs,
+                ptr: buf.as_mut_ptr(),
+                len: mbs as usize,
                 token: tok(T_META, (slot as u64) << 40 | mblock),
             });
         }
@@ -2059,9 +2061,9 @@ impl<E: IoEngine> Blockstore<E> {
     fn run_trim(&mut self) -> bool {
         match self.trim {
             TrimSt::Idle => {
-                let busy = !self.fifo.is_empty() || !self.active.is_empty();
-                let pressure = self.waiting_space || self.journal.free_bytes() < self.journal.capacity() / 2;
-                if busy && !pressure {
+                // Each trim costs a header write and an fsync: do it when room is short or when
+                // it frees a quarter of the journal at once.
+                if !self.journal_pressure() && !self.force_flush && self.journal.trimmable_bytes() < self.journal.capacity() / 4 {
                     return false;
                 }
                 let Some((n, start, seq)) = self.journal.trim_target() else { return false };

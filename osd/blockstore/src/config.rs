@@ -102,7 +102,8 @@ pub struct BlockstoreConfig {
     pub journal_sector_buffer_count: u32,
     /// Maximum number of objects flushed in parallel.
     pub flusher_count: u32,
-    /// Flushers of a flush round when the journal is not under pressure.
+    /// Flushers kept busy once the journal is a quarter full (below that, the flusher waits
+    /// for `flusher_batch` objects and flushes them with `flusher_count` at once).
     pub min_flusher_count: u32,
     /// Flushable objects that start a flush round when the journal is not under pressure.
     pub flusher_batch: u32,
@@ -139,7 +140,7 @@ impl BlockstoreConfig {
             journal_no_same_sector_overwrites: false,
             journal_sector_buffer_count: 32,
             flusher_count: 32,
-            min_flusher_count: 8,
+            min_flusher_count: 1,
             flusher_batch: 32,
             disable_device_lock: false,
             inmemory_metadata: true,

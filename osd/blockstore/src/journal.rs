@@ -601,6 +601,24 @@ impl Journal {
             .is_some_and(|s| s.refs == 0 && s.inflight.is_none() && !s.dirty && s.written_seq == s.last_seq)
     }
 
+    /// Bytes a trim would free now.
+    pub fn trimmable_bytes(&self) -> u64 {
+        let n = self
+            .sectors
+            .iter()
+            .take_while(|s| s.refs == 0 && s.inflight.is_none() && !s.dirty && s.written_seq == s.last_seq)
+            .count();
+        if n == 0 {
+            return 0;
+        }
+        let to = self.sectors.get(n).map(|s| s.pos).unwrap_or(self.next_free);
+        if to >= self.used_start {
+            to - self.used_start
+        } else {
+            (self.size - self.used_start) + (to - self.bs)
+        }
+    }
+
     /// Sectors at the front that hold nothing live: `(count, new_start, seq at new_start)`.
     /// Closes the open sector if it is among them.
     pub fn trim_target(&mut self) -> Option<(usize, u64, u64)> {
