@@ -276,7 +276,7 @@ pub struct Blockstore<E: IoEngine> {
     tombstones: rustc_hash::FxHashMap<ObjectId, (u64, u64)>,
     failed: Option<i32>,
     sync_seq: u64,
-    flush_round: bool,
+    round_left: usize,
     force_flush: bool,
     active_syncs: std::collections::BTreeSet<u64>,
     sector_writes: Vec<SectorWrite>,
@@ -495,7 +495,7 @@ impl<E: IoEngine> Blockstore<E> {
             tombstones: Default::default(),
             failed: None,
             sync_seq: 0,
-            flush_round: false,
+            round_left: 0,
             force_flush: false,
             active_syncs: Default::default(),
             sector_writes: Vec::new(),
@@ -1700,24 +1700,21 @@ impl<E: IoEngine> Blockstore<E> {
 
     /// How many flush jobs may run now. Without journal pressure the flusher works in rounds
     /// that start once `flusher_batch` objects are flushable, so that many objects share each
-    /// data and metadata fsync instead of every client write paying for two more; a quarter
-    /// full journal keeps `min_flusher_count` flushers busy regardless.
+    /// data and metadata fsync instead of every client write paying for two more.
     fn flusher_limit(&mut self) -> usize {
         if self.journal_pressure() || self.force_flush {
             return self.cfg.flusher_count as usize;
         }
-        if self.flush_queue.len() >= self.cfg.flusher_batch as usize {
-            self.flush_round = true;
-        } else if self.flush_queue.is_empty() && self.jobs.iter().all(|j| j.is_none()) {
-            self.flush_round = false;
+        // A round flushes the objects queued when it started, all at once; objects queued
+        // meanwhile wait for the next round (else every write would start a lone flush).
+        let busy_jobs = self.jobs.iter().filter(|j| j.is_some()).count();
+        if self.flush_queue.is_empty() {
+            self.round_left = 0;
         }
-        if self.flush_round {
-            self.cfg.flusher_count as usize
-        } else if self.journal.free_bytes() < self.journal.capacity() / 4 * 3 {
-            self.cfg.min_flusher_count as usize
-        } else {
-            0
+        if self.round_left == 0 && busy_jobs == 0 && self.flush_queue.len() >= self.cfg.flusher_batch as usize {
+            self.round_left = self.flush_queue.len();
         }
+        busy_jobs + self.round_left.min(self.cfg.flusher_count as usize - busy_jobs.min(self.cfg.flusher_count as usize))
     }
 
     /// Writes are waiting for room, or the journal is more than half full.
@@ -1745,6 +1742,7 @@ impl<E: IoEngine> Blockstore<E> {
             };
             self.jobs[slot] = Some(job);
             self.flushing.insert(oid);
+            self.round_left = self.round_left.saturating_sub(1);
             active += 1;
             progress = true;
         }

@@ -102,10 +102,8 @@ pub struct BlockstoreConfig {
     pub journal_sector_buffer_count: u32,
     /// Maximum number of objects flushed in parallel.
     pub flusher_count: u32,
-    /// Flushers kept busy once the journal is a quarter full (below that, the flusher waits
-    /// for `flusher_batch` objects and flushes them with `flusher_count` at once).
-    pub min_flusher_count: u32,
-    /// Flushable objects that start a flush round when the journal is not under pressure.
+    /// Flushable objects that start a flush round when the journal is not under pressure
+    /// (the round then flushes with `flusher_count` flushers, sharing fsyncs).
     pub flusher_batch: u32,
     /// Do not take an exclusive lock on the devices.
     pub disable_device_lock: bool,
@@ -140,7 +138,6 @@ impl BlockstoreConfig {
             journal_no_same_sector_overwrites: false,
             journal_sector_buffer_count: 32,
             flusher_count: 32,
-            min_flusher_count: 1,
             flusher_batch: 32,
             disable_device_lock: false,
             inmemory_metadata: true,
@@ -185,9 +182,6 @@ impl BlockstoreConfig {
         if let Some(v) = u32_opt(map, "flusher_count")? {
             c.flusher_count = v;
         }
-        if let Some(v) = u32_opt(map, "min_flusher_count")? {
-            c.min_flusher_count = v;
-        }
         if let Some(v) = u32_opt(map, "flusher_batch")? {
             c.flusher_batch = v;
         }
@@ -205,9 +199,6 @@ impl BlockstoreConfig {
         }
         if self.flusher_batch == 0 {
             return Err(BsError::Config("flusher_batch must be at least 1".into()));
-        }
-        if self.min_flusher_count == 0 || self.min_flusher_count > self.flusher_count {
-            return Err(BsError::Config("min_flusher_count must be between 1 and flusher_count".into()));
         }
         Ok(())
     }

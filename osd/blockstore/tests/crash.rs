@@ -24,7 +24,6 @@ fn cfg(path: &PathBuf, mode: ImmediateCommit) -> BlockstoreConfig {
     c.block_size = Some(BLOCK);
     c.journal_size = Some(2 << 20);
     c.flusher_count = 4;
-    c.min_flusher_count = 2;
     c.immediate_commit = mode;
     c
 }
@@ -34,7 +33,6 @@ fn vary(c: &mut BlockstoreConfig, code: u64) {
     c.inmemory_metadata = code & 1 == 0;
     c.journal_no_same_sector_overwrites = code & 2 != 0;
     c.flusher_count = 1 + (code >> 2) as u32 % 8;
-    c.min_flusher_count = 1 + (code >> 5) as u32 % c.flusher_count;
     c.flusher_batch = 1 + (code >> 8) as u32 % 40;
 }
 

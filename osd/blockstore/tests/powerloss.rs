@@ -35,7 +35,6 @@ fn run_cfg(mut cfg: vitastor_blockstore::BlockstoreConfig, seed: u64, rounds: u6
         cfg.inmemory_metadata = rng.gen_bool(0.5);
         cfg.journal_no_same_sector_overwrites = rng.gen_bool(0.3);
         cfg.flusher_count = rng.gen_range(1..8);
-        cfg.min_flusher_count = rng.gen_range(1..=cfg.flusher_count);
         cfg.flusher_batch = rng.gen_range(1..40);
         let mut bs = open_sim(&cfg, disks, rng.gen());
         if let Err(e) = verify(&mut bs, &mut checker, OBJECTS, block) {

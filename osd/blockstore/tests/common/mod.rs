@@ -16,7 +16,6 @@ pub fn small_cfg(block_size: u32, journal_size: u64) -> BlockstoreConfig {
     cfg.block_size = Some(block_size);
     cfg.journal_size = Some(journal_size);
     cfg.flusher_count = 4;
-    cfg.min_flusher_count = 2;
     cfg.flusher_batch = 4;
     cfg
 }
