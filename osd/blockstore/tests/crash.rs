@@ -98,6 +98,7 @@ fn crash_kill9() {
             .spawn()
             .expect("spawn child");
         let stdout = child.stdout.take().unwrap();
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
             let mut events = Vec::new();
             let mut r = BufReader::new(stdout);
@@ -105,13 +106,19 @@ fn crash_kill9() {
             // A line cut by the kill has no newline: it never happened as far as we know.
             while r.read_until(b'\n', &mut line).unwrap_or(0) > 0 && line.ends_with(b"\n") {
                 if let Some(e) = Event::parse(std::str::from_utf8(&line[..line.len() - 1]).unwrap_or("")) {
+                    if matches!(e, Event::Done { .. }) {
+                        let _ = started_tx.send(());
+                    }
                     events.push(e);
                 }
                 line.clear();
             }
             events
         });
-        std::thread::sleep(Duration::from_millis(rng.gen_range(20..120)));
+        // Kill at a random moment after the workload is really running (a slow start must not
+        // turn the test into a series of kills before the first write).
+        let _ = started_rx.recv_timeout(Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(rng.gen_range(0..100)));
         child.kill().expect("SIGKILL child");
         child.wait().unwrap();
         let events = reader.join().unwrap();
@@ -130,5 +137,5 @@ fn crash_kill9() {
     }
     let mut bs = Blockstore::open(&cfg(&path, ImmediateCommit::None)).expect("final reopen");
     verify(&mut bs, &mut checker, OBJECTS, BLOCK).expect("final verify");
-    assert!(killed_busy * 2 >= points, "most kills must hit a running workload ({killed_busy} of {points})");
+    assert!(killed_busy * 10 >= points * 9, "kills must hit a running workload ({killed_busy} of {points})");
 }
