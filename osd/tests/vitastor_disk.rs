@@ -69,7 +69,7 @@ fn write(bs: &mut Blockstore<vitastor_blockstore::uring::UringEngine>, stripe: u
     data.fill(fill);
     let oid = ObjectId::new(INODE, stripe);
     match bs.exec(BsOp::Write { oid, version: 0, offset, data, bitmap: None, stable: true }).unwrap() {
-        BsReply::Written { version } => version,
+        BsReply::Written { version, .. } => version,
         other => panic!("unexpected reply {other:?}"),
     }
 }

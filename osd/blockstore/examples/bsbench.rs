@@ -37,7 +37,7 @@ use vitastor_blockstore::config::parse_size;
 use vitastor_blockstore::io::{IoKind, IoReq};
 use vitastor_blockstore::uring::{OpenFlags, UringEngine};
 use vitastor_blockstore::{
-    device_paths, AlignedBuf, Blockstore, BlockstoreConfig, BsOp, Completion, DevId, ImmediateCommit, IoEngine,
+    device_paths, AlignedBuf, Blockstore, BlockstoreConfig, BsOp, BsReply, Completion, DevId, ImmediateCommit, IoEngine,
     ObjectId, OpId, NEWEST,
 };
 
@@ -196,8 +196,10 @@ struct OpGen {
     objects: u64,
     block_size: u32,
     next_object: u64,
-    /// Write payload source; each op copies from it (the blockstore takes its buffers).
+    /// Write payload source; each op copies from it into a pooled buffer.
     template: AlignedBuf,
+    /// Buffers the blockstore handed back with completed writes, reused by later writes.
+    pool: Vec<AlignedBuf>,
 }
 
 impl OpGen {
@@ -211,8 +213,12 @@ impl OpGen {
         (self.oid(obj), off)
     }
 
-    fn write(&self, oid: ObjectId, offset: u32, len: u32) -> BsOp {
-        let data = AlignedBuf::from_slice(&self.template[..len as usize]);
+    fn write(&mut self, oid: ObjectId, offset: u32, len: u32) -> BsOp {
+        let mut data = match self.pool.iter().position(|b| b.len() == len as usize) {
+            Some(i) => self.pool.swap_remove(i),
+            None => AlignedBuf::new(len as usize),
+        };
+        data.copy_from_slice(&self.template[..len as usize]);
         BsOp::Write { oid, version: 0, offset, data, bitmap: None, stable: true }
     }
 
@@ -374,7 +380,9 @@ fn drive(bs: &mut Store, gen: &mut OpGen, depth: usize, runtime: Duration) -> Re
         }
         for c in done.drain(..) {
             let s = owner.remove(&c.id).ok_or_else(|| format!("completion for unknown op {}", c.id))?;
-            c.result.map_err(|e| format!("operation failed: {e}"))?;
+            if let BsReply::Written { data: Some(buf), .. } = c.result.map_err(|e| format!("operation failed: {e}"))? {
+                gen.pool.push(buf);
+            }
             let slot = &mut slots[s];
             slot.pending -= 1;
             if slot.pending > 0 {
@@ -473,6 +481,7 @@ fn main() {
         block_size: layout.block_size,
         next_object: 0,
         template,
+        pool: Vec::new(),
     };
 
     eprintln!("bsbench: filling {objects} objects of {} KiB", layout.block_size >> 10);

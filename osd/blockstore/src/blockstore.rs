@@ -762,9 +762,12 @@ impl<E: IoEngine> Blockstore<E> {
         }
     }
 
-    fn finish(&mut self, slot: usize, result: BsResult<BsReply>) {
+    fn finish(&mut self, slot: usize, mut result: BsResult<BsReply>) {
         let op = self.ops[slot].take().expect("finishing an empty op slot");
         self.free_slots.push(slot);
+        if let (Ok(BsReply::Written { data: reply_data, .. }), Body::Write { data, delete: false, .. }) = (&mut result, op.body) {
+            *reply_data = Some(data);
+        }
         self.done.push(Completion { id: op.id, result });
     }
 
@@ -1490,7 +1493,7 @@ impl<E: IoEngine> Blockstore<E> {
                         let d = self.index.dirty.get_mut(&ov).unwrap();
                         d.state = DState::Written;
                         self.unsynced_big.push(ov);
-                        return Some(Ok(BsReply::Written { version: ov.version }));
+                        return Some(Ok(BsReply::Written { version: ov.version, data: None }));
                     }
                     if *t == u64::MAX {
                         *t = self.dfs.ticket();
@@ -1525,7 +1528,7 @@ impl<E: IoEngine> Blockstore<E> {
                         d.state = DState::Written;
                         self.unsynced.push(ov);
                     }
-                    return Some(Ok(BsReply::Written { version: ov.version }));
+                    return Some(Ok(BsReply::Written { version: ov.version, data: None }));
                 }
             }
         }

@@ -121,6 +121,9 @@ pub enum BsReply {
     Written {
         /// New version.
         version: u64,
+        /// The write's data buffer, handed back for reuse (`None` for deletes), so that a
+        /// caller can keep a pool of aligned buffers and the hot path allocates nothing.
+        data: Option<AlignedBuf>,
     },
     /// Sync, stabilize, rollback.
     Done,

@@ -129,7 +129,7 @@ fn run(actions: Vec<Action>, seed: u64) {
                     stable,
                 });
                 match r {
-                    Ok(BsReply::Written { version }) => {
+                    Ok(BsReply::Written { version, .. }) => {
                         let mut content = match m.latest(obj) {
                             Some(Ver { content: Some(c), .. }) => c.clone(),
                             _ => vec![0; GRANULES as usize],
@@ -151,7 +151,7 @@ fn run(actions: Vec<Action>, seed: u64) {
                     continue;
                 }
                 match bs.exec(BsOp::Delete { oid: oid(obj), version: 0, stable: false }) {
-                    Ok(BsReply::Written { version }) => {
+                    Ok(BsReply::Written { version, .. }) => {
                         m.objs.get_mut(&obj).unwrap().push(Ver { version, content: None, stable: false, synced: immediate })
                     }
                     Err(BsError::NoSpace(_)) => {}

@@ -115,7 +115,7 @@ impl Workload {
             for c in out.drain(..) {
                 let Some((id, obj)) = self.inflight.remove(&c.id) else { continue };
                 match c.result {
-                    Ok(BsReply::Written { version }) => {
+                    Ok(BsReply::Written { version, .. }) => {
                         sink(Event::Done { id });
                         let v = self.versions.entry(obj).or_insert(0);
                         *v = (*v).max(version);
