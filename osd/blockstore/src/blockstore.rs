@@ -220,8 +220,8 @@ struct FlushJob {
 #[derive(Debug, Clone, Copy)]
 enum TrimSt {
     Idle,
-    Writing { n: usize, start: u64 },
-    Fsync { n: usize, start: u64, ticket: u64 },
+    Writing { n: usize },
+    Fsync { n: usize, ticket: u64 },
 }
 
 /// Counters for operators and benchmarks.
@@ -560,8 +560,7 @@ impl<E: IoEngine> Blockstore<E> {
     pub fn submit(&mut self, op: BsOp) -> OpId {
         let id = self.next_id;
         self.next_id += 1;
-        if let Some(errno) = self.failed {
-            let _ = errno;
+        if self.failed.is_some() {
             self.done.push(Completion { id, result: Err(BsError::ReadOnly) });
             return id;
         }
@@ -1082,9 +1081,9 @@ impl<E: IoEngine> Blockstore<E> {
                     self.fail(res);
                     return;
                 }
-                if let TrimSt::Writing { n, start } = self.trim {
+                if let TrimSt::Writing { n } = self.trim {
                     let ticket = self.jfs.ticket();
-                    self.trim = TrimSt::Fsync { n, start, ticket };
+                    self.trim = TrimSt::Fsync { n, ticket };
                 }
             }
             _ => {}
@@ -2082,15 +2081,15 @@ impl<E: IoEngine> Blockstore<E> {
                         token: tok(T_HEADER, 0),
                     });
                 }
-                self.trim = TrimSt::Writing { n, start };
+                self.trim = TrimSt::Writing { n };
                 true
             }
             TrimSt::Writing { .. } => false,
-            TrimSt::Fsync { n, start, ticket } => {
+            TrimSt::Fsync { n, ticket } => {
                 if !self.jfs.done(ticket) {
                     return false;
                 }
-                self.journal.trimmed(n, start);
+                self.journal.trimmed(n);
                 self.stats.trims += 1;
                 let base = self.journal.sector_base();
                 while let Some(&(sector, block)) = self.free_after_trim.front() {

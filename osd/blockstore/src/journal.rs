@@ -643,16 +643,15 @@ impl Journal {
     }
 
     /// The header moving the start past `n` sectors is durable: forget them.
-    pub fn trimmed(&mut self, n: usize, new_start: u64) {
+    pub fn trimmed(&mut self, n: usize) {
         for _ in 0..n {
             let s = self.sectors.pop_front().expect("trim past the end of the journal");
             debug_assert_eq!(s.refs, 0);
             self.sector_base += 1;
         }
-        // The live region starts at the first live sector; `new_start` may name a position
-        // that the wrap rule moves (the durable header says the same thing to replay).
+        // The live region starts at the first live sector (the header's start may name a
+        // position that the wrap rule moves; replay applies the same rule).
         self.used_start = self.sectors.front().map(|s| s.pos).unwrap_or(self.next_free);
-        let _ = new_start;
     }
 
     /// Positions, for diagnostics.
