@@ -1,3 +1,13 @@
 //! The OSD daemon (issue #3) and operator tools over the blockstore.
+//!
+//! The daemon so far: [`server`] (listener, connection table, event loop) over
+//! [`connection`] (per-connection framing, reply queue, back-pressure) and [`secondary`]
+//! (SEC_* requests ↔ blockstore ops), started by the `vitastor-osd` binary with
+//! [`options`] and stopped through [`shutdown`].
 
+pub mod connection;
 pub mod disk_tool;
+pub mod options;
+pub mod secondary;
+pub mod server;
+pub mod shutdown;

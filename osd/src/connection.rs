@@ -1,0 +1,305 @@
+//! One peer connection: a non-blocking socket, the frame decoder that turns its bytes into
+//! requests, the queue of replies waiting to be written, and the connection-level rules
+//! (request sequencing, back-pressure).
+//!
+//! Reads stop while the connection pins more than [`CONN_BUFFER_LIMIT`] bytes (replies queued
+//! but unsent plus requests still in the blockstore), so a peer that sends faster than it
+//! reads, or than the disks keep up, is slowed down by TCP instead of growing our memory.
+//! Small replies are coalesced into one buffer; read data is sent from the blockstore's own
+//! buffer. Nothing here blocks.
+
+use std::collections::VecDeque;
+use std::io::{self, Read};
+use std::net::TcpStream;
+use std::os::unix::io::AsRawFd;
+
+use vitastor_blockstore::AlignedBuf;
+use vitastor_protocol::{Frame, FrameDecoder, ProtocolError, Request, RequestOp};
+
+use crate::secondary::ReplyMsg;
+
+/// Bytes one connection may pin before we stop reading from it: unsent replies plus the
+/// payloads and read lengths of its requests still in progress. 32 MiB keeps a few hundred
+/// 128 KiB ops in flight per peer; a single larger op (up to 64 MiB) is still accepted,
+/// because reading stops only once the limit is already exceeded.
+pub const CONN_BUFFER_LIMIT: usize = 32 << 20;
+
+/// Staging buffer for small reads: packets and small payloads arrive many per `read`, so they
+/// are read in bulk and fed to the decoder; larger payloads are read straight into place.
+const STAGE_SIZE: usize = 64 << 10;
+
+/// Most frames taken from one connection per event-loop round, so one busy peer cannot starve
+/// the others.
+const FRAMES_PER_ROUND: usize = 128;
+
+/// Replies smaller than this are appended to the previous queued buffer instead of starting a
+/// new one, so pipelined small replies leave in one `sendmsg`.
+const COALESCE_LIMIT: usize = 64 << 10;
+
+/// Most buffers handed to one `sendmsg`.
+const MAX_IOV: usize = 64;
+
+/// Why a connection has to be closed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    /// The peer closed the connection.
+    #[error("peer closed the connection")]
+    Eof,
+    /// The socket failed.
+    #[error("socket error: {0}")]
+    Io(#[from] io::Error),
+    /// The byte stream cannot be followed any more.
+    #[error("protocol error: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// The peer announced `check_sequencing` and skipped or repeated an id.
+    #[error("request id {got} breaks the sequence (expected {expected})")]
+    Sequence {
+        /// The id that was due.
+        expected: u64,
+        /// The id that arrived.
+        got: u64,
+    },
+}
+
+/// A decoded frame with its payload and the bytes it pins until answered.
+#[derive(Debug)]
+pub struct Incoming {
+    /// The frame.
+    pub frame: Frame,
+    /// Its payload.
+    pub payload: Vec<u8>,
+    /// Bytes to release with [`Connection::queue_reply`] once it is answered.
+    pub cost: usize,
+}
+
+enum Chunk {
+    Bytes(Vec<u8>),
+    Data(AlignedBuf),
+}
+
+impl Chunk {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Chunk::Bytes(b) => b,
+            Chunk::Data(d) => d,
+        }
+    }
+}
+
+/// One peer connection. See the module docs.
+pub struct Connection {
+    stream: TcpStream,
+    decoder: FrameDecoder,
+    stage: Box<[u8]>,
+    stage_start: usize,
+    stage_end: usize,
+    out: VecDeque<Chunk>,
+    /// Bytes of the head chunk already sent.
+    out_sent: usize,
+    out_bytes: usize,
+    pinned: usize,
+    /// With `check_sequencing`: the id the next request must carry.
+    next_id: Option<u64>,
+}
+
+/// Bytes a request pins while in progress: its payload, and the data its reply will carry.
+fn request_cost(request: &Request, payload_len: usize) -> usize {
+    let reply_data = match request.op {
+        RequestOp::SecRead(rw) => rw.len as usize + rw.attr_len as usize,
+        _ => 0,
+    };
+    payload_len + reply_data
+}
+
+impl Connection {
+    /// Wraps an accepted socket, switching it to non-blocking mode.
+    pub fn new(stream: TcpStream) -> io::Result<Connection> {
+        stream.set_nonblocking(true)?;
+        // Replies are small and latency matters more than packet count.
+        stream.set_nodelay(true)?;
+        Ok(Connection {
+            stream,
+            decoder: FrameDecoder::new(),
+            stage: vec![0u8; STAGE_SIZE].into_boxed_slice(),
+            stage_start: 0,
+            stage_end: 0,
+            out: VecDeque::new(),
+            out_sent: 0,
+            out_bytes: 0,
+            pinned: 0,
+            next_id: None,
+        })
+    }
+
+    /// The socket, for `poll`.
+    pub fn fd(&self) -> i32 {
+        self.stream.as_raw_fd()
+    }
+
+    /// Over the buffering limit: do not read until replies drain.
+    pub fn over_limit(&self) -> bool {
+        self.out_bytes + self.pinned > CONN_BUFFER_LIMIT
+    }
+
+    /// Input already read from the socket and not yet decoded, which no `poll` will report.
+    pub fn has_staged_input(&self) -> bool {
+        self.stage_start < self.stage_end
+    }
+
+    /// Replies wait to be written.
+    pub fn wants_write(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// Turns on `check_sequencing`: the next request must carry `handshake_id + 1`.
+    pub fn start_sequencing(&mut self, handshake_id: u64) {
+        self.next_id = Some(handshake_id.wrapping_add(1));
+    }
+
+    fn check_sequence(&mut self, id: u64) -> Result<(), ConnError> {
+        if let Some(expected) = self.next_id {
+            if id != expected {
+                return Err(ConnError::Sequence { expected, got: id });
+            }
+            self.next_id = Some(expected.wrapping_add(1));
+        }
+        Ok(())
+    }
+
+    fn accept_frame(&mut self, frame: Frame, into: &mut Vec<Incoming>) -> Result<(), ConnError> {
+        let payload = self.decoder.take_payload();
+        let cost = match &frame {
+            Frame::Request(request) => {
+                self.check_sequence(request.id)?;
+                request_cost(request, payload.len())
+            }
+            Frame::Rejected { id, .. } => {
+                self.check_sequence(*id)?;
+                0
+            }
+            // The lookup below never returns a request, so the decoder fails on any reply
+            // packet before it could produce this.
+            Frame::Reply { reply, .. } => {
+                return Err(ProtocolError::UnknownReplyId { id: reply.id }.into())
+            }
+        };
+        self.pinned += cost;
+        into.push(Incoming {
+            frame,
+            payload,
+            cost,
+        });
+        Ok(())
+    }
+
+    /// Reads and decodes what the socket has, appending complete frames to `into`. Stops at
+    /// `EAGAIN`, after [`FRAMES_PER_ROUND`] frames, or once over [`CONN_BUFFER_LIMIT`].
+    pub fn receive(&mut self, into: &mut Vec<Incoming>) -> Result<(), ConnError> {
+        // An OSD serving requests sends none, so a reply arriving here answers nothing.
+        let mut no_outstanding = |_| None;
+        let mut taken = 0;
+        while taken < FRAMES_PER_ROUND && !self.over_limit() {
+            if self.has_staged_input() {
+                let staged = &self.stage[self.stage_start..self.stage_end];
+                let (used, frame) = self.decoder.feed(staged, &mut no_outstanding)?;
+                self.stage_start += used;
+                if let Some(frame) = frame {
+                    self.accept_frame(frame, into)?;
+                    taken += 1;
+                }
+                continue;
+            }
+            let direct = self.decoder.wanted() >= STAGE_SIZE;
+            let buf = if direct {
+                self.decoder.read_buf()?
+            } else {
+                &mut self.stage[..]
+            };
+            let n = match self.stream.read(buf) {
+                Ok(0) => return Err(ConnError::Eof),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if direct {
+                if let Some(frame) = self.decoder.advance(n, &mut no_outstanding)? {
+                    self.accept_frame(frame, into)?;
+                    taken += 1;
+                }
+            } else {
+                self.stage_start = 0;
+                self.stage_end = n;
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues the reply to a request that pinned `cost` bytes, releasing them.
+    pub fn queue_reply(&mut self, cost: usize, msg: ReplyMsg) {
+        self.pinned -= cost.min(self.pinned);
+        self.out_bytes += msg.wire_len();
+        let small = msg.payload.len() < COALESCE_LIMIT;
+        match self.out.back_mut() {
+            Some(Chunk::Bytes(last)) if small && last.len() < COALESCE_LIMIT => {
+                last.extend_from_slice(&msg.packet);
+                last.extend_from_slice(&msg.payload);
+            }
+            _ => {
+                let mut bytes = Vec::with_capacity(msg.packet.len() + msg.payload.len());
+                bytes.extend_from_slice(&msg.packet);
+                bytes.extend_from_slice(&msg.payload);
+                self.out.push_back(Chunk::Bytes(bytes));
+            }
+        }
+        if let Some(data) = msg.data.filter(|d| !d.is_empty()) {
+            self.out.push_back(Chunk::Data(data));
+        }
+    }
+
+    /// Writes queued replies until the socket would block or the queue is empty.
+    pub fn flush(&mut self) -> Result<(), ConnError> {
+        while !self.out.is_empty() {
+            let mut iov: Vec<libc::iovec> = Vec::with_capacity(MAX_IOV.min(self.out.len()));
+            for (i, chunk) in self.out.iter().take(MAX_IOV).enumerate() {
+                let bytes = &chunk.bytes()[if i == 0 { self.out_sent } else { 0 }..];
+                iov.push(libc::iovec {
+                    iov_base: bytes.as_ptr() as *mut libc::c_void,
+                    iov_len: bytes.len(),
+                });
+            }
+            // SAFETY: an all-zero msghdr is valid (no address, no control data).
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_iov = iov.as_mut_ptr();
+            msg.msg_iovlen = iov.len() as _;
+            // SAFETY: every iovec points into a chunk of `self.out`, which is not touched until
+            // the call returns; MSG_NOSIGNAL turns a reset peer into EPIPE instead of SIGPIPE.
+            let r = unsafe { libc::sendmsg(self.fd(), &msg, libc::MSG_NOSIGNAL) };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                return match e.kind() {
+                    io::ErrorKind::WouldBlock => Ok(()),
+                    io::ErrorKind::Interrupted => continue,
+                    _ => Err(e.into()),
+                };
+            }
+            self.consume(r as usize);
+        }
+        Ok(())
+    }
+
+    fn consume(&mut self, mut n: usize) {
+        self.out_bytes -= n;
+        while n > 0 {
+            let Some(head) = self.out.front() else { break };
+            let left = head.bytes().len() - self.out_sent;
+            if n < left {
+                self.out_sent += n;
+                return;
+            }
+            n -= left;
+            self.out_sent = 0;
+            self.out.pop_front();
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! Command-line and config-file options of the `vitastor-osd` daemon.
+//!
+//! The OSD's own options (`--osd_num`, `--bind_address`, `--bind_port`, `--config_path`,
+//! `--etcd_address`) are typed clap options. Every blockstore option is accepted as
+//! `--name value` under the name [`BlockstoreConfig::from_map`] reads, so the lines
+//! `vitastor-disk prepare` prints can be pasted onto the command line unchanged; the same
+//! names (and `osd_num`, `bind_address`, `bind_port`) may instead come from the JSON object in
+//! `--config_path` (what `vitastor-disk prepare --write_config` writes). The command line wins
+//! over the file. Values stay strings until the blockstore parses them, so size suffixes
+//! (`32M`) work in both places.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::{Arg, ArgMatches, Args, Command, FromArgMatches};
+use serde_json::{Map, Value};
+use vitastor_blockstore::{BlockstoreConfig, BsError};
+
+/// Blockstore option names accepted as `--name value`.
+pub const BLOCKSTORE_OPTIONS: &[&str] = &[
+    "data_device",
+    "meta_device",
+    "journal_device",
+    "data_offset",
+    "data_size",
+    "meta_offset",
+    "meta_size",
+    "journal_offset",
+    "journal_size",
+    "block_size",
+    "bitmap_granularity",
+    "disk_alignment",
+    "journal_block_size",
+    "meta_block_size",
+    "immediate_commit",
+    "disable_data_fsync",
+    "disable_meta_fsync",
+    "disable_journal_fsync",
+    "journal_no_same_sector_overwrites",
+    "journal_sector_buffer_count",
+    "flusher_count",
+    "flusher_batch",
+    "disable_device_lock",
+    "inmemory_metadata",
+    "disable_direct_io",
+];
+
+/// The OSD's own options.
+#[derive(Args, Debug, Clone)]
+pub struct OsdArgs {
+    /// This OSD's number [required here or in the config file]
+    #[arg(long = "osd_num", value_name = "N")]
+    pub osd_num: Option<u64>,
+    /// Address to listen on [default: 127.0.0.1]
+    #[arg(long = "bind_address", value_name = "ADDR")]
+    pub bind_address: Option<IpAddr>,
+    /// Port to listen on; 0 picks a free one [default: 0]
+    #[arg(long = "bind_port", value_name = "PORT")]
+    pub bind_port: Option<u16>,
+    /// JSON object of options (the OSD's and the blockstore's)
+    #[arg(long = "config_path", value_name = "FILE")]
+    pub config_path: Option<PathBuf>,
+    /// etcd endpoints; accepted for compatibility, not used yet
+    #[arg(long = "etcd_address", value_name = "ADDRS")]
+    pub etcd_address: Option<String>,
+}
+
+/// Everything the daemon needs to start.
+#[derive(Debug, Clone)]
+pub struct OsdOptions {
+    /// This OSD's number.
+    pub osd_num: u64,
+    /// Where to listen.
+    pub bind: SocketAddr,
+    /// `--etcd_address` as given; the daemon warns that it is ignored.
+    pub etcd_address: Option<String>,
+    /// The store to serve.
+    pub store: BlockstoreConfig,
+}
+
+/// Why the options cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum OptionsError {
+    /// The config file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    ReadConfig {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The config file is not a JSON object.
+    #[error("{path} is not a JSON object of options: {why}")]
+    ParseConfig {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+    /// An OSD option is missing or malformed.
+    #[error("{0}")]
+    Invalid(String),
+    /// The blockstore options are wrong.
+    #[error("{0}")]
+    Blockstore(#[from] BsError),
+}
+
+/// The clap command: [`OsdArgs`] plus one `--name value` option per blockstore option.
+pub fn command() -> Command {
+    let cmd = Command::new("vitastor-osd")
+        .about("Vitastor OSD: serves the secondary ops of one local blockstore over TCP");
+    let cmd = OsdArgs::augment_args(cmd);
+    BLOCKSTORE_OPTIONS.iter().fold(cmd, |cmd, name| {
+        cmd.arg(
+            Arg::new(*name)
+                .long(*name)
+                .value_name("VALUE")
+                .help("blockstore option (see vitastor-disk)"),
+        )
+    })
+}
+
+/// Reads the options from parsed command-line matches (and the config file they name).
+pub fn from_matches(matches: &ArgMatches) -> Result<OsdOptions, OptionsError> {
+    let args =
+        OsdArgs::from_arg_matches(matches).map_err(|e| OptionsError::Invalid(e.to_string()))?;
+    let mut map = match &args.config_path {
+        Some(path) => read_config(path)?,
+        None => Map::new(),
+    };
+    for name in BLOCKSTORE_OPTIONS {
+        if let Some(v) = matches.get_one::<String>(name) {
+            map.insert((*name).to_string(), Value::String(v.clone()));
+        }
+    }
+    let osd_num = match args.osd_num {
+        Some(n) => n,
+        None => map_u64(&map, "osd_num")?
+            .ok_or_else(|| OptionsError::Invalid("--osd_num is required".into()))?,
+    };
+    if osd_num == 0 {
+        return Err(OptionsError::Invalid("osd_num must be at least 1".into()));
+    }
+    let address = match args.bind_address {
+        Some(a) => a,
+        None => match map.get("bind_address") {
+            None | Some(Value::Null) => IpAddr::from([127, 0, 0, 1]),
+            Some(Value::String(s)) => s.parse().map_err(|_| {
+                OptionsError::Invalid(format!("bind_address {s:?} is not an IP address"))
+            })?,
+            Some(v) => {
+                return Err(OptionsError::Invalid(format!(
+                    "bind_address must be a string, got {v}"
+                )))
+            }
+        },
+    };
+    let port = match args.bind_port {
+        Some(p) => p,
+        None => match map_u64(&map, "bind_port")? {
+            None => 0,
+            Some(p) => u16::try_from(p)
+                .map_err(|_| OptionsError::Invalid(format!("bind_port {p} is not a port")))?,
+        },
+    };
+    Ok(OsdOptions {
+        osd_num,
+        bind: SocketAddr::new(address, port),
+        etcd_address: args.etcd_address,
+        store: BlockstoreConfig::from_map(&map)?,
+    })
+}
+
+fn read_config(path: &PathBuf) -> Result<Map<String, Value>, OptionsError> {
+    let text = std::fs::read_to_string(path).map_err(|source| OptionsError::ReadConfig {
+        path: path.clone(),
+        source,
+    })?;
+    match serde_json::from_str::<Value>(&text) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(OptionsError::ParseConfig {
+            path: path.clone(),
+            why: "not an object".into(),
+        }),
+        Err(e) => Err(OptionsError::ParseConfig {
+            path: path.clone(),
+            why: e.to_string(),
+        }),
+    }
+}
+
+fn map_u64(map: &Map<String, Value>, key: &str) -> Result<Option<u64>, OptionsError> {
+    match map.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) if n.as_u64().is_some() => Ok(n.as_u64()),
+        Some(Value::String(s)) if s.parse::<u64>().is_ok() => Ok(s.parse().ok()),
+        Some(v) => Err(OptionsError::Invalid(format!(
+            "{key} must be a non-negative integer, got {v}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<OsdOptions, OptionsError> {
+        let m = command()
+            .try_get_matches_from(args)
+            .map_err(|e| OptionsError::Invalid(e.to_string()))?;
+        from_matches(&m)
+    }
+
+    #[test]
+    fn command_line_blockstore_options() {
+        let o = parse(&[
+            "osd",
+            "--osd_num",
+            "3",
+            "--data_device",
+            "/x",
+            "--journal_size",
+            "16M",
+            "--bind_port",
+            "7",
+        ])
+        .unwrap();
+        assert_eq!(o.osd_num, 3);
+        assert_eq!(o.bind, "127.0.0.1:7".parse().unwrap());
+        assert_eq!(o.store.journal_size, Some(16 << 20));
+        assert_eq!(o.store.data_device, PathBuf::from("/x"));
+    }
+
+    #[test]
+    fn config_file_and_override() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("osd.json");
+        std::fs::write(&path, r#"{"osd_num": 5, "data_device": "/a", "block_size": 131072, "immediate_commit": "all"}"#)
+            .unwrap();
+        let p = path.to_str().unwrap();
+        let o = parse(&["osd", "--config_path", p, "--data_device", "/b"]).unwrap();
+        assert_eq!(o.osd_num, 5);
+        assert_eq!(o.store.data_device, PathBuf::from("/b"));
+        assert_eq!(o.store.block_size, Some(131072));
+        assert_eq!(
+            o.store.immediate_commit,
+            vitastor_blockstore::ImmediateCommit::All
+        );
+    }
+
+    #[test]
+    fn missing_or_bad_values_are_errors() {
+        assert!(parse(&["osd", "--data_device", "/x"])
+            .unwrap_err()
+            .to_string()
+            .contains("osd_num"));
+        assert!(parse(&["osd", "--osd_num", "1"])
+            .unwrap_err()
+            .to_string()
+            .contains("data_device"));
+        assert!(parse(&[
+            "osd",
+            "--osd_num",
+            "1",
+            "--data_device",
+            "/x",
+            "--immediate_commit",
+            "maybe"
+        ])
+        .is_err());
+        assert!(parse(&["osd", "--osd_num", "0", "--data_device", "/x"]).is_err());
+    }
+}
