@@ -2110,6 +2110,21 @@ impl<E: IoEngine> Blockstore<E> {
 /// Redirect writes seen in the journal whose commit record has not been seen yet.
 type PendingBig = rustc_hash::FxHashMap<ObjVerId, (Dirty, u64)>;
 
+impl<E: IoEngine> Drop for Blockstore<E> {
+    /// Buffers of in-flight I/O live in this struct: the device must be done with them before
+    /// they are freed, or a write in flight would carry freed memory to the disk.
+    fn drop(&mut self) {
+        let mut reaped = Vec::new();
+        while self.engine.in_flight() > 0 {
+            if self.engine.submit().is_err() || self.engine.wait().is_err() {
+                break;
+            }
+            self.engine.reap(&mut reaped);
+            reaped.clear();
+        }
+    }
+}
+
 /// Apply one replayed journal entry to the index.
 fn replay_entry(
     index: &mut Index,
