@@ -82,10 +82,9 @@ pub fn device_paths(cfg: &BlockstoreConfig) -> (Vec<PathBuf>, Devices) {
     (paths, Devices { data, meta, journal })
 }
 
-#[derive(Default)]
 struct FsyncTracker {
     enabled: bool,
-    dev: Option<DevId>,
+    dev: DevId,
     submitted: u64,
     completed: u64,
     inflight: bool,
@@ -94,7 +93,7 @@ struct FsyncTracker {
 
 impl FsyncTracker {
     fn new(dev: DevId, enabled: bool) -> Self {
-        FsyncTracker { enabled, dev: Some(dev), ..Default::default() }
+        FsyncTracker { enabled, dev, submitted: 0, completed: 0, inflight: false, wanted: 0 }
     }
     /// A ticket for an fsync that covers every write completed before now.
     fn ticket(&mut self) -> u64 {
@@ -589,36 +588,10 @@ impl<E: IoEngine> Blockstore<E> {
                     self.done.push(Completion { id, result: Err(e) });
                     return id;
                 }
-                let body = Body::Write {
-                    ov: ObjVerId::new(oid, version),
-                    offset,
-                    data,
-                    bitmap,
-                    stable,
-                    delete: false,
-                    big: None,
-                    st: WriteSt::Queued,
-                    err: 0,
-                    commit_sector: None,
-                };
-                let slot = self.alloc_slot(Op { id, body });
-                self.fifo.push_back(slot);
+                self.queue_write(id, ObjVerId::new(oid, version), offset, data, bitmap, stable, false);
             }
             BsOp::Delete { oid, version, stable } => {
-                let body = Body::Write {
-                    ov: ObjVerId::new(oid, version),
-                    offset: 0,
-                    data: AlignedBuf::new(0),
-                    bitmap: None,
-                    stable,
-                    delete: true,
-                    big: None,
-                    st: WriteSt::Queued,
-                    err: 0,
-                    commit_sector: None,
-                };
-                let slot = self.alloc_slot(Op { id, body });
-                self.fifo.push_back(slot);
+                self.queue_write(id, ObjVerId::new(oid, version), 0, AlignedBuf::new(0), None, stable, true);
             }
             BsOp::Sync => {
                 let body = Body::Sync { st: SyncSt::Start, small: Vec::new(), big: Vec::new(), commits: Vec::new(), seq: 0 };
@@ -749,6 +722,25 @@ impl<E: IoEngine> Blockstore<E> {
         let r = self.wait_idle();
         self.force_flush = false;
         r
+    }
+
+    /// Queue a write or deletion behind the FIFO (versions are assigned in that order).
+    #[allow(clippy::too_many_arguments)]
+    fn queue_write(&mut self, id: OpId, ov: ObjVerId, offset: u32, data: AlignedBuf, bitmap: Option<Vec<u8>>, stable: bool, delete: bool) {
+        let body = Body::Write {
+            ov,
+            offset,
+            data,
+            bitmap,
+            stable,
+            delete,
+            big: None,
+            st: WriteSt::Queued,
+            err: 0,
+            commit_sector: None,
+        };
+        let slot = self.alloc_slot(Op { id, body });
+        self.fifo.push_back(slot);
     }
 
     fn alloc_slot(&mut self, op: Op) -> usize {
@@ -1172,7 +1164,7 @@ impl<E: IoEngine> Blockstore<E> {
                 // SAFETY: fsync carries no buffer.
                 unsafe {
                     self.engine.push(IoReq {
-                        dev: t.dev.unwrap(),
+                        dev: t.dev,
                         kind: IoKind::Fsync,
                         offset: 0,
                         ptr: std::ptr::null_mut(),

@@ -83,9 +83,14 @@ unsafe impl Send for AlignedBuf {}
 unsafe impl Sync for AlignedBuf {}
 
 impl AlignedBuf {
-    /// A zeroed buffer of `len` bytes (capacity rounded up to the alignment).
+    /// A zeroed buffer of `len` bytes (capacity rounded up to the alignment). An empty buffer
+    /// (deletions, bitmap-only reads) allocates nothing.
     pub fn new(len: usize) -> Self {
-        let cap = len.max(1).div_ceil(IO_ALIGN) * IO_ALIGN;
+        if len == 0 {
+            let ptr = NonNull::new(IO_ALIGN as *mut u8).expect("non-null");
+            return AlignedBuf { ptr, len: 0, cap: 0 };
+        }
+        let cap = len.div_ceil(IO_ALIGN) * IO_ALIGN;
         let layout = Layout::from_size_align(cap, IO_ALIGN).expect("buffer layout");
         // SAFETY: layout has non-zero size.
         let raw = unsafe { alloc_zeroed(layout) };
@@ -114,6 +119,9 @@ impl AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
+        if self.cap == 0 {
+            return;
+        }
         let layout = Layout::from_size_align(self.cap, IO_ALIGN).expect("buffer layout");
         // SAFETY: allocated in `new` with this exact layout.
         unsafe { dealloc(self.ptr.as_ptr(), layout) }
