@@ -8,13 +8,16 @@
 //! Small replies are coalesced into one buffer; read data is sent from the blockstore's own
 //! buffer. Nothing here blocks.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read};
 use std::net::TcpStream;
 use std::os::unix::io::AsRawFd;
+use std::rc::Rc;
 
 use vitastor_blockstore::AlignedBuf;
-use vitastor_protocol::{Frame, FrameDecoder, ProtocolError, Request, RequestOp};
+use vitastor_protocol::{
+    encode_request, Frame, FrameDecoder, ProtocolError, Request, RequestOp, OSD_PACKET_SIZE,
+};
 
 use crate::secondary::ReplyMsg;
 
@@ -75,6 +78,8 @@ pub struct Incoming {
 enum Chunk {
     Bytes(Vec<u8>),
     Data(AlignedBuf),
+    /// Write data sent to several replicas without a copy per replica.
+    Shared(Rc<AlignedBuf>),
 }
 
 impl Chunk {
@@ -82,6 +87,7 @@ impl Chunk {
         match self {
             Chunk::Bytes(b) => b,
             Chunk::Data(d) => d,
+            Chunk::Shared(d) => d,
         }
     }
 }
@@ -100,6 +106,10 @@ pub struct Connection {
     pinned: usize,
     /// With `check_sequencing`: the id the next request must carry.
     next_id: Option<u64>,
+    /// Requests this side sent (outgoing peer connections), by id, until their replies
+    /// arrive: the decoder frames a reply with the request it answers.
+    outstanding: HashMap<u64, Request>,
+    next_request_id: u64,
 }
 
 /// Bytes a request pins while in progress: its payload, and the data its reply will carry.
@@ -128,6 +138,8 @@ impl Connection {
             out_bytes: 0,
             pinned: 0,
             next_id: None,
+            outstanding: HashMap::new(),
+            next_request_id: 1,
         })
     }
 
@@ -177,11 +189,8 @@ impl Connection {
                 self.check_sequence(*id)?;
                 0
             }
-            // The lookup below never returns a request, so the decoder fails on any reply
-            // packet before it could produce this.
-            Frame::Reply { reply, .. } => {
-                return Err(ProtocolError::UnknownReplyId { id: reply.id }.into())
-            }
+            // Only requests this side sent are looked up, so a reply answers one of them.
+            Frame::Reply { .. } => 0,
         };
         self.pinned += cost;
         into.push(Incoming {
@@ -195,13 +204,14 @@ impl Connection {
     /// Reads and decodes what the socket has, appending complete frames to `into`. Stops at
     /// `EAGAIN`, after [`FRAMES_PER_ROUND`] frames, or once over [`CONN_BUFFER_LIMIT`].
     pub fn receive(&mut self, into: &mut Vec<Incoming>) -> Result<(), ConnError> {
-        // An OSD serving requests sends none, so a reply arriving here answers nothing.
-        let mut no_outstanding = |_| None;
         let mut taken = 0;
         while taken < FRAMES_PER_ROUND && !self.over_limit() {
             if self.has_staged_input() {
                 let staged = &self.stage[self.stage_start..self.stage_end];
-                let (used, frame) = self.decoder.feed(staged, &mut no_outstanding)?;
+                let outstanding = &mut self.outstanding;
+                let (used, frame) = self
+                    .decoder
+                    .feed(staged, &mut |id| outstanding.remove(&id))?;
                 self.stage_start += used;
                 if let Some(frame) = frame {
                     self.accept_frame(frame, into)?;
@@ -223,7 +233,8 @@ impl Connection {
                 Err(e) => return Err(e.into()),
             };
             if direct {
-                if let Some(frame) = self.decoder.advance(n, &mut no_outstanding)? {
+                let outstanding = &mut self.outstanding;
+                if let Some(frame) = self.decoder.advance(n, &mut |id| outstanding.remove(&id))? {
                     self.accept_frame(frame, into)?;
                     taken += 1;
                 }
@@ -255,6 +266,38 @@ impl Connection {
         if let Some(data) = msg.data.filter(|d| !d.is_empty()) {
             self.out.push_back(Chunk::Data(data));
         }
+    }
+
+    /// Sends a request (its id is assigned here and returned): the packet, `payload`, then
+    /// `data`. Its reply comes out of [`Connection::receive`] as a [`Frame::Reply`].
+    pub fn send_request(
+        &mut self,
+        mut request: Request,
+        payload: &[u8],
+        data: Option<Rc<AlignedBuf>>,
+    ) -> u64 {
+        let id = self.next_request_id;
+        self.next_request_id += 1;
+        request.id = id;
+        let mut bytes = Vec::with_capacity(OSD_PACKET_SIZE + payload.len());
+        bytes.resize(OSD_PACKET_SIZE, 0);
+        let packet: &mut [u8; OSD_PACKET_SIZE] = (&mut bytes[..OSD_PACKET_SIZE])
+            .try_into()
+            .expect("sized above");
+        encode_request(&request, packet);
+        bytes.extend_from_slice(payload);
+        self.out_bytes += bytes.len() + data.as_ref().map_or(0, |d| d.len());
+        self.out.push_back(Chunk::Bytes(bytes));
+        if let Some(data) = data.filter(|d| !d.is_empty()) {
+            self.out.push_back(Chunk::Shared(data));
+        }
+        self.outstanding.insert(id, request);
+        id
+    }
+
+    /// Requests sent and not answered yet.
+    pub fn outstanding(&self) -> usize {
+        self.outstanding.len()
     }
 
     /// Writes queued replies until the socket would block or the queue is empty.

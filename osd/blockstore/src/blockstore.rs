@@ -807,7 +807,9 @@ impl<E: IoEngine> Blockstore<E> {
         let first_g = offset / gran;
         let end = offset + len;
         let ng = if len == 0 { 0 } else { (end - 1) / gran - first_g + 1 };
-        let mut covered = vec![false; ng as usize];
+        // Granules the visible version's bitmap does not have read as zeroes, whatever older
+        // versions held there: an explicit bitmap (recovery, tombstones) is the truth.
+        let mut covered: Vec<bool> = (0..ng).map(|gi| !is_set(&bitmap, first_g + gi)).collect();
         let mut reads: Vec<(u64, u32, u32)> = Vec::new(); // (device offset, buf offset, len)
         let mut terminal = false;
         for (ov, d) in self.index.dirty_desc(oid, ver) {
@@ -1317,6 +1319,13 @@ impl<E: IoEngine> Blockstore<E> {
         self.insert_dirty(*ov, DirtyKind::Small { loc: a.data_loc }, *offset, len, new_bitmap, *stable, Some(a.sector));
         *st = WriteSt::Journal(JWait::Watermark(a.seq));
         Ok(true)
+    }
+
+    /// Newest version of `oid` in any state, including a deletion not yet forgotten (0 for an
+    /// object this store has never had or has fully forgotten). A write with a version above
+    /// it is accepted; the OSD's primary derives the next version of an object from it.
+    pub fn object_version(&self, oid: ObjectId) -> u64 {
+        self.latest_version(oid)
     }
 
     fn latest_version(&self, oid: ObjectId) -> u64 {

@@ -36,6 +36,23 @@ pub enum EtcdEvent {
         /// Its new value.
         value: Option<Value>,
     },
+    /// Answer to [`EtcdCommand::ClaimPg`]: whether this OSD now holds `pg/state/<pool>/<pg>`.
+    PgClaimed {
+        /// Pool.
+        pool: u32,
+        /// PG.
+        pg: u32,
+        /// True if the key is ours (it was absent or already under our lease).
+        granted: bool,
+    },
+    /// [`EtcdCommand::PutPgState`] found the key no longer ours: another OSD took the PG or
+    /// our lease changed. The PG must stop at once.
+    PgLost {
+        /// Pool.
+        pool: u32,
+        /// PG.
+        pg: u32,
+    },
     /// A watched key holds something that is not JSON; the data path keeps its old view.
     BadValue {
         /// The key.
@@ -50,6 +67,47 @@ pub enum EtcdEvent {
 pub enum EtcdCommand {
     /// Replace the value of `osd/state/<osd_num>` (written now if connected, else on connect).
     PutState(Value),
+    /// Take the primary role of a PG: put `pg/state/<pool>/<pg>` under our lease if the key is
+    /// absent or already ours, in one transaction each. Answered by [`EtcdEvent::PgClaimed`].
+    ClaimPg {
+        /// Pool.
+        pool: u32,
+        /// PG.
+        pg: u32,
+        /// The state to write.
+        state: Value,
+    },
+    /// Update the state of a PG we hold; [`EtcdEvent::PgLost`] if it is not ours any more.
+    PutPgState {
+        /// Pool.
+        pool: u32,
+        /// PG.
+        pg: u32,
+        /// The state to write.
+        state: Value,
+    },
+    /// Delete `pg/state/<pool>/<pg>` if it is ours (the PG stopped here).
+    ReleasePg {
+        /// Pool.
+        pool: u32,
+        /// PG.
+        pg: u32,
+    },
+    /// Delete `key` if it still holds exactly `value` (e.g. a PG's history once it is clean,
+    /// unless the monitor has rewritten it meanwhile).
+    DeleteIfUnchanged {
+        /// Key relative to the prefix.
+        key: String,
+        /// The value it must still hold.
+        value: Value,
+    },
+    /// Put `key` without a lease (statistics); a lost update is replaced by the next one.
+    Put {
+        /// Key relative to the prefix.
+        key: String,
+        /// Value.
+        value: Value,
+    },
     /// Revoke the lease (the OSD shows down at once) and end the thread.
     Shutdown,
 }

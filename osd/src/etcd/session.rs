@@ -8,12 +8,14 @@
 use std::time::Duration;
 
 use etcd_client::{
-    Client, ConnectOptions, EventType, GetOptions, LeaseKeepAliveStream, LeaseKeeper, Txn, TxnOp,
-    TxnOpResponse, WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, LeaseKeepAliveStream,
+    LeaseKeeper, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
 use serde_json::Value;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::{sleep_until, Instant};
+
+use vitastor_layout::keys::pg_state;
 
 use super::event::{decode, EventSink};
 use super::thread::EtcdConfig;
@@ -27,6 +29,7 @@ pub const WATCHED_KEYS: &[(&str, bool)] = &[
     ("pg/config", false),
     ("pg/history/", true),
     ("osd/state/", true),
+    ("pg/state/", true),
 ];
 
 /// First wait after a failed session; doubled after each failure up to [`MAX_BACKOFF`].
@@ -146,6 +149,15 @@ impl Runner {
                 cmd = self.commands.recv() => match cmd {
                     Some(EtcdCommand::PutState(state)) => self.cfg.state = state,
                     Some(EtcdCommand::Shutdown) | None => return false,
+                    // Without etcd nothing can be claimed: the PG waits for the next
+                    // session, which reloads everything and makes the data path retry.
+                    Some(EtcdCommand::ClaimPg { pool, pg, .. }) => {
+                        self.events.send(EtcdEvent::PgClaimed { pool, pg, granted: false })
+                    }
+                    Some(EtcdCommand::PutPgState { pool, pg, .. }) => {
+                        self.events.send(EtcdEvent::PgLost { pool, pg })
+                    }
+                    Some(_) => {}
                 },
             }
         }
@@ -258,6 +270,32 @@ impl Runner {
                         self.cfg.state = state;
                         self.put_state(&mut client, lease_id).await?;
                     }
+                    Some(EtcdCommand::ClaimPg { pool, pg, state }) => {
+                        let granted = self.claim_pg(&mut client, lease_id, pool, pg, &state).await?;
+                        self.events.send(EtcdEvent::PgClaimed { pool, pg, granted });
+                    }
+                    Some(EtcdCommand::PutPgState { pool, pg, state }) => {
+                        if !self.put_if_ours(&mut client, lease_id, &pg_state(pool, pg), &state).await? {
+                            self.events.send(EtcdEvent::PgLost { pool, pg });
+                        }
+                    }
+                    Some(EtcdCommand::ReleasePg { pool, pg }) => {
+                        let key = self.key(&pg_state(pool, pg));
+                        let txn = Txn::new()
+                            .when([Compare::lease(key.clone(), CompareOp::Equal, lease_id)])
+                            .and_then([TxnOp::delete(key, None)]);
+                        call(t, "release pg", client.txn(txn)).await?;
+                    }
+                    Some(EtcdCommand::DeleteIfUnchanged { key, value }) => {
+                        let key = self.key(&key);
+                        let txn = Txn::new()
+                            .when([Compare::value(key.clone(), CompareOp::Equal, value.to_string())])
+                            .and_then([TxnOp::delete(key, None)]);
+                        call(t, "delete if unchanged", client.txn(txn)).await?;
+                    }
+                    Some(EtcdCommand::Put { key, value }) => {
+                        call(t, "put", client.put(self.key(&key), value.to_string(), None)).await?;
+                    }
                     Some(EtcdCommand::Shutdown) | None => {
                         // Best effort: if etcd does not answer, the lease expires by itself.
                         if let Err(e) = call(t, "lease revoke", client.lease_revoke(lease_id)).await {
@@ -327,10 +365,59 @@ impl Runner {
         Ok(Some(reply.ttl()))
     }
 
+    /// Puts `pg/state/<pool>/<pg>` under our lease if it is absent, or else if it is already
+    /// ours. Two transactions, each atomic: nobody else can slip in between, because the
+    /// second only succeeds on a key bound to our own lease.
+    async fn claim_pg(
+        &mut self,
+        client: &mut Client,
+        lease_id: i64,
+        pool: u32,
+        pg: u32,
+        state: &Value,
+    ) -> Result<bool, EtcdError> {
+        let key = self.key(&pg_state(pool, pg));
+        let put = TxnOp::put(
+            key.clone(),
+            state.to_string(),
+            Some(PutOptions::new().with_lease(lease_id)),
+        );
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([put]);
+        let reply = call(self.cfg.call_timeout, "claim pg", client.txn(txn)).await?;
+        if reply.succeeded() {
+            return Ok(true);
+        }
+        self.put_if_ours(client, lease_id, &pg_state(pool, pg), state)
+            .await
+    }
+
+    /// Puts a leased key only if it exists under our lease.
+    async fn put_if_ours(
+        &mut self,
+        client: &mut Client,
+        lease_id: i64,
+        rel: &str,
+        value: &Value,
+    ) -> Result<bool, EtcdError> {
+        let key = self.key(rel);
+        let put = TxnOp::put(
+            key.clone(),
+            value.to_string(),
+            Some(PutOptions::new().with_lease(lease_id)),
+        );
+        let txn = Txn::new()
+            .when([Compare::lease(key, CompareOp::Equal, lease_id)])
+            .and_then([put]);
+        let reply = call(self.cfg.call_timeout, "put pg state", client.txn(txn)).await?;
+        Ok(reply.succeeded())
+    }
+
     async fn put_state(&mut self, client: &mut Client, lease_id: i64) -> Result<(), EtcdError> {
         let key = self.key(&format!("osd/state/{}", self.cfg.osd_num));
         let value = self.cfg.state.to_string();
-        let options = etcd_client::PutOptions::new().with_lease(lease_id);
+        let options = PutOptions::new().with_lease(lease_id);
         call(
             self.cfg.call_timeout,
             "put osd state",
@@ -402,7 +489,6 @@ mod tests {
         for key in [
             "config/globalx",
             "osd/stats/1",
-            "pg/state/1/1",
             "config/inode/1/2",
         ] {
             assert!(!is_watched(key), "{key}");
