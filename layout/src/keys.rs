@@ -93,6 +93,23 @@ pub fn full(prefix: &str, key: &str) -> String {
     format!("{}/{}", prefix.trim_end_matches('/'), key)
 }
 
+/// Cluster-wide stats aggregate, written by the monitor.
+pub const STATS: &str = "stats";
+/// `pool/stats/<pool>`, written by the monitor.
+pub const POOL_STATS_PREFIX: &str = "pool/stats/";
+/// `inode/stats/<pool>/<inode>`, written by the monitor.
+pub const INODE_STATS_PREFIX: &str = "inode/stats/";
+
+/// `pool/stats/<pool>`.
+pub fn pool_stats(pool: u32) -> String {
+    format!("{POOL_STATS_PREFIX}{pool}")
+}
+
+/// `inode/stats/<pool>/<inode>` (inode without its pool bits).
+pub fn inode_stats(pool: u32, inode: u64) -> String {
+    format!("{INODE_STATS_PREFIX}{pool}/{inode}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -143,6 +143,11 @@ impl Connection {
         })
     }
 
+    /// The socket.
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
     /// The socket, for `poll`.
     pub fn fd(&self) -> i32 {
         self.stream.as_raw_fd()
@@ -205,7 +210,9 @@ impl Connection {
     /// `EAGAIN`, after [`FRAMES_PER_ROUND`] frames, or once over [`CONN_BUFFER_LIMIT`].
     pub fn receive(&mut self, into: &mut Vec<Incoming>) -> Result<(), ConnError> {
         let mut taken = 0;
-        while taken < FRAMES_PER_ROUND && !self.over_limit() {
+        // Replies to our own requests are always read: holding them back cannot slow the
+        // peer down and could deadlock two OSDs that both stopped reading.
+        while taken < FRAMES_PER_ROUND && (!self.over_limit() || !self.outstanding.is_empty()) {
             if self.has_staged_input() {
                 let staged = &self.stage[self.stage_start..self.stage_end];
                 let outstanding = &mut self.outstanding;

@@ -6,10 +6,15 @@
 //! [`options`] and stopped through [`shutdown`]. [`etcd`] is the etcd side thread (lease,
 //! state report, config watch), not wired into the server loop yet.
 
+pub mod cluster;
 pub mod connection;
 pub mod disk_tool;
 pub mod etcd;
 pub mod options;
+pub mod peering;
+pub mod peers;
+pub mod pg;
+pub mod primary;
 pub mod secondary;
 pub mod server;
 pub mod shutdown;

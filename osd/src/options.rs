@@ -60,9 +60,31 @@ pub struct OsdArgs {
     /// JSON object of options (the OSD's and the blockstore's)
     #[arg(long = "config_path", value_name = "FILE")]
     pub config_path: Option<PathBuf>,
-    /// etcd endpoints; accepted for compatibility, not used yet
+    /// etcd endpoints, `host:port[/v3]`, comma-separated; without it the OSD serves only
+    /// secondary ops
     #[arg(long = "etcd_address", value_name = "ADDRS")]
     pub etcd_address: Option<String>,
+    /// Key prefix in etcd [default: /vitastor]
+    #[arg(long = "etcd_prefix", value_name = "PREFIX")]
+    pub etcd_prefix: Option<String>,
+    /// Seconds between lease keepalives; the lease lives 3 intervals (at least 10 s) [default: 5]
+    #[arg(long = "etcd_report_interval", value_name = "SECS")]
+    pub etcd_report_interval: Option<u64>,
+    /// Seconds between osd/stats reports [default: 30]
+    #[arg(long = "etcd_stats_interval", value_name = "SECS")]
+    pub etcd_stats_interval: Option<u64>,
+    /// Seconds a peer may leave a PING unanswered before it is considered lost [default: 5]
+    #[arg(long = "osd_ping_timeout", value_name = "SECS")]
+    pub osd_ping_timeout: Option<u64>,
+    /// Seconds to connect to a peer and finish the handshake [default: 5]
+    #[arg(long = "peer_connect_timeout", value_name = "SECS")]
+    pub peer_connect_timeout: Option<u64>,
+    /// Objects recovered in parallel [default: 4]
+    #[arg(long = "recovery_queue_depth", value_name = "N")]
+    pub recovery_queue_depth: Option<u64>,
+    /// Address announced to peers and clients [default: the bind address, or 127.0.0.1]
+    #[arg(long = "public_address", value_name = "ADDR")]
+    pub public_address: Option<IpAddr>,
 }
 
 /// Everything the daemon needs to start.
@@ -72,8 +94,22 @@ pub struct OsdOptions {
     pub osd_num: u64,
     /// Where to listen.
     pub bind: SocketAddr,
-    /// `--etcd_address` as given; the daemon warns that it is ignored.
+    /// `--etcd_address` as given.
     pub etcd_address: Option<String>,
+    /// `--etcd_prefix`.
+    pub etcd_prefix: String,
+    /// Keepalive period of the etcd lease.
+    pub etcd_report_interval: std::time::Duration,
+    /// Period of `osd/stats`.
+    pub etcd_stats_interval: std::time::Duration,
+    /// Peer ping timeout.
+    pub osd_ping_timeout: std::time::Duration,
+    /// Peer connect timeout.
+    pub peer_connect_timeout: std::time::Duration,
+    /// Objects recovered in parallel.
+    pub recovery_queue_depth: usize,
+    /// Address announced in `osd/state`.
+    pub public_address: IpAddr,
     /// The store to serve.
     pub store: BlockstoreConfig,
 }
@@ -107,8 +143,9 @@ pub enum OptionsError {
 
 /// The clap command: [`OsdArgs`] plus one `--name value` option per blockstore option.
 pub fn command() -> Command {
-    let cmd = Command::new("vitastor-osd")
-        .about("Vitastor OSD: serves the secondary ops of one local blockstore over TCP");
+    let cmd = Command::new("vitastor-osd").about(
+        "Vitastor OSD: stores data of the PGs placed on it and leads the PGs it is primary of",
+    );
     let cmd = OsdArgs::augment_args(cmd);
     BLOCKSTORE_OPTIONS.iter().fold(cmd, |cmd, name| {
         cmd.arg(
@@ -163,12 +200,64 @@ pub fn from_matches(matches: &ArgMatches) -> Result<OsdOptions, OptionsError> {
                 .map_err(|_| OptionsError::Invalid(format!("bind_port {p} is not a port")))?,
         },
     };
+    let num = |arg: Option<u64>, key: &str, default: u64| -> Result<u64, OptionsError> {
+        Ok(match arg {
+            Some(v) => v,
+            None => map_u64(&map, key)?.unwrap_or(default),
+        })
+    };
+    let secs =
+        |arg: Option<u64>, key: &str, default: u64| -> Result<std::time::Duration, OptionsError> {
+            let v = num(arg, key, default)?;
+            if v == 0 {
+                return Err(OptionsError::Invalid(format!(
+                    "{key} must be at least 1 second"
+                )));
+            }
+            Ok(std::time::Duration::from_secs(v))
+        };
+    let etcd_address = args.etcd_address.or_else(|| match map.get("etcd_address") {
+        Some(Value::String(s)) => Some(s.clone()),
+        _ => None,
+    });
+    let etcd_prefix = match args.etcd_prefix {
+        Some(p) => p,
+        None => match map.get("etcd_prefix") {
+            Some(Value::String(s)) => s.clone(),
+            _ => crate::etcd::DEFAULT_PREFIX.to_string(),
+        },
+    };
+    let public_address = match args.public_address {
+        Some(a) => a,
+        None if address.is_unspecified() => IpAddr::from([127, 0, 0, 1]),
+        None => address,
+    };
     Ok(OsdOptions {
         osd_num,
         bind: SocketAddr::new(address, port),
-        etcd_address: args.etcd_address,
+        etcd_address,
+        etcd_prefix,
+        etcd_report_interval: secs(args.etcd_report_interval, "etcd_report_interval", 5)?,
+        etcd_stats_interval: secs(args.etcd_stats_interval, "etcd_stats_interval", 30)?,
+        osd_ping_timeout: secs(args.osd_ping_timeout, "osd_ping_timeout", 5)?,
+        peer_connect_timeout: secs(args.peer_connect_timeout, "peer_connect_timeout", 5)?,
+        recovery_queue_depth: num(args.recovery_queue_depth, "recovery_queue_depth", 4)?.max(1)
+            as usize,
+        public_address,
         store: BlockstoreConfig::from_map(&map)?,
     })
+}
+
+/// This machine's host name (the OSD's default failure domain).
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into a live buffer.
+    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if r != 0 {
+        return "localhost".to_string();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
 fn read_config(path: &PathBuf) -> Result<Map<String, Value>, OptionsError> {

@@ -1,33 +1,33 @@
-//! The OSD's network side, first piece (issue #3): a single-threaded, poll-driven TCP server
-//! that answers the handshake, PING and the secondary (OSD ↔ OSD) ops straight from the local
-//! blockstore. There is no etcd and there are no PGs yet, so client ops and SEC_LOCK are
-//! answered `-EPIPE` ("no PG is active on this OSD"), which makes clients refresh and retry.
+//! The OSD's event loop: one thread, poll-driven, serving clients (primary ops on the PGs
+//! this OSD leads), peers (secondary ops from the local blockstore), its own outgoing peer
+//! connections, and the etcd side thread's events.
 //!
-//! One loop round: `ppoll` over the listener and the connections; accept; read and decode
-//! requests, submitting blockstore ops or answering at once; let the blockstore reap its
-//! io_uring completions (`Blockstore::poll(false)`); turn finished blockstore ops into
-//! replies (or the next op of a multi-op request); write replies.
+//! One loop round: `ppoll` over the listener, inbound connections, outgoing peer
+//! connections and the etcd eventfd; accept; read and decode; start or continue ops; let the
+//! blockstore reap its io_uring completions; route every finished sub-op (blockstore op or
+//! peer reply) to its owner; once a second run timers (peer pings and connect timeouts,
+//! retries of PGs that could not claim or peer, statistics); write replies and requests.
 //!
-//! Temporary arrangement until the single shared io_uring loop of issue #3 lands: sockets are
-//! waited on with `ppoll` and the blockstore has its own ring, so neither wait can wake on the
-//! other's events. While the blockstore has work in progress the loop waits at most
-//! [`BS_BUSY_POLL_TIMEOUT`] and then reaps the ring; when it is idle the loop blocks in
-//! `ppoll` until a socket or a signal wakes it. The cost is up to that timeout of extra
-//! latency per disk I/O step, which the shared ring removes.
+//! Sockets are waited on with `ppoll` and the blockstore has its own ring, so while the
+//! blockstore has work in progress the loop waits at most [`BS_BUSY_POLL_TIMEOUT`] and then
+//! reaps the ring.
 //!
 //! Shutdown (SIGTERM/SIGINT): the listener is closed and no more requests are read; ops in
 //! progress finish and their replies are sent (for at most [`SHUTDOWN_GRACE`]); the
-//! blockstore finishes its in-flight I/O; then [`Server::run`] returns.
+//! blockstore finishes its in-flight I/O; dropping the etcd thread revokes the lease, so the
+//! OSD and its PGs show down at once.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::io::AsRawFd;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use vitastor_blockstore::uring::UringEngine;
 use vitastor_blockstore::{
-    Blockstore, BsError, Completion, ImmediateCommit as BsImmediateCommit, OpId,
+    AlignedBuf, Blockstore, BsError, BsOp, BsReply, BsResult, Completion,
+    ImmediateCommit as BsImmediateCommit, ObjectId, OpId,
 };
 use vitastor_protocol::errno::{EINVAL, EPIPE};
 use vitastor_protocol::handshake::{
@@ -35,7 +35,12 @@ use vitastor_protocol::handshake::{
 };
 use vitastor_protocol::{Frame, Reply, ReplyOp, Request, RequestOp, PROTOCOL_VERSION};
 
+use crate::cluster::ClusterView;
 use crate::connection::{ConnError, Connection, Incoming};
+use crate::etcd::EtcdThread;
+use crate::peers::{PeerEvent, PeerTimeouts, Peers};
+use crate::pg::Pg;
+use crate::primary::{ClientRef, POp};
 use crate::secondary::{self, ReplyMsg, SecOp, Step, StoreGeometry};
 use crate::shutdown::Shutdown;
 
@@ -64,13 +69,55 @@ pub enum ServerError {
     Blockstore(#[from] BsError),
 }
 
-type ConnId = u64;
+/// Inbound connection id.
+pub type ConnId = u64;
 
 /// A secondary request whose blockstore op is in progress.
-struct Pending {
+pub(crate) struct Pending {
     conn: ConnId,
     cost: usize,
     op: SecOp,
+}
+
+/// Who waits for a sub-op (a blockstore op or a request to a peer).
+pub(crate) enum Owner {
+    /// A secondary request from a peer (blockstore ops only).
+    Secondary(Pending),
+    /// Sub-op `tag` of primary op `idx`.
+    Op(usize, u32),
+    /// Peering: the listing of `osd` for PG `pg`.
+    List((u32, u32), u64),
+    /// Peering: stabilizing what the listing found unstable, for PG `pg`.
+    Stab((u32, u32)),
+}
+
+/// Where a sub-op runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The local blockstore.
+    Local,
+    /// A peer OSD.
+    Osd(u64),
+}
+
+/// The result of a sub-op.
+#[derive(Debug)]
+pub enum SubRes {
+    /// From the local blockstore.
+    Bs(BsResult<BsReply>),
+    /// From a peer: the reply and its payload, or `-errno` (negative retval, lost peer).
+    Net(Result<(Reply, Vec<u8>), i32>),
+}
+
+impl SubRes {
+    /// The positive errno of a failure.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            SubRes::Bs(Err(e)) => Some(e.errno()),
+            SubRes::Net(Err(e)) => Some(*e),
+            _ => None,
+        }
+    }
 }
 
 /// What one entry of the poll set stands for.
@@ -78,19 +125,61 @@ struct Pending {
 enum Slot {
     Listener,
     Conn(ConnId),
+    Peer(u64),
+    Etcd,
 }
 
-/// The server: the listener, the connection table and the blockstore. See the module docs.
+/// Settings of the daemon beyond the blockstore's.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// This OSD's number.
+    pub osd_num: u64,
+    /// Peer liveness.
+    pub peer_timeouts: PeerTimeouts,
+    /// Objects recovered at once.
+    pub recovery_queue_depth: usize,
+    /// How often `osd/stats` is written.
+    pub stats_interval: Duration,
+}
+
+/// Counters reported in `osd/stats`.
+#[derive(Debug, Default, Clone)]
+pub struct OsdCounters {
+    /// Degraded objects recovered.
+    pub recovered_degraded: u64,
+    /// Misplaced objects moved.
+    pub recovered_misplaced: u64,
+}
+
+/// The server. See the module docs.
 pub struct Server {
     listener: Option<TcpListener>,
-    bs: Blockstore<UringEngine>,
+    pub(crate) bs: Blockstore<UringEngine>,
     geo: StoreGeometry,
     show_config: Vec<u8>,
     conns: HashMap<ConnId, Connection>,
     next_conn: ConnId,
-    pending: HashMap<OpId, Pending>,
+    bs_owner: HashMap<OpId, Owner>,
+    net_owner: HashMap<(u64, u64), Owner>,
     completions: Vec<Completion>,
     incoming: Vec<Incoming>,
+    pub(crate) cfg: ServerConfig,
+    pub(crate) osd_num: u64,
+    pub(crate) etcd: Option<EtcdThread>,
+    pub(crate) cluster: ClusterView,
+    pub(crate) peers: Peers,
+    pub(crate) peer_events: Vec<PeerEvent>,
+    pub(crate) pgs: BTreeMap<(u32, u32), Pg>,
+    pub(crate) ops: Vec<Option<POp>>,
+    free_ops: Vec<usize>,
+    pub(crate) read_pgs: HashMap<usize, (u32, u32)>,
+    pub(crate) recovering: HashSet<((u32, u32), ObjectId)>,
+    pub(crate) stats: OsdCounters,
+    /// Sub-op results to deliver outside the call that produced them.
+    deferred: Vec<(Owner, SubRes)>,
+    /// The etcd lease is gone: no PG may be served until a new session.
+    pub(crate) lease_lost: bool,
+    pub(crate) last_stats: Instant,
 }
 
 fn wire_commit(mode: BsImmediateCommit) -> ImmediateCommit {
@@ -102,13 +191,26 @@ fn wire_commit(mode: BsImmediateCommit) -> ImmediateCommit {
 }
 
 impl Server {
-    /// Binds `addr` and serves `bs` as OSD `osd_num`.
+    /// Binds `addr` and serves `bs` as OSD `cfg.osd_num`; without `etcd` it only serves
+    /// secondary ops (no PG can be led without etcd).
     pub fn bind(
         addr: SocketAddr,
-        osd_num: u64,
+        cfg: ServerConfig,
         bs: Blockstore<UringEngine>,
+        etcd: Option<EtcdThread>,
     ) -> Result<Server, ServerError> {
         let listener = TcpListener::bind(addr).map_err(ServerError::Listen)?;
+        Server::with_listener(listener, cfg, bs, etcd)
+    }
+
+    /// Serves on an already bound listener (its port is known before etcd hears of it).
+    pub fn with_listener(
+        listener: TcpListener,
+        cfg: ServerConfig,
+        bs: Blockstore<UringEngine>,
+        etcd: Option<EtcdThread>,
+    ) -> Result<Server, ServerError> {
+        let osd_num = cfg.osd_num;
         listener
             .set_nonblocking(true)
             .map_err(ServerError::Listen)?;
@@ -118,7 +220,7 @@ impl Server {
             protocol_version: PROTOCOL_VERSION,
             block_size: layout.block_size,
             bitmap_granularity: layout.bitmap_granularity,
-            primary_enabled: Some(false),
+            primary_enabled: Some(etcd.is_some()),
             blockstore_enabled: Some(true),
             readonly: Some(false),
             immediate_commit: wire_commit(bs.config().immediate_commit),
@@ -136,9 +238,25 @@ impl Server {
             show_config,
             conns: HashMap::new(),
             next_conn: 0,
-            pending: HashMap::new(),
+            bs_owner: HashMap::new(),
+            net_owner: HashMap::new(),
             completions: Vec::new(),
             incoming: Vec::new(),
+            peers: Peers::new(osd_num, cfg.peer_timeouts),
+            cfg,
+            osd_num,
+            etcd,
+            cluster: ClusterView::default(),
+            peer_events: Vec::new(),
+            pgs: BTreeMap::new(),
+            ops: Vec::new(),
+            free_ops: Vec::new(),
+            read_pgs: HashMap::new(),
+            recovering: HashSet::new(),
+            stats: OsdCounters::default(),
+            deferred: Vec::new(),
+            lease_lost: true,
+            last_stats: Instant::now(),
         })
     }
 
@@ -158,29 +276,42 @@ impl Server {
         let mut fds: Vec<libc::pollfd> = Vec::new();
         let mut slots: Vec<Slot> = Vec::new();
         let mut draining_since: Option<Instant> = None;
+        let mut last_tick = Instant::now();
         loop {
             if shutdown.requested() && draining_since.is_none() {
-                eprintln!(
-                    "vitastor-osd: shutting down: finishing {} ops in progress",
-                    self.pending.len()
+                tracing::info!(
+                    "shutting down: finishing {} ops in progress",
+                    self.bs_owner.len() + self.ops.iter().flatten().count()
                 );
                 self.listener = None;
                 draining_since = Some(Instant::now());
             }
             if let Some(since) = draining_since {
                 let flushed = self.conns.values().all(|c| !c.wants_write());
-                if (self.pending.is_empty() && flushed) || since.elapsed() > SHUTDOWN_GRACE {
+                let busy = !self.bs_owner.is_empty() || self.ops.iter().any(Option::is_some);
+                if (!busy && flushed) || since.elapsed() > SHUTDOWN_GRACE {
                     break;
                 }
             }
             let draining = draining_since.is_some();
             self.build_poll_set(draining, &mut fds, &mut slots);
-            let timeout = self.poll_timeout(draining);
-            self.wait(&mut fds, timeout, shutdown)?;
+            let to_tick = Duration::from_secs(1).saturating_sub(last_tick.elapsed());
+            let timeout = self
+                .poll_timeout(draining)
+                .map_or(to_tick, |t| t.min(to_tick));
+            self.wait(&mut fds, Some(timeout), shutdown)?;
             for (pfd, slot) in fds.iter().zip(&slots) {
                 match *slot {
                     Slot::Listener if pfd.revents != 0 => self.accept(),
                     Slot::Listener => {}
+                    Slot::Etcd if pfd.revents != 0 => self.on_etcd(),
+                    Slot::Etcd => {}
+                    Slot::Peer(osd) if pfd.revents != 0 => {
+                        let mut events = std::mem::take(&mut self.peer_events);
+                        self.peers.handle(osd, pfd.revents, &mut events);
+                        self.peer_events = events;
+                    }
+                    Slot::Peer(_) => {}
                     Slot::Conn(id) => {
                         let readable =
                             pfd.revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0;
@@ -206,9 +337,19 @@ impl Server {
                     self.receive(id);
                 }
             }
+            self.process_peer_events();
             self.bs.poll(false)?;
             self.drain_completions();
-            // Write replies right away rather than a poll round later.
+            if last_tick.elapsed() >= Duration::from_secs(1) {
+                last_tick = Instant::now();
+                let mut events = std::mem::take(&mut self.peer_events);
+                self.peers.tick(last_tick, &mut events);
+                self.peer_events = events;
+                self.process_peer_events();
+                self.tick();
+            }
+            self.bs.run();
+            // Write replies and requests right away rather than a poll round later.
             let writers: Vec<ConnId> = self
                 .conns
                 .iter()
@@ -218,11 +359,157 @@ impl Server {
             for id in writers {
                 self.flush(id);
             }
+            let mut events = std::mem::take(&mut self.peer_events);
+            self.peers.flush_all(&mut events);
+            self.peer_events = events;
+            self.process_peer_events();
         }
         // Let the blockstore finish the I/O it started (flushes, journal trims): its buffers
         // must outlive the I/O, and a clean stop leaves less to replay.
         self.bs.wait_idle()?;
+        // Revokes the lease: the OSD and its PGs show down at once.
+        self.etcd = None;
         Ok(())
+    }
+
+    /// Handles peer events until none are left (handling one may produce more).
+    fn process_peer_events(&mut self) {
+        while !self.peer_events.is_empty() || !self.deferred.is_empty() {
+            for ev in std::mem::take(&mut self.peer_events) {
+                match ev {
+                    PeerEvent::Reply {
+                        osd,
+                        reply,
+                        payload,
+                        ..
+                    } => {
+                        let Some(owner) = self.net_owner.remove(&(osd, reply.id)) else {
+                            continue;
+                        };
+                        let res = if reply.retval < 0 {
+                            SubRes::Net(Err((-reply.retval) as i32))
+                        } else {
+                            SubRes::Net(Ok((reply, payload)))
+                        };
+                        self.deliver(owner, res);
+                    }
+                    PeerEvent::Ready(osd) => self.on_peer_ready(osd),
+                    PeerEvent::Down(osd, why) => {
+                        tracing::warn!("peer osd.{osd} lost: {why}");
+                        let lost: Vec<(u64, u64)> = self
+                            .net_owner
+                            .keys()
+                            .filter(|(o, _)| *o == osd)
+                            .copied()
+                            .collect();
+                        for k in lost {
+                            if let Some(owner) = self.net_owner.remove(&k) {
+                                self.deliver(owner, SubRes::Net(Err(EPIPE)));
+                            }
+                        }
+                        self.on_peer_down(osd);
+                    }
+                }
+            }
+            for (owner, res) in std::mem::take(&mut self.deferred) {
+                self.deliver(owner, res);
+            }
+        }
+    }
+
+    /// Routes a finished sub-op to whoever waits for it.
+    fn deliver(&mut self, owner: Owner, res: SubRes) {
+        match owner {
+            Owner::Secondary(p) => {
+                let SubRes::Bs(result) = res else { return };
+                let geo = self.geo;
+                let step = secondary::complete(p.op, result, &geo);
+                self.apply(p.conn, p.cost, step);
+            }
+            Owner::Op(idx, tag) => self.on_sub(idx, tag, res),
+            Owner::List(key, osd) => self.on_listing(key, osd, res),
+            Owner::Stab(key) => self.on_peering_stabilized(key, res),
+        }
+    }
+
+    /// Submits a blockstore op for `owner`.
+    pub(crate) fn submit_local(&mut self, owner: Owner, op: BsOp) {
+        let id = self.bs.submit(op);
+        self.bs_owner.insert(id, owner);
+    }
+
+    /// Sends a request to peer `osd` for `owner`; if the peer is not connected the owner
+    /// gets `-EPIPE` (delivered from the loop, never from inside this call).
+    pub(crate) fn submit_remote(
+        &mut self,
+        owner: Owner,
+        osd: u64,
+        request: Request,
+        payload: Vec<u8>,
+        data: Option<Rc<AlignedBuf>>,
+    ) {
+        match self.peers.send(osd, request, &payload, data) {
+            Some(id) => {
+                self.net_owner.insert((osd, id), owner);
+            }
+            None => self.deferred.push((owner, SubRes::Net(Err(EPIPE)))),
+        }
+    }
+
+    /// Sub-op `tag` of primary op `idx` on the local blockstore.
+    pub(crate) fn sub_local(&mut self, idx: usize, tag: u32, op: BsOp) {
+        self.submit_local(Owner::Op(idx, tag), op);
+    }
+
+    /// Sub-op `tag` of primary op `idx` on peer `osd`.
+    pub(crate) fn sub_remote(
+        &mut self,
+        idx: usize,
+        tag: u32,
+        osd: u64,
+        request: Request,
+        payload: Vec<u8>,
+        data: Option<Rc<AlignedBuf>>,
+    ) {
+        self.submit_remote(Owner::Op(idx, tag), osd, request, payload, data);
+    }
+
+    /// Stores a new primary op; returns its index.
+    pub(crate) fn insert_op(&mut self, op: POp) -> usize {
+        match self.free_ops.pop() {
+            Some(i) => {
+                self.ops[i] = Some(op);
+                i
+            }
+            None => {
+                self.ops.push(Some(op));
+                self.ops.len() - 1
+            }
+        }
+    }
+
+    /// Takes op `idx` out of its slot to run a step; the step either puts it back (it waits
+    /// for sub-ops) or drops it (finished), and [`Server::release_if_done`] then frees the slot.
+    pub(crate) fn take_op(&mut self, idx: usize) -> Option<POp> {
+        self.ops.get_mut(idx)?.take()
+    }
+
+    /// Frees slot `idx` if the step that took its op did not put it back.
+    pub(crate) fn release_if_done(&mut self, idx: usize) {
+        if self.ops.get(idx).is_some_and(Option::is_none) && !self.free_ops.contains(&idx) {
+            self.free_ops.push(idx);
+        }
+    }
+
+    /// The object size of the local store.
+    pub(crate) fn geo_block_size(&self) -> u32 {
+        self.bs.layout().block_size
+    }
+
+    fn on_etcd(&mut self) {
+        let Some(etcd) = &self.etcd else { return };
+        let events = etcd.drain();
+        self.on_etcd_events(events);
     }
 
     fn build_poll_set(&self, draining: bool, fds: &mut Vec<libc::pollfd>, slots: &mut Vec<Slot>) {
@@ -236,6 +523,19 @@ impl Server {
             });
             slots.push(Slot::Listener);
         }
+        if let Some(etcd) = &self.etcd {
+            fds.push(libc::pollfd {
+                fd: etcd.wake_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+            slots.push(Slot::Etcd);
+        }
+        let mut osds = Vec::new();
+        let first = fds.len();
+        self.peers.poll_set(fds, &mut osds);
+        slots.extend(osds.into_iter().map(Slot::Peer));
+        debug_assert_eq!(fds.len() - first, slots.len() - first);
         for (id, conn) in &self.conns {
             let mut events = 0;
             if !draining && !conn.over_limit() {
@@ -260,7 +560,7 @@ impl Server {
                 .conns
                 .values()
                 .any(|c| c.has_staged_input() && !c.over_limit());
-        if staged_ready {
+        if staged_ready || self.peers.has_staged_input() || !self.deferred.is_empty() {
             Some(Duration::ZERO)
         } else if !self.bs.is_idle() {
             // Queued ops, flushes or device I/O in flight (is_idle covers all of them).
@@ -319,13 +619,13 @@ impl Server {
                         self.conns.insert(self.next_conn, conn);
                         self.next_conn += 1;
                     }
-                    Err(e) => eprintln!("vitastor-osd: cannot set up a connection: {e}"),
+                    Err(e) => tracing::warn!("cannot set up a connection: {e}"),
                 },
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 // Per-connection failures (ECONNABORTED, EMFILE…) must not stop the server;
                 // the next round tries again.
                 Err(e) => {
-                    eprintln!("vitastor-osd: accept: {e}");
+                    tracing::warn!("accept: {e}");
                     return;
                 }
             }
@@ -334,7 +634,7 @@ impl Server {
 
     fn close(&mut self, id: ConnId, why: &ConnError) {
         if self.conns.remove(&id).is_some() && !matches!(why, ConnError::Eof) {
-            eprintln!("vitastor-osd: closing connection {id}: {why}");
+            tracing::warn!("closing connection {id}: {why}");
         }
         // Its ops still in the blockstore finish; their replies are dropped on arrival.
     }
@@ -367,7 +667,8 @@ impl Server {
         self.incoming = incoming;
     }
 
-    fn reply(&mut self, conn: ConnId, cost: usize, msg: ReplyMsg) {
+    /// Queues a reply on an inbound connection (dropped if the connection is gone).
+    pub(crate) fn reply(&mut self, conn: ConnId, cost: usize, msg: ReplyMsg) {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.queue_reply(cost, msg);
         }
@@ -388,6 +689,17 @@ impl Server {
             Frame::Reply { .. } => return,
         };
         let geo = self.geo;
+        if let RequestOp::Read(_) | RequestOp::Write(_) | RequestOp::Sync | RequestOp::Delete(_) =
+            request.op
+        {
+            let client = ClientRef {
+                conn,
+                id: request.id,
+                opcode: request.opcode().code(),
+                cost,
+            };
+            return self.serve_client(client, &request, payload);
+        }
         match secondary::start(&request, &payload, &geo) {
             Some(step) => self.apply(conn, cost, step),
             None => {
@@ -410,12 +722,8 @@ impl Server {
                 },
                 Vec::new(),
             ),
-            // No PG is active on this OSD yet: the client refreshes its state and retries.
-            RequestOp::Read(_)
-            | RequestOp::Write(_)
-            | RequestOp::Sync
-            | RequestOp::Delete(_)
-            | RequestOp::SecLock(_) => ReplyMsg::error(id, opcode, EPIPE),
+            // PG locks between OSDs are not used: pg/state in etcd decides the primary.
+            RequestOp::SecLock(_) => ReplyMsg::error(id, opcode, EPIPE),
             // Admin ops whose layouts the spec leaves open; this OSD does not serve them.
             _ => ReplyMsg::error(id, opcode, EINVAL),
         }
@@ -426,7 +734,7 @@ impl Server {
         let json = match ShowConfigRequestJson::parse(payload) {
             Ok(json) => json,
             Err(e) => {
-                eprintln!("vitastor-osd: connection {conn}: {e}");
+                tracing::warn!("connection {conn}: {e}");
                 return ReplyMsg::error(id, opcode, EINVAL);
             }
         };
@@ -450,8 +758,7 @@ impl Server {
         match step {
             Step::Reply(msg) => self.reply(conn, cost, msg),
             Step::Submit(op, bs_op) => {
-                let op_id = self.bs.submit(bs_op);
-                self.pending.insert(op_id, Pending { conn, cost, op });
+                self.submit_local(Owner::Secondary(Pending { conn, cost, op }), bs_op);
             }
         }
     }
@@ -462,18 +769,16 @@ impl Server {
             if self.completions.is_empty() {
                 return;
             }
-            let geo = self.geo;
             let mut done = std::mem::take(&mut self.completions);
             for c in done.drain(..) {
-                // Every op this server submits is in `pending`; the blockstore completes
-                // nothing else.
-                let Some(p) = self.pending.remove(&c.id) else {
+                // Every op submitted goes through `submit_local`, so it has an owner.
+                let Some(owner) = self.bs_owner.remove(&c.id) else {
                     continue;
                 };
-                let step = secondary::complete(p.op, c.result, &geo);
-                self.apply(p.conn, p.cost, step);
+                self.deliver(owner, SubRes::Bs(c.result));
             }
             self.completions = done;
+            self.process_peer_events();
             // Ops submitted by multi-step requests need a run to start.
             self.bs.run();
         }

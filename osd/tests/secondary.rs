@@ -36,14 +36,7 @@ impl Drop for Osd {
 impl Osd {
     fn start(img: &Path) -> Osd {
         let mut child = Command::new(env!("CARGO_BIN_EXE_vitastor-osd"))
-            .args([
-                "--osd_num",
-                "7",
-                "--bind_port",
-                "0",
-                "--etcd_address",
-                "127.0.0.1:2379",
-            ])
+            .args(["--osd_num", "7", "--bind_port", "0"])
             .arg("--data_device")
             .arg(img)
             .stdout(Stdio::piped())

@@ -296,6 +296,15 @@ impl EtcdServer {
     /// returns its stdout. For one-shot commands (`put`, `get`, `del`,
     /// `endpoint status`...): a command still running after 30 s is killed.
     pub fn etcdctl(&self, args: &[&str]) -> Result<String, TestkitError> {
+        self.etcdctl_with_input(args, None)
+    }
+
+    /// Like [`EtcdServer::etcdctl`], with `input` on etcdctl's stdin (`etcdctl txn`).
+    pub fn etcdctl_with_input(
+        &self,
+        args: &[&str],
+        input: Option<&str>,
+    ) -> Result<String, TestkitError> {
         let args_owned = || args.iter().map(|a| a.to_string()).collect::<Vec<_>>();
         // Output goes to anonymous temp files rather than pipes: then waiting
         // with a deadline needs no reader threads and a chatty command cannot
@@ -315,9 +324,20 @@ impl EtcdServer {
         cmd.env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={}", self.client_url()))
             .args(args)
-            .stdin(Stdio::null())
             .stdout(clone(&stdout)?)
             .stderr(clone(&stderr)?);
+        match input {
+            Some(text) => {
+                let mut file = capture()?;
+                file.write_all(text.as_bytes())
+                    .and_then(|_| file.seek(SeekFrom::Start(0)).map(|_| ()))
+                    .map_err(io_error("writing etcdctl input".to_string()))?;
+                cmd.stdin(file);
+            }
+            None => {
+                cmd.stdin(Stdio::null());
+            }
+        }
         let mut child = cmd.spawn().map_err(|source| TestkitError::Spawn {
             binary: self.opts.etcdctl_binary.clone(),
             source,
@@ -534,7 +554,7 @@ fn terminate(mut child: Child, grace: Option<Duration>) -> Result<(), TestkitErr
 /// the process, and tests start servers from any thread they like (including
 /// helper threads that end right after). So every fork happens on one
 /// kit-owned thread that lives as long as the process.
-fn spawn_tied_to_process(mut cmd: Command) -> io::Result<Child> {
+pub(crate) fn spawn_tied_to_process(mut cmd: Command) -> io::Result<Child> {
     type Request = (Command, mpsc::Sender<io::Result<Child>>);
     static SPAWNER: OnceLock<Option<mpsc::Sender<Request>>> = OnceLock::new();
 

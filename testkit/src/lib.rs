@@ -14,11 +14,15 @@
 //! recycled by another process).
 #![deny(missing_docs)]
 
+pub mod client;
+pub mod cluster;
 pub mod etcd;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use client::TestClient;
+pub use cluster::{Cluster, ClusterOptions};
 pub use etcd::{EtcdOptions, EtcdServer};
 
 /// Everything that can go wrong while launching or driving test daemons.

@@ -37,8 +37,8 @@ use vitastor_blockstore::config::parse_size;
 use vitastor_blockstore::io::{IoKind, IoReq};
 use vitastor_blockstore::uring::{OpenFlags, UringEngine};
 use vitastor_blockstore::{
-    device_paths, AlignedBuf, Blockstore, BlockstoreConfig, BsOp, BsReply, Completion, DevId, ImmediateCommit, IoEngine,
-    ObjectId, OpId, NEWEST,
+    device_paths, AlignedBuf, Blockstore, BlockstoreConfig, BsOp, BsReply, Completion, DevId,
+    ImmediateCommit, IoEngine, ObjectId, OpId, NEWEST,
 };
 
 /// Inode of the benchmark image (pool 1, inode 1), as a client would address it.
@@ -106,14 +106,41 @@ struct Test {
 }
 
 const TESTS: [Test; 6] = [
-    Test { name: "write_sync_4k_t1q1", pattern: Pattern::WriteSync, depth: 1, commit: ImmediateCommit::None },
-    Test { name: "read_4k_t1q1", pattern: Pattern::RandRead, depth: 1, commit: ImmediateCommit::All },
-    Test { name: "randwrite_4k_q128", pattern: Pattern::RandWrite, depth: 128, commit: ImmediateCommit::All },
-    Test { name: "randread_4k_q128", pattern: Pattern::RandRead, depth: 128, commit: ImmediateCommit::All },
-    Test { name: "write_128k_q32", pattern: Pattern::SeqWrite { group: 1 }, depth: 32, commit: ImmediateCommit::All },
+    Test {
+        name: "write_sync_4k_t1q1",
+        pattern: Pattern::WriteSync,
+        depth: 1,
+        commit: ImmediateCommit::None,
+    },
+    Test {
+        name: "read_4k_t1q1",
+        pattern: Pattern::RandRead,
+        depth: 1,
+        commit: ImmediateCommit::All,
+    },
+    Test {
+        name: "randwrite_4k_q128",
+        pattern: Pattern::RandWrite,
+        depth: 128,
+        commit: ImmediateCommit::All,
+    },
+    Test {
+        name: "randread_4k_q128",
+        pattern: Pattern::RandRead,
+        depth: 128,
+        commit: ImmediateCommit::All,
+    },
+    Test {
+        name: "write_128k_q32",
+        pattern: Pattern::SeqWrite { group: 1 },
+        depth: 32,
+        commit: ImmediateCommit::All,
+    },
     Test {
         name: "write_4m",
-        pattern: Pattern::SeqWrite { group: OBJECTS_PER_4M },
+        pattern: Pattern::SeqWrite {
+            group: OBJECTS_PER_4M,
+        },
         depth: 1,
         commit: ImmediateCommit::All,
     },
@@ -132,7 +159,11 @@ const SUB: u64 = 1 << SUB_BITS;
 
 impl Hist {
     fn new() -> Self {
-        Hist { buckets: vec![0; ((64 - SUB_BITS + 1) * SUB as u32) as usize], count: 0, sum_ns: 0 }
+        Hist {
+            buckets: vec![0; ((64 - SUB_BITS + 1) * SUB as u32) as usize],
+            count: 0,
+            sum_ns: 0,
+        }
     }
 
     fn index(ns: u64) -> usize {
@@ -219,7 +250,14 @@ impl OpGen {
             None => AlignedBuf::new(len as usize),
         };
         data.copy_from_slice(&self.template[..len as usize]);
-        BsOp::Write { oid, version: 0, offset, data, bitmap: None, stable: true }
+        BsOp::Write {
+            oid,
+            version: 0,
+            offset,
+            data,
+            bitmap: None,
+            stable: true,
+        }
     }
 
     /// Push the ops of `stage` (none: the logical operation is complete).
@@ -232,7 +270,12 @@ impl OpGen {
             (Pattern::WriteSync, 1) => out.push(BsOp::Sync),
             (Pattern::RandRead, 0) => {
                 let (oid, offset) = self.random_small();
-                out.push(BsOp::Read { oid, version: NEWEST, offset, len: SMALL_IO });
+                out.push(BsOp::Read {
+                    oid,
+                    version: NEWEST,
+                    offset,
+                    len: SMALL_IO,
+                });
             }
             (Pattern::SeqWrite { group }, 0) => {
                 for _ in 0..group {
@@ -347,7 +390,12 @@ fn submit_stage(
 /// Keep `depth` logical operations in flight until `runtime` has passed, then drain. Only
 /// operations that complete within the runtime count. Buffers and maps are sized up front so
 /// that the loop itself does not allocate (the write payloads aside: the store takes them).
-fn drive(bs: &mut Store, gen: &mut OpGen, depth: usize, runtime: Duration) -> Result<Measured, String> {
+fn drive(
+    bs: &mut Store,
+    gen: &mut OpGen,
+    depth: usize,
+    runtime: Duration,
+) -> Result<Measured, String> {
     let mut owner: HashMap<OpId, usize> = HashMap::with_capacity(depth * OBJECTS_PER_4M * 2);
     let mut ops: Vec<BsOp> = Vec::with_capacity(OBJECTS_PER_4M);
     let mut done: Vec<Completion> = Vec::with_capacity(depth * OBJECTS_PER_4M);
@@ -356,7 +404,14 @@ fn drive(bs: &mut Store, gen: &mut OpGen, depth: usize, runtime: Duration) -> Re
     let deadline = begin + runtime;
     let io_start = bs.engine_mut().counts;
     let mut io_end = None;
-    let mut slots = vec![Slot { start: begin, stage: 0, pending: 0 }; depth];
+    let mut slots = vec![
+        Slot {
+            start: begin,
+            stage: 0,
+            pending: 0
+        };
+        depth
+    ];
     for (s, slot) in slots.iter_mut().enumerate() {
         submit_stage(bs, gen, &mut ops, &mut owner, s, slot);
     }
@@ -367,9 +422,16 @@ fn drive(bs: &mut Store, gen: &mut OpGen, depth: usize, runtime: Duration) -> Re
         bs.poll(true).map_err(|e| format!("poll: {e}"))?;
         bs.take_completions(&mut done);
         if done.is_empty() {
-            idle_rounds = if bs.engine_mut().in_flight() == 0 { idle_rounds + 1 } else { 0 };
+            idle_rounds = if bs.engine_mut().in_flight() == 0 {
+                idle_rounds + 1
+            } else {
+                0
+            };
             if idle_rounds > STUCK_ROUNDS {
-                return Err(format!("the blockstore stopped making progress: {}", bs.debug_state()));
+                return Err(format!(
+                    "the blockstore stopped making progress: {}",
+                    bs.debug_state()
+                ));
             }
             continue;
         }
@@ -379,8 +441,13 @@ fn drive(bs: &mut Store, gen: &mut OpGen, depth: usize, runtime: Duration) -> Re
             io_end = Some(bs.engine_mut().counts);
         }
         for c in done.drain(..) {
-            let s = owner.remove(&c.id).ok_or_else(|| format!("completion for unknown op {}", c.id))?;
-            if let BsReply::Written { data: Some(buf), .. } = c.result.map_err(|e| format!("operation failed: {e}"))? {
+            let s = owner
+                .remove(&c.id)
+                .ok_or_else(|| format!("completion for unknown op {}", c.id))?;
+            if let BsReply::Written {
+                data: Some(buf), ..
+            } = c.result.map_err(|e| format!("operation failed: {e}"))?
+            {
                 gen.pool.push(buf);
             }
             let slot = &mut slots[s];
@@ -397,7 +464,11 @@ fn drive(bs: &mut Store, gen: &mut OpGen, depth: usize, runtime: Duration) -> Re
                 hist.record(now - slot.start);
             }
             if now < deadline {
-                *slot = Slot { start: now, stage: 0, pending: 0 };
+                *slot = Slot {
+                    start: now,
+                    stage: 0,
+                    pending: 0,
+                };
                 submit_stage(bs, gen, &mut ops, &mut owner, s, slot);
             } else {
                 running -= 1;
@@ -406,7 +477,12 @@ fn drive(bs: &mut Store, gen: &mut OpGen, depth: usize, runtime: Duration) -> Re
         bs.run();
     }
     let io = io_end.unwrap_or(bs.engine_mut().counts).since(io_start);
-    Ok(Measured { ops: hist.count, seconds: runtime.as_secs_f64(), hist, io })
+    Ok(Measured {
+        ops: hist.count,
+        seconds: runtime.as_secs_f64(),
+        hist,
+        io,
+    })
 }
 
 fn die(msg: impl std::fmt::Display) -> ! {
@@ -417,13 +493,22 @@ fn die(msg: impl std::fmt::Display) -> ! {
 /// Write the whole file once, like fio lays out its file, unless it is already fully
 /// allocated at the right size.
 fn lay_out(path: &Path, size: u64, sparse: bool) -> std::io::Result<()> {
-    let f = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
     let meta = f.metadata()?;
     if sparse || (meta.len() == size && meta.blocks() * 512 >= size) {
         return f.set_len(size);
     }
     f.set_len(size)?;
-    eprintln!("bsbench: writing out {} ({} MiB)", path.display(), size >> 20);
+    eprintln!(
+        "bsbench: writing out {} ({} MiB)",
+        path.display(),
+        size >> 20
+    );
     let chunk = vec![0u8; 4 << 20];
     let mut off = 0;
     while off < size {
@@ -448,9 +533,22 @@ fn store_config(args: &Args, commit: ImmediateCommit) -> BlockstoreConfig {
 fn open(args: &Args, commit: ImmediateCommit) -> Store {
     let cfg = store_config(args, commit);
     let (paths, devs) = device_paths(&cfg);
-    let flags = OpenFlags { lock: !cfg.disable_device_lock, direct: cfg.direct_io, readonly: false };
+    let flags = OpenFlags {
+        lock: !cfg.disable_device_lock,
+        direct: cfg.direct_io,
+        readonly: false,
+    };
     UringEngine::open(&paths, flags)
-        .and_then(|inner| Blockstore::open_with(Counting { inner, counts: IoCounts::default() }, devs, &cfg))
+        .and_then(|inner| {
+            Blockstore::open_with(
+                Counting {
+                    inner,
+                    counts: IoCounts::default(),
+                },
+                devs,
+                &cfg,
+            )
+        })
         .unwrap_or_else(|e| die(format!("open {}: {e}", args.file.display())))
 }
 
@@ -459,16 +557,21 @@ fn main() {
     for t in &args.tests {
         if !TESTS.iter().any(|x| x.name == t) {
             let names: Vec<&str> = TESTS.iter().map(|x| x.name).collect();
-            die(format!("unknown test {t:?}; tests are {}", names.join(", ")));
+            die(format!(
+                "unknown test {t:?}; tests are {}",
+                names.join(", ")
+            ));
         }
     }
     if !(args.runtime > 0.0 && args.runtime.is_finite()) {
         die("--runtime must be a positive number of seconds");
     }
     let runtime = Duration::from_secs_f64(args.runtime);
-    lay_out(&args.file, args.size, args.sparse).unwrap_or_else(|e| die(format!("create {}: {e}", args.file.display())));
-    let layout = vitastor_blockstore::prepare::prepare(&store_config(&args, ImmediateCommit::All), true)
-        .unwrap_or_else(|e| die(format!("prepare {}: {e}", args.file.display())));
+    lay_out(&args.file, args.size, args.sparse)
+        .unwrap_or_else(|e| die(format!("create {}: {e}", args.file.display())));
+    let layout =
+        vitastor_blockstore::prepare::prepare(&store_config(&args, ImmediateCommit::All), true)
+            .unwrap_or_else(|e| die(format!("prepare {}: {e}", args.file.display())));
     // Block 0 of the data area holds the superblock copy.
     let objects = (layout.data_blocks() - 1) * WORKING_SET_PERCENT / 100;
     let mut template = AlignedBuf::new(layout.block_size as usize);
@@ -484,12 +587,16 @@ fn main() {
         pool: Vec::new(),
     };
 
-    eprintln!("bsbench: filling {objects} objects of {} KiB", layout.block_size >> 10);
+    eprintln!(
+        "bsbench: filling {objects} objects of {} KiB",
+        layout.block_size >> 10
+    );
     {
         let mut bs = open(&args, ImmediateCommit::All);
         let t = Instant::now();
         fill(&mut bs, &mut gen, objects).unwrap_or_else(|e| die(format!("fill: {e}")));
-        bs.flush_all().unwrap_or_else(|e| die(format!("flush: {e}")));
+        bs.flush_all()
+            .unwrap_or_else(|e| die(format!("flush: {e}")));
         eprintln!("bsbench: filled in {:.1} s", t.elapsed().as_secs_f64());
     }
 
@@ -498,19 +605,34 @@ fn main() {
         "{:<20} {:>10} {:>11} {:>11} {:>10} {:>9} {:>9} {:>9}",
         "test", "IOPS", "lat_us", "p99_us", "MiB/s", "wr/op", "KiBwr/op", "fsync/op"
     );
-    for test in TESTS.iter().filter(|t| args.tests.is_empty() || args.tests.iter().any(|n| n == t.name)) {
+    for test in TESTS
+        .iter()
+        .filter(|t| args.tests.is_empty() || args.tests.iter().any(|n| n == t.name))
+    {
         let mut bs = open(&args, test.commit);
         gen.pattern = test.pattern;
         gen.next_object = 0;
-        let m = drive(&mut bs, &mut gen, test.depth, runtime).unwrap_or_else(|e| die(format!("{}: {e}", test.name)));
+        let m = drive(&mut bs, &mut gen, test.depth, runtime)
+            .unwrap_or_else(|e| die(format!("{}: {e}", test.name)));
         // The next test starts from a clean journal.
-        bs.flush_all().unwrap_or_else(|e| die(format!("{}: flush: {e}", test.name)));
+        bs.flush_all()
+            .unwrap_or_else(|e| die(format!("{}: flush: {e}", test.name)));
         drop(bs);
         let iops = m.ops as f64 / m.seconds;
         let mibps = iops * gen.bytes_per_op() as f64 / (1 << 20) as f64;
         let (mean, p99) = (m.hist.mean_us(), m.hist.percentile_us(99.0));
-        let per_op = |n: u64| if m.ops == 0 { 0.0 } else { n as f64 / m.ops as f64 };
-        let (wr, kib, fsyncs) = (per_op(m.io.writes), per_op(m.io.write_bytes) / 1024.0, per_op(m.io.fsyncs));
+        let per_op = |n: u64| {
+            if m.ops == 0 {
+                0.0
+            } else {
+                n as f64 / m.ops as f64
+            }
+        };
+        let (wr, kib, fsyncs) = (
+            per_op(m.io.writes),
+            per_op(m.io.write_bytes) / 1024.0,
+            per_op(m.io.fsyncs),
+        );
         println!(
             "{:<20} {:>10.0} {:>11.1} {:>11.1} {:>10.1} {:>9.2} {:>9.1} {:>9.2}",
             test.name, iops, mean, p99, mibps, wr, kib, fsyncs

@@ -13,7 +13,12 @@ pub struct Allocator {
 impl Allocator {
     /// All blocks free except block 0.
     pub fn new(total: u64) -> Self {
-        let mut a = Allocator { words: vec![0; total.div_ceil(64) as usize], total, free: total, cursor: 1 };
+        let mut a = Allocator {
+            words: vec![0; total.div_ceil(64) as usize],
+            total,
+            free: total,
+            cursor: 1,
+        };
         a.set_used(0);
         a
     }

@@ -26,7 +26,9 @@ use crate::error::{BsError, BsResult};
 use crate::index::{Clean, DState, Dirty, DirtyKind, Index};
 use crate::io::{AlignedBuf, DevId, IoEngine, IoKind, IoReq};
 use crate::journal::{self, Appended, Entry, Journal, Kind, SectorWrite};
-use crate::layout::{decode_meta_entry, encode_meta_entry, JournalHeader, Layout, MetaEntry, HEADER_BYTES};
+use crate::layout::{
+    decode_meta_entry, encode_meta_entry, JournalHeader, Layout, MetaEntry, HEADER_BYTES,
+};
 use crate::ops::*;
 use crate::types::{ObjVerId, ObjectId};
 use crate::uring::{OpenFlags, UringEngine};
@@ -79,7 +81,14 @@ pub fn device_paths(cfg: &BlockstoreConfig) -> (Vec<PathBuf>, Devices) {
     let data = id(cfg.data_device.clone());
     let meta = id(cfg.meta_path());
     let journal = id(cfg.journal_path());
-    (paths, Devices { data, meta, journal })
+    (
+        paths,
+        Devices {
+            data,
+            meta,
+            journal,
+        },
+    )
 }
 
 struct FsyncTracker {
@@ -93,7 +102,14 @@ struct FsyncTracker {
 
 impl FsyncTracker {
     fn new(dev: DevId, enabled: bool) -> Self {
-        FsyncTracker { enabled, dev, submitted: 0, completed: 0, inflight: false, wanted: 0 }
+        FsyncTracker {
+            enabled,
+            dev,
+            submitted: 0,
+            completed: 0,
+            inflight: false,
+            wanted: 0,
+        }
     }
     /// A ticket for an fsync that covers every write completed before now.
     fn ticket(&mut self) -> u64 {
@@ -293,13 +309,23 @@ impl Blockstore<UringEngine> {
     pub fn open(cfg: &BlockstoreConfig) -> BsResult<Self> {
         cfg.validate_runtime()?;
         let (paths, devs) = device_paths(cfg);
-        let flags = OpenFlags { lock: !cfg.disable_device_lock, direct: cfg.direct_io, readonly: false };
+        let flags = OpenFlags {
+            lock: !cfg.disable_device_lock,
+            direct: cfg.direct_io,
+            readonly: false,
+        };
         let engine = UringEngine::open(&paths, flags)?;
         Self::open_with(engine, devs, cfg)
     }
 }
 
-fn read_area<E: IoEngine>(engine: &mut E, dev: DevId, offset: u64, size: u64, what: &str) -> BsResult<AlignedBuf> {
+fn read_area<E: IoEngine>(
+    engine: &mut E,
+    dev: DevId,
+    offset: u64,
+    size: u64,
+    what: &str,
+) -> BsResult<AlignedBuf> {
     let mut buf = AlignedBuf::new(size as usize);
     let mut done = 0usize;
     while done < size as usize {
@@ -313,13 +339,21 @@ fn read_area<E: IoEngine>(engine: &mut E, dev: DevId, offset: u64, size: u64, wh
 }
 
 /// Read and verify the superblock of a store (for tools).
-pub fn read_superblock<E: IoEngine>(engine: &mut E, devs: Devices, meta_offset: u64) -> BsResult<Layout> {
+pub fn read_superblock<E: IoEngine>(
+    engine: &mut E,
+    devs: Devices,
+    meta_offset: u64,
+) -> BsResult<Layout> {
     let size = engine.dev_size(devs.meta);
     if meta_offset + 4096 > size {
-        return Err(BsError::Layout(format!("metadata device is only {size} bytes: no superblock at offset {meta_offset}")));
+        return Err(BsError::Layout(format!(
+            "metadata device is only {size} bytes: no superblock at offset {meta_offset}"
+        )));
     }
     let mut sb = AlignedBuf::new(4096);
-    engine.read_at(devs.meta, meta_offset, &mut sb).map_err(|e| BsError::io("read superblock", e))?;
+    engine
+        .read_at(devs.meta, meta_offset, &mut sb)
+        .map_err(|e| BsError::io("read superblock", e))?;
     Layout::decode_sb(&sb, false)
 }
 
@@ -330,7 +364,11 @@ impl<E: IoEngine> Blockstore<E> {
         cfg.validate_runtime()?;
         let layout = read_superblock(&mut engine, devs, cfg.meta_offset.unwrap_or(0))?;
         layout.check_config(cfg)?;
-        for (name, dev, a) in [("data", devs.data, layout.data), ("metadata", devs.meta, layout.meta), ("journal", devs.journal, layout.journal)] {
+        for (name, dev, a) in [
+            ("data", devs.data, layout.data),
+            ("metadata", devs.meta, layout.meta),
+            ("journal", devs.journal, layout.journal),
+        ] {
             let size = engine.dev_size(dev);
             if a.offset + a.size > size {
                 return Err(BsError::Layout(format!(
@@ -341,10 +379,15 @@ impl<E: IoEngine> Blockstore<E> {
         }
         // The data area's own superblock copy proves the data device is the right one.
         let mut dsb = AlignedBuf::new(4096);
-        engine.read_at(devs.data, layout.data.offset, &mut dsb).map_err(|e| BsError::io("read data superblock", e))?;
-        let dl = Layout::decode_sb(&dsb, true).map_err(|e| BsError::Layout(format!("data area: {e}")))?;
+        engine
+            .read_at(devs.data, layout.data.offset, &mut dsb)
+            .map_err(|e| BsError::io("read data superblock", e))?;
+        let dl = Layout::decode_sb(&dsb, true)
+            .map_err(|e| BsError::Layout(format!("data area: {e}")))?;
         if dl != layout {
-            return Err(BsError::Layout("the data area belongs to a different OSD than the metadata area".into()));
+            return Err(BsError::Layout(
+                "the data area belongs to a different OSD than the metadata area".into(),
+            ));
         }
         let bb = layout.bitmap_bytes();
         let blocks = layout.data_blocks();
@@ -352,7 +395,13 @@ impl<E: IoEngine> Blockstore<E> {
         let mut alloc = Allocator::new(blocks);
 
         // Metadata.
-        let mut meta_image = read_area(&mut engine, devs.meta, layout.meta.offset, layout.meta.size, "metadata area")?;
+        let mut meta_image = read_area(
+            &mut engine,
+            devs.meta,
+            layout.meta.offset,
+            layout.meta.size,
+            "metadata area",
+        )?;
         let esz = layout.meta_entry_size();
         let mut stale_slots = Vec::new();
         for b in 1..blocks {
@@ -361,7 +410,9 @@ impl<E: IoEngine> Blockstore<E> {
             match decode_meta_entry(&meta_image[at..at + esz], b, bb) {
                 Ok(None) => {}
                 Err(()) => {
-                    return Err(BsError::Layout(format!("metadata entry of data block {b} is corrupted (checksum mismatch)")))
+                    return Err(BsError::Layout(format!(
+                        "metadata entry of data block {b} is corrupted (checksum mismatch)"
+                    )))
                 }
                 Ok(Some(e)) => {
                     let oid = ObjectId::new(e.inode, e.stripe);
@@ -374,7 +425,13 @@ impl<E: IoEngine> Blockstore<E> {
                         stale_slots.push(prev.block);
                         alloc.free(prev.block);
                     }
-                    index.clean.insert(oid, Clean { version: e.version, block: b });
+                    index.clean.insert(
+                        oid,
+                        Clean {
+                            version: e.version,
+                            block: b,
+                        },
+                    );
                     index.set_clean_bitmap(b, &e.bitmap);
                     alloc.set_used(b);
                 }
@@ -387,37 +444,69 @@ impl<E: IoEngine> Blockstore<E> {
             let mbs = layout.meta_block_size as usize;
             let start = mb as usize * mbs;
             engine
-                .write_at(devs.meta, layout.meta.offset + start as u64, &meta_image[start..start + mbs])
+                .write_at(
+                    devs.meta,
+                    layout.meta.offset + start as u64,
+                    &meta_image[start..start + mbs],
+                )
                 .map_err(|e| BsError::io("clear stale metadata entry", e))?;
         }
         if !stale_slots.is_empty() {
-            engine.sync_dev(devs.meta).map_err(|e| BsError::io("fsync metadata", e))?;
+            engine
+                .sync_dev(devs.meta)
+                .map_err(|e| BsError::io("fsync metadata", e))?;
         }
 
         // Journal.
-        let mirror = read_area(&mut engine, devs.journal, layout.journal.offset, layout.journal.size, "journal")?;
+        let mirror = read_area(
+            &mut engine,
+            devs.journal,
+            layout.journal.offset,
+            layout.journal.size,
+            "journal",
+        )?;
         let header = JournalHeader::decode(&mirror[..HEADER_BYTES])?;
         if header.uuid != layout.uuid {
-            return Err(BsError::Layout("the journal belongs to a different OSD (uuid mismatch)".into()));
+            return Err(BsError::Layout(
+                "the journal belongs to a different OSD (uuid mismatch)".into(),
+            ));
         }
         let jbs = layout.journal_block_size as u64;
         if header.start < jbs || header.start > layout.journal.size || header.start % jbs != 0 {
-            return Err(BsError::Layout(format!("journal header names an impossible start offset {}", header.start)));
+            return Err(BsError::Layout(format!(
+                "journal header names an impossible start offset {}",
+                header.start
+            )));
         }
         let mut sector_refs: Vec<u32> = Vec::new();
         let mut pending = PendingBig::default();
         let mut bad: Option<String> = None;
-        let end = Journal::replay(&mirror, jbs, bb, header.start, header.start_seq, header.epoch, |e, sector| {
-            if bad.is_some() {
-                return;
-            }
-            if sector_refs.len() <= sector as usize {
-                sector_refs.resize(sector as usize + 1, 0);
-            }
-            if let Err(msg) = replay_entry(&mut index, &mut pending, &mut sector_refs, &layout, e, sector) {
-                bad = Some(msg);
-            }
-        });
+        let end = Journal::replay(
+            &mirror,
+            jbs,
+            bb,
+            header.start,
+            header.start_seq,
+            header.epoch,
+            |e, sector| {
+                if bad.is_some() {
+                    return;
+                }
+                if sector_refs.len() <= sector as usize {
+                    sector_refs.resize(sector as usize + 1, 0);
+                }
+                if let Err(msg) = replay_entry(
+                    &mut index,
+                    &mut pending,
+                    &mut sector_refs,
+                    &layout,
+                    e,
+                    sector,
+                ) {
+                    bad = Some(msg);
+                }
+            },
+        );
         if let Some(msg) = bad {
             return Err(BsError::Layout(format!("journal replay: {msg}")));
         }
@@ -454,12 +543,18 @@ impl<E: IoEngine> Blockstore<E> {
         // entry can be written after them.
         let mut hb = AlignedBuf::new(jbs as usize);
         hb[..HEADER_BYTES].copy_from_slice(&JournalHeader { epoch, ..header }.encode());
-        engine.write_at(devs.journal, layout.journal.offset, &hb).map_err(|e| BsError::io("write journal header", e))?;
+        engine
+            .write_at(devs.journal, layout.journal.offset, &hb)
+            .map_err(|e| BsError::io("write journal header", e))?;
         if let Some(pos) = journal.last_sector_pos() {
             let s = AlignedBuf::from_slice(&journal.mirror[pos as usize..(pos + jbs) as usize]);
-            engine.write_at(devs.journal, layout.journal.offset + pos, &s).map_err(|e| BsError::io("rewrite journal sector", e))?;
+            engine
+                .write_at(devs.journal, layout.journal.offset + pos, &s)
+                .map_err(|e| BsError::io("rewrite journal sector", e))?;
         }
-        engine.sync_dev(devs.journal).map_err(|e| BsError::io("fsync journal", e))?;
+        engine
+            .sync_dev(devs.journal)
+            .map_err(|e| BsError::io("fsync journal", e))?;
 
         let mut bs = Blockstore {
             engine,
@@ -503,7 +598,14 @@ impl<E: IoEngine> Blockstore<E> {
             stats: Stats::default(),
             layout,
         };
-        let oids: Vec<ObjectId> = bs.index.dirty.keys().map(|ov| ov.oid).collect::<HashSet<_>>().into_iter().collect();
+        let oids: Vec<ObjectId> = bs
+            .index
+            .dirty
+            .keys()
+            .map(|ov| ov.oid)
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
         for oid in oids {
             bs.queue_flush(oid);
         }
@@ -560,22 +662,38 @@ impl<E: IoEngine> Blockstore<E> {
         let id = self.next_id;
         self.next_id += 1;
         if self.failed.is_some() {
-            self.done.push(Completion { id, result: Err(BsError::ReadOnly) });
+            self.done.push(Completion {
+                id,
+                result: Err(BsError::ReadOnly),
+            });
             return id;
         }
         match op {
-            BsOp::Read { oid, version, offset, len } => self.start_read(id, oid, version, offset, len),
+            BsOp::Read {
+                oid,
+                version,
+                offset,
+                len,
+            } => self.start_read(id, oid, version, offset, len),
             BsOp::ReadBitmap { oid, version } => {
                 let result = match self.index.visible_version(oid, version) {
                     Some((v, d)) => {
                         let bitmap = match d {
-                            Some(d) if d.kind == DirtyKind::Delete => vec![0; self.index.bitmap_bytes],
+                            Some(d) if d.kind == DirtyKind::Delete => {
+                                vec![0; self.index.bitmap_bytes]
+                            }
                             Some(d) => d.bitmap.to_vec(),
-                            None => self.index.clean_bitmap(self.index.clean[&oid].block).to_vec(),
+                            None => self
+                                .index
+                                .clean_bitmap(self.index.clean[&oid].block)
+                                .to_vec(),
                         };
                         Ok(BsReply::Bitmap { version: v, bitmap })
                     }
-                    None => Ok(BsReply::Bitmap { version: 0, bitmap: vec![0; self.index.bitmap_bytes] }),
+                    None => Ok(BsReply::Bitmap {
+                        version: 0,
+                        bitmap: vec![0; self.index.bitmap_bytes],
+                    }),
                 };
                 self.done.push(Completion { id, result });
             }
@@ -583,31 +701,79 @@ impl<E: IoEngine> Blockstore<E> {
                 let result = Ok(self.list(&filter));
                 self.done.push(Completion { id, result });
             }
-            BsOp::Write { oid, version, offset, data, bitmap, stable } => {
+            BsOp::Write {
+                oid,
+                version,
+                offset,
+                data,
+                bitmap,
+                stable,
+            } => {
                 if let Err(e) = self.check_write(offset, data.len(), bitmap.as_deref()) {
                     self.done.push(Completion { id, result: Err(e) });
                     return id;
                 }
-                self.queue_write(id, ObjVerId::new(oid, version), offset, data, bitmap, stable, false);
+                self.queue_write(
+                    id,
+                    ObjVerId::new(oid, version),
+                    offset,
+                    data,
+                    bitmap,
+                    stable,
+                    false,
+                );
             }
-            BsOp::Delete { oid, version, stable } => {
-                self.queue_write(id, ObjVerId::new(oid, version), 0, AlignedBuf::new(0), None, stable, true);
+            BsOp::Delete {
+                oid,
+                version,
+                stable,
+            } => {
+                self.queue_write(
+                    id,
+                    ObjVerId::new(oid, version),
+                    0,
+                    AlignedBuf::new(0),
+                    None,
+                    stable,
+                    true,
+                );
             }
             BsOp::Sync => {
-                let body = Body::Sync { st: SyncSt::Start, small: Vec::new(), big: Vec::new(), commits: Vec::new(), seq: 0 };
+                let body = Body::Sync {
+                    st: SyncSt::Start,
+                    small: Vec::new(),
+                    big: Vec::new(),
+                    commits: Vec::new(),
+                    seq: 0,
+                };
                 let slot = self.alloc_slot(Op { id, body });
                 self.active.push(slot);
             }
             BsOp::Stabilize(list) | BsOp::Rollback(list) if list.is_empty() => {
-                self.done.push(Completion { id, result: Ok(BsReply::Done) });
+                self.done.push(Completion {
+                    id,
+                    result: Ok(BsReply::Done),
+                });
             }
             BsOp::Stabilize(list) => {
-                let body = Body::Commit { list, rollback: false, started: false, sectors: Vec::new(), wait: JWait::Watermark(0) };
+                let body = Body::Commit {
+                    list,
+                    rollback: false,
+                    started: false,
+                    sectors: Vec::new(),
+                    wait: JWait::Watermark(0),
+                };
                 let slot = self.alloc_slot(Op { id, body });
                 self.fifo.push_back(slot);
             }
             BsOp::Rollback(list) => {
-                let body = Body::Commit { list, rollback: true, started: false, sectors: Vec::new(), wait: JWait::Watermark(0) };
+                let body = Body::Commit {
+                    list,
+                    rollback: true,
+                    started: false,
+                    sectors: Vec::new(),
+                    wait: JWait::Watermark(0),
+                };
                 let slot = self.alloc_slot(Op { id, body });
                 self.fifo.push_back(slot);
             }
@@ -638,7 +804,9 @@ impl<E: IoEngine> Blockstore<E> {
     /// Reap completions from the engine (blocking for one if `block`), handle them and run.
     pub fn poll(&mut self, block: bool) -> BsResult<()> {
         if block && self.engine.in_flight() > 0 {
-            self.engine.wait().map_err(|e| BsError::io("wait for I/O", e))?;
+            self.engine
+                .wait()
+                .map_err(|e| BsError::io("wait for I/O", e))?;
         }
         let mut reaped = std::mem::take(&mut self.reaped);
         self.engine.reap(&mut reaped);
@@ -665,8 +833,16 @@ impl<E: IoEngine> Blockstore<E> {
                 return c.result;
             }
             // Nothing in flight for many rounds means no completion can ever wake it.
-            idle_rounds = if self.engine.in_flight() == 0 { idle_rounds + 1 } else { 0 };
-            assert!(idle_rounds < 1000, "blockstore operation stuck with no I/O in flight: {}", self.debug_state());
+            idle_rounds = if self.engine.in_flight() == 0 {
+                idle_rounds + 1
+            } else {
+                0
+            };
+            assert!(
+                idle_rounds < 1000,
+                "blockstore operation stuck with no I/O in flight: {}",
+                self.debug_state()
+            );
             self.poll(true)?;
         }
     }
@@ -676,9 +852,18 @@ impl<E: IoEngine> Blockstore<E> {
         let dirty: Vec<String> = self
             .index
             .dirty_of(oid)
-            .map(|(v, d)| format!("v{} {:?} {:?} stable={} off={} len={}", v.version, d.kind, d.state, d.stable, d.offset, d.len))
+            .map(|(v, d)| {
+                format!(
+                    "v{} {:?} {:?} stable={} off={} len={}",
+                    v.version, d.kind, d.state, d.stable, d.offset, d.len
+                )
+            })
             .collect();
-        format!("clean={:?} tombstone={:?} dirty={dirty:?}", self.index.clean.get(&oid), self.tombstones.get(&oid))
+        format!(
+            "clean={:?} tombstone={:?} dirty={dirty:?}",
+            self.index.clean.get(&oid),
+            self.tombstones.get(&oid)
+        )
     }
 
     /// One-line summary of internal queues, for diagnostics.
@@ -705,8 +890,16 @@ impl<E: IoEngine> Blockstore<E> {
         self.run();
         let mut idle_rounds = 0;
         while !self.is_idle() {
-            idle_rounds = if self.engine.in_flight() == 0 { idle_rounds + 1 } else { 0 };
-            assert!(idle_rounds < 1000, "blockstore stuck with no I/O in flight: {}", self.debug_state());
+            idle_rounds = if self.engine.in_flight() == 0 {
+                idle_rounds + 1
+            } else {
+                0
+            };
+            assert!(
+                idle_rounds < 1000,
+                "blockstore stuck with no I/O in flight: {}",
+                self.debug_state()
+            );
             self.poll(true)?;
         }
         Ok(())
@@ -726,7 +919,16 @@ impl<E: IoEngine> Blockstore<E> {
 
     /// Queue a write or deletion behind the FIFO (versions are assigned in that order).
     #[allow(clippy::too_many_arguments)]
-    fn queue_write(&mut self, id: OpId, ov: ObjVerId, offset: u32, data: AlignedBuf, bitmap: Option<Vec<u8>>, stable: bool, delete: bool) {
+    fn queue_write(
+        &mut self,
+        id: OpId,
+        ov: ObjVerId,
+        offset: u32,
+        data: AlignedBuf,
+        bitmap: Option<Vec<u8>>,
+        stable: bool,
+        delete: bool,
+    ) {
         let body = Body::Write {
             ov,
             offset,
@@ -756,7 +958,17 @@ impl<E: IoEngine> Blockstore<E> {
     fn finish(&mut self, slot: usize, mut result: BsResult<BsReply>) {
         let op = self.ops[slot].take().expect("finishing an empty op slot");
         self.free_slots.push(slot);
-        if let (Ok(BsReply::Written { data: reply_data, .. }), Body::Write { data, delete: false, .. }) = (&mut result, op.body) {
+        if let (
+            Ok(BsReply::Written {
+                data: reply_data, ..
+            }),
+            Body::Write {
+                data,
+                delete: false,
+                ..
+            },
+        ) = (&mut result, op.body)
+        {
             *reply_data = Some(data);
         }
         self.done.push(Completion { id: op.id, result });
@@ -773,7 +985,10 @@ impl<E: IoEngine> Blockstore<E> {
         }
         if let Some(b) = bitmap {
             if b.len() != self.index.bitmap_bytes {
-                return Err(BsError::Invalid(format!("bitmap must be {} bytes", self.index.bitmap_bytes)));
+                return Err(BsError::Invalid(format!(
+                    "bitmap must be {} bytes",
+                    self.index.bitmap_bytes
+                )));
             }
         }
         Ok(())
@@ -784,10 +999,15 @@ impl<E: IoEngine> Blockstore<E> {
     fn start_read(&mut self, id: OpId, oid: ObjectId, version: u64, offset: u32, len: u32) {
         let a = self.layout.disk_alignment;
         let bsz = self.layout.block_size;
-        if !offset.is_multiple_of(a) || !len.is_multiple_of(a) || offset as u64 + len as u64 > bsz as u64 {
+        if !offset.is_multiple_of(a)
+            || !len.is_multiple_of(a)
+            || offset as u64 + len as u64 > bsz as u64
+        {
             self.done.push(Completion {
                 id,
-                result: Err(BsError::Invalid(format!("read of {len} bytes at {offset}: must be aligned to {a} and inside the object"))),
+                result: Err(BsError::Invalid(format!(
+                    "read of {len} bytes at {offset}: must be aligned to {a} and inside the object"
+                ))),
             });
             return;
         }
@@ -795,18 +1015,32 @@ impl<E: IoEngine> Blockstore<E> {
         let gran = self.layout.bitmap_granularity;
         let Some((ver, top)) = self.index.visible_version(oid, version) else {
             let bitmap = vec![0; self.index.bitmap_bytes];
-            self.done.push(Completion { id, result: Ok(BsReply::Read { version: 0, bitmap, data }) });
+            self.done.push(Completion {
+                id,
+                result: Ok(BsReply::Read {
+                    version: 0,
+                    bitmap,
+                    data,
+                }),
+            });
             return;
         };
         let bitmap = match top {
             Some(d) if d.kind == DirtyKind::Delete => vec![0; self.index.bitmap_bytes],
             Some(d) => d.bitmap.to_vec(),
-            None => self.index.clean_bitmap(self.index.clean[&oid].block).to_vec(),
+            None => self
+                .index
+                .clean_bitmap(self.index.clean[&oid].block)
+                .to_vec(),
         };
         // Resolve each granule of the range, newest version first.
         let first_g = offset / gran;
         let end = offset + len;
-        let ng = if len == 0 { 0 } else { (end - 1) / gran - first_g + 1 };
+        let ng = if len == 0 {
+            0
+        } else {
+            (end - 1) / gran - first_g + 1
+        };
         // Granules the visible version's bitmap does not have read as zeroes, whatever older
         // versions held there: an explicit bitmap (recovery, tombstones) is the truth.
         let mut covered: Vec<bool> = (0..ng).map(|gi| !is_set(&bitmap, first_g + gi)).collect();
@@ -825,14 +1059,21 @@ impl<E: IoEngine> Blockstore<E> {
                 match d.kind {
                     DirtyKind::Small { loc } => {
                         if ps >= d.offset && pe <= d.offset + d.len {
-                            let src = self.journal.data(loc + (ps - d.offset) as u64, (pe - ps) as usize);
-                            data[(ps - offset) as usize..(pe - offset) as usize].copy_from_slice(src);
+                            let src = self
+                                .journal
+                                .data(loc + (ps - d.offset) as u64, (pe - ps) as usize);
+                            data[(ps - offset) as usize..(pe - offset) as usize]
+                                .copy_from_slice(src);
                             covered[gi as usize] = true;
                         }
                     }
                     DirtyKind::Big { block } => {
                         if is_set(&d.bitmap, g) {
-                            reads.push((self.layout.block_offset(block) + ps as u64, ps - offset, pe - ps));
+                            reads.push((
+                                self.layout.block_offset(block) + ps as u64,
+                                ps - offset,
+                                pe - ps,
+                            ));
                         }
                         covered[gi as usize] = true;
                     }
@@ -851,13 +1092,24 @@ impl<E: IoEngine> Blockstore<E> {
                     let g = first_g + gi;
                     if !covered[gi as usize] && is_set(cb, g) {
                         let (ps, pe) = ((g * gran).max(offset), ((g + 1) * gran).min(end));
-                        reads.push((self.layout.block_offset(c.block) + ps as u64, ps - offset, pe - ps));
+                        reads.push((
+                            self.layout.block_offset(c.block) + ps as u64,
+                            ps - offset,
+                            pe - ps,
+                        ));
                     }
                 }
             }
         }
         if reads.is_empty() {
-            self.done.push(Completion { id, result: Ok(BsReply::Read { version: ver, bitmap, data }) });
+            self.done.push(Completion {
+                id,
+                result: Ok(BsReply::Read {
+                    version: ver,
+                    bitmap,
+                    data,
+                }),
+            });
             return;
         }
         // Coalesce adjacent pieces into single device reads.
@@ -879,7 +1131,17 @@ impl<E: IoEngine> Blockstore<E> {
         }
         let pending = merged.len() as u32;
         let ptr = data.as_mut_ptr();
-        let slot = self.alloc_slot(Op { id, body: Body::Read { pending, version: ver, bitmap, data, epoch, err: 0 } });
+        let slot = self.alloc_slot(Op {
+            id,
+            body: Body::Read {
+                pending,
+                version: ver,
+                bitmap,
+                data,
+                epoch,
+                err: 0,
+            },
+        });
         for (dev_off, buf_off, l) in merged {
             // SAFETY: `data` lives in the op slot until every read of this op completes.
             unsafe {
@@ -932,7 +1194,11 @@ impl<E: IoEngine> Blockstore<E> {
         let mut last_oid: Option<ObjectId> = None;
         let mut cur_stable: Option<(u64, bool)> = None;
         let mut cur_unstable: Option<u64> = None;
-        let flush = |oid: ObjectId, st: Option<(u64, bool)>, un: Option<u64>, stable: &mut Vec<ObjVerId>, unstable: &mut Vec<ObjVerId>| {
+        let flush = |oid: ObjectId,
+                     st: Option<(u64, bool)>,
+                     un: Option<u64>,
+                     stable: &mut Vec<ObjVerId>,
+                     unstable: &mut Vec<ObjVerId>| {
             let st = st.or_else(|| self.index.clean.get(&oid).map(|c| (c.version, false)));
             if let Some((v, deleted)) = st {
                 if !deleted {
@@ -991,7 +1257,12 @@ impl<E: IoEngine> Blockstore<E> {
                 let mut read_epoch = None;
                 if let Some(op) = self.ops[slot].as_mut() {
                     match &mut op.body {
-                        Body::Read { pending, err, epoch, .. } => {
+                        Body::Read {
+                            pending,
+                            err,
+                            epoch,
+                            ..
+                        } => {
                             *pending -= 1;
                             if !ok {
                                 *err = res;
@@ -1015,13 +1286,34 @@ impl<E: IoEngine> Blockstore<E> {
                     self.read_done(e);
                     let op = self.ops[slot].take().unwrap();
                     self.free_slots.push(slot);
-                    let Body::Read { version, bitmap, data, err, .. } = op.body else { unreachable!() };
-                    let result = if err < 0 { Err(BsError::DeviceIo(-err)) } else { Ok(BsReply::Read { version, bitmap, data }) };
+                    let Body::Read {
+                        version,
+                        bitmap,
+                        data,
+                        err,
+                        ..
+                    } = op.body
+                    else {
+                        unreachable!()
+                    };
+                    let result = if err < 0 {
+                        Err(BsError::DeviceIo(-err))
+                    } else {
+                        Ok(BsReply::Read {
+                            version,
+                            bitmap,
+                            data,
+                        })
+                    };
                     self.done.push(Completion { id: op.id, result });
                 }
             }
             T_SECTOR => {
-                let w = SectorWrite { abs: low & LOW40, pos: 0, buf: (low >> 40) as usize };
+                let w = SectorWrite {
+                    abs: low & LOW40,
+                    pos: 0,
+                    buf: (low >> 40) as usize,
+                };
                 if ok {
                     self.journal.sector_written(w);
                 } else {
@@ -1057,7 +1349,11 @@ impl<E: IoEngine> Blockstore<E> {
                 if let Some(job) = self.jobs[slot].as_mut() {
                     if kind == T_FLUSH {
                         job.pending -= 1;
-                    } else if let Some(m) = job.meta.iter_mut().find(|m| m.mblock == mblock && (m.state == 1 || m.state == 2)) {
+                    } else if let Some(m) = job
+                        .meta
+                        .iter_mut()
+                        .find(|m| m.mblock == mblock && (m.state == 1 || m.state == 2))
+                    {
                         if m.state == 1 {
                             m.state = 4; // read done, patch and write next
                         } else {
@@ -1090,7 +1386,9 @@ impl<E: IoEngine> Blockstore<E> {
         if self.failed.is_some() {
             return;
         }
-        tracing::error!("blockstore device error {res}; failing pending operations, store is now read-only");
+        tracing::error!(
+            "blockstore device error {res}; failing pending operations, store is now read-only"
+        );
         self.failed = Some(res);
     }
 
@@ -1159,7 +1457,11 @@ impl<E: IoEngine> Blockstore<E> {
             }
         }
         self.sector_writes = writes;
-        for (which, t) in [(0u64, &mut self.jfs), (1, &mut self.dfs), (2, &mut self.mfs)] {
+        for (which, t) in [
+            (0u64, &mut self.jfs),
+            (1, &mut self.dfs),
+            (2, &mut self.mfs),
+        ] {
             if t.enabled && !t.inflight && t.wanted > t.submitted {
                 t.submitted += 1;
                 t.inflight = true;
@@ -1235,27 +1537,61 @@ impl<E: IoEngine> Blockstore<E> {
         match r {
             Ok(false) if !self.can_make_room() => {
                 tracing::debug!("ENOSPC: {}", self.debug_state());
-                Err(BsError::NoSpace("journal or data area full and nothing can be flushed"))
+                Err(BsError::NoSpace(
+                    "journal or data area full and nothing can be flushed",
+                ))
             }
             r => r,
         }
     }
 
     fn start_write(&mut self, body: &mut Body) -> BsResult<bool> {
-        let Body::Write { ov, offset, data, bitmap, stable, delete, big, st, .. } = body else { unreachable!() };
+        let Body::Write {
+            ov,
+            offset,
+            data,
+            bitmap,
+            stable,
+            delete,
+            big,
+            st,
+            ..
+        } = body
+        else {
+            unreachable!()
+        };
         let latest = self.latest_version(ov.oid);
-        let version = if ov.version == 0 { latest + 1 } else { ov.version };
+        let version = if ov.version == 0 {
+            latest + 1
+        } else {
+            ov.version
+        };
         if version <= latest {
-            return Err(BsError::VersionConflict(format!("version {version} is not newer than {latest}")));
+            return Err(BsError::VersionConflict(format!(
+                "version {version} is not newer than {latest}"
+            )));
         }
         let gran = self.layout.bitmap_granularity;
         let bb = self.index.bitmap_bytes;
         let current = self.index.current_bitmap(ov.oid).map(|b| b.to_vec());
         if *delete {
-            let e = Entry { stable: *stable, ..Entry::record(Kind::Delete, ov.oid, version) };
-            let Some(a) = self.journal.append(e, None, self.write_reserve()) else { return Ok(false) };
+            let e = Entry {
+                stable: *stable,
+                ..Entry::record(Kind::Delete, ov.oid, version)
+            };
+            let Some(a) = self.journal.append(e, None, self.write_reserve()) else {
+                return Ok(false);
+            };
             ov.version = version;
-            self.insert_dirty(*ov, DirtyKind::Delete, 0, 0, vec![0; bb].into(), *stable, Some(a.sector));
+            self.insert_dirty(
+                *ov,
+                DirtyKind::Delete,
+                0,
+                0,
+                vec![0; bb].into(),
+                *stable,
+                Some(a.sector),
+            );
             *st = WriteSt::Journal(JWait::Watermark(a.seq));
             return Ok(true);
         }
@@ -1264,7 +1600,11 @@ impl<E: IoEngine> Blockstore<E> {
         let new_bitmap: Box<[u8]> = match bitmap.take() {
             Some(b) => b.into(),
             None => {
-                let mut b = if is_big { vec![0; bb] } else { current.clone().unwrap() };
+                let mut b = if is_big {
+                    vec![0; bb]
+                } else {
+                    current.clone().unwrap()
+                };
                 set_range(&mut b, *offset, len, gran);
                 b.into()
             }
@@ -1290,7 +1630,15 @@ impl<E: IoEngine> Blockstore<E> {
             };
             ov.version = version;
             *big = Some(block);
-            self.insert_dirty(*ov, DirtyKind::Big { block }, *offset, len, new_bitmap, *stable, Some(a.sector));
+            self.insert_dirty(
+                *ov,
+                DirtyKind::Big { block },
+                *offset,
+                len,
+                new_bitmap,
+                *stable,
+                Some(a.sector),
+            );
             let slot_token = self.slot_of_current_start();
             // SAFETY: `data` lives in the op slot until this write completes.
             unsafe {
@@ -1313,10 +1661,20 @@ impl<E: IoEngine> Blockstore<E> {
             bitmap: &new_bitmap,
             ..Entry::record(Kind::SmallWrite, ov.oid, version)
         };
-        let Some(a) = self.journal.append(e, Some(data), self.write_reserve()) else { return Ok(false) };
+        let Some(a) = self.journal.append(e, Some(data), self.write_reserve()) else {
+            return Ok(false);
+        };
         ov.version = version;
         self.submit_jdata(&a, len);
-        self.insert_dirty(*ov, DirtyKind::Small { loc: a.data_loc }, *offset, len, new_bitmap, *stable, Some(a.sector));
+        self.insert_dirty(
+            *ov,
+            DirtyKind::Small { loc: a.data_loc },
+            *offset,
+            len,
+            new_bitmap,
+            *stable,
+            Some(a.sector),
+        );
         *st = WriteSt::Journal(JWait::Watermark(a.seq));
         Ok(true)
     }
@@ -1337,7 +1695,10 @@ impl<E: IoEngine> Blockstore<E> {
     }
 
     fn slot_of_current_start(&self) -> usize {
-        *self.fifo.front().expect("a write is started from the FIFO head")
+        *self
+            .fifo
+            .front()
+            .expect("a write is started from the FIFO head")
     }
 
     /// Room a new write must leave: a few sectors, plus enough for one commit or stabilize
@@ -1346,8 +1707,13 @@ impl<E: IoEngine> Blockstore<E> {
     fn write_reserve(&self) -> u64 {
         // Without same-sector overwrites every record may need a sector of its own.
         // Otherwise records pack into sectors, but sector ends waste up to one record each.
-        let per_record = if self.cfg.journal_no_same_sector_overwrites { self.journal.block_size() } else { 4 * RECORD_BYTES };
-        JOURNAL_RESERVE_SECTORS * self.journal.block_size() + self.index.dirty.len() as u64 * per_record
+        let per_record = if self.cfg.journal_no_same_sector_overwrites {
+            self.journal.block_size()
+        } else {
+            4 * RECORD_BYTES
+        };
+        JOURNAL_RESERVE_SECTORS * self.journal.block_size()
+            + self.index.dirty.len() as u64 * per_record
     }
 
     fn submit_jdata(&mut self, a: &Appended, len: u32) {
@@ -1368,22 +1734,52 @@ impl<E: IoEngine> Blockstore<E> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn insert_dirty(&mut self, ov: ObjVerId, kind: DirtyKind, offset: u32, len: u32, bitmap: Box<[u8]>, stable: bool, sector: Option<u64>) {
+    fn insert_dirty(
+        &mut self,
+        ov: ObjVerId,
+        kind: DirtyKind,
+        offset: u32,
+        len: u32,
+        bitmap: Box<[u8]>,
+        stable: bool,
+        sector: Option<u64>,
+    ) {
         self.index.dirty.insert(
             ov,
-            Dirty { kind, offset, len, state: DState::InFlight, stable, sector, stable_sector: None, bitmap },
+            Dirty {
+                kind,
+                offset,
+                len,
+                state: DState::InFlight,
+                stable,
+                sector,
+                stable_sector: None,
+                bitmap,
+            },
         );
     }
 
     fn start_commit(&mut self, body: &mut Body) -> BsResult<bool> {
-        let Body::Commit { list, rollback, started, sectors, wait } = body else { unreachable!() };
+        let Body::Commit {
+            list,
+            rollback,
+            started,
+            sectors,
+            wait,
+        } = body
+        else {
+            unreachable!()
+        };
         if !*started {
             // Validate everything before writing anything.
             for ov in list.iter() {
                 if *rollback {
                     for (v, d) in self.index.dirty_of(ov.oid) {
                         if v.version > ov.version && d.stable {
-                            return Err(BsError::Invalid(format!("cannot roll back stable version {} of {:?}", v.version, ov.oid)));
+                            return Err(BsError::Invalid(format!(
+                                "cannot roll back stable version {} of {:?}",
+                                v.version, ov.oid
+                            )));
                         }
                         if v.version > ov.version && d.state == DState::InFlight {
                             return Err(BsError::NotSynced);
@@ -1391,8 +1787,14 @@ impl<E: IoEngine> Blockstore<E> {
                     }
                 } else {
                     // Without dirty versions everything there is is already stable (or gone).
-                    let newest_dirty = self.index.dirty_desc(ov.oid, u64::MAX).next().map(|(v, _)| v.version);
-                    if newest_dirty.is_some_and(|nd| ov.version > nd && ov.version > self.latest_version(ov.oid)) {
+                    let newest_dirty = self
+                        .index
+                        .dirty_desc(ov.oid, u64::MAX)
+                        .next()
+                        .map(|(v, _)| v.version);
+                    if newest_dirty.is_some_and(|nd| {
+                        ov.version > nd && ov.version > self.latest_version(ov.oid)
+                    }) {
                         return Err(BsError::NotFound);
                     }
                     for (v, d) in self.index.dirty_of(ov.oid) {
@@ -1412,12 +1814,28 @@ impl<E: IoEngine> Blockstore<E> {
         while sectors.len() < list.len() {
             let ov = list[sectors.len()];
             // Nothing unstable up to this version: no record, no journal space.
-            if !*rollback && self.index.dirty_of(ov.oid).take_while(|(v, _)| v.version <= ov.version).all(|(_, d)| d.stable) {
+            if !*rollback
+                && self
+                    .index
+                    .dirty_of(ov.oid)
+                    .take_while(|(v, _)| v.version <= ov.version)
+                    .all(|(_, d)| d.stable)
+            {
                 sectors.push(NO_RECORD);
                 continue;
             }
-            let e = Entry::record(if *rollback { Kind::Rollback } else { Kind::Stable }, ov.oid, ov.version);
-            let Some(a) = self.journal.append(e, None, 0) else { return Ok(false) };
+            let e = Entry::record(
+                if *rollback {
+                    Kind::Rollback
+                } else {
+                    Kind::Stable
+                },
+                ov.oid,
+                ov.version,
+            );
+            let Some(a) = self.journal.append(e, None, 0) else {
+                return Ok(false);
+            };
             sectors.push(a.sector);
             last = a.seq;
         }
@@ -1474,7 +1892,18 @@ impl<E: IoEngine> Blockstore<E> {
     }
 
     fn advance_write(&mut self, body: &mut Body) -> Option<BsResult<BsReply>> {
-        let Body::Write { ov, stable, big, st, err, commit_sector, .. } = body else { unreachable!() };
+        let Body::Write {
+            ov,
+            stable,
+            big,
+            st,
+            err,
+            commit_sector,
+            ..
+        } = body
+        else {
+            unreachable!()
+        };
         let ov = *ov;
         loop {
             match st {
@@ -1493,7 +1922,10 @@ impl<E: IoEngine> Blockstore<E> {
                         let d = self.index.dirty.get_mut(&ov).unwrap();
                         d.state = DState::Written;
                         self.unsynced_big.push(ov);
-                        return Some(Ok(BsReply::Written { version: ov.version, data: None }));
+                        return Some(Ok(BsReply::Written {
+                            version: ov.version,
+                            data: None,
+                        }));
                     }
                     if *t == u64::MAX {
                         *t = self.dfs.ticket();
@@ -1528,7 +1960,10 @@ impl<E: IoEngine> Blockstore<E> {
                         d.state = DState::Written;
                         self.unsynced.push(ov);
                     }
-                    return Some(Ok(BsReply::Written { version: ov.version, data: None }));
+                    return Some(Ok(BsReply::Written {
+                        version: ov.version,
+                        data: None,
+                    }));
                 }
             }
         }
@@ -1537,11 +1972,21 @@ impl<E: IoEngine> Blockstore<E> {
     /// Journal the commit record of a redirect write whose data is durable. The record needs
     /// no life of its own: the write's entry, older in the journal, keeps it from being trimmed.
     fn append_commit(&mut self, ov: ObjVerId) -> Option<Appended> {
-        self.journal.append(Entry::record(Kind::Commit, ov.oid, ov.version), None, 0)
+        self.journal
+            .append(Entry::record(Kind::Commit, ov.oid, ov.version), None, 0)
     }
 
     fn advance_sync(&mut self, body: &mut Body) -> Option<BsResult<BsReply>> {
-        let Body::Sync { st, small, big, commits, seq } = body else { unreachable!() };
+        let Body::Sync {
+            st,
+            small,
+            big,
+            commits,
+            seq,
+        } = body
+        else {
+            unreachable!()
+        };
         loop {
             match st {
                 SyncSt::Start => {
@@ -1619,7 +2064,16 @@ impl<E: IoEngine> Blockstore<E> {
     }
 
     fn advance_commit(&mut self, body: &mut Body) -> Option<BsResult<BsReply>> {
-        let Body::Commit { list, rollback, sectors, wait, .. } = body else { unreachable!() };
+        let Body::Commit {
+            list,
+            rollback,
+            sectors,
+            wait,
+            ..
+        } = body
+        else {
+            unreachable!()
+        };
         if !self.journal_wait(wait, true) {
             return None;
         }
@@ -1629,8 +2083,12 @@ impl<E: IoEngine> Blockstore<E> {
                 continue;
             }
             if *rollback {
-                let doomed: Vec<ObjVerId> =
-                    self.index.dirty_of(ov.oid).filter(|(v, _)| v.version > ov.version).map(|(v, _)| *v).collect();
+                let doomed: Vec<ObjVerId> = self
+                    .index
+                    .dirty_of(ov.oid)
+                    .filter(|(v, _)| v.version > ov.version)
+                    .map(|(v, _)| *v)
+                    .collect();
                 for v in doomed {
                     let d = self.index.dirty.remove(&v).unwrap();
                     self.release_dirty(&d);
@@ -1641,7 +2099,8 @@ impl<E: IoEngine> Blockstore<E> {
                     }
                 }
                 self.unsynced.retain(|v| self.index.dirty.contains_key(v));
-                self.unsynced_big.retain(|v| self.index.dirty.contains_key(v));
+                self.unsynced_big
+                    .retain(|v| self.index.dirty.contains_key(v));
                 self.journal.release(sector);
             } else {
                 let mut holder = None;
@@ -1652,7 +2111,12 @@ impl<E: IoEngine> Blockstore<E> {
                     holder = Some(*v);
                 }
                 let oid = ov.oid;
-                let keys: Vec<ObjVerId> = self.index.dirty_of(oid).filter(|(v, _)| v.version <= ov.version).map(|(v, _)| *v).collect();
+                let keys: Vec<ObjVerId> = self
+                    .index
+                    .dirty_of(oid)
+                    .filter(|(v, _)| v.version <= ov.version)
+                    .map(|(v, _)| *v)
+                    .collect();
                 for k in keys {
                     self.index.dirty.get_mut(&k).unwrap().stable = true;
                 }
@@ -1714,10 +2178,16 @@ impl<E: IoEngine> Blockstore<E> {
         if self.flush_queue.is_empty() {
             self.round_left = 0;
         }
-        if self.round_left == 0 && busy_jobs == 0 && self.flush_queue.len() >= self.cfg.flusher_batch as usize {
+        if self.round_left == 0
+            && busy_jobs == 0
+            && self.flush_queue.len() >= self.cfg.flusher_batch as usize
+        {
             self.round_left = self.flush_queue.len();
         }
-        busy_jobs + self.round_left.min(self.cfg.flusher_count as usize - busy_jobs.min(self.cfg.flusher_count as usize))
+        busy_jobs
+            + self.round_left.min(
+                self.cfg.flusher_count as usize - busy_jobs.min(self.cfg.flusher_count as usize),
+            )
     }
 
     /// Writes are waiting for room, or the journal is more than half full.
@@ -1731,13 +2201,17 @@ impl<E: IoEngine> Blockstore<E> {
         let mut active = self.jobs.iter().filter(|j| j.is_some()).count();
         let mut requeue = Vec::new();
         while active < limit {
-            let Some(oid) = self.flush_queue.pop_front() else { break };
+            let Some(oid) = self.flush_queue.pop_front() else {
+                break;
+            };
             self.flush_queued.remove(&oid);
             if self.flushing.contains(&oid) {
                 requeue.push(oid);
                 continue;
             }
-            let Some(upto) = self.index.flushable_upto(oid) else { continue };
+            let Some(upto) = self.index.flushable_upto(oid) else {
+                continue;
+            };
             let slot = self.jobs.iter().position(|j| j.is_none()).unwrap();
             let Some(job) = self.plan_flush(slot, oid, upto) else {
                 requeue.push(oid);
@@ -1765,9 +2239,16 @@ impl<E: IoEngine> Blockstore<E> {
     fn plan_flush(&mut self, slot: usize, oid: ObjectId, upto: u64) -> Option<FlushJob> {
         let gran = self.layout.bitmap_granularity;
         let clean = self.index.clean.get(&oid).copied();
-        let entries: Vec<(u64, Dirty)> = self.index.dirty_of(oid).take_while(|(v, _)| v.version <= upto).map(|(v, d)| (v.version, d.clone())).collect();
+        let entries: Vec<(u64, Dirty)> = self
+            .index
+            .dirty_of(oid)
+            .take_while(|(v, _)| v.version <= upto)
+            .map(|(v, d)| (v.version, d.clone()))
+            .collect();
         // The newest redirect write or delete is the base; older ones are superseded.
-        let base = entries.iter().rposition(|(_, d)| matches!(d.kind, DirtyKind::Big { .. } | DirtyKind::Delete));
+        let base = entries
+            .iter()
+            .rposition(|(_, d)| matches!(d.kind, DirtyKind::Big { .. } | DirtyKind::Delete));
         let mut superseded = Vec::new();
         for (i, (_, d)) in entries.iter().enumerate() {
             if let DirtyKind::Big { block } = d.kind {
@@ -1777,7 +2258,9 @@ impl<E: IoEngine> Blockstore<E> {
             }
         }
         let from = base.map(|i| i + 1).unwrap_or(0);
-        let has_small = entries[from..].iter().any(|(_, d)| matches!(d.kind, DirtyKind::Small { .. }));
+        let has_small = entries[from..]
+            .iter()
+            .any(|(_, d)| matches!(d.kind, DirtyKind::Small { .. }));
         let target = match base.map(|i| entries[i].1.kind) {
             Some(DirtyKind::Big { block }) => Some(block),
             // Small writes with nothing under them: their base was an unsynced redirect write
@@ -1863,13 +2346,30 @@ impl<E: IoEngine> Blockstore<E> {
                 g += n;
             }
         }
-        let entry = target.map(|_| MetaEntry { inode: oid.inode, stripe: oid.stripe, version: upto, bitmap: job.bitmap.clone() });
+        let entry = target.map(|_| MetaEntry {
+            inode: oid.inode,
+            stripe: oid.stripe,
+            version: upto,
+            bitmap: job.bitmap.clone(),
+        });
         if let Some(tb) = target {
-            job.meta.push(MetaUpdate { block: tb, entry, mblock: self.layout.meta_pos(tb).0, buf: None, state: 0 });
+            job.meta.push(MetaUpdate {
+                block: tb,
+                entry,
+                mblock: self.layout.meta_pos(tb).0,
+                buf: None,
+                state: 0,
+            });
         }
         if let Some(ob) = job.old {
             if Some(ob) != target {
-                job.meta.push(MetaUpdate { block: ob, entry: None, mblock: self.layout.meta_pos(ob).0, buf: None, state: 0 });
+                job.meta.push(MetaUpdate {
+                    block: ob,
+                    entry: None,
+                    mblock: self.layout.meta_pos(ob).0,
+                    buf: None,
+                    state: 0,
+                });
             }
         }
         Some(job)
@@ -1884,7 +2384,9 @@ impl<E: IoEngine> Blockstore<E> {
                     if job.pending > 0 {
                         break false;
                     }
-                    let needs_sync = job.meta.iter().any(|m| m.entry.is_some()) && job.target != job.old || job.meta.iter().any(|m| m.entry.is_some());
+                    let needs_sync = job.meta.iter().any(|m| m.entry.is_some())
+                        && job.target != job.old
+                        || job.meta.iter().any(|m| m.entry.is_some());
                     job.st = FlushSt::DataFsync(if needs_sync { self.dfs.ticket() } else { 0 });
                     progress = true;
                 }
@@ -1944,7 +2446,9 @@ impl<E: IoEngine> Blockstore<E> {
                     self.meta_busy.insert(mblock);
                     let mut buf = AlignedBuf::new(mbs);
                     if let Some(img) = &self.meta_image {
-                        buf.copy_from_slice(&img[mblock as usize * mbs..(mblock as usize + 1) * mbs]);
+                        buf.copy_from_slice(
+                            &img[mblock as usize * mbs..(mblock as usize + 1) * mbs],
+                        );
                         job.meta[i].state = 4;
                     } else {
                         job.meta[i].state = 1;
@@ -1966,7 +2470,14 @@ impl<E: IoEngine> Blockstore<E> {
         all_done
     }
 
-    fn patch_and_write(&mut self, slot: usize, job: &mut FlushJob, i: usize, mbs: usize, esz: usize) {
+    fn patch_and_write(
+        &mut self,
+        slot: usize,
+        job: &mut FlushJob,
+        i: usize,
+        mbs: usize,
+        esz: usize,
+    ) {
         // Updates of the same job to the same block go in one write.
         let mblock = job.meta[i].mblock;
         let setting = job.meta[i].entry.is_some();
@@ -2019,15 +2530,25 @@ impl<E: IoEngine> Blockstore<E> {
         }
         match job.target {
             Some(tb) => {
-                self.index.clean.insert(job.oid, Clean { version: job.upto, block: tb });
+                self.index.clean.insert(
+                    job.oid,
+                    Clean {
+                        version: job.upto,
+                        block: tb,
+                    },
+                );
                 self.index.set_clean_bitmap(tb, &job.bitmap);
             }
             None => {
                 self.index.clean.remove(&job.oid);
             }
         }
-        let keys: Vec<ObjVerId> =
-            self.index.dirty_of(job.oid).take_while(|(v, _)| v.version <= job.upto).map(|(v, _)| *v).collect();
+        let keys: Vec<ObjVerId> = self
+            .index
+            .dirty_of(job.oid)
+            .take_while(|(v, _)| v.version <= job.upto)
+            .map(|(v, _)| *v)
+            .collect();
         let mut last_sector = 0;
         for k in keys {
             let d = self.index.dirty.remove(&k).unwrap();
@@ -2064,11 +2585,21 @@ impl<E: IoEngine> Blockstore<E> {
             TrimSt::Idle => {
                 // Each trim costs a header write and an fsync: do it when room is short or when
                 // it frees a quarter of the journal at once.
-                if !self.journal_pressure() && !self.force_flush && self.journal.trimmable_bytes() < self.journal.capacity() / 4 {
+                if !self.journal_pressure()
+                    && !self.force_flush
+                    && self.journal.trimmable_bytes() < self.journal.capacity() / 4
+                {
                     return false;
                 }
-                let Some((n, start, seq)) = self.journal.trim_target() else { return false };
-                let h = JournalHeader { uuid: self.layout.uuid, start, start_seq: seq, epoch: self.journal.epoch };
+                let Some((n, start, seq)) = self.journal.trim_target() else {
+                    return false;
+                };
+                let h = JournalHeader {
+                    uuid: self.layout.uuid,
+                    start,
+                    start_seq: seq,
+                    epoch: self.journal.epoch,
+                };
                 self.header_buf[..HEADER_BYTES].copy_from_slice(&h.encode());
                 let ptr = self.header_buf.as_mut_ptr();
                 // SAFETY: the header buffer is only rewritten when no header write is in flight.
@@ -2153,7 +2684,10 @@ fn replay_entry(
         }
         // A commit record comes after newer versions' entries: a newer stable one already
         // committed this one.
-        let newer_stable = index.dirty.range(ov..=ObjVerId::new(ov.oid, u64::MAX)).any(|(_, n)| n.stable);
+        let newer_stable = index
+            .dirty
+            .range(ov..=ObjVerId::new(ov.oid, u64::MAX))
+            .any(|(_, n)| n.stable);
         let stable = d.stable || newer_stable;
         refs[d.sector.unwrap() as usize] += 1;
         index.dirty.insert(ov, Dirty { stable, ..d });
@@ -2172,7 +2706,10 @@ fn replay_entry(
                 insert(index, refs, dirty(DirtyKind::Small { loc: e.loc }));
             } else {
                 if e.loc == 0 || e.loc >= layout.data_blocks() {
-                    return Err(format!("entry seq {} names data block {} outside the data area", e.seq, e.loc));
+                    return Err(format!(
+                        "entry seq {} names data block {} outside the data area",
+                        e.seq, e.loc
+                    ));
                 }
                 pending.insert(ov, (dirty(DirtyKind::Big { block: e.loc }), sector));
             }
@@ -2184,7 +2721,11 @@ fn replay_entry(
             }
         }
         Kind::Stable => {
-            let keys: Vec<ObjVerId> = index.dirty_of(e.oid).take_while(|(v, _)| v.version <= e.version).map(|(v, _)| *v).collect();
+            let keys: Vec<ObjVerId> = index
+                .dirty_of(e.oid)
+                .take_while(|(v, _)| v.version <= e.version)
+                .map(|(v, _)| *v)
+                .collect();
             for k in &keys {
                 index.dirty.get_mut(k).unwrap().stable = true;
             }
@@ -2198,7 +2739,11 @@ fn replay_entry(
         }
         Kind::Rollback => {
             pending.retain(|k, _| k.oid != e.oid || k.version <= e.version);
-            let doomed: Vec<ObjVerId> = index.dirty_of(e.oid).filter(|(v, _)| v.version > e.version).map(|(v, _)| *v).collect();
+            let doomed: Vec<ObjVerId> = index
+                .dirty_of(e.oid)
+                .filter(|(v, _)| v.version > e.version)
+                .map(|(v, _)| *v)
+                .collect();
             for k in doomed {
                 let d = index.dirty.remove(&k).unwrap();
                 for s in [d.sector, d.stable_sector].into_iter().flatten() {

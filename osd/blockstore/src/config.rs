@@ -27,7 +27,9 @@ impl ImmediateCommit {
             "all" => Ok(ImmediateCommit::All),
             "small" => Ok(ImmediateCommit::Small),
             "none" | "" => Ok(ImmediateCommit::None),
-            other => Err(BsError::Config(format!("immediate_commit must be all, small or none, not {other:?}"))),
+            other => Err(BsError::Config(format!(
+                "immediate_commit must be all, small or none, not {other:?}"
+            ))),
         }
     }
 
@@ -192,7 +194,9 @@ impl BlockstoreConfig {
     /// Checks of the options that are not part of the on-disk layout.
     pub fn validate_runtime(&self) -> BsResult<()> {
         if self.journal_sector_buffer_count < 2 {
-            return Err(BsError::Config("journal_sector_buffer_count must be at least 2".into()));
+            return Err(BsError::Config(
+                "journal_sector_buffer_count must be at least 2".into(),
+            ));
         }
         if self.flusher_count == 0 {
             return Err(BsError::Config("flusher_count must be at least 1".into()));
@@ -205,12 +209,16 @@ impl BlockstoreConfig {
 
     /// Metadata device path (defaults to the data device).
     pub fn meta_path(&self) -> PathBuf {
-        self.meta_device.clone().unwrap_or_else(|| self.data_device.clone())
+        self.meta_device
+            .clone()
+            .unwrap_or_else(|| self.data_device.clone())
     }
 
     /// Journal device path (defaults to the metadata device).
     pub fn journal_path(&self) -> PathBuf {
-        self.journal_device.clone().unwrap_or_else(|| self.meta_path())
+        self.journal_device
+            .clone()
+            .unwrap_or_else(|| self.meta_path())
     }
 }
 
@@ -225,10 +233,12 @@ fn str_opt(map: &Map<String, Value>, key: &str) -> BsResult<Option<String>> {
 fn u64_opt(map: &Map<String, Value>, key: &str) -> BsResult<Option<u64>> {
     match map.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => {
-            n.as_u64().map(Some).ok_or_else(|| BsError::Config(format!("{key} must be a non-negative integer, got {n}")))
-        }
-        Some(Value::String(s)) => parse_size(s).map(Some).map_err(|e| BsError::Config(format!("{key}: {e}"))),
+        Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| {
+            BsError::Config(format!("{key} must be a non-negative integer, got {n}"))
+        }),
+        Some(Value::String(s)) => parse_size(s)
+            .map(Some)
+            .map_err(|e| BsError::Config(format!("{key}: {e}"))),
         Some(v) => Err(BsError::Config(format!("{key} must be a number, got {v}"))),
     }
 }
@@ -236,7 +246,9 @@ fn u64_opt(map: &Map<String, Value>, key: &str) -> BsResult<Option<u64>> {
 fn u32_opt(map: &Map<String, Value>, key: &str) -> BsResult<Option<u32>> {
     match u64_opt(map, key)? {
         None => Ok(None),
-        Some(v) => u32::try_from(v).map(Some).map_err(|_| BsError::Config(format!("{key} is too large: {v}"))),
+        Some(v) => u32::try_from(v)
+            .map(Some)
+            .map_err(|_| BsError::Config(format!("{key} is too large: {v}"))),
     }
 }
 
@@ -249,9 +261,13 @@ fn bool_opt(map: &Map<String, Value>, key: &str) -> BsResult<Option<bool>> {
         Some(Value::String(s)) => match s.as_str() {
             "true" | "1" | "yes" => Ok(Some(true)),
             "false" | "0" | "no" | "" => Ok(Some(false)),
-            _ => Err(BsError::Config(format!("{key} must be true or false, got {s:?}"))),
+            _ => Err(BsError::Config(format!(
+                "{key} must be true or false, got {s:?}"
+            ))),
         },
-        Some(v) => Err(BsError::Config(format!("{key} must be true or false, got {v}"))),
+        Some(v) => Err(BsError::Config(format!(
+            "{key} must be true or false, got {v}"
+        ))),
     }
 }
 
@@ -265,8 +281,12 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         Some('T') => (&t[..t.len() - 1], 1 << 40),
         _ => (t, 1),
     };
-    let n: u64 = num.trim().parse().map_err(|_| format!("not a size: {s:?}"))?;
-    n.checked_mul(mul).ok_or_else(|| format!("size overflows: {s:?}"))
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a size: {s:?}"))?;
+    n.checked_mul(mul)
+        .ok_or_else(|| format!("size overflows: {s:?}"))
 }
 
 #[cfg(test)]
@@ -296,7 +316,10 @@ mod tests {
             json!({"data_device": "/x", "block_size": 1099511627776u64}),
             json!({"data_device": "/x", "flusher_count": 0}),
         ] {
-            assert!(BlockstoreConfig::from_map(bad.as_object().unwrap()).is_err(), "{bad}");
+            assert!(
+                BlockstoreConfig::from_map(bad.as_object().unwrap()).is_err(),
+                "{bad}"
+            );
         }
     }
 }

@@ -60,7 +60,10 @@ impl BsError {
     }
 
     pub(crate) fn io(what: impl Into<String>, source: io::Error) -> Self {
-        BsError::Io { what: what.into(), source }
+        BsError::Io {
+            what: what.into(),
+            source,
+        }
     }
 }
 

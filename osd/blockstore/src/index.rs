@@ -104,15 +104,23 @@ impl Index {
     }
 
     /// Dirty versions of `oid` up to `max_version`, newest first.
-    pub fn dirty_desc(&self, oid: ObjectId, max_version: u64) -> impl Iterator<Item = (&ObjVerId, &Dirty)> {
+    pub fn dirty_desc(
+        &self,
+        oid: ObjectId,
+        max_version: u64,
+    ) -> impl Iterator<Item = (&ObjVerId, &Dirty)> {
         self.dirty
-            .range((Bound::Included(ObjVerId::new(oid, 0)), Bound::Included(ObjVerId::new(oid, max_version))))
+            .range((
+                Bound::Included(ObjVerId::new(oid, 0)),
+                Bound::Included(ObjVerId::new(oid, max_version)),
+            ))
             .rev()
     }
 
     /// Dirty versions of `oid`, oldest first.
     pub fn dirty_of(&self, oid: ObjectId) -> impl Iterator<Item = (&ObjVerId, &Dirty)> {
-        self.dirty.range(ObjVerId::new(oid, 0)..=ObjVerId::new(oid, u64::MAX))
+        self.dirty
+            .range(ObjVerId::new(oid, 0)..=ObjVerId::new(oid, u64::MAX))
     }
 
     /// Newest version of `oid` in any state (0 if it never existed).
@@ -135,7 +143,11 @@ impl Index {
 
     /// The version a reader of `max_version` sees: the newest written dirty version, else the
     /// clean one. `None` if the object does not exist at that version.
-    pub fn visible_version(&self, oid: ObjectId, max_version: u64) -> Option<(u64, Option<&Dirty>)> {
+    pub fn visible_version(
+        &self,
+        oid: ObjectId,
+        max_version: u64,
+    ) -> Option<(u64, Option<&Dirty>)> {
         for (ov, d) in self.dirty_desc(oid, max_version) {
             if d.state != DState::InFlight {
                 return Some((ov.version, Some(d)));

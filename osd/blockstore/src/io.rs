@@ -88,7 +88,11 @@ impl AlignedBuf {
     pub fn new(len: usize) -> Self {
         if len == 0 {
             let ptr = NonNull::new(IO_ALIGN as *mut u8).expect("non-null");
-            return AlignedBuf { ptr, len: 0, cap: 0 };
+            return AlignedBuf {
+                ptr,
+                len: 0,
+                cap: 0,
+            };
         }
         let cap = len.div_ceil(IO_ALIGN) * IO_ALIGN;
         let layout = Layout::from_size_align(cap, IO_ALIGN).expect("buffer layout");

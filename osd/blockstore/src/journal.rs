@@ -121,7 +121,11 @@ pub fn encode(out: &mut [u8], e: &Entry<'_>) {
     put64(out, 16, e.epoch);
     put16(out, 24, e.kind as u16);
     put16(out, 26, out.len() as u16);
-    put32(out, 28, if e.stable { FLAG_STABLE } else { 0 } | if e.pending { FLAG_PENDING } else { 0 });
+    put32(
+        out,
+        28,
+        if e.stable { FLAG_STABLE } else { 0 } | if e.pending { FLAG_PENDING } else { 0 },
+    );
     put64(out, 32, e.oid.inode);
     put64(out, 40, e.oid.stripe);
     put64(out, 48, e.version);
@@ -166,7 +170,11 @@ pub fn decode(b: &[u8], bitmap_bytes: usize) -> Option<Entry<'_>> {
         len: if write { get32(b, 60) } else { 0 },
         loc: if write { get64(b, 64) } else { 0 },
         data_crc: if write { get32(b, 72) } else { 0 },
-        bitmap: if write { &b[80..80 + bitmap_bytes] } else { &[] },
+        bitmap: if write {
+            &b[80..80 + bitmap_bytes]
+        } else {
+            &[]
+        },
     })
 }
 
@@ -283,7 +291,9 @@ impl Journal {
             let mut data_cursor = pos + bs;
             let first_seq = seq;
             while fill < sector.len() {
-                let Some(e) = decode(&sector[fill..], bitmap_bytes) else { break };
+                let Some(e) = decode(&sector[fill..], bitmap_bytes) else {
+                    break;
+                };
                 if e.seq != seq || e.epoch < epoch || e.epoch > max_epoch {
                     break;
                 }
@@ -321,7 +331,12 @@ impl Journal {
         if sectors.is_empty() {
             last_fill = 0;
         }
-        ReplayEnd { sectors, last_fill, next_free: cursor, next_seq: seq }
+        ReplayEnd {
+            sectors,
+            last_fill,
+            next_free: cursor,
+            next_seq: seq,
+        }
     }
 
     /// A journal positioned after replay. The last replayed sector stays open for appends
@@ -353,7 +368,9 @@ impl Journal {
             open_fill: 0,
             no_same_sector_overwrites,
             data_inflight: VecDeque::new(),
-            bufs: (0..sector_buffers).map(|_| AlignedBuf::new(bs as usize)).collect(),
+            bufs: (0..sector_buffers)
+                .map(|_| AlignedBuf::new(bs as usize))
+                .collect(),
             free_bufs: (0..sector_buffers).rev().collect(),
             scan_from: 0,
         };
@@ -451,9 +468,16 @@ impl Journal {
 
     /// Append an entry (and copy its data into the mirror). Fails when there is no room; the
     /// caller decides whether to wait for the flusher or report ENOSPC.
-    pub fn append(&mut self, mut e: Entry<'_>, data: Option<&[u8]>, reserve: u64) -> Option<Appended> {
+    pub fn append(
+        &mut self,
+        mut e: Entry<'_>,
+        data: Option<&[u8]>,
+        reserve: u64,
+    ) -> Option<Appended> {
         let esize = entry_size(e.kind, self.bitmap_bytes);
-        let dlen = data.map(|d| (d.len() as u64).div_ceil(self.bs) * self.bs).unwrap_or(0);
+        let dlen = data
+            .map(|d| (d.len() as u64).div_ceil(self.bs) * self.bs)
+            .unwrap_or(0);
         let reuse_open = self.open.is_some() && self.open_fill + esize <= self.bs as usize;
         let empty = self.is_empty();
         if self.free_bytes() < reserve + dlen + if reuse_open { 0 } else { self.bs } {
@@ -461,7 +485,10 @@ impl Journal {
         }
         // Dry run: both allocations must fit before anything changes.
         let (sector_pos, after_sector) = if reuse_open {
-            (self.sectors[(self.open.unwrap() - self.sector_base) as usize].pos, self.next_free)
+            (
+                self.sectors[(self.open.unwrap() - self.sector_base) as usize].pos,
+                self.next_free,
+            )
         } else {
             let p = self.fit(self.next_free, self.bs, empty)?;
             (p, p + self.bs)
@@ -518,7 +545,11 @@ impl Journal {
         s.dirty = true;
         s.refs += 1;
         self.next_seq += 1;
-        Some(Appended { seq: e.seq, sector: abs, data_loc: data_pos.unwrap_or(0) })
+        Some(Appended {
+            seq: e.seq,
+            sector: abs,
+            data_loc: data_pos.unwrap_or(0),
+        })
     }
 
     /// Sector writes to submit now: every dirty sector without a write in flight, as long as
@@ -531,7 +562,9 @@ impl Journal {
             if !s.dirty || s.inflight.is_some() {
                 continue;
             }
-            let Some(buf) = self.free_bufs.pop() else { return };
+            let Some(buf) = self.free_bufs.pop() else {
+                return;
+            };
             let pos = s.pos;
             let last = s.last_seq;
             self.bufs[buf].copy_from_slice(&self.mirror[pos as usize..(pos + self.bs) as usize]);
@@ -554,7 +587,10 @@ impl Journal {
     pub fn sector_written(&mut self, w: SectorWrite) {
         let i = (w.abs - self.sector_base) as usize;
         let s = &mut self.sectors[i];
-        s.written_seq = s.inflight.take().expect("sector write completion without a write in flight");
+        s.written_seq = s
+            .inflight
+            .take()
+            .expect("sector write completion without a write in flight");
         self.free_bufs.push(w.buf);
     }
 
@@ -596,9 +632,9 @@ impl Journal {
 
     /// Whether the oldest sector holds nothing live, so the start can move.
     pub fn can_trim(&self) -> bool {
-        self.sectors
-            .front()
-            .is_some_and(|s| s.refs == 0 && s.inflight.is_none() && !s.dirty && s.written_seq == s.last_seq)
+        self.sectors.front().is_some_and(|s| {
+            s.refs == 0 && s.inflight.is_none() && !s.dirty && s.written_seq == s.last_seq
+        })
     }
 
     /// Bytes a trim would free now.
@@ -606,7 +642,9 @@ impl Journal {
         let n = self
             .sectors
             .iter()
-            .take_while(|s| s.refs == 0 && s.inflight.is_none() && !s.dirty && s.written_seq == s.last_seq)
+            .take_while(|s| {
+                s.refs == 0 && s.inflight.is_none() && !s.dirty && s.written_seq == s.last_seq
+            })
             .count();
         if n == 0 {
             return 0;
@@ -625,7 +663,9 @@ impl Journal {
         let n = self
             .sectors
             .iter()
-            .take_while(|s| s.refs == 0 && s.inflight.is_none() && !s.dirty && s.written_seq == s.last_seq)
+            .take_while(|s| {
+                s.refs == 0 && s.inflight.is_none() && !s.dirty && s.written_seq == s.last_seq
+            })
             .count();
         if n == 0 {
             return None;
@@ -645,13 +685,20 @@ impl Journal {
     /// The header moving the start past `n` sectors is durable: forget them.
     pub fn trimmed(&mut self, n: usize) {
         for _ in 0..n {
-            let s = self.sectors.pop_front().expect("trim past the end of the journal");
+            let s = self
+                .sectors
+                .pop_front()
+                .expect("trim past the end of the journal");
             debug_assert_eq!(s.refs, 0);
             self.sector_base += 1;
         }
         // The live region starts at the first live sector (the header's start may name a
         // position that the wrap rule moves; replay applies the same rule).
-        self.used_start = self.sectors.front().map(|s| s.pos).unwrap_or(self.next_free);
+        self.used_start = self
+            .sectors
+            .front()
+            .map(|s| s.pos)
+            .unwrap_or(self.next_free);
     }
 
     /// Positions, for diagnostics.
@@ -662,7 +709,10 @@ impl Journal {
             self.next_free,
             self.open,
             self.open_fill,
-            self.sectors.iter().map(|s| (s.pos, s.refs, s.first_seq, s.last_seq, s.written_seq)).collect::<Vec<_>>()
+            self.sectors
+                .iter()
+                .map(|s| (s.pos, s.refs, s.first_seq, s.last_seq, s.written_seq))
+                .collect::<Vec<_>>()
         )
     }
 

@@ -127,7 +127,9 @@ impl Layout {
     /// Decode a superblock; `expect_area` tells which copy this should be.
     pub fn decode_sb(b: &[u8], expect_data_copy: bool) -> BsResult<Layout> {
         if b.len() < HEADER_BYTES || &b[0..8] != SB_MAGIC {
-            return Err(BsError::Layout("no vitastor-rs superblock (run `vitastor-disk prepare` first)".into()));
+            return Err(BsError::Layout(
+                "no vitastor-rs superblock (run `vitastor-disk prepare` first)".into(),
+            ));
         }
         let version = get32(b, 8);
         if version != FORMAT_VERSION {
@@ -138,10 +140,16 @@ impl Layout {
         let mut copy = b[..HEADER_BYTES].to_vec();
         put32(&mut copy, 12, 0);
         if crc32c::crc32c(&copy) != get32(b, 12) {
-            return Err(BsError::Layout("superblock checksum mismatch (corrupted superblock)".into()));
+            return Err(BsError::Layout(
+                "superblock checksum mismatch (corrupted superblock)".into(),
+            ));
         }
         let area = get32(b, 52);
-        let want = if expect_data_copy { AREA_DATA } else { AREA_META };
+        let want = if expect_data_copy {
+            AREA_DATA
+        } else {
+            AREA_META
+        };
         if area != want {
             return Err(BsError::Layout(format!(
                 "found the superblock copy of the {} area where the {} area should start (devices or offsets swapped?)",
@@ -158,11 +166,22 @@ impl Layout {
             disk_alignment: get32(b, 40),
             journal_block_size: get32(b, 44),
             meta_block_size: get32(b, 48),
-            data: Area { offset: get64(b, 56), size: get64(b, 64) },
-            meta: Area { offset: get64(b, 72), size: get64(b, 80) },
-            journal: Area { offset: get64(b, 88), size: get64(b, 96) },
+            data: Area {
+                offset: get64(b, 56),
+                size: get64(b, 64),
+            },
+            meta: Area {
+                offset: get64(b, 72),
+                size: get64(b, 80),
+            },
+            journal: Area {
+                offset: get64(b, 88),
+                size: get64(b, 96),
+            },
         };
-        l.validate().map_err(|e| BsError::Layout(format!("superblock describes an impossible layout: {e}")))?;
+        l.validate().map_err(|e| {
+            BsError::Layout(format!("superblock describes an impossible layout: {e}"))
+        })?;
         Ok(l)
     }
 
@@ -170,30 +189,55 @@ impl Layout {
     pub fn validate(&self) -> Result<(), String> {
         let pow2 = |v: u32| v != 0 && v.is_power_of_two();
         if !pow2(self.disk_alignment) || self.disk_alignment < 512 {
-            return Err(format!("disk_alignment {} must be a power of two >= 512", self.disk_alignment));
+            return Err(format!(
+                "disk_alignment {} must be a power of two >= 512",
+                self.disk_alignment
+            ));
         }
-        if !pow2(self.journal_block_size) || self.journal_block_size < 512 || self.journal_block_size > 1 << 20 {
-            return Err(format!("journal_block_size {} must be a power of two in 512..1M", self.journal_block_size));
+        if !pow2(self.journal_block_size)
+            || self.journal_block_size < 512
+            || self.journal_block_size > 1 << 20
+        {
+            return Err(format!(
+                "journal_block_size {} must be a power of two in 512..1M",
+                self.journal_block_size
+            ));
         }
-        if !pow2(self.meta_block_size) || self.meta_block_size < 512 || self.meta_block_size > 1 << 20 {
-            return Err(format!("meta_block_size {} must be a power of two in 512..1M", self.meta_block_size));
+        if !pow2(self.meta_block_size)
+            || self.meta_block_size < 512
+            || self.meta_block_size > 1 << 20
+        {
+            return Err(format!(
+                "meta_block_size {} must be a power of two in 512..1M",
+                self.meta_block_size
+            ));
         }
-        if !pow2(self.bitmap_granularity) || !self.bitmap_granularity.is_multiple_of(self.disk_alignment) {
+        if !pow2(self.bitmap_granularity)
+            || !self.bitmap_granularity.is_multiple_of(self.disk_alignment)
+        {
             return Err(format!(
                 "bitmap_granularity {} must be a power of two and a multiple of disk_alignment {}",
                 self.bitmap_granularity, self.disk_alignment
             ));
         }
-        if !pow2(self.block_size) || self.block_size > MAX_BLOCK_SIZE || self.block_size < self.bitmap_granularity {
+        if !pow2(self.block_size)
+            || self.block_size > MAX_BLOCK_SIZE
+            || self.block_size < self.bitmap_granularity
+        {
             return Err(format!(
                 "block_size {} must be a power of two between bitmap_granularity and {MAX_BLOCK_SIZE}",
                 self.block_size
             ));
         }
-        if !self.journal_block_size.is_multiple_of(self.disk_alignment) && !self.disk_alignment.is_multiple_of(self.journal_block_size) {
+        if !self.journal_block_size.is_multiple_of(self.disk_alignment)
+            && !self.disk_alignment.is_multiple_of(self.journal_block_size)
+        {
             return Err("journal_block_size and disk_alignment must divide one another".into());
         }
-        if !self.bitmap_granularity.is_multiple_of(self.journal_block_size) {
+        if !self
+            .bitmap_granularity
+            .is_multiple_of(self.journal_block_size)
+        {
             return Err("bitmap_granularity must be a multiple of journal_block_size".into());
         }
         if self.meta_entry_size() > 512 || self.meta_entry_size() > self.meta_block_size as usize {
@@ -208,31 +252,52 @@ impl Layout {
             ("journal", self.journal, self.journal_block_size as u64),
         ] {
             if a.offset % self.disk_alignment as u64 != 0 {
-                return Err(format!("{name}_offset {} is not aligned to disk_alignment", a.offset));
+                return Err(format!(
+                    "{name}_offset {} is not aligned to disk_alignment",
+                    a.offset
+                ));
             }
             if a.size % align != 0 {
-                return Err(format!("{name} area size {} is not a multiple of {align}", a.size));
+                return Err(format!(
+                    "{name} area size {} is not a multiple of {align}",
+                    a.size
+                ));
             }
         }
         if self.data_blocks() < 2 {
             return Err("the data area must hold at least 2 blocks".into());
         }
-        if self.journal.size < 16 * self.journal_block_size as u64 || self.journal.size < 4 * self.block_size as u64 {
+        if self.journal.size < 16 * self.journal_block_size as u64
+            || self.journal.size < 4 * self.block_size as u64
+        {
             return Err(format!(
                 "journal_size {} is too small: at least 16 journal blocks and 4 data blocks",
                 self.journal.size
             ));
         }
-        let need_meta = meta_area_size(self.data_blocks(), self.meta_block_size, self.meta_entry_size());
+        let need_meta = meta_area_size(
+            self.data_blocks(),
+            self.meta_block_size,
+            self.meta_entry_size(),
+        );
         if self.meta.size < need_meta {
-            return Err(format!("meta area {} is smaller than the {} bytes needed", self.meta.size, need_meta));
+            return Err(format!(
+                "meta area {} is smaller than the {} bytes needed",
+                self.meta.size, need_meta
+            ));
         }
         Ok(())
     }
 
     /// Compute a fresh layout for `prepare`. `devs` gives (size) of the data, meta and journal
     /// devices and whether meta/journal share the data device.
-    pub fn compute(cfg: &BlockstoreConfig, data_dev_size: u64, meta_dev_size: u64, journal_dev_size: u64, uuid: [u8; 16]) -> BsResult<Layout> {
+    pub fn compute(
+        cfg: &BlockstoreConfig,
+        data_dev_size: u64,
+        meta_dev_size: u64,
+        journal_dev_size: u64,
+        uuid: [u8; 16],
+    ) -> BsResult<Layout> {
         let block_size = cfg.block_size.unwrap_or(DEFAULT_BLOCK_SIZE);
         let bitmap_granularity = cfg.bitmap_granularity.unwrap_or(DEFAULT_BITMAP_GRANULARITY);
         let disk_alignment = cfg.disk_alignment.unwrap_or(DEFAULT_DISK_ALIGNMENT);
@@ -259,11 +324,14 @@ impl Layout {
             // One device for data and metadata (journal maybe too): [meta][journal][data].
             let total = data_dev_size;
             let meta_guess_blocks = total / bs;
-            let msize = cfg.meta_size.unwrap_or_else(|| meta_area_size(meta_guess_blocks, meta_block_size, entry));
+            let msize = cfg
+                .meta_size
+                .unwrap_or_else(|| meta_area_size(meta_guess_blocks, meta_block_size, entry));
             cursor_meta_dev = align(meta_offset + msize, bs.max(disk_alignment as u64));
             if journal_shared_data {
                 journal_offset = cfg.journal_offset.unwrap_or(cursor_meta_dev);
-                cursor_meta_dev = align(journal_offset + journal_size, bs.max(disk_alignment as u64));
+                cursor_meta_dev =
+                    align(journal_offset + journal_size, bs.max(disk_alignment as u64));
             } else {
                 journal_offset = cfg.journal_offset.unwrap_or(0);
             }
@@ -276,16 +344,22 @@ impl Layout {
             // device, or has its own.
             data_offset = if journal_shared_data {
                 journal_offset = cfg.journal_offset.unwrap_or(0);
-                cfg.data_offset.unwrap_or(align(journal_offset + journal_size, bs))
+                cfg.data_offset
+                    .unwrap_or(align(journal_offset + journal_size, bs))
             } else {
                 journal_offset = 0;
                 cfg.data_offset.unwrap_or(0)
             };
-            data_size = cfg.data_size.unwrap_or(data_dev_size.saturating_sub(data_offset) / bs * bs);
-            meta_size = cfg.meta_size.unwrap_or_else(|| meta_area_size(data_size / bs, meta_block_size, entry));
+            data_size = cfg
+                .data_size
+                .unwrap_or(data_dev_size.saturating_sub(data_offset) / bs * bs);
+            meta_size = cfg
+                .meta_size
+                .unwrap_or_else(|| meta_area_size(data_size / bs, meta_block_size, entry));
             if !journal_shared_data {
                 journal_offset = if journal_shared_meta {
-                    cfg.journal_offset.unwrap_or(align(meta_offset + meta_size, disk_alignment as u64))
+                    cfg.journal_offset
+                        .unwrap_or(align(meta_offset + meta_size, disk_alignment as u64))
                 } else {
                     cfg.journal_offset.unwrap_or(0)
                 };
@@ -298,21 +372,39 @@ impl Layout {
             disk_alignment,
             journal_block_size,
             meta_block_size,
-            data: Area { offset: data_offset, size: data_size },
-            meta: Area { offset: meta_offset, size: meta_size },
-            journal: Area { offset: journal_offset, size: journal_size },
+            data: Area {
+                offset: data_offset,
+                size: data_size,
+            },
+            meta: Area {
+                offset: meta_offset,
+                size: meta_size,
+            },
+            journal: Area {
+                offset: journal_offset,
+                size: journal_size,
+            },
         };
         l.validate().map_err(BsError::Config)?;
         // Areas must fit their devices and must not overlap where devices are shared.
         let end = |a: Area| a.offset + a.size;
         if end(l.data) > data_dev_size {
-            return Err(BsError::Config(format!("data area ends at {} beyond the device size {data_dev_size}", end(l.data))));
+            return Err(BsError::Config(format!(
+                "data area ends at {} beyond the device size {data_dev_size}",
+                end(l.data)
+            )));
         }
         if end(l.meta) > meta_dev_size {
-            return Err(BsError::Config(format!("metadata area ends at {} beyond the device size {meta_dev_size}", end(l.meta))));
+            return Err(BsError::Config(format!(
+                "metadata area ends at {} beyond the device size {meta_dev_size}",
+                end(l.meta)
+            )));
         }
         if end(l.journal) > journal_dev_size {
-            return Err(BsError::Config(format!("journal ends at {} beyond the device size {journal_dev_size}", end(l.journal))));
+            return Err(BsError::Config(format!(
+                "journal ends at {} beyond the device size {journal_dev_size}",
+                end(l.journal)
+            )));
         }
         let overlap = |a: Area, b: Area| a.offset < end(b) && b.offset < end(a);
         if meta_shared && overlap(l.meta, l.data) {
@@ -333,14 +425,24 @@ impl Layout {
         let mut cmp32 = |name: &str, given: Option<u32>, have: u32| {
             if let Some(g) = given {
                 if g != have {
-                    bad.push(format!("{name}={g} but the device was prepared with {name}={have}"));
+                    bad.push(format!(
+                        "{name}={g} but the device was prepared with {name}={have}"
+                    ));
                 }
             }
         };
         cmp32("block_size", cfg.block_size, self.block_size);
-        cmp32("bitmap_granularity", cfg.bitmap_granularity, self.bitmap_granularity);
+        cmp32(
+            "bitmap_granularity",
+            cfg.bitmap_granularity,
+            self.bitmap_granularity,
+        );
         cmp32("disk_alignment", cfg.disk_alignment, self.disk_alignment);
-        cmp32("journal_block_size", cfg.journal_block_size, self.journal_block_size);
+        cmp32(
+            "journal_block_size",
+            cfg.journal_block_size,
+            self.journal_block_size,
+        );
         cmp32("meta_block_size", cfg.meta_block_size, self.meta_block_size);
         let mut cmp64 = |name: &str, given: Option<u64>, have: u64| {
             if let Some(g) = given {
@@ -405,16 +507,25 @@ impl JournalHeader {
     /// Decode and verify.
     pub fn decode(b: &[u8]) -> BsResult<Self> {
         if b.len() < HEADER_BYTES || &b[0..8] != JH_MAGIC {
-            return Err(BsError::Layout("no journal header at journal_offset (wrong journal device or offset?)".into()));
+            return Err(BsError::Layout(
+                "no journal header at journal_offset (wrong journal device or offset?)".into(),
+            ));
         }
         let mut copy = b[..HEADER_BYTES].to_vec();
         put32(&mut copy, 8, 0);
         if crc32c::crc32c(&copy) != get32(b, 8) {
-            return Err(BsError::Layout("journal header checksum mismatch (corrupted journal header)".into()));
+            return Err(BsError::Layout(
+                "journal header checksum mismatch (corrupted journal header)".into(),
+            ));
         }
         let mut uuid = [0u8; 16];
         uuid.copy_from_slice(&b[16..32]);
-        Ok(JournalHeader { uuid, start: get64(b, 32), start_seq: get64(b, 40), epoch: get64(b, 48) })
+        Ok(JournalHeader {
+            uuid,
+            start: get64(b, 32),
+            start_seq: get64(b, 40),
+            epoch: get64(b, 48),
+        })
     }
 }
 
@@ -445,7 +556,11 @@ pub fn encode_meta_entry(out: &mut [u8], block: u64, e: &MetaEntry) {
 
 /// Decode an entry: `Ok(None)` for a free (all-zero) slot, an error for a damaged one.
 #[allow(clippy::result_unit_err)]
-pub fn decode_meta_entry(b: &[u8], block: u64, bitmap_bytes: usize) -> Result<Option<MetaEntry>, ()> {
+pub fn decode_meta_entry(
+    b: &[u8],
+    block: u64,
+    bitmap_bytes: usize,
+) -> Result<Option<MetaEntry>, ()> {
     if b.iter().all(|&x| x == 0) {
         return Ok(None);
     }
@@ -501,7 +616,11 @@ mod tests {
         assert!(l.journal.offset >= l.meta.size);
         assert!(l.data.offset >= l.journal.offset + l.journal.size);
         assert!(l.data.offset + l.data.size <= 256 << 20);
-        assert_eq!(l.meta_entry_size(), 32, "128K/4K objects cost 32 bytes of metadata");
+        assert_eq!(
+            l.meta_entry_size(),
+            32,
+            "128K/4K objects cost 32 bytes of metadata"
+        );
     }
 
     #[test]
@@ -509,10 +628,16 @@ mod tests {
         let l = layout();
         let sb = l.meta_superblock();
         assert_eq!(Layout::decode_sb(&sb, false).unwrap(), l);
-        assert!(Layout::decode_sb(&sb, true).is_err(), "meta copy is not the data copy");
+        assert!(
+            Layout::decode_sb(&sb, true).is_err(),
+            "meta copy is not the data copy"
+        );
         let mut bad = sb.clone();
         bad[40] ^= 1;
-        assert!(matches!(Layout::decode_sb(&bad, false), Err(BsError::Layout(_))));
+        assert!(matches!(
+            Layout::decode_sb(&bad, false),
+            Err(BsError::Layout(_))
+        ));
         let mut ver = sb.clone();
         put32(&mut ver, 8, 99);
         let e = Layout::decode_sb(&ver, false).unwrap_err().to_string();
@@ -531,17 +656,31 @@ mod tests {
 
     #[test]
     fn meta_entry_roundtrip() {
-        let e = MetaEntry { inode: 1 << 48 | 5, stripe: 128 << 10, version: 9, bitmap: vec![0xff, 1, 0, 0] };
+        let e = MetaEntry {
+            inode: 1 << 48 | 5,
+            stripe: 128 << 10,
+            version: 9,
+            bitmap: vec![0xff, 1, 0, 0],
+        };
         let mut buf = [0u8; 32];
         encode_meta_entry(&mut buf, 17, &e);
         assert_eq!(decode_meta_entry(&buf, 17, 4), Ok(Some(e)));
-        assert_eq!(decode_meta_entry(&buf, 18, 4), Err(()), "salted with the block number");
+        assert_eq!(
+            decode_meta_entry(&buf, 18, 4),
+            Err(()),
+            "salted with the block number"
+        );
         assert_eq!(decode_meta_entry(&[0u8; 32], 3, 4), Ok(None));
     }
 
     #[test]
     fn journal_header_roundtrip() {
-        let h = JournalHeader { uuid: [1; 16], start: 4096, start_seq: 77, epoch: 3 };
+        let h = JournalHeader {
+            uuid: [1; 16],
+            start: 4096,
+            start_seq: 77,
+            epoch: 3,
+        };
         assert_eq!(JournalHeader::decode(&h.encode()).unwrap(), h);
         let mut bad = h.encode();
         bad[33] ^= 4;

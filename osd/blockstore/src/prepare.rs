@@ -14,13 +14,18 @@ use crate::error::{BsError, BsResult};
 use crate::layout::{JournalHeader, Layout};
 
 fn dev_size(path: &Path) -> BsResult<u64> {
-    let f = std::fs::File::open(path).map_err(|e| BsError::io(format!("open {}", path.display()), e))?;
+    let f = std::fs::File::open(path)
+        .map_err(|e| BsError::io(format!("open {}", path.display()), e))?;
     use std::os::unix::fs::FileTypeExt;
-    let meta = f.metadata().map_err(|e| BsError::io(format!("stat {}", path.display()), e))?;
+    let meta = f
+        .metadata()
+        .map_err(|e| BsError::io(format!("stat {}", path.display()), e))?;
     if meta.file_type().is_block_device() {
         use std::io::{Seek, SeekFrom};
         let mut f = f;
-        return f.seek(SeekFrom::End(0)).map_err(|e| BsError::io(format!("size of {}", path.display()), e));
+        return f
+            .seek(SeekFrom::End(0))
+            .map_err(|e| BsError::io(format!("size of {}", path.display()), e));
     }
     Ok(meta.len())
 }
@@ -33,14 +38,26 @@ pub fn prepare(cfg: &BlockstoreConfig, force: bool) -> BsResult<Layout> {
     let journal = cfg.journal_path();
     let mut uuid = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut uuid);
-    let layout = Layout::compute(cfg, dev_size(&data)?, dev_size(&meta)?, dev_size(&journal)?, uuid)?;
+    let layout = Layout::compute(
+        cfg,
+        dev_size(&data)?,
+        dev_size(&meta)?,
+        dev_size(&journal)?,
+        uuid,
+    )?;
     let open = |p: &Path| {
-        OpenOptions::new().read(true).write(true).open(p).map_err(|e| BsError::io(format!("open {}", p.display()), e))
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(p)
+            .map_err(|e| BsError::io(format!("open {}", p.display()), e))
     };
     let (fd, fm, fj) = (open(&data)?, open(&meta)?, open(&journal)?);
     if !force {
         let mut sb = vec![0u8; 512];
-        if fm.read_exact_at(&mut sb, layout.meta.offset).is_ok() && Layout::decode_sb(&sb, false).is_ok() {
+        if fm.read_exact_at(&mut sb, layout.meta.offset).is_ok()
+            && Layout::decode_sb(&sb, false).is_ok()
+        {
             return Err(BsError::Config(format!(
                 "{} already holds an OSD store at offset {}; refusing to overwrite it",
                 meta.display(),
@@ -49,7 +66,8 @@ pub fn prepare(cfg: &BlockstoreConfig, force: bool) -> BsResult<Layout> {
         }
     }
     let w = |f: &std::fs::File, p: &Path, off: u64, b: &[u8]| {
-        f.write_all_at(b, off).map_err(|e| BsError::io(format!("write {}", p.display()), e))
+        f.write_all_at(b, off)
+            .map_err(|e| BsError::io(format!("write {}", p.display()), e))
     };
     // Metadata area: zero entries, then the superblock last so a half-prepared device is not
     // mistaken for a store.
@@ -62,34 +80,61 @@ pub fn prepare(cfg: &BlockstoreConfig, force: bool) -> BsResult<Layout> {
     }
     let jbs = layout.journal_block_size as usize;
     let mut jh = vec![0u8; jbs * 2];
-    let header = JournalHeader { uuid, start: jbs as u64, start_seq: 1, epoch: 0 };
+    let header = JournalHeader {
+        uuid,
+        start: jbs as u64,
+        start_seq: 1,
+        epoch: 0,
+    };
     jh[..512].copy_from_slice(&header.encode());
     w(&fj, &journal, layout.journal.offset, &jh)?;
     let mut dsb = vec![0u8; layout.block_size as usize];
     dsb[..512].copy_from_slice(&layout.data_superblock());
     w(&fd, &data, layout.data.offset, &dsb)?;
     for (f, p) in [(&fd, &data), (&fj, &journal)] {
-        f.sync_all().map_err(|e| BsError::io(format!("fsync {}", p.display()), e))?;
+        f.sync_all()
+            .map_err(|e| BsError::io(format!("fsync {}", p.display()), e))?;
     }
     let mut sb = vec![0u8; layout.meta_block_size as usize];
     sb[..512].copy_from_slice(&layout.meta_superblock());
     w(&fm, &meta, layout.meta.offset, &sb)?;
-    fm.sync_all().map_err(|e| BsError::io(format!("fsync {}", meta.display()), e))?;
+    fm.sync_all()
+        .map_err(|e| BsError::io(format!("fsync {}", meta.display()), e))?;
     Ok(layout)
 }
 
 /// Prepare into in-memory images (simulated devices) for tests: returns the layout after
 /// writing it through `write(dev_index, offset, bytes)`.
-pub fn prepare_images(cfg: &BlockstoreConfig, sizes: (u64, u64, u64), mut write: impl FnMut(usize, u64, &[u8])) -> BsResult<Layout> {
+pub fn prepare_images(
+    cfg: &BlockstoreConfig,
+    sizes: (u64, u64, u64),
+    mut write: impl FnMut(usize, u64, &[u8]),
+) -> BsResult<Layout> {
     let mut uuid = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut uuid);
     let layout = Layout::compute(cfg, sizes.0, sizes.1, sizes.2, uuid)?;
     let (_, devs) = crate::blockstore::device_paths(cfg);
     let jbs = layout.journal_block_size as usize;
     let mut jh = vec![0u8; jbs];
-    jh[..512].copy_from_slice(&JournalHeader { uuid, start: jbs as u64, start_seq: 1, epoch: 0 }.encode());
+    jh[..512].copy_from_slice(
+        &JournalHeader {
+            uuid,
+            start: jbs as u64,
+            start_seq: 1,
+            epoch: 0,
+        }
+        .encode(),
+    );
     write(devs.journal.0 as usize, layout.journal.offset, &jh);
-    write(devs.data.0 as usize, layout.data.offset, &layout.data_superblock());
-    write(devs.meta.0 as usize, layout.meta.offset, &layout.meta_superblock());
+    write(
+        devs.data.0 as usize,
+        layout.data.offset,
+        &layout.data_superblock(),
+    );
+    write(
+        devs.meta.0 as usize,
+        layout.meta.offset,
+        &layout.meta_superblock(),
+    );
     Ok(layout)
 }

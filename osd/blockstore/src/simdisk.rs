@@ -24,7 +24,9 @@ pub struct SimDisk {
 impl SimDisk {
     /// A zero-filled device.
     pub fn new(size: usize) -> Self {
-        SimDisk { durable: vec![0; size] }
+        SimDisk {
+            durable: vec![0; size],
+        }
     }
 }
 
@@ -72,7 +74,10 @@ impl SimEngine {
 
     /// A clean shutdown: everything completed is on the media.
     pub fn power_loss_none(&self) -> Vec<SimDisk> {
-        self.current.iter().map(|c| SimDisk { durable: c.clone() }).collect()
+        self.current
+            .iter()
+            .map(|c| SimDisk { durable: c.clone() })
+            .collect()
     }
 
     /// What the media would hold if the power went now: in-flight and unflushed writes are each
@@ -80,9 +85,17 @@ impl SimEngine {
     /// buffers is still alive, then drop that blockstore.
     pub fn power_loss(&self, seed: u64) -> Vec<SimDisk> {
         let mut rng = SmallRng::seed_from_u64(seed);
-        let mut writes: Vec<(usize, usize, Vec<u8>)> =
-            self.unflushed.iter().map(|p| (p.dev, p.offset, p.data.clone())).collect();
-        for req in self.in_flight.iter().map(|f| &f.req).chain(self.queued.iter()) {
+        let mut writes: Vec<(usize, usize, Vec<u8>)> = self
+            .unflushed
+            .iter()
+            .map(|p| (p.dev, p.offset, p.data.clone()))
+            .collect();
+        for req in self
+            .in_flight
+            .iter()
+            .map(|f| &f.req)
+            .chain(self.queued.iter())
+        {
             if req.kind == IoKind::Write {
                 // SAFETY: the blockstore keeps write buffers alive until completion, and the
                 // caller holds that blockstore alive during this call.
@@ -105,7 +118,10 @@ impl SimEngine {
                 }
             }
         }
-        durable.into_iter().map(|durable| SimDisk { durable }).collect()
+        durable
+            .into_iter()
+            .map(|durable| SimDisk { durable })
+            .collect()
     }
 
     fn complete(&mut self, f: InFlight) -> i32 {
@@ -124,7 +140,12 @@ impl SimEngine {
                 let src = unsafe { std::slice::from_raw_parts(f.req.ptr, f.req.len) };
                 self.current[dev][off..off + f.req.len].copy_from_slice(src);
                 self.completed_seq += 1;
-                self.unflushed.push(Pending { dev, offset: off, data: src.to_vec(), seq: self.completed_seq });
+                self.unflushed.push(Pending {
+                    dev,
+                    offset: off,
+                    data: src.to_vec(),
+                    seq: self.completed_seq,
+                });
                 f.req.len as i32
             }
             IoKind::Fsync => {
@@ -152,7 +173,10 @@ impl IoEngine for SimEngine {
     fn submit(&mut self) -> io::Result<()> {
         for req in self.queued.drain(..) {
             // An fsync only covers writes that completed before it was submitted.
-            self.in_flight.push(InFlight { req, covers: self.completed_seq });
+            self.in_flight.push(InFlight {
+                req,
+                covers: self.completed_seq,
+            });
         }
         Ok(())
     }
@@ -210,7 +234,12 @@ impl IoEngine for SimEngine {
         }
         d[off..off + buf.len()].copy_from_slice(buf);
         self.completed_seq += 1;
-        self.unflushed.push(Pending { dev: dev.0 as usize, offset: off, data: buf.to_vec(), seq: self.completed_seq });
+        self.unflushed.push(Pending {
+            dev: dev.0 as usize,
+            offset: off,
+            data: buf.to_vec(),
+            seq: self.completed_seq,
+        });
         Ok(())
     }
 

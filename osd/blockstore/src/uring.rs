@@ -30,7 +30,11 @@ pub struct OpenFlags {
 
 impl Default for OpenFlags {
     fn default() -> Self {
-        OpenFlags { lock: true, direct: true, readonly: false }
+        OpenFlags {
+            lock: true,
+            direct: true,
+            readonly: false,
+        }
     }
 }
 
@@ -49,7 +53,9 @@ pub struct UringEngine {
 }
 
 fn device_size(file: &File, path: &Path) -> BsResult<u64> {
-    let meta = file.metadata().map_err(|e| BsError::io(format!("stat {}", path.display()), e))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| BsError::io(format!("stat {}", path.display()), e))?;
     use std::os::unix::fs::FileTypeExt;
     if meta.file_type().is_block_device() {
         let mut size: u64 = 0;
@@ -58,7 +64,10 @@ fn device_size(file: &File, path: &Path) -> BsResult<u64> {
         // SAFETY: ioctl writes one u64 into `size`, which outlives the call.
         let r = unsafe { libc::ioctl(file.as_raw_fd(), BLKGETSIZE64, &mut size as *mut u64) };
         if r < 0 {
-            return Err(BsError::io(format!("BLKGETSIZE64 {}", path.display()), io::Error::last_os_error()));
+            return Err(BsError::io(
+                format!("BLKGETSIZE64 {}", path.display()),
+                io::Error::last_os_error(),
+            ));
         }
         Ok(size)
     } else {
@@ -74,13 +83,17 @@ fn open_device(path: &Path, flags: OpenFlags) -> BsResult<File> {
         match opts.open(path) {
             Ok(f) => return Ok(f),
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                tracing::warn!("{}: O_DIRECT not supported here, using buffered I/O", path.display());
+                tracing::warn!(
+                    "{}: O_DIRECT not supported here, using buffered I/O",
+                    path.display()
+                );
                 opts.custom_flags(0);
             }
             Err(e) => return Err(BsError::io(format!("open {}", path.display()), e)),
         }
     }
-    opts.open(path).map_err(|e| BsError::io(format!("open {}", path.display()), e))
+    opts.open(path)
+        .map_err(|e| BsError::io(format!("open {}", path.display()), e))
 }
 
 /// How long to wait for a lock held by a process that just died: the kernel releases the
@@ -99,7 +112,10 @@ fn lock_device(file: &File, path: &Path, shared: bool) -> BsResult<()> {
         let err = io::Error::last_os_error();
         if err.raw_os_error() != Some(libc::EWOULDBLOCK) || start.elapsed() > LOCK_WAIT {
             return Err(BsError::io(
-                format!("lock {} (is another OSD using it? set disable_device_lock to share a device)", path.display()),
+                format!(
+                    "lock {} (is another OSD using it? set disable_device_lock to share a device)",
+                    path.display()
+                ),
                 err,
             ));
         }
@@ -117,10 +133,19 @@ impl UringEngine {
                 lock_device(&file, path, flags.readonly)?;
             }
             let size = device_size(&file, path)?;
-            devs.push(Device { file, path: path.clone(), size });
+            devs.push(Device {
+                file,
+                path: path.clone(),
+                size,
+            });
         }
         let ring = IoUring::new(RING_ENTRIES).map_err(|e| BsError::io("io_uring_setup", e))?;
-        Ok(UringEngine { ring, devs, in_flight: 0, queued: 0 })
+        Ok(UringEngine {
+            ring,
+            devs,
+            in_flight: 0,
+            queued: 0,
+        })
     }
 
     /// Path of a device, for messages.
@@ -131,9 +156,15 @@ impl UringEngine {
     fn sqe(&self, req: &IoReq) -> squeue::Entry {
         let fd = types::Fd(self.devs[req.dev.0 as usize].file.as_raw_fd());
         let e = match req.kind {
-            IoKind::Read => opcode::Read::new(fd, req.ptr, req.len as u32).offset(req.offset).build(),
-            IoKind::Write => opcode::Write::new(fd, req.ptr, req.len as u32).offset(req.offset).build(),
-            IoKind::Fsync => opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build(),
+            IoKind::Read => opcode::Read::new(fd, req.ptr, req.len as u32)
+                .offset(req.offset)
+                .build(),
+            IoKind::Write => opcode::Write::new(fd, req.ptr, req.len as u32)
+                .offset(req.offset)
+                .build(),
+            IoKind::Fsync => opcode::Fsync::new(fd)
+                .flags(types::FsyncFlags::DATASYNC)
+                .build(),
         };
         e.user_data(req.token)
     }

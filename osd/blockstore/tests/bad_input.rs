@@ -23,8 +23,24 @@ fn populated() -> (BlockstoreConfig, Vec<SimDisk>) {
     let mut bs = open_sim(&cfg, sim_disks(&cfg, 2 << 20), 5);
     for i in 0..8u64 {
         let oid = ObjectId::new(1 << 48 | 1, i * 16384);
-        bs.exec(BsOp::Write { oid, version: 0, offset: 0, data: write_buf(i + 1, 0, 4), bitmap: None, stable: true }).unwrap();
-        bs.exec(BsOp::Write { oid, version: 0, offset: 4096, data: write_buf(i + 100, 1, 1), bitmap: None, stable: true }).unwrap();
+        bs.exec(BsOp::Write {
+            oid,
+            version: 0,
+            offset: 0,
+            data: write_buf(i + 1, 0, 4),
+            bitmap: None,
+            stable: true,
+        })
+        .unwrap();
+        bs.exec(BsOp::Write {
+            oid,
+            version: 0,
+            offset: 4096,
+            data: write_buf(i + 100, 1, 1),
+            bitmap: None,
+            stable: true,
+        })
+        .unwrap();
     }
     bs.exec(BsOp::Sync).unwrap();
     bs.wait_idle().unwrap();
@@ -72,7 +88,10 @@ fn mismatched_options() {
     cfg.block_size = Some(131072);
     cfg.journal_block_size = Some(512);
     let e = err_text(try_open(&cfg, disks));
-    assert!(e.contains("block_size=131072") && e.contains("journal_block_size=512"), "{e}");
+    assert!(
+        e.contains("block_size=131072") && e.contains("journal_block_size=512"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -95,7 +114,10 @@ fn garbage_journal_body_ends_the_log() {
     drop(bs);
     // Everything after the header becomes noise: replay finds no valid entry and the store
     // opens with the flushed state only.
-    for (i, b) in disks[0].durable[j.offset as usize + jbs..(j.offset + j.size) as usize].iter_mut().enumerate() {
+    for (i, b) in disks[0].durable[j.offset as usize + jbs..(j.offset + j.size) as usize]
+        .iter_mut()
+        .enumerate()
+    {
         *b = (i * 31 + 17) as u8;
     }
     let mut bs = try_open(&cfg, disks).expect("a garbage journal body is an empty log");
@@ -113,7 +135,10 @@ fn corrupt_metadata_entry() {
     for b in 1..l.data_blocks() {
         let (mb, off) = l.meta_pos(b);
         let at = (l.meta.offset + mb * l.meta_block_size as u64) as usize + off;
-        if disks[0].durable[at..at + l.meta_entry_size()].iter().any(|&x| x != 0) {
+        if disks[0].durable[at..at + l.meta_entry_size()]
+            .iter()
+            .any(|&x| x != 0)
+        {
             disks[0].durable[at + 3] ^= 1;
             found = true;
             break;
@@ -129,14 +154,50 @@ fn invalid_requests_are_rejected() {
     let cfg = cfg();
     let mut bs = open_sim(&cfg, sim_disks(&cfg, 2 << 20), 9);
     let oid = ObjectId::new(1, 0);
-    for (off, len) in [(100u32, 4096usize), (0, 100), (0, 0), (16384, 4096), (12288, 8192)] {
-        let r = bs.exec(BsOp::Write { oid, version: 0, offset: off, data: vitastor_blockstore::AlignedBuf::new(len), bitmap: None, stable: false });
-        assert!(matches!(r, Err(BsError::Invalid(_))), "write {off}+{len}: {r:?}");
+    for (off, len) in [
+        (100u32, 4096usize),
+        (0, 100),
+        (0, 0),
+        (16384, 4096),
+        (12288, 8192),
+    ] {
+        let r = bs.exec(BsOp::Write {
+            oid,
+            version: 0,
+            offset: off,
+            data: vitastor_blockstore::AlignedBuf::new(len),
+            bitmap: None,
+            stable: false,
+        });
+        assert!(
+            matches!(r, Err(BsError::Invalid(_))),
+            "write {off}+{len}: {r:?}"
+        );
     }
-    let r = bs.exec(BsOp::Read { oid, version: u64::MAX, offset: 100, len: 4096 });
+    let r = bs.exec(BsOp::Read {
+        oid,
+        version: u64::MAX,
+        offset: 100,
+        len: 4096,
+    });
     assert!(matches!(r, Err(BsError::Invalid(_))), "{r:?}");
-    bs.exec(BsOp::Write { oid, version: 5, offset: 0, data: write_buf(1, 0, 1), bitmap: None, stable: false }).unwrap();
-    let r = bs.exec(BsOp::Write { oid, version: 5, offset: 0, data: write_buf(2, 0, 1), bitmap: None, stable: false });
+    bs.exec(BsOp::Write {
+        oid,
+        version: 5,
+        offset: 0,
+        data: write_buf(1, 0, 1),
+        bitmap: None,
+        stable: false,
+    })
+    .unwrap();
+    let r = bs.exec(BsOp::Write {
+        oid,
+        version: 5,
+        offset: 0,
+        data: write_buf(2, 0, 1),
+        bitmap: None,
+        stable: false,
+    });
     assert!(matches!(r, Err(BsError::VersionConflict(_))), "{r:?}");
     assert_eq!(r.unwrap_err().errno(), -17, "EEXIST on the wire");
 }

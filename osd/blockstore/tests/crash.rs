@@ -43,10 +43,18 @@ fn mode_of(s: &str) -> ImmediateCommit {
 /// The child side: runs only when the parent sets `VITASTOR_CRASH_CHILD`.
 #[test]
 fn crash_child() {
-    let Ok(path) = std::env::var("VITASTOR_CRASH_CHILD") else { return };
+    let Ok(path) = std::env::var("VITASTOR_CRASH_CHILD") else {
+        return;
+    };
     let mode = mode_of(&std::env::var("VITASTOR_CRASH_MODE").unwrap());
-    let seed: u64 = std::env::var("VITASTOR_CRASH_SEED").unwrap().parse().unwrap();
-    let first_id: u64 = std::env::var("VITASTOR_CRASH_FIRST_ID").unwrap().parse().unwrap();
+    let seed: u64 = std::env::var("VITASTOR_CRASH_SEED")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let first_id: u64 = std::env::var("VITASTOR_CRASH_FIRST_ID")
+        .unwrap()
+        .parse()
+        .unwrap();
     let mut c = cfg(&PathBuf::from(path), mode);
     vary(&mut c, seed);
     let mut bs = Blockstore::open(&c).expect("child open");
@@ -67,22 +75,34 @@ fn crash_kill9() {
     if std::env::var("VITASTOR_CRASH_CHILD").is_ok() {
         return;
     }
-    let points: u64 = std::env::var("VITASTOR_CRASH_POINTS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    let points: u64 = std::env::var("VITASTOR_CRASH_POINTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let path = dir.path().join("osd.img");
-    std::fs::File::create(&path).unwrap().set_len(32 << 20).unwrap();
-    vitastor_blockstore::prepare::prepare(&cfg(&path, ImmediateCommit::None), false).expect("prepare");
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(32 << 20)
+        .unwrap();
+    vitastor_blockstore::prepare::prepare(&cfg(&path, ImmediateCommit::None), false)
+        .expect("prepare");
     let mut rng = rand::rngs::SmallRng::seed_from_u64(0xC0FFEE);
     let mut checker = Checker::new(false);
     let mut next_id = 1u64;
     let mut killed_busy = 0;
     for point in 0..points {
-        let mode = [ImmediateCommit::All, ImmediateCommit::None, ImmediateCommit::Small][rng.gen_range(0..3)];
+        let mode = [
+            ImmediateCommit::All,
+            ImmediateCommit::None,
+            ImmediateCommit::Small,
+        ][rng.gen_range(0..3)];
         checker.immediate = mode == ImmediateCommit::All;
         {
             let mut c = cfg(&path, mode);
             vary(&mut c, point * 7);
-            let mut bs = Blockstore::open(&c).unwrap_or_else(|e| panic!("crash point {point}: reopen failed: {e}"));
+            let mut bs = Blockstore::open(&c)
+                .unwrap_or_else(|e| panic!("crash point {point}: reopen failed: {e}"));
             if let Err(e) = verify(&mut bs, &mut checker, OBJECTS, BLOCK) {
                 panic!("crash point {point}: {e}");
             }
@@ -105,7 +125,9 @@ fn crash_kill9() {
             let mut line = Vec::new();
             // A line cut by the kill has no newline: it never happened as far as we know.
             while r.read_until(b'\n', &mut line).unwrap_or(0) > 0 && line.ends_with(b"\n") {
-                if let Some(e) = Event::parse(std::str::from_utf8(&line[..line.len() - 1]).unwrap_or("")) {
+                if let Some(e) =
+                    Event::parse(std::str::from_utf8(&line[..line.len() - 1]).unwrap_or(""))
+                {
                     if matches!(e, Event::Done { .. }) {
                         let _ = started_tx.send(());
                     }
@@ -130,12 +152,16 @@ fn crash_kill9() {
         }
         for e in &events {
             checker.feed(e);
-            if let Event::Write { id, .. } | Event::Delete { id, .. } | Event::SyncStart { id } = e {
+            if let Event::Write { id, .. } | Event::Delete { id, .. } | Event::SyncStart { id } = e
+            {
                 next_id = next_id.max(id + 1);
             }
         }
     }
     let mut bs = Blockstore::open(&cfg(&path, ImmediateCommit::None)).expect("final reopen");
     verify(&mut bs, &mut checker, OBJECTS, BLOCK).expect("final verify");
-    assert!(killed_busy * 10 >= points * 9, "kills must hit a running workload ({killed_busy} of {points})");
+    assert!(
+        killed_busy * 10 >= points * 9,
+        "kills must hit a running workload ({killed_busy} of {points})"
+    );
 }

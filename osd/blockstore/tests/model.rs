@@ -16,12 +16,25 @@ const OBJECTS: u64 = 6;
 
 #[derive(Clone, Debug)]
 enum Action {
-    Write { obj: u64, first: u32, count: u32, stable: bool },
-    Delete { obj: u64 },
+    Write {
+        obj: u64,
+        first: u32,
+        count: u32,
+        stable: bool,
+    },
+    Delete {
+        obj: u64,
+    },
     Sync,
-    Stabilize { obj: u64 },
-    Rollback { obj: u64 },
-    Read { obj: u64 },
+    Stabilize {
+        obj: u64,
+    },
+    Rollback {
+        obj: u64,
+    },
+    Read {
+        obj: u64,
+    },
     List,
     FlushAll,
     Restart,
@@ -99,7 +112,12 @@ fn check_read(bs: &mut Blockstore<SimEngine>, m: &Model, obj: u64) {
             for g in 0..GRANULES {
                 let got = decode_pattern(&data[(g * GRAN) as usize..((g + 1) * GRAN) as usize], g);
                 let want = v.content.as_ref().map(|c| c[g as usize]).unwrap_or(0);
-                assert_eq!(got, Some(want), "object {obj} granule {g} version {}", v.version);
+                assert_eq!(
+                    got,
+                    Some(want),
+                    "object {obj} granule {g} version {}",
+                    v.version
+                );
             }
         }
     }
@@ -117,7 +135,12 @@ fn run(actions: Vec<Action>, seed: u64) {
     let mut restarts = 0;
     for a in actions {
         match a {
-            Action::Write { obj, first, count, stable } => {
+            Action::Write {
+                obj,
+                first,
+                count,
+                stable,
+            } => {
                 m.next_id += 1;
                 let id = m.next_id;
                 let r = bs.exec(BsOp::Write {
@@ -131,13 +154,20 @@ fn run(actions: Vec<Action>, seed: u64) {
                 match r {
                     Ok(BsReply::Written { version, .. }) => {
                         let mut content = match m.latest(obj) {
-                            Some(Ver { content: Some(c), .. }) => c.clone(),
+                            Some(Ver {
+                                content: Some(c), ..
+                            }) => c.clone(),
                             _ => vec![0; GRANULES as usize],
                         };
                         for g in first..first + count {
                             content[g as usize] = id;
                         }
-                        m.objs.entry(obj).or_default().push(Ver { version, content: Some(content), stable, synced: immediate });
+                        m.objs.entry(obj).or_default().push(Ver {
+                            version,
+                            content: Some(content),
+                            stable,
+                            synced: immediate,
+                        });
                         if immediate {
                             m.synced_all();
                         }
@@ -150,9 +180,18 @@ fn run(actions: Vec<Action>, seed: u64) {
                 if m.latest(obj).is_none_or(|v| v.content.is_none()) {
                     continue;
                 }
-                match bs.exec(BsOp::Delete { oid: oid(obj), version: 0, stable: false }) {
+                match bs.exec(BsOp::Delete {
+                    oid: oid(obj),
+                    version: 0,
+                    stable: false,
+                }) {
                     Ok(BsReply::Written { version, .. }) => {
-                        m.objs.get_mut(&obj).unwrap().push(Ver { version, content: None, stable: false, synced: immediate })
+                        m.objs.get_mut(&obj).unwrap().push(Ver {
+                            version,
+                            content: None,
+                            stable: false,
+                            synced: immediate,
+                        })
                     }
                     Err(BsError::NoSpace(_)) => {}
                     other => panic!("delete: {other:?}"),
@@ -163,7 +202,9 @@ fn run(actions: Vec<Action>, seed: u64) {
                 m.synced_all();
             }
             Action::Stabilize { obj } => {
-                let Some(v) = m.latest(obj).cloned() else { continue };
+                let Some(v) = m.latest(obj).cloned() else {
+                    continue;
+                };
                 let all_synced = m.objs[&obj].iter().all(|x| x.synced || x.stable);
                 let r = bs.exec(BsOp::Stabilize(vec![ObjVerId::new(oid(obj), v.version)]));
                 if all_synced {
@@ -172,12 +213,23 @@ fn run(actions: Vec<Action>, seed: u64) {
                         x.stable = true;
                     }
                 } else {
-                    assert!(matches!(r, Err(BsError::NotSynced)), "stabilize of unsynced: {r:?}");
+                    assert!(
+                        matches!(r, Err(BsError::NotSynced)),
+                        "stabilize of unsynced: {r:?}"
+                    );
                 }
             }
             Action::Rollback { obj } => {
                 let Some(vs) = m.objs.get(&obj) else { continue };
-                let Some(target) = vs.iter().rev().find(|v| v.stable).map(|v| v.version).or(Some(0)) else { continue };
+                let Some(target) = vs
+                    .iter()
+                    .rev()
+                    .find(|v| v.stable)
+                    .map(|v| v.version)
+                    .or(Some(0))
+                else {
+                    continue;
+                };
                 if vs.iter().any(|v| v.version > target && v.stable) {
                     continue;
                 }
@@ -186,13 +238,19 @@ fn run(actions: Vec<Action>, seed: u64) {
                 }
                 // Versions flushed before this test's model knew (none) — rollback to the newest
                 // stable one, or to 0 when nothing is stable.
-                bs.exec(BsOp::Rollback(vec![ObjVerId::new(oid(obj), target)])).expect("rollback");
-                m.objs.get_mut(&obj).unwrap().retain(|v| v.version <= target);
+                bs.exec(BsOp::Rollback(vec![ObjVerId::new(oid(obj), target)]))
+                    .expect("rollback");
+                m.objs
+                    .get_mut(&obj)
+                    .unwrap()
+                    .retain(|v| v.version <= target);
             }
             Action::Read { obj } => check_read(&mut bs, &m, obj),
             Action::List => {
                 let r = bs.exec(BsOp::List(ListFilter::default())).expect("list");
-                let BsReply::List { stable, unstable } = r else { panic!() };
+                let BsReply::List { stable, unstable } = r else {
+                    panic!()
+                };
                 let mut want_stable = Vec::new();
                 let mut want_unstable = Vec::new();
                 for (&obj, vs) in &m.objs {
@@ -254,7 +312,12 @@ fn long_fixed_sequence() {
     let mut acts = Vec::new();
     for i in 0..600u64 {
         let obj = i % OBJECTS;
-        acts.push(Action::Write { obj, first: (i % 3) as u32, count: 1 + (i % 2) as u32, stable: i % 5 == 0 });
+        acts.push(Action::Write {
+            obj,
+            first: (i % 3) as u32,
+            count: 1 + (i % 2) as u32,
+            stable: i % 5 == 0,
+        });
         if i % 7 == 0 {
             acts.push(Action::Sync);
             acts.push(Action::Stabilize { obj });

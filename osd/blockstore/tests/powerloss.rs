@@ -13,7 +13,10 @@ use rand::{Rng, SeedableRng};
 use vitastor_blockstore::ImmediateCommit;
 
 fn rounds() -> u64 {
-    std::env::var("VITASTOR_POWERLOSS_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(300)
+    std::env::var("VITASTOR_POWERLOSS_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300)
 }
 
 fn run(mode: ImmediateCommit, seed: u64, rounds: u64) {
@@ -60,8 +63,23 @@ fn run_cfg(mut cfg: vitastor_blockstore::BlockstoreConfig, seed: u64, rounds: u6
                 let o = common::workload::oid(obj, block);
                 let got = read_all(&mut re, o);
                 if got.1 != live[obj as usize].1 {
-                    let g: Vec<Option<u64>> = (0..block / GRAN).map(|g| decode_pattern(&got.1[(g * GRAN) as usize..((g + 1) * GRAN) as usize], g)).collect();
-                    let l: Vec<Option<u64>> = (0..block / GRAN).map(|g| decode_pattern(&live[obj as usize].1[(g * GRAN) as usize..((g + 1) * GRAN) as usize], g)).collect();
+                    let g: Vec<Option<u64>> = (0..block / GRAN)
+                        .map(|g| {
+                            decode_pattern(
+                                &got.1[(g * GRAN) as usize..((g + 1) * GRAN) as usize],
+                                g,
+                            )
+                        })
+                        .collect();
+                    let l: Vec<Option<u64>> = (0..block / GRAN)
+                        .map(|g| {
+                            decode_pattern(
+                                &live[obj as usize].1
+                                    [(g * GRAN) as usize..((g + 1) * GRAN) as usize],
+                                g,
+                            )
+                        })
+                        .collect();
                     panic!("round {round} obj {obj}: live v{} {l:?} vs reopened v{} {g:?}\n live: {}\n reopened: {}", live[obj as usize].0, got.0, bs.debug_object(o), re.debug_object(o));
                 }
             }

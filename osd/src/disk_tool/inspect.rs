@@ -26,15 +26,27 @@ struct Dev {
 
 impl Dev {
     fn open(path: &Path) -> Result<Dev, ToolError> {
-        let file = File::open(path).map_err(|e| ToolError::io(format!("open {}", path.display()), e))?;
-        let size = dev_size(&file).map_err(|e| ToolError::io(format!("size of {}", path.display()), e))?;
-        Ok(Dev { file, path: path.to_path_buf(), size })
+        let file =
+            File::open(path).map_err(|e| ToolError::io(format!("open {}", path.display()), e))?;
+        let size =
+            dev_size(&file).map_err(|e| ToolError::io(format!("size of {}", path.display()), e))?;
+        Ok(Dev {
+            file,
+            path: path.to_path_buf(),
+            size,
+        })
     }
 
     fn read(&self, offset: u64, buf: &mut [u8], what: &str) -> Result<(), ToolError> {
-        self.file
-            .read_exact_at(buf, offset)
-            .map_err(|e| ToolError::io(format!("read {what} from {} at offset {offset}", self.path.display()), e))
+        self.file.read_exact_at(buf, offset).map_err(|e| {
+            ToolError::io(
+                format!(
+                    "read {what} from {} at offset {offset}",
+                    self.path.display()
+                ),
+                e,
+            )
+        })
     }
 }
 
@@ -66,7 +78,10 @@ impl Store {
     /// every area fits its device, with the same rules the OSD applies at open.
     pub fn open(cfg: &BlockstoreConfig) -> Result<Store, ToolError> {
         let (paths, ids) = device_paths(cfg);
-        let devs = paths.iter().map(|p| Dev::open(p)).collect::<Result<Vec<_>, _>>()?;
+        let devs = paths
+            .iter()
+            .map(|p| Dev::open(p))
+            .collect::<Result<Vec<_>, _>>()?;
         let meta = &devs[ids.meta.0 as usize];
         let meta_offset = cfg.meta_offset.unwrap_or(0);
         if meta_offset.saturating_add(HEADER_BYTES as u64) > meta.size {
@@ -100,10 +115,18 @@ impl Store {
         data.read(layout.data.offset, &mut dsb, "data area superblock")?;
         let data_copy = match Layout::decode_sb(&dsb, true) {
             Ok(l) if l == layout => Ok(()),
-            Ok(_) => Err("the data area belongs to a different OSD than the metadata area".to_string()),
+            Ok(_) => {
+                Err("the data area belongs to a different OSD than the metadata area".to_string())
+            }
             Err(e) => Err(e.to_string()),
         };
-        Ok(Store { layout, paths, data_copy, devs, ids })
+        Ok(Store {
+            layout,
+            paths,
+            data_copy,
+            devs,
+            ids,
+        })
     }
 
     /// Path of the device holding the metadata area.
@@ -144,21 +167,37 @@ impl Store {
         }
         let bb = l.bitmap_bytes();
         let mut entries = Vec::new();
-        let end = Journal::replay(&mirror, jbs, bb, header.start, header.start_seq, header.epoch, |e, sector| {
-            entries.push((sector, JournalRow::from_entry(e, 0, true)));
-        });
+        let end = Journal::replay(
+            &mirror,
+            jbs,
+            bb,
+            header.start,
+            header.start_seq,
+            header.epoch,
+            |e, sector| {
+                entries.push((sector, JournalRow::from_entry(e, 0, true)));
+            },
+        );
         let entries: Vec<JournalRow> = entries
             .into_iter()
-            .map(|(sector, row)| JournalRow { sector_pos: end.sectors[sector as usize].0, ..row })
+            .map(|(sector, row)| JournalRow {
+                sector_pos: end.sectors[sector as usize].0,
+                ..row
+            })
             .collect();
         let mut stale = Vec::new();
         if all {
             let live: HashSet<u64> = end.sectors.iter().map(|s| s.0).collect();
-            for pos in (jbs..l.journal.size).step_by(jbs as usize).filter(|p| !live.contains(p)) {
+            for pos in (jbs..l.journal.size)
+                .step_by(jbs as usize)
+                .filter(|p| !live.contains(p))
+            {
                 let sector = &mirror[pos as usize..(pos + jbs) as usize];
                 let mut fill = 0;
                 while fill + JE_HEADER <= sector.len() {
-                    let Some(e) = decode(&sector[fill..], bb) else { break };
+                    let Some(e) = decode(&sector[fill..], bb) else {
+                        break;
+                    };
                     stale.push(JournalRow::from_entry(&e, pos, false));
                     fill += entry_size(e.kind, bb);
                 }
@@ -176,7 +215,10 @@ impl Store {
 
     /// Call `row` for every used or damaged metadata slot, in data block order; returns the
     /// number of data blocks (block 0, the superblock copy, has no slot).
-    pub fn dump_meta(&self, mut row: impl FnMut(MetaSlot) -> Result<(), ToolError>) -> Result<u64, ToolError> {
+    pub fn dump_meta(
+        &self,
+        mut row: impl FnMut(MetaSlot) -> Result<(), ToolError>,
+    ) -> Result<u64, ToolError> {
         let l = &self.layout;
         let dev = &self.devs[self.ids.meta.0 as usize];
         let mbs = l.meta_block_size as u64;
@@ -246,7 +288,11 @@ pub struct JournalRow {
 }
 
 impl JournalRow {
-    fn from_entry(e: &vitastor_blockstore::journal::Entry<'_>, sector_pos: u64, live: bool) -> Self {
+    fn from_entry(
+        e: &vitastor_blockstore::journal::Entry<'_>,
+        sector_pos: u64,
+        live: bool,
+    ) -> Self {
         JournalRow {
             seq: e.seq,
             epoch: e.epoch,

@@ -43,7 +43,10 @@ pub enum ToolError {
 
 impl ToolError {
     fn io(what: impl Into<String>, source: io::Error) -> Self {
-        ToolError::Io { what: what.into(), source }
+        ToolError::Io {
+            what: what.into(),
+            source,
+        }
     }
 }
 
@@ -136,9 +139,16 @@ fn run_prepare(a: &PrepareArgs, out: &mut dyn Write) -> Result<(), ToolError> {
     let opts = prepare::osd_options(&cfg, &layout)?;
     let obj = prepare::options_object(&opts);
     if let Some(path) = &a.write_config {
-        let text = serde_json::to_string_pretty(&obj).expect("a JSON value always serializes") + "\n";
+        let text =
+            serde_json::to_string_pretty(&obj).expect("a JSON value always serializes") + "\n";
         std::fs::write(path, text).map_err(|e| {
-            ToolError::io(format!("the store is prepared, but writing the config {} failed", path.display()), e)
+            ToolError::io(
+                format!(
+                    "the store is prepared, but writing the config {} failed",
+                    path.display()
+                ),
+                e,
+            )
         })?;
     }
     if a.json {
@@ -169,7 +179,10 @@ fn read_sb(a: &InspectArgs, out: &mut dyn Write) -> Result<(), ToolError> {
         ("format_version", FORMAT_VERSION.into()),
         ("data_device", s.data_path().display().to_string().into()),
         ("meta_device", s.meta_path().display().to_string().into()),
-        ("journal_device", s.journal_path().display().to_string().into()),
+        (
+            "journal_device",
+            s.journal_path().display().to_string().into(),
+        ),
         ("block_size", l.block_size.into()),
         ("bitmap_granularity", l.bitmap_granularity.into()),
         ("disk_alignment", l.disk_alignment.into()),
@@ -187,7 +200,8 @@ fn read_sb(a: &InspectArgs, out: &mut dyn Write) -> Result<(), ToolError> {
         ("data_superblock", data_copy.into()),
     ];
     if a.json {
-        let obj: serde_json::Map<String, Value> = rows.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        let obj: serde_json::Map<String, Value> =
+            rows.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
         writeln!(out, "{:#}", Value::Object(obj))?;
     } else {
         for (k, v) in rows {
@@ -197,7 +211,8 @@ fn read_sb(a: &InspectArgs, out: &mut dyn Write) -> Result<(), ToolError> {
             }
         }
     }
-    s.data_copy.map_err(|e| ToolError::Invalid(format!("data area superblock copy: {e}")))
+    s.data_copy
+        .map_err(|e| ToolError::Invalid(format!("data area superblock copy: {e}")))
 }
 
 fn journal_row_json(r: &JournalRow) -> Value {
@@ -232,8 +247,14 @@ fn journal_row_text(r: &JournalRow) -> String {
         r.version
     );
     match r.kind {
-        Kind::SmallWrite => s.push_str(&format!(" off={} len={} loc=journal:{}", r.offset, r.len, r.loc)),
-        Kind::BigWrite => s.push_str(&format!(" off={} len={} loc=block:{}", r.offset, r.len, r.loc)),
+        Kind::SmallWrite => s.push_str(&format!(
+            " off={} len={} loc=journal:{}",
+            r.offset, r.len, r.loc
+        )),
+        Kind::BigWrite => s.push_str(&format!(
+            " off={} len={} loc=block:{}",
+            r.offset, r.len, r.loc
+        )),
         _ => {}
     }
     if r.stable {
@@ -252,24 +273,38 @@ fn dump_journal(a: &JournalArgs, out: &mut dyn Write) -> Result<(), ToolError> {
     if a.inspect.json {
         // One entry per line: a full journal holds thousands of them.
         let list = |rows: &[JournalRow]| {
-            rows.iter().map(|r| format!("\n{}", journal_row_json(r))).collect::<Vec<_>>().join(",")
+            rows.iter()
+                .map(|r| format!("\n{}", journal_row_json(r)))
+                .collect::<Vec<_>>()
+                .join(",")
         };
         let header = json!({"start": h.start, "start_seq": h.start_seq, "epoch": h.epoch, "uuid": hex(&h.uuid)});
-        write!(out, "{{\"header\":{header},\n\"entries\":[{}\n],", list(&d.entries))?;
+        write!(
+            out,
+            "{{\"header\":{header},\n\"entries\":[{}\n],",
+            list(&d.entries)
+        )?;
         if a.all {
             write!(out, "\n\"stale\":[{}\n],", list(&d.stale))?;
         }
-        let summary =
-            json!({"entries": d.entries.len(), "sectors": d.sectors, "log_end": d.log_end, "next_seq": d.next_seq});
+        let summary = json!({"entries": d.entries.len(), "sectors": d.sectors, "log_end": d.log_end, "next_seq": d.next_seq});
         writeln!(out, "\n\"summary\":{summary}}}")?;
         return Ok(());
     }
-    writeln!(out, "journal header: start={} start_seq={} epoch={}", h.start, h.start_seq, h.epoch)?;
+    writeln!(
+        out,
+        "journal header: start={} start_seq={} epoch={}",
+        h.start, h.start_seq, h.epoch
+    )?;
     for r in &d.entries {
         writeln!(out, "{}", journal_row_text(r))?;
     }
     if a.all {
-        writeln!(out, "not replayed ({} entries left in other sectors):", d.stale.len())?;
+        writeln!(
+            out,
+            "not replayed ({} entries left in other sectors):",
+            d.stale.len()
+        )?;
         for r in &d.stale {
             writeln!(out, "  {}", journal_row_text(r))?;
         }
@@ -323,15 +358,27 @@ fn dump_meta(a: &InspectArgs, out: &mut dyn Write) -> Result<(), ToolError> {
         Ok(())
     })?;
     if a.json {
-        writeln!(out, "\n],\"count\":{count},\"corrupted\":{},\"data_blocks\":{blocks}}}", json!(corrupted))?;
+        writeln!(
+            out,
+            "\n],\"count\":{count},\"corrupted\":{},\"data_blocks\":{blocks}}}",
+            json!(corrupted)
+        )?;
     } else {
-        writeln!(out, "{count} entries, {} corrupted, {blocks} data blocks", corrupted.len())?;
+        writeln!(
+            out,
+            "{count} entries, {} corrupted, {blocks} data blocks",
+            corrupted.len()
+        )?;
     }
     if corrupted.is_empty() {
         return Ok(());
     }
     const SHOWN: usize = 10;
-    let list: Vec<String> = corrupted.iter().take(SHOWN).map(|b| b.to_string()).collect();
+    let list: Vec<String> = corrupted
+        .iter()
+        .take(SHOWN)
+        .map(|b| b.to_string())
+        .collect();
     let more = if corrupted.len() > SHOWN { ", ..." } else { "" };
     Err(ToolError::Invalid(format!(
         "{} corrupted metadata entries (checksum mismatch) for data blocks {}{more}; the OSD will refuse to open this store",

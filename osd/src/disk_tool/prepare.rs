@@ -33,14 +33,19 @@ pub fn ensure_file_size(path: &Path, size: u64) -> Result<(), ToolError> {
         .truncate(false)
         .open(path)
         .map_err(|e| ToolError::io(format!("create {}", path.display()), e))?;
-    f.set_len(size).map_err(|e| ToolError::io(format!("resize {} to {size} bytes", path.display()), e))
+    f.set_len(size)
+        .map_err(|e| ToolError::io(format!("resize {} to {size} bytes", path.display()), e))
 }
 
 /// Lay out a store; refuses to overwrite an existing one unless `force`.
 pub fn prepare(cfg: &BlockstoreConfig, force: bool) -> Result<Layout, ToolError> {
     for p in [cfg.data_device.clone(), cfg.meta_path(), cfg.journal_path()] {
         if let Err(e) = std::fs::metadata(&p) {
-            let hint = if e.kind() == ErrorKind::NotFound { " (use --size to create a file)" } else { "" };
+            let hint = if e.kind() == ErrorKind::NotFound {
+                " (use --size to create a file)"
+            } else {
+                ""
+            };
             return Err(ToolError::Invalid(format!("{}: {e}{hint}", p.display())));
         }
     }
@@ -50,9 +55,13 @@ pub fn prepare(cfg: &BlockstoreConfig, force: bool) -> Result<Layout, ToolError>
 /// The OSD options that open the prepared store, in the order they are printed. Paths are
 /// made absolute (without resolving symlinks, so stable names like /dev/disk/by-id survive)
 /// because the OSD may run from another directory.
-pub fn osd_options(cfg: &BlockstoreConfig, l: &Layout) -> Result<Vec<(&'static str, Value)>, ToolError> {
+pub fn osd_options(
+    cfg: &BlockstoreConfig,
+    l: &Layout,
+) -> Result<Vec<(&'static str, Value)>, ToolError> {
     let abs = |p: PathBuf| -> Result<Value, ToolError> {
-        let a = std::path::absolute(&p).map_err(|e| ToolError::io(format!("absolute path of {}", p.display()), e))?;
+        let a = std::path::absolute(&p)
+            .map_err(|e| ToolError::io(format!("absolute path of {}", p.display()), e))?;
         Ok(Value::String(a.to_string_lossy().into_owned()))
     };
     Ok(vec![
@@ -75,7 +84,11 @@ pub fn osd_options(cfg: &BlockstoreConfig, l: &Layout) -> Result<Vec<(&'static s
 
 /// The options as a JSON object (a config file the OSD and `BlockstoreConfig::from_map` read).
 pub fn options_object(opts: &[(&'static str, Value)]) -> Value {
-    Value::Object(opts.iter().map(|(k, v)| (k.to_string(), v.clone())).collect::<Map<_, _>>())
+    Value::Object(
+        opts.iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect::<Map<_, _>>(),
+    )
 }
 
 /// The options as `--key value` lines.

@@ -486,11 +486,7 @@ mod tests {
         ] {
             assert!(is_watched(key), "{key}");
         }
-        for key in [
-            "config/globalx",
-            "osd/stats/1",
-            "config/inode/1/2",
-        ] {
+        for key in ["config/globalx", "osd/stats/1", "config/inode/1/2"] {
             assert!(!is_watched(key), "{key}");
         }
     }

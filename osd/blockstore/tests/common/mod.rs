@@ -6,7 +6,9 @@ pub mod workload;
 
 use vitastor_blockstore::prepare::prepare_images;
 use vitastor_blockstore::simdisk::{SimDisk, SimEngine};
-use vitastor_blockstore::{device_paths, AlignedBuf, Blockstore, BlockstoreConfig, BsOp, BsReply, ObjectId};
+use vitastor_blockstore::{
+    device_paths, AlignedBuf, Blockstore, BlockstoreConfig, BsOp, BsReply, ObjectId,
+};
 
 pub const GRAN: u32 = 4096;
 
@@ -23,7 +25,10 @@ pub fn small_cfg(block_size: u32, journal_size: u64) -> BlockstoreConfig {
 /// Fresh simulated disks (one device for everything) holding a prepared store.
 pub fn sim_disks(cfg: &BlockstoreConfig, dev_size: u64) -> Vec<SimDisk> {
     let (paths, _) = device_paths(cfg);
-    let mut disks: Vec<SimDisk> = paths.iter().map(|_| SimDisk::new(dev_size as usize)).collect();
+    let mut disks: Vec<SimDisk> = paths
+        .iter()
+        .map(|_| SimDisk::new(dev_size as usize))
+        .collect();
     prepare_images(cfg, (dev_size, dev_size, dev_size), |dev, off, bytes| {
         disks[dev].durable[off as usize..off as usize + bytes.len()].copy_from_slice(bytes);
     })
@@ -64,9 +69,20 @@ pub fn write_buf(write_id: u64, first_granule: u32, granules: u32) -> AlignedBuf
     b
 }
 
-pub fn read_all<E: vitastor_blockstore::IoEngine>(bs: &mut Blockstore<E>, oid: ObjectId) -> (u64, Vec<u8>) {
+pub fn read_all<E: vitastor_blockstore::IoEngine>(
+    bs: &mut Blockstore<E>,
+    oid: ObjectId,
+) -> (u64, Vec<u8>) {
     let len = bs.layout().block_size;
-    match bs.exec(BsOp::Read { oid, version: vitastor_blockstore::NEWEST, offset: 0, len }).expect("read") {
+    match bs
+        .exec(BsOp::Read {
+            oid,
+            version: vitastor_blockstore::NEWEST,
+            offset: 0,
+            len,
+        })
+        .expect("read")
+    {
         BsReply::Read { version, data, .. } => (version, data.to_vec()),
         other => panic!("unexpected reply {other:?}"),
     }

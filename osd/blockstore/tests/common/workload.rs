@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use vitastor_blockstore::{Blockstore, BsError, BsOp, BsReply, Completion, IoEngine, ObjVerId, ObjectId, NEWEST};
+use vitastor_blockstore::{
+    Blockstore, BsError, BsOp, BsReply, Completion, IoEngine, ObjVerId, ObjectId, NEWEST,
+};
 
 use super::{decode_pattern, write_buf, GRAN};
 
@@ -14,7 +16,12 @@ use super::{decode_pattern, write_buf, GRAN};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// Write `id` of granules `first..first+count` of `obj` submitted.
-    Write { id: u64, obj: u64, first: u32, count: u32 },
+    Write {
+        id: u64,
+        obj: u64,
+        first: u32,
+        count: u32,
+    },
     /// Deletion `id` of `obj` submitted.
     Delete { id: u64, obj: u64 },
     /// Operation `id` completed successfully.
@@ -31,7 +38,12 @@ impl Event {
     /// One text line (for the crash test's pipe).
     pub fn line(&self) -> String {
         match self {
-            Event::Write { id, obj, first, count } => format!("W {id} {obj} {first} {count}\n"),
+            Event::Write {
+                id,
+                obj,
+                first,
+                count,
+            } => format!("W {id} {obj} {first} {count}\n"),
             Event::Delete { id, obj } => format!("X {id} {obj}\n"),
             Event::Done { id } => format!("C {id}\n"),
             Event::Failed { id } => format!("E {id}\n"),
@@ -42,9 +54,18 @@ impl Event {
 
     /// Parse a line; `None` for a torn last line.
     pub fn parse(l: &str) -> Option<Event> {
-        let f: Vec<u64> = l.split(' ').skip(1).map(|x| x.parse().ok()).collect::<Option<Vec<_>>>()?;
+        let f: Vec<u64> = l
+            .split(' ')
+            .skip(1)
+            .map(|x| x.parse().ok())
+            .collect::<Option<Vec<_>>>()?;
         Some(match (l.chars().next()?, f.as_slice()) {
-            ('W', [id, obj, first, count]) => Event::Write { id: *id, obj: *obj, first: *first as u32, count: *count as u32 },
+            ('W', [id, obj, first, count]) => Event::Write {
+                id: *id,
+                obj: *obj,
+                first: *first as u32,
+                count: *count as u32,
+            },
             ('X', [id, obj]) => Event::Delete { id: *id, obj: *obj },
             ('C', [id]) => Event::Done { id: *id },
             ('E', [id]) => Event::Failed { id: *id },
@@ -94,7 +115,12 @@ impl Workload {
 
     /// Keep the queue full and handle completions for `steps` poll rounds (or forever when
     /// `steps` is `None`), reporting every event to `sink`.
-    pub fn run<E: IoEngine>(&mut self, bs: &mut Blockstore<E>, steps: Option<u64>, sink: &mut dyn FnMut(Event)) {
+    pub fn run<E: IoEngine>(
+        &mut self,
+        bs: &mut Blockstore<E>,
+        steps: Option<u64>,
+        sink: &mut dyn FnMut(Event),
+    ) {
         let mut out: Vec<Completion> = Vec::new();
         let mut step = 0u64;
         // After a restart, relearn the versions that may still need stabilizing.
@@ -113,7 +139,9 @@ impl Workload {
             bs.poll(true).expect("poll");
             bs.take_completions(&mut out);
             for c in out.drain(..) {
-                let Some((id, obj)) = self.inflight.remove(&c.id) else { continue };
+                let Some((id, obj)) = self.inflight.remove(&c.id) else {
+                    continue;
+                };
                 match c.result {
                     Ok(BsReply::Written { version, .. }) => {
                         sink(Event::Done { id });
@@ -121,12 +149,17 @@ impl Workload {
                         *v = (*v).max(version);
                     }
                     Ok(BsReply::Done) if id >> 62 == 1 => {
-                        sink(Event::SyncDone { id: id & !(1 << 62) });
+                        sink(Event::SyncDone {
+                            id: id & !(1 << 62),
+                        });
                         if self.commit_after_sync == Some(id) {
                             self.commit_after_sync = None;
                             // One op per object: a stale version must not block the others.
-                            let list: Vec<ObjVerId> =
-                                self.versions.iter().map(|(&obj, &v)| ObjVerId::new(oid(obj, self.block), v)).collect();
+                            let list: Vec<ObjVerId> = self
+                                .versions
+                                .iter()
+                                .map(|(&obj, &v)| ObjVerId::new(oid(obj, self.block), v))
+                                .collect();
                             for ov in list {
                                 let op = bs.submit(BsOp::Stabilize(vec![ov]));
                                 self.inflight.insert(op, (2 << 62, 0));
@@ -142,7 +175,6 @@ impl Workload {
                         }
                     }
                     Err(e) => panic!("workload op failed: {e}"),
-
                 }
             }
             step += 1;
@@ -168,9 +200,22 @@ impl Workload {
             let id = self.next_id;
             self.next_id += 1;
             let first = self.rng.gen_range(0..self.granules);
-            let count = if self.rng.gen_bool(0.2) { self.granules - first } else { self.rng.gen_range(1..=self.granules - first) };
-            let (first, count) = if self.rng.gen_bool(0.15) { (0, self.granules) } else { (first, count) };
-            sink(Event::Write { id, obj, first, count });
+            let count = if self.rng.gen_bool(0.2) {
+                self.granules - first
+            } else {
+                self.rng.gen_range(1..=self.granules - first)
+            };
+            let (first, count) = if self.rng.gen_bool(0.15) {
+                (0, self.granules)
+            } else {
+                (first, count)
+            };
+            sink(Event::Write {
+                id,
+                obj,
+                first,
+                count,
+            });
             let op = bs.submit(BsOp::Write {
                 oid: oid(obj, self.block),
                 version: 0,
@@ -184,7 +229,11 @@ impl Workload {
             let id = self.next_id;
             self.next_id += 1;
             sink(Event::Delete { id, obj });
-            let op = bs.submit(BsOp::Delete { oid: oid(obj, self.block), version: 0, stable: self.rng.gen_bool(0.7) });
+            let op = bs.submit(BsOp::Delete {
+                oid: oid(obj, self.block),
+                version: 0,
+                stable: self.rng.gen_bool(0.7),
+            });
             self.inflight.insert(op, (id, obj));
         } else if r < 90 {
             let id = self.next_id;
@@ -195,8 +244,13 @@ impl Workload {
         } else {
             // Commit the newest completed version; NotSynced (lazy mode) and NotFound (after a
             // restart versions are relearned) are fine.
-            let Some(&v) = self.versions.get(&obj) else { return };
-            let op = bs.submit(BsOp::Stabilize(vec![ObjVerId::new(oid(obj, self.block), v)]));
+            let Some(&v) = self.versions.get(&obj) else {
+                return;
+            };
+            let op = bs.submit(BsOp::Stabilize(vec![ObjVerId::new(
+                oid(obj, self.block),
+                v,
+            )]));
             self.inflight.insert(op, (2 << 62, obj));
         }
     }
@@ -222,13 +276,25 @@ pub struct Checker {
 impl Checker {
     /// `immediate`: completions are durable by themselves.
     pub fn new(immediate: bool) -> Self {
-        Checker { immediate, ..Default::default() }
+        Checker {
+            immediate,
+            ..Default::default()
+        }
     }
 
     pub fn feed(&mut self, e: &Event) {
         self.seq += 1;
         match *e {
-            Event::Write { id, obj, first, count } => self.ops.entry(obj).or_default().push((id, Some((first, count)))),
+            Event::Write {
+                id,
+                obj,
+                first,
+                count,
+            } => self
+                .ops
+                .entry(obj)
+                .or_default()
+                .push((id, Some((first, count)))),
             Event::Delete { id, obj } => self.ops.entry(obj).or_default().push((id, None)),
             Event::Done { id } => {
                 self.done.insert(id, self.seq);
@@ -255,8 +321,16 @@ impl Checker {
 
     /// Check one object's content after restart and adopt it as the new baseline.
     pub fn check_object(&mut self, obj: u64, granules: u32, data: &[u8]) -> Result<(), String> {
-        let ops: Vec<OpRange> =
-            self.ops.get(&obj).map(|v| v.iter().filter(|(id, _)| !self.failed.contains(id)).cloned().collect()).unwrap_or_default();
+        let ops: Vec<OpRange> = self
+            .ops
+            .get(&obj)
+            .map(|v| {
+                v.iter()
+                    .filter(|(id, _)| !self.failed.contains(id))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
         for g in 0..granules {
             let got = decode_pattern(&data[(g * GRAN) as usize..((g + 1) * GRAN) as usize], g)
                 .ok_or_else(|| format!("object {obj} granule {g}: garbage"))?;
@@ -286,8 +360,13 @@ impl Checker {
     pub fn next_round(&mut self) {
         if std::env::var("VITASTOR_TEST_DEBUG").is_ok() {
             let nonzero = self.base.values().filter(|&&v| v != 0).count();
-            eprintln!("round: ops={} done={} durable={} failed={} nonzero_granules={nonzero}",
-                self.ops.values().map(|v| v.len()).sum::<usize>(), self.done.len(), self.durable.len(), self.failed.len());
+            eprintln!(
+                "round: ops={} done={} durable={} failed={} nonzero_granules={nonzero}",
+                self.ops.values().map(|v| v.len()).sum::<usize>(),
+                self.done.len(),
+                self.durable.len(),
+                self.failed.len()
+            );
         }
         self.ops.clear();
         self.done.clear();
@@ -298,11 +377,27 @@ impl Checker {
 }
 
 /// Read every workload object and check it.
-pub fn verify<E: IoEngine>(bs: &mut Blockstore<E>, checker: &mut Checker, objects: u64, block: u32) -> Result<(), String> {
+pub fn verify<E: IoEngine>(
+    bs: &mut Blockstore<E>,
+    checker: &mut Checker,
+    objects: u64,
+    block: u32,
+) -> Result<(), String> {
     for obj in 0..objects {
-        let r = bs.exec(BsOp::Read { oid: oid(obj, block), version: NEWEST, offset: 0, len: block }).map_err(|e| e.to_string())?;
-        let BsReply::Read { data, .. } = r else { unreachable!() };
-        checker.check_object(obj, block / GRAN, &data).map_err(|e| format!("{e}\n  store: {}", bs.debug_object(oid(obj, block))))?;
+        let r = bs
+            .exec(BsOp::Read {
+                oid: oid(obj, block),
+                version: NEWEST,
+                offset: 0,
+                len: block,
+            })
+            .map_err(|e| e.to_string())?;
+        let BsReply::Read { data, .. } = r else {
+            unreachable!()
+        };
+        checker
+            .check_object(obj, block / GRAN, &data)
+            .map_err(|e| format!("{e}\n  store: {}", bs.debug_object(oid(obj, block))))?;
     }
     checker.next_round();
     Ok(())

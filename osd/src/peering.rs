@@ -1,0 +1,701 @@
+//! PG lifecycle on this OSD: which PGs it must lead (from `pg/config`), taking the primary
+//! role through etcd, connecting to and listing every peer that may hold the PG's data,
+//! deciding per object which copies are current, reporting `pg/state`, and starting over
+//! whenever the peers change. Also schedules background recovery.
+//!
+//! Life of a PG: `Claiming` → `Connecting` → `Listing` → (`Stabilizing`) → `Active` or
+//! `Incomplete`; any relevant change (set, history, a peer up or down, a failed sub-op)
+//! drains the PG (`Draining`: new ops get `-EPIPE`, ops in flight finish) and peering starts
+//! again; losing the lease or the `pg/state` key stops it.
+//!
+//! What it must never do: serve a PG whose `pg/state` etcd has not granted to this OSD, or
+//! keep serving once the lease cannot be proven.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+
+use serde_json::json;
+use vitastor_blockstore::{BsOp, BsReply, ListFilter};
+use vitastor_layout::{keys, PgState, Scheme};
+use vitastor_protocol::{ReplyOp, Request, RequestOp, SecListOp, SecStabOp, SecSyncOp};
+
+use crate::cluster::Changes;
+use crate::etcd::{EtcdCommand, EtcdEvent};
+use crate::pg::{classify, Pg, Phase};
+use crate::primary::parse_listing;
+use crate::server::{Owner, Server, SubRes};
+
+impl Server {
+    fn etcd_send(&self, cmd: EtcdCommand) {
+        if let Some(etcd) = &self.etcd {
+            etcd.send(cmd);
+        }
+    }
+
+    /// Applies a batch of etcd events.
+    pub(crate) fn on_etcd_events(&mut self, events: Vec<EtcdEvent>) {
+        let mut changes = Changes::default();
+        for ev in events {
+            match &ev {
+                EtcdEvent::Connected => {
+                    tracing::info!("etcd session up");
+                }
+                EtcdEvent::LeaseLost => {
+                    tracing::error!("etcd lease lost: stopping every PG");
+                    self.lease_lost = true;
+                    let keys: Vec<_> = self.pgs.keys().copied().collect();
+                    for k in keys {
+                        self.stop_pg(k, false);
+                    }
+                }
+                EtcdEvent::InitialLoad { .. } => {
+                    self.lease_lost = false;
+                    // The lease may be new: every PG claims again.
+                    let keys: Vec<_> = self.pgs.keys().copied().collect();
+                    for k in keys {
+                        self.request_repeer(k);
+                    }
+                }
+                EtcdEvent::PgClaimed { pool, pg, granted } => {
+                    self.on_pg_claimed((*pool, *pg), *granted);
+                }
+                EtcdEvent::PgLost { pool, pg } => {
+                    tracing::error!("pg {pool}/{pg}: pg/state is not ours any more: stopping");
+                    self.stop_pg((*pool, *pg), false);
+                }
+                _ => {}
+            }
+            self.cluster.apply(&ev, &mut changes);
+        }
+        if !changes.is_empty() {
+            self.reconcile(&changes);
+        }
+    }
+
+    /// The PGs this OSD must lead now, with their peers.
+    fn wanted_pgs(&self) -> BTreeMap<(u32, u32), BTreeSet<u64>> {
+        let mut out = BTreeMap::new();
+        if self.lease_lost {
+            return out;
+        }
+        for (&key, item) in &self.cluster.pg_config {
+            if item.primary != self.osd_num || item.pause {
+                continue;
+            }
+            let Some(pool) = self.cluster.pools.get(&key.0) else {
+                continue;
+            };
+            if key.1 == 0 || key.1 > pool.pg_count || pool.scheme != Scheme::Replicated {
+                continue;
+            }
+            out.insert(key, self.cluster.pg_peers(key));
+        }
+        out
+    }
+
+    /// Starts, re-peers or stops PGs after a change in etcd.
+    fn reconcile(&mut self, changes: &Changes) {
+        for &osd in &changes.osds {
+            if !self.cluster.osds.contains_key(&osd) {
+                let mut events = std::mem::take(&mut self.peer_events);
+                self.peers.drop_peer(osd, "down in etcd", &mut events);
+                self.peer_events = events;
+            }
+        }
+        let wanted = self.wanted_pgs();
+        let existing: Vec<(u32, u32)> = self.pgs.keys().copied().collect();
+        for key in existing {
+            match wanted.get(&key) {
+                None => self.stop_pg(key, true),
+                Some(peers) => {
+                    let pg = self.pgs.get_mut(&key).expect("listed above");
+                    // History removed from a clean PG: nothing to peer again for.
+                    let only_history_dropped = !changes.all
+                        && pg.phase == Phase::Active
+                        && pg.is_clean()
+                        && peers.is_subset(&pg.peers)
+                        && self.cluster.pg_config.get(&key) == Some(&pg.cfg)
+                        && !changes.osds.iter().any(|o| peers.contains(o));
+                    if only_history_dropped {
+                        pg.peers = peers.clone();
+                        continue;
+                    }
+                    let pg = &self.pgs[&key];
+                    let cfg_changed = self.cluster.pg_config.get(&key) != Some(&pg.cfg)
+                        || self.cluster.pools.get(&key.0) != Some(&pg.pool_cfg);
+                    if changes.all
+                        || cfg_changed
+                        || changes.pgs.contains(&key)
+                        || peers != &pg.peers
+                        || changes.osds.iter().any(|o| peers.contains(o))
+                    {
+                        self.request_repeer(key);
+                    }
+                }
+            }
+        }
+        for (key, peers) in wanted {
+            if self.pgs.contains_key(&key) {
+                continue;
+            }
+            let pool = self.cluster.pools[&key.0].clone();
+            let cfg = self.cluster.pg_config[&key].clone();
+            let block = self.bs.layout().block_size;
+            let gran = self.bs.layout().bitmap_granularity;
+            if pool.block_size != block || pool.bitmap_granularity != gran {
+                tracing::error!(
+                    "pool {}: block_size {} / bitmap_granularity {} differ from this OSD's {block} / {gran}: not serving its PGs",
+                    pool.id, pool.block_size, pool.bitmap_granularity
+                );
+                continue;
+            }
+            self.pgs.insert(key, Pg::new(pool, key.1, cfg, peers));
+            self.start_claim(key);
+        }
+        self.kick_recovery();
+    }
+
+    /// Refreshes a PG's config from the cluster view and asks etcd for its `pg/state`.
+    fn start_claim(&mut self, key: (u32, u32)) {
+        let wanted = self.wanted_pgs();
+        let Some(peers) = wanted.get(&key).cloned() else {
+            return self.stop_pg(key, true);
+        };
+        let pool = self.cluster.pools[&key.0].clone();
+        let cfg = self.cluster.pg_config[&key].clone();
+        let me = self.osd_num;
+        let Some(pg) = self.pgs.get_mut(&key) else {
+            return;
+        };
+        pg.pool_cfg = pool;
+        pg.cfg = cfg;
+        pg.peers = peers;
+        pg.phase = Phase::Claiming;
+        pg.repeer = false;
+        pg.failed = false;
+        pg.live.clear();
+        pg.listings.clear();
+        pg.unstable.clear();
+        pg.objects = Default::default();
+        pg.dirty.clear();
+        let state = PgState::new(me, &pg.state_names(), pg.peers.iter().copied().collect());
+        pg.reported = pg.state_names();
+        self.etcd_send(EtcdCommand::ClaimPg {
+            pool: key.0,
+            pg: key.1,
+            state: state.to_json(),
+        });
+    }
+
+    fn on_pg_claimed(&mut self, key: (u32, u32), granted: bool) {
+        let Some(pg) = self.pgs.get_mut(&key) else {
+            if granted {
+                // Claimed after we stopped wanting it: give it back.
+                self.etcd_send(EtcdCommand::ReleasePg {
+                    pool: key.0,
+                    pg: key.1,
+                });
+            }
+            return;
+        };
+        if pg.phase != Phase::Claiming {
+            return;
+        }
+        if !granted {
+            // Another OSD holds the PG; retried from the timer until it lets go or
+            // pg/config changes.
+            tracing::info!(
+                "pg {}/{}: pg/state is held by another OSD, waiting",
+                key.0,
+                key.1
+            );
+            return;
+        }
+        tracing::debug!(
+            "pg {}/{}: primary role granted, connecting to {:?}",
+            key.0,
+            key.1,
+            pg.peers
+        );
+        pg.phase = Phase::Connecting;
+        self.connect_peers(key);
+    }
+
+    fn osd_addr(&self, osd: u64) -> Option<SocketAddr> {
+        let st = self.cluster.osds.get(&osd)?;
+        st.addresses
+            .iter()
+            .find_map(|a| a.parse::<IpAddr>().ok())
+            .map(|ip| SocketAddr::new(ip, st.port))
+    }
+
+    fn connect_peers(&mut self, key: (u32, u32)) {
+        let peers: Vec<u64> = self.pgs[&key].peers.iter().copied().collect();
+        let mut events = std::mem::take(&mut self.peer_events);
+        for osd in peers {
+            if osd == self.osd_num || self.peers.is_known(osd) {
+                continue;
+            }
+            if let Some(addr) = self.osd_addr(osd) {
+                self.peers.connect(osd, addr, &mut events);
+            }
+        }
+        self.peer_events = events;
+        self.check_connected(key);
+    }
+
+    /// Starts listing once every up peer is connected or has failed.
+    fn check_connected(&mut self, key: (u32, u32)) {
+        let Some(pg) = self.pgs.get(&key) else { return };
+        if pg.phase != Phase::Connecting {
+            return;
+        }
+        let waiting = pg
+            .peers
+            .iter()
+            .any(|&o| o != self.osd_num && self.peers.is_known(o) && !self.peers.is_ready(o));
+        if !waiting {
+            self.start_listing(key);
+        }
+    }
+
+    fn start_listing(&mut self, key: (u32, u32)) {
+        let me = self.osd_num;
+        let live: BTreeSet<u64> = self.pgs[&key]
+            .peers
+            .iter()
+            .copied()
+            .filter(|&o| o == me || self.peers.is_ready(o))
+            .chain(std::iter::once(me))
+            .collect();
+        let pg = self.pgs.get_mut(&key).expect("checked by the caller");
+        tracing::debug!("pg {}/{}: listing on {live:?}", key.0, key.1);
+        pg.live = live.clone();
+        let live_members = pg.live_members().len();
+        if live_members < pg.pool_cfg.pg_minsize as usize {
+            tracing::warn!(
+                "pg {}/{}: only {live_members} of its OSDs are reachable (pg_minsize {}): incomplete",
+                key.0, key.1, pg.pool_cfg.pg_minsize
+            );
+            pg.phase = Phase::Incomplete;
+            return self.report_pg(key);
+        }
+        pg.phase = Phase::Listing;
+        pg.waiting = live.len();
+        let pool = &pg.pool_cfg;
+        let min_inode = (pool.id as u64) << vitastor_layout::POOL_ID_BITS;
+        let max_inode = min_inode | ((1u64 << vitastor_layout::POOL_ID_BITS) - 1);
+        let filter = ListFilter {
+            pg_count: pool.pg_count,
+            pg_num: key.1,
+            pg_stripe_size: pool.effective_stripe_size(),
+            min_inode,
+            max_inode,
+            min_stripe: 0,
+            max_stripe: 0,
+        };
+        self.report_pg(key);
+        for osd in live {
+            if osd == me {
+                self.submit_local(Owner::List(key, me), BsOp::List(filter));
+            } else {
+                let req = Request {
+                    id: 0,
+                    op: RequestOp::SecList(SecListOp {
+                        list_pg: filter.pg_num,
+                        pg_count: filter.pg_count,
+                        pg_stripe_size: filter.pg_stripe_size,
+                        min_inode,
+                        max_inode,
+                        min_stripe: 0,
+                        max_stripe: 0,
+                        stable_limit: 0,
+                        flags: 0,
+                    }),
+                };
+                self.submit_remote(Owner::List(key, osd), osd, req, Vec::new(), None);
+            }
+        }
+    }
+
+    pub(crate) fn on_listing(&mut self, key: (u32, u32), osd: u64, res: SubRes) {
+        let Some(pg) = self.pgs.get_mut(&key) else {
+            return;
+        };
+        if pg.phase != Phase::Listing {
+            return;
+        }
+        let listed = match res {
+            SubRes::Bs(Ok(BsReply::List { stable, unstable })) => Some((stable, unstable)),
+            SubRes::Net(Ok((reply, payload))) => match (reply.op, parse_listing(&payload)) {
+                (ReplyOp::SecList(h), Some(mut all)) if h.stable_count as usize <= all.len() => {
+                    let unstable = all.split_off(h.stable_count as usize);
+                    Some((all, unstable))
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        match listed {
+            Some((mut stable, unstable)) => {
+                if !unstable.is_empty() {
+                    pg.unstable.insert(osd, unstable.clone());
+                }
+                stable.extend(unstable);
+                pg.listings.insert(osd, stable);
+            }
+            None => {
+                tracing::warn!("pg {}/{}: listing osd.{osd} failed", key.0, key.1);
+                pg.failed = true;
+            }
+        }
+        pg.waiting -= 1;
+        if pg.waiting > 0 {
+            return;
+        }
+        if pg.failed || pg.repeer {
+            return self.start_claim(key);
+        }
+        if pg.unstable.is_empty() {
+            return self.finish_peering(key);
+        }
+        // Unstable versions left by a primary that stopped before a SYNC: they are kept
+        // (synced, then stabilized), as a disk cache that happened to persist them would.
+        pg.phase = Phase::Stabilizing;
+        pg.stab_synced = false;
+        self.peering_stab_round(key);
+    }
+
+    /// One round of peering stabilization: SEC_SYNC every OSD with unstable versions, then
+    /// (second round) SEC_STABILIZE them.
+    fn peering_stab_round(&mut self, key: (u32, u32)) {
+        let pg = self.pgs.get_mut(&key).expect("stabilizing PG exists");
+        let synced = pg.stab_synced;
+        let work: Vec<(u64, Vec<vitastor_blockstore::ObjVerId>)> =
+            pg.unstable.iter().map(|(o, l)| (*o, l.clone())).collect();
+        pg.waiting = work.len();
+        for (osd, list) in work {
+            if osd == self.osd_num {
+                let op = if synced {
+                    BsOp::Stabilize(list)
+                } else {
+                    BsOp::Sync
+                };
+                self.submit_local(Owner::Stab(key), op);
+                continue;
+            }
+            let (op, bytes) = if synced {
+                let wire: Vec<vitastor_protocol::ObjVerId> = list
+                    .iter()
+                    .map(|ov| vitastor_protocol::ObjVerId {
+                        oid: vitastor_protocol::ObjectId {
+                            inode: ov.oid.inode,
+                            stripe: ov.oid.stripe,
+                        },
+                        version: ov.version,
+                    })
+                    .collect();
+                let mut bytes = Vec::new();
+                vitastor_protocol::encode_obj_ver_ids(&wire, &mut bytes);
+                let op = RequestOp::SecStabilize(SecStabOp {
+                    len: bytes.len() as u64,
+                    flags: 0,
+                });
+                (op, bytes)
+            } else {
+                (RequestOp::SecSync(SecSyncOp { flags: 0 }), Vec::new())
+            };
+            self.submit_remote(Owner::Stab(key), osd, Request { id: 0, op }, bytes, None);
+        }
+    }
+
+    pub(crate) fn on_peering_stabilized(&mut self, key: (u32, u32), res: SubRes) {
+        let Some(pg) = self.pgs.get_mut(&key) else {
+            return;
+        };
+        if pg.phase != Phase::Stabilizing {
+            return;
+        }
+        if res.errno().is_some() {
+            pg.failed = true;
+        }
+        pg.waiting -= 1;
+        if pg.waiting > 0 {
+            return;
+        }
+        if pg.failed || pg.repeer {
+            return self.start_claim(key);
+        }
+        if !pg.stab_synced {
+            pg.stab_synced = true;
+            return self.peering_stab_round(key);
+        }
+        pg.unstable.clear();
+        self.finish_peering(key);
+    }
+
+    fn finish_peering(&mut self, key: (u32, u32)) {
+        let pg = self.pgs.get_mut(&key).expect("peering PG exists");
+        let members = pg.live_members();
+        let listings = std::mem::take(&mut pg.listings);
+        pg.objects = classify(&members, &listings);
+        pg.phase = Phase::Active;
+        let listed: Vec<(u64, usize)> = listings.iter().map(|(o, l)| (*o, l.len())).collect();
+        tracing::info!(
+            "pg {}/{}: active on {:?} (versions listed per OSD: {listed:?}), {} degraded and {} misplaced objects",
+            key.0,
+            key.1,
+            members,
+            pg.objects.degraded.len(),
+            pg.objects.misplaced.len()
+        );
+        self.report_pg(key);
+        self.kick_recovery();
+    }
+
+    /// Writes `pg/state` if the state names changed; deletes the PG's history once clean.
+    pub(crate) fn report_pg(&mut self, key: (u32, u32)) {
+        let me = self.osd_num;
+        let Some(pg) = self.pgs.get_mut(&key) else {
+            return;
+        };
+        let names = pg.state_names();
+        if names == pg.reported {
+            return;
+        }
+        pg.reported = names.clone();
+        let state = PgState::new(me, &names, pg.peers.iter().copied().collect());
+        let clean = pg.phase == Phase::Active && pg.is_clean();
+        self.etcd_send(EtcdCommand::PutPgState {
+            pool: key.0,
+            pg: key.1,
+            state: state.to_json(),
+        });
+        if clean {
+            if let Some((_, raw)) = self.cluster.pg_history.get(&key) {
+                self.etcd_send(EtcdCommand::DeleteIfUnchanged {
+                    key: keys::pg_history(key.0, key.1),
+                    value: raw.clone(),
+                });
+            }
+        }
+    }
+
+    /// A sub-op of an active PG failed: peer again.
+    pub(crate) fn peer_trouble(&mut self, key: (u32, u32)) {
+        self.request_repeer(key);
+    }
+
+    /// Starts peering again: at once for a PG between steps, after draining for an active one,
+    /// after the current step for one in the middle of peering.
+    pub(crate) fn request_repeer(&mut self, key: (u32, u32)) {
+        let Some(pg) = self.pgs.get_mut(&key) else {
+            return;
+        };
+        match pg.phase {
+            Phase::Active => {
+                pg.phase = Phase::Draining {
+                    stop: false,
+                    release: false,
+                };
+                self.report_pg(key);
+                self.pg_maybe_drained(key);
+            }
+            // Claims are idempotent: asking again is the simplest restart.
+            Phase::Incomplete | Phase::Connecting | Phase::Claiming => self.start_claim(key),
+            Phase::Listing | Phase::Stabilizing => pg.repeer = true,
+            Phase::Draining { .. } => {}
+        }
+    }
+
+    /// Stops a PG: it drains, then is forgotten; `release` deletes its `pg/state` (when the
+    /// lease is gone the key is gone with it).
+    pub(crate) fn stop_pg(&mut self, key: (u32, u32), release: bool) {
+        let Some(pg) = self.pgs.get_mut(&key) else {
+            return;
+        };
+        pg.phase = Phase::Draining {
+            stop: true,
+            release,
+        };
+        self.pg_maybe_drained(key);
+    }
+
+    /// Finishes draining a PG once no op runs on it.
+    pub(crate) fn pg_maybe_drained(&mut self, key: (u32, u32)) {
+        let Some(pg) = self.pgs.get(&key) else { return };
+        let Phase::Draining { stop, release } = pg.phase else {
+            return;
+        };
+        if pg.inflight > 0 {
+            return;
+        }
+        if stop {
+            self.pgs.remove(&key);
+            if release && !self.lease_lost {
+                self.etcd_send(EtcdCommand::ReleasePg {
+                    pool: key.0,
+                    pg: key.1,
+                });
+            }
+            tracing::info!("pg {}/{}: stopped", key.0, key.1);
+        } else {
+            self.start_claim(key);
+        }
+    }
+
+    pub(crate) fn on_peer_ready(&mut self, osd: u64) {
+        let keys: Vec<(u32, u32)> = self
+            .pgs
+            .iter()
+            .filter(|(_, pg)| pg.peers.contains(&osd))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in keys {
+            let pg = &self.pgs[&key];
+            match pg.phase {
+                Phase::Connecting => self.check_connected(key),
+                Phase::Active | Phase::Incomplete if !pg.live.contains(&osd) => {
+                    self.request_repeer(key)
+                }
+                _ => {}
+            }
+        }
+    }
+
+    pub(crate) fn on_peer_down(&mut self, osd: u64) {
+        let keys: Vec<(u32, u32)> = self
+            .pgs
+            .iter()
+            .filter(|(_, pg)| pg.peers.contains(&osd))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in keys {
+            let pg = &self.pgs[&key];
+            match pg.phase {
+                Phase::Connecting => self.check_connected(key),
+                Phase::Active if pg.live.contains(&osd) => self.request_repeer(key),
+                _ => {}
+            }
+        }
+    }
+
+    /// Once a second: retry claims, reconnect to peers that are up in etcd but not
+    /// connected, statistics.
+    pub(crate) fn tick(&mut self) {
+        let keys: Vec<(u32, u32)> = self.pgs.keys().copied().collect();
+        for key in keys {
+            let pg = &self.pgs[&key];
+            match pg.phase {
+                Phase::Claiming => self.start_claim(key),
+                Phase::Active | Phase::Incomplete => {
+                    let missing: Vec<u64> = pg
+                        .peers
+                        .iter()
+                        .copied()
+                        .filter(|&o| o != self.osd_num && !self.peers.is_known(o))
+                        .collect();
+                    let mut events = std::mem::take(&mut self.peer_events);
+                    for osd in missing {
+                        if let Some(addr) = self.osd_addr(osd) {
+                            self.peers.connect(osd, addr, &mut events);
+                        }
+                    }
+                    self.peer_events = events;
+                }
+                _ => {}
+            }
+        }
+        self.kick_recovery();
+        if self.last_stats.elapsed() >= self.cfg.stats_interval {
+            self.last_stats = std::time::Instant::now();
+            self.report_stats();
+        }
+    }
+
+    fn report_stats(&mut self) {
+        let layout = self.bs.layout();
+        let block = layout.block_size as u64;
+        let size = layout.data_blocks() * block;
+        let free = self.bs.free_blocks() * block;
+        let stats = json!({
+            "time": std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            "size": size,
+            "free": free,
+            "host": crate::options::hostname(),
+            "recovery_stats": {
+                "degraded": {"count": self.stats.recovered_degraded},
+                "misplaced": {"count": self.stats.recovered_misplaced},
+            },
+        });
+        self.etcd_send(EtcdCommand::Put {
+            key: keys::osd_stats(self.osd_num),
+            value: stats,
+        });
+    }
+
+    /// Starts background recovery up to `recovery_queue_depth` objects: degraded objects
+    /// first, misplaced ones only in PGs with nothing degraded, tombstone purges in PGs
+    /// that are otherwise clean.
+    pub(crate) fn kick_recovery(&mut self) {
+        let depth = self.cfg.recovery_queue_depth;
+        let no_recovery = self.cluster.global_flag("no_recovery");
+        let no_rebalance = self.cluster.global_flag("no_rebalance");
+        let mut report = Vec::new();
+        for pass in 0..3 {
+            let keys: Vec<(u32, u32)> = self.pgs.keys().copied().collect();
+            for key in keys {
+                if self.recovering.len() >= depth {
+                    break;
+                }
+                let pg = &self.pgs[&key];
+                if pg.phase != Phase::Active {
+                    continue;
+                }
+                report.push(key);
+                let candidates: Vec<vitastor_blockstore::ObjectId> = match pass {
+                    0 if !no_recovery => pg.objects.degraded.iter().copied().collect(),
+                    1 if !no_rebalance && pg.objects.degraded.is_empty() => {
+                        pg.objects.misplaced.iter().copied().collect()
+                    }
+                    2 if pg.objects.objects.is_empty() && self.can_purge_pg(key) => {
+                        pg.tombstones.keys().copied().collect()
+                    }
+                    _ => Vec::new(),
+                };
+                for oid in candidates {
+                    if self.recovering.len() >= depth {
+                        break;
+                    }
+                    let pg = &self.pgs[&key];
+                    if self.recovering.contains(&(key, oid)) || pg.locks.contains_key(&oid) {
+                        continue;
+                    }
+                    if pass == 2 {
+                        self.recovering.insert((key, oid));
+                        self.start_purge(key, oid);
+                    } else {
+                        self.start_recover(key, oid);
+                    }
+                }
+            }
+        }
+        report.sort_unstable();
+        report.dedup();
+        for key in report {
+            self.report_pg(key);
+        }
+    }
+
+    fn can_purge_pg(&self, key: (u32, u32)) -> bool {
+        let Some(pg) = self.pgs.get(&key) else {
+            return false;
+        };
+        let members = pg.members();
+        members.len() == pg.pool_cfg.pg_size as usize
+            && members.iter().all(|m| pg.live.contains(m))
+            && pg.peers.iter().all(|p| members.contains(p))
+    }
+}

@@ -1,0 +1,367 @@
+//! Outgoing connections to other OSDs: non-blocking connect, the SHOW_CONFIG handshake,
+//! PING keepalive with a timeout, and the requests primaries send to secondaries.
+//!
+//! It owns sockets and their liveness, nothing else: which op a reply belongs to is the
+//! caller's business (it keys its table by `(osd, request id)`), and so is what a lost peer
+//! means for PGs. A peer is dropped on any socket or protocol error, on a connect or handshake
+//! that takes longer than the connect timeout, and when a PING goes unanswered for the ping
+//! timeout; the caller then gets [`PeerEvent::Down`] and fails that peer's outstanding requests.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::FromRawFd;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use vitastor_blockstore::AlignedBuf;
+use vitastor_protocol::handshake::{RequestFeatures, ShowConfigRequestJson};
+use vitastor_protocol::{Frame, Reply, Request, RequestOp, ShowConfigOp};
+
+use crate::connection::{Connection, Incoming};
+
+/// Liveness settings.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerTimeouts {
+    /// Connect plus handshake must finish within this.
+    pub connect: Duration,
+    /// How often an idle peer is pinged, and how long a PING may go unanswered.
+    pub ping: Duration,
+}
+
+#[derive(Debug)]
+enum State {
+    Connecting,
+    Handshaking(u64),
+    Ready,
+}
+
+struct Peer {
+    conn: Connection,
+    state: State,
+    started: Instant,
+    last_ping: Instant,
+    ping: Option<(u64, Instant)>,
+}
+
+/// What happened to peers during [`Peers::handle`] or [`Peers::tick`].
+// Events live briefly in one reused Vec; boxing replies would cost an allocation per reply.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum PeerEvent {
+    /// The handshake finished; requests may be sent.
+    Ready(u64),
+    /// The peer is gone; every request sent to it is lost.
+    Down(u64, String),
+    /// A reply to a request sent with [`Peers::send`].
+    Reply {
+        /// The OSD that answered.
+        osd: u64,
+        /// The reply.
+        reply: Reply,
+        /// Its payload.
+        payload: Vec<u8>,
+    },
+}
+
+/// All outgoing peer connections. See the module docs.
+pub struct Peers {
+    me: u64,
+    timeouts: PeerTimeouts,
+    peers: HashMap<u64, Peer>,
+    incoming: Vec<Incoming>,
+}
+
+fn connect_nonblocking(addr: SocketAddr) -> io::Result<TcpStream> {
+    let family = match addr {
+        SocketAddr::V4(_) => libc::AF_INET,
+        SocketAddr::V6(_) => libc::AF_INET6,
+    };
+    // SAFETY: socket(2) with constant arguments; the fd is owned by the TcpStream below.
+    let fd = unsafe {
+        libc::socket(
+            family,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh socket nobody else owns.
+    let stream = unsafe { TcpStream::from_raw_fd(fd) };
+    let (storage, len) = sockaddr(addr);
+    // SAFETY: `storage` holds a valid sockaddr of `len` bytes for the whole call.
+    let r = unsafe { libc::connect(fd, (&storage as *const libc::sockaddr_storage).cast(), len) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINPROGRESS) {
+            return Err(e);
+        }
+    }
+    Ok(stream)
+}
+
+fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than sockaddr_in and suitably aligned.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: sockaddr_storage is larger than sockaddr_in6 and suitably aligned.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
+}
+
+fn socket_error(stream: &TcpStream) -> io::Result<()> {
+    match stream.take_error()? {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+impl Peers {
+    /// No peers yet; `me` is announced in handshakes.
+    pub fn new(me: u64, timeouts: PeerTimeouts) -> Peers {
+        Peers {
+            me,
+            timeouts,
+            peers: HashMap::new(),
+            incoming: Vec::new(),
+        }
+    }
+
+    /// Starts connecting to `osd` unless a connection exists or is being made. A failure to
+    /// even start is reported as [`PeerEvent::Down`].
+    pub fn connect(&mut self, osd: u64, addr: SocketAddr, out: &mut Vec<PeerEvent>) {
+        if self.peers.contains_key(&osd) {
+            return;
+        }
+        let conn = connect_nonblocking(addr).and_then(Connection::new);
+        match conn {
+            Ok(conn) => {
+                let now = Instant::now();
+                self.peers.insert(
+                    osd,
+                    Peer {
+                        conn,
+                        state: State::Connecting,
+                        started: now,
+                        last_ping: now,
+                        ping: None,
+                    },
+                );
+            }
+            Err(e) => out.push(PeerEvent::Down(osd, format!("connect to {addr}: {e}"))),
+        }
+    }
+
+    /// Whether requests can be sent to `osd`.
+    pub fn is_ready(&self, osd: u64) -> bool {
+        self.peers
+            .get(&osd)
+            .is_some_and(|p| matches!(p.state, State::Ready))
+    }
+
+    /// Whether a connection to `osd` exists or is being made.
+    pub fn is_known(&self, osd: u64) -> bool {
+        self.peers.contains_key(&osd)
+    }
+
+    /// Sends a request to a ready peer; returns its id, or `None` if the peer is not ready.
+    pub fn send(
+        &mut self,
+        osd: u64,
+        request: Request,
+        payload: &[u8],
+        data: Option<Rc<AlignedBuf>>,
+    ) -> Option<u64> {
+        let peer = self.peers.get_mut(&osd)?;
+        if !matches!(peer.state, State::Ready) {
+            return None;
+        }
+        Some(peer.conn.send_request(request, payload, data))
+    }
+
+    /// Drops the connection to `osd` (e.g. it is down in etcd); reported as [`PeerEvent::Down`].
+    pub fn drop_peer(&mut self, osd: u64, why: &str, out: &mut Vec<PeerEvent>) {
+        if self.peers.remove(&osd).is_some() {
+            out.push(PeerEvent::Down(osd, why.to_string()));
+        }
+    }
+
+    /// Appends a pollfd per peer: `(osd, pollfd)`.
+    pub fn poll_set(&self, fds: &mut Vec<libc::pollfd>, osds: &mut Vec<u64>) {
+        for (osd, p) in &self.peers {
+            let mut events = libc::POLLIN;
+            if matches!(p.state, State::Connecting) || p.conn.wants_write() {
+                events |= libc::POLLOUT;
+            }
+            fds.push(libc::pollfd {
+                fd: p.conn.fd(),
+                events,
+                revents: 0,
+            });
+            osds.push(*osd);
+        }
+    }
+
+    /// Whether some peer has input staged that poll will not report.
+    pub fn has_staged_input(&self) -> bool {
+        self.peers.values().any(|p| p.conn.has_staged_input())
+    }
+
+    /// Handles poll results for `osd` (or staged input when `revents` is 0).
+    pub fn handle(&mut self, osd: u64, revents: i16, out: &mut Vec<PeerEvent>) {
+        if let Err(e) = self.handle_inner(osd, revents, out) {
+            self.drop_peer(osd, &e, out);
+        }
+    }
+
+    fn handle_inner(
+        &mut self,
+        osd: u64,
+        revents: i16,
+        out: &mut Vec<PeerEvent>,
+    ) -> Result<(), String> {
+        let me = self.me;
+        let Some(peer) = self.peers.get_mut(&osd) else {
+            return Ok(());
+        };
+        if matches!(peer.state, State::Connecting) {
+            if revents & (libc::POLLOUT | libc::POLLERR | libc::POLLHUP) == 0 {
+                return Ok(());
+            }
+            socket_error(peer.conn.stream()).map_err(|e| format!("connect: {e}"))?;
+            let json = ShowConfigRequestJson {
+                osd_num: Some(me),
+                features: RequestFeatures::default(),
+            }
+            .to_json();
+            let request = Request {
+                id: 0,
+                op: RequestOp::ShowConfig(ShowConfigOp {
+                    json_len: json.len() as u64,
+                }),
+            };
+            let id = peer.conn.send_request(request, &json, None);
+            peer.state = State::Handshaking(id);
+        }
+        if revents & libc::POLLOUT != 0 || peer.conn.wants_write() {
+            peer.conn.flush().map_err(|e| e.to_string())?;
+        }
+        let mut incoming = std::mem::take(&mut self.incoming);
+        let result = peer.conn.receive(&mut incoming);
+        let handled = Self::take_replies(osd, peer, &mut incoming, out);
+        incoming.clear();
+        self.incoming = incoming;
+        handled?;
+        result.map_err(|e| e.to_string())?;
+        // Requests queued by the replies' handlers go out in the caller's flush pass.
+        Ok(())
+    }
+
+    fn take_replies(
+        osd: u64,
+        peer: &mut Peer,
+        incoming: &mut Vec<Incoming>,
+        out: &mut Vec<PeerEvent>,
+    ) -> Result<(), String> {
+        for inc in incoming.drain(..) {
+            let Frame::Reply { reply, .. } = inc.frame else {
+                return Err("peer sent a request on an outgoing connection".into());
+            };
+            match peer.state {
+                State::Handshaking(id) if reply.id == id => {
+                    if reply.retval < 0 {
+                        return Err(format!("handshake refused: {}", reply.retval));
+                    }
+                    peer.state = State::Ready;
+                    out.push(PeerEvent::Ready(osd));
+                }
+                _ if peer.ping.is_some_and(|(id, _)| id == reply.id) => peer.ping = None,
+                _ => out.push(PeerEvent::Reply {
+                    osd,
+                    reply,
+                    payload: inc.payload,
+                }),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes whatever is queued on every peer connection.
+    pub fn flush_all(&mut self, out: &mut Vec<PeerEvent>) {
+        let failed: Vec<(u64, String)> = self
+            .peers
+            .iter_mut()
+            .filter(|(_, p)| {
+                matches!(p.state, State::Ready | State::Handshaking(_)) && p.conn.wants_write()
+            })
+            .filter_map(|(osd, p)| p.conn.flush().err().map(|e| (*osd, e.to_string())))
+            .collect();
+        for (osd, e) in failed {
+            self.drop_peer(osd, &e, out);
+        }
+    }
+
+    /// Connect/handshake timeouts, PINGs and ping timeouts; call about once a second.
+    pub fn tick(&mut self, now: Instant, out: &mut Vec<PeerEvent>) {
+        let mut dead = Vec::new();
+        for (osd, p) in self.peers.iter_mut() {
+            match p.state {
+                State::Connecting | State::Handshaking(_) => {
+                    if now.duration_since(p.started) > self.timeouts.connect {
+                        dead.push((*osd, "connect/handshake timed out".to_string()));
+                    }
+                }
+                State::Ready => match p.ping {
+                    Some((_, sent)) if now.duration_since(sent) > self.timeouts.ping => {
+                        dead.push((*osd, format!("no PING reply in {:?}", self.timeouts.ping)))
+                    }
+                    Some(_) => {}
+                    None if now.duration_since(p.last_ping) >= self.timeouts.ping / 2 => {
+                        let id = p.conn.send_request(
+                            Request {
+                                id: 0,
+                                op: RequestOp::Ping,
+                            },
+                            &[],
+                            None,
+                        );
+                        p.ping = Some((id, now));
+                        p.last_ping = now;
+                    }
+                    None => {}
+                },
+            }
+        }
+        for (osd, why) in dead {
+            self.drop_peer(osd, &why, out);
+        }
+    }
+}

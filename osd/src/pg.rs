@@ -1,0 +1,277 @@
+//! One PG on its primary: lifecycle phase, the peers it works with, and the per-object map
+//! that peering builds (which OSDs hold the current version of each object that is not
+//! clean). PGs are ephemeral: nothing here is ever written to disk.
+//!
+//! This module is pure bookkeeping and decisions ([`classify`], [`Pg::state_names`]); it
+//! sends nothing. The server drives the phases (see `peering.rs`).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use vitastor_blockstore::{ObjVerId, ObjectId};
+use vitastor_layout::{PgConfigItem, PgStateName, PoolConfig};
+
+/// Where a PG is in its life on this OSD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for etcd to grant `pg/state` (the primary role).
+    Claiming,
+    /// Waiting for connections to the PG's up peers.
+    Connecting,
+    /// Listing objects on every reachable peer.
+    Listing,
+    /// Stabilizing unstable versions found by the listing.
+    Stabilizing,
+    /// Serving I/O.
+    Active,
+    /// Too few members are reachable; waits for a cluster change.
+    Incomplete,
+    /// Re-peering or stopping: new ops are refused, ops in flight finish first.
+    Draining {
+        /// After draining: stop the PG (true) or peer again (false).
+        stop: bool,
+        /// When stopping: delete `pg/state` (false when the lease or the key is gone).
+        release: bool,
+    },
+}
+
+/// What peering learned about one object that is not clean.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjState {
+    /// The newest version any peer has: the object's current version.
+    pub version: u64,
+    /// Peers holding exactly that version.
+    pub holders: Vec<u64>,
+    /// Peers holding an older version.
+    pub stale: Vec<u64>,
+}
+
+/// The non-clean objects of a PG.
+#[derive(Debug, Default)]
+pub struct ObjectMap {
+    /// Every object that is degraded or misplaced.
+    pub objects: HashMap<ObjectId, ObjState>,
+    /// Objects missing on a live member (recovered first).
+    pub degraded: BTreeSet<ObjectId>,
+    /// Objects complete on the live members but also present elsewhere.
+    pub misplaced: BTreeSet<ObjectId>,
+}
+
+/// Builds the object map from the listings of the live peers (`osd → versions`, stable and
+/// unstable together). `members` are the live OSDs of the current set.
+///
+/// Replicated pools: the newest version anywhere is current. An object is degraded when a
+/// live member lacks that version, misplaced when it is complete on the live members but a
+/// non-member still has a copy. Clean objects are not kept: memory stays proportional to
+/// what needs work.
+pub fn classify(members: &[u64], listings: &BTreeMap<u64, Vec<ObjVerId>>) -> ObjectMap {
+    let mut newest: HashMap<ObjectId, BTreeMap<u64, u64>> = HashMap::new();
+    for (&osd, list) in listings {
+        for ov in list {
+            let v = newest.entry(ov.oid).or_default().entry(osd).or_insert(0);
+            *v = (*v).max(ov.version);
+        }
+    }
+    let mut map = ObjectMap::default();
+    for (oid, copies) in newest {
+        let version = *copies
+            .values()
+            .max()
+            .expect("an object comes from some listing");
+        let holders: Vec<u64> = copies
+            .iter()
+            .filter(|(_, &v)| v == version)
+            .map(|(&o, _)| o)
+            .collect();
+        let degraded = members.iter().any(|m| !holders.contains(m));
+        let misplaced = copies.keys().any(|o| !members.contains(o));
+        if !degraded && !misplaced {
+            continue;
+        }
+        let stale = copies
+            .iter()
+            .filter(|(_, &v)| v != version)
+            .map(|(&o, _)| o)
+            .collect();
+        if degraded {
+            map.degraded.insert(oid);
+        } else {
+            map.misplaced.insert(oid);
+        }
+        map.objects.insert(
+            oid,
+            ObjState {
+                version,
+                holders,
+                stale,
+            },
+        );
+    }
+    map
+}
+
+/// One PG this OSD is (becoming) primary of.
+#[derive(Debug)]
+pub struct Pg {
+    /// Pool id.
+    pub pool: u32,
+    /// PG number.
+    pub num: u32,
+    /// The pool as it was when peering started.
+    pub pool_cfg: PoolConfig,
+    /// `pg/config` entry peering started from.
+    pub cfg: PgConfigItem,
+    /// Phase.
+    pub phase: Phase,
+    /// Every OSD that may hold data of the PG (set, history, all_peers).
+    pub peers: BTreeSet<u64>,
+    /// Peers reachable when peering started (this OSD included).
+    pub live: BTreeSet<u64>,
+    /// Listings received so far, by OSD.
+    pub listings: BTreeMap<u64, Vec<ObjVerId>>,
+    /// Unstable versions found by the listing, by OSD.
+    pub unstable: BTreeMap<u64, Vec<ObjVerId>>,
+    /// Peering stabilization: the sync round is done, the stabilize round runs.
+    pub stab_synced: bool,
+    /// Sub-ops of the current peering phase still running.
+    pub waiting: usize,
+    /// A peering step failed: start over once the phase drains.
+    pub failed: bool,
+    /// Non-clean objects.
+    pub objects: ObjectMap,
+    /// Client and recovery ops running on the PG.
+    pub inflight: usize,
+    /// Unstable writes since the last SYNC, by OSD (`immediate_commit` other than `all`).
+    pub dirty: BTreeMap<u64, Vec<ObjVerId>>,
+    /// Objects deleted with a tombstone while some peer was missing; purged once clean.
+    pub tombstones: BTreeMap<ObjectId, u64>,
+    /// Objects with an op (write, delete, recovery) in progress, and ops queued behind it.
+    pub locks: HashMap<ObjectId, std::collections::VecDeque<usize>>,
+    /// State last written to etcd.
+    pub reported: Vec<PgStateName>,
+    /// Something changed while peering: start over when the current step finishes.
+    pub repeer: bool,
+}
+
+impl Pg {
+    /// A PG that is about to claim its primary role.
+    pub fn new(pool_cfg: PoolConfig, num: u32, cfg: PgConfigItem, peers: BTreeSet<u64>) -> Pg {
+        Pg {
+            pool: pool_cfg.id,
+            num,
+            pool_cfg,
+            cfg,
+            phase: Phase::Claiming,
+            peers,
+            live: BTreeSet::new(),
+            listings: BTreeMap::new(),
+            unstable: BTreeMap::new(),
+            stab_synced: false,
+            waiting: 0,
+            failed: false,
+            objects: ObjectMap::default(),
+            inflight: 0,
+            dirty: BTreeMap::new(),
+            tombstones: BTreeMap::new(),
+            locks: HashMap::new(),
+            reported: Vec::new(),
+            repeer: false,
+        }
+    }
+
+    /// `(pool, pg)`.
+    pub fn key(&self) -> (u32, u32) {
+        (self.pool, self.num)
+    }
+
+    /// Members of the current set (nonzero slots).
+    pub fn members(&self) -> Vec<u64> {
+        self.cfg
+            .osd_set
+            .iter()
+            .copied()
+            .filter(|&o| o != 0)
+            .collect()
+    }
+
+    /// Members that were reachable when peering started.
+    pub fn live_members(&self) -> Vec<u64> {
+        self.members()
+            .into_iter()
+            .filter(|o| self.live.contains(o))
+            .collect()
+    }
+
+    /// True when every slot has a live member and no object needs work: every object is
+    /// complete on the current set and its copies elsewhere are gone, so the PG's history
+    /// can go. (Copies on history OSDs that are down are unknown; they are left behind.)
+    pub fn is_clean(&self) -> bool {
+        let members = self.members();
+        members.len() == self.pool_cfg.pg_size as usize
+            && members.iter().all(|m| self.live.contains(m))
+            && self.objects.objects.is_empty()
+            && self.tombstones.is_empty()
+    }
+
+    /// The state names to report for the current phase.
+    pub fn state_names(&self) -> Vec<PgStateName> {
+        let mut names = match self.phase {
+            Phase::Claiming => vec![PgStateName::Starting],
+            Phase::Connecting | Phase::Listing | Phase::Stabilizing => vec![PgStateName::Peering],
+            Phase::Incomplete => vec![PgStateName::Incomplete],
+            Phase::Draining { stop: true, .. } => vec![PgStateName::Stopping],
+            Phase::Draining { stop: false, .. } => vec![PgStateName::Repeering],
+            Phase::Active => vec![PgStateName::Active],
+        };
+        if self.phase == Phase::Active {
+            if self.live_members().len() < self.pool_cfg.pg_size as usize {
+                names.push(PgStateName::Degraded);
+            }
+            if !self.objects.degraded.is_empty() {
+                names.push(PgStateName::HasDegraded);
+            }
+            if !self.objects.misplaced.is_empty() {
+                names.push(PgStateName::HasMisplaced);
+            }
+            if !self.tombstones.is_empty() {
+                names.push(PgStateName::HasUnclean);
+            }
+        }
+        names
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ov(stripe: u64, version: u64) -> ObjVerId {
+        ObjVerId::new(ObjectId::new(1 << 48, stripe), version)
+    }
+
+    #[test]
+    fn classification() {
+        let listings = BTreeMap::from([
+            (1, vec![ov(0, 3), ov(1, 2), ov(2, 1), ov(3, 5)]),
+            (2, vec![ov(0, 3), ov(1, 1), ov(3, 5)]),
+            (7, vec![ov(3, 4), ov(4, 9)]),
+        ]);
+        let map = classify(&[1, 2], &listings);
+        // 0: clean; 1: stale on 2; 2: missing on 2; 3: complete but old copy on 7;
+        // 4: only on a non-member.
+        assert!(!map.objects.contains_key(&ov(0, 0).oid));
+        assert_eq!(
+            map.degraded.iter().map(|o| o.stripe).collect::<Vec<_>>(),
+            vec![1, 2, 4]
+        );
+        assert_eq!(
+            map.misplaced.iter().map(|o| o.stripe).collect::<Vec<_>>(),
+            vec![3]
+        );
+        let o1 = &map.objects[&ov(1, 0).oid];
+        assert_eq!(
+            (o1.version, o1.holders.clone(), o1.stale.clone()),
+            (2, vec![1], vec![2])
+        );
+        assert_eq!(map.objects[&ov(4, 0).oid].holders, vec![7]);
+    }
+}

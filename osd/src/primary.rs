@@ -1,0 +1,1283 @@
+//! Primary ops: client READ / WRITE / SYNC / DELETE on the PGs this OSD leads, and the
+//! object recovery that runs behind them. Each op is an explicit state machine ([`POp`])
+//! advanced by the results of its sub-ops (local blockstore ops and requests to peers);
+//! `Server::on_sub` is the single place where a result moves an op forward.
+//!
+//! Ordering: ops that create versions of one object (write, delete, recovery) hold that
+//! object's lock in its PG, so versions are assigned and applied in order on every replica.
+//! Reads take no lock.
+//!
+//! What this module must never do: acknowledge a write before every live member of the PG
+//! has it, or write to an object whose live copies disagree (it is recovered first).
+
+use std::rc::Rc;
+
+use vitastor_blockstore::{AlignedBuf, BsOp, BsReply, ObjVerId, ObjectId, NEWEST};
+use vitastor_layout::{ImmediateCommit, Scheme};
+use vitastor_protocol::errno::{EINTR, EINVAL, EIO, EPIPE};
+use vitastor_protocol::{
+    encode_obj_ver_ids, obj_ver_ids, DeleteReply, ObjVerId as WireObjVerId,
+    ObjectId as WireObjectId, Reply, ReplyOp, Request, RequestOp, RwOp, RwReply, SecDeleteOp,
+    SecRwOp, SecStabOp, SecSyncOp,
+};
+
+use crate::pg::ObjState;
+use crate::secondary::ReplyMsg;
+use crate::server::{ConnId, Server, SubRes, Target};
+
+/// The client request an op answers.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientRef {
+    /// Connection.
+    pub conn: ConnId,
+    /// Request id.
+    pub id: u64,
+    /// Request opcode.
+    pub opcode: u64,
+    /// Bytes the request pins on its connection.
+    pub cost: usize,
+}
+
+/// A primary op in progress.
+#[derive(Debug)]
+pub enum POp {
+    /// Client READ.
+    Read(ReadOp),
+    /// Client WRITE.
+    Write(WriteOp),
+    /// Client DELETE: tombstone, then purge where possible.
+    Delete(DeleteOp),
+    /// Client SYNC: sync then stabilize every unstable write on every OSD.
+    Sync(SyncOp),
+    /// Background recovery of one object (also run before a write to a degraded object).
+    Recover(RecoverOp),
+}
+
+/// A client READ.
+#[derive(Debug)]
+pub struct ReadOp {
+    client: ClientRef,
+    len: u32,
+}
+
+/// A client WRITE or the version-creating step of a DELETE.
+#[derive(Debug)]
+pub struct WriteOp {
+    client: ClientRef,
+    pg: (u32, u32),
+    oid: ObjectId,
+    offset: u32,
+    data: Rc<AlignedBuf>,
+    cas: u64,
+    version: u64,
+    started: bool,
+    pending: usize,
+    errno: i32,
+    targets: Vec<u64>,
+}
+
+/// Stages of a DELETE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DelStage {
+    Waiting,
+    Tombstone,
+    Purge,
+    PurgeSync,
+    Stabilize,
+}
+
+/// A client DELETE.
+#[derive(Debug)]
+pub struct DeleteOp {
+    client: ClientRef,
+    pg: (u32, u32),
+    oid: ObjectId,
+    version: u64,
+    stage: DelStage,
+    pending: usize,
+    errno: i32,
+    targets: Vec<u64>,
+    /// Runs in the background for a tombstone left by an earlier delete.
+    background: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SyncStage {
+    Start,
+    Syncing,
+    Stabilizing,
+}
+
+/// A client SYNC.
+#[derive(Debug)]
+pub struct SyncOp {
+    client: ClientRef,
+    work: Vec<(u64, Vec<ObjVerId>)>,
+    stage: SyncStage,
+    pending: usize,
+    errno: i32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RecStage {
+    Waiting,
+    Reading,
+    Writing,
+    Deleting,
+    DelSync,
+    Stabilizing,
+}
+
+/// Recovery of one object.
+#[derive(Debug)]
+pub struct RecoverOp {
+    pg: (u32, u32),
+    oid: ObjectId,
+    stage: RecStage,
+    pending: usize,
+    errno: i32,
+    state: Option<ObjState>,
+    targets: Vec<u64>,
+    bitmap: Vec<u8>,
+    data: Option<Rc<AlignedBuf>>,
+}
+
+fn wire_oid(oid: ObjectId) -> WireObjectId {
+    WireObjectId {
+        inode: oid.inode,
+        stripe: oid.stripe,
+    }
+}
+
+fn wire_list(list: &[ObjVerId]) -> Vec<u8> {
+    let wire: Vec<WireObjVerId> = list
+        .iter()
+        .map(|ov| WireObjVerId {
+            oid: wire_oid(ov.oid),
+            version: ov.version,
+        })
+        .collect();
+    let mut out = Vec::with_capacity(wire.len() * 24);
+    encode_obj_ver_ids(&wire, &mut out);
+    out
+}
+
+/// Collects the `-errno` of a failed sub-op; the first error wins.
+fn note_error(errno: &mut i32, res: &SubRes) {
+    if *errno == 0 {
+        if let Some(e) = res.errno() {
+            *errno = e;
+        }
+    }
+}
+
+impl Server {
+    /// Entry point for READ / WRITE / DELETE / SYNC from a client.
+    pub(crate) fn serve_client(&mut self, client: ClientRef, request: &Request, payload: Vec<u8>) {
+        match request.op {
+            RequestOp::Sync => self.start_sync(client),
+            RequestOp::Read(rw) | RequestOp::Write(rw) | RequestOp::Delete(rw) => {
+                if let Err(errno) = self.start_rw(client, &request.op, rw, payload) {
+                    self.client_error(client, errno);
+                }
+            }
+            _ => self.client_error(client, EINVAL),
+        }
+    }
+
+    pub(crate) fn client_error(&mut self, client: ClientRef, errno: i32) {
+        self.reply(
+            client.conn,
+            client.cost,
+            ReplyMsg::error(client.id, client.opcode, errno),
+        );
+    }
+
+    fn start_rw(
+        &mut self,
+        client: ClientRef,
+        op: &RequestOp,
+        rw: RwOp,
+        payload: Vec<u8>,
+    ) -> Result<(), i32> {
+        let pool_id = vitastor_layout::pool_of(rw.inode);
+        let Some(pool) = self.cluster.pools.get(&pool_id) else {
+            return Err(EPIPE);
+        };
+        if pool.scheme != Scheme::Replicated {
+            // EC/XOR primaries are not served by this OSD yet: never pretend.
+            return Err(EINVAL);
+        }
+        let stripe = pool.object_start(rw.offset);
+        let key = (pool_id, pool.pg_of(stripe));
+        let in_obj = (rw.offset - stripe) as u32;
+        let block = self.geo_block_size();
+        if u64::from(in_obj) + u64::from(rw.len) > u64::from(block) {
+            return Err(EINVAL);
+        }
+        let Some(pg) = self.pgs.get_mut(&key) else {
+            return Err(EPIPE);
+        };
+        if pg.phase != crate::pg::Phase::Active {
+            return Err(EPIPE);
+        }
+        let oid = ObjectId::new(rw.inode, stripe);
+        match op {
+            RequestOp::Read(_) => {
+                let align = self.bs.layout().disk_alignment;
+                if !in_obj.is_multiple_of(align) || !rw.len.is_multiple_of(align) {
+                    return Err(EINVAL);
+                }
+                pg.inflight += 1;
+                self.start_read(client, key, oid, in_obj, rw.len);
+            }
+            RequestOp::Write(_) => {
+                let gran = self.bs.layout().bitmap_granularity;
+                if !in_obj.is_multiple_of(gran) || !rw.len.is_multiple_of(gran) || rw.len == 0 {
+                    return Err(EINVAL);
+                }
+                pg.inflight += 1;
+                let w = WriteOp {
+                    client,
+                    pg: key,
+                    oid,
+                    offset: in_obj,
+                    data: Rc::new(AlignedBuf::from_slice(&payload)),
+                    cas: rw.version,
+                    version: 0,
+                    started: false,
+                    pending: 0,
+                    errno: 0,
+                    targets: Vec::new(),
+                };
+                let idx = self.insert_op(POp::Write(w));
+                self.lock_and_run(key, oid, idx);
+            }
+            _ => {
+                pg.inflight += 1;
+                let d = DeleteOp {
+                    client,
+                    pg: key,
+                    oid,
+                    version: 0,
+                    stage: DelStage::Waiting,
+                    pending: 0,
+                    errno: 0,
+                    targets: Vec::new(),
+                    background: false,
+                };
+                let idx = self.insert_op(POp::Delete(d));
+                self.lock_and_run(key, oid, idx);
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the object lock for op `idx` and runs it, or queues it behind the holder.
+    pub(crate) fn lock_and_run(&mut self, key: (u32, u32), oid: ObjectId, idx: usize) {
+        let Some(pg) = self.pgs.get_mut(&key) else {
+            return self.abort_op(idx, EPIPE);
+        };
+        match pg.locks.get_mut(&oid) {
+            Some(queue) => queue.push_back(idx),
+            None => {
+                pg.locks.insert(oid, Default::default());
+                self.advance(idx);
+            }
+        }
+    }
+
+    /// Releases the object lock held by a finished op; the next queued op runs.
+    fn unlock(&mut self, key: (u32, u32), oid: ObjectId) {
+        let Some(pg) = self.pgs.get_mut(&key) else {
+            return;
+        };
+        let next = match pg.locks.get_mut(&oid) {
+            Some(queue) => queue.pop_front(),
+            None => return,
+        };
+        match next {
+            Some(idx) => self.advance(idx),
+            None => {
+                pg.locks.remove(&oid);
+            }
+        }
+    }
+
+    /// An op finished on its PG.
+    fn op_done(&mut self, key: (u32, u32)) {
+        if let Some(pg) = self.pgs.get_mut(&key) {
+            pg.inflight -= 1;
+        }
+        self.pg_maybe_drained(key);
+    }
+
+    fn abort_op(&mut self, idx: usize, errno: i32) {
+        let Some(op) = self.take_op(idx) else { return };
+        self.release_if_done(idx);
+        match op {
+            POp::Read(r) => self.client_error(r.client, errno),
+            POp::Write(w) => self.client_error(w.client, errno),
+            POp::Delete(d) if !d.background => self.client_error(d.client, errno),
+            POp::Sync(s) => self.client_error(s.client, errno),
+            POp::Delete(_) | POp::Recover(_) => {}
+        }
+    }
+
+    // ------------------------------------------------------------------ reads
+
+    fn start_read(
+        &mut self,
+        client: ClientRef,
+        key: (u32, u32),
+        oid: ObjectId,
+        offset: u32,
+        len: u32,
+    ) {
+        let me = self.osd_num;
+        let pg = &self.pgs[&key];
+        // The local copy serves unless peering found it behind.
+        let source = match pg.objects.objects.get(&oid) {
+            Some(st) if !st.holders.contains(&me) => st
+                .holders
+                .iter()
+                .copied()
+                .find(|&o| self.peers.is_ready(o))
+                .map(|o| (Target::Osd(o), st.version)),
+            Some(st) => Some((Target::Local, st.version.max(1))),
+            None => Some((Target::Local, NEWEST)),
+        };
+        let idx = self.insert_op(POp::Read(ReadOp { client, len }));
+        self.read_pgs.insert(idx, key);
+        let Some((target, version)) = source else {
+            self.finish_read(idx, Err(EIO));
+            return self.release_if_done(idx);
+        };
+        let version = if target == Target::Local {
+            NEWEST
+        } else {
+            version
+        };
+        match target {
+            Target::Local => self.sub_local(
+                idx,
+                0,
+                BsOp::Read {
+                    oid,
+                    version,
+                    offset,
+                    len,
+                },
+            ),
+            Target::Osd(osd) => {
+                let bmp = self.bs.layout().bitmap_bytes() as u32;
+                let req = Request {
+                    id: 0,
+                    op: RequestOp::SecRead(SecRwOp {
+                        oid: wire_oid(oid),
+                        version,
+                        offset,
+                        len,
+                        attr_len: bmp,
+                        flags: 0,
+                    }),
+                };
+                self.sub_remote(idx, 0, osd, req, Vec::new(), None);
+            }
+        }
+    }
+
+    fn finish_read(&mut self, idx: usize, res: Result<(u64, Vec<u8>, Option<AlignedBuf>), i32>) {
+        let Some(POp::Read(r)) = self.take_op(idx) else {
+            return;
+        };
+        let key = self.read_pgs.remove(&idx);
+        match res {
+            Ok((version, bitmap, data)) => {
+                let mut msg = ReplyMsg::new(
+                    &Reply {
+                        id: r.client.id,
+                        retval: i64::from(r.len),
+                        op: ReplyOp::Read(RwReply {
+                            bitmap_len: bitmap.len() as u32,
+                            version,
+                        }),
+                    },
+                    bitmap,
+                );
+                msg.data = data;
+                self.reply(r.client.conn, r.client.cost, msg);
+            }
+            Err(e) => self.client_error(r.client, e),
+        }
+        if let Some(key) = key {
+            self.op_done(key);
+        }
+    }
+
+    // ------------------------------------------------------------------ sub-op results
+
+    /// Moves op `idx` forward with the result of its sub-op `tag`.
+    pub(crate) fn on_sub(&mut self, idx: usize, tag: u32, res: SubRes) {
+        let Some(op) = self.ops.get_mut(idx).and_then(Option::as_mut) else {
+            return;
+        };
+        if let Some(e) = res.errno() {
+            tracing::debug!("op {idx}: sub-op {tag} failed with errno {e}");
+        }
+        match op {
+            POp::Read(_) => {
+                let res = match res {
+                    SubRes::Bs(Ok(BsReply::Read {
+                        version,
+                        bitmap,
+                        data,
+                    })) => Ok((version, bitmap, Some(data))),
+                    SubRes::Net(Ok((reply, mut payload))) => match reply.op {
+                        ReplyOp::SecRead(r) if payload.len() >= r.attr_len as usize => {
+                            let data = payload.split_off(r.attr_len as usize);
+                            Ok((r.version, payload, Some(AlignedBuf::from_slice(&data))))
+                        }
+                        _ => Err(EIO),
+                    },
+                    other => Err(other.errno().unwrap_or(EIO)),
+                };
+                self.finish_read(idx, res);
+                self.release_if_done(idx);
+            }
+            POp::Write(w) => {
+                note_error(&mut w.errno, &res);
+                w.pending -= 1;
+                if w.pending == 0 {
+                    self.advance(idx);
+                }
+            }
+            POp::Delete(d) => {
+                note_error(&mut d.errno, &res);
+                d.pending -= 1;
+                if d.pending == 0 {
+                    self.advance(idx);
+                }
+            }
+            POp::Sync(s) => {
+                note_error(&mut s.errno, &res);
+                s.pending -= 1;
+                if s.pending == 0 {
+                    self.advance(idx);
+                }
+            }
+            POp::Recover(r) => {
+                note_error(&mut r.errno, &res);
+                if r.stage == RecStage::Reading && r.errno == 0 {
+                    match res {
+                        SubRes::Bs(Ok(BsReply::Read { bitmap, data, .. })) => {
+                            r.bitmap = bitmap;
+                            r.data = Some(Rc::new(data));
+                        }
+                        SubRes::Net(Ok((reply, mut payload))) => match reply.op {
+                            ReplyOp::SecRead(h) if payload.len() >= h.attr_len as usize => {
+                                let data = payload.split_off(h.attr_len as usize);
+                                r.bitmap = payload;
+                                r.data = Some(Rc::new(AlignedBuf::from_slice(&data)));
+                            }
+                            _ => r.errno = EIO,
+                        },
+                        _ => r.errno = EIO,
+                    }
+                }
+                r.pending -= 1;
+                if r.pending == 0 {
+                    self.advance(idx);
+                }
+            }
+        }
+    }
+
+    /// Runs the next step of op `idx` (all its sub-ops are done, or it just got its lock).
+    pub(crate) fn advance(&mut self, idx: usize) {
+        let Some(op) = self.take_op(idx) else { return };
+        match op {
+            POp::Write(w) => self.advance_write(idx, w),
+            POp::Delete(d) => self.advance_delete(idx, d),
+            POp::Sync(s) => self.advance_sync(idx, s),
+            POp::Recover(r) => self.advance_recover(idx, r),
+            POp::Read(r) => {
+                self.ops[idx] = Some(POp::Read(r));
+            }
+        }
+        self.release_if_done(idx);
+    }
+
+    /// The live members of a PG that receive writes, this OSD first; `Err` if the PG is gone
+    /// or not active, or the object must be recovered first (`Ok(None)`).
+    fn write_targets(&self, key: (u32, u32), oid: ObjectId) -> Result<Option<Vec<u64>>, i32> {
+        let pg = self.pgs.get(&key).ok_or(EPIPE)?;
+        if pg.phase != crate::pg::Phase::Active
+            && !matches!(pg.phase, crate::pg::Phase::Draining { .. })
+        {
+            return Err(EPIPE);
+        }
+        if pg.objects.degraded.contains(&oid) {
+            return Ok(None);
+        }
+        let mut t = vec![self.osd_num];
+        t.extend(pg.live_members().into_iter().filter(|&o| o != self.osd_num));
+        Ok(Some(t))
+    }
+
+    /// The next version of `oid`: above everything this OSD has and everything peering saw.
+    fn next_version(&self, key: (u32, u32), oid: ObjectId) -> u64 {
+        let known = self
+            .pgs
+            .get(&key)
+            .and_then(|pg| pg.objects.objects.get(&oid))
+            .map_or(0, |s| s.version);
+        self.bs.object_version(oid).max(known) + 1
+    }
+
+    /// Starts recovery of `oid` ahead of the op `idx` that holds its lock: the recovery takes
+    /// the lock over and `idx` runs again right after it.
+    fn recover_first(&mut self, key: (u32, u32), oid: ObjectId, idx: usize) {
+        if let Some(q) = self.pgs.get_mut(&key).and_then(|pg| pg.locks.get_mut(&oid)) {
+            q.push_front(idx);
+        }
+        if let Some(pg) = self.pgs.get_mut(&key) {
+            pg.inflight += 1;
+        }
+        let r = self.insert_op(POp::Recover(RecoverOp::new(key, oid)));
+        self.recovering.insert((key, oid));
+        self.advance(r);
+    }
+
+    fn advance_write(&mut self, idx: usize, mut w: WriteOp) {
+        if !w.started {
+            let targets = match self.write_targets(w.pg, w.oid) {
+                Ok(Some(t)) => t,
+                Ok(None) => {
+                    let (key, oid) = (w.pg, w.oid);
+                    self.ops[idx] = Some(POp::Write(w));
+                    return self.recover_first(key, oid, idx);
+                }
+                Err(e) => return self.finish_write(w, Err(e)),
+            };
+            let cur = self.next_version(w.pg, w.oid) - 1;
+            if w.cas != 0 && w.cas != cur + 1 {
+                return self.finish_write(w, Err(EINTR));
+            }
+            w.version = cur + 1;
+            w.started = true;
+            let stable = self.pool_commit(w.pg.0) == ImmediateCommit::All;
+            w.pending = targets.len();
+            w.targets = targets.clone();
+            let len = w.data.len() as u32;
+            let (oid, version, offset, data) = (w.oid, w.version, w.offset, Rc::clone(&w.data));
+            self.ops[idx] = Some(POp::Write(w));
+            for (i, &osd) in targets.iter().enumerate() {
+                if osd == self.osd_num {
+                    self.sub_local(
+                        idx,
+                        i as u32,
+                        BsOp::Write {
+                            oid,
+                            version,
+                            offset,
+                            data: AlignedBuf::from_slice(&data),
+                            bitmap: None,
+                            stable,
+                        },
+                    );
+                } else {
+                    let rw = SecRwOp {
+                        oid: wire_oid(oid),
+                        version,
+                        offset,
+                        len,
+                        attr_len: 0,
+                        flags: 0,
+                    };
+                    let op = if stable {
+                        RequestOp::SecWriteStable(rw)
+                    } else {
+                        RequestOp::SecWrite(rw)
+                    };
+                    self.sub_remote(
+                        idx,
+                        i as u32,
+                        osd,
+                        Request { id: 0, op },
+                        Vec::new(),
+                        Some(Rc::clone(&data)),
+                    );
+                }
+            }
+            return;
+        }
+        let result = if w.errno != 0 { Err(w.errno) } else { Ok(()) };
+        if result.is_ok() {
+            let stable = self.pool_commit(w.pg.0) == ImmediateCommit::All;
+            if let Some(pg) = self.pgs.get_mut(&w.pg) {
+                if !stable {
+                    for &osd in &w.targets {
+                        pg.dirty
+                            .entry(osd)
+                            .or_default()
+                            .push(ObjVerId::new(w.oid, w.version));
+                    }
+                }
+                if let Some(st) = pg.objects.objects.get_mut(&w.oid) {
+                    st.version = w.version;
+                    st.stale
+                        .extend(st.holders.iter().filter(|h| !w.targets.contains(h)));
+                    st.holders = w.targets.clone();
+                }
+                pg.tombstones.remove(&w.oid);
+            }
+        } else {
+            // A replica failed: its PG re-peers, which finds the copies that differ.
+            self.peer_trouble(w.pg);
+        }
+        self.finish_write(w, result);
+    }
+
+    fn finish_write(&mut self, w: WriteOp, result: Result<(), i32>) {
+        match result {
+            Ok(()) => {
+                let msg = ReplyMsg::new(
+                    &Reply {
+                        id: w.client.id,
+                        retval: w.data.len() as i64,
+                        op: ReplyOp::Write(RwReply {
+                            bitmap_len: 0,
+                            version: w.version,
+                        }),
+                    },
+                    Vec::new(),
+                );
+                self.reply(w.client.conn, w.client.cost, msg);
+            }
+            Err(e) => self.client_error(w.client, e),
+        }
+        self.unlock(w.pg, w.oid);
+        self.op_done(w.pg);
+    }
+
+    // ------------------------------------------------------------------ deletes
+
+    /// Deletes are two-phase so that an OSD that misses one cannot bring the object back:
+    /// first a tombstone version (no data, empty bitmap) goes to every live member, like any
+    /// write, so peering sees it as the newest version and recovers it, never the old data;
+    /// then, once every OSD that may hold the object has the tombstone, the object is removed
+    /// (purged) everywhere. A purge that cannot happen now (a member is down, the PG has
+    /// history) waits until the PG is clean.
+    fn advance_delete(&mut self, idx: usize, mut d: DeleteOp) {
+        let gran = self.bs.layout().bitmap_granularity as usize;
+        let bmp_bytes = self.bs.layout().bitmap_bytes();
+        if d.errno != 0 {
+            self.peer_trouble(d.pg);
+            let e = d.errno;
+            return self.finish_delete(d, Err(e));
+        }
+        match d.stage {
+            DelStage::Waiting => {
+                let targets = match self.write_targets(d.pg, d.oid) {
+                    Ok(Some(t)) => t,
+                    Ok(None) => {
+                        let (key, oid) = (d.pg, d.oid);
+                        self.ops[idx] = Some(POp::Delete(d));
+                        return self.recover_first(key, oid, idx);
+                    }
+                    Err(e) => return self.finish_delete(d, Err(e)),
+                };
+                if d.background {
+                    // A purge of an older tombstone: the tombstone is already everywhere.
+                    d.version = self.bs.object_version(d.oid);
+                    d.targets = targets;
+                    return self.purge(idx, d);
+                }
+                if self.bs.object_version(d.oid) == 0
+                    && !self.pgs[&d.pg].objects.objects.contains_key(&d.oid)
+                {
+                    // Nothing to delete anywhere: the live members all lack it too.
+                    return self.finish_delete(d, Ok(()));
+                }
+                d.version = self.next_version(d.pg, d.oid);
+                d.stage = DelStage::Tombstone;
+                d.pending = targets.len();
+                d.targets = targets.clone();
+                let zero = Rc::new(AlignedBuf::new(gran));
+                let (oid, version) = (d.oid, d.version);
+                self.ops[idx] = Some(POp::Delete(d));
+                for (i, &osd) in targets.iter().enumerate() {
+                    if osd == self.osd_num {
+                        self.sub_local(
+                            idx,
+                            i as u32,
+                            BsOp::Write {
+                                oid,
+                                version,
+                                offset: 0,
+                                data: AlignedBuf::new(gran),
+                                bitmap: Some(vec![0; bmp_bytes]),
+                                stable: true,
+                            },
+                        );
+                    } else {
+                        let rw = SecRwOp {
+                            oid: wire_oid(oid),
+                            version,
+                            offset: 0,
+                            len: gran as u32,
+                            attr_len: bmp_bytes as u32,
+                            flags: 0,
+                        };
+                        let req = Request {
+                            id: 0,
+                            op: RequestOp::SecWriteStable(rw),
+                        };
+                        self.sub_remote(
+                            idx,
+                            i as u32,
+                            osd,
+                            req,
+                            vec![0; bmp_bytes],
+                            Some(Rc::clone(&zero)),
+                        );
+                    }
+                }
+            }
+            DelStage::Tombstone => {
+                if let Some(pg) = self.pgs.get_mut(&d.pg) {
+                    pg.objects.objects.remove(&d.oid);
+                    pg.objects.misplaced.remove(&d.oid);
+                }
+                if self.can_purge(d.pg) {
+                    self.purge(idx, d)
+                } else {
+                    if let Some(pg) = self.pgs.get_mut(&d.pg) {
+                        pg.tombstones.insert(d.oid, d.version);
+                    }
+                    self.finish_delete(d, Ok(()))
+                }
+            }
+            DelStage::Purge | DelStage::PurgeSync => {
+                // Peers delete as an unstable version: sync it, then stabilize it.
+                let remote: Vec<u64> = d
+                    .targets
+                    .iter()
+                    .copied()
+                    .filter(|&o| o != self.osd_num)
+                    .collect();
+                if remote.is_empty() {
+                    return self.finish_delete(d, Ok(()));
+                }
+                let syncing = d.stage == DelStage::Purge;
+                d.stage = if syncing {
+                    DelStage::PurgeSync
+                } else {
+                    DelStage::Stabilize
+                };
+                d.pending = remote.len();
+                let oid_ver = ObjVerId::new(d.oid, d.version + 1);
+                self.ops[idx] = Some(POp::Delete(d));
+                self.sync_or_stabilize(idx, &remote, syncing, oid_ver, 0);
+            }
+            DelStage::Stabilize => {
+                if let Some(pg) = self.pgs.get_mut(&d.pg) {
+                    pg.tombstones.remove(&d.oid);
+                }
+                self.finish_delete(d, Ok(()))
+            }
+        }
+    }
+
+    /// Whether every OSD that may hold data of the PG is live and a member.
+    fn can_purge(&self, key: (u32, u32)) -> bool {
+        self.pgs.get(&key).is_some_and(|pg| {
+            let members = pg.members();
+            members.len() == pg.pool_cfg.pg_size as usize
+                && members
+                    .iter()
+                    .all(|m| pg.live.contains(m) && (*m == self.osd_num || self.peers.is_ready(*m)))
+                && pg.peers.iter().all(|p| members.contains(p))
+        })
+    }
+
+    fn purge(&mut self, idx: usize, mut d: DeleteOp) {
+        d.stage = DelStage::Purge;
+        d.pending = d.targets.len();
+        let targets = d.targets.clone();
+        let (oid, version) = (d.oid, d.version + 1);
+        self.ops[idx] = Some(POp::Delete(d));
+        for (i, &osd) in targets.iter().enumerate() {
+            if osd == self.osd_num {
+                self.sub_local(
+                    idx,
+                    i as u32,
+                    BsOp::Delete {
+                        oid,
+                        version,
+                        stable: true,
+                    },
+                );
+            } else {
+                let req = Request {
+                    id: 0,
+                    op: RequestOp::SecDelete(SecDeleteOp {
+                        oid: wire_oid(oid),
+                        version,
+                        flags: 0,
+                    }),
+                };
+                self.sub_remote(idx, i as u32, osd, req, Vec::new(), None);
+            }
+        }
+    }
+
+    fn finish_delete(&mut self, d: DeleteOp, result: Result<(), i32>) {
+        if !d.background {
+            match result {
+                Ok(()) => {
+                    let msg = ReplyMsg::new(
+                        &Reply {
+                            id: d.client.id,
+                            retval: 0,
+                            op: ReplyOp::Delete(DeleteReply::with_left_on_dead(&[])),
+                        },
+                        Vec::new(),
+                    );
+                    self.reply(d.client.conn, d.client.cost, msg);
+                }
+                Err(e) => self.client_error(d.client, e),
+            }
+        }
+        if d.background {
+            self.recovering.remove(&(d.pg, d.oid));
+        }
+        self.unlock(d.pg, d.oid);
+        self.op_done(d.pg);
+        if d.background {
+            self.kick_recovery();
+        }
+    }
+
+    /// Purges one tombstone of a clean PG in the background.
+    pub(crate) fn start_purge(&mut self, key: (u32, u32), oid: ObjectId) {
+        let Some(pg) = self.pgs.get_mut(&key) else {
+            return;
+        };
+        pg.inflight += 1;
+        let d = DeleteOp {
+            client: ClientRef {
+                conn: u64::MAX,
+                id: 0,
+                opcode: 0,
+                cost: 0,
+            },
+            pg: key,
+            oid,
+            version: 0,
+            stage: DelStage::Waiting,
+            pending: 0,
+            errno: 0,
+            targets: Vec::new(),
+            background: true,
+        };
+        let idx = self.insert_op(POp::Delete(d));
+        self.lock_and_run(key, oid, idx);
+    }
+
+    // ------------------------------------------------------------------ sync
+
+    fn start_sync(&mut self, client: ClientRef) {
+        let mut work: std::collections::BTreeMap<u64, Vec<ObjVerId>> = Default::default();
+        for pg in self.pgs.values_mut() {
+            for (osd, list) in std::mem::take(&mut pg.dirty) {
+                work.entry(osd).or_default().extend(list);
+            }
+        }
+        if work.is_empty() {
+            let msg = ReplyMsg::new(
+                &Reply {
+                    id: client.id,
+                    retval: 0,
+                    op: ReplyOp::Sync,
+                },
+                Vec::new(),
+            );
+            return self.reply(client.conn, client.cost, msg);
+        }
+        let s = SyncOp {
+            client,
+            work: work.into_iter().collect(),
+            stage: SyncStage::Start,
+            pending: 0,
+            errno: 0,
+        };
+        let idx = self.insert_op(POp::Sync(s));
+        self.advance(idx);
+    }
+
+    fn advance_sync(&mut self, idx: usize, mut s: SyncOp) {
+        if s.errno != 0 {
+            // The client keeps its unsynced writes and replays them; the PGs involved
+            // re-peer, which stabilizes whatever reached the replicas.
+            return self.client_error(s.client, s.errno);
+        }
+        match s.stage {
+            SyncStage::Start => {
+                s.stage = SyncStage::Syncing;
+                s.pending = s.work.len();
+                let osds: Vec<u64> = s.work.iter().map(|(o, _)| *o).collect();
+                self.ops[idx] = Some(POp::Sync(s));
+                for (i, osd) in osds.into_iter().enumerate() {
+                    if osd == self.osd_num {
+                        self.sub_local(idx, i as u32, BsOp::Sync);
+                    } else {
+                        let req = Request {
+                            id: 0,
+                            op: RequestOp::SecSync(SecSyncOp { flags: 0 }),
+                        };
+                        self.sub_remote(idx, i as u32, osd, req, Vec::new(), None);
+                    }
+                }
+            }
+            SyncStage::Syncing => {
+                s.stage = SyncStage::Stabilizing;
+                s.pending = s.work.len();
+                let work = std::mem::take(&mut s.work);
+                self.ops[idx] = Some(POp::Sync(s));
+                for (i, (osd, mut list)) in work.into_iter().enumerate() {
+                    list.sort_unstable();
+                    list.dedup();
+                    if osd == self.osd_num {
+                        self.sub_local(idx, i as u32, BsOp::Stabilize(list));
+                    } else {
+                        let bytes = wire_list(&list);
+                        let req = Request {
+                            id: 0,
+                            op: RequestOp::SecStabilize(SecStabOp {
+                                len: bytes.len() as u64,
+                                flags: 0,
+                            }),
+                        };
+                        self.sub_remote(idx, i as u32, osd, req, bytes, None);
+                    }
+                }
+            }
+            SyncStage::Stabilizing => {
+                let msg = ReplyMsg::new(
+                    &Reply {
+                        id: s.client.id,
+                        retval: 0,
+                        op: ReplyOp::Sync,
+                    },
+                    Vec::new(),
+                );
+                self.reply(s.client.conn, s.client.cost, msg);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ recovery
+
+    fn advance_recover(&mut self, idx: usize, mut r: RecoverOp) {
+        let me = self.osd_num;
+        if r.errno != 0 {
+            self.peer_trouble(r.pg);
+            return self.finish_recover(r);
+        }
+        let Some(pg) = self.pgs.get(&r.pg) else {
+            return self.finish_recover(r);
+        };
+        match r.stage {
+            RecStage::Waiting => {
+                let Some(st) = pg.objects.objects.get(&r.oid).cloned() else {
+                    return self.finish_recover(r);
+                };
+                let live = pg.live_members();
+                r.targets = live
+                    .iter()
+                    .copied()
+                    .filter(|m| !st.holders.contains(m))
+                    .collect();
+                if r.targets.is_empty() {
+                    r.state = Some(st);
+                    return self.recover_cleanup(idx, r);
+                }
+                let source = if st.holders.contains(&me) {
+                    Some(Target::Local)
+                } else {
+                    st.holders
+                        .iter()
+                        .copied()
+                        .find(|&o| self.peers.is_ready(o))
+                        .map(Target::Osd)
+                };
+                let Some(source) = source else {
+                    r.errno = EIO;
+                    return self.finish_recover(r);
+                };
+                let block = self.geo_block_size();
+                let version = st.version;
+                r.state = Some(st);
+                r.stage = RecStage::Reading;
+                r.pending = 1;
+                let oid = r.oid;
+                self.ops[idx] = Some(POp::Recover(r));
+                match source {
+                    Target::Local => self.sub_local(
+                        idx,
+                        0,
+                        BsOp::Read {
+                            oid,
+                            version,
+                            offset: 0,
+                            len: block,
+                        },
+                    ),
+                    Target::Osd(osd) => {
+                        let req = Request {
+                            id: 0,
+                            op: RequestOp::SecRead(SecRwOp {
+                                oid: wire_oid(oid),
+                                version,
+                                offset: 0,
+                                len: block,
+                                attr_len: self.bs.layout().bitmap_bytes() as u32,
+                                flags: vitastor_protocol::OSD_OP_RECOVERY_RELATED,
+                            }),
+                        };
+                        self.sub_remote(idx, 0, osd, req, Vec::new(), None);
+                    }
+                }
+            }
+            RecStage::Reading => {
+                let st = r.state.as_ref().expect("set before reading");
+                let version = st.version;
+                let data = r.data.clone().expect("set by a successful read");
+                let bitmap = r.bitmap.clone();
+                if bitmap.iter().all(|&b| b == 0) {
+                    // The current version is a tombstone: copy it, then purge it once clean.
+                    if let Some(pg) = self.pgs.get_mut(&r.pg) {
+                        pg.tombstones.insert(r.oid, version);
+                    }
+                }
+                r.stage = RecStage::Writing;
+                r.pending = r.targets.len();
+                let targets = r.targets.clone();
+                let oid = r.oid;
+                self.ops[idx] = Some(POp::Recover(r));
+                for (i, osd) in targets.into_iter().enumerate() {
+                    if osd == me {
+                        self.sub_local(
+                            idx,
+                            i as u32,
+                            BsOp::Write {
+                                oid,
+                                version,
+                                offset: 0,
+                                data: AlignedBuf::from_slice(&data),
+                                bitmap: Some(bitmap.clone()),
+                                stable: true,
+                            },
+                        );
+                    } else {
+                        let rw = SecRwOp {
+                            oid: wire_oid(oid),
+                            version,
+                            offset: 0,
+                            len: data.len() as u32,
+                            attr_len: bitmap.len() as u32,
+                            flags: vitastor_protocol::OSD_OP_RECOVERY_RELATED,
+                        };
+                        let req = Request {
+                            id: 0,
+                            op: RequestOp::SecWriteStable(rw),
+                        };
+                        self.sub_remote(
+                            idx,
+                            i as u32,
+                            osd,
+                            req,
+                            bitmap.clone(),
+                            Some(Rc::clone(&data)),
+                        );
+                    }
+                }
+            }
+            RecStage::Writing => {
+                if let Some(st) = r.state.as_mut() {
+                    let targets = std::mem::take(&mut r.targets);
+                    st.stale.retain(|o| !targets.contains(o));
+                    st.holders.extend(targets);
+                }
+                if let (Some(pg), Some(st)) = (self.pgs.get_mut(&r.pg), r.state.as_ref()) {
+                    if let Some(cur) = pg.objects.objects.get_mut(&r.oid) {
+                        *cur = st.clone();
+                    }
+                    pg.objects.degraded.remove(&r.oid);
+                    self.stats.recovered_degraded += 1;
+                }
+                self.recover_cleanup(idx, r)
+            }
+            RecStage::Deleting | RecStage::DelSync => {
+                let syncing = r.stage == RecStage::Deleting;
+                r.stage = if syncing {
+                    RecStage::DelSync
+                } else {
+                    RecStage::Stabilizing
+                };
+                let st = r.state.as_ref().expect("set before deleting");
+                let oid_ver = ObjVerId::new(r.oid, st.version + 1);
+                r.pending = r.targets.len();
+                let targets = r.targets.clone();
+                self.ops[idx] = Some(POp::Recover(r));
+                let flags = vitastor_protocol::OSD_OP_RECOVERY_RELATED;
+                self.sync_or_stabilize(idx, &targets, syncing, oid_ver, flags);
+            }
+            RecStage::Stabilizing => {
+                if let Some(pg) = self.pgs.get_mut(&r.pg) {
+                    pg.objects.objects.remove(&r.oid);
+                    pg.objects.misplaced.remove(&r.oid);
+                    self.stats.recovered_misplaced += 1;
+                }
+                self.finish_recover(r)
+            }
+        }
+    }
+
+    /// After the live members hold the object: done if it lives nowhere else; else its
+    /// copies outside the set are removed, but only once the whole PG is complete (every
+    /// member up, nothing degraded) and rebalancing is allowed.
+    fn recover_cleanup(&mut self, idx: usize, mut r: RecoverOp) {
+        let st = r.state.clone().expect("set before cleanup");
+        let Some(pg) = self.pgs.get(&r.pg) else {
+            return self.finish_recover(r);
+        };
+        let members = pg.members();
+        let outside: Vec<u64> = st
+            .holders
+            .iter()
+            .chain(&st.stale)
+            .copied()
+            .filter(|o| !members.contains(o))
+            .collect();
+        let complete = members.iter().all(|m| st.holders.contains(m));
+        let pg_complete =
+            pg.objects.degraded.is_empty() && members.len() == pg.pool_cfg.pg_size as usize;
+        if outside.is_empty() && complete {
+            if let Some(pg) = self.pgs.get_mut(&r.pg) {
+                pg.objects.objects.remove(&r.oid);
+                pg.objects.degraded.remove(&r.oid);
+                pg.objects.misplaced.remove(&r.oid);
+            }
+            return self.finish_recover(r);
+        }
+        if complete {
+            if let Some(pg) = self.pgs.get_mut(&r.pg) {
+                pg.objects.misplaced.insert(r.oid);
+            }
+        }
+        let may_move = complete
+            && pg_complete
+            && !self.cluster.global_flag("no_rebalance")
+            && outside.iter().all(|&o| self.peers.is_ready(o));
+        if !may_move {
+            return self.finish_recover(r);
+        }
+        r.stage = RecStage::Deleting;
+        r.targets = outside.clone();
+        r.pending = outside.len();
+        let (oid, version) = (r.oid, st.version + 1);
+        self.ops[idx] = Some(POp::Recover(r));
+        for (i, osd) in outside.into_iter().enumerate() {
+            let req = Request {
+                id: 0,
+                op: RequestOp::SecDelete(SecDeleteOp {
+                    oid: wire_oid(oid),
+                    version,
+                    flags: vitastor_protocol::OSD_OP_RECOVERY_RELATED,
+                }),
+            };
+            self.sub_remote(idx, i as u32, osd, req, Vec::new(), None);
+        }
+    }
+
+    /// Sends SEC_SYNC (`syncing`) or SEC_STABILIZE of `oid_ver` to each of `osds` as sub-ops
+    /// of op `idx`: a peer's unstable version can only be stabilized once it is synced.
+    fn sync_or_stabilize(
+        &mut self,
+        idx: usize,
+        osds: &[u64],
+        syncing: bool,
+        oid_ver: ObjVerId,
+        flags: u32,
+    ) {
+        let list = wire_list(&[oid_ver]);
+        for (i, &osd) in osds.iter().enumerate() {
+            let (op, payload) = if syncing {
+                (RequestOp::SecSync(SecSyncOp { flags }), Vec::new())
+            } else {
+                let op = RequestOp::SecStabilize(SecStabOp {
+                    len: list.len() as u64,
+                    flags,
+                });
+                (op, list.clone())
+            };
+            self.sub_remote(idx, i as u32, osd, Request { id: 0, op }, payload, None);
+        }
+    }
+
+    fn finish_recover(&mut self, r: RecoverOp) {
+        self.recovering.remove(&(r.pg, r.oid));
+        self.unlock(r.pg, r.oid);
+        self.op_done(r.pg);
+        self.kick_recovery();
+    }
+
+    /// Starts background recovery of one object of PG `key` (it takes the object lock).
+    pub(crate) fn start_recover(&mut self, key: (u32, u32), oid: ObjectId) {
+        let Some(pg) = self.pgs.get_mut(&key) else {
+            return;
+        };
+        pg.inflight += 1;
+        self.recovering.insert((key, oid));
+        let idx = self.insert_op(POp::Recover(RecoverOp::new(key, oid)));
+        self.lock_and_run(key, oid, idx);
+    }
+
+    fn pool_commit(&self, pool: u32) -> ImmediateCommit {
+        self.cluster
+            .pools
+            .get(&pool)
+            .map_or(ImmediateCommit::All, |p| {
+                p.commit_mode(self.cluster.default_commit())
+            })
+    }
+}
+
+impl RecoverOp {
+    fn new(pg: (u32, u32), oid: ObjectId) -> RecoverOp {
+        RecoverOp {
+            pg,
+            oid,
+            stage: RecStage::Waiting,
+            pending: 0,
+            errno: 0,
+            state: None,
+            targets: Vec::new(),
+            bitmap: Vec::new(),
+            data: None,
+        }
+    }
+}
+
+/// Parses a SEC_LIST reply payload into versions.
+pub(crate) fn parse_listing(payload: &[u8]) -> Option<Vec<ObjVerId>> {
+    Some(
+        obj_ver_ids(payload)
+            .ok()?
+            .map(|e| ObjVerId::new(ObjectId::new(e.oid.inode, e.oid.stripe), e.version))
+            .collect(),
+    )
+}

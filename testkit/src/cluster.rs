@@ -1,0 +1,428 @@
+//! A whole local cluster for tests and `devcluster`: one etcd, N `vitastor-osd` processes on
+//! sparse files, a replicated pool and its `pg/config` (until the monitor writes it).
+//!
+//! Like the rest of the kit it only signals processes it spawned, by PID, while it holds
+//! their unreaped [`Child`]; OSDs are spawned tied to the process (PDEATHSIG), so nothing
+//! outlives the test. Every wait is bounded.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::etcd::{spawn_tied_to_process, EtcdOptions, EtcdServer};
+use crate::TestkitError;
+
+/// How to build the cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// Number of OSDs (numbered from 1).
+    pub osds: usize,
+    /// Pool `pg_size`.
+    pub pg_size: usize,
+    /// Pool `pg_minsize` (default `pg_size - 1`, at least 1).
+    pub pg_minsize: Option<usize>,
+    /// Pool `pg_count`.
+    pub pg_count: u32,
+    /// `all` or `none`: pool option, and the OSDs' blockstore option.
+    pub immediate_commit: String,
+    /// Size of each OSD's sparse data file.
+    pub osd_size: u64,
+    /// Where data, configs and logs go (kept); `None` = a temp dir removed on drop.
+    pub dir: Option<PathBuf>,
+    /// Directory with `vitastor-osd` and `vitastor-disk`.
+    pub bin_dir: PathBuf,
+    /// Extra options for every OSD.
+    pub osd_args: Vec<String>,
+    /// Write `pg/config` (no monitor yet).
+    pub write_pg_config: bool,
+}
+
+impl ClusterOptions {
+    /// 3 OSDs, pg_size 2, 32 PGs, immediate_commit all, 1 GiB files; binaries next to the
+    /// running executable's `target/<profile>` directory.
+    pub fn new(bin_dir: PathBuf) -> ClusterOptions {
+        ClusterOptions {
+            osds: 3,
+            pg_size: 2,
+            pg_minsize: None,
+            pg_count: 32,
+            immediate_commit: "all".into(),
+            osd_size: 1 << 30,
+            dir: None,
+            bin_dir,
+            osd_args: Vec::new(),
+            write_pg_config: true,
+        }
+    }
+}
+
+/// One OSD process.
+#[derive(Debug)]
+pub struct OsdProc {
+    /// OSD number.
+    pub num: u64,
+    /// Its config file (from `vitastor-disk prepare`).
+    pub config: PathBuf,
+    /// Listening address while running.
+    pub addr: Option<SocketAddr>,
+    child: Option<Child>,
+}
+
+/// A running cluster; stopped (OSDs, then etcd) on drop.
+#[derive(Debug)]
+pub struct Cluster {
+    /// Options it was built with.
+    pub opts: ClusterOptions,
+    /// etcd.
+    pub etcd: EtcdServer,
+    /// OSDs, `osds[i].num == i + 1`.
+    pub osds: Vec<OsdProc>,
+    dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+}
+
+fn err(what: impl Into<String>) -> TestkitError {
+    TestkitError::InvalidOptions(what.into())
+}
+
+impl Cluster {
+    /// Starts etcd and the OSDs, creates pool 1 `testpool`, writes `pg/config` (if asked)
+    /// and waits until every PG is active.
+    pub fn start(opts: ClusterOptions) -> Result<Cluster, TestkitError> {
+        let (temp, dir) = match &opts.dir {
+            Some(d) => {
+                fs::create_dir_all(d).map_err(|e| err(format!("creating {}: {e}", d.display())))?;
+                (None, d.clone())
+            }
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix("vitastor-cluster-")
+                    .tempdir()
+                    .map_err(|e| err(format!("temp dir: {e}")))?;
+                let p = t.path().to_path_buf();
+                (Some(t), p)
+            }
+        };
+        let etcd = EtcdServer::start(EtcdOptions {
+            dir: Some(dir.join("etcd")),
+            extra_args: vec!["--max-txn-ops=100000".into()],
+            ..EtcdOptions::default()
+        })?;
+        let mut cluster = Cluster {
+            opts,
+            etcd,
+            osds: Vec::new(),
+            dir,
+            _temp: temp,
+        };
+        cluster.put_json(
+            "config/global",
+            &json!({"immediate_commit": cluster.opts.immediate_commit}),
+        )?;
+        let minsize = cluster
+            .opts
+            .pg_minsize
+            .unwrap_or(cluster.opts.pg_size.saturating_sub(1).max(1));
+        cluster.put_json(
+            "config/pools",
+            &json!({"1": {"name": "testpool", "scheme": "replicated", "pg_size": cluster.opts.pg_size,
+                "pg_minsize": minsize, "pg_count": cluster.opts.pg_count, "failure_domain": "osd",
+                "immediate_commit": cluster.opts.immediate_commit}}),
+        )?;
+        for i in 0..cluster.opts.osds {
+            let num = i as u64 + 1;
+            let config = cluster.prepare_osd(num)?;
+            cluster.osds.push(OsdProc {
+                num,
+                config,
+                addr: None,
+                child: None,
+            });
+            cluster.start_osd(num)?;
+        }
+        cluster.wait_osds_up(Duration::from_secs(30))?;
+        if cluster.opts.write_pg_config {
+            let sets = cluster.default_sets();
+            cluster.write_pg_config(&sets)?;
+            cluster.wait_active(Duration::from_secs(60))?;
+        }
+        Ok(cluster)
+    }
+
+    /// The cluster's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `127.0.0.1:PORT/v3`.
+    pub fn etcd_address(&self) -> String {
+        self.etcd.etcd_address()
+    }
+
+    fn bin(&self, name: &str) -> PathBuf {
+        self.opts.bin_dir.join(name)
+    }
+
+    fn prepare_osd(&self, num: u64) -> Result<PathBuf, TestkitError> {
+        let data = self.dir.join(format!("osd{num}.data"));
+        let config = self.dir.join(format!("osd{num}.json"));
+        if config.exists() {
+            return Ok(config);
+        }
+        let out = Command::new(self.bin("vitastor-disk"))
+            .arg("prepare")
+            .arg("--data_device")
+            .arg(&data)
+            .arg("--size")
+            .arg(self.opts.osd_size.to_string())
+            .arg("--write_config")
+            .arg(&config)
+            .output()
+            .map_err(|e| err(format!("running vitastor-disk: {e}")))?;
+        if !out.status.success() {
+            return Err(err(format!(
+                "vitastor-disk prepare failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        Ok(config)
+    }
+
+    /// Starts OSD `num` (again) and waits for its listening line.
+    pub fn start_osd(&mut self, num: u64) -> Result<(), TestkitError> {
+        let i = (num - 1) as usize;
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("osd{num}.log")))
+            .map_err(|e| err(format!("osd log: {e}")))?;
+        let mut cmd = Command::new(self.bin("vitastor-osd"));
+        cmd.arg("--config_path")
+            .arg(&self.osds[i].config)
+            .args(["--osd_num", &num.to_string()])
+            .args(["--etcd_address", &self.etcd_address()])
+            .args(["--immediate_commit", &self.opts.immediate_commit])
+            .args(["--etcd_report_interval", "1", "--osd_ping_timeout", "3"])
+            .args(["--peer_connect_timeout", "2", "--etcd_stats_interval", "5"])
+            .args(&self.opts.osd_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log);
+        let mut child = spawn_tied_to_process(cmd).map_err(|source| TestkitError::Spawn {
+            binary: self.bin("vitastor-osd"),
+            source,
+        })?;
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("piped");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .map_err(|e| err(format!("osd.{num} stdout: {e}")))?;
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .and_then(|a| a.parse().ok());
+        if addr.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(err(format!(
+                "osd.{num} did not start (first line {line:?}); see {}",
+                self.dir.join(format!("osd{num}.log")).display()
+            )));
+        }
+        self.osds[i].addr = addr;
+        self.osds[i].child = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILLs OSD `num` (no cleanup: its lease expires by itself).
+    pub fn kill_osd(&mut self, num: u64) {
+        if let Some(mut child) = self.osds[(num - 1) as usize].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERMs OSD `num` and waits up to 20 s for it to exit (then SIGKILLs it).
+    pub fn stop_osd(&mut self, num: u64) {
+        if let Some(mut child) = self.osds[(num - 1) as usize].child.take() {
+            // SAFETY: kill(2) on our own unreaped child's PID.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// PIDs of the running OSDs.
+    pub fn osd_pids(&self) -> Vec<(u64, u32)> {
+        self.osds
+            .iter()
+            .filter_map(|o| o.child.as_ref().map(|c| (o.num, c.id())))
+            .collect()
+    }
+
+    /// `pg_size` consecutive OSDs per PG, rotating, primary first.
+    pub fn default_sets(&self) -> Vec<Vec<u64>> {
+        let n = self.opts.osds as u64;
+        (0..self.opts.pg_count as u64)
+            .map(|pg| {
+                (0..self.opts.pg_size as u64)
+                    .map(|j| (pg + j) % n + 1)
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Writes `pg/config` for pool 1: PG `i + 1` gets `sets[i]`, its first OSD as primary.
+    pub fn write_pg_config(&self, sets: &[Vec<u64>]) -> Result<(), TestkitError> {
+        self.put_json("pg/config", &Self::pg_config_json(sets))
+    }
+
+    /// Puts a JSON value under the prefix.
+    pub fn put_json(&self, key: &str, value: &Value) -> Result<(), TestkitError> {
+        self.etcd
+            .etcdctl(&["put", &format!("/vitastor/{key}"), &value.to_string()])
+            .map(|_| ())
+    }
+
+    /// Puts several JSON values under the prefix in one transaction (as the monitor writes
+    /// `pg/config` together with `pg/history`).
+    pub fn put_json_atomic(&self, kvs: &[(String, Value)]) -> Result<(), TestkitError> {
+        let quote = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
+        let mut input = String::from("\n");
+        for (k, v) in kvs {
+            input.push_str(&format!(
+                "put {} {}\n",
+                quote(&format!("/vitastor/{k}")),
+                quote(&v.to_string())
+            ));
+        }
+        input.push_str("\n\n");
+        let out = self.etcd.etcdctl_with_input(&["txn"], Some(&input))?;
+        if !out.starts_with("SUCCESS") {
+            return Err(err(format!("etcdctl txn failed: {out}")));
+        }
+        Ok(())
+    }
+
+    /// `pg/config` JSON for pool 1: PG `i + 1` gets `sets[i]`, its first OSD as primary.
+    pub fn pg_config_json(sets: &[Vec<u64>]) -> Value {
+        let mut pgs = serde_json::Map::new();
+        for (i, set) in sets.iter().enumerate() {
+            pgs.insert(
+                (i + 1).to_string(),
+                json!({"osd_set": set, "primary": set[0], "pause": false}),
+            );
+        }
+        json!({"items": {"1": pgs}})
+    }
+
+    /// Reads every key under `/vitastor/<prefix>` as `(relative key, JSON)`.
+    pub fn get_prefix(&self, prefix: &str) -> Result<Vec<(String, Value)>, TestkitError> {
+        let out = self
+            .etcd
+            .etcdctl(&["get", "--prefix", &format!("/vitastor/{prefix}")])?;
+        let lines: Vec<&str> = out.lines().collect();
+        let mut kvs = Vec::new();
+        for pair in lines.chunks(2) {
+            if let [k, v] = pair {
+                let key = k.strip_prefix("/vitastor/").unwrap_or(k).to_string();
+                if let Ok(v) = serde_json::from_str(v) {
+                    kvs.push((key, v));
+                }
+            }
+        }
+        Ok(kvs)
+    }
+
+    fn wait_osds_up(&self, timeout: Duration) -> Result<(), TestkitError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let up = self.get_prefix("osd/state/")?.len();
+            if up >= self.osds.iter().filter(|o| o.child.is_some()).count() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(err(format!("only {up} OSDs reported up")));
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `pg/state` of pool 1 by PG number.
+    pub fn pg_states(&self) -> Result<Vec<(u32, Value)>, TestkitError> {
+        Ok(self
+            .get_prefix("pg/state/1/")?
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.rsplit('/').next()?.parse().ok()?, v)))
+            .collect())
+    }
+
+    /// Waits until every PG of pool 1 reports a state that satisfies `pred`.
+    pub fn wait_pgs(
+        &self,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&[String]) -> bool,
+    ) -> Result<(), TestkitError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let states = self.pg_states()?;
+            let good = states
+                .iter()
+                .filter(|(_, v)| {
+                    let names: Vec<String> = v["state"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|s| s.as_str().map(String::from))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    pred(&names)
+                })
+                .count();
+            if good == self.opts.pg_count as usize {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(err(format!(
+                    "{good} of {} PGs {what} after {timeout:?}: {states:?}",
+                    self.opts.pg_count
+                )));
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until every PG of pool 1 is active.
+    pub fn wait_active(&self, timeout: Duration) -> Result<(), TestkitError> {
+        self.wait_pgs(timeout, "active", |s| s.iter().any(|n| n == "active"))
+    }
+
+    /// Waits until every PG of pool 1 is exactly `active` (nothing degraded or misplaced).
+    pub fn wait_clean(&self, timeout: Duration) -> Result<(), TestkitError> {
+        self.wait_pgs(timeout, "clean", |s| s == ["active"])
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let nums: Vec<u64> = self.osds.iter().map(|o| o.num).collect();
+        for n in nums {
+            self.stop_osd(n);
+        }
+    }
+}
