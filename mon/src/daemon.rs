@@ -1,0 +1,780 @@
+//! The monitor process: etcd sessions, master election, the master loop.
+//!
+//! # What this module owns
+//! - Sessions: connect, grant a lease of `etcd_mon_ttl`, keep it alive every third of the
+//!   TTL; any failure ends the session and a new one starts after a backoff, so there is no
+//!   half-broken client to reason about.
+//! - Election: `mon/master` = `{"ip":[...],"id":<lease id>}` put under the lease by a
+//!   transaction that requires the key to be absent (`create_revision == 0`). The others
+//!   watch the key and campaign again when it is deleted (lease expired or revoked), and at
+//!   least once per TTL in case a watch event is missed.
+//! - The master loop: load every watched key in one transaction, watch the prefix from the
+//!   next revision, run a placement round ([`crate::decide`]) on a blocking thread after
+//!   changes settle (`mon_change_timeout`) or when an OSD's out timer fires, and aggregate
+//!   stats ([`crate::stats`]) every `mon_stats_interval`.
+//! - Writing: every transaction carries `mon/master` lease == ours, so a deposed master
+//!   cannot write; placement writes also carry `pg/config` mod_revision == the one the round
+//!   read, and each `pg/history` write the key's mod_revision. Transactions hold at most
+//!   [`MAX_TXN_ITEMS`] operations (etcd's default `--max-txn-ops` is 128); when a plan needs
+//!   more, history is written before `pg/config` and deleted after it, so a crash in between
+//!   leaves extra history (harmless: more peers to check), never missing history.
+//!
+//! # What it must never do
+//! - Panic or exit on an etcd error or a bad value: errors end the session, values are
+//!   reported and skipped.
+//! - Write without the lease guard, or wait on etcd without a bound (every call goes
+//!   through [`call`]; the watch stream is long-lived, a dead etcd is caught by keepalives).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::net::{ToSocketAddrs, UdpSocket};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, LeaseKeepAliveStream,
+    LeaseKeeper, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+};
+use serde_json::{json, Value};
+use tokio::sync::watch;
+use tokio::time::{interval, sleep, sleep_until, Instant, Interval, MissedTickBehavior};
+use tracing::{debug, info, warn};
+use vitastor_layout::keys;
+
+use crate::decide::{self, DownTracker, Plan};
+use crate::http::MetricsText;
+use crate::options::{MonOptions, Tunables};
+use crate::placement::PlacementOptions;
+use crate::state::{decode, is_watched, ClusterState, Relevance, WATCHED_KEYS};
+use crate::stats;
+use crate::MonError;
+
+/// Operations per transaction: below etcd's default `--max-txn-ops` (128), which bounds
+/// compares and operations separately; each item adds at most one of each, plus two guards.
+pub const MAX_TXN_ITEMS: usize = 100;
+/// First wait after a failed session, doubled up to [`MAX_BACKOFF`].
+const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
+/// Longest wait between sessions: a returning etcd is noticed within a few seconds.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// A session that lasted this long was healthy: the next failure starts a fresh backoff.
+const HEALTHY_SESSION: Duration = Duration::from_secs(10);
+/// Metrics text of a monitor that is not master (the master serves the cluster's numbers).
+const NOT_MASTER_METRICS: &str =
+    "# HELP vitastor_mon_master 1 on the master monitor\n# TYPE vitastor_mon_master gauge\nvitastor_mon_master 0\n";
+
+/// Runs `fut` with the per-call bound; every etcd request goes through this.
+async fn call<T>(
+    timeout: Duration,
+    name: &'static str,
+    fut: impl Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, MonError> {
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(source)) => Err(MonError::Call {
+            call: name,
+            source: Box::new(source),
+        }),
+        Err(_) => Err(MonError::Timeout {
+            call: name,
+            after: timeout,
+        }),
+    }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Runs sessions until `shutdown` turns true (then the lease is revoked, so another monitor
+/// takes over at once).
+pub async fn run(opts: MonOptions, metrics: MetricsText, mut shutdown: watch::Receiver<bool>) {
+    let mut backoff = INITIAL_BACKOFF;
+    loop {
+        set_metrics(&metrics, NOT_MASTER_METRICS.to_owned());
+        let started = Instant::now();
+        match session(&opts, &metrics, &mut shutdown).await {
+            Ok(()) => return,
+            Err(e) => warn!("etcd session ended: {e}"),
+        }
+        set_metrics(&metrics, NOT_MASTER_METRICS.to_owned());
+        if started.elapsed() >= HEALTHY_SESSION {
+            backoff = INITIAL_BACKOFF;
+        }
+        tokio::select! {
+            _ = sleep(backoff) => {}
+            _ = shutdown.changed() => return,
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+fn set_metrics(metrics: &MetricsText, text: String) {
+    if let Ok(mut m) = metrics.lock() {
+        *m = text;
+    }
+}
+
+/// The IP this host uses to reach the first etcd endpoint (a connected UDP socket sends
+/// nothing; the kernel just picks the route).
+fn local_ips(endpoints: &[String]) -> Vec<String> {
+    let first = endpoints
+        .first()
+        .map(|e| e.trim_start_matches("http://").to_owned());
+    let ip = first.and_then(|hp| {
+        let addr = hp.to_socket_addrs().ok()?.next()?;
+        let bind = if addr.is_ipv4() {
+            "0.0.0.0:0"
+        } else {
+            "[::]:0"
+        };
+        let s = UdpSocket::bind(bind).ok()?;
+        s.connect(addr).ok()?;
+        Some(s.local_addr().ok()?.ip().to_string())
+    });
+    ip.into_iter().collect()
+}
+
+/// One connected session: the client and the lease.
+struct Session {
+    client: Client,
+    prefix: String,
+    timeout: Duration,
+    lease: i64,
+    keeper: LeaseKeeper,
+    keepalives: LeaseKeepAliveStream,
+    ka_tick: Interval,
+}
+
+async fn session(
+    opts: &MonOptions,
+    metrics: &MetricsText,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), MonError> {
+    let t = opts.call_timeout;
+    let connect = ConnectOptions::new()
+        .with_connect_timeout(t)
+        .with_timeout(t);
+    let mut client = call(
+        t,
+        "connect",
+        Client::connect(opts.endpoints.clone(), Some(connect)),
+    )
+    .await?;
+    let global_key = keys::full(&opts.prefix, keys::CONFIG_GLOBAL);
+    let got = call(t, "get config/global", client.get(global_key, None)).await?;
+    let global = got
+        .kvs()
+        .first()
+        .map_or(Value::Null, |kv| decode(keys::CONFIG_GLOBAL, kv.value()).0);
+    let (tunables, notes) = Tunables::resolve(&opts.overrides, &global);
+    for n in notes {
+        warn!("{n}");
+    }
+    let ttl = tunables.mon_ttl.as_secs() as i64;
+    let granted = call(t, "lease grant", client.lease_grant(ttl, None)).await?;
+    let (keeper, keepalives) =
+        call(t, "lease keepalive", client.lease_keep_alive(granted.id())).await?;
+    let mut ka_tick = interval(tunables.mon_ttl / 3);
+    ka_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    ka_tick.tick().await;
+    let mut s = Session {
+        client,
+        prefix: opts.prefix.clone(),
+        timeout: t,
+        lease: granted.id(),
+        keeper,
+        keepalives,
+        ka_tick,
+    };
+    let result = s.lead(opts, tunables, metrics, shutdown).await;
+    if result.is_err() {
+        // Best effort: a session that failed while master (a cancelled watch, say) must not
+        // leave its key to block the next campaign, ours or another monitor's, for a TTL.
+        let _ = call(t, "lease revoke", s.client.lease_revoke(s.lease)).await;
+    }
+    result
+}
+
+impl Session {
+    /// Campaigns until master (or shutdown), then runs the master loop.
+    async fn lead(
+        &mut self,
+        opts: &MonOptions,
+        tunables: Tunables,
+        metrics: &MetricsText,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), MonError> {
+        let me = json!({"ip": local_ips(&opts.endpoints), "id": self.lease});
+        let mut logged_holder = None;
+        loop {
+            match self.campaign(&me).await? {
+                None => break,
+                Some((holder, rev)) => {
+                    if logged_holder.as_ref() != Some(&holder) {
+                        info!("standing by: mon/master is held by {holder}");
+                        logged_holder = Some(holder);
+                    }
+                    if self
+                        .wait_for_vacancy(rev, tunables.mon_ttl, shutdown)
+                        .await?
+                    {
+                        return self.resign().await;
+                    }
+                }
+            }
+        }
+        info!("became master (lease {:x})", self.lease);
+        let mut master = Master::new(self, opts.clone(), tunables, metrics.clone());
+        master.run(shutdown).await
+    }
+
+    fn key(&self, rel: &str) -> String {
+        keys::full(&self.prefix, rel)
+    }
+
+    fn relative(&self, key: &[u8]) -> Option<String> {
+        let key = std::str::from_utf8(key).ok()?;
+        Some(
+            key.strip_prefix(&self.prefix)?
+                .strip_prefix('/')?
+                .to_owned(),
+        )
+    }
+
+    /// One keepalive round trip; an expired lease ends the session.
+    async fn keep_alive(&mut self) -> Result<(), MonError> {
+        call(self.timeout, "lease keepalive", self.keeper.keep_alive()).await?;
+        let reply = call(self.timeout, "lease keepalive", self.keepalives.message())
+            .await?
+            .ok_or_else(|| MonError::Protocol {
+                call: "lease keepalive",
+                reason: "stream ended".into(),
+            })?;
+        if reply.ttl() <= 0 {
+            return Err(MonError::LeaseExpired(self.lease));
+        }
+        Ok(())
+    }
+
+    /// Best effort: lets another monitor take over now instead of after the TTL.
+    async fn resign(&mut self) -> Result<(), MonError> {
+        if let Err(e) = call(
+            self.timeout,
+            "lease revoke",
+            self.client.lease_revoke(self.lease),
+        )
+        .await
+        {
+            warn!("shutdown: {e}");
+        }
+        info!("stopped");
+        Ok(())
+    }
+
+    /// Tries to take `mon/master`. `None`: we are master; else the holder's value and the
+    /// revision to watch from.
+    async fn campaign(&mut self, me: &Value) -> Result<Option<(String, i64)>, MonError> {
+        let key = self.key(keys::MON_MASTER);
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                key.clone(),
+                me.to_string(),
+                Some(PutOptions::new().with_lease(self.lease)),
+            )])
+            .or_else([TxnOp::get(key, None)]);
+        let reply = call(self.timeout, "campaign", self.client.txn(txn)).await?;
+        if reply.succeeded() {
+            return Ok(None);
+        }
+        let rev = reply.header().map_or(0, |h| h.revision());
+        let holder = reply
+            .op_responses()
+            .into_iter()
+            .find_map(|op| match op {
+                TxnOpResponse::Get(g) => g
+                    .kvs()
+                    .first()
+                    .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        Ok(Some((holder, rev)))
+    }
+
+    /// Waits until `mon/master` is deleted (or one TTL passes), keeping our lease alive.
+    /// Returns true on shutdown.
+    async fn wait_for_vacancy(
+        &mut self,
+        rev: i64,
+        ttl: Duration,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<bool, MonError> {
+        let key = self.key(keys::MON_MASTER);
+        let (mut watcher, mut stream) = call(
+            self.timeout,
+            "watch mon/master",
+            self.client
+                .watch(key, Some(WatchOptions::new().with_start_revision(rev + 1))),
+        )
+        .await?;
+        let recheck = Instant::now() + ttl;
+        let result = loop {
+            tokio::select! {
+                _ = self.ka_tick.tick() => self.keep_alive().await?,
+                msg = stream.message() => {
+                    let msg = watch_message(msg)?;
+                    if msg.iter().any(|(t, _, _)| *t == EventType::Delete) {
+                        break false;
+                    }
+                }
+                _ = sleep_until(recheck) => break false,
+                _ = shutdown.changed() => break true,
+            }
+        };
+        // Dropping the stream would also end the watch; cancel politely when etcd answers.
+        let _ = call(self.timeout, "watch cancel", watcher.cancel()).await;
+        Ok(result)
+    }
+}
+
+/// Events of one watch message as `(type, key, value, mod_revision)`; a cancelled or ended
+/// watch is an error (the session restarts and reloads).
+type WatchEvents = Vec<(EventType, Vec<u8>, (Vec<u8>, i64))>;
+
+fn watch_message(
+    msg: Result<Option<etcd_client::WatchResponse>, etcd_client::Error>,
+) -> Result<WatchEvents, MonError> {
+    let msg = msg
+        .map_err(|source| MonError::Call {
+            call: "watch",
+            source: Box::new(source),
+        })?
+        .ok_or_else(|| MonError::Protocol {
+            call: "watch",
+            reason: "stream ended".into(),
+        })?;
+    if msg.canceled() {
+        return Err(MonError::Protocol {
+            call: "watch",
+            reason: format!(
+                "cancelled ({}, compact revision {})",
+                msg.cancel_reason(),
+                msg.compact_revision()
+            ),
+        });
+    }
+    Ok(msg
+        .events()
+        .iter()
+        .filter_map(|e| {
+            let kv = e.kv()?;
+            Some((
+                e.event_type(),
+                kv.key().to_vec(),
+                (kv.value().to_vec(), kv.mod_revision()),
+            ))
+        })
+        .collect())
+}
+
+/// Remembers which messages were logged last time, so a bad value is reported when it
+/// appears, not on every round.
+#[derive(Default)]
+struct Dedup(BTreeSet<String>);
+
+impl Dedup {
+    fn fresh(&mut self, now: impl IntoIterator<Item = String>) -> Vec<String> {
+        let now: BTreeSet<String> = now.into_iter().collect();
+        let fresh = now.difference(&self.0).cloned().collect();
+        self.0 = now;
+        fresh
+    }
+}
+
+/// One step of a plan's writes: guards, operations, and the same changes for the mirror.
+#[derive(Default)]
+struct Chunk {
+    compares: Vec<Compare>,
+    ops: Vec<TxnOp>,
+    local: Vec<(String, Option<Value>)>,
+}
+
+struct Master<'a> {
+    s: &'a mut Session,
+    opts: MonOptions,
+    tunables: Tunables,
+    metrics: MetricsText,
+    state: ClusterState,
+    down: DownTracker,
+    pool_errors: BTreeMap<u32, String>,
+    /// Notes about `config/global` values, about the last round, and pool errors: each
+    /// logged when it first appears.
+    global_notes: Dedup,
+    notes: Dedup,
+    errors_logged: Dedup,
+    /// Stats keys this master (or the previous one) wrote, to delete the stale ones.
+    stats_keys: BTreeSet<String>,
+    round_at: Option<Instant>,
+    out_wake: Option<Instant>,
+}
+
+impl<'a> Master<'a> {
+    fn new(
+        s: &'a mut Session,
+        opts: MonOptions,
+        tunables: Tunables,
+        metrics: MetricsText,
+    ) -> Master<'a> {
+        Master {
+            s,
+            opts,
+            tunables,
+            metrics,
+            state: ClusterState::default(),
+            down: DownTracker::default(),
+            pool_errors: BTreeMap::new(),
+            global_notes: Dedup::default(),
+            notes: Dedup::default(),
+            errors_logged: Dedup::default(),
+            stats_keys: BTreeSet::new(),
+            round_at: None,
+            out_wake: None,
+        }
+    }
+
+    async fn run(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<(), MonError> {
+        let rev = self.load().await?;
+        let (_watcher, mut watch) = call(
+            self.s.timeout,
+            "watch",
+            self.s.client.watch(
+                self.s.key(""),
+                Some(
+                    WatchOptions::new()
+                        .with_prefix()
+                        .with_start_revision(rev + 1),
+                ),
+            ),
+        )
+        .await?;
+        self.down.update(&self.state, unix_now(), true);
+        self.round_at = Some(Instant::now());
+        let mut stats_tick = interval(self.tunables.stats_interval);
+        stats_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            let wake = match (self.round_at, self.out_wake) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let far = Instant::now() + Duration::from_secs(3600);
+            tokio::select! {
+                _ = self.s.ka_tick.tick() => self.s.keep_alive().await?,
+                msg = watch.message() => {
+                    for (ty, key, (value, rev)) in watch_message(msg)? {
+                        self.on_event(ty, &key, &value, rev);
+                    }
+                }
+                _ = sleep_until(wake.unwrap_or(far)), if wake.is_some() => {
+                    self.round_at = None;
+                    self.out_wake = None;
+                    self.round().await?;
+                }
+                _ = stats_tick.tick() => self.stats().await?,
+                _ = shutdown.changed() => return self.s.resign().await,
+            }
+        }
+    }
+
+    /// Reads every watched key (and the names of existing aggregates) at one revision.
+    async fn load(&mut self) -> Result<i64, MonError> {
+        let mut gets: Vec<TxnOp> = WATCHED_KEYS
+            .iter()
+            .map(|&(k, prefix)| {
+                TxnOp::get(
+                    self.s.key(k),
+                    prefix.then(|| GetOptions::new().with_prefix()),
+                )
+            })
+            .collect();
+        for k in [keys::POOL_STATS_PREFIX, keys::INODE_STATS_PREFIX] {
+            gets.push(TxnOp::get(
+                self.s.key(k),
+                Some(GetOptions::new().with_prefix().with_keys_only()),
+            ));
+        }
+        let reply = call(
+            self.s.timeout,
+            "load",
+            self.s.client.txn(Txn::new().and_then(gets)),
+        )
+        .await?;
+        let rev = reply
+            .header()
+            .map(|h| h.revision())
+            .ok_or(MonError::Protocol {
+                call: "load",
+                reason: "reply without a header".into(),
+            })?;
+        let now = Instant::now().into_std();
+        for op in reply.op_responses() {
+            let TxnOpResponse::Get(get) = op else {
+                continue;
+            };
+            for kv in get.kvs() {
+                let Some(key) = self.s.relative(kv.key()) else {
+                    continue;
+                };
+                if key.starts_with(keys::POOL_STATS_PREFIX)
+                    || key.starts_with(keys::INODE_STATS_PREFIX)
+                {
+                    self.stats_keys.insert(key);
+                    continue;
+                }
+                let (value, note) = decode(&key, kv.value());
+                if let Some(n) = note {
+                    warn!("{n}");
+                }
+                self.state.apply(&key, Some(value), kv.mod_revision(), now);
+            }
+        }
+        self.retune();
+        Ok(rev)
+    }
+
+    fn on_event(&mut self, ty: EventType, key: &[u8], value: &[u8], rev: i64) {
+        // The watch covers the whole prefix (one stream instead of thirteen); most of it,
+        // such as the aggregates this master writes, is not ours to read.
+        let Some(key) = self.s.relative(key).filter(|k| is_watched(k)) else {
+            return;
+        };
+        let value = match ty {
+            EventType::Delete => None,
+            EventType::Put => {
+                let (v, note) = decode(&key, value);
+                if let Some(n) = note {
+                    warn!("{n}");
+                }
+                Some(v)
+            }
+        };
+        let relevance = self
+            .state
+            .apply(&key, value, rev, Instant::now().into_std());
+        if key == keys::CONFIG_GLOBAL {
+            self.retune();
+        }
+        if relevance == Relevance::Placement && self.round_at.is_none() {
+            // Not pushed back by later changes: a steady trickle must not starve placement.
+            self.round_at = Some(Instant::now() + self.tunables.change_timeout);
+        }
+    }
+
+    /// Applies `config/global` to the tunables the running master can change (the lease
+    /// TTL and the stats period stay until the next session).
+    fn retune(&mut self) {
+        let (t, notes) = Tunables::resolve(&self.opts.overrides, &self.state.global);
+        for n in self.global_notes.fresh(notes) {
+            warn!("{n}");
+        }
+        self.tunables.osd_out_time = t.osd_out_time;
+        self.tunables.change_timeout = t.change_timeout;
+    }
+
+    async fn round(&mut self) -> Result<(), MonError> {
+        let now = unix_now();
+        self.down.update(&self.state, now, false);
+        let (out, next) = self
+            .down
+            .out(&self.state, self.tunables.osd_out_time.as_secs_f64(), now);
+        // A little after the deadline, so the round sees the OSD as out.
+        self.out_wake =
+            next.map(|at| Instant::now() + Duration::from_secs_f64((at - now).max(0.0) + 0.05));
+        let state = self.state.clone();
+        let out_list = out.clone();
+        let mut task = tokio::task::spawn_blocking(move || {
+            decide::plan(&state, &out_list, &PlacementOptions::default())
+        });
+        // The LP may take seconds: keep the lease alive meanwhile.
+        let plan = loop {
+            tokio::select! {
+                r = &mut task => break r.map_err(|e| MonError::Task(e.to_string()))?,
+                _ = self.s.ka_tick.tick() => self.s.keep_alive().await?,
+            }
+        };
+        let mut notes = plan.notes.clone();
+        notes.extend(plan.paused.iter().map(|p| {
+            format!("pool {p}: PG count changes; PGs paused until every PG of the pool is offline")
+        }));
+        notes.extend(
+            out.iter()
+                .map(|o| format!("osd {o} is out (down longer than osd_out_time)")),
+        );
+        for n in self.notes.fresh(notes) {
+            warn!("{n}");
+        }
+        for e in self.errors_logged.fresh(
+            plan.pool_errors
+                .iter()
+                .map(|(p, e)| format!("pool {p} skipped: {e}")),
+        ) {
+            warn!("{e}");
+        }
+        self.pool_errors = plan.pool_errors.clone();
+        if plan.is_empty() {
+            return Ok(());
+        }
+        if self.write_plan(&plan).await? {
+            for r in &plan.reports {
+                info!("{r}");
+            }
+            if plan.config.is_some() {
+                info!(
+                    "pg/config updated ({} history writes, {} history deletes)",
+                    plan.history_puts.len(),
+                    plan.history_deletes.len()
+                );
+            }
+            if plan.last_clean.is_some() {
+                info!("every PG is clean: history/last_clean_pgs updated");
+            }
+        } else {
+            debug!("placement write lost a race (pg/config or pg/history changed); retrying");
+            self.round_at = Some(Instant::now() + self.tunables.change_timeout);
+        }
+        Ok(())
+    }
+
+    /// Writes a plan in chunks (see the module docs). False if a guard failed.
+    async fn write_plan(&mut self, plan: &Plan) -> Result<bool, MonError> {
+        // `(key, new value or None to delete, mod_revision the key must still have)`, in
+        // the order they must reach etcd.
+        let mut items: Vec<(String, Option<Value>, Option<i64>)> = Vec::new();
+        for h in &plan.history_puts {
+            let value = serde_json::to_value(&h.value).unwrap_or(Value::Null);
+            items.push((
+                keys::pg_history(h.pool, h.pg),
+                Some(value),
+                Some(h.expect_rev),
+            ));
+        }
+        if let Some(c) = &plan.config {
+            items.push((keys::PG_CONFIG.to_owned(), Some(c.clone()), None));
+        }
+        if let Some(c) = &plan.last_clean {
+            items.push((keys::LAST_CLEAN_PGS.to_owned(), Some(c.clone()), None));
+        }
+        for &(pool, pg, rev) in &plan.history_deletes {
+            items.push((keys::pg_history(pool, pg), None, Some(rev)));
+        }
+        let mut items = items.into_iter().peekable();
+        while items.peek().is_some() {
+            let mut chunk = Chunk::default();
+            for (key, value, rev) in items.by_ref().take(MAX_TXN_ITEMS) {
+                let full = self.s.key(&key);
+                if let Some(rev) = rev {
+                    chunk
+                        .compares
+                        .push(Compare::mod_revision(full.clone(), CompareOp::Equal, rev));
+                }
+                chunk.ops.push(match &value {
+                    Some(v) => TxnOp::put(full, v.to_string(), None),
+                    None => TxnOp::delete(full, None),
+                });
+                chunk.local.push((key, value));
+            }
+            // Read per chunk: an earlier chunk may have moved pg/config's revision.
+            let cfg_guard = Compare::mod_revision(
+                self.s.key(keys::PG_CONFIG),
+                CompareOp::Equal,
+                self.state.pg_config_rev,
+            );
+            chunk.compares.push(cfg_guard);
+            if !self.commit(chunk, "write placement").await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// One guarded transaction; on success the mirror gets the same changes at once (the
+    /// watch echoes them later), so the next round does not work from stale revisions.
+    /// False when a guard other than the lease failed; [`MonError::NotMaster`] when
+    /// `mon/master` is no longer ours.
+    async fn commit(&mut self, mut chunk: Chunk, what: &'static str) -> Result<bool, MonError> {
+        chunk.compares.push(Compare::lease(
+            self.s.key(keys::MON_MASTER),
+            CompareOp::Equal,
+            self.s.lease,
+        ));
+        let master = self.s.key(keys::MON_MASTER);
+        let txn = Txn::new()
+            .when(chunk.compares)
+            .and_then(chunk.ops)
+            .or_else([TxnOp::get(master, None)]);
+        let reply = call(self.s.timeout, what, self.s.client.txn(txn)).await?;
+        if !reply.succeeded() {
+            // Tell a lost race (retry) from a lost mastership (stop at once).
+            let ours = reply.op_responses().into_iter().any(|op| match op {
+                TxnOpResponse::Get(g) => {
+                    g.kvs().first().is_some_and(|kv| kv.lease() == self.s.lease)
+                }
+                _ => false,
+            });
+            return if ours {
+                Ok(false)
+            } else {
+                Err(MonError::NotMaster)
+            };
+        }
+        let rev = reply.header().map_or(0, |h| h.revision());
+        let now = Instant::now().into_std();
+        for (key, value) in chunk.local {
+            self.state.apply(&key, value, rev, now);
+        }
+        Ok(true)
+    }
+
+    /// Aggregates stats, writes them and publishes the metrics text.
+    async fn stats(&mut self) -> Result<(), MonError> {
+        let agg = stats::aggregate(&self.state, &self.pool_errors, unix_now());
+        let mut writes: Vec<(String, Option<String>)> =
+            vec![(keys::STATS.to_owned(), Some(agg.stats.to_string()))];
+        let mut fresh = BTreeSet::new();
+        for (pool, v) in &agg.pools {
+            fresh.insert(keys::pool_stats(*pool));
+            writes.push((keys::pool_stats(*pool), Some(v.to_string())));
+        }
+        for ((pool, inode), v) in &agg.inodes {
+            fresh.insert(keys::inode_stats(*pool, *inode));
+            writes.push((keys::inode_stats(*pool, *inode), Some(v.to_string())));
+        }
+        for stale in self.stats_keys.difference(&fresh) {
+            writes.push((stale.clone(), None));
+        }
+        for batch in writes.chunks(MAX_TXN_ITEMS) {
+            let chunk = Chunk {
+                ops: batch
+                    .iter()
+                    .map(|(k, v)| match v {
+                        Some(v) => TxnOp::put(self.s.key(k), v.clone(), None),
+                        None => TxnOp::delete(self.s.key(k), None),
+                    })
+                    .collect(),
+                ..Chunk::default()
+            };
+            // Stats carry only the lease guard, which `commit` turns into an error.
+            self.commit(chunk, "write stats").await?;
+        }
+        self.stats_keys = fresh;
+        set_metrics(
+            &self.metrics,
+            format!(
+                "# HELP vitastor_mon_master 1 on the master monitor\n# TYPE vitastor_mon_master gauge\nvitastor_mon_master 1\n{}",
+                agg.metrics
+            ),
+        );
+        Ok(())
+    }
+}

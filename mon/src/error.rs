@@ -1,0 +1,66 @@
+//! Errors of the monitor daemon (the placement core keeps its own [`crate::placement::PlacementError`]).
+
+use std::time::Duration;
+
+/// Why a monitor session (or start-up) failed. Sessions end on any of these and start again
+/// after a backoff; only start-up errors (options, config file, listener) end the process.
+#[derive(Debug, thiserror::Error)]
+pub enum MonError {
+    /// An option value is malformed.
+    #[error("invalid option {name}: {reason}")]
+    BadOption {
+        /// Option name as on the command line.
+        name: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The config file cannot be read or is not a JSON object.
+    #[error("config file {path}: {reason}")]
+    ConfigFile {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A local I/O operation failed (listener, runtime).
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// An etcd call failed.
+    #[error("etcd {call}: {source}")]
+    Call {
+        /// Which call.
+        call: &'static str,
+        /// The client's error (boxed: it is large, and every other variant is small).
+        source: Box<etcd_client::Error>,
+    },
+    /// An etcd call did not finish within the call timeout.
+    #[error("etcd {call} timed out after {after:?}")]
+    Timeout {
+        /// Which call.
+        call: &'static str,
+        /// The timeout.
+        after: Duration,
+    },
+    /// etcd answered something the protocol does not allow (a cancelled watch, no header).
+    #[error("etcd {call}: {reason}")]
+    Protocol {
+        /// Which call.
+        call: &'static str,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The monitor's lease is gone: it is no longer (or cannot become) master.
+    #[error("lease {0:x} expired")]
+    LeaseExpired(i64),
+    /// `mon/master` is gone or held by another lease: this monitor must stop writing.
+    #[error("mon/master is no longer held by this monitor")]
+    NotMaster,
+    /// The placement computation task died (a panic inside the solver).
+    #[error("placement task failed: {0}")]
+    Task(String),
+}
