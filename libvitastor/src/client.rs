@@ -1,0 +1,1866 @@
+//! The client: ops, their parts, OSD connections and the poll loop that drives them.
+//!
+//! # What this module owns
+//! - The op table: every submitted op lives in a reusable slot until its callback is queued.
+//!   An op is split into parts ([`crate::mapping::split`]), one per object; each part goes to
+//!   the current primary of its PG and is retried — forever — whenever the cluster says it
+//!   cannot be served now (PG not active, OSD down, connection lost, `-EPIPE`). Other OSD
+//!   errors fail the op.
+//! - OSD connections: non-blocking connect, SHOW_CONFIG handshake with `check_sequencing`
+//!   (request ids then increase by exactly one), the send queue (written with one `sendmsg`
+//!   per batch straight from the op buffers) and the receive side (read data lands directly
+//!   in the op's buffers once past the small receive buffer).
+//! - Unsynced writes: with an `immediate_commit` other than `all`, a copy of every
+//!   acknowledged, unsynced write is kept and replayed to the new primary when its OSD
+//!   connection is lost or its PG moves; SYNC fans out to every OSD holding such writes, and
+//!   the client syncs on its own past `client_max_dirty_bytes`/`client_max_dirty_ops`.
+//! - Ordering: ops start in submission order; a SYNC waits for the writes before it and holds
+//!   the ops after it; nothing new starts while unsynced writes are being replayed.
+//! - Image watches and the "ready" state (first etcd load).
+//!
+//! # What it must never do
+//! - Call a user callback while it holds itself borrowed: completions are queued and run by
+//!   [`Client::run_completions`] (or by the C ABI) after the work is done, so a callback may
+//!   submit new ops.
+//! - Block: every socket is non-blocking; only [`Client::wait_events`] sleeps, in epoll.
+//! - Panic or give up on cluster trouble: bad replies drop the connection and the parts are
+//!   retried; bad etcd values are logged and ignored.
+//! - Size a buffer from an unchecked field: reply payload lengths come from
+//!   `Reply::payload_len`, which checks them against the request and the protocol limits.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::ffi::CString;
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use rustc_hash::{FxHashMap, FxHashSet};
+use vitastor_layout::{inode_with_pool, pool_of, ImmediateCommit, PoolConfig};
+use vitastor_protocol::handshake::{
+    ImmediateCommit as WireCommit, PoolExpectation, RequestFeatures, ShowConfigReplyJson,
+    ShowConfigRequestJson,
+};
+use vitastor_protocol::{
+    decode_reply, encode_request, Reply, ReplyOp, Request, RequestOp, RwOp, ShowConfigOp,
+    OSD_PACKET_SIZE,
+};
+
+use crate::cluster::ClusterView;
+use crate::error::{is_retryable_osd_errno, ClientError};
+use crate::etcd::{EtcdAddress, EtcdWatcher};
+use crate::mapping::{check_range, split};
+use crate::options::{ClientOptions, Resolved, Settings};
+use crate::sys::{self, copy_to_iov, sub_iov, Epoll, Io, IoVec, Timer};
+
+/// epoll token of the etcd wake-up fd.
+const TOKEN_ETCD: u64 = 0;
+/// epoll token of the retry timer.
+const TOKEN_TIMER: u64 = 1;
+/// epoll tokens of connections start here (token = slot + this).
+const TOKEN_CONN_BASE: u64 = 2;
+/// Receive buffer per connection: holds many 128-byte replies per `read`, and small read
+/// payloads, so a busy connection costs one syscall per batch rather than per reply.
+const RECV_BUF: usize = 64 << 10;
+/// Payloads at least this long are read straight into the op's buffer instead of through
+/// the receive buffer (saves a copy; below it the extra syscall costs more than the copy).
+const DIRECT_READ_MIN: usize = 16 << 10;
+/// Most send-queue entries gathered into one `sendmsg`.
+const SEND_BATCH: usize = 64;
+/// Events taken from epoll per call.
+const EPOLL_BATCH: usize = 64;
+
+/// What an op finished with.
+#[derive(Debug)]
+pub struct OpDone {
+    /// Bytes read or written (the op length), 0 for sync/delete, or the error.
+    pub result: Result<u64, ClientError>,
+    /// For reads: the version of the (last) object read.
+    pub version: u64,
+    /// The buffer the op was given by the Rust API (read data or written data), else empty.
+    pub buf: Vec<u8>,
+    /// For bitmap reads: one bit per `bitmap_granularity` of the range, LSB first.
+    pub bitmap: Vec<u8>,
+}
+
+/// A completion callback. `Plain` is a function pointer with two words of context, so the C
+/// ABI completes ops without allocating.
+pub enum Callback<T> {
+    /// A boxed closure.
+    Boxed(Box<dyn FnOnce(T)>),
+    /// `f(a, b, result)`.
+    Plain {
+        /// The function.
+        f: fn(usize, usize, T),
+        /// First context word.
+        a: usize,
+        /// Second context word.
+        b: usize,
+    },
+}
+
+impl<T> Callback<T> {
+    fn call(self, value: T) {
+        match self {
+            Callback::Boxed(f) => f(value),
+            Callback::Plain { f, a, b } => f(a, b, value),
+        }
+    }
+}
+
+/// A watched image's metadata, kept current by the client as etcd changes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageInfo {
+    /// Image name.
+    pub name: String,
+    /// Inode number with pool bits.
+    pub inode: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Parent inode with pool bits, 0 when none.
+    pub parent_id: u64,
+    /// Snapshots refuse writes.
+    pub readonly: bool,
+    /// The `meta` field of the image's JSON, as JSON text, if any.
+    pub meta: Option<CString>,
+    /// etcd `mod_revision` of the image's config key.
+    pub mod_revision: u64,
+    /// The pool's block size (0 if the pool is unknown).
+    pub block_size: u32,
+    /// The pool's bitmap granularity (0 if the pool is unknown).
+    pub bitmap_granularity: u32,
+    /// The pool's commit mode, when the pool or `config/global` sets one.
+    pub immediate_commit: Option<ImmediateCommit>,
+}
+
+/// A handle on a watched image. Dropping it does not stop the watch; pass it to
+/// [`Client::close_watch`].
+#[derive(Debug, Clone)]
+pub struct ImageWatch {
+    id: u64,
+    info: Rc<RefCell<ImageInfo>>,
+}
+
+impl ImageWatch {
+    /// The image's current metadata.
+    pub fn info(&self) -> ImageInfo {
+        self.info.borrow().clone()
+    }
+
+    /// Reads one field without cloning the rest.
+    pub fn with<R>(&self, f: impl FnOnce(&ImageInfo) -> R) -> R {
+        f(&self.info.borrow())
+    }
+}
+
+/// Result of [`Client::watch_inode`].
+pub type WatchResult = Result<ImageWatch, ClientError>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum OpKind {
+    #[default]
+    Read,
+    ReadBitmap,
+    Write,
+    Delete,
+    Sync,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PartState {
+    Waiting,
+    Sent,
+    Done,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Part {
+    pool: u32,
+    pg: u32,
+    offset: u64,
+    len: u32,
+    op_offset: u64,
+    /// Where it was sent (or, for a sync part, where it must go).
+    osd: u64,
+    state: PartState,
+}
+
+/// One op slot; fields keep their capacity across reuse.
+#[derive(Default)]
+struct Op {
+    active: bool,
+    kind: OpKind,
+    inode: u64,
+    offset: u64,
+    len: u64,
+    version: u64,
+    iov: Vec<IoVec>,
+    owned: Vec<u8>,
+    /// Copy of the written data, shared with the dirty entries (non-`all` commit modes).
+    copy: Option<Rc<Vec<u8>>>,
+    parts: Vec<Part>,
+    done_parts: usize,
+    error: Option<ClientError>,
+    version_out: u64,
+    bitmap: Vec<u8>,
+    callback: Option<Callback<OpDone>>,
+    /// Sync: an OSD lost its unsynced writes meanwhile; start again after the replays.
+    restart: bool,
+    /// Replay of this dirty entry (internal op, no callback).
+    replay_of: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DirtyState {
+    Acked,
+    NeedsReplay,
+    Replaying,
+}
+
+/// An acknowledged write or delete not yet covered by a SYNC.
+struct Dirty {
+    pool: u32,
+    pg: u32,
+    osd: u64,
+    inode: u64,
+    offset: u64,
+    len: u32,
+    /// `None` for a delete.
+    data: Option<(Rc<Vec<u8>>, u64)>,
+    state: DirtyState,
+}
+
+enum ConnState {
+    Connecting,
+    Handshaking,
+    Ready(ShowConfigReplyJson),
+}
+
+#[derive(Clone, Copy)]
+enum Target {
+    Handshake,
+    Part { op: usize, part: usize },
+}
+
+#[derive(Clone, Copy)]
+struct Outstanding {
+    request: Request,
+    target: Target,
+}
+
+struct SendItem {
+    packet: [u8; OSD_PACKET_SIZE],
+    /// Data after the packet: `(op, offset in op buffer, len)`, or the handshake JSON.
+    data: SendData,
+}
+
+enum SendData {
+    None,
+    Json(Vec<u8>),
+    Op { op: usize, off: u64, len: u64 },
+}
+
+impl SendItem {
+    fn data_len(&self) -> usize {
+        match &self.data {
+            SendData::None => 0,
+            SendData::Json(j) => j.len(),
+            SendData::Op { len, .. } => *len as usize,
+        }
+    }
+}
+
+/// Where the receive side is inside the current reply.
+// One per connection, replaced on every reply: boxing the large variant would cost an
+// allocation per reply for no memory gain.
+#[allow(clippy::large_enum_variant)]
+enum Recv {
+    Header,
+    Payload {
+        out: Outstanding,
+        reply: Reply,
+        bitmap_left: usize,
+        data_left: usize,
+    },
+}
+
+struct Conn {
+    osd: u64,
+    fd: OwnedFd,
+    state: ConnState,
+    since: Instant,
+    next_id: u64,
+    outstanding: FxHashMap<u64, Outstanding>,
+    send_q: VecDeque<SendItem>,
+    /// Bytes of the front send item already written.
+    send_off: usize,
+    want_write: bool,
+    recv: Recv,
+    rbuf: Box<[u8]>,
+    rstart: usize,
+    rend: usize,
+    /// Bitmap or handshake JSON of the reply being received.
+    payload: Vec<u8>,
+}
+
+/// What [`Client::work`] found to re-evaluate.
+#[derive(Default)]
+struct Pending {
+    view_changed: bool,
+    tick: bool,
+}
+
+/// The Vitastor client. Single-threaded and poll-driven: nothing happens unless the owner
+/// calls [`Client::handle_events`] (after [`Client::poll_fd`] becomes readable) or
+/// [`Client::wait_events`].
+pub struct Client {
+    resolved: Resolved,
+    settings: Settings,
+    view: ClusterView,
+    etcd: EtcdWatcher,
+    epoll: Epoll,
+    timer: Timer,
+    timer_armed: bool,
+    ops: Vec<Op>,
+    free_ops: Vec<usize>,
+    queue: VecDeque<usize>,
+    waiting: Vec<(usize, usize)>,
+    conns: Vec<Option<Conn>>,
+    free_conns: Vec<usize>,
+    by_osd: FxHashMap<u64, usize>,
+    down_until: FxHashMap<u64, Instant>,
+    dirty: BTreeMap<u64, Dirty>,
+    next_dirty: u64,
+    dirty_bytes: u64,
+    replays_running: usize,
+    inflight_writes: usize,
+    sync_running: bool,
+    syncs_queued: usize,
+    /// A replay failed for good: the next SYNC reports it.
+    lost_write: Option<ClientError>,
+    watches: FxHashMap<u64, Rc<RefCell<ImageInfo>>>,
+    pending_watches: Vec<(String, Callback<WatchResult>)>,
+    next_watch: u64,
+    ready_waiters: Vec<Callback<OpDone>>,
+    completions: VecDeque<Completion>,
+    iov_scratch: Vec<IoVec>,
+    events: Vec<libc::epoll_event>,
+}
+
+enum Completion {
+    Op(Callback<OpDone>, OpDone),
+    Watch(Callback<WatchResult>, WatchResult),
+}
+
+/// What to submit.
+pub(crate) struct OpRequest<'a> {
+    kind: OpKind,
+    inode: u64,
+    offset: u64,
+    len: u64,
+    version: u64,
+    iov: &'a [IoVec],
+    owned: Vec<u8>,
+}
+
+fn wire_commit(c: ImmediateCommit) -> WireCommit {
+    match c {
+        ImmediateCommit::All => WireCommit::All,
+        ImmediateCommit::Small => WireCommit::Small,
+        ImmediateCommit::None => WireCommit::None,
+    }
+}
+
+impl Client {
+    /// Creates a client and starts watching etcd. Ops may be submitted at once; they start
+    /// when the cluster state has been loaded ([`Client::is_ready`]).
+    pub fn new(options: &ClientOptions) -> Result<Client, ClientError> {
+        let resolved = options.resolve()?;
+        let address = EtcdAddress::parse(&resolved.etcd_address)?;
+        let settings = resolved.settings_with_global(&serde_json::Value::Null);
+        let epoll = Epoll::new().map_err(ClientError::io("creating the client's epoll fd"))?;
+        let timer = Timer::new().map_err(ClientError::io("creating the client's timer"))?;
+        let etcd = EtcdWatcher::spawn(address, resolved.prefix.clone())?;
+        epoll
+            .add(etcd.wake_fd(), TOKEN_ETCD, false)
+            .map_err(ClientError::io("watching the etcd wake-up fd"))?;
+        epoll
+            .add(timer.raw(), TOKEN_TIMER, false)
+            .map_err(ClientError::io("watching the client's timer"))?;
+        Ok(Client {
+            resolved,
+            settings,
+            view: ClusterView::default(),
+            etcd,
+            epoll,
+            timer,
+            timer_armed: false,
+            ops: Vec::new(),
+            free_ops: Vec::new(),
+            queue: VecDeque::new(),
+            waiting: Vec::new(),
+            conns: Vec::new(),
+            free_conns: Vec::new(),
+            by_osd: FxHashMap::default(),
+            down_until: FxHashMap::default(),
+            dirty: BTreeMap::new(),
+            next_dirty: 0,
+            dirty_bytes: 0,
+            replays_running: 0,
+            inflight_writes: 0,
+            sync_running: false,
+            syncs_queued: 0,
+            lost_write: None,
+            watches: FxHashMap::default(),
+            pending_watches: Vec::new(),
+            next_watch: 1,
+            ready_waiters: Vec::new(),
+            completions: VecDeque::new(),
+            iov_scratch: Vec::new(),
+            events: vec![libc::epoll_event { events: 0, u64: 0 }; EPOLL_BATCH],
+        })
+    }
+
+    /// The fd to poll for readability; then call [`Client::handle_events`].
+    pub fn poll_fd(&self) -> RawFd {
+        self.epoll.raw()
+    }
+
+    /// True once the cluster state has been loaded from etcd.
+    pub fn is_ready(&self) -> bool {
+        self.view.loaded
+    }
+
+    /// The effective settings.
+    pub fn settings(&self) -> Settings {
+        self.settings
+    }
+
+    /// The cluster view (pools, PG states, OSDs, images) as last loaded.
+    pub fn view(&self) -> &ClusterView {
+        &self.view
+    }
+
+    /// Bytes of acknowledged writes not yet synced.
+    pub fn dirty_bytes(&self) -> u64 {
+        self.dirty_bytes
+    }
+
+    /// Does all non-blocking work that is ready, then runs the callbacks of finished ops.
+    pub fn handle_events(&mut self) {
+        self.work();
+        self.run_completions();
+    }
+
+    /// Waits up to `timeout` (`None` = until something happens) for events, then handles
+    /// them like [`Client::handle_events`].
+    pub fn wait_events(&mut self, timeout: Option<Duration>) {
+        self.wait_events_no_run(timeout);
+        self.run_completions();
+    }
+
+    /// [`Client::wait_events`] without running the callbacks.
+    pub(crate) fn wait_events_no_run(&mut self, timeout: Option<Duration>) {
+        if self.completions.is_empty() {
+            let mut one = [libc::epoll_event { events: 0, u64: 0 }];
+            self.epoll.wait(&mut one, timeout);
+        }
+        self.work();
+    }
+
+    /// Runs the callbacks of finished ops and watches.
+    pub fn run_completions(&mut self) {
+        while let Some(c) = self.pop_completion() {
+            c();
+        }
+    }
+
+    /// Takes one finished callback, bound to its result, without running it: the C ABI runs
+    /// it after releasing its borrow of the client.
+    pub(crate) fn pop_completion(&mut self) -> Option<impl FnOnce()> {
+        let c = self.completions.pop_front()?;
+        Some(move || match c {
+            Completion::Op(cb, done) => cb.call(done),
+            Completion::Watch(cb, result) => cb.call(result),
+        })
+    }
+
+    /// Calls `cb` once the cluster state is loaded (at once if it already is).
+    pub fn on_ready(&mut self, cb: Callback<OpDone>) {
+        if self.view.loaded {
+            self.completions.push_back(Completion::Op(cb, ok_done(0)));
+        } else {
+            self.ready_waiters.push(cb);
+        }
+    }
+
+    /// Reads `buf.len()` bytes at `offset` of `inode` into `buf`; the callback gets the
+    /// buffer back and the version of the object read.
+    pub fn read(
+        &mut self,
+        inode: u64,
+        offset: u64,
+        mut buf: Vec<u8>,
+        cb: impl FnOnce(OpDone) + 'static,
+    ) {
+        let iov = [vec_iov(&mut buf)];
+        let len = buf.len() as u64;
+        self.submit(
+            OpRequest {
+                kind: OpKind::Read,
+                inode,
+                offset,
+                len,
+                version: 0,
+                iov: &iov,
+                owned: buf,
+            },
+            Callback::Boxed(Box::new(cb)),
+        );
+    }
+
+    /// Writes `data` at `offset` of `inode`. `check_version` != 0 makes it a
+    /// compare-and-set (fails with `-EINTR` unless the object is at `check_version - 1`).
+    pub fn write(
+        &mut self,
+        inode: u64,
+        offset: u64,
+        mut data: Vec<u8>,
+        check_version: u64,
+        cb: impl FnOnce(OpDone) + 'static,
+    ) {
+        let iov = [vec_iov(&mut data)];
+        let len = data.len() as u64;
+        self.submit(
+            OpRequest {
+                kind: OpKind::Write,
+                inode,
+                offset,
+                len,
+                version: check_version,
+                iov: &iov,
+                owned: data,
+            },
+            Callback::Boxed(Box::new(cb)),
+        );
+    }
+
+    /// Deletes the objects covering `[offset, offset + len)`.
+    pub fn delete(
+        &mut self,
+        inode: u64,
+        offset: u64,
+        len: u64,
+        check_version: u64,
+        cb: impl FnOnce(OpDone) + 'static,
+    ) {
+        self.submit(
+            OpRequest::new(OpKind::Delete, inode, offset, len, check_version),
+            Callback::Boxed(Box::new(cb)),
+        );
+    }
+
+    /// Reads the allocation bitmap of `[offset, offset + len)`: one bit per
+    /// `bitmap_granularity`, in [`OpDone::bitmap`]. Parent layers are not merged.
+    pub fn read_bitmap(
+        &mut self,
+        inode: u64,
+        offset: u64,
+        len: u64,
+        cb: impl FnOnce(OpDone) + 'static,
+    ) {
+        self.submit(
+            OpRequest::new(OpKind::ReadBitmap, inode, offset, len, 0),
+            Callback::Boxed(Box::new(cb)),
+        );
+    }
+
+    /// Makes every write completed before it durable.
+    pub fn sync(&mut self, cb: impl FnOnce(OpDone) + 'static) {
+        self.submit(
+            OpRequest::new(OpKind::Sync, 0, 0, 0, 0),
+            Callback::Boxed(Box::new(cb)),
+        );
+    }
+
+    /// Looks up an image by name; the callback gets a handle whose metadata stays current,
+    /// or [`ClientError::NoSuchImage`].
+    pub fn watch_inode(&mut self, name: &str, cb: Callback<WatchResult>) {
+        if self.view.loaded {
+            let result = self.open_watch(name);
+            self.completions.push_back(Completion::Watch(cb, result));
+        } else {
+            self.pending_watches.push((name.to_string(), cb));
+        }
+    }
+
+    /// Stops keeping a watch current; its handle keeps the last metadata.
+    pub fn close_watch(&mut self, watch: &ImageWatch) {
+        self.watches.remove(&watch.id);
+    }
+
+    /// Block size, bitmap granularity and commit mode (when known) of the pool of `inode`.
+    pub fn pool_info(&self, inode: u64) -> Option<(u32, u32, Option<ImmediateCommit>)> {
+        let pool = self.view.pools.get(&pool_of(inode))?;
+        Some((
+            pool.block_size,
+            pool.bitmap_granularity,
+            pool.immediate_commit
+                .or(self.settings.default_immediate_commit),
+        ))
+    }
+
+    // ---- submission ----
+
+    /// Queues an op; it starts when the ops before it allow (see the module docs).
+    pub(crate) fn submit(&mut self, req: OpRequest<'_>, cb: Callback<OpDone>) {
+        let idx = self.free_ops.pop().unwrap_or_else(|| {
+            self.ops.push(Op::default());
+            self.ops.len() - 1
+        });
+        let op = &mut self.ops[idx];
+        op.active = true;
+        op.kind = req.kind;
+        op.inode = req.inode;
+        op.offset = req.offset;
+        op.len = req.len;
+        op.version = req.version;
+        op.iov.clear();
+        op.iov.extend_from_slice(req.iov);
+        op.owned = req.owned;
+        op.callback = Some(cb);
+        if req.kind == OpKind::Sync {
+            self.syncs_queued += 1;
+        }
+        self.queue.push_back(idx);
+        self.start_queued();
+    }
+
+    fn can_start(&self, idx: usize) -> bool {
+        if !self.view.loaded || self.sync_running || self.replaying() {
+            return false;
+        }
+        self.ops[idx].kind != OpKind::Sync || self.inflight_writes == 0
+    }
+
+    fn replaying(&self) -> bool {
+        self.replays_running > 0
+            || self
+                .dirty
+                .values()
+                .any(|d| d.state == DirtyState::NeedsReplay)
+    }
+
+    fn start_queued(&mut self) {
+        while let Some(&idx) = self.queue.front() {
+            if !self.can_start(idx) {
+                return;
+            }
+            self.queue.pop_front();
+            self.start_op(idx);
+        }
+    }
+
+    fn start_op(&mut self, idx: usize) {
+        let kind = self.ops[idx].kind;
+        if kind == OpKind::Sync {
+            self.syncs_queued -= 1;
+            return self.start_sync(idx);
+        }
+        let (inode, offset, len) = {
+            let op = &self.ops[idx];
+            (op.inode, op.offset, op.len)
+        };
+        let pool = match self.view.pools.get(&pool_of(inode)) {
+            Some(p) => p.clone(),
+            None => {
+                return self.fail_now(
+                    idx,
+                    ClientError::InvalidRequest(format!(
+                        "inode {inode:#x}: pool {} does not exist",
+                        pool_of(inode)
+                    )),
+                )
+            }
+        };
+        if let Some(reason) = check_range(&pool, offset, len) {
+            return self.fail_now(idx, ClientError::InvalidRequest(reason));
+        }
+        if matches!(kind, OpKind::Write | OpKind::Delete) {
+            if let Some(e) = self.image_write_check(inode, offset, len) {
+                return self.fail_now(idx, e);
+            }
+        }
+        let iov_total: u64 = self.ops[idx].iov.iter().map(|v| v.iov_len as u64).sum();
+        if matches!(kind, OpKind::Read | OpKind::Write) && iov_total < len {
+            return self.fail_now(
+                idx,
+                ClientError::InvalidRequest(format!("buffers hold {iov_total} bytes, op is {len}")),
+            );
+        }
+        if len == 0 && kind != OpKind::ReadBitmap {
+            return self.finish_op(idx);
+        }
+        let all = pool
+            .immediate_commit
+            .or(self.settings.default_immediate_commit)
+            == Some(ImmediateCommit::All);
+        if kind == OpKind::Write && !all {
+            // Keep a copy for replay: the caller may reuse its buffer after the callback,
+            // long before the data is synced.
+            let data = sys::gather(&self.ops[idx].iov, 0, len, &mut self.iov_scratch);
+            let copy = Rc::new(data);
+            let op = &mut self.ops[idx];
+            op.iov.clear();
+            op.iov.push(IoVec {
+                iov_base: copy.as_ptr().cast_mut().cast(),
+                iov_len: copy.len(),
+            });
+            op.copy = Some(copy);
+        }
+        if kind == OpKind::ReadBitmap {
+            let bits = (len / u64::from(pool.bitmap_granularity)) as usize;
+            let op = &mut self.ops[idx];
+            op.bitmap.clear();
+            op.bitmap.resize(bits.div_ceil(8), 0);
+        }
+        if matches!(kind, OpKind::Write | OpKind::Delete) {
+            self.inflight_writes += 1;
+        }
+        let op = &mut self.ops[idx];
+        op.parts.clear();
+        split(&pool, offset, len, |p| {
+            op.parts.push(Part {
+                pool: pool.id,
+                pg: p.pg,
+                offset: p.offset,
+                len: p.len,
+                op_offset: p.op_offset,
+                osd: 0,
+                state: PartState::Waiting,
+            })
+        });
+        for part in 0..self.ops[idx].parts.len() {
+            self.dispatch(idx, part);
+        }
+    }
+
+    /// Writes to an image opened by name must stay inside it and it must be writable.
+    fn image_write_check(&self, inode: u64, offset: u64, len: u64) -> Option<ClientError> {
+        for info in self.watches.values() {
+            let info = info.borrow();
+            if info.inode != inode {
+                continue;
+            }
+            if info.readonly {
+                return Some(ClientError::ReadOnlyImage(info.name.clone()));
+            }
+            if offset + len > info.size {
+                return Some(ClientError::InvalidRequest(format!(
+                    "range {offset}+{len} ends past the end of image {} ({} bytes)",
+                    info.name, info.size
+                )));
+            }
+        }
+        None
+    }
+
+    fn start_sync(&mut self, idx: usize) {
+        let mut osds: Vec<u64> = self
+            .dirty
+            .values()
+            .filter(|d| d.state == DirtyState::Acked)
+            .map(|d| d.osd)
+            .collect::<FxHashSet<u64>>()
+            .into_iter()
+            .collect();
+        osds.sort_unstable();
+        let op = &mut self.ops[idx];
+        op.parts.clear();
+        op.restart = false;
+        op.parts.extend(osds.iter().map(|&osd| Part {
+            pool: 0,
+            pg: 0,
+            offset: 0,
+            len: 0,
+            op_offset: 0,
+            osd,
+            state: PartState::Waiting,
+        }));
+        if osds.is_empty() {
+            return self.finish_op(idx);
+        }
+        self.sync_running = true;
+        for part in 0..osds.len() {
+            self.dispatch(idx, part);
+        }
+    }
+
+    fn fail_now(&mut self, idx: usize, e: ClientError) {
+        self.ops[idx].error = Some(e);
+        self.ops[idx].parts.clear();
+        self.finish_op(idx);
+    }
+
+    // ---- dispatch ----
+
+    /// Sends a part to its OSD now, or parks it until the cluster state changes.
+    fn dispatch(&mut self, idx: usize, part_idx: usize) {
+        let op = &self.ops[idx];
+        let part = op.parts[part_idx];
+        let kind = op.kind;
+        let osd = if kind == OpKind::Sync {
+            if !self
+                .dirty
+                .values()
+                .any(|d| d.osd == part.osd && d.state == DirtyState::Acked)
+            {
+                // Its writes were handed to replay: they must be synced on their new OSDs.
+                self.ops[idx].restart = true;
+                return self.part_done(idx, part_idx);
+            }
+            Some(part.osd)
+        } else {
+            self.view.primary(part.pool, part.pg).map(|(osd, _)| osd)
+        };
+        let Some(conn_idx) = osd.and_then(|osd| self.ready_conn(osd)) else {
+            self.ops[idx].parts[part_idx].state = PartState::Waiting;
+            self.waiting.push((idx, part_idx));
+            return;
+        };
+        let osd = osd.unwrap_or_default();
+        if kind != OpKind::Sync {
+            if let Err(e) = self.check_compat(conn_idx, part.pool) {
+                let op = &mut self.ops[idx];
+                op.error.get_or_insert(e);
+                return self.part_done(idx, part_idx);
+            }
+        }
+        let op = &mut self.ops[idx];
+        op.parts[part_idx].osd = osd;
+        op.parts[part_idx].state = PartState::Sent;
+        let rw = RwOp {
+            inode: op.inode,
+            offset: part.offset,
+            len: part.len,
+            flags: 0,
+            meta_revision: 0,
+            version: op.version,
+        };
+        let (request_op, data) = match kind {
+            OpKind::Read => (RequestOp::Read(rw), SendData::None),
+            OpKind::ReadBitmap => (RequestOp::Read(RwOp { len: 0, ..rw }), SendData::None),
+            OpKind::Write => (
+                RequestOp::Write(rw),
+                SendData::Op {
+                    op: idx,
+                    off: part.op_offset,
+                    len: part.len.into(),
+                },
+            ),
+            OpKind::Delete => (RequestOp::Delete(rw), SendData::None),
+            OpKind::Sync => (RequestOp::Sync, SendData::None),
+        };
+        self.enqueue(
+            conn_idx,
+            request_op,
+            data,
+            Target::Part {
+                op: idx,
+                part: part_idx,
+            },
+        );
+        self.flush(conn_idx);
+    }
+
+    fn check_compat(&self, conn_idx: usize, pool_id: u32) -> Result<(), ClientError> {
+        let Some(conn) = self.conns[conn_idx].as_ref() else {
+            return Ok(());
+        };
+        let (ConnState::Ready(cfg), Some(pool)) = (&conn.state, self.view.pools.get(&pool_id))
+        else {
+            return Ok(());
+        };
+        let expect = PoolExpectation {
+            block_size: pool.block_size,
+            bitmap_granularity: pool.bitmap_granularity,
+            immediate_commit: pool
+                .immediate_commit
+                .or(self.settings.default_immediate_commit)
+                .map_or(cfg.immediate_commit, wire_commit),
+        };
+        cfg.check(&expect).map_err(|e| ClientError::Incompatible {
+            osd: conn.osd,
+            pool: pool_id,
+            reason: e.to_string(),
+        })
+    }
+
+    /// The connection to `osd` if it is ready; otherwise starts connecting (unless the OSD
+    /// is down or failed recently) and returns `None`.
+    fn ready_conn(&mut self, osd: u64) -> Option<usize> {
+        if let Some(&idx) = self.by_osd.get(&osd) {
+            let ready = matches!(
+                self.conns[idx].as_ref().map(|c| &c.state),
+                Some(ConnState::Ready(_))
+            );
+            return ready.then_some(idx);
+        }
+        if self
+            .down_until
+            .get(&osd)
+            .is_some_and(|t| Instant::now() < *t)
+        {
+            return None;
+        }
+        self.down_until.remove(&osd);
+        let state = self.view.osd(osd)?;
+        let Some(ip) = state
+            .addresses
+            .iter()
+            .find_map(|a| a.parse::<IpAddr>().ok())
+        else {
+            crate::log(format_args!(
+                "OSD {osd} has no usable address: {:?}",
+                state.addresses
+            ));
+            self.mark_down(osd);
+            return None;
+        };
+        let port = state.port;
+        let fd = match sys::connect(ip, port) {
+            Ok(fd) => fd,
+            Err(e) => {
+                crate::log(format_args!("connecting to OSD {osd} at {ip}:{port}: {e}"));
+                self.mark_down(osd);
+                return None;
+            }
+        };
+        let idx = self.free_conns.pop().unwrap_or_else(|| {
+            self.conns.push(None);
+            self.conns.len() - 1
+        });
+        if let Err(e) = self
+            .epoll
+            .add(fd.as_raw_fd(), idx as u64 + TOKEN_CONN_BASE, true)
+        {
+            crate::log(format_args!("watching the socket of OSD {osd}: {e}"));
+            self.free_conns.push(idx);
+            self.mark_down(osd);
+            return None;
+        }
+        self.conns[idx] = Some(Conn {
+            osd,
+            fd,
+            state: ConnState::Connecting,
+            since: Instant::now(),
+            next_id: 1,
+            outstanding: FxHashMap::default(),
+            send_q: VecDeque::new(),
+            send_off: 0,
+            want_write: true,
+            recv: Recv::Header,
+            rbuf: vec![0; RECV_BUF].into_boxed_slice(),
+            rstart: 0,
+            rend: 0,
+            payload: Vec::new(),
+        });
+        self.by_osd.insert(osd, idx);
+        None
+    }
+
+    fn mark_down(&mut self, osd: u64) {
+        self.down_until
+            .insert(osd, Instant::now() + self.settings.retry_interval);
+    }
+
+    /// Appends a request with the connection's next id (ids are consecutive, as
+    /// `check_sequencing` requires).
+    fn enqueue(&mut self, conn_idx: usize, op: RequestOp, data: SendData, target: Target) {
+        let Some(conn) = self.conns[conn_idx].as_mut() else {
+            return;
+        };
+        let request = Request {
+            id: conn.next_id,
+            op,
+        };
+        conn.next_id += 1;
+        let mut packet = [0u8; OSD_PACKET_SIZE];
+        encode_request(&request, &mut packet);
+        conn.send_q.push_back(SendItem { packet, data });
+        conn.outstanding
+            .insert(request.id, Outstanding { request, target });
+    }
+
+    // ---- the poll loop ----
+
+    /// Non-blocking work: etcd events, socket I/O, retries. Completions are only queued.
+    pub(crate) fn work(&mut self) {
+        let mut pending = Pending::default();
+        loop {
+            let n = self.epoll.wait(&mut self.events, Some(Duration::ZERO));
+            for i in 0..n {
+                let ev = self.events[i];
+                let (token, flags) = (ev.u64, ev.events);
+                match token {
+                    TOKEN_ETCD => {
+                        for event in self.etcd.drain() {
+                            let changed = self.view.apply(event);
+                            if changed.global {
+                                self.settings =
+                                    self.resolved.settings_with_global(&self.view.global);
+                            }
+                            pending.view_changed |= changed.any;
+                        }
+                    }
+                    TOKEN_TIMER => {
+                        self.timer.clear();
+                        self.timer_armed = false;
+                        pending.tick = true;
+                    }
+                    t => {
+                        let idx = (t - TOKEN_CONN_BASE) as usize;
+                        if self.conns.get(idx).is_some_and(Option::is_some) {
+                            self.conn_event(idx, flags, &mut pending);
+                        }
+                    }
+                }
+            }
+            if n < self.events.len() {
+                break;
+            }
+        }
+        if pending.tick {
+            self.check_connect_timeouts(&mut pending);
+        }
+        if pending.view_changed || pending.tick {
+            self.reevaluate();
+        }
+        self.start_queued();
+        self.arm_timer();
+    }
+
+    fn conn_event(&mut self, idx: usize, flags: u32, pending: &mut Pending) {
+        let error = flags & (libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0;
+        let connecting = matches!(
+            self.conns[idx].as_ref().map(|c| &c.state),
+            Some(ConnState::Connecting)
+        );
+        if connecting {
+            if flags & libc::EPOLLOUT as u32 == 0 && !error {
+                return;
+            }
+            let Some(conn) = self.conns[idx].as_mut() else {
+                return;
+            };
+            if let Err(e) = sys::socket_error(conn.fd.as_raw_fd()) {
+                return self.drop_conn(idx, &format!("connect failed: {e}"), pending);
+            }
+            conn.state = ConnState::Handshaking;
+            let json = ShowConfigRequestJson {
+                osd_num: None,
+                features: RequestFeatures {
+                    check_sequencing: true,
+                },
+            }
+            .to_json();
+            let op = RequestOp::ShowConfig(ShowConfigOp {
+                json_len: json.len() as u64,
+            });
+            self.enqueue(idx, op, SendData::Json(json), Target::Handshake);
+            self.flush(idx);
+            return;
+        }
+        if flags & (libc::EPOLLIN | libc::EPOLLRDHUP) as u32 != 0 || error {
+            self.read_conn(idx, pending);
+        }
+        if flags & libc::EPOLLOUT as u32 != 0 && self.conns[idx].is_some() {
+            self.flush(idx);
+        }
+    }
+
+    fn check_connect_timeouts(&mut self, pending: &mut Pending) {
+        let timeout = self.settings.connect_timeout;
+        let expired: Vec<usize> = self
+            .conns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                let c = c.as_ref()?;
+                let slow = !matches!(c.state, ConnState::Ready(_)) && c.since.elapsed() > timeout;
+                slow.then_some(i)
+            })
+            .collect();
+        for idx in expired {
+            self.drop_conn(idx, "connect/handshake timed out", pending);
+        }
+    }
+
+    fn arm_timer(&mut self) {
+        let needed = !self.waiting.is_empty()
+            || !self.down_until.is_empty()
+            || self
+                .conns
+                .iter()
+                .flatten()
+                .any(|c| !matches!(c.state, ConnState::Ready(_)));
+        if needed && !self.timer_armed {
+            self.timer.arm(self.settings.retry_interval);
+            self.timer_armed = true;
+        }
+    }
+
+    /// After the cluster changed or the retry timer fired: replays, parked parts, watches.
+    fn reevaluate(&mut self) {
+        let now = Instant::now();
+        self.down_until.retain(|_, t| *t > now);
+        // Unsynced writes whose PG moved to another primary must be written there again.
+        for d in self.dirty.values_mut() {
+            if d.state == DirtyState::Acked {
+                if let Some((primary, _)) = self.view.primary(d.pool, d.pg) {
+                    if primary != d.osd {
+                        d.state = DirtyState::NeedsReplay;
+                    }
+                }
+            }
+        }
+        self.start_replays();
+        let waiting = std::mem::take(&mut self.waiting);
+        for (op, part) in waiting {
+            if self.ops[op].active
+                && self.ops[op].parts.get(part).map(|p| p.state) == Some(PartState::Waiting)
+            {
+                self.dispatch(op, part);
+            }
+        }
+        self.refresh_watches();
+        if self.view.loaded {
+            for cb in std::mem::take(&mut self.ready_waiters) {
+                self.completions.push_back(Completion::Op(cb, ok_done(0)));
+            }
+        }
+    }
+
+    fn start_replays(&mut self) {
+        let todo: Vec<u64> = self
+            .dirty
+            .iter()
+            .filter(|(_, d)| d.state == DirtyState::NeedsReplay)
+            .map(|(&k, _)| k)
+            .collect();
+        for key in todo {
+            let Some(d) = self.dirty.get_mut(&key) else {
+                continue;
+            };
+            d.state = DirtyState::Replaying;
+            let (kind, iov) = match &d.data {
+                Some((data, off)) => (
+                    OpKind::Write,
+                    IoVec {
+                        iov_base: data.as_ptr().cast_mut().wrapping_add(*off as usize).cast(),
+                        iov_len: d.len as usize,
+                    },
+                ),
+                None => (
+                    OpKind::Delete,
+                    IoVec {
+                        iov_base: std::ptr::null_mut(),
+                        iov_len: 0,
+                    },
+                ),
+            };
+            let part = Part {
+                pool: d.pool,
+                pg: d.pg,
+                offset: d.offset,
+                len: d.len,
+                op_offset: 0,
+                osd: 0,
+                state: PartState::Waiting,
+            };
+            let (inode, offset, len) = (d.inode, d.offset, d.len);
+            let keep = d.data.as_ref().map(|(data, _)| Rc::clone(data));
+            let idx = self.free_ops.pop().unwrap_or_else(|| {
+                self.ops.push(Op::default());
+                self.ops.len() - 1
+            });
+            let op = &mut self.ops[idx];
+            op.active = true;
+            op.kind = kind;
+            op.inode = inode;
+            op.offset = offset;
+            op.len = len.into();
+            op.version = 0;
+            op.iov.clear();
+            op.iov.push(iov);
+            op.copy = keep;
+            op.parts.clear();
+            op.parts.push(part);
+            op.replay_of = Some(key);
+            self.replays_running += 1;
+            self.dispatch(idx, 0);
+        }
+    }
+
+    // ---- sending ----
+
+    fn flush(&mut self, conn_idx: usize) {
+        let Client {
+            conns,
+            ops,
+            iov_scratch,
+            epoll,
+            ..
+        } = self;
+        let Some(conn) = conns[conn_idx].as_mut() else {
+            return;
+        };
+        if matches!(conn.state, ConnState::Connecting) {
+            return;
+        }
+        let mut failed = None;
+        let mut segs: Vec<IoVec> = Vec::new();
+        while !conn.send_q.is_empty() {
+            segs.clear();
+            let mut skip = conn.send_off;
+            for item in conn.send_q.iter().take(SEND_BATCH) {
+                if skip < OSD_PACKET_SIZE {
+                    segs.push(IoVec {
+                        iov_base: item.packet[skip..].as_ptr().cast_mut().cast(),
+                        iov_len: OSD_PACKET_SIZE - skip,
+                    });
+                    skip = 0;
+                } else {
+                    skip -= OSD_PACKET_SIZE;
+                }
+                match &item.data {
+                    SendData::None => {}
+                    SendData::Json(j) => segs.push(IoVec {
+                        iov_base: j[skip..].as_ptr().cast_mut().cast(),
+                        iov_len: j.len() - skip,
+                    }),
+                    SendData::Op { op, off, len } => {
+                        sub_iov(
+                            &ops[*op].iov,
+                            off + skip as u64,
+                            len - skip as u64,
+                            iov_scratch,
+                        );
+                        segs.extend_from_slice(iov_scratch);
+                    }
+                }
+                skip = 0;
+            }
+            match sys::writev(conn.fd.as_raw_fd(), &segs) {
+                Ok(Io::Done(mut n)) => {
+                    while n > 0 {
+                        let Some(front) = conn.send_q.front() else {
+                            break;
+                        };
+                        let left = OSD_PACKET_SIZE + front.data_len() - conn.send_off;
+                        if n >= left {
+                            n -= left;
+                            conn.send_off = 0;
+                            conn.send_q.pop_front();
+                        } else {
+                            conn.send_off += n;
+                            n = 0;
+                        }
+                    }
+                }
+                Ok(Io::WouldBlock) | Ok(Io::Closed) => break,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        let want = !conn.send_q.is_empty() && failed.is_none();
+        if want != conn.want_write {
+            conn.want_write = want;
+            // A failure here leaves the socket watched for reads only; the next flush retries.
+            let _ = epoll.modify(conn.fd.as_raw_fd(), conn_idx as u64 + TOKEN_CONN_BASE, want);
+        }
+        if let Some(e) = failed {
+            let mut pending = Pending::default();
+            self.drop_conn(conn_idx, &format!("send failed: {e}"), &mut pending);
+        }
+    }
+
+    // ---- receiving ----
+
+    fn read_conn(&mut self, idx: usize, pending: &mut Pending) {
+        loop {
+            match self.read_step(idx) {
+                Ok(true) => continue,
+                Ok(false) => return,
+                Err(reason) => return self.drop_conn(idx, &reason, pending),
+            }
+        }
+    }
+
+    /// Reads more bytes into the receive buffer; false when nothing is available now.
+    fn fill(conn: &mut Conn) -> Result<bool, String> {
+        if conn.rstart == conn.rend {
+            conn.rstart = 0;
+            conn.rend = 0;
+        } else if conn.rstart > 0 && conn.rbuf.len() - conn.rend < OSD_PACKET_SIZE {
+            conn.rbuf.copy_within(conn.rstart..conn.rend, 0);
+            conn.rend -= conn.rstart;
+            conn.rstart = 0;
+        }
+        match sys::read(conn.fd.as_raw_fd(), &mut conn.rbuf[conn.rend..]) {
+            Ok(Io::Done(n)) => {
+                conn.rend += n;
+                Ok(true)
+            }
+            Ok(Io::WouldBlock) => Ok(false),
+            Ok(Io::Closed) => Err("connection closed by the OSD".into()),
+            Err(e) => Err(format!("receive failed: {e}")),
+        }
+    }
+
+    /// One step of the receive state machine; Ok(false) when it must wait for the socket.
+    fn read_step(&mut self, idx: usize) -> Result<bool, String> {
+        let Client {
+            conns,
+            ops,
+            iov_scratch,
+            ..
+        } = self;
+        let Some(conn) = conns[idx].as_mut() else {
+            return Ok(false);
+        };
+        match &mut conn.recv {
+            Recv::Header => {
+                if conn.rend - conn.rstart < OSD_PACKET_SIZE {
+                    return Self::fill(conn);
+                }
+                let mut packet = [0u8; OSD_PACKET_SIZE];
+                packet.copy_from_slice(&conn.rbuf[conn.rstart..conn.rstart + OSD_PACKET_SIZE]);
+                conn.rstart += OSD_PACKET_SIZE;
+                let reply = decode_reply(&packet).map_err(|e| format!("bad reply: {e}"))?;
+                let out = conn
+                    .outstanding
+                    .remove(&reply.id)
+                    .ok_or_else(|| format!("reply id {} matches no request", reply.id))?;
+                let len = match reply.payload_len(&out.request) {
+                    Ok(len) => len,
+                    Err(e) => {
+                        // Put it back so the drop retries the part.
+                        conn.outstanding.insert(reply.id, out);
+                        return Err(format!("bad reply: {e}"));
+                    }
+                };
+                let bitmap_left = match reply.op {
+                    ReplyOp::Read(r) if reply.retval >= 0 => r.bitmap_len as usize,
+                    ReplyOp::ShowConfig => len,
+                    _ => 0,
+                };
+                conn.payload.clear();
+                conn.payload.reserve(bitmap_left);
+                conn.recv = Recv::Payload {
+                    out,
+                    reply,
+                    bitmap_left,
+                    data_left: len - bitmap_left,
+                };
+                Ok(true)
+            }
+            Recv::Payload {
+                out,
+                reply,
+                bitmap_left,
+                data_left,
+            } => {
+                if *bitmap_left > 0 {
+                    let avail = conn.rend - conn.rstart;
+                    if avail == 0 {
+                        return Self::fill(conn);
+                    }
+                    let n = avail.min(*bitmap_left);
+                    conn.payload
+                        .extend_from_slice(&conn.rbuf[conn.rstart..conn.rstart + n]);
+                    conn.rstart += n;
+                    *bitmap_left -= n;
+                    return Ok(true);
+                }
+                if *data_left > 0 {
+                    let Target::Part { op, part } = out.target else {
+                        return Err("handshake reply with data".into());
+                    };
+                    let p = ops[op].parts[part];
+                    let total = p.len as usize;
+                    let at = p.op_offset + (total - *data_left) as u64;
+                    let avail = conn.rend - conn.rstart;
+                    if avail > 0 {
+                        let n = avail.min(*data_left);
+                        copy_to_iov(
+                            &ops[op].iov,
+                            at,
+                            &conn.rbuf[conn.rstart..conn.rstart + n],
+                            iov_scratch,
+                        );
+                        conn.rstart += n;
+                        *data_left -= n;
+                        return Ok(true);
+                    }
+                    if *data_left < DIRECT_READ_MIN {
+                        return Self::fill(conn);
+                    }
+                    sub_iov(&ops[op].iov, at, *data_left as u64, iov_scratch);
+                    return match sys::readv(conn.fd.as_raw_fd(), iov_scratch) {
+                        Ok(Io::Done(n)) => {
+                            *data_left -= n;
+                            Ok(true)
+                        }
+                        Ok(Io::WouldBlock) => Ok(false),
+                        Ok(Io::Closed) => Err("connection closed by the OSD".into()),
+                        Err(e) => Err(format!("receive failed: {e}")),
+                    };
+                }
+                let (out, reply) = (*out, *reply);
+                conn.recv = Recv::Header;
+                self.on_reply(idx, out, reply)?;
+                Ok(true)
+            }
+        }
+    }
+
+    fn on_reply(&mut self, conn_idx: usize, out: Outstanding, reply: Reply) -> Result<(), String> {
+        let Some(conn) = self.conns[conn_idx].as_mut() else {
+            return Ok(());
+        };
+        let osd = conn.osd;
+        let (op, part) = match out.target {
+            Target::Handshake => {
+                if reply.retval < 0 {
+                    return Err(format!("SHOW_CONFIG failed with {}", reply.retval));
+                }
+                let cfg = ShowConfigReplyJson::parse(&conn.payload)
+                    .map_err(|e| format!("handshake: {e}"))?;
+                conn.payload = Vec::new();
+                conn.state = ConnState::Ready(cfg);
+                // Parts parked for this connection can go now.
+                let waiting = std::mem::take(&mut self.waiting);
+                for (op, part) in waiting {
+                    if self.ops[op].active
+                        && self.ops[op].parts.get(part).map(|p| p.state) == Some(PartState::Waiting)
+                    {
+                        self.dispatch(op, part);
+                    }
+                }
+                return Ok(());
+            }
+            Target::Part { op, part } => (op, part),
+        };
+        let conn_commit = match &conn.state {
+            ConnState::Ready(cfg) => cfg.immediate_commit,
+            _ => WireCommit::None,
+        };
+        let o = &mut self.ops[op];
+        if reply.retval < 0 {
+            let errno = i32::try_from(-reply.retval).unwrap_or(i32::MAX);
+            if is_retryable_osd_errno(errno) {
+                if o.kind == OpKind::Sync {
+                    o.restart = true;
+                    self.lose_unsynced(osd);
+                    self.part_done(op, part);
+                    return Ok(());
+                }
+                o.parts[part].state = PartState::Waiting;
+                self.waiting.push((op, part));
+                return Ok(());
+            }
+            o.error.get_or_insert(ClientError::Osd { osd, errno });
+            self.part_done(op, part);
+            return Ok(());
+        }
+        let p = o.parts[part];
+        match (o.kind, reply.op) {
+            (OpKind::Read, ReplyOp::Read(r)) => o.version_out = r.version,
+            (OpKind::ReadBitmap, ReplyOp::Read(_)) => {
+                if let Some(pool) = self.view.pools.get(&p.pool) {
+                    let g = u64::from(pool.bitmap_granularity);
+                    let first = (p.offset - pool.object_start(p.offset)) / g;
+                    let dst_first = p.op_offset / g;
+                    for i in 0..u64::from(p.len) / g {
+                        let src = first + i;
+                        let bit = self.conns[conn_idx]
+                            .as_ref()
+                            .and_then(|c| c.payload.get((src / 8) as usize))
+                            .is_some_and(|b| b & (1 << (src % 8)) != 0);
+                        if bit {
+                            let dst = dst_first + i;
+                            if let Some(b) = o.bitmap.get_mut((dst / 8) as usize) {
+                                *b |= 1 << (dst % 8);
+                            }
+                        }
+                    }
+                }
+            }
+            (OpKind::Write | OpKind::Delete, _) if o.replay_of.is_some() => {
+                let key = o.replay_of.unwrap_or_default();
+                if conn_commit == WireCommit::All {
+                    // Durable where it landed: nothing left to sync.
+                    if let Some(d) = self.dirty.remove(&key) {
+                        self.dirty_bytes -= u64::from(d.len);
+                    }
+                } else if let Some(d) = self.dirty.get_mut(&key) {
+                    d.osd = osd;
+                    d.state = DirtyState::Acked;
+                }
+            }
+            (OpKind::Write | OpKind::Delete, _) if conn_commit != WireCommit::All => {
+                let data = match (o.kind, &o.copy) {
+                    (OpKind::Write, Some(copy)) => Some((Rc::clone(copy), p.op_offset)),
+                    _ => None,
+                };
+                if o.kind == OpKind::Delete || data.is_some() {
+                    self.dirty_bytes += u64::from(p.len);
+                    self.dirty.insert(
+                        self.next_dirty,
+                        Dirty {
+                            pool: p.pool,
+                            pg: p.pg,
+                            osd,
+                            inode: o.inode,
+                            offset: p.offset,
+                            len: p.len,
+                            data,
+                            state: DirtyState::Acked,
+                        },
+                    );
+                    self.next_dirty += 1;
+                }
+            }
+            _ => {}
+        }
+        self.part_done(op, part);
+        Ok(())
+    }
+
+    /// The OSD may have lost the writes it acknowledged but did not sync: replay them.
+    fn lose_unsynced(&mut self, osd: u64) {
+        for d in self.dirty.values_mut() {
+            if d.osd == osd && d.state == DirtyState::Acked {
+                d.state = DirtyState::NeedsReplay;
+            }
+        }
+    }
+
+    fn drop_conn(&mut self, idx: usize, reason: &str, pending: &mut Pending) {
+        let Some(conn) = self.conns[idx].take() else {
+            return;
+        };
+        crate::log(format_args!("OSD {}: {reason}; will retry", conn.osd));
+        self.free_conns.push(idx);
+        self.by_osd.remove(&conn.osd);
+        self.mark_down(conn.osd);
+        self.lose_unsynced(conn.osd);
+        let mut lost: Vec<Outstanding> = conn.outstanding.into_values().collect();
+        if let Recv::Payload { out, .. } = conn.recv {
+            lost.push(out);
+        }
+        // Closing the fd (dropping `conn`) also removes it from epoll.
+        for out in lost {
+            let Target::Part { op, part } = out.target else {
+                continue;
+            };
+            if self.ops[op].kind == OpKind::Sync {
+                self.ops[op].restart = true;
+                self.part_done(op, part);
+            } else {
+                self.ops[op].parts[part].state = PartState::Waiting;
+                self.waiting.push((op, part));
+            }
+        }
+        pending.view_changed = true;
+    }
+
+    // ---- completion ----
+
+    fn part_done(&mut self, idx: usize, part: usize) {
+        let op = &mut self.ops[idx];
+        if op.parts[part].state == PartState::Done {
+            return;
+        }
+        op.parts[part].state = PartState::Done;
+        op.done_parts += 1;
+        if op.done_parts == op.parts.len() {
+            self.finish_op(idx);
+        }
+    }
+
+    fn finish_op(&mut self, idx: usize) {
+        let op = &mut self.ops[idx];
+        let kind = op.kind;
+        let error = op.error.take();
+        if kind == OpKind::Sync {
+            // Only one sync runs at a time, and a finished one no longer holds the queue.
+            self.sync_running = false;
+        }
+        if kind == OpKind::Sync && op.restart && error.is_none() {
+            // Try again after the replays, ahead of everything submitted after it.
+            op.restart = false;
+            op.done_parts = 0;
+            op.parts.clear();
+            self.syncs_queued += 1;
+            self.queue.push_front(idx);
+            self.start_queued();
+            return;
+        }
+        if kind == OpKind::Sync && error.is_none() {
+            let synced: FxHashSet<u64> = op.parts.iter().map(|p| p.osd).collect();
+            let mut freed = 0;
+            self.dirty.retain(|_, d| {
+                let keep = !(d.state == DirtyState::Acked && synced.contains(&d.osd));
+                if !keep {
+                    freed += u64::from(d.len);
+                }
+                keep
+            });
+            self.dirty_bytes -= freed;
+        }
+        let op = &mut self.ops[idx];
+        let replay_of = op.replay_of.take();
+        if let Some(key) = replay_of {
+            self.replays_running -= 1;
+            if let Some(e) = error {
+                // The OSD refused the replayed data for good: it is lost.
+                crate::log(format_args!("replaying an unsynced write failed: {e}"));
+                if let Some(d) = self.dirty.remove(&key) {
+                    self.dirty_bytes -= u64::from(d.len);
+                }
+                self.lost_write.get_or_insert(e);
+            }
+            self.free_op(idx);
+            self.start_queued();
+            return;
+        }
+        let mut error = error;
+        if kind == OpKind::Sync && error.is_none() {
+            error = self.lost_write.take();
+        }
+        if matches!(kind, OpKind::Write | OpKind::Delete) && !op.parts.is_empty() {
+            self.inflight_writes -= 1;
+        }
+        let op = &mut self.ops[idx];
+        let len = match kind {
+            OpKind::Read | OpKind::Write => op.len,
+            _ => 0,
+        };
+        let done = OpDone {
+            result: error.map_or(Ok(len), Err),
+            version: op.version_out,
+            buf: std::mem::take(&mut op.owned),
+            bitmap: std::mem::take(&mut op.bitmap),
+        };
+        if let Some(cb) = op.callback.take() {
+            self.completions.push_back(Completion::Op(cb, done));
+        }
+        self.free_op(idx);
+        if matches!(kind, OpKind::Write | OpKind::Delete) {
+            self.maybe_auto_sync();
+        }
+        self.start_queued();
+    }
+
+    fn free_op(&mut self, idx: usize) {
+        let op = &mut self.ops[idx];
+        op.active = false;
+        op.copy = None;
+        op.parts.clear();
+        op.done_parts = 0;
+        op.version_out = 0;
+        op.restart = false;
+        op.iov.clear();
+        self.free_ops.push(idx);
+    }
+
+    /// Past the dirty limits the client syncs on its own, bounding the memory held for
+    /// replay.
+    fn maybe_auto_sync(&mut self) {
+        let over = self.dirty_bytes >= self.settings.max_dirty_bytes
+            || self.dirty.len() as u64 >= self.settings.max_dirty_ops;
+        if over && !self.sync_running && self.syncs_queued == 0 {
+            let idx = self.free_ops.pop().unwrap_or_else(|| {
+                self.ops.push(Op::default());
+                self.ops.len() - 1
+            });
+            let op = &mut self.ops[idx];
+            op.active = true;
+            op.kind = OpKind::Sync;
+            op.callback = None;
+            self.syncs_queued += 1;
+            self.queue.push_back(idx);
+        }
+    }
+
+    // ---- watches ----
+
+    fn image_info(&self, name: &str) -> Result<ImageInfo, ClientError> {
+        let missing = || ClientError::NoSuchImage(name.to_string());
+        let inode = self.view.image(name).ok_or_else(missing)?;
+        let entry = self.view.inode(inode).ok_or_else(missing)?;
+        let pool_id = pool_of(inode);
+        let pool: Option<&PoolConfig> = self.view.pools.get(&pool_id);
+        let c = &entry.config;
+        let parent_pool = if c.parent_pool != 0 {
+            u32::try_from(c.parent_pool).unwrap_or(pool_id)
+        } else {
+            pool_id
+        };
+        Ok(ImageInfo {
+            name: name.to_string(),
+            inode,
+            size: c.size,
+            parent_id: if c.parent_id == 0 {
+                0
+            } else {
+                inode_with_pool(parent_pool, c.parent_id)
+            },
+            readonly: c.readonly,
+            meta: entry
+                .raw
+                .get("meta")
+                .and_then(|m| CString::new(m.to_string()).ok()),
+            mod_revision: entry.mod_revision,
+            block_size: pool.map_or(0, |p| p.block_size),
+            bitmap_granularity: pool.map_or(0, |p| p.bitmap_granularity),
+            immediate_commit: pool.and_then(|p| {
+                p.immediate_commit
+                    .or(self.settings.default_immediate_commit)
+            }),
+        })
+    }
+
+    fn open_watch(&mut self, name: &str) -> WatchResult {
+        let info = Rc::new(RefCell::new(self.image_info(name)?));
+        let id = self.next_watch;
+        self.next_watch += 1;
+        self.watches.insert(id, Rc::clone(&info));
+        Ok(ImageWatch { id, info })
+    }
+
+    fn refresh_watches(&mut self) {
+        if !self.view.loaded {
+            return;
+        }
+        for (name, cb) in std::mem::take(&mut self.pending_watches) {
+            let result = self.open_watch(&name);
+            self.completions.push_back(Completion::Watch(cb, result));
+        }
+        for info in self.watches.values() {
+            let name = info.borrow().name.clone();
+            // A deleted or renamed image keeps its last known metadata.
+            if let Ok(new) = self.image_info(&name) {
+                if new.inode == info.borrow().inode {
+                    *info.borrow_mut() = new;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Client {
+    /// Ops still running fail with [`ClientError::Cancelled`], so every callback runs
+    /// exactly once.
+    fn drop(&mut self) {
+        for op in &mut self.ops {
+            if let Some(cb) = op.callback.take() {
+                let done = OpDone {
+                    result: Err(ClientError::Cancelled),
+                    version: 0,
+                    buf: std::mem::take(&mut op.owned),
+                    bitmap: Vec::new(),
+                };
+                self.completions.push_back(Completion::Op(cb, done));
+            }
+        }
+        for (_, cb) in std::mem::take(&mut self.pending_watches) {
+            self.completions
+                .push_back(Completion::Watch(cb, Err(ClientError::Cancelled)));
+        }
+        for cb in std::mem::take(&mut self.ready_waiters) {
+            self.completions.push_back(Completion::Op(
+                cb,
+                OpDone {
+                    result: Err(ClientError::Cancelled),
+                    version: 0,
+                    buf: Vec::new(),
+                    bitmap: Vec::new(),
+                },
+            ));
+        }
+        self.run_completions();
+    }
+}
+
+impl<'a> OpRequest<'a> {
+    fn new(kind: OpKind, inode: u64, offset: u64, len: u64, version: u64) -> OpRequest<'a> {
+        OpRequest {
+            kind,
+            inode,
+            offset,
+            len,
+            version,
+            iov: &[],
+            owned: Vec::new(),
+        }
+    }
+
+    /// A read into caller memory.
+    pub(crate) fn read(inode: u64, offset: u64, len: u64, iov: &'a [IoVec]) -> OpRequest<'a> {
+        OpRequest {
+            iov,
+            ..OpRequest::new(OpKind::Read, inode, offset, len, 0)
+        }
+    }
+
+    /// A write from caller memory.
+    pub(crate) fn write(
+        inode: u64,
+        offset: u64,
+        len: u64,
+        version: u64,
+        iov: &'a [IoVec],
+    ) -> OpRequest<'a> {
+        OpRequest {
+            iov,
+            ..OpRequest::new(OpKind::Write, inode, offset, len, version)
+        }
+    }
+
+    /// A delete.
+    pub(crate) fn delete(inode: u64, offset: u64, len: u64, version: u64) -> OpRequest<'a> {
+        OpRequest::new(OpKind::Delete, inode, offset, len, version)
+    }
+
+    /// A bitmap read.
+    pub(crate) fn read_bitmap(inode: u64, offset: u64, len: u64) -> OpRequest<'a> {
+        OpRequest::new(OpKind::ReadBitmap, inode, offset, len, 0)
+    }
+
+    /// A sync.
+    pub(crate) fn sync() -> OpRequest<'a> {
+        OpRequest::new(OpKind::Sync, 0, 0, 0, 0)
+    }
+}
+
+fn ok_done(len: u64) -> OpDone {
+    OpDone {
+        result: Ok(len),
+        version: 0,
+        buf: Vec::new(),
+        bitmap: Vec::new(),
+    }
+}
+
+fn vec_iov(buf: &mut Vec<u8>) -> IoVec {
+    IoVec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    }
+}

@@ -1,0 +1,454 @@
+//! The client's etcd side thread: loads and watches the cluster state the client needs.
+//!
+//! # What this module owns
+//! - `etcd_address` parsing ([`EtcdAddress`]).
+//! - One std thread running a current-thread tokio runtime, the only place in the client that
+//!   speaks etcd's gRPC API. Each session connects, reads every watched key in one
+//!   transaction ([`WATCHED_KEYS`]), then watches the prefix from the next revision. Any
+//!   failure ends the session and a new one starts after a backoff, forever.
+//! - The hand-off to the caller's thread: [`EtcdEvent`]s on a channel plus a non-blocking
+//!   eventfd ([`EtcdWatcher::wake_fd`]) written after every event, so the client's single poll
+//!   loop waits on etcd together with its OSD sockets.
+//!
+//! # What it must never do
+//! - Block the caller's thread: the client only reads the eventfd and drains the channel.
+//! - Panic on a network error or a bad value: a value that is not JSON becomes
+//!   [`EtcdEvent::BadValue`]; an unreachable etcd means retrying with backoff.
+//! - Write to etcd: the client only reads cluster state (no lease).
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::{mpsc, Arc};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions, EventType, GetOptions, Txn, TxnOp, TxnOpResponse};
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use crate::error::ClientError;
+
+/// Keys under the prefix the client loads and watches: `(key, is_prefix)`.
+pub const WATCHED_KEYS: &[(&str, bool)] = &[
+    ("config/global", false),
+    ("config/pools", false),
+    ("config/inode/", true),
+    ("index/image/", true),
+    ("pg/config", false),
+    ("pg/state/", true),
+    ("osd/state/", true),
+];
+
+/// First wait after a failed session; doubled after each failure up to [`MAX_BACKOFF`].
+const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest wait between attempts: a returning etcd is noticed within a couple of seconds
+/// without hammering a dead endpoint.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Bound on one etcd call (connect, load, watch creation): a stuck etcd shows up as a
+/// failed session and a retry, never as a hang.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One or more etcd endpoints, as `http://host:port` URLs for the gRPC client.
+///
+/// The `/v3` in vitastor's option value is the path of etcd's JSON gateway; the gRPC client
+/// has no path, so it is stripped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdAddress {
+    endpoints: Vec<String>,
+}
+
+impl EtcdAddress {
+    /// Parses an `etcd_address` value: `host:port[/v3]`, optionally `http://`, several
+    /// separated by commas.
+    pub fn parse(value: &str) -> Result<EtcdAddress, ClientError> {
+        let bad = |reason: String| ClientError::BadOption {
+            name: "etcd_address".into(),
+            reason: format!("{value:?}: {reason}"),
+        };
+        let mut endpoints = Vec::new();
+        for item in value.split(',').map(str::trim) {
+            if item.is_empty() {
+                return Err(bad("empty endpoint".into()));
+            }
+            let rest = match item.strip_prefix("http://") {
+                Some(rest) => rest,
+                // TLS needs certificate options the client does not have.
+                None if item.contains("://") => {
+                    return Err(bad(format!("{item:?}: only http:// is supported")))
+                }
+                None => item,
+            };
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            if !matches!(path, "" | "/" | "/v3" | "/v3/") {
+                return Err(bad(format!("{item:?}: API path must be /v3")));
+            }
+            let Some((host, port)) = authority.rsplit_once(':') else {
+                return Err(bad(format!("{item:?}: expected host:port")));
+            };
+            if host.is_empty() || !matches!(port.parse::<u16>(), Ok(p) if p != 0) {
+                return Err(bad(format!("{item:?}: bad host or port")));
+            }
+            endpoints.push(format!("http://{authority}"));
+        }
+        Ok(EtcdAddress { endpoints })
+    }
+
+    /// The endpoints as `http://host:port` URLs.
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+}
+
+/// What the side thread reports. Keys are relative to the prefix (`config/pools`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum EtcdEvent {
+    /// A full snapshot of the watched keys after each (re)connect; it replaces the whole
+    /// view, since changes made while disconnected are not replayed.
+    Loaded {
+        /// Keys with JSON values (keys with bad values come as [`EtcdEvent::BadValue`]
+        /// just before this event).
+        kvs: Vec<EtcdKv>,
+    },
+    /// A watched key was put (`Some` value) or deleted (`None`).
+    Changed(EtcdKv<Option<Value>>),
+    /// A watched key holds something that is not JSON; the view treats it as absent.
+    BadValue {
+        /// The key.
+        key: String,
+        /// The parse error.
+        error: String,
+    },
+    /// A session ended; the thread retries. The view stays as it was.
+    Disconnected {
+        /// Why.
+        error: String,
+    },
+}
+
+/// One key with its value and the etcd revision that last modified it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EtcdKv<V = Value> {
+    /// Key relative to the prefix.
+    pub key: String,
+    /// The value.
+    pub value: V,
+    /// etcd `mod_revision` of the key (of the deletion for a deleted key).
+    pub mod_revision: i64,
+}
+
+/// Whether `key` (relative to the prefix) is one of [`WATCHED_KEYS`].
+pub fn is_watched(key: &str) -> bool {
+    WATCHED_KEYS.iter().any(|&(watched, is_prefix)| {
+        if is_prefix {
+            key.starts_with(watched)
+        } else {
+            key == watched
+        }
+    })
+}
+
+/// A non-blocking eventfd: the side thread adds to it, the client polls and clears it.
+#[derive(Debug)]
+struct WakeFd(OwnedFd);
+
+impl WakeFd {
+    fn new() -> Result<WakeFd, ClientError> {
+        // SAFETY: eventfd(2) has no memory-safety preconditions.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(ClientError::last_os("creating the etcd wake-up eventfd"));
+        }
+        // SAFETY: `fd` was just returned by eventfd and is owned by nobody else.
+        Ok(WakeFd(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Makes the fd readable. EAGAIN (counter at its maximum) leaves it readable anyway.
+    fn signal(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to an fd this struct owns.
+        unsafe { libc::write(self.0.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    /// Resets the counter; EAGAIN (nothing pending) is the normal idle case.
+    fn clear(&self) {
+        let mut count: u64 = 0;
+        // SAFETY: reads 8 bytes into a live u64 from an fd this struct owns.
+        unsafe { libc::read(self.0.as_raw_fd(), (&mut count as *mut u64).cast(), 8) };
+    }
+}
+
+/// The side thread's end of the hand-off.
+struct Sink {
+    tx: mpsc::Sender<EtcdEvent>,
+    wake: Arc<WakeFd>,
+}
+
+impl Sink {
+    /// Sends without blocking; false when the client is gone.
+    fn send(&self, event: EtcdEvent) -> bool {
+        let sent = self.tx.send(event).is_ok();
+        if sent {
+            self.wake.signal();
+        }
+        sent
+    }
+}
+
+/// The client's handle on the side thread; dropping it stops the thread.
+#[derive(Debug)]
+pub struct EtcdWatcher {
+    events: mpsc::Receiver<EtcdEvent>,
+    wake: Arc<WakeFd>,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl EtcdWatcher {
+    /// Starts the side thread. Fails only if the OS refuses an eventfd, a runtime or a
+    /// thread; an unreachable etcd is retried on the thread.
+    pub fn spawn(address: EtcdAddress, prefix: String) -> Result<EtcdWatcher, ClientError> {
+        let wake = Arc::new(WakeFd::new()?);
+        let (tx, events) = mpsc::channel();
+        let (stop, stopped) = oneshot::channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(ClientError::io("building the etcd thread's runtime"))?;
+        let sink = Sink {
+            tx,
+            wake: Arc::clone(&wake),
+        };
+        let handle = thread::Builder::new()
+            .name("vitastor-etcd".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    tokio::select! {
+                        _ = run(address, prefix, sink) => {}
+                        _ = stopped => {}
+                    }
+                })
+            })
+            .map_err(ClientError::io("spawning the etcd thread"))?;
+        Ok(EtcdWatcher {
+            events,
+            wake,
+            stop: Some(stop),
+            handle: Some(handle),
+        })
+    }
+
+    /// An fd that is readable whenever [`Self::drain`] has something to return.
+    pub fn wake_fd(&self) -> RawFd {
+        self.wake.0.as_raw_fd()
+    }
+
+    /// Clears the wake fd and returns every pending event, without blocking.
+    pub fn drain(&self) -> Vec<EtcdEvent> {
+        // Clear first: an event sent after this signals the fd again, so none is left behind
+        // with a quiet fd.
+        self.wake.clear();
+        self.events.try_iter().collect()
+    }
+}
+
+impl Drop for EtcdWatcher {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            // An error means the thread already ended.
+            let _ = stop.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            // The select above drops the session at its next await point, which is never
+            // more than one timer tick away, so the join is short.
+            let _ = handle.join();
+        }
+    }
+}
+
+async fn run(address: EtcdAddress, prefix: String, sink: Sink) {
+    let mut backoff = INITIAL_BACKOFF;
+    loop {
+        match session(&address, &prefix, &sink, &mut backoff).await {
+            Ok(()) => return,
+            Err(error) => {
+                if !sink.send(EtcdEvent::Disconnected { error }) {
+                    return;
+                }
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+async fn call<T>(
+    name: &str,
+    fut: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(CALL_TIMEOUT, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(format!("etcd {name}: {e}")),
+        Err(_) => Err(format!("etcd {name} timed out after {CALL_TIMEOUT:?}")),
+    }
+}
+
+fn relative(prefix: &str, key: &[u8]) -> Option<String> {
+    let key = String::from_utf8_lossy(key);
+    Some(key.strip_prefix(prefix)?.strip_prefix('/')?.to_string())
+}
+
+fn decode(key: String, value: &[u8], mod_revision: i64) -> Result<EtcdKv, EtcdEvent> {
+    match serde_json::from_slice(value) {
+        Ok(value) => Ok(EtcdKv {
+            key,
+            value,
+            mod_revision,
+        }),
+        Err(e) => Err(EtcdEvent::BadValue {
+            key,
+            error: e.to_string(),
+        }),
+    }
+}
+
+/// One session; `Ok` only when the client is gone.
+async fn session(
+    address: &EtcdAddress,
+    prefix: &str,
+    sink: &Sink,
+    backoff: &mut Duration,
+) -> Result<(), String> {
+    let options = ConnectOptions::new()
+        .with_connect_timeout(CALL_TIMEOUT)
+        .with_timeout(CALL_TIMEOUT);
+    let mut client = call(
+        "connect",
+        Client::connect(address.endpoints(), Some(options)),
+    )
+    .await?;
+    let gets: Vec<TxnOp> = WATCHED_KEYS
+        .iter()
+        .map(|&(key, is_prefix)| {
+            let options = is_prefix.then(|| GetOptions::new().with_prefix());
+            TxnOp::get(format!("{prefix}/{key}"), options)
+        })
+        .collect();
+    let reply = call("load", client.txn(Txn::new().and_then(gets))).await?;
+    let revision = reply
+        .header()
+        .map(|h| h.revision())
+        .ok_or("etcd load: reply without a header")?;
+    let mut kvs = Vec::new();
+    for op in reply.op_responses() {
+        let TxnOpResponse::Get(get) = op else {
+            continue;
+        };
+        for kv in get.kvs() {
+            let Some(key) = relative(prefix, kv.key()) else {
+                continue;
+            };
+            match decode(key, kv.value(), kv.mod_revision()) {
+                Ok(pair) => kvs.push(pair),
+                Err(bad) => {
+                    if !sink.send(bad) {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+    // One watch over the whole prefix, filtered here: simpler than seven watches.
+    let (_watcher, mut watch) = call(
+        "watch",
+        client.watch(
+            format!("{prefix}/"),
+            Some(
+                etcd_client::WatchOptions::new()
+                    .with_prefix()
+                    .with_start_revision(revision + 1),
+            ),
+        ),
+    )
+    .await?;
+    if !sink.send(EtcdEvent::Loaded { kvs }) {
+        return Ok(());
+    }
+    *backoff = INITIAL_BACKOFF;
+    loop {
+        // The stream is long-lived, so it has no per-call bound; etcd-client's keepalive on
+        // the channel notices a dead server.
+        let msg = watch
+            .message()
+            .await
+            .map_err(|e| format!("etcd watch: {e}"))?
+            .ok_or("etcd watch: stream ended")?;
+        if msg.canceled() {
+            return Err(format!("etcd watch cancelled: {}", msg.cancel_reason()));
+        }
+        for event in msg.events() {
+            let Some(kv) = event.kv() else { continue };
+            let Some(key) = relative(prefix, kv.key()).filter(|k| is_watched(k)) else {
+                continue;
+            };
+            let mod_revision = kv.mod_revision();
+            let event = match event.event_type() {
+                EventType::Delete => EtcdEvent::Changed(EtcdKv {
+                    key,
+                    value: None,
+                    mod_revision,
+                }),
+                EventType::Put => match decode(key, kv.value(), mod_revision) {
+                    Ok(kv) => EtcdEvent::Changed(EtcdKv {
+                        key: kv.key,
+                        value: Some(kv.value),
+                        mod_revision,
+                    }),
+                    Err(bad) => bad,
+                },
+            };
+            if !sink.send(event) {
+                return Ok(());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        let a = EtcdAddress::parse("127.0.0.1:2379/v3").unwrap();
+        assert_eq!(a.endpoints(), ["http://127.0.0.1:2379"]);
+        let a = EtcdAddress::parse("http://10.0.0.1:2379/v3, etcd2:2379").unwrap();
+        assert_eq!(a.endpoints(), ["http://10.0.0.1:2379", "http://etcd2:2379"]);
+        for bad in [
+            "",
+            "a",
+            "a:1/v2",
+            "a:x",
+            "a:0",
+            ":1",
+            "a:1,,b:2",
+            "https://a:1",
+        ] {
+            assert!(EtcdAddress::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn watched_filter() {
+        for k in [
+            "config/global",
+            "config/inode/1/2",
+            "index/image/x",
+            "pg/state/1/1",
+            "osd/state/3",
+        ] {
+            assert!(is_watched(k), "{k}");
+        }
+        for k in ["config/globalx", "osd/stats/1", "pg/history/1/1"] {
+            assert!(!is_watched(k), "{k}");
+        }
+    }
+}
