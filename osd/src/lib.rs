@@ -18,3 +18,4 @@ pub mod primary;
 pub mod secondary;
 pub mod server;
 pub mod shutdown;
+pub mod stats;

@@ -14,7 +14,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
-use serde_json::json;
 use vitastor_blockstore::{BsOp, BsReply, ListFilter};
 use vitastor_layout::{keys, PgState, Scheme};
 use vitastor_protocol::{ReplyOp, Request, RequestOp, SecListOp, SecStabOp, SecSyncOp};
@@ -618,21 +617,25 @@ impl Server {
         let block = layout.block_size as u64;
         let size = layout.data_blocks() * block;
         let free = self.bs.free_blocks() * block;
-        let stats = json!({
-            "time": std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-            "size": size,
-            "free": free,
-            "host": crate::options::hostname(),
-            "recovery_stats": {
-                "degraded": {"count": self.stats.recovered_degraded},
-                "misplaced": {"count": self.stats.recovered_misplaced},
-            },
+        let time = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let osd = self
+            .stats
+            .osd_json(time, size, free, &crate::options::hostname());
+        let me = self.osd_num;
+        self.etcd_send(EtcdCommand::Put {
+            key: keys::osd_stats(me),
+            value: osd,
         });
         self.etcd_send(EtcdCommand::Put {
-            key: keys::osd_stats(self.osd_num),
-            value: stats,
+            key: format!("{}{me}", keys::OSD_INODESTATS_PREFIX),
+            value: self.stats.inode_json(),
+        });
+        let space = crate::stats::space_json(self.bs.space_by_inode());
+        self.etcd_send(EtcdCommand::Put {
+            key: format!("{}{me}", keys::OSD_SPACE_PREFIX),
+            value: space,
         });
     }
 

@@ -24,6 +24,7 @@ use vitastor_protocol::{
 use crate::pg::ObjState;
 use crate::secondary::ReplyMsg;
 use crate::server::{ConnId, Server, SubRes, Target};
+use crate::stats::InodeOp;
 
 /// The client request an op answers.
 #[derive(Debug, Clone, Copy)]
@@ -36,6 +37,8 @@ pub struct ClientRef {
     pub opcode: u64,
     /// Bytes the request pins on its connection.
     pub cost: usize,
+    /// When it arrived (for `osd/stats`).
+    pub start: std::time::Instant,
 }
 
 /// A primary op in progress.
@@ -57,6 +60,7 @@ pub enum POp {
 #[derive(Debug)]
 pub struct ReadOp {
     client: ClientRef,
+    inode: u64,
     len: u32,
 }
 
@@ -131,6 +135,7 @@ enum RecStage {
 /// Recovery of one object.
 #[derive(Debug)]
 pub struct RecoverOp {
+    start: std::time::Instant,
     pg: (u32, u32),
     oid: ObjectId,
     stage: RecStage,
@@ -347,7 +352,11 @@ impl Server {
             Some(st) => Some((Target::Local, st.version.max(1))),
             None => Some((Target::Local, NEWEST)),
         };
-        let idx = self.insert_op(POp::Read(ReadOp { client, len }));
+        let idx = self.insert_op(POp::Read(ReadOp {
+            client,
+            inode: oid.inode,
+            len,
+        }));
         self.read_pgs.insert(idx, key);
         let Some((target, version)) = source else {
             self.finish_read(idx, Err(EIO));
@@ -394,6 +403,9 @@ impl Server {
         let key = self.read_pgs.remove(&idx);
         match res {
             Ok((version, bitmap, data)) => {
+                self.stats.op("primary_read", r.client.start, r.len as u64);
+                self.stats
+                    .inode(r.inode, InodeOp::Read, r.client.start, r.len as u64);
                 let mut msg = ReplyMsg::new(
                     &Reply {
                         id: r.client.id,
@@ -642,6 +654,10 @@ impl Server {
     fn finish_write(&mut self, w: WriteOp, result: Result<(), i32>) {
         match result {
             Ok(()) => {
+                let len = w.data.len() as u64;
+                self.stats.op("primary_write", w.client.start, len);
+                self.stats
+                    .inode(w.oid.inode, InodeOp::Write, w.client.start, len);
                 let msg = ReplyMsg::new(
                     &Reply {
                         id: w.client.id,
@@ -837,6 +853,9 @@ impl Server {
         if !d.background {
             match result {
                 Ok(()) => {
+                    self.stats.op("primary_delete", d.client.start, 0);
+                    self.stats
+                        .inode(d.oid.inode, InodeOp::Delete, d.client.start, 0);
                     let msg = ReplyMsg::new(
                         &Reply {
                             id: d.client.id,
@@ -872,6 +891,7 @@ impl Server {
                 id: 0,
                 opcode: 0,
                 cost: 0,
+                start: std::time::Instant::now(),
             },
             pg: key,
             oid,
@@ -896,6 +916,7 @@ impl Server {
             }
         }
         if work.is_empty() {
+            self.stats.op("primary_sync", client.start, 0);
             let msg = ReplyMsg::new(
                 &Reply {
                     id: client.id,
@@ -965,6 +986,7 @@ impl Server {
                 }
             }
             SyncStage::Stabilizing => {
+                self.stats.op("primary_sync", s.client.start, 0);
                 let msg = ReplyMsg::new(
                     &Reply {
                         id: s.client.id,
@@ -1116,7 +1138,8 @@ impl Server {
                         *cur = st.clone();
                     }
                     pg.objects.degraded.remove(&r.oid);
-                    self.stats.recovered_degraded += 1;
+                    let bytes = r.data.as_ref().map_or(0, |d| d.len() as u64);
+                    self.stats.recovered(false, r.start, bytes);
                 }
                 self.recover_cleanup(idx, r)
             }
@@ -1139,7 +1162,7 @@ impl Server {
                 if let Some(pg) = self.pgs.get_mut(&r.pg) {
                     pg.objects.objects.remove(&r.oid);
                     pg.objects.misplaced.remove(&r.oid);
-                    self.stats.recovered_misplaced += 1;
+                    self.stats.recovered(true, r.start, 0);
                 }
                 self.finish_recover(r)
             }
@@ -1259,6 +1282,7 @@ impl Server {
 impl RecoverOp {
     fn new(pg: (u32, u32), oid: ObjectId) -> RecoverOp {
         RecoverOp {
+            start: std::time::Instant::now(),
             pg,
             oid,
             stage: RecStage::Waiting,

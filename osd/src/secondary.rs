@@ -84,6 +84,31 @@ pub struct SecOp {
     kind: Kind,
 }
 
+impl SecOp {
+    /// The name this op is counted under in `osd/stats` `subop_stats`.
+    pub fn stat_name(&self) -> &'static str {
+        match self.opcode {
+            Opcode::SecRead => "read",
+            Opcode::SecWrite | Opcode::SecWriteStable => "write",
+            Opcode::SecSync => "sync",
+            Opcode::SecStabilize => "stabilize",
+            Opcode::SecRollback => "rollback",
+            Opcode::SecDelete => "delete",
+            Opcode::SecList => "list",
+            Opcode::SecReadBmp => "read_bitmap",
+            _ => "other",
+        }
+    }
+
+    /// Payload bytes the op moves (read or written data).
+    pub fn data_bytes(&self) -> u64 {
+        match self.kind {
+            Kind::Read { len, .. } | Kind::Write { len } => len as u64,
+            _ => 0,
+        }
+    }
+}
+
 #[derive(Debug)]
 enum Kind {
     Read {

@@ -8,9 +8,10 @@
 //! peer reply) to its owner; once a second run timers (peer pings and connect timeouts,
 //! retries of PGs that could not claim or peer, statistics); write replies and requests.
 //!
-//! Sockets are waited on with `ppoll` and the blockstore has its own ring, so while the
-//! blockstore has work in progress the loop waits at most [`BS_BUSY_POLL_TIMEOUT`] and then
-//! reaps the ring.
+//! Sockets are waited on with `ppoll`; the blockstore's io_uring signals an eventfd on every
+//! completion and that eventfd is in the poll set, so a finished disk I/O wakes the loop at
+//! once. Only when the blockstore has queued work but no I/O in flight (work that progresses
+//! without a completion) does the loop wait at most [`BS_BUSY_POLL_TIMEOUT`].
 //!
 //! Shutdown (SIGTERM/SIGINT): the listener is closed and no more requests are read; ops in
 //! progress finish and their replies are sent (for at most [`SHUTDOWN_GRACE`]); the
@@ -44,7 +45,7 @@ use crate::primary::{ClientRef, POp};
 use crate::secondary::{self, ReplyMsg, SecOp, Step, StoreGeometry};
 use crate::shutdown::Shutdown;
 
-/// How long `ppoll` may sleep while the blockstore has I/O in progress (see the module docs).
+/// How long `ppoll` may sleep while the blockstore has queued work and no I/O in flight.
 pub const BS_BUSY_POLL_TIMEOUT: Duration = Duration::from_millis(1);
 
 /// How long a shutdown waits for replies of ops in progress to reach their peers; a peer that
@@ -77,6 +78,7 @@ pub(crate) struct Pending {
     conn: ConnId,
     cost: usize,
     op: SecOp,
+    start: Instant,
 }
 
 /// Who waits for a sub-op (a blockstore op or a request to a peer).
@@ -127,6 +129,7 @@ enum Slot {
     Conn(ConnId),
     Peer(u64),
     Etcd,
+    Disk,
 }
 
 /// Settings of the daemon beyond the blockstore's.
@@ -140,15 +143,6 @@ pub struct ServerConfig {
     pub recovery_queue_depth: usize,
     /// How often `osd/stats` is written.
     pub stats_interval: Duration,
-}
-
-/// Counters reported in `osd/stats`.
-#[derive(Debug, Default, Clone)]
-pub struct OsdCounters {
-    /// Degraded objects recovered.
-    pub recovered_degraded: u64,
-    /// Misplaced objects moved.
-    pub recovered_misplaced: u64,
 }
 
 /// The server. See the module docs.
@@ -174,12 +168,14 @@ pub struct Server {
     free_ops: Vec<usize>,
     pub(crate) read_pgs: HashMap<usize, (u32, u32)>,
     pub(crate) recovering: HashSet<((u32, u32), ObjectId)>,
-    pub(crate) stats: OsdCounters,
+    pub(crate) stats: crate::stats::OsdStats,
     /// Sub-op results to deliver outside the call that produced them.
     deferred: Vec<(Owner, SubRes)>,
     /// The etcd lease is gone: no PG may be served until a new session.
     pub(crate) lease_lost: bool,
     pub(crate) last_stats: Instant,
+    /// Signalled by the blockstore's ring on every completion.
+    disk_wake: std::os::fd::OwnedFd,
 }
 
 fn wire_commit(mode: BsImmediateCommit) -> ImmediateCommit {
@@ -207,10 +203,14 @@ impl Server {
     pub fn with_listener(
         listener: TcpListener,
         cfg: ServerConfig,
-        bs: Blockstore<UringEngine>,
+        mut bs: Blockstore<UringEngine>,
         etcd: Option<EtcdThread>,
     ) -> Result<Server, ServerError> {
         let osd_num = cfg.osd_num;
+        let disk_wake = bs
+            .engine_mut()
+            .register_eventfd()
+            .map_err(ServerError::Poll)?;
         listener
             .set_nonblocking(true)
             .map_err(ServerError::Listen)?;
@@ -253,10 +253,11 @@ impl Server {
             free_ops: Vec::new(),
             read_pgs: HashMap::new(),
             recovering: HashSet::new(),
-            stats: OsdCounters::default(),
+            stats: Default::default(),
             deferred: Vec::new(),
             lease_lost: true,
             last_stats: Instant::now(),
+            disk_wake,
         })
     }
 
@@ -306,6 +307,19 @@ impl Server {
                     Slot::Listener => {}
                     Slot::Etcd if pfd.revents != 0 => self.on_etcd(),
                     Slot::Etcd => {}
+                    Slot::Disk if pfd.revents != 0 => {
+                        let mut count: u64 = 0;
+                        // SAFETY: reads 8 bytes into a live u64 from the eventfd we own;
+                        // EAGAIN (already cleared) is harmless.
+                        unsafe {
+                            libc::read(
+                                self.disk_wake.as_raw_fd(),
+                                (&mut count as *mut u64).cast(),
+                                8,
+                            )
+                        };
+                    }
+                    Slot::Disk => {}
                     Slot::Peer(osd) if pfd.revents != 0 => {
                         let mut events = std::mem::take(&mut self.peer_events);
                         self.peers.handle(osd, pfd.revents, &mut events);
@@ -422,6 +436,8 @@ impl Server {
         match owner {
             Owner::Secondary(p) => {
                 let SubRes::Bs(result) = res else { return };
+                self.stats
+                    .subop(p.op.stat_name(), p.start, p.op.data_bytes());
                 let geo = self.geo;
                 let step = secondary::complete(p.op, result, &geo);
                 self.apply(p.conn, p.cost, step);
@@ -523,6 +539,12 @@ impl Server {
             });
             slots.push(Slot::Listener);
         }
+        fds.push(libc::pollfd {
+            fd: self.disk_wake.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        slots.push(Slot::Disk);
         if let Some(etcd) = &self.etcd {
             fds.push(libc::pollfd {
                 fd: etcd.wake_fd(),
@@ -562,8 +584,8 @@ impl Server {
                 .any(|c| c.has_staged_input() && !c.over_limit());
         if staged_ready || self.peers.has_staged_input() || !self.deferred.is_empty() {
             Some(Duration::ZERO)
-        } else if !self.bs.is_idle() {
-            // Queued ops, flushes or device I/O in flight (is_idle covers all of them).
+        } else if !self.bs.is_idle() && self.bs.engine_in_flight() == 0 {
+            // Queued work that advances without a completion to wake us.
             Some(BS_BUSY_POLL_TIMEOUT)
         } else if draining {
             // Bounded so the grace period is checked even if no socket ever becomes writable.
@@ -697,6 +719,7 @@ impl Server {
                 id: request.id,
                 opcode: request.opcode().code(),
                 cost,
+                start: Instant::now(),
             };
             return self.serve_client(client, &request, payload);
         }
@@ -758,7 +781,16 @@ impl Server {
         match step {
             Step::Reply(msg) => self.reply(conn, cost, msg),
             Step::Submit(op, bs_op) => {
-                self.submit_local(Owner::Secondary(Pending { conn, cost, op }), bs_op);
+                let start = Instant::now();
+                self.submit_local(
+                    Owner::Secondary(Pending {
+                        conn,
+                        cost,
+                        op,
+                        start,
+                    }),
+                    bs_op,
+                );
             }
         }
     }

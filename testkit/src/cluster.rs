@@ -39,8 +39,12 @@ pub struct ClusterOptions {
     pub bin_dir: PathBuf,
     /// Extra options for every OSD.
     pub osd_args: Vec<String>,
-    /// Write `pg/config` (no monitor yet).
+    /// Write `pg/config` by hand (when no monitor runs).
     pub write_pg_config: bool,
+    /// Monitors to start (`vitastor-mon`); with any, the monitor places PGs.
+    pub monitors: usize,
+    /// Extra options for every monitor.
+    pub mon_args: Vec<String>,
 }
 
 impl ClusterOptions {
@@ -58,6 +62,8 @@ impl ClusterOptions {
             bin_dir,
             osd_args: Vec::new(),
             write_pg_config: true,
+            monitors: 0,
+            mon_args: Vec::new(),
         }
     }
 }
@@ -83,6 +89,8 @@ pub struct Cluster {
     pub etcd: EtcdServer,
     /// OSDs, `osds[i].num == i + 1`.
     pub osds: Vec<OsdProc>,
+    /// Monitor processes (`None` once killed).
+    mons: Vec<Option<Child>>,
     dir: PathBuf,
     _temp: Option<tempfile::TempDir>,
 }
@@ -118,6 +126,7 @@ impl Cluster {
             opts,
             etcd,
             osds: Vec::new(),
+            mons: Vec::new(),
             dir,
             _temp: temp,
         };
@@ -147,7 +156,12 @@ impl Cluster {
             cluster.start_osd(num)?;
         }
         cluster.wait_osds_up(Duration::from_secs(30))?;
-        if cluster.opts.write_pg_config {
+        for _ in 0..cluster.opts.monitors {
+            cluster.start_monitor()?;
+        }
+        if cluster.opts.monitors > 0 {
+            cluster.wait_active(Duration::from_secs(60))?;
+        } else if cluster.opts.write_pg_config {
             let sets = cluster.default_sets();
             cluster.write_pg_config(&sets)?;
             cluster.wait_active(Duration::from_secs(60))?;
@@ -238,6 +252,42 @@ impl Cluster {
         self.osds[i].addr = addr;
         self.osds[i].child = Some(child);
         Ok(())
+    }
+
+    /// Starts one more monitor; returns its index.
+    pub fn start_monitor(&mut self) -> Result<usize, TestkitError> {
+        let i = self.mons.len();
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("mon{i}.log")))
+            .map_err(|e| err(format!("mon log: {e}")))?;
+        let mut cmd = Command::new(self.bin("vitastor-mon"));
+        cmd.args(["--etcd_address", &self.etcd_address()])
+            .args(["--etcd_mon_ttl", "3", "--mon_stats_interval", "2"])
+            .args(&self.opts.mon_args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| err(e.to_string()))?)
+            .stderr(log);
+        let child = spawn_tied_to_process(cmd).map_err(|source| TestkitError::Spawn {
+            binary: self.bin("vitastor-mon"),
+            source,
+        })?;
+        self.mons.push(Some(child));
+        Ok(i)
+    }
+
+    /// SIGKILLs monitor `i`.
+    pub fn kill_monitor(&mut self, i: usize) {
+        if let Some(mut child) = self.mons.get_mut(i).and_then(Option::take) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// PID of monitor `i` while it runs.
+    pub fn monitor_pid(&self, i: usize) -> Option<u32> {
+        self.mons.get(i)?.as_ref().map(Child::id)
     }
 
     /// SIGKILLs OSD `num` (no cleanup: its lease expires by itself).
@@ -420,6 +470,9 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        for i in 0..self.mons.len() {
+            self.kill_monitor(i);
+        }
         let nums: Vec<u64> = self.osds.iter().map(|o| o.num).collect();
         for n in nums {
             self.stop_osd(n);

@@ -1679,6 +1679,21 @@ impl<E: IoEngine> Blockstore<E> {
         Ok(true)
     }
 
+    /// Raw bytes stored per inode (flushed objects, one block each), for space reports.
+    pub fn space_by_inode(&self) -> rustc_hash::FxHashMap<u64, u64> {
+        let block = self.layout.block_size as u64;
+        let mut out: rustc_hash::FxHashMap<u64, u64> = Default::default();
+        for oid in self.index.clean.keys() {
+            *out.entry(oid.inode).or_default() += block;
+        }
+        out
+    }
+
+    /// Device I/Os submitted and not yet reaped.
+    pub fn engine_in_flight(&self) -> usize {
+        self.engine.in_flight()
+    }
+
     /// Newest version of `oid` in any state, including a deletion not yet forgotten (0 for an
     /// object this store has never had or has fully forgotten). A write with a version above
     /// it is accepted; the OSD's primary derives the next version of an object from it.
