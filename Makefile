@@ -2,13 +2,17 @@
 CARGO ?= cargo
 RELEASE_DIR := target/release
 
-.PHONY: setup build test test-long bench clean
+.PHONY: setup build run test test-long bench clean
 
 setup:
 	@scripts/setup.sh
 
 build: setup
 	$(CARGO) build --release --workspace --bins
+
+# A local cluster in ./var until Ctrl-C (see scripts/run.sh).
+run: build
+	@scripts/run.sh
 
 test: setup
 	$(CARGO) build --release --workspace --bins

@@ -367,6 +367,32 @@ impl Cluster {
         Ok(())
     }
 
+    /// Creates image `name` of `size` bytes in pool 1 (inode number = the next after
+    /// `index/maxid/1`) unless it exists; returns the inode number without pool bits.
+    pub fn create_image(&self, name: &str, size: u64) -> Result<u64, TestkitError> {
+        let existing = self
+            .get_prefix(&format!("index/image/{name}"))?
+            .into_iter()
+            .find(|(k, _)| k == &format!("index/image/{name}"))
+            .and_then(|(_, v)| v["id"].as_u64());
+        if let Some(id) = existing {
+            return Ok(id);
+        }
+        let maxid = self
+            .get_prefix("index/maxid/1")?
+            .into_iter()
+            .find(|(k, _)| k == "index/maxid/1")
+            .and_then(|(_, v)| v.as_u64())
+            .unwrap_or(0);
+        let id = maxid + 1;
+        self.put_json_atomic(&[
+            ("index/maxid/1".into(), json!(id)),
+            (format!("config/inode/1/{id}"), json!({"name": name, "size": size})),
+            (format!("index/image/{name}"), json!({"id": id, "pool_id": 1})),
+        ])?;
+        Ok(id)
+    }
+
     /// `pg/config` JSON for pool 1: PG `i + 1` gets `sets[i]`, its first OSD as primary.
     pub fn pg_config_json(sets: &[Vec<u64>]) -> Value {
         let mut pgs = serde_json::Map::new();

@@ -44,6 +44,15 @@ struct UpArgs {
     /// Size of each OSD's data file in bytes
     #[arg(long = "osd-size", default_value_t = 4 << 30)]
     osd_size: u64,
+    /// Run a monitor (vitastor-mon) to place PGs instead of writing pg/config by hand
+    #[arg(long)]
+    monitor: bool,
+    /// Also create an image with this name in the pool
+    #[arg(long)]
+    image: Option<String>,
+    /// Size of that image in bytes
+    #[arg(long = "image-size", default_value_t = 10 << 30)]
+    image_size: u64,
 }
 
 #[derive(Subcommand)]
@@ -108,6 +117,9 @@ fn up(args: &UpArgs) -> Result<(), String> {
         .args(["--pg-count", &args.pg_count.to_string()])
         .args(["--immediate-commit", &args.immediate_commit])
         .args(["--osd-size", &args.osd_size.to_string()])
+        .args(["--image-size", &args.image_size.to_string()])
+        .args(args.monitor.then_some("--monitor"))
+        .args(args.image.iter().flat_map(|i| ["--image", i.as_str()]))
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|e| e.to_string())?)
         .stderr(log);
@@ -193,8 +205,22 @@ fn serve(args: &UpArgs) -> Result<(), String> {
     opts.immediate_commit = args.immediate_commit.clone();
     opts.osd_size = args.osd_size;
     opts.dir = Some(args.dir.clone());
+    if args.monitor {
+        opts.monitors = 1;
+    }
+    fs::create_dir_all(&args.dir).map_err(|e| format!("{}: {e}", args.dir.display()))?;
+    if let Some(pid) = running_pid(&args.dir) {
+        return Err(format!("a cluster is already running in {} (pid {pid})", args.dir.display()));
+    }
     fs::write(pid_file(&args.dir), std::process::id().to_string()).map_err(|e| e.to_string())?;
     let cluster = Cluster::start(opts).map_err(|e| e.to_string())?;
+    let image = match &args.image {
+        Some(name) => {
+            let id = cluster.create_image(name, args.image_size).map_err(|e| e.to_string())?;
+            Some((name.clone(), id))
+        }
+        None => None,
+    };
     let mut env = format!(
         "etcd_address={}\nsupervisor_pid={}\netcd_pid={}\ndata_dir={}\n",
         cluster.etcd_address(),
@@ -204,6 +230,9 @@ fn serve(args: &UpArgs) -> Result<(), String> {
     );
     for (num, pid) in cluster.osd_pids() {
         env.push_str(&format!("osd{num}_pid={pid}\n"));
+    }
+    if let Some((name, id)) = &image {
+        env.push_str(&format!("image={name}\nimage_inode={id}\npool=1\n"));
     }
     let tmp = args.dir.join("cluster.env.tmp");
     fs::write(&tmp, &env).map_err(|e| e.to_string())?;
