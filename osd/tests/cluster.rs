@@ -160,11 +160,26 @@ fn killed_osd_degrades_then_recovers() {
     let mut cl = cluster(3, 2, "all", 16);
     let mut c = TestClient::new(&cl);
     write_objects(&mut c, 48, 1);
-    cl.kill_osd(3);
     let sets = cl.default_sets();
+    // SIGKILL in the middle of a stream of writes: every write still completes (the client
+    // retries while the PGs re-peer and, as the monitor would, primaries move off osd.3).
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let writer = {
+        let mut c = TestClient::new(&cl);
+        std::thread::spawn(move || {
+            for o in 0..48u64 {
+                if o == 12 {
+                    started_tx.send(()).unwrap();
+                }
+                let off = o * OBJ + (o % 32) * 4096;
+                c.write(INODE, off, &pattern(off, 2)).expect("write during the kill");
+            }
+        })
+    };
+    started_rx.recv().unwrap();
+    cl.kill_osd(3);
     set_primaries(&cl, &sets, &[3]);
-    // Writes keep working (pg_minsize 1): new data lands on the surviving replicas.
-    write_objects(&mut c, 48, 2);
+    writer.join().expect("writer thread");
     verify_objects(&mut c, 48, 2);
     cl.wait_pgs(WAIT, "active and serving", |s| {
         s.iter().any(|n| n == "active")
