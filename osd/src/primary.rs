@@ -524,9 +524,9 @@ impl Server {
     /// or not active, or the object must be recovered first (`Ok(None)`).
     fn write_targets(&self, key: (u32, u32), oid: ObjectId) -> Result<Option<Vec<u64>>, i32> {
         let pg = self.pgs.get(&key).ok_or(EPIPE)?;
-        if pg.phase != crate::pg::Phase::Active
-            && !matches!(pg.phase, crate::pg::Phase::Draining { .. })
-        {
+        // Ops that waited for an object lock start only on an active PG: a draining PG is
+        // about to re-peer, and recovering an object on it could fail the same way forever.
+        if pg.phase != crate::pg::Phase::Active {
             return Err(EPIPE);
         }
         if pg.objects.degraded.contains(&oid) {
@@ -1023,6 +1023,10 @@ impl Server {
                     .filter(|m| !st.holders.contains(m))
                     .collect();
                 if r.targets.is_empty() {
+                    // Every live member has it: not degraded, whatever the map said.
+                    if let Some(pg) = self.pgs.get_mut(&r.pg) {
+                        pg.objects.degraded.remove(&r.oid);
+                    }
                     r.state = Some(st);
                     return self.recover_cleanup(idx, r);
                 }
@@ -1198,6 +1202,7 @@ impl Server {
         }
         if complete {
             if let Some(pg) = self.pgs.get_mut(&r.pg) {
+                pg.objects.degraded.remove(&r.oid);
                 pg.objects.misplaced.insert(r.oid);
             }
         }
