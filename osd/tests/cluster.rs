@@ -172,7 +172,8 @@ fn killed_osd_degrades_then_recovers() {
                     started_tx.send(()).unwrap();
                 }
                 let off = o * OBJ + (o % 32) * 4096;
-                c.write(INODE, off, &pattern(off, 2)).expect("write during the kill");
+                c.write(INODE, off, &pattern(off, 2))
+                    .expect("write during the kill");
             }
         })
     };
@@ -378,4 +379,35 @@ fn garbage_on_the_port_closes_only_that_connection() {
     let mut c = TestClient::new(&cl);
     write_objects(&mut c, 4, 3);
     verify_objects(&mut c, 4, 3);
+}
+
+#[test]
+fn etcd_outage_keeps_serving_until_the_lease_lapses() {
+    let mut cl = cluster(3, 2, "all", 4);
+    let mut c = TestClient::new(&cl);
+    write_objects(&mut c, 8, 1);
+    cl.etcd.stop().unwrap();
+    // Within the lease TTL (10 s) the PGs keep serving: no etcd needed on the data path.
+    write_objects(&mut c, 8, 2);
+    verify_objects(&mut c, 8, 2);
+    // Once the lease cannot be proven, every PG stops: I/O is refused, not served by a
+    // primary etcd may already consider gone.
+    c.retry_for = Duration::from_secs(1);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let off = 4096;
+        if c.write(INODE, off, &pattern(off, 2)).is_err() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "PGs kept serving without etcd");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // etcd returns: the OSDs (still running) take their PGs again.
+    cl.etcd.restart().unwrap();
+    cl.wait_active(WAIT).unwrap();
+    let mut c = TestClient::new(&cl);
+    verify_objects(&mut c, 8, 2);
+    write_objects(&mut c, 8, 3);
+    verify_objects(&mut c, 8, 3);
+    assert_eq!(cl.osds_running(), 3, "an OSD exited");
 }

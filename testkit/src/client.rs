@@ -25,6 +25,8 @@ pub const EPIPE: i64 = -32;
 pub struct TestClient {
     etcd_url: String,
     pg_count: u32,
+    /// Last primary seen per PG, used while etcd cannot be read.
+    primaries: HashMap<u32, u64>,
     conns: HashMap<u64, (TcpStream, u64)>,
     /// How long an op may keep retrying.
     pub retry_for: Duration,
@@ -40,6 +42,7 @@ impl TestClient {
         TestClient {
             etcd_url: cluster.etcd.client_url(),
             pg_count: cluster.opts.pg_count,
+            primaries: HashMap::new(),
             conns: HashMap::new(),
             retry_for: Duration::from_secs(60),
         }
@@ -137,8 +140,15 @@ impl TestClient {
         let pg = self.pg_of(offset);
         let deadline = Instant::now() + self.retry_for;
         loop {
-            let res = match self.primary(pg) {
-                Some(osd) => self.call(osd, op, &[], data),
+            let primary = match self.primaries.get(&pg) {
+                Some(&osd) => Some(osd),
+                None => self.primary(pg),
+            };
+            let res = match primary {
+                Some(osd) => {
+                    self.primaries.insert(pg, osd);
+                    self.call(osd, op, &[], data)
+                }
                 None => Err(EPIPE),
             };
             match res {
@@ -149,6 +159,10 @@ impl TestClient {
             }
             if Instant::now() > deadline {
                 return Err(EPIPE);
+            }
+            // Ask etcd again; keep the old answer if etcd cannot be read.
+            if let Some(osd) = self.primary(pg) {
+                self.primaries.insert(pg, osd);
             }
             self.conns.clear();
             thread::sleep(Duration::from_millis(100));

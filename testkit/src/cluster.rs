@@ -315,6 +315,15 @@ impl Cluster {
         }
     }
 
+    /// How many started OSD processes are still running (not exited).
+    pub fn osds_running(&mut self) -> usize {
+        self.osds
+            .iter_mut()
+            .filter_map(|o| o.child.as_mut())
+            .filter(|c| matches!(c.try_wait(), Ok(None)))
+            .count()
+    }
+
     /// PIDs of the running OSDs.
     pub fn osd_pids(&self) -> Vec<(u64, u32)> {
         self.osds
@@ -387,8 +396,14 @@ impl Cluster {
         let id = maxid + 1;
         self.put_json_atomic(&[
             ("index/maxid/1".into(), json!(id)),
-            (format!("config/inode/1/{id}"), json!({"name": name, "size": size})),
-            (format!("index/image/{name}"), json!({"id": id, "pool_id": 1})),
+            (
+                format!("config/inode/1/{id}"),
+                json!({"name": name, "size": size}),
+            ),
+            (
+                format!("index/image/{name}"),
+                json!({"id": id, "pool_id": 1}),
+            ),
         ])?;
         Ok(id)
     }

@@ -210,13 +210,18 @@ fn serve(args: &UpArgs) -> Result<(), String> {
     }
     fs::create_dir_all(&args.dir).map_err(|e| format!("{}: {e}", args.dir.display()))?;
     if let Some(pid) = running_pid(&args.dir) {
-        return Err(format!("a cluster is already running in {} (pid {pid})", args.dir.display()));
+        return Err(format!(
+            "a cluster is already running in {} (pid {pid})",
+            args.dir.display()
+        ));
     }
     fs::write(pid_file(&args.dir), std::process::id().to_string()).map_err(|e| e.to_string())?;
     let cluster = Cluster::start(opts).map_err(|e| e.to_string())?;
     let image = match &args.image {
         Some(name) => {
-            let id = cluster.create_image(name, args.image_size).map_err(|e| e.to_string())?;
+            let id = cluster
+                .create_image(name, args.image_size)
+                .map_err(|e| e.to_string())?;
             Some((name.clone(), id))
         }
         None => None,
