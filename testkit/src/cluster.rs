@@ -320,7 +320,8 @@ impl Cluster {
         self.osds
             .iter_mut()
             .filter_map(|o| o.child.as_mut())
-            .filter(|c| matches!(c.try_wait(), Ok(None)))
+            .filter_map(|c| c.try_wait().ok())
+            .filter(Option::is_none)
             .count()
     }
 
