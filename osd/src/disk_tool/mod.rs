@@ -136,6 +136,7 @@ fn run_prepare(a: &PrepareArgs, out: &mut dyn Write) -> Result<(), ToolError> {
         prepare::ensure_file_size(&cfg.data_device, size)?;
     }
     let layout = prepare::prepare(&cfg, a.force)?;
+    prepare::materialize_areas(&cfg, &layout)?;
     let opts = prepare::osd_options(&cfg, &layout)?;
     let obj = prepare::options_object(&opts);
     if let Some(path) = &a.write_config {

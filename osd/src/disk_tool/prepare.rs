@@ -52,6 +52,40 @@ pub fn prepare(cfg: &BlockstoreConfig, force: bool) -> Result<Layout, ToolError>
     Ok(vitastor_blockstore::prepare::prepare(cfg, force)?)
 }
 
+/// On regular files, rewrites the journal and metadata areas in place (same bytes) so that
+/// they are allocated on the host file system: otherwise every journal fsync of a fresh
+/// sparse file also commits the file system's block allocation, which costs several times
+/// the write itself and makes a new file-backed OSD look far slower than it is. Block
+/// devices are left alone; the data area stays sparse (it can be large).
+pub fn materialize_areas(cfg: &BlockstoreConfig, l: &Layout) -> Result<(), ToolError> {
+    use std::os::unix::fs::FileExt;
+    const CHUNK: u64 = 1 << 20;
+    for (path, area) in [(cfg.journal_path(), l.journal), (cfg.meta_path(), l.meta)] {
+        let regular = std::fs::metadata(&path).map(|m| m.is_file()).unwrap_or(false);
+        if !regular || area.size == 0 {
+            continue;
+        }
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| ToolError::io(format!("open {}", path.display()), e))?;
+        let mut buf = vec![0u8; CHUNK as usize];
+        let mut pos = area.offset;
+        let end = area.offset + area.size;
+        while pos < end {
+            let n = (end - pos).min(CHUNK) as usize;
+            f.read_exact_at(&mut buf[..n], pos)
+                .and_then(|_| f.write_all_at(&buf[..n], pos))
+                .map_err(|e| ToolError::io(format!("allocate {} at {pos}", path.display()), e))?;
+            pos += n as u64;
+        }
+        f.sync_all()
+            .map_err(|e| ToolError::io(format!("fsync {}", path.display()), e))?;
+    }
+    Ok(())
+}
+
 /// The OSD options that open the prepared store, in the order they are printed. Paths are
 /// made absolute (without resolving symlinks, so stable names like /dev/disk/by-id survive)
 /// because the OSD may run from another directory.
