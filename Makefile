@@ -9,6 +9,7 @@ setup:
 
 build: setup
 	$(CARGO) build --release --workspace --bins
+	$(CARGO) build --release -p vitastor-client -p vitastor-fio --lib  # libvitastor.so, libfio_vitastor.so
 
 # A local cluster in ./var until Ctrl-C (see scripts/run.sh).
 run: build
@@ -16,6 +17,7 @@ run: build
 
 test: setup
 	$(CARGO) build --release --workspace --bins
+	$(CARGO) build --release -p vitastor-client -p vitastor-fio --lib  # libvitastor.so, libfio_vitastor.so
 	$(CARGO) test --release --workspace
 
 # Opt-in long runs (thousands of crash points); not part of `make test`.
@@ -26,7 +28,9 @@ test-long: setup
 
 bench: setup
 	$(CARGO) build --release --workspace --bins
+	$(CARGO) build --release -p vitastor-client -p vitastor-fio --lib  # libvitastor.so, libfio_vitastor.so
 	scripts/bench-blockstore.sh
+	scripts/bench-fio.sh
 
 clean:
 	$(CARGO) clean

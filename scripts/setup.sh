@@ -9,6 +9,10 @@ PKGS=(
     libclang-dev              # bindgen (fio/QEMU headers)
     protobuf-compiler         # etcd-client's gRPC code generation
     pkg-config
+    libnbd-bin                # nbdinfo, nbdcopy, nbdfuse: vitastor-nbd tests
+    fuse3                     # nbdfuse's /dev/fuse mounts in the vitastor-nbd tests
+    e2fsprogs                 # mkfs.ext4 and fsck in the vitastor-nbd tests
+    qemu-utils                # qemu-img in the vitastor-nbd tests
 )
 
 missing=()
@@ -23,6 +27,9 @@ if [ ${#missing[@]} -gt 0 ]; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+# Headers of the installed fio for building libfio_vitastor.so (cached per fio version).
+"$(dirname "$0")/fio-headers.sh" >/dev/null
 
 command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust (rustup) first" >&2; exit 1; }
 echo "setup: ok"

@@ -1,0 +1,418 @@
+//! The fio engine end to end: the installed `/usr/bin/fio` loads
+//! `target/<profile>/libfio_vitastor.so` and does I/O on a local cluster (testkit's
+//! `Cluster`: etcd + 3 OSDs, pool 1 with 128 KiB objects).
+//!
+//! Every fio run writes JSON output to a file; a run passes when fio exits 0 and every job
+//! reports `error == 0` with the expected byte counts. Data is checked by fio itself
+//! (`-verify=crc32c`: each block carries a header and checksum that fio reads back).
+//!
+//! Skipped, with the reason printed, only when `/usr/bin/fio` is missing. The OSD binaries
+//! must have been built (`cargo build --release --workspace --bins`, as `make test` does).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use vitastor_testkit::{Cluster, ClusterOptions};
+
+const FIO: &str = "/usr/bin/fio";
+/// Upper bound on one fio run; the longest here takes a few seconds.
+const FIO_TIMEOUT: Duration = Duration::from_secs(90);
+const MIB: u64 = 1 << 20;
+
+/// `target/<profile>`: this test runs from `target/<profile>/deps/`.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test executable lives in target/<profile>/deps")
+        .to_path_buf()
+}
+
+fn fio_missing() -> bool {
+    if Path::new(FIO).exists() {
+        return false;
+    }
+    eprintln!("SKIPPED: {FIO} is not installed (make setup installs it)");
+    true
+}
+
+fn modified(path: &Path) -> std::time::SystemTime {
+    fs::metadata(path)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// `cargo test` does not build a cdylib-only library for its integration tests, so the
+/// engine under test comes from the last `cargo build` (`make build`/`make test` do it);
+/// refuse to test a stale one.
+fn check_engine_fresh(engine: &Path) {
+    assert!(
+        engine.exists(),
+        "{} is missing: run `cargo build --release -p vitastor-fio` (or make build) first",
+        engine.display()
+    );
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for f in ["src/fio_vitastor.c", "src/lib.rs", "build.rs"] {
+        assert!(
+            modified(&src.join(f)) <= modified(engine),
+            "{} is older than {f}: run `cargo build --release -p vitastor-fio` first",
+            engine.display()
+        );
+    }
+}
+
+fn start_cluster(immediate_commit: &str) -> Cluster {
+    let bin = profile_dir();
+    check_engine_fresh(&bin.join("libfio_vitastor.so"));
+    for b in ["vitastor-osd", "vitastor-disk"] {
+        assert!(
+            bin.join(b).exists(),
+            "{} is missing: run `cargo build --release --workspace --bins` first",
+            bin.join(b).display()
+        );
+    }
+    let mut opts = ClusterOptions::new(bin);
+    opts.immediate_commit = immediate_commit.into();
+    // 3 x 512 MiB is plenty for the 64 MiB images here and keeps the sparse files small.
+    opts.osd_size = 512 * MIB;
+    Cluster::start(opts).expect("starting the cluster")
+}
+
+struct FioRun {
+    status: ExitStatus,
+    /// stdout (JSON when fio got that far) and stderr, for messages and failure reports.
+    stdout: String,
+    stderr: String,
+}
+
+impl FioRun {
+    fn json(&self) -> Value {
+        // fio may print warnings before the JSON document.
+        let start = self
+            .stdout
+            .find('{')
+            .unwrap_or_else(|| self.fail("no JSON output"));
+        serde_json::from_str(&self.stdout[start..])
+            .unwrap_or_else(|e| self.fail(&format!("bad JSON output: {e}")))
+    }
+
+    fn fail(&self, what: &str) -> ! {
+        panic!(
+            "{what}; fio exited with {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.status, self.stdout, self.stderr
+        )
+    }
+
+    /// The jobs of a successful run, each checked for `error == 0`.
+    fn ok_jobs(&self) -> Vec<Value> {
+        if !self.status.success() {
+            self.fail("fio failed");
+        }
+        let jobs = self.json()["jobs"].as_array().cloned().unwrap_or_default();
+        if jobs.is_empty() {
+            self.fail("no jobs in the output");
+        }
+        for j in &jobs {
+            if j["error"] != 0 {
+                self.fail(&format!(
+                    "job {} reported error {}",
+                    j["jobname"], j["error"]
+                ));
+            }
+        }
+        jobs
+    }
+}
+
+/// Runs fio with the engine and the cluster's etcd address, then `args`.
+fn fio(cluster: &Cluster, args: &[&str]) -> FioRun {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (out, err) = (dir.path().join("out"), dir.path().join("err"));
+    let engine = profile_dir().join("libfio_vitastor.so");
+    let mut child = Command::new(FIO)
+        .arg("-thread")
+        .arg(format!("-ioengine={}", engine.display()))
+        .arg(format!("-etcd={}", cluster.etcd_address()))
+        .args(["-name=test", "-direct=1", "-output-format=json"])
+        .args(args)
+        .stdin(Stdio::null())
+        // fio leaves verify state files in its working directory.
+        .current_dir(dir.path())
+        // Files, not pipes: nothing has to drain them while we wait.
+        .stdout(fs::File::create(&out).expect("stdout file"))
+        .stderr(fs::File::create(&err).expect("stderr file"))
+        .spawn()
+        .expect("running fio");
+    let deadline = Instant::now() + FIO_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for fio") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            // Our own child, by its handle.
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "fio {args:?} ran longer than {FIO_TIMEOUT:?}; stderr:\n{}",
+                fs::read_to_string(&err).unwrap_or_default()
+            );
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    FioRun {
+        status,
+        stdout: fs::read_to_string(&out).unwrap_or_default(),
+        stderr: fs::read_to_string(&err).unwrap_or_default(),
+    }
+}
+
+fn bytes(job: &Value, dir: &str) -> u64 {
+    job[dir]["io_bytes"].as_u64().unwrap_or(0)
+}
+
+/// Puts an image the way `vitastor-cli create` does: its config and its name index.
+fn create_image(cluster: &Cluster, name: &str, id: u64, size: u64, readonly: bool) {
+    let mut cfg = json!({"name": name, "size": size});
+    if readonly {
+        cfg["readonly"] = json!(true);
+    }
+    cluster
+        .put_json(&format!("config/inode/1/{id}"), &cfg)
+        .expect("putting the image config");
+    cluster
+        .put_json(
+            &format!("index/image/{name}"),
+            &json!({"id": id, "pool_id": 1}),
+        )
+        .expect("putting the image index");
+}
+
+/// Random 4 KiB writes at depth 16 with verification, a 4 MiB sequential pass, two jobs on
+/// different offsets, an image addressed by name (size taken from etcd), and the refusals
+/// (missing image, read-only image, missing -size), all on one `immediate_commit=all` cluster.
+#[test]
+fn engine_on_cluster() {
+    if fio_missing() {
+        return;
+    }
+    let cluster = start_cluster("all");
+
+    // randwrite 4k iodepth 16, every block read back and checked.
+    let run = fio(
+        &cluster,
+        &[
+            "-pool=1",
+            "-inode=1",
+            "-size=64M",
+            "-bs=4k",
+            "-iodepth=16",
+            "-rw=randwrite",
+            "-verify=crc32c",
+        ],
+    );
+    let job = &run.ok_jobs()[0];
+    assert_eq!(bytes(job, "write"), 64 * MIB, "randwrite bytes");
+    assert_eq!(bytes(job, "read"), 64 * MIB, "verify bytes");
+    // A new client reads the same blocks back and checks them again...
+    let run = fio(
+        &cluster,
+        &[
+            "-pool=1",
+            "-inode=1",
+            "-size=64M",
+            "-bs=4k",
+            "-iodepth=16",
+            "-rw=read",
+            "-verify=crc32c",
+        ],
+    );
+    assert_eq!(
+        bytes(&run.ok_jobs()[0], "read"),
+        64 * MIB,
+        "read-back bytes"
+    );
+    // ...and the same check fails on an inode never written (so verify really looks).
+    let run = fio(
+        &cluster,
+        &[
+            "-pool=1",
+            "-inode=9",
+            "-size=1M",
+            "-bs=4k",
+            "-rw=read",
+            "-verify=crc32c",
+        ],
+    );
+    assert!(!run.status.success(), "verify must fail on unwritten data");
+    assert!(
+        run.stderr.contains("bad magic header"),
+        "verify failure message not found in:\n{}",
+        run.stderr
+    );
+
+    // Sequential 4 MiB writes (each spans 32 objects), verified.
+    let run = fio(
+        &cluster,
+        &[
+            "-pool=1",
+            "-inode=2",
+            "-size=64M",
+            "-bs=4M",
+            "-iodepth=4",
+            "-rw=write",
+            "-verify=crc32c",
+        ],
+    );
+    let job = &run.ok_jobs()[0];
+    assert_eq!(bytes(job, "write"), 64 * MIB, "sequential write bytes");
+    assert_eq!(bytes(job, "read"), 64 * MIB, "sequential verify bytes");
+
+    // Two jobs (two clients) on the two halves of one inode.
+    let run = fio(
+        &cluster,
+        &[
+            "-pool=1",
+            "-inode=3",
+            "-size=32M",
+            "-offset_increment=32M",
+            "-numjobs=2",
+            "-bs=4k",
+            "-iodepth=8",
+            "-rw=randwrite",
+            "-verify=crc32c",
+        ],
+    );
+    let jobs = run.ok_jobs();
+    assert_eq!(jobs.len(), 2, "numjobs=2 gives two job reports");
+    for job in &jobs {
+        assert_eq!(bytes(job, "write"), 32 * MIB, "numjobs write bytes per job");
+        assert_eq!(bytes(job, "read"), 32 * MIB, "numjobs verify bytes per job");
+    }
+
+    // By name: the size comes from the image (no -size), then read it all back.
+    create_image(&cluster, "fioimg", 4, 16 * MIB, false);
+    let run = fio(
+        &cluster,
+        &[
+            "-image=fioimg",
+            "-bs=64k",
+            "-iodepth=8",
+            "-rw=randwrite",
+            "-verify=crc32c",
+        ],
+    );
+    let job = &run.ok_jobs()[0];
+    assert_eq!(bytes(job, "write"), 16 * MIB, "image size taken from etcd");
+    let run = fio(
+        &cluster,
+        &["-image=fioimg", "-bs=1M", "-iodepth=2", "-rw=read"],
+    );
+    assert_eq!(
+        bytes(&run.ok_jobs()[0], "read"),
+        16 * MIB,
+        "image read bytes"
+    );
+
+    // Trim (vitastor_c_delete) over part of the image.
+    let run = fio(
+        &cluster,
+        &[
+            "-image=fioimg",
+            "-size=4M",
+            "-bs=128k",
+            "-iodepth=4",
+            "-rw=trim",
+        ],
+    );
+    assert_eq!(bytes(&run.ok_jobs()[0], "trim"), 4 * MIB, "trim bytes");
+
+    // Refusals, each with a message that says why.
+    let run = fio(&cluster, &["-image=nosuchimage", "-bs=4k", "-rw=randread"]);
+    assert!(!run.status.success(), "fio must fail on a missing image");
+    let text = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        text.contains("image nosuchimage does not exist"),
+        "missing-image message not found in:\n{text}"
+    );
+
+    // I/O errors reach fio as io_u->error: writes below the 4 KiB bitmap granularity are
+    // refused by the cluster with EINVAL.
+    let run = fio(
+        &cluster,
+        &[
+            "-pool=1",
+            "-inode=7",
+            "-size=1M",
+            "-bs=512",
+            "-rw=randwrite",
+        ],
+    );
+    assert!(!run.status.success(), "fio must report the refused write");
+    let text = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        text.contains("Invalid argument"),
+        "EINVAL not reported in:\n{text}"
+    );
+
+    create_image(&cluster, "roimg", 5, 16 * MIB, true);
+    let run = fio(&cluster, &["-image=roimg", "-bs=4k", "-rw=randwrite"]);
+    assert!(
+        !run.status.success(),
+        "fio must refuse to write a read-only image"
+    );
+    let text = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        text.contains("image roimg is read-only"),
+        "read-only message not found in:\n{text}"
+    );
+
+    let run = fio(
+        &cluster,
+        &["-pool=1", "-inode=6", "-bs=4k", "-rw=randwrite"],
+    );
+    assert!(
+        !run.status.success(),
+        "fio must refuse -inode without -size"
+    );
+    let text = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        text.contains("-size is required"),
+        "missing-size message not found in:\n{text}"
+    );
+}
+
+/// `-fsync=1` turns into a cluster SYNC after every write; on an `immediate_commit=none`
+/// cluster that is what makes writes durable, and the data must still verify.
+#[test]
+fn fsync_on_immediate_commit_none() {
+    if fio_missing() {
+        return;
+    }
+    let cluster = start_cluster("none");
+    let run = fio(
+        &cluster,
+        &[
+            "-pool=1",
+            "-inode=1",
+            "-size=8M",
+            "-bs=4k",
+            "-iodepth=4",
+            "-rw=randwrite",
+            "-fsync=1",
+            "-verify=crc32c",
+        ],
+    );
+    let job = &run.ok_jobs()[0];
+    assert_eq!(bytes(job, "write"), 8 * MIB, "write bytes");
+    assert_eq!(bytes(job, "read"), 8 * MIB, "verify bytes");
+    let syncs = job["sync"]["total_ios"].as_u64().unwrap_or(0);
+    // One sync per write (2048 writes); fio may fold the last ones into its final sync.
+    assert!(
+        syncs >= 2000,
+        "expected a sync per write, fio reports {syncs}"
+    );
+}
