@@ -208,6 +208,12 @@ static int vitastor_fio_resolve(struct thread_data *td, vitastor_c *cli, uint64_
 	struct vitastor_fio_wait w = { 0, 0 };
 	void *handle;
 
+	/* Option mistakes are reported before anything waits for etcd. */
+	if (!o->image && !(o->inode & VITASTOR_INODE_MASK)) {
+		log_err("fio: vitastor: give -image=NAME, or -inode=N (with -pool=P and "
+			"-size=S)\n");
+		return EINVAL;
+	}
 	vitastor_c_on_ready(cli, vitastor_fio_wait_cb, &w);
 	if (vitastor_fio_wait(cli, &w) < 0) {
 		log_err("fio: vitastor: cluster state not loaded from etcd %s within %d s\n",

@@ -128,46 +128,72 @@ impl FioRun {
     }
 }
 
-/// Runs fio with the engine and the cluster's etcd address, then `args`.
-fn fio(cluster: &Cluster, args: &[&str]) -> FioRun {
+/// A fio process started with the engine and the cluster's etcd address, then `args`.
+struct FioChild {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    args: Vec<String>,
+}
+
+fn fio_start(cluster: &Cluster, args: &[&str]) -> FioChild {
+    fio_start_etcd(&cluster.etcd_address(), args)
+}
+
+fn fio_start_etcd(etcd: &str, args: &[&str]) -> FioChild {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (out, err) = (dir.path().join("out"), dir.path().join("err"));
     let engine = profile_dir().join("libfio_vitastor.so");
-    let mut child = Command::new(FIO)
+    let child = Command::new(FIO)
         .arg("-thread")
         .arg(format!("-ioengine={}", engine.display()))
-        .arg(format!("-etcd={}", cluster.etcd_address()))
+        .arg(format!("-etcd={etcd}"))
         .args(["-name=test", "-direct=1", "-output-format=json"])
         .args(args)
         .stdin(Stdio::null())
         // fio leaves verify state files in its working directory.
         .current_dir(dir.path())
         // Files, not pipes: nothing has to drain them while we wait.
-        .stdout(fs::File::create(&out).expect("stdout file"))
-        .stderr(fs::File::create(&err).expect("stderr file"))
+        .stdout(fs::File::create(dir.path().join("out")).expect("stdout file"))
+        .stderr(fs::File::create(dir.path().join("err")).expect("stderr file"))
         .spawn()
         .expect("running fio");
-    let deadline = Instant::now() + FIO_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("waiting for fio") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            // Our own child, by its handle.
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "fio {args:?} ran longer than {FIO_TIMEOUT:?}; stderr:\n{}",
-                fs::read_to_string(&err).unwrap_or_default()
-            );
-        }
-        thread::sleep(Duration::from_millis(50));
-    };
-    FioRun {
-        status,
-        stdout: fs::read_to_string(&out).unwrap_or_default(),
-        stderr: fs::read_to_string(&err).unwrap_or_default(),
+    FioChild {
+        child,
+        dir,
+        args: args.iter().map(|a| a.to_string()).collect(),
     }
+}
+
+impl FioChild {
+    fn wait(mut self, timeout: Duration) -> FioRun {
+        let (out, err) = (self.dir.path().join("out"), self.dir.path().join("err"));
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("waiting for fio") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                // Our own child, by its handle.
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "fio {:?} ran longer than {timeout:?}; stderr:\n{}",
+                    self.args,
+                    fs::read_to_string(&err).unwrap_or_default()
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        };
+        FioRun {
+            status,
+            stdout: fs::read_to_string(&out).unwrap_or_default(),
+            stderr: fs::read_to_string(&err).unwrap_or_default(),
+        }
+    }
+}
+
+/// Runs fio with the engine and the cluster's etcd address, then `args`.
+fn fio(cluster: &Cluster, args: &[&str]) -> FioRun {
+    fio_start(cluster, args).wait(FIO_TIMEOUT)
 }
 
 fn bytes(job: &Value, dir: &str) -> u64 {
@@ -415,4 +441,126 @@ fn fsync_on_immediate_commit_none() {
         syncs >= 2000,
         "expected a sync per write, fio reports {syncs}"
     );
+}
+
+/// `-verify=crc32c` at iodepth 1 and 32, random writes and mixed random read/write.
+#[test]
+fn verify_at_depth_1_and_32() {
+    if fio_missing() {
+        return;
+    }
+    let cluster = start_cluster("all");
+    for (rw, depth) in [
+        ("randwrite", "1"),
+        ("randwrite", "32"),
+        ("randrw", "1"),
+        ("randrw", "32"),
+    ] {
+        let run = fio(
+            &cluster,
+            &[
+                "-pool=1",
+                "-inode=3",
+                "-size=8M",
+                "-bs=4k",
+                &format!("-iodepth={depth}"),
+                &format!("-rw={rw}"),
+                "-verify=crc32c",
+            ],
+        );
+        let job = &run.ok_jobs()[0];
+        assert!(
+            bytes(job, "write") > 0,
+            "{rw} at depth {depth} wrote nothing"
+        );
+    }
+}
+
+/// Writes `pg/config` of pool 1 with the default sets and, as the monitor does when OSDs go
+/// down, the first OSD of each set that is not in `down` as primary.
+fn move_primaries(cluster: &Cluster, down: &[u64]) {
+    let mut pgs = serde_json::Map::new();
+    for (i, set) in cluster.default_sets().iter().enumerate() {
+        let primary = set.iter().copied().find(|o| !down.contains(o)).unwrap_or(0);
+        pgs.insert(
+            (i + 1).to_string(),
+            json!({"osd_set": set, "primary": primary}),
+        );
+    }
+    cluster
+        .put_json("pg/config", &json!({"items": {"1": pgs}}))
+        .expect("writing pg/config");
+}
+
+/// An OSD killed while fio writes: fio pauses while the PGs move and completes, verified.
+/// Then every OSD stops for a few seconds while fio runs: fio waits and completes.
+#[test]
+fn fio_survives_osd_kill_and_full_restart() {
+    if fio_missing() {
+        return;
+    }
+    let mut cluster = start_cluster("all");
+    let args = [
+        "-pool=1",
+        "-inode=4",
+        "-size=32M",
+        "-bs=4k",
+        "-iodepth=16",
+        "-rw=randwrite",
+        "-verify=crc32c",
+    ];
+    let run = fio_start(&cluster, &args);
+    thread::sleep(Duration::from_millis(700));
+    cluster.kill_osd(3);
+    move_primaries(&cluster, &[3]);
+    let job = &run.wait(Duration::from_secs(120)).ok_jobs()[0];
+    assert_eq!(bytes(job, "write"), 32 * MIB, "writes through the kill");
+    cluster.start_osd(3).expect("osd.3 back");
+    move_primaries(&cluster, &[]);
+
+    let run = fio_start(&cluster, &args);
+    thread::sleep(Duration::from_millis(700));
+    for osd in 1..=3 {
+        cluster.stop_osd(osd);
+    }
+    thread::sleep(Duration::from_secs(3));
+    for osd in 1..=3 {
+        cluster.start_osd(osd).expect("restart");
+    }
+    let job = &run.wait(Duration::from_secs(120)).ok_jobs()[0];
+    assert_eq!(bytes(job, "write"), 32 * MIB, "writes through the restart");
+}
+
+/// Bad etcd addresses and malformed options: fio fails with a message, in bounded time.
+#[test]
+fn bad_options_fail_clearly() {
+    if fio_missing() {
+        return;
+    }
+    for (etcd, args, expect) in [
+        (
+            "127.0.0.1:1/v3",
+            vec!["-pool=1", "-inode=1", "-size=1M", "-rw=read"],
+            "etcd",
+        ),
+        (
+            "not an address",
+            vec!["-pool=1", "-inode=1", "-size=1M", "-rw=read"],
+            "etcd",
+        ),
+        (
+            "127.0.0.1:1/v3",
+            vec!["-pool=1", "-inode=1", "-size=0", "-rw=read"],
+            "",
+        ),
+        ("127.0.0.1:1/v3", vec!["-rw=read", "-size=1M"], "image"),
+    ] {
+        let run = fio_start_etcd(etcd, &args).wait(Duration::from_secs(60));
+        assert!(!run.status.success(), "fio must fail for {etcd:?} {args:?}");
+        let text = format!("{}{}", run.stdout, run.stderr).to_lowercase();
+        assert!(
+            text.contains(expect),
+            "no {expect:?} in the error for {etcd:?} {args:?}:\n{text}"
+        );
+    }
 }

@@ -380,33 +380,51 @@ impl Cluster {
     /// Creates image `name` of `size` bytes in pool 1 (inode number = the next after
     /// `index/maxid/1`) unless it exists; returns the inode number without pool bits.
     pub fn create_image(&self, name: &str, size: u64) -> Result<u64, TestkitError> {
-        let existing = self
-            .get_prefix(&format!("index/image/{name}"))?
-            .into_iter()
-            .find(|(k, _)| k == &format!("index/image/{name}"))
-            .and_then(|(_, v)| v["id"].as_u64());
-        if let Some(id) = existing {
-            return Ok(id);
+        // A transaction conditional on the index and maxid still being what was read, retried
+        // on conflict: parallel callers never get the same inode number.
+        let quote = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
+        for _ in 0..100 {
+            let existing = self
+                .get_prefix(&format!("index/image/{name}"))?
+                .into_iter()
+                .find(|(k, _)| k == &format!("index/image/{name}"))
+                .and_then(|(_, v)| v["id"].as_u64());
+            if let Some(id) = existing {
+                return Ok(id);
+            }
+            let maxid_raw =
+                self.etcd
+                    .etcdctl(&["get", "--print-value-only", "/vitastor/index/maxid/1"])?;
+            let maxid_raw = maxid_raw.trim().to_string();
+            let id = maxid_raw.parse::<u64>().unwrap_or(0) + 1;
+            let maxid_cmp = if maxid_raw.is_empty() {
+                format!("create({}) = \"0\"", quote("/vitastor/index/maxid/1"))
+            } else {
+                format!(
+                    "val({}) = {}",
+                    quote("/vitastor/index/maxid/1"),
+                    quote(&maxid_raw)
+                )
+            };
+            let image_key = format!("/vitastor/index/image/{name}");
+            let input = format!(
+                "{maxid_cmp}\ncreate({}) = \"0\"\n\nput {} {}\nput {} {}\nput {} {}\n\n\n",
+                quote(&image_key),
+                quote("/vitastor/index/maxid/1"),
+                quote(&id.to_string()),
+                quote(&format!("/vitastor/config/inode/1/{id}")),
+                quote(&json!({"name": name, "size": size}).to_string()),
+                quote(&image_key),
+                quote(&json!({"id": id, "pool_id": 1}).to_string()),
+            );
+            let out = self.etcd.etcdctl_with_input(&["txn"], Some(&input))?;
+            if out.starts_with("SUCCESS") {
+                return Ok(id);
+            }
         }
-        let maxid = self
-            .get_prefix("index/maxid/1")?
-            .into_iter()
-            .find(|(k, _)| k == "index/maxid/1")
-            .and_then(|(_, v)| v.as_u64())
-            .unwrap_or(0);
-        let id = maxid + 1;
-        self.put_json_atomic(&[
-            ("index/maxid/1".into(), json!(id)),
-            (
-                format!("config/inode/1/{id}"),
-                json!({"name": name, "size": size}),
-            ),
-            (
-                format!("index/image/{name}"),
-                json!({"id": id, "pool_id": 1}),
-            ),
-        ])?;
-        Ok(id)
+        Err(err(format!(
+            "could not create image {name}: too many conflicts"
+        )))
     }
 
     /// `pg/config` JSON for pool 1: PG `i + 1` gets `sets[i]`, its first OSD as primary.
