@@ -1,0 +1,202 @@
+//! The CLI's etcd access: one connection on a small current-thread tokio runtime, used
+//! synchronously (a CLI may block).
+//!
+//! # What this module owns
+//! - `etcd_address` → endpoints (through the client library's parser, so every program
+//!   accepts the same syntax), the connection, the prefix, and the bound on every call.
+//! - Reading keys as JSON ([`Kv`]) and compare-and-set transactions ([`Etcd::txn`]).
+//!
+//! # What it must never do
+//! - Wait without a bound: every call is wrapped in [`CALL_TIMEOUT`], so an unreachable or
+//!   stuck etcd becomes [`CliError::EtcdTimeout`], never a hang.
+//! - Interpret values: callers parse them with `vitastor_layout`.
+//! - Leak `etcd_client` types: commands see only relative keys, JSON and revisions.
+
+use std::future::Future;
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, Txn, TxnOp,
+};
+use serde_json::Value;
+use tokio::runtime::Runtime;
+use vitastor::etcd::EtcdAddress;
+use vitastor_layout::keys;
+
+use crate::error::{CliError, Result};
+
+/// Bound on one etcd call (connect, get, transaction). The gRPC channel connects lazily and
+/// retries a refused endpoint forever, so this is what turns "etcd is down" into an error.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One key read from etcd.
+#[derive(Debug, Clone)]
+pub struct Kv {
+    /// Key relative to the prefix (`config/pools`).
+    pub key: String,
+    /// The JSON value.
+    pub value: Value,
+    /// etcd `mod_revision` (for compare-and-set).
+    pub mod_revision: i64,
+}
+
+/// A condition of a transaction.
+#[derive(Debug, Clone)]
+pub enum Check {
+    /// The key's `mod_revision` equals this (0 = the key does not exist).
+    ModRevision(String, i64),
+}
+
+/// A write of a transaction.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// Put a JSON value.
+    Put(String, Value),
+    /// Delete a key.
+    Delete(String),
+    /// Delete every key under a prefix.
+    DeletePrefix(String),
+}
+
+/// A connected etcd with the cluster prefix.
+pub struct Etcd {
+    rt: Runtime,
+    client: Client,
+    prefix: String,
+}
+
+impl Etcd {
+    /// Connects to `address` (`host:port[/v3]`, comma-separated) under `prefix`.
+    pub fn connect(address: &str, prefix: &str) -> Result<Etcd> {
+        let endpoints = EtcdAddress::parse(address)
+            .map_err(|e| CliError::Usage(e.to_string()))?
+            .endpoints()
+            .to_vec();
+        if !prefix.is_empty() && !prefix.starts_with('/') {
+            return Err(CliError::Usage(format!(
+                "--etcd_prefix {prefix:?} must start with '/'"
+            )));
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| CliError::Usage(format!("cannot start the etcd runtime: {e}")))?;
+        let options = ConnectOptions::new()
+            .with_connect_timeout(CALL_TIMEOUT)
+            .with_timeout(CALL_TIMEOUT);
+        let client = bounded(
+            &rt,
+            format!("connecting to {address}"),
+            Client::connect(endpoints, Some(options)),
+        )?;
+        Ok(Etcd {
+            rt,
+            client,
+            prefix: prefix.trim_end_matches('/').to_string(),
+        })
+    }
+
+    fn full(&self, key: &str) -> String {
+        keys::full(&self.prefix, key)
+    }
+
+    fn to_kv(&self, kv: &etcd_client::KeyValue) -> Result<Kv> {
+        let full = String::from_utf8_lossy(kv.key()).into_owned();
+        let key = full
+            .strip_prefix(&format!("{}/", self.prefix))
+            .unwrap_or(&full)
+            .to_string();
+        let value = serde_json::from_slice(kv.value()).map_err(|e| CliError::BadValue {
+            key: key.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok(Kv {
+            key,
+            value,
+            mod_revision: kv.mod_revision(),
+        })
+    }
+
+    /// Reads one key.
+    pub fn get(&mut self, key: &str) -> Result<Option<Kv>> {
+        let full = self.full(key);
+        let resp = bounded(
+            &self.rt,
+            format!("reading {full}"),
+            self.client.get(full.clone(), None),
+        )?;
+        resp.kvs().first().map(|kv| self.to_kv(kv)).transpose()
+    }
+
+    /// Reads every key under `prefix` (relative). A key whose value is not JSON is reported
+    /// on stderr and skipped: one bad key must not hide the rest of the cluster.
+    pub fn get_prefix(&mut self, prefix: &str) -> Result<Vec<Kv>> {
+        let full = self.full(prefix);
+        let resp = bounded(
+            &self.rt,
+            format!("listing {full}"),
+            self.client
+                .get(full.clone(), Some(GetOptions::new().with_prefix())),
+        )?;
+        let mut out = Vec::with_capacity(resp.kvs().len());
+        for kv in resp.kvs() {
+            match self.to_kv(kv) {
+                Ok(kv) => out.push(kv),
+                Err(e) => eprintln!("warning: {e}"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs `writes` if every check holds; returns whether it did.
+    pub fn txn(&mut self, what: &str, checks: &[Check], writes: &[Write]) -> Result<bool> {
+        let compares: Vec<Compare> = checks
+            .iter()
+            .map(|c| match c {
+                Check::ModRevision(k, rev) => {
+                    Compare::mod_revision(self.full(k), CompareOp::Equal, *rev)
+                }
+            })
+            .collect();
+        let ops: Vec<TxnOp> = writes
+            .iter()
+            .map(|w| match w {
+                Write::Put(k, v) => TxnOp::put(self.full(k), v.to_string(), None),
+                Write::Delete(k) => TxnOp::delete(self.full(k), None),
+                Write::DeletePrefix(k) => {
+                    TxnOp::delete(self.full(k), Some(DeleteOptions::new().with_prefix()))
+                }
+            })
+            .collect();
+        let txn = Txn::new().when(compares).and_then(ops);
+        let resp = bounded(&self.rt, what.to_string(), self.client.txn(txn))?;
+        Ok(resp.succeeded())
+    }
+}
+
+/// Runs one etcd call on the runtime with [`CALL_TIMEOUT`].
+fn bounded<T>(
+    rt: &Runtime,
+    what: String,
+    fut: impl Future<Output = std::result::Result<T, etcd_client::Error>>,
+) -> Result<T> {
+    match rt.block_on(async { tokio::time::timeout(CALL_TIMEOUT, fut).await }) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(CliError::Etcd {
+            what,
+            reason: describe(&e),
+        }),
+        Err(_) => Err(CliError::EtcdTimeout {
+            what,
+            timeout: CALL_TIMEOUT,
+        }),
+    }
+}
+
+/// A gRPC status as `code: message` (its Display adds metadata maps nobody can act on).
+fn describe(e: &etcd_client::Error) -> String {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => format!("{:?}: {}", s.code(), s.message()),
+        other => other.to_string(),
+    }
+}
