@@ -88,7 +88,11 @@ print((time.perf_counter() - t) / n * 1e6)
 PY
 
 echo "bench-fio: starting a devcluster (immediate_commit=$IMMEDIATE)" >&2
-"$BIN/devcluster" up --dir "$RUN/cluster" --osds 3 --immediate-commit "$IMMEDIATE" >"$RUN/up.env"
+# OSD options of the seed's published benchmark (drives with power-loss protection).
+OSD_ARGS=(--disable_data_fsync true --flusher_count 8 --journal_no_same_sector_overwrites true
+    --journal_sector_buffer_count 1024)
+"$BIN/devcluster" up --dir "$RUN/cluster" --osds 3 --immediate-commit "$IMMEDIATE" \
+    "${OSD_ARGS[@]/#/--osd-arg=}" >"$RUN/up.env"
 ETCD="$(sed -n 's/^etcd_address=//p' "$RUN/up.env")"
 [ -n "$ETCD" ] || { echo "bench-fio: devcluster printed no etcd_address" >&2; exit 1; }
 run_jobs vitastor -thread -ioengine="$ENGINE" -etcd="$ETCD" -pool=1 -inode=1 -size="$IMAGE_SIZE"
@@ -126,7 +130,8 @@ for n in names:
 json.dump({"immediate_commit": immediate, "rtt_us": rtt, "results": rows}, open(out, "w"), indent=1)
 
 print(f"\nfio: raw file (libaio) vs libfio_vitastor.so on a devcluster (3 OSDs, pg_size 2, "
-      f"immediate_commit={immediate}); loopback TCP round trip {rtt:.1f} us")
+      f"immediate_commit={immediate}, the seed's OSD options: disable_data_fsync, flusher_count 8, "
+      f"journal_no_same_sector_overwrites); loopback TCP round trip {rtt:.1f} us")
 print("| test | raw IOPS | raw MB/s | raw lat µs (p99) | vitastor IOPS | vitastor MB/s | vitastor lat µs (p99) | vs raw | seed bound µs | vs bound |")
 print("|---|---|---|---|---|---|---|---|---|---|")
 for r in rows:

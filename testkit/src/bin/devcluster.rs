@@ -53,6 +53,9 @@ struct UpArgs {
     /// Size of that image in bytes
     #[arg(long = "image-size", default_value_t = 10 << 30)]
     image_size: u64,
+    /// Extra option for every OSD, repeatable (e.g. --osd-arg=--disable_data_fsync --osd-arg=true)
+    #[arg(long = "osd-arg", allow_hyphen_values = true)]
+    osd_arg: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -119,6 +122,7 @@ fn up(args: &UpArgs) -> Result<(), String> {
         .args(["--osd-size", &args.osd_size.to_string()])
         .args(["--image-size", &args.image_size.to_string()])
         .args(args.monitor.then_some("--monitor"))
+        .args(args.osd_arg.iter().map(|a| format!("--osd-arg={a}")))
         .args(args.image.iter().flat_map(|i| ["--image", i.as_str()]))
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|e| e.to_string())?)
@@ -208,6 +212,7 @@ fn serve(args: &UpArgs) -> Result<(), String> {
     if args.monitor {
         opts.monitors = 1;
     }
+    opts.osd_args = args.osd_arg.clone();
     fs::create_dir_all(&args.dir).map_err(|e| format!("{}: {e}", args.dir.display()))?;
     if let Some(pid) = running_pid(&args.dir) {
         return Err(format!(
