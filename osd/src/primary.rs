@@ -260,18 +260,7 @@ impl Server {
             }
             _ => {
                 pg.inflight += 1;
-                let d = DeleteOp {
-                    client,
-                    pg: key,
-                    oid,
-                    version: 0,
-                    stage: DelStage::Waiting,
-                    pending: 0,
-                    errno: 0,
-                    targets: Vec::new(),
-                    background: false,
-                };
-                let idx = self.insert_op(POp::Delete(d));
+                let idx = self.insert_op(POp::Delete(DeleteOp::new(client, key, oid, false)));
                 self.lock_and_run(key, oid, idx);
             }
         }
@@ -885,23 +874,14 @@ impl Server {
             return;
         };
         pg.inflight += 1;
-        let d = DeleteOp {
-            client: ClientRef {
-                conn: u64::MAX,
-                id: 0,
-                opcode: 0,
-                cost: 0,
-                start: std::time::Instant::now(),
-            },
-            pg: key,
-            oid,
-            version: 0,
-            stage: DelStage::Waiting,
-            pending: 0,
-            errno: 0,
-            targets: Vec::new(),
-            background: true,
+        let nobody = ClientRef {
+            conn: u64::MAX,
+            id: 0,
+            opcode: 0,
+            cost: 0,
+            start: std::time::Instant::now(),
         };
+        let d = DeleteOp::new(nobody, key, oid, true);
         let idx = self.insert_op(POp::Delete(d));
         self.lock_and_run(key, oid, idx);
     }
@@ -1281,6 +1261,22 @@ impl Server {
             .map_or(ImmediateCommit::All, |p| {
                 p.commit_mode(self.cluster.default_commit())
             })
+    }
+}
+
+impl DeleteOp {
+    fn new(client: ClientRef, pg: (u32, u32), oid: ObjectId, background: bool) -> DeleteOp {
+        DeleteOp {
+            client,
+            pg,
+            oid,
+            version: 0,
+            stage: DelStage::Waiting,
+            pending: 0,
+            errno: 0,
+            targets: Vec::new(),
+            background,
+        }
     }
 }
 

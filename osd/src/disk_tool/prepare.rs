@@ -61,7 +61,9 @@ pub fn materialize_areas(cfg: &BlockstoreConfig, l: &Layout) -> Result<(), ToolE
     use std::os::unix::fs::FileExt;
     const CHUNK: u64 = 1 << 20;
     for (path, area) in [(cfg.journal_path(), l.journal), (cfg.meta_path(), l.meta)] {
-        let regular = std::fs::metadata(&path).map(|m| m.is_file()).unwrap_or(false);
+        let regular = std::fs::metadata(&path)
+            .map(|m| m.is_file())
+            .unwrap_or(false);
         if !regular || area.size == 0 {
             continue;
         }
