@@ -31,6 +31,7 @@ bench: setup
 	$(CARGO) build --release -p vitastor-client -p vitastor-fio --lib  # libvitastor.so, libfio_vitastor.so
 	scripts/bench-blockstore.sh
 	scripts/bench-fio.sh
+	scripts/bench-nbd.sh
 
 clean:
 	$(CARGO) clean
