@@ -37,6 +37,8 @@ enum State {
 }
 
 struct Peer {
+    /// Unique per connection for the life of the process (the loop's poll tag).
+    serial: u64,
     conn: Connection,
     state: State,
     started: Instant,
@@ -67,6 +69,7 @@ pub enum PeerEvent {
 /// All outgoing peer connections. See the module docs.
 pub struct Peers {
     me: u64,
+    next_serial: u64,
     timeouts: PeerTimeouts,
     peers: HashMap<u64, Peer>,
     incoming: Vec<Incoming>,
@@ -149,6 +152,7 @@ impl Peers {
     pub fn new(me: u64, timeouts: PeerTimeouts) -> Peers {
         Peers {
             me,
+            next_serial: 1,
             timeouts,
             peers: HashMap::new(),
             incoming: Vec::new(),
@@ -165,9 +169,12 @@ impl Peers {
         match conn {
             Ok(conn) => {
                 let now = Instant::now();
+                let serial = self.next_serial;
+                self.next_serial += 1;
                 self.peers.insert(
                     osd,
                     Peer {
+                        serial,
                         conn,
                         state: State::Connecting,
                         started: now,
@@ -214,19 +221,26 @@ impl Peers {
         }
     }
 
-    /// Appends a pollfd per peer: `(osd, pollfd)`.
-    pub fn poll_set(&self, fds: &mut Vec<libc::pollfd>, osds: &mut Vec<u64>) {
-        for (osd, p) in &self.peers {
+    /// Reports each peer connection to poll as `(serial, fd, events)`.
+    pub fn poll_set(&self, add: &mut impl FnMut(u64, i32, i16)) {
+        for p in self.peers.values() {
             let mut events = libc::POLLIN;
             if matches!(p.state, State::Connecting) || p.conn.wants_write() {
                 events |= libc::POLLOUT;
             }
-            fds.push(libc::pollfd {
-                fd: p.conn.fd(),
-                events,
-                revents: 0,
-            });
-            osds.push(*osd);
+            add(p.serial, p.conn.fd(), events);
+        }
+    }
+
+    /// Handles poll results for the connection with `serial` (ignored if it is gone).
+    pub fn handle_serial(&mut self, serial: u64, revents: i16, out: &mut Vec<PeerEvent>) {
+        let osd = self
+            .peers
+            .iter()
+            .find(|(_, p)| p.serial == serial)
+            .map(|(o, _)| *o);
+        if let Some(osd) = osd {
+            self.handle(osd, revents, out);
         }
     }
 

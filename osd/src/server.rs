@@ -2,16 +2,16 @@
 //! this OSD leads), peers (secondary ops from the local blockstore), its own outgoing peer
 //! connections, and the etcd side thread's events.
 //!
-//! One loop round: `ppoll` over the listener, inbound connections, outgoing peer
-//! connections and the etcd eventfd; accept; read and decode; start or continue ops; let the
-//! blockstore reap its io_uring completions; route every finished sub-op (blockstore op or
-//! peer reply) to its owner; once a second run timers (peer pings and connect timeouts,
-//! retries of PGs that could not claim or peer, statistics); write replies and requests.
-//!
-//! Sockets are waited on with `ppoll`; the blockstore's io_uring signals an eventfd on every
-//! completion and that eventfd is in the poll set, so a finished disk I/O wakes the loop at
-//! once. Only when the blockstore has queued work but no I/O in flight (work that progresses
-//! without a completion) does the loop wait at most [`BS_BUSY_POLL_TIMEOUT`].
+//! One io_uring for everything: the blockstore's ring carries the disk I/O and also one-shot
+//! polls of the listener, the inbound connections, the outgoing peer connections and the
+//! etcd eventfd, so one `io_uring_enter` waits for all of them (with the shutdown signals
+//! unblocked only inside that wait). One loop round: wait; reap disk completions and fired
+//! polls; accept; read and decode; start or continue ops; route every finished sub-op
+//! (blockstore op or peer reply) to its owner; once a second run timers (peer pings and
+//! connect timeouts, retries of PGs that could not claim or peer, statistics); write replies
+//! and requests; re-arm the polls that fired. Only when the blockstore has queued work but no
+//! I/O in flight (work that progresses without a completion) does the wait time out after at
+//! most [`BS_BUSY_POLL_TIMEOUT`].
 //!
 //! Shutdown (SIGTERM/SIGINT): the listener is closed and no more requests are read; ops in
 //! progress finish and their replies are sent (for at most [`SHUTDOWN_GRACE`]); the
@@ -45,7 +45,7 @@ use crate::primary::{ClientRef, POp};
 use crate::secondary::{self, ReplyMsg, SecOp, Step, StoreGeometry};
 use crate::shutdown::Shutdown;
 
-/// How long `ppoll` may sleep while the blockstore has queued work and no I/O in flight.
+/// How long the loop may sleep while the blockstore has queued work and no I/O in flight.
 pub const BS_BUSY_POLL_TIMEOUT: Duration = Duration::from_millis(1);
 
 /// How long a shutdown waits for replies of ops in progress to reach their peers; a peer that
@@ -63,7 +63,7 @@ pub enum ServerError {
     #[error("listen: {0}")]
     Listen(io::Error),
     /// Waiting for events failed.
-    #[error("ppoll: {0}")]
+    #[error("waiting for events: {0}")]
     Poll(io::Error),
     /// The blockstore failed as a whole (not one op).
     #[error("blockstore: {0}")]
@@ -122,14 +122,20 @@ impl SubRes {
     }
 }
 
-/// What one entry of the poll set stands for.
-#[derive(Clone, Copy)]
-enum Slot {
-    Listener,
-    Conn(ConnId),
-    Peer(u64),
-    Etcd,
-    Disk,
+// Ring poll tags: kind in the top bits, a generation below it, the fd's owner id below that.
+const KIND_MASK: u64 = 7 << 60;
+const KIND_LISTENER: u64 = 1 << 60;
+const KIND_ETCD: u64 = 2 << 60;
+const KIND_PEER: u64 = 3 << 60;
+const KIND_CONN: u64 = 4 << 60;
+const KIND_SIGNAL: u64 = 5 << 60;
+const GEN_SHIFT: u32 = 48;
+const GEN_MAX: u16 = 0xfff;
+const GEN_MASK: u64 = (GEN_MAX as u64) << GEN_SHIFT;
+const ID_MASK: u64 = (1 << GEN_SHIFT) - 1;
+
+fn gen_bits(gen: u16) -> u64 {
+    (gen as u64) << GEN_SHIFT
 }
 
 /// Settings of the daemon beyond the blockstore's.
@@ -174,8 +180,12 @@ pub struct Server {
     /// The etcd lease is gone: no PG may be served until a new session.
     pub(crate) lease_lost: bool,
     pub(crate) last_stats: Instant,
-    /// Signalled by the blockstore's ring on every completion.
-    disk_wake: std::os::fd::OwnedFd,
+    /// Ring polls armed: key → (generation, events).
+    armed: HashMap<u64, (u16, i16)>,
+    next_gen: u16,
+    wanted: Vec<(u64, i32, i16)>,
+    seen: HashSet<u64>,
+    fired: Vec<(u64, i32)>,
 }
 
 fn wire_commit(mode: BsImmediateCommit) -> ImmediateCommit {
@@ -203,14 +213,10 @@ impl Server {
     pub fn with_listener(
         listener: TcpListener,
         cfg: ServerConfig,
-        mut bs: Blockstore<UringEngine>,
+        bs: Blockstore<UringEngine>,
         etcd: Option<EtcdThread>,
     ) -> Result<Server, ServerError> {
         let osd_num = cfg.osd_num;
-        let disk_wake = bs
-            .engine_mut()
-            .register_eventfd()
-            .map_err(ServerError::Poll)?;
         listener
             .set_nonblocking(true)
             .map_err(ServerError::Listen)?;
@@ -257,7 +263,11 @@ impl Server {
             deferred: Vec::new(),
             lease_lost: true,
             last_stats: Instant::now(),
-            disk_wake,
+            armed: HashMap::new(),
+            next_gen: 0,
+            wanted: Vec::new(),
+            seen: HashSet::new(),
+            fired: Vec::new(),
         })
     }
 
@@ -274,8 +284,6 @@ impl Server {
 
     /// Serves until `shutdown` is requested and the ops in progress are finished.
     pub fn run(&mut self, shutdown: &Shutdown) -> Result<(), ServerError> {
-        let mut fds: Vec<libc::pollfd> = Vec::new();
-        let mut slots: Vec<Slot> = Vec::new();
         let mut draining_since: Option<Instant> = None;
         let mut last_tick = Instant::now();
         loop {
@@ -295,49 +303,39 @@ impl Server {
                 }
             }
             let draining = draining_since.is_some();
-            self.build_poll_set(draining, &mut fds, &mut slots);
+            self.arm_polls(draining, shutdown);
             let to_tick = Duration::from_secs(1).saturating_sub(last_tick.elapsed());
             let timeout = self
                 .poll_timeout(draining)
                 .map_or(to_tick, |t| t.min(to_tick));
-            self.wait(&mut fds, Some(timeout), shutdown)?;
-            for (pfd, slot) in fds.iter().zip(&slots) {
-                match *slot {
-                    Slot::Listener if pfd.revents != 0 => self.accept(),
-                    Slot::Listener => {}
-                    Slot::Etcd if pfd.revents != 0 => self.on_etcd(),
-                    Slot::Etcd => {}
-                    Slot::Disk if pfd.revents != 0 => {
-                        let mut count: u64 = 0;
-                        // SAFETY: reads 8 bytes into a live u64 from the eventfd we own;
-                        // EAGAIN (already cleared) is harmless.
-                        unsafe {
-                            libc::read(
-                                self.disk_wake.as_raw_fd(),
-                                (&mut count as *mut u64).cast(),
-                                8,
-                            )
-                        };
+            self.bs
+                .engine_mut()
+                .wait_for(Some(timeout))
+                .map_err(ServerError::Poll)?;
+            // Reaps disk completions and keeps the fired socket polls aside.
+            self.bs.poll(false)?;
+            let mut fired = std::mem::take(&mut self.fired);
+            self.bs.engine_mut().take_polls(&mut fired);
+            for &(token, res) in &fired {
+                let key = token & !GEN_MASK;
+                let gen = ((token & GEN_MASK) >> GEN_SHIFT) as u16;
+                match self.armed.get(&key) {
+                    Some(&(g, _)) if g == gen => {
+                        self.armed.remove(&key);
                     }
-                    Slot::Disk => {}
-                    Slot::Peer(osd) if pfd.revents != 0 => {
-                        let mut events = std::mem::take(&mut self.peer_events);
-                        self.peers.handle(osd, pfd.revents, &mut events);
-                        self.peer_events = events;
-                    }
-                    Slot::Peer(_) => {}
-                    Slot::Conn(id) => {
-                        let readable =
-                            pfd.revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0;
-                        if pfd.revents & libc::POLLOUT != 0 {
-                            self.flush(id);
-                        }
-                        if !draining && readable {
-                            self.receive(id);
-                        }
-                    }
+                    // A poll replaced or cancelled since it was armed.
+                    _ => continue,
+                }
+                // A failed poll (the fd went away) is handled like an error on it.
+                let revents = if res < 0 { libc::POLLERR } else { res as i16 };
+                if key == KIND_SIGNAL {
+                    shutdown.take_signals();
+                } else {
+                    self.on_poll(key, revents, draining);
                 }
             }
+            fired.clear();
+            self.fired = fired;
             if !draining {
                 // Input staged in user space while the connection was over its limit is not
                 // reported by poll; pick it up once the connection is below the limit again.
@@ -352,7 +350,6 @@ impl Server {
                 }
             }
             self.process_peer_events();
-            self.bs.poll(false)?;
             self.drain_completions();
             if last_tick.elapsed() >= Duration::from_secs(1) {
                 last_tick = Instant::now();
@@ -528,36 +525,18 @@ impl Server {
         self.on_etcd_events(events);
     }
 
-    fn build_poll_set(&self, draining: bool, fds: &mut Vec<libc::pollfd>, slots: &mut Vec<Slot>) {
-        fds.clear();
-        slots.clear();
+    /// The fds the loop waits for and their events: `(key, fd, events)`.
+    fn wanted_polls(&self, draining: bool, out: &mut Vec<(u64, i32, i16)>) {
+        out.clear();
         if let Some(l) = &self.listener {
-            fds.push(libc::pollfd {
-                fd: l.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            });
-            slots.push(Slot::Listener);
+            out.push((KIND_LISTENER, l.as_raw_fd(), libc::POLLIN));
         }
-        fds.push(libc::pollfd {
-            fd: self.disk_wake.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        });
-        slots.push(Slot::Disk);
         if let Some(etcd) = &self.etcd {
-            fds.push(libc::pollfd {
-                fd: etcd.wake_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            });
-            slots.push(Slot::Etcd);
+            out.push((KIND_ETCD, etcd.wake_fd(), libc::POLLIN));
         }
-        let mut osds = Vec::new();
-        let first = fds.len();
-        self.peers.poll_set(fds, &mut osds);
-        slots.extend(osds.into_iter().map(Slot::Peer));
-        debug_assert_eq!(fds.len() - first, slots.len() - first);
+        self.peers.poll_set(&mut |serial, fd, events| {
+            out.push((KIND_PEER | serial, fd, events));
+        });
         for (id, conn) in &self.conns {
             let mut events = 0;
             if !draining && !conn.over_limit() {
@@ -566,13 +545,66 @@ impl Server {
             if conn.wants_write() {
                 events |= libc::POLLOUT;
             }
-            // Polled even with no events: POLLHUP/POLLERR are always reported.
-            fds.push(libc::pollfd {
-                fd: conn.fd(),
-                events,
-                revents: 0,
-            });
-            slots.push(Slot::Conn(*id));
+            // Armed even with no events: POLLHUP/POLLERR are always reported.
+            out.push((KIND_CONN | id, conn.fd(), events));
+        }
+    }
+
+    /// Arms a ring poll for every wanted fd that has none (or one for other events) and
+    /// cancels the polls of fds no longer wanted. Each armed poll carries a generation, so a
+    /// completion of a replaced or cancelled poll is recognised and ignored.
+    fn arm_polls(&mut self, draining: bool, shutdown: &Shutdown) {
+        let mut wanted = std::mem::take(&mut self.wanted);
+        self.wanted_polls(draining, &mut wanted);
+        wanted.push((KIND_SIGNAL, shutdown.fd(), libc::POLLIN));
+        self.seen.clear();
+        for &(key, fd, events) in &wanted {
+            self.seen.insert(key);
+            match self.armed.get(&key) {
+                Some(&(_, armed)) if armed == events => continue,
+                Some(&(gen, _)) => self.bs.engine_mut().poll_remove(key | gen_bits(gen)),
+                None => {}
+            }
+            self.next_gen = self.next_gen.wrapping_add(1) & GEN_MAX;
+            let gen = self.next_gen;
+            self.armed.insert(key, (gen, events));
+            self.bs
+                .engine_mut()
+                .poll_add(fd, events as u16 as u32, key | gen_bits(gen));
+        }
+        let stale: Vec<(u64, u16)> = self
+            .armed
+            .iter()
+            .filter(|(k, _)| !self.seen.contains(k))
+            .map(|(k, &(g, _))| (*k, g))
+            .collect();
+        for (key, gen) in stale {
+            self.armed.remove(&key);
+            self.bs.engine_mut().poll_remove(key | gen_bits(gen));
+        }
+        self.wanted = wanted;
+    }
+
+    fn on_poll(&mut self, key: u64, revents: i16, draining: bool) {
+        match key & KIND_MASK {
+            KIND_LISTENER => self.accept(),
+            KIND_ETCD => self.on_etcd(),
+            KIND_PEER => {
+                let mut events = std::mem::take(&mut self.peer_events);
+                self.peers
+                    .handle_serial(key & ID_MASK, revents, &mut events);
+                self.peer_events = events;
+            }
+            _ => {
+                let id = key & ID_MASK;
+                let readable = revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0;
+                if revents & libc::POLLOUT != 0 {
+                    self.flush(id);
+                }
+                if !draining && readable {
+                    self.receive(id);
+                }
+            }
         }
     }
 
@@ -593,41 +625,6 @@ impl Server {
         } else {
             None
         }
-    }
-
-    fn wait(
-        &mut self,
-        fds: &mut [libc::pollfd],
-        timeout: Option<Duration>,
-        shutdown: &Shutdown,
-    ) -> Result<(), ServerError> {
-        let ts = timeout.map(|t| libc::timespec {
-            tv_sec: t.as_secs() as libc::time_t,
-            tv_nsec: t.subsec_nanos() as _,
-        });
-        let ts_ptr = ts
-            .as_ref()
-            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-        // SAFETY: `fds` is a valid, exclusively borrowed array of pollfd for the whole call;
-        // the timespec and signal mask outlive it.
-        let r = unsafe {
-            libc::ppoll(
-                fds.as_mut_ptr(),
-                fds.len() as libc::nfds_t,
-                ts_ptr,
-                shutdown.wait_mask(),
-            )
-        };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                // A signal: no revents are valid; the loop checks the shutdown flag next.
-                fds.iter_mut().for_each(|f| f.revents = 0);
-                return Ok(());
-            }
-            return Err(ServerError::Poll(e));
-        }
-        Ok(())
     }
 
     fn accept(&mut self) {

@@ -1,61 +1,65 @@
-//! SIGTERM/SIGINT as a shutdown request the event loop can wait for without races.
+//! SIGTERM/SIGINT as a shutdown request the event loop waits for like any other event.
 //!
-//! The signals stay blocked while the loop works and are unblocked only inside `ppoll`
-//! ([`Shutdown::wait_mask`]), so a signal either interrupts the wait or is delivered at the
-//! start of the next one: it can never slip in between "check the flag" and "block".
+//! The signals are blocked in the process and read from a signalfd, which the loop polls on
+//! its io_uring with everything else: a signal can never slip in between "check the flag"
+//! and "block", because it stays pending on the fd until read.
 
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-
-static REQUESTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    // Only an atomic store: the one thing a signal handler may safely do here.
-    REQUESTED.store(true, Ordering::SeqCst);
-}
 
 /// Installed SIGTERM/SIGINT handling. One per process.
 pub struct Shutdown {
-    wait_mask: libc::sigset_t,
+    fd: OwnedFd,
+    requested: AtomicBool,
 }
 
 impl Shutdown {
-    /// Blocks SIGTERM and SIGINT for this thread and installs the handler that records them.
+    /// Blocks SIGTERM and SIGINT (for this thread and the threads it starts later) and opens
+    /// the signalfd that receives them.
     pub fn install() -> io::Result<Shutdown> {
-        // SAFETY: plain libc signal-set manipulation on locals; the handler only touches an
-        // atomic; sigaction/pthread_sigmask are given valid pointers.
+        // SAFETY: plain libc signal-set manipulation on locals; pthread_sigmask and signalfd
+        // are given valid pointers; the returned fd is owned by nobody else.
         unsafe {
-            let mut block: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut block);
-            libc::sigaddset(&mut block, libc::SIGTERM);
-            libc::sigaddset(&mut block, libc::SIGINT);
-            let mut old: libc::sigset_t = std::mem::zeroed();
-            let r = libc::pthread_sigmask(libc::SIG_BLOCK, &block, &mut old);
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::sigaddset(&mut set, libc::SIGINT);
+            let r = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
             if r != 0 {
                 return Err(io::Error::from_raw_os_error(r));
             }
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
-            libc::sigemptyset(&mut action.sa_mask);
-            for sig in [libc::SIGTERM, libc::SIGINT] {
-                if libc::sigaction(sig, &action, std::ptr::null_mut()) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
+            let fd = libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC);
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
             }
-            let mut wait_mask = old;
-            libc::sigdelset(&mut wait_mask, libc::SIGTERM);
-            libc::sigdelset(&mut wait_mask, libc::SIGINT);
-            Ok(Shutdown { wait_mask })
+            Ok(Shutdown {
+                fd: OwnedFd::from_raw_fd(fd),
+                requested: AtomicBool::new(false),
+            })
+        }
+    }
+
+    /// The fd that becomes readable when a shutdown signal is pending.
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Reads the pending signals (the fd was reported readable) and records the request.
+    pub fn take_signals(&self) {
+        let mut info = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
+        loop {
+            // SAFETY: reads at most `info.len()` bytes into a live buffer from our own fd.
+            let n = unsafe { libc::read(self.fd(), info.as_mut_ptr().cast(), info.len()) };
+            if n <= 0 {
+                break;
+            }
+            self.requested.store(true, Ordering::SeqCst);
         }
     }
 
     /// Whether a shutdown signal has arrived.
     pub fn requested(&self) -> bool {
-        REQUESTED.load(Ordering::SeqCst)
-    }
-
-    /// The signal mask to wait with in `ppoll`: the caller's, with the shutdown signals open.
-    pub fn wait_mask(&self) -> &libc::sigset_t {
-        &self.wait_mask
+        self.requested.load(Ordering::SeqCst)
     }
 }

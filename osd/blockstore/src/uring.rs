@@ -4,9 +4,11 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::fd::RawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use io_uring::{opcode, squeue, types, IoUring};
 
@@ -15,6 +17,11 @@ use crate::io::{DevId, IoEngine, IoKind, IoReq};
 
 /// Ring size; the blockstore keeps at most this many I/Os queued before it submits.
 pub const RING_ENTRIES: u32 = 512;
+
+/// Completion tag bit of socket polls (never set on device I/O tokens).
+pub const POLL_TOKEN: u64 = 1 << 63;
+/// Completion tag of poll removals, which carry nothing worth reporting.
+const POLL_REMOVE_TOKEN: u64 = u64::MAX;
 
 /// How devices are opened.
 #[derive(Clone, Copy, Debug)]
@@ -50,6 +57,7 @@ pub struct UringEngine {
     devs: Vec<Device>,
     in_flight: usize,
     queued: usize,
+    polls: Vec<(u64, i32)>,
 }
 
 fn device_size(file: &File, path: &Path) -> BsResult<u64> {
@@ -124,20 +132,68 @@ fn lock_device(file: &File, path: &Path, shared: bool) -> BsResult<()> {
 }
 
 impl UringEngine {
-    /// Creates an eventfd the kernel signals whenever the ring posts a completion, so a loop
-    /// that also waits for sockets (`ppoll`, `epoll`) wakes the moment disk I/O finishes
-    /// instead of polling the ring on a timer. The caller owns the returned fd.
-    pub fn register_eventfd(&mut self) -> io::Result<std::os::fd::OwnedFd> {
-        use std::os::fd::FromRawFd;
-        // SAFETY: eventfd(2) has no memory-safety preconditions.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
+    /// Arms a one-shot poll of `fd` for `events` (POLLIN…) on this ring. Its completion is
+    /// not a device I/O: [`IoEngine::reap`] keeps it aside for [`UringEngine::take_polls`],
+    /// tagged with `token` (which must be below [`POLL_TOKEN`]). This lets one loop wait for
+    /// sockets and disk I/O together in [`UringEngine::wait_for`].
+    pub fn poll_add(&mut self, fd: RawFd, events: u32, token: u64) {
+        debug_assert!(token < POLL_TOKEN);
+        let sqe = opcode::PollAdd::new(types::Fd(fd), events)
+            .build()
+            .user_data(POLL_TOKEN | token);
+        self.push_sqe(sqe);
+    }
+
+    /// Cancels the poll armed with `token`; its completion (if it comes) is dropped.
+    pub fn poll_remove(&mut self, token: u64) {
+        let sqe = opcode::PollRemove::new(POLL_TOKEN | token)
+            .build()
+            .user_data(POLL_REMOVE_TOKEN);
+        self.push_sqe(sqe);
+    }
+
+    /// Moves the polls that fired since the last call to `out` as `(token, revents or -errno)`.
+    pub fn take_polls(&mut self, out: &mut Vec<(u64, i32)>) {
+        out.append(&mut self.polls);
+    }
+
+    /// Submits what is queued and waits until at least one completion (device I/O or poll)
+    /// is ready or `timeout` passes. (Signals are best read from a polled signalfd: the
+    /// io-uring crate passes glibc's sigset size, which the kernel refuses.)
+    pub fn wait_for(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        let ts = timeout.map(|t| {
+            types::Timespec::new()
+                .sec(t.as_secs())
+                .nsec(t.subsec_nanos())
+        });
+        let mut args = types::SubmitArgs::new();
+        if let Some(ts) = ts.as_ref() {
+            args = args.timespec(ts);
         }
-        // SAFETY: `fd` was just created and is owned by nobody else.
-        let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
-        self.ring.submitter().register_eventfd(fd)?;
-        Ok(owned)
+        match self.ring.submitter().submit_with_args(1, &args) {
+            Ok(_) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR) | Some(libc::ETIME)) => {}
+            Err(e) => return Err(e),
+        }
+        self.queued = 0;
+        Ok(())
+    }
+
+    fn push_sqe(&mut self, sqe: squeue::Entry) {
+        loop {
+            // SAFETY: poll SQEs reference no memory.
+            if unsafe { self.ring.submission().push(&sqe) }.is_ok() {
+                break;
+            }
+            if let Err(e) = self.ring.submit() {
+                if e.raw_os_error() != Some(libc::EBUSY) && e.raw_os_error() != Some(libc::EAGAIN) {
+                    panic!("io_uring submit failed: {e}");
+                }
+                self.ring.submit_and_wait(1).ok();
+            }
+            self.queued = 0;
+        }
+        self.queued += 1;
     }
 
     /// Open each path once; `DevId(i)` names `paths[i]`.
@@ -161,6 +217,7 @@ impl UringEngine {
             devs,
             in_flight: 0,
             queued: 0,
+            polls: Vec::new(),
         })
     }
 
@@ -217,8 +274,16 @@ impl IoEngine for UringEngine {
 
     fn reap(&mut self, out: &mut Vec<(u64, i32)>) {
         for cqe in self.ring.completion() {
+            let token = cqe.user_data();
+            if token == POLL_REMOVE_TOKEN {
+                continue;
+            }
+            if token & POLL_TOKEN != 0 {
+                self.polls.push((token & !POLL_TOKEN, cqe.result()));
+                continue;
+            }
             self.in_flight -= 1;
-            out.push((cqe.user_data(), cqe.result()));
+            out.push((token, cqe.result()));
         }
     }
 
