@@ -10,6 +10,7 @@ setup:
 build: setup
 	$(CARGO) build --release --workspace --bins
 	$(CARGO) build --release -p vitastor-client -p vitastor-fio --lib  # libvitastor.so, libfio_vitastor.so
+	$(CARGO) build --release -p vitastor-qemu  # block-vitastor.so, vitastor-qemu-preload
 
 # A local cluster in ./var until Ctrl-C (see scripts/run.sh).
 run: build
@@ -29,9 +30,11 @@ test-long: setup
 bench: setup
 	$(CARGO) build --release --workspace --bins
 	$(CARGO) build --release -p vitastor-client -p vitastor-fio --lib  # libvitastor.so, libfio_vitastor.so
+	$(CARGO) build --release -p vitastor-qemu  # block-vitastor.so, vitastor-qemu-preload
 	scripts/bench-blockstore.sh
 	scripts/bench-fio.sh
 	scripts/bench-nbd.sh
+	scripts/bench-qemu.sh
 
 clean:
 	$(CARGO) clean

@@ -30,6 +30,7 @@ fi
 
 # Headers of the installed fio for building libfio_vitastor.so (cached per fio version).
 "$(dirname "$0")/fio-headers.sh" >/dev/null
+"$(dirname "$0")/qemu-headers.sh" >/dev/null  # QEMU headers, qemu-system-x86, VM kernel for block-vitastor.so
 
 command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust (rustup) first" >&2; exit 1; }
 echo "setup: ok"

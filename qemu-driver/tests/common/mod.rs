@@ -1,0 +1,150 @@
+//! Shared by the QEMU driver tests: the local cluster, running QEMU programs with
+// Each test binary includes this module and uses a part of it.
+#![allow(dead_code)]
+//! `block-vitastor.so` preloaded (each bounded by a timeout), and data patterns.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use vitastor_testkit::{Cluster, ClusterOptions};
+
+/// Upper bound on one QEMU program run; the slowest (a VM boot under TCG) takes ~10 s.
+pub const RUN_TIMEOUT: Duration = Duration::from_secs(180);
+pub const MIB: u64 = 1 << 20;
+
+/// `target/<profile>`: the tests run from `target/<profile>/deps/`.
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test executable lives in target/<profile>/deps")
+        .to_path_buf()
+}
+
+/// The driver under test. build.rs of this package writes it, and Cargo runs build.rs
+/// before compiling these tests, so it is never stale.
+pub fn driver() -> PathBuf {
+    let so = profile_dir().join("block-vitastor.so");
+    assert!(
+        so.exists(),
+        "{} is missing (built by qemu-driver/build.rs)",
+        so.display()
+    );
+    so
+}
+
+/// True (after printing why) when `program` is not installed; `make setup` installs all.
+pub fn missing(program: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).exists()))
+        .unwrap_or(false);
+    if !found {
+        eprintln!("SKIPPED: {program} is not installed (make setup installs it)");
+    }
+    !found
+}
+
+/// 3 OSDs, pool 1 with pg_size 2 (pg_minsize 1), 16 PGs, 128 KiB objects.
+pub fn start_cluster() -> Cluster {
+    let bin = profile_dir();
+    for b in ["vitastor-osd", "vitastor-disk"] {
+        assert!(
+            bin.join(b).exists(),
+            "{} is missing: run `cargo build --release --workspace --bins` first",
+            bin.join(b).display()
+        );
+    }
+    let mut opts = ClusterOptions::new(bin);
+    opts.pg_count = 16;
+    opts.osd_size = 768 << 20;
+    Cluster::start(opts).expect("cluster starts")
+}
+
+/// `vitastor:image=NAME:etcd_host=127.0.0.1\:PORT/v3`.
+pub fn image_spec(cl: &Cluster, name: &str) -> String {
+    format!(
+        "vitastor:image={name}:etcd_host={}",
+        cl.etcd_address().replace(':', "\\:")
+    )
+}
+
+/// Runs `program args` with the driver preloaded (in this child only) and returns its
+/// output; panics when it does not finish within RUN_TIMEOUT.
+pub fn qemu(program: &str, args: &[&str]) -> Output {
+    let child = Command::new(program)
+        .args(args)
+        .env("LD_PRELOAD", driver())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {program}: {e}"));
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(RUN_TIMEOUT) {
+        Ok(out) => out.unwrap_or_else(|e| panic!("waiting for {program}: {e}")),
+        Err(_) => {
+            // SAFETY: kill(2) on our own child, still unreaped (its waiter thread blocks).
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            panic!("{program} {args:?} did not finish within {RUN_TIMEOUT:?}");
+        }
+    }
+}
+
+/// Like [`qemu`], but the run must succeed; returns stdout.
+pub fn qemu_ok(program: &str, args: &[&str]) -> String {
+    let out = qemu(program, args);
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Deterministic bytes that differ at every offset and between seeds.
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            // xorshift64
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// `qemu-img info --output=json` of a raw vitastor image.
+pub fn info(spec: &str) -> serde_json::Value {
+    let out = qemu_ok("qemu-img", &["info", "-f", "raw", "--output=json", spec]);
+    serde_json::from_str(&out).expect("qemu-img info prints JSON")
+}
+
+/// Reads `len` bytes at `offset` of the image (through a full copy into `dir`).
+pub fn read_image(spec: &str, dir: &Path, offset: u64, len: u64) -> Vec<u8> {
+    let out = dir.join("readback.raw");
+    qemu_ok(
+        "qemu-img",
+        &[
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "raw",
+            spec,
+            out.to_str().expect("UTF-8 path"),
+        ],
+    );
+    let data = fs::read(&out).expect("reading the image copy");
+    data[offset as usize..(offset + len) as usize].to_vec()
+}
