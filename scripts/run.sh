@@ -23,6 +23,8 @@ Try it (in another terminal):
   $BIN/vitastor-cli --etcd_address $ETCD ls -l
   fio -thread -ioengine=$PWD/$BIN/libfio_vitastor.so -name=test -bs=4k -direct=1 -iodepth=16 \\
       -rw=randwrite -runtime=10 -etcd=$ETCD -image=testimg
+  $BIN/vitastor-qemu-preload qemu-img info 'vitastor:image=testimg:etcd_host=${ETCD/:/\\:}'
+  $BIN/vitastor-nbd serve --etcd_address $ETCD --image testimg --socket /tmp/testimg.sock
 
 Press Ctrl-C to stop the cluster.
 INFO
