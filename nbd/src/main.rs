@@ -16,10 +16,11 @@
 mod error;
 mod kernel;
 mod plan;
-mod proto;
 mod server;
-mod session;
 mod sys;
+
+// The pure protocol modules live in the library (shared with the fuzz target).
+use vitastor_nbd::{proto, session};
 
 use std::cell::RefCell;
 use std::io::{Read, Write};
