@@ -21,7 +21,7 @@ use vitastor_protocol::{ReplyOp, Request, RequestOp, SecListOp, SecStabOp, SecSy
 use crate::cluster::Changes;
 use crate::etcd::{EtcdCommand, EtcdEvent};
 use crate::pg::{classify, Pg, Phase};
-use crate::primary::parse_listing;
+use crate::primary::{parse_listing, wire_list};
 use crate::server::{Owner, Server, SubRes};
 
 impl Server {
@@ -384,18 +384,7 @@ impl Server {
                 continue;
             }
             let (op, bytes) = if synced {
-                let wire: Vec<vitastor_protocol::ObjVerId> = list
-                    .iter()
-                    .map(|ov| vitastor_protocol::ObjVerId {
-                        oid: vitastor_protocol::ObjectId {
-                            inode: ov.oid.inode,
-                            stripe: ov.oid.stripe,
-                        },
-                        version: ov.version,
-                    })
-                    .collect();
-                let mut bytes = Vec::new();
-                vitastor_protocol::encode_obj_ver_ids(&wire, &mut bytes);
+                let bytes = wire_list(&list);
                 let op = RequestOp::SecStabilize(SecStabOp {
                     len: bytes.len() as u64,
                     flags: 0,
@@ -658,24 +647,26 @@ impl Server {
                     continue;
                 }
                 report.push(key);
-                let candidates: Vec<vitastor_blockstore::ObjectId> = match pass {
-                    0 if !no_recovery => pg.objects.degraded.iter().copied().collect(),
+                // Only as many candidates as there is room for: this runs after every
+                // recovered object, so it must not walk a PG's whole object map.
+                let room = depth - self.recovering.len();
+                let recovering = &self.recovering;
+                let source: Box<dyn Iterator<Item = &vitastor_blockstore::ObjectId>> = match pass {
+                    0 if !no_recovery => Box::new(pg.objects.degraded.iter()),
                     1 if !no_rebalance && pg.objects.degraded.is_empty() => {
-                        pg.objects.misplaced.iter().copied().collect()
+                        Box::new(pg.objects.misplaced.iter())
                     }
-                    2 if pg.objects.objects.is_empty() && self.can_purge_pg(key) => {
-                        pg.tombstones.keys().copied().collect()
+                    2 if pg.objects.objects.is_empty() && self.can_purge(key) => {
+                        Box::new(pg.tombstones.keys())
                     }
-                    _ => Vec::new(),
+                    _ => Box::new(std::iter::empty()),
                 };
+                let candidates: Vec<vitastor_blockstore::ObjectId> = source
+                    .filter(|o| !recovering.contains(&(key, **o)) && !pg.locks.contains_key(o))
+                    .take(room)
+                    .copied()
+                    .collect();
                 for oid in candidates {
-                    if self.recovering.len() >= depth {
-                        break;
-                    }
-                    let pg = &self.pgs[&key];
-                    if self.recovering.contains(&(key, oid)) || pg.locks.contains_key(&oid) {
-                        continue;
-                    }
                     if pass == 2 {
                         self.recovering.insert((key, oid));
                         self.start_purge(key, oid);
@@ -690,15 +681,5 @@ impl Server {
         for key in report {
             self.report_pg(key);
         }
-    }
-
-    fn can_purge_pg(&self, key: (u32, u32)) -> bool {
-        let Some(pg) = self.pgs.get(&key) else {
-            return false;
-        };
-        let members = pg.members();
-        members.len() == pg.pool_cfg.pg_size as usize
-            && members.iter().all(|m| pg.live.contains(m))
-            && pg.peers.iter().all(|p| members.contains(p))
     }
 }

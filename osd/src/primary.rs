@@ -154,7 +154,7 @@ fn wire_oid(oid: ObjectId) -> WireObjectId {
     }
 }
 
-fn wire_list(list: &[ObjVerId]) -> Vec<u8> {
+pub(crate) fn wire_list(list: &[ObjVerId]) -> Vec<u8> {
     let wire: Vec<WireObjVerId> = list
         .iter()
         .map(|ov| WireObjVerId {
@@ -446,24 +446,12 @@ impl Server {
                 self.finish_read(idx, res);
                 self.release_if_done(idx);
             }
-            POp::Write(w) => {
-                note_error(&mut w.errno, &res);
-                w.pending -= 1;
-                if w.pending == 0 {
-                    self.advance(idx);
-                }
-            }
-            POp::Delete(d) => {
-                note_error(&mut d.errno, &res);
-                d.pending -= 1;
-                if d.pending == 0 {
-                    self.advance(idx);
-                }
-            }
-            POp::Sync(s) => {
-                note_error(&mut s.errno, &res);
-                s.pending -= 1;
-                if s.pending == 0 {
+            POp::Write(WriteOp { errno, pending, .. })
+            | POp::Delete(DeleteOp { errno, pending, .. })
+            | POp::Sync(SyncOp { errno, pending, .. }) => {
+                note_error(errno, &res);
+                *pending -= 1;
+                if *pending == 0 {
                     self.advance(idx);
                 }
             }
@@ -796,7 +784,7 @@ impl Server {
     }
 
     /// Whether every OSD that may hold data of the PG is live and a member.
-    fn can_purge(&self, key: (u32, u32)) -> bool {
+    pub(crate) fn can_purge(&self, key: (u32, u32)) -> bool {
         self.pgs.get(&key).is_some_and(|pg| {
             let members = pg.members();
             members.len() == pg.pool_cfg.pg_size as usize

@@ -507,9 +507,12 @@ impl Server {
         self.ops.get_mut(idx)?.take()
     }
 
-    /// Frees slot `idx` if the step that took its op did not put it back.
+    /// Frees slot `idx` if the step that took its op did not put it back. Called once per
+    /// step that took the op (an empty slot makes the step return early without calling it),
+    /// so a slot is never freed twice.
     pub(crate) fn release_if_done(&mut self, idx: usize) {
-        if self.ops.get(idx).is_some_and(Option::is_none) && !self.free_ops.contains(&idx) {
+        if self.ops.get(idx).is_some_and(Option::is_none) {
+            debug_assert!(!self.free_ops.contains(&idx), "op slot {idx} freed twice");
             self.free_ops.push(idx);
         }
     }
