@@ -69,6 +69,8 @@ pub enum PeerEvent {
 pub struct Peers {
     me: u64,
     next_serial: u64,
+    /// Connection serial → OSD, for routing poll events.
+    by_serial: HashMap<u64, u64>,
     timeouts: PeerTimeouts,
     peers: HashMap<u64, Peer>,
     incoming: Vec<Incoming>,
@@ -102,6 +104,7 @@ impl Peers {
         Peers {
             me,
             next_serial: 1,
+            by_serial: HashMap::new(),
             timeouts,
             peers: HashMap::new(),
             incoming: Vec::new(),
@@ -120,6 +123,7 @@ impl Peers {
                 let now = Instant::now();
                 let serial = self.next_serial;
                 self.next_serial += 1;
+                self.by_serial.insert(serial, osd);
                 self.peers.insert(
                     osd,
                     Peer {
@@ -165,7 +169,8 @@ impl Peers {
 
     /// Drops the connection to `osd` (e.g. it is down in etcd); reported as [`PeerEvent::Down`].
     pub fn drop_peer(&mut self, osd: u64, why: &str, out: &mut Vec<PeerEvent>) {
-        if self.peers.remove(&osd).is_some() {
+        if let Some(peer) = self.peers.remove(&osd) {
+            self.by_serial.remove(&peer.serial);
             out.push(PeerEvent::Down(osd, why.to_string()));
         }
     }
@@ -183,12 +188,7 @@ impl Peers {
 
     /// Handles poll results for the connection with `serial` (ignored if it is gone).
     pub fn handle_serial(&mut self, serial: u64, revents: i16, out: &mut Vec<PeerEvent>) {
-        let osd = self
-            .peers
-            .iter()
-            .find(|(_, p)| p.serial == serial)
-            .map(|(o, _)| *o);
-        if let Some(osd) = osd {
+        if let Some(&osd) = self.by_serial.get(&serial) {
             self.handle(osd, revents, out);
         }
     }

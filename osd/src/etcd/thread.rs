@@ -6,7 +6,7 @@ use std::sync::{mpsc, Arc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 
 use super::event::{EventSink, WakeFd};
@@ -86,7 +86,8 @@ impl EtcdConfig {
     }
 }
 
-/// The state JSON an OSD reports (`osd/state/<osd_num>` in the etcd layout).
+/// The state JSON an OSD reports (`osd/state/<osd_num>`), built from the layout's type so
+/// that the OSD writes exactly what the monitor and the clients parse.
 pub fn osd_state_json(
     addresses: &[String],
     port: u16,
@@ -94,14 +95,15 @@ pub fn osd_state_json(
     primary_enabled: bool,
     blockstore_enabled: bool,
 ) -> Value {
-    json!({
-        "state": "up",
-        "addresses": addresses,
-        "port": port,
-        "host": host,
-        "primary_enabled": primary_enabled,
-        "blockstore_enabled": blockstore_enabled,
-    })
+    vitastor_layout::OsdState {
+        state: "up".to_string(),
+        addresses: addresses.to_vec(),
+        port,
+        host: host.to_string(),
+        primary_enabled,
+        blockstore_enabled,
+    }
+    .to_json()
 }
 
 /// The data path's handle on the etcd side thread. Dropping it shuts the thread down.
@@ -195,6 +197,7 @@ impl Drop for EtcdThread {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn cfg() -> EtcdConfig {
         EtcdConfig::new(
