@@ -95,6 +95,11 @@ pub struct Cluster {
     _temp: Option<tempfile::TempDir>,
 }
 
+/// `s` as a double-quoted etcdctl txn argument.
+fn quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
 fn err(what: impl Into<String>) -> TestkitError {
     TestkitError::InvalidOptions(what.into())
 }
@@ -360,7 +365,6 @@ impl Cluster {
     /// Puts several JSON values under the prefix in one transaction (as the monitor writes
     /// `pg/config` together with `pg/history`).
     pub fn put_json_atomic(&self, kvs: &[(String, Value)]) -> Result<(), TestkitError> {
-        let quote = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
         let mut input = String::from("\n");
         for (k, v) in kvs {
             input.push_str(&format!(
@@ -382,7 +386,6 @@ impl Cluster {
     pub fn create_image(&self, name: &str, size: u64) -> Result<u64, TestkitError> {
         // A transaction conditional on the index and maxid still being what was read, retried
         // on conflict: parallel callers never get the same inode number.
-        let quote = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
         for _ in 0..100 {
             let existing = self
                 .get_prefix(&format!("index/image/{name}"))?
