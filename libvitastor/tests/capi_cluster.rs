@@ -2,9 +2,9 @@
 //! cluster, syncs, reads it back and compares (issue #4). Needs gcc and the workspace's OSD
 //! binaries (`make test` builds them); skipped with a printed reason without gcc.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
+use common::{profile_dir, CProgram};
 use vitastor_testkit::{Cluster, ClusterOptions};
 
 const C_PROGRAM: &str = r#"
@@ -60,61 +60,14 @@ int main(int argc, char **argv) {
 }
 "#;
 
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps")
-        .to_path_buf()
-}
-
 #[test]
 fn c_program_writes_and_reads_back() {
-    if Command::new("gcc").arg("--version").output().is_err() {
-        println!("skipped: gcc is not installed");
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(program) = CProgram::build(C_PROGRAM, tmp.path()) else {
         return;
-    }
-    let profile = profile_dir();
-    let lib = [profile.clone(), profile.join("deps")]
-        .into_iter()
-        .find(|d| d.join("libvitastor.so").exists())
-        .expect("libvitastor.so is built for the tests");
-    let mut opts = ClusterOptions::new(profile);
+    };
+    let mut opts = ClusterOptions::new(profile_dir());
     opts.osd_size = 256 << 20;
     let cluster = Cluster::start(opts).expect("cluster");
-    let tmp = tempfile::tempdir().unwrap();
-    let (src, bin) = (tmp.path().join("t.c"), tmp.path().join("t"));
-    std::fs::write(&src, C_PROGRAM).unwrap();
-    let include = Path::new(env!("CARGO_MANIFEST_DIR")).join("../include");
-    let out = Command::new("gcc")
-        .args(["-std=c99", "-D_DEFAULT_SOURCE", "-Wall", "-Werror", "-o"])
-        .arg(&bin)
-        .arg(&src)
-        .arg(format!("-I{}", include.display()))
-        .arg(format!("-L{}", lib.display()))
-        .arg("-lvitastor")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "gcc: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::os::unix::fs::symlink(
-        lib.join("libvitastor.so"),
-        tmp.path().join("libvitastor.so.0"),
-    )
-    .unwrap();
-    let run = Command::new(&bin)
-        .arg(cluster.etcd_address())
-        .env("LD_LIBRARY_PATH", tmp.path())
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "the C program failed ({:?}):\n{}{}",
-        run.status.code(),
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
-    );
+    program.run(&[&cluster.etcd_address()]);
 }

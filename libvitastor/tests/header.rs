@@ -1,8 +1,11 @@
 //! `include/vitastor_c.h` must be what cbindgen generates from `src/capi.rs`, and it must
 //! compile and link against the built `libvitastor.so`.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+
+use std::path::PathBuf;
+
+use common::CProgram;
 
 fn crate_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -41,17 +44,6 @@ fn header_is_current() {
     );
 }
 
-/// The directory holding the libvitastor.so cargo built for this test run.
-fn lib_dir() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let deps = exe.parent()?;
-    let found = [deps.parent()?, deps]
-        .into_iter()
-        .find(|d| d.join("libvitastor.so").exists())
-        .map(Path::to_path_buf);
-    found
-}
-
 const C_PROGRAM: &str = r#"
 #include <stdio.h>
 #include "vitastor_c.h"
@@ -85,49 +77,10 @@ int main(void) {
 
 #[test]
 fn c_program_compiles_and_links() {
-    if Command::new("gcc").arg("--version").output().is_err() {
-        println!("skipped: gcc is not installed");
-        return;
-    }
-    let Some(lib) = lib_dir() else {
-        println!("skipped: libvitastor.so was not built next to this test binary");
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(program) = CProgram::build(C_PROGRAM, tmp.path()) else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("t.c");
-    let bin = tmp.path().join("t");
-    std::fs::write(&src, C_PROGRAM).unwrap();
-    let include = crate_dir().join("../include");
-    let out = Command::new("gcc")
-        .args(["-std=c99", "-Wall", "-Werror", "-o"])
-        .arg(&bin)
-        .arg(&src)
-        .arg(format!("-I{}", include.display()))
-        .arg(format!("-L{}", lib.display()))
-        .arg("-lvitastor")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "gcc failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // The program records the soname; give the loader a libvitastor.so.0 to find.
-    std::os::unix::fs::symlink(
-        lib.join("libvitastor.so"),
-        tmp.path().join("libvitastor.so.0"),
-    )
-    .unwrap();
-    let run = Command::new(&bin)
-        .env("LD_LIBRARY_PATH", tmp.path())
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "the C program failed ({:?}):\n{}{}",
-        run.status.code(),
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let run = program.run(&[]);
     assert!(String::from_utf8_lossy(&run.stdout).contains("api 5 ok"));
 }
