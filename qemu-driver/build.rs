@@ -20,28 +20,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const SOURCES: [&str; 2] = ["src/block_vitastor.c", "src/etcd_http.c"];
+use vitastor_build_support::{libvitastor_stub, prepared_sources, profile_dir, soname_link};
 
-fn qemu_headers(root: &Path) -> PathBuf {
-    if let Some(dir) = env::var_os("QEMU_SRC_DIR") {
-        return PathBuf::from(dir);
-    }
-    let script = root.join("scripts/qemu-headers.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .arg("--find")
-        .output()
-        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    match stdout.lines().last() {
-        Some(dir) if out.status.success() && !dir.is_empty() => PathBuf::from(dir),
-        _ => panic!(
-            "QEMU headers are not prepared: run `make setup` or scripts/qemu-headers.sh \
-             (or set QEMU_SRC_DIR to a configured QEMU tree of the installed version)\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    }
-}
+const SOURCES: [&str; 2] = ["src/block_vitastor.c", "src/etcd_http.c"];
 
 /// `vitastor-qemu-abi.h`: the Debian version the headers come from and the names of the
 /// `BlockdevDriver` enum (upper case, `_` for `-`), indexed by the enum constants.
@@ -85,51 +66,6 @@ fn abi_header(qemu: &Path, out: &Path) -> PathBuf {
     path
 }
 
-/// Builds `<out>/stub/libvitastor.so` (soname `libvitastor.so.0`) defining every
-/// `vitastor_c_*` function the driver calls. Only linked against, never loaded.
-fn link_stub(sources: &[PathBuf], out: &Path) -> PathBuf {
-    let mut names: Vec<String> = Vec::new();
-    for src in sources {
-        let text =
-            fs::read_to_string(src).unwrap_or_else(|e| panic!("reading {}: {e}", src.display()));
-        let mut rest = text.as_str();
-        while let Some(at) = rest.find("vitastor_c_") {
-            let tail = &rest[at..];
-            let len = tail
-                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .unwrap_or(tail.len());
-            // Calls only (`name(`), not the `vitastor_c` type.
-            if tail[len..].starts_with('(') {
-                names.push(tail[..len].to_string());
-            }
-            rest = &tail[len..];
-        }
-    }
-    names.sort_unstable();
-    names.dedup();
-    let dir = out.join("stub");
-    fs::create_dir_all(&dir).expect("creating the stub directory");
-    let src = dir.join("stub.c");
-    let body: String = names
-        .iter()
-        .map(|n| format!("void {n}(void) {{}}\n"))
-        .collect();
-    fs::write(&src, body).expect("writing the stub source");
-    let status = cc::Build::new()
-        .get_compiler()
-        .to_command()
-        .args(["-shared", "-fPIC", "-Wl,-soname,libvitastor.so.0", "-o"])
-        .arg(dir.join("libvitastor.so"))
-        .arg(&src)
-        .status()
-        .expect("running the C compiler for the link stub");
-    assert!(
-        status.success(),
-        "building the libvitastor link stub failed"
-    );
-    dir
-}
-
 fn pkg_config(args: &[&str]) -> Vec<String> {
     let out = Command::new("pkg-config")
         .args(args)
@@ -166,14 +102,12 @@ fn main() {
         println!("cargo:rerun-if-changed={f}");
     }
     println!("cargo:rerun-if-changed=../include/vitastor_c.h");
-    println!("cargo:rerun-if-changed=../scripts/qemu-headers.sh");
-    println!("cargo:rerun-if-env-changed=QEMU_SRC_DIR");
     // A QEMU upgrade touches this file; the driver must then be rebuilt for the new ABI.
     if Path::new("/var/lib/dpkg/info/qemu-utils.list").exists() {
         println!("cargo:rerun-if-changed=/var/lib/dpkg/info/qemu-utils.list");
     }
 
-    let qemu = qemu_headers(root);
+    let qemu = prepared_sources(root, "qemu-headers.sh", "QEMU_SRC_DIR", "QEMU");
     let out = PathBuf::from(env::var("OUT_DIR").expect("set by cargo"));
     abi_header(&qemu, &out);
 
@@ -207,7 +141,7 @@ fn main() {
     let objects = build.compile_intermediates();
 
     let sources: Vec<PathBuf> = SOURCES.iter().map(|s| manifest.join(s)).collect();
-    let stub = link_stub(&sources, &out);
+    let stub = libvitastor_stub(&sources, &out);
     let so = out.join("block-vitastor.so");
     let status = build
         .get_compiler()
@@ -225,30 +159,11 @@ fn main() {
         .expect("running the C compiler to link block-vitastor.so");
     assert!(status.success(), "linking block-vitastor.so failed");
 
-    // OUT_DIR is <target>/<profile>/build/<pkg>-<hash>/out.
-    let profile_dir = out
-        .ancestors()
-        .nth(3)
-        .expect("OUT_DIR has the usual depth")
-        .to_path_buf();
+    let profile_dir = profile_dir(&out);
     install(&so, &profile_dir.join("block-vitastor.so"));
     install(
         &manifest.join("vitastor-qemu-preload"),
         &profile_dir.join("vitastor-qemu-preload"),
     );
-    // Cargo leaves the newest libvitastor.so in deps/ but copies it up to the profile
-    // directory only when it is built as a root; the soname link makes `$ORIGIN` work for
-    // both.
-    let soname_link = profile_dir.join("libvitastor.so.0");
-    let target = Path::new("deps/libvitastor.so");
-    if fs::read_link(&soname_link).ok().as_deref() != Some(target) {
-        let _ = fs::remove_file(&soname_link);
-        if let Err(e) = std::os::unix::fs::symlink(target, &soname_link) {
-            println!(
-                "cargo:warning=could not create {}: {e}; set LD_LIBRARY_PATH to a directory \
-                 with libvitastor.so.0",
-                soname_link.display()
-            );
-        }
-    }
+    soname_link(&profile_dir);
 }
