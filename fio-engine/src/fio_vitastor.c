@@ -285,6 +285,12 @@ static int vitastor_fio_setup(struct thread_data *td)
 	/* The client's etcd thread would not survive a fork() between setup and the job. */
 	td->o.use_thread = 1;
 
+	/* Option mistakes are reported before anything waits for etcd. */
+	if (!((struct vitastor_fio_options *)td->eo)->image && !td->o.size) {
+		log_err("fio: vitastor: -size is required with -inode\n");
+		td_verror(td, EINVAL, "vitastor size");
+		return 1;
+	}
 	if (!cli) {
 		cli = vitastor_fio_client(td);
 		if (!cli) {
@@ -299,12 +305,6 @@ static int vitastor_fio_setup(struct thread_data *td)
 		td_verror(td, err, "vitastor image");
 		return 1;
 	}
-	if (!size && !td->o.size) {
-		log_err("fio: vitastor: -size is required with -inode\n");
-		td_verror(td, EINVAL, "vitastor size");
-		return 1;
-	}
-
 	/* Diskless: fio's files are names only; each maps onto the whole image. */
 	if (!td->files_index) {
 		add_file(td, td->o.filename ? td->o.filename : "vitastor", 0, 0);

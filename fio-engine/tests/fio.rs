@@ -551,7 +551,7 @@ fn bad_options_fail_clearly() {
         (
             "127.0.0.1:1/v3",
             vec!["-pool=1", "-inode=1", "-size=0", "-rw=read"],
-            "",
+            "-size is required",
         ),
         ("127.0.0.1:1/v3", vec!["-rw=read", "-size=1M"], "image"),
     ] {
