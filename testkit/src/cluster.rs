@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::etcd::{spawn_tied_to_process, EtcdOptions, EtcdServer};
-use crate::TestkitError;
+use crate::{artifacts, TestkitError};
 
 /// How to build the cluster.
 #[derive(Debug, Clone)]
@@ -35,8 +35,11 @@ pub struct ClusterOptions {
     pub osd_size: u64,
     /// Where data, configs and logs go (kept); `None` = a temp dir removed on drop.
     pub dir: Option<PathBuf>,
-    /// Directory with `vitastor-osd` and `vitastor-disk`.
+    /// Directory with `vitastor-osd`, `vitastor-disk` (and `vitastor-mon`).
     pub bin_dir: PathBuf,
+    /// Build each binary first when it is missing or stale ([`crate::artifacts`]); for tests,
+    /// where `bin_dir` is the workspace's `target/<profile>`.
+    pub build_bins: bool,
     /// Extra options for every OSD.
     pub osd_args: Vec<String>,
     /// Write `pg/config` by hand (when no monitor runs).
@@ -48,8 +51,17 @@ pub struct ClusterOptions {
 }
 
 impl ClusterOptions {
-    /// 3 OSDs, pg_size 2, 32 PGs, immediate_commit all, 1 GiB files; binaries next to the
-    /// running executable's `target/<profile>` directory.
+    /// Options for a test: [`ClusterOptions::new`] with this workspace's binaries, each built
+    /// first when missing or older than its sources.
+    pub fn from_workspace() -> ClusterOptions {
+        ClusterOptions {
+            build_bins: true,
+            ..ClusterOptions::new(artifacts::profile_dir())
+        }
+    }
+
+    /// 3 OSDs, pg_size 2, 32 PGs, immediate_commit all, 1 GiB files; binaries from
+    /// `bin_dir`, as they are.
     pub fn new(bin_dir: PathBuf) -> ClusterOptions {
         ClusterOptions {
             osds: 3,
@@ -60,6 +72,7 @@ impl ClusterOptions {
             osd_size: 1 << 30,
             dir: None,
             bin_dir,
+            build_bins: false,
             osd_args: Vec::new(),
             write_pg_config: true,
             monitors: 0,
@@ -184,8 +197,12 @@ impl Cluster {
         self.etcd.etcd_address()
     }
 
-    fn bin(&self, name: &str) -> PathBuf {
-        self.opts.bin_dir.join(name)
+    fn bin(&self, name: &str) -> Result<PathBuf, TestkitError> {
+        if self.opts.build_bins {
+            artifacts::fresh(name)
+        } else {
+            Ok(self.opts.bin_dir.join(name))
+        }
     }
 
     fn prepare_osd(&self, num: u64) -> Result<PathBuf, TestkitError> {
@@ -194,7 +211,7 @@ impl Cluster {
         if config.exists() {
             return Ok(config);
         }
-        let out = Command::new(self.bin("vitastor-disk"))
+        let out = Command::new(self.bin("vitastor-disk")?)
             .arg("prepare")
             .arg("--data_device")
             .arg(&data)
@@ -221,7 +238,8 @@ impl Cluster {
             .append(true)
             .open(self.dir.join(format!("osd{num}.log")))
             .map_err(|e| err(format!("osd log: {e}")))?;
-        let mut cmd = Command::new(self.bin("vitastor-osd"));
+        let binary = self.bin("vitastor-osd")?;
+        let mut cmd = Command::new(&binary);
         cmd.arg("--config_path")
             .arg(&self.osds[i].config)
             .args(["--osd_num", &num.to_string()])
@@ -233,10 +251,8 @@ impl Cluster {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log);
-        let mut child = spawn_tied_to_process(cmd).map_err(|source| TestkitError::Spawn {
-            binary: self.bin("vitastor-osd"),
-            source,
-        })?;
+        let mut child =
+            spawn_tied_to_process(cmd).map_err(|source| TestkitError::Spawn { binary, source })?;
         let mut line = String::new();
         let stdout = child.stdout.take().expect("piped");
         BufReader::new(stdout)
@@ -267,17 +283,16 @@ impl Cluster {
             .append(true)
             .open(self.dir.join(format!("mon{i}.log")))
             .map_err(|e| err(format!("mon log: {e}")))?;
-        let mut cmd = Command::new(self.bin("vitastor-mon"));
+        let binary = self.bin("vitastor-mon")?;
+        let mut cmd = Command::new(&binary);
         cmd.args(["--etcd_address", &self.etcd_address()])
             .args(["--etcd_mon_ttl", "3", "--mon_stats_interval", "2"])
             .args(&self.opts.mon_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| err(e.to_string()))?)
             .stderr(log);
-        let child = spawn_tied_to_process(cmd).map_err(|source| TestkitError::Spawn {
-            binary: self.bin("vitastor-mon"),
-            source,
-        })?;
+        let child =
+            spawn_tied_to_process(cmd).map_err(|source| TestkitError::Spawn { binary, source })?;
         self.mons.push(Some(child));
         Ok(i)
     }

@@ -7,16 +7,22 @@
 //! test run) and no daemon left behind, whether the test passes, fails or
 //! panics.
 //!
-//! [`etcd`] launches throwaway single-member etcd servers.
+//! [`etcd`] launches throwaway single-member etcd servers, [`cluster`] whole local clusters.
+//! [`artifacts`] finds our own programs for tests and rebuilds stale ones, [`prereq`] makes
+//! a missing external tool fail the test (or, when allowed, a listed skip), and [`process`]
+//! runs a program with a deadline.
 //!
 //! The kit only ever signals processes it spawned itself, by PID, and only
 //! while it still holds the unreaped child (so the PID cannot have been
 //! recycled by another process).
 #![deny(missing_docs)]
 
+pub mod artifacts;
 pub mod client;
 pub mod cluster;
 pub mod etcd;
+pub mod prereq;
+pub mod process;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,6 +30,7 @@ use std::time::Duration;
 pub use client::TestClient;
 pub use cluster::{Cluster, ClusterOptions};
 pub use etcd::{EtcdOptions, EtcdServer};
+pub use prereq::{require, require_tools, skip_unavailable};
 
 /// Everything that can go wrong while launching or driving test daemons.
 ///
@@ -105,6 +112,28 @@ pub enum TestkitError {
         status: String,
         /// What it printed on stderr.
         stderr: String,
+    },
+
+    /// A program did not finish in time (it has been killed).
+    #[error(
+        "{what} did not finish within {after:?} (killed it); its output until then:\n{output}"
+    )]
+    Timeout {
+        /// The command.
+        what: String,
+        /// How long it was given.
+        after: Duration,
+        /// What it wrote to stdout, then stderr.
+        output: String,
+    },
+
+    /// One of our programs or libraries could not be built for a test.
+    #[error("building {what} for the test: {detail}")]
+    Build {
+        /// The artifact (e.g. `vitastor-osd`).
+        what: String,
+        /// Why.
+        detail: String,
     },
 
     /// etcdctl did not finish in time (it has been killed).
