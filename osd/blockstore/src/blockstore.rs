@@ -1,5 +1,5 @@
 //! The blockstore engine: a single-threaded, poll-driven state machine over an [`IoEngine`].
-//! `submit` queues an operation, `handle_completion` feeds device results back, `run` advances
+//! `submit` queues an operation, `poll` feeds device results back, `run` advances
 //! every operation, the flusher and journal trimming, then submits the I/O they produced.
 //! Nothing here blocks except `open` (which loads metadata and replays the journal) and the
 //! `exec`/`wait_idle` helpers meant for tools and tests.
@@ -23,7 +23,9 @@ use crate::allocator::Allocator;
 use crate::bitmap::{is_set, set_range};
 use crate::config::{BlockstoreConfig, ImmediateCommit};
 use crate::error::{BsError, BsResult};
+use crate::fault::FaultPlan;
 use crate::index::{Clean, DState, Dirty, DirtyKind, Index};
+use crate::inflight::Tracked;
 use crate::io::{AlignedBuf, DevId, IoEngine, IoKind, IoReq};
 use crate::journal::{self, Appended, Entry, Journal, Kind, SectorWrite};
 use crate::layout::{
@@ -252,7 +254,7 @@ pub struct Stats {
 
 /// The blockstore.
 pub struct Blockstore<E: IoEngine> {
-    engine: E,
+    engine: Tracked<E>,
     layout: Layout,
     cfg: BlockstoreConfig,
     devs: Devices,
@@ -298,6 +300,15 @@ pub struct Blockstore<E: IoEngine> {
     reaped: Vec<(u64, i32)>,
     waiting_space: bool,
     stats: Stats,
+}
+
+/// Wait errors after which waiting again is right: a signal, or a completion queue that must
+/// be reaped before the kernel takes more.
+fn is_transient(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::EAGAIN)
+    )
 }
 
 fn tok(kind: u64, low: u64) -> u64 {
@@ -556,6 +567,8 @@ impl<E: IoEngine> Blockstore<E> {
             .sync_dev(devs.journal)
             .map_err(|e| BsError::io("fsync journal", e))?;
 
+        let mut engine = Tracked::new(engine, &layout, devs);
+        engine.set_plan(cfg.inject_faults.clone());
         let mut bs = Blockstore {
             engine,
             cfg: cfg.clone(),
@@ -654,7 +667,17 @@ impl<E: IoEngine> Blockstore<E> {
 
     /// The I/O engine (the OSD shares its ring with sockets).
     pub fn engine_mut(&mut self) -> &mut E {
-        &mut self.engine
+        self.engine.inner_mut()
+    }
+
+    /// Replaces the device faults to inject (`None`: none); counting starts afresh.
+    pub fn set_fault_plan(&mut self, plan: Option<FaultPlan>) {
+        self.engine.set_plan(plan);
+    }
+
+    /// The fault plan in force, with how often each rule has fired.
+    pub fn fault_plan(&self) -> Option<&FaultPlan> {
+        self.engine.plan()
     }
 
     /// Queue an operation; its completion appears after some `run`/`poll` calls.
@@ -802,11 +825,15 @@ impl<E: IoEngine> Blockstore<E> {
     }
 
     /// Reap completions from the engine (blocking for one if `block`), handle them and run.
+    /// A wait interrupted by a signal, or refused until completions are reaped, returns
+    /// early; only another wait error is returned.
     pub fn poll(&mut self, block: bool) -> BsResult<()> {
         if block && self.engine.in_flight() > 0 {
-            self.engine
-                .wait()
-                .map_err(|e| BsError::io("wait for I/O", e))?;
+            match self.engine.wait() {
+                Ok(()) => {}
+                Err(e) if is_transient(&e) => {}
+                Err(e) => return Err(BsError::io("wait for I/O", e)),
+            }
         }
         let mut reaped = std::mem::take(&mut self.reaped);
         self.engine.reap(&mut reaped);
@@ -1247,7 +1274,7 @@ impl<E: IoEngine> Blockstore<E> {
     // ---------------------------------------------------------------- completions
 
     /// Feed one device completion back (`token` from an [`IoReq`] this store pushed).
-    pub fn handle_completion(&mut self, token: u64, res: i32) {
+    fn handle_completion(&mut self, token: u64, res: i32) {
         let kind = token >> T_SHIFT;
         let low = token & ((1 << T_SHIFT) - 1);
         let ok = res >= 0;
@@ -1255,6 +1282,7 @@ impl<E: IoEngine> Blockstore<E> {
             T_OP => {
                 let slot = low as usize;
                 let mut read_epoch = None;
+                let mut fail_store = false;
                 if let Some(op) = self.ops[slot].as_mut() {
                     match &mut op.body {
                         Body::Read {
@@ -1272,8 +1300,11 @@ impl<E: IoEngine> Blockstore<E> {
                             }
                         }
                         Body::Write { err, st, .. } => {
+                            // The version is in the index already, pointing at a block whose
+                            // contents are now unknown: only a reopen sorts that out.
                             if !ok {
                                 *err = res;
+                                fail_store = true;
                             }
                             if let WriteSt::BigData = st {
                                 *st = WriteSt::BigDataFsync(u64::MAX);
@@ -1281,6 +1312,9 @@ impl<E: IoEngine> Blockstore<E> {
                         }
                         _ => {}
                     }
+                }
+                if fail_store {
+                    self.fail(res);
                 }
                 if let Some(e) = read_epoch {
                     self.read_done(e);

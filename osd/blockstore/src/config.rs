@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde_json::{Map, Value};
 
 use crate::error::{BsError, BsResult};
+use crate::fault::FaultPlan;
 
 /// When writes become durable without an explicit SYNC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,6 +114,9 @@ pub struct BlockstoreConfig {
     pub inmemory_metadata: bool,
     /// Use O_DIRECT (on by default; off only for file systems without it).
     pub direct_io: bool,
+    /// Device faults to inject, for tests (option `inject_faults`, grammar in
+    /// [`crate::fault`]); `None` in production.
+    pub inject_faults: Option<FaultPlan>,
 }
 
 impl BlockstoreConfig {
@@ -144,6 +148,7 @@ impl BlockstoreConfig {
             disable_device_lock: false,
             inmemory_metadata: true,
             direct_io: true,
+            inject_faults: None,
         }
     }
 
@@ -187,6 +192,9 @@ impl BlockstoreConfig {
         if let Some(v) = u32_opt(map, "flusher_batch")? {
             c.flusher_batch = v;
         }
+        c.inject_faults = str_opt(map, "inject_faults")?
+            .map(|s| s.parse::<FaultPlan>())
+            .transpose()?;
         c.validate_runtime()?;
         Ok(c)
     }
@@ -304,6 +312,10 @@ mod tests {
         assert_eq!(c.immediate_commit, ImmediateCommit::All);
         assert!(c.disable_data_fsync);
         assert_eq!(c.flusher_count, 8);
+        assert!(c.inject_faults.is_none());
+        let m = json!({"data_device": "/tmp/x", "inject_faults": "fsync:eio:after=3"});
+        let c = BlockstoreConfig::from_map(m.as_object().unwrap()).unwrap();
+        assert_eq!(c.inject_faults.unwrap().to_string(), "fsync:eio:after=3");
     }
 
     #[test]
@@ -315,6 +327,7 @@ mod tests {
             json!({"block_size": 4096}),
             json!({"data_device": "/x", "block_size": 1099511627776u64}),
             json!({"data_device": "/x", "flusher_count": 0}),
+            json!({"data_device": "/x", "inject_faults": "write:sometimes"}),
         ] {
             assert!(
                 BlockstoreConfig::from_map(bad.as_object().unwrap()).is_err(),

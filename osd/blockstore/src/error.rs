@@ -49,7 +49,10 @@ impl BsError {
     pub fn errno(&self) -> i32 {
         match self {
             BsError::Io { source, .. } => -source.raw_os_error().unwrap_or(libc::EIO),
-            BsError::Layout(_) | BsError::DeviceIo(_) => -libc::EIO,
+            BsError::Layout(_) => -libc::EIO,
+            // The device's own error (EIO, ENOSPC of a thin-provisioned device…) tells the
+            // client more than a generic EIO.
+            BsError::DeviceIo(e) => -e,
             BsError::Config(_) | BsError::Invalid(_) => -libc::EINVAL,
             BsError::VersionConflict(_) => -libc::EEXIST,
             BsError::NoSpace(_) => -libc::ENOSPC,

@@ -10,6 +10,14 @@
 //! The engine is single-threaded and poll-driven: [`Blockstore::submit`] queues an
 //! [`BsOp`], the caller feeds device completions back and calls [`Blockstore::run`]. It never
 //! spawns threads and never blocks outside `open` and the explicit `exec`/`wait_idle` helpers.
+//!
+//! Every device I/O goes through one tracking layer, whatever the engine: a short transfer
+//! is resubmitted for the remainder and fails with EIO if it stays short, never counted as
+//! done. The same layer injects faults for tests: a [`FaultPlan`] (EIO or ENOSPC on reads,
+//! writes or fsyncs, short transfers, failed waits, at chosen points and areas) is set
+//! through [`BlockstoreConfig::inject_faults`] (the `inject_faults` option, text grammar in
+//! [`fault`]) or [`Blockstore::set_fault_plan`]. It is compiled in always and costs one
+//! `Option` check per I/O when unset, so release binaries can be tested with it.
 #![deny(missing_docs)]
 
 pub mod allocator;
@@ -17,7 +25,9 @@ pub mod bitmap;
 mod blockstore;
 pub mod config;
 pub mod error;
+pub mod fault;
 pub mod index;
+mod inflight;
 pub mod io;
 pub mod journal;
 pub mod layout;
@@ -30,6 +40,7 @@ pub mod uring;
 pub use blockstore::{device_paths, read_superblock, Blockstore, Devices, Stats};
 pub use config::{BlockstoreConfig, ImmediateCommit};
 pub use error::{BsError, BsResult};
+pub use fault::{FaultPlan, FaultRule};
 pub use io::{AlignedBuf, DevId, IoEngine};
 pub use ops::{BsOp, BsReply, Completion, ListFilter, OpId, NEWEST};
 pub use types::{ObjVerId, ObjectId};

@@ -95,6 +95,8 @@ pub struct Workload {
     commit_all: bool,
     /// Stabilize everything once this sync completes (stabilize needs synced versions).
     commit_after_sync: Option<u64>,
+    /// Device errors (injected faults) are expected, not a test failure.
+    pub device_errors_ok: bool,
 }
 
 impl Workload {
@@ -110,6 +112,7 @@ impl Workload {
             versions: HashMap::new(),
             commit_all: false,
             commit_after_sync: None,
+            device_errors_ok: false,
         }
     }
 
@@ -173,6 +176,10 @@ impl Workload {
                             // A full journal of unstable writes waits for commits, as on an OSD.
                             self.commit_all = true;
                         }
+                    }
+                    // Not acknowledged, yet possibly (partly) written: like an operation in
+                    // flight at a crash, so it gets no event.
+                    Err(BsError::DeviceIo(_)) | Err(BsError::ReadOnly) if self.device_errors_ok => {
                     }
                     Err(e) => panic!("workload op failed: {e}"),
                 }
