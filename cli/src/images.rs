@@ -13,7 +13,7 @@
 
 use clap::Args;
 use serde_json::{json, Value};
-use vitastor_layout::{inode_with_pool, keys, ImageIndex, InodeConfig};
+use vitastor_layout::{inode_with_pool, keys, tolerant, ImageIndex, InodeConfig};
 
 use crate::error::{CliError, Result};
 use crate::etcd::{Check, Etcd, Write};
@@ -173,7 +173,7 @@ pub fn ls(etcd: &mut Etcd, args: &LsArgs, json_out: bool) -> Result<()> {
     let rate = |st: &Value, op: &str, field: &str| {
         st.get(op)
             .and_then(|o| o.get(field))
-            .and_then(Value::as_f64)
+            .and_then(tolerant::f64_of)
             .unwrap_or(0.0)
     };
     let rows: Vec<Vec<String>> = images
@@ -237,7 +237,7 @@ pub fn create(etcd: &mut Etcd, args: &CreateArgs, json_out: bool) -> Result<()> 
     for _ in 0..MAX_TXN_ATTEMPTS {
         let (maxid, maxid_rev) = match etcd.get(&maxid_key)? {
             Some(kv) => (
-                kv.value.as_u64().ok_or_else(|| CliError::BadValue {
+                tolerant::u64_of(&kv.value).ok_or_else(|| CliError::BadValue {
                     key: kv.key.clone(),
                     reason: format!("expected a number, got {}", kv.value),
                 })?,

@@ -15,7 +15,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use clap::Args;
 use serde_json::{json, Map, Value};
-use vitastor_layout::{keys, parse_pg_config, ImmediateCommit, OsdState, PoolConfig, Scheme};
+use vitastor_layout::{
+    keys, parse_pg_config, tolerant, ImmediateCommit, OsdState, PoolConfig, Scheme,
+};
 
 use crate::error::{CliError, Result};
 use crate::etcd::{Check, Etcd, Write};
@@ -485,7 +487,7 @@ fn cluster_space(etcd: &mut Etcd) -> Result<ClusterSpace> {
                     .as_object()
                     .into_iter()
                     .flatten()
-                    .filter_map(|(_, b)| b.as_u64())
+                    .filter_map(|(_, b)| tolerant::u64_of(b))
                     .sum();
                 *space.entry(pool).or_default() += bytes;
             }

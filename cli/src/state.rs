@@ -12,7 +12,9 @@
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
-use vitastor_layout::{inode_with_pool, keys, parse_pools, ImageIndex, InodeConfig, PoolConfig};
+use vitastor_layout::{
+    inode_with_pool, keys, parse_pools, tolerant, ImageIndex, InodeConfig, PoolConfig,
+};
 
 use crate::error::{CliError, Result};
 use crate::etcd::Etcd;
@@ -192,10 +194,11 @@ pub fn find_image(etcd: &mut Etcd, name: &str) -> Result<(Image, i64)> {
     Ok((image, kv.mod_revision))
 }
 
-/// A non-negative integer field of a stats object, 0 when absent.
+/// A non-negative integer field of a stats object (a number or a numeric string; a
+/// fractional rate is truncated), 0 when absent.
 pub fn num(v: &Value, field: &str) -> u64 {
-    v.get(field)
-        .and_then(|x| x.as_u64().or_else(|| x.as_f64().map(|f| f.max(0.0) as u64)))
+    tolerant::u64_field(v, field)
+        .or_else(|| tolerant::f64_field(v, field).map(|f| f.max(0.0) as u64))
         .unwrap_or(0)
 }
 

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{from_serde, LayoutError};
+use crate::tolerant;
 
 /// Image metadata.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -11,16 +12,28 @@ pub struct InodeConfig {
     /// Image name.
     pub name: String,
     /// Size in bytes.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tolerant::num")]
     pub size: u64,
     /// Pool of the parent layer (copy-on-write clones and snapshots); 0 = same pool.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_zero",
+        deserialize_with = "tolerant::num"
+    )]
     pub parent_pool: u64,
     /// Parent inode (without pool bits); 0 = no parent.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_zero",
+        deserialize_with = "tolerant::num"
+    )]
     pub parent_id: u64,
     /// Snapshots and protected images refuse writes.
-    #[serde(default, skip_serializing_if = "is_false")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_false",
+        deserialize_with = "tolerant::flag"
+    )]
     pub readonly: bool,
 }
 
@@ -48,8 +61,10 @@ impl InodeConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageIndex {
     /// Inode number without pool bits.
+    #[serde(deserialize_with = "tolerant::num")]
     pub id: u64,
     /// Pool id.
+    #[serde(deserialize_with = "tolerant::num")]
     pub pool_id: u32,
 }
 

@@ -3,6 +3,9 @@
 //! on. Every program that reads or writes etcd goes through these types, so a field is parsed
 //! (and validated) in exactly one place.
 //!
+//! Readers accept what the original Vitastor writes: numbers as numbers or numeric strings,
+//! unknown fields ignored ([`tolerant`]); writers write plain numbers.
+//!
 //! # What this crate must never do
 //! - Talk to etcd: it only turns keys and values into types and back.
 //! - Panic on what it reads: every parser returns an error naming the key and the field, and
@@ -14,6 +17,7 @@ pub mod keys;
 mod osd;
 mod pg;
 mod pool;
+pub mod tolerant;
 
 pub use error::LayoutError;
 pub use inode::{ImageIndex, InodeConfig};

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{from_serde, LayoutError};
+use crate::tolerant;
 
 /// `osd/state/<osd>`: present while the OSD's lease lives.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -13,16 +14,20 @@ pub struct OsdState {
     /// Addresses peers and clients connect to.
     pub addresses: Vec<String>,
     /// TCP port.
+    #[serde(deserialize_with = "tolerant::num")]
     pub port: u16,
     /// Host name (default failure domain).
     #[serde(default)]
     pub host: String,
     /// Whether the OSD takes primary roles.
-    #[serde(default = "yes")]
+    #[serde(default = "yes", deserialize_with = "tolerant::flag")]
     pub primary_enabled: bool,
     /// Whether the OSD stores data.
-    #[serde(default = "yes")]
+    #[serde(default = "yes", deserialize_with = "tolerant::flag")]
     pub blockstore_enabled: bool,
+    /// Version of the OSD program (the original's tools show it); empty when not reported.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub version: String,
 }
 
 fn yes() -> bool {
@@ -57,13 +62,13 @@ impl OsdState {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OsdConfig {
     /// Weight multiplier for placement (0 takes the OSD out).
-    #[serde(default = "one")]
+    #[serde(default = "one", deserialize_with = "tolerant::float")]
     pub reweight: f64,
     /// Tags pools can select OSDs by.
     #[serde(default)]
     pub tags: Vec<String>,
     /// Never take the OSD out when it is down.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tolerant::flag")]
     pub noout: bool,
 }
 

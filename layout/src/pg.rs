@@ -6,17 +6,19 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{from_serde, LayoutError};
+use crate::tolerant;
 
 /// One PG of `pg/config`: `{"osd_set":[1,2,3],"primary":1,"pause":false}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PgConfigItem {
     /// OSD per slot; 0 marks a missing slot. For EC/XOR the position is the part number.
+    #[serde(deserialize_with = "tolerant::nums")]
     pub osd_set: Vec<u64>,
     /// The OSD that must serve the PG; 0 when none is chosen.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tolerant::num")]
     pub primary: u64,
     /// The monitor pauses PGs while it changes their count.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tolerant::flag")]
     pub pause: bool,
 }
 
@@ -72,13 +74,13 @@ pub fn parse_pg_config(v: &Value) -> (BTreeMap<(u32, u32), PgConfigItem>, Vec<La
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PgHistory {
     /// Earlier OSD sets (0 = missing slot).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tolerant::num_sets")]
     pub osd_sets: Vec<Vec<u64>>,
     /// Every OSD that may hold data of the PG.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tolerant::nums")]
     pub all_peers: Vec<u64>,
     /// Highest PG epoch used so far (versions written by a primary are above it).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tolerant::num")]
     pub epoch: u64,
 }
 
@@ -168,11 +170,12 @@ impl PgStateName {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PgState {
     /// The OSD serving the PG.
+    #[serde(deserialize_with = "tolerant::num")]
     pub primary: u64,
     /// State names.
     pub state: Vec<String>,
     /// OSDs the primary peered with.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tolerant::nums")]
     pub peers: Vec<u64>,
 }
 

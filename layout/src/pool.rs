@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use crate::error::LayoutError;
+use crate::tolerant;
 
 /// Default object size of a pool.
 pub const DEFAULT_BLOCK_SIZE: u32 = 128 << 10;
@@ -94,7 +95,7 @@ impl PoolConfig {
         let uint = |f: &str| -> Result<Option<u64>, LayoutError> {
             get(f)
                 .map(|x| {
-                    x.as_u64().ok_or_else(|| {
+                    tolerant::u64_of(x).ok_or_else(|| {
                         LayoutError::invalid(
                             ctx,
                             f,

@@ -165,10 +165,12 @@ impl Resolved {
         let num = |name: &str, default: u64| -> Result<u64, ClientError> {
             match get(name) {
                 None | Some(Value::Null) => Ok(default),
-                Some(v) => parse_u64(v).ok_or_else(|| ClientError::BadOption {
-                    name: name.to_string(),
-                    reason: format!("{v} is not a non-negative integer"),
-                }),
+                Some(v) => {
+                    vitastor_layout::tolerant::u64_of(v).ok_or_else(|| ClientError::BadOption {
+                        name: name.to_string(),
+                        reason: format!("{v} is not a non-negative integer"),
+                    })
+                }
             }
         };
         let positive = |name: &str, default: u64| -> Result<u64, ClientError> {
@@ -236,15 +238,6 @@ impl Settings {
         connect_timeout: Duration::from_secs(DEFAULT_CONNECT_TIMEOUT_S),
         default_immediate_commit: None,
     };
-}
-
-/// A number given as a JSON number or as a decimal string (the C ABI passes strings).
-fn parse_u64(v: &Value) -> Option<u64> {
-    match v {
-        Value::Number(n) => n.as_u64(),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

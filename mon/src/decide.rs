@@ -26,7 +26,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
-use vitastor_layout::{keys, OsdConfig, OsdState, PgHistory, PgState, PgStateName, PoolConfig};
+use vitastor_layout::{
+    keys, tolerant, OsdConfig, OsdState, PgHistory, PgState, PgStateName, PoolConfig,
+};
 
 use crate::placement::{
     place_pool, OsdInfo, OsdNum, PgConfig, PgNum, PgPlacement, PlacementOptions, PlacementTree,
@@ -122,8 +124,7 @@ fn build_osds(state: &ClusterState, out: &BTreeSet<u64>, notes: &mut Vec<String>
         state
             .osd_stats
             .get(&n)
-            .and_then(|s| s.get("size"))
-            .and_then(Value::as_u64)
+            .and_then(|s| tolerant::u64_field(s, "size"))
     };
     let known = known_osds(state);
     let sizes: Vec<u64> = known.iter().filter_map(|&n| size_of(n)).collect();
@@ -483,7 +484,7 @@ impl DownTracker {
                 continue;
             }
             let last_report = || {
-                let t = state.osd_stats.get(&n)?.get("time")?.as_f64()?;
+                let t = tolerant::f64_field(state.osd_stats.get(&n)?, "time")?;
                 t.is_finite().then_some(t.min(now))
             };
             let t = if first {

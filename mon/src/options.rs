@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use serde_json::{Map, Value};
+use vitastor_layout::tolerant;
 
 use crate::MonError;
 
@@ -129,7 +130,7 @@ impl Tunables {
             }
             match global.get(name) {
                 None | Some(Value::Null) => default,
-                Some(v) => match v.as_u64() {
+                Some(v) => match tolerant::u64_of(v) {
                     Some(v) => v,
                     None => {
                         notes.push(format!(
@@ -193,9 +194,7 @@ impl MonOptions {
         let file_u64 = |name: &'static str| -> Result<Option<u64>, MonError> {
             match file.get(name) {
                 None | Some(Value::Null) => Ok(None),
-                Some(v) => v
-                    .as_u64()
-                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                Some(v) => tolerant::u64_of(v)
                     .map(Some)
                     .ok_or_else(|| bad_file(&path, name)),
             }

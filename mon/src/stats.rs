@@ -39,7 +39,7 @@ use std::fmt::Write as _;
 use std::time::Instant;
 
 use serde_json::{json, Map, Value};
-use vitastor_layout::{parse_pools, OsdState, PgState};
+use vitastor_layout::{parse_pools, tolerant, OsdState, PgState};
 
 use crate::state::ClusterState;
 
@@ -64,7 +64,7 @@ pub struct Counter {
 
 impl Counter {
     fn from_json(v: &Value) -> Option<Counter> {
-        let f = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
+        let f = |k: &str| tolerant::u64_field(v, k).unwrap_or(0);
         v.is_object().then(|| Counter {
             count: f("count"),
             usec: f("usec"),
@@ -272,7 +272,7 @@ pub fn aggregate(
         .filter(|(n, v)| OsdState::from_json(&format!("osd/state/{n}"), v).is_ok_and(|s| s.is_up()))
         .map(|(n, _)| *n)
         .collect();
-    let num = |v: &Value, k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let num = |v: &Value, k: &str| tolerant::u64_field(v, k).unwrap_or(0);
 
     // Cluster.
     let osds: BTreeSet<u64> = state
@@ -345,7 +345,7 @@ pub fn aggregate(
                 continue;
             };
             for (inode, bytes) in inodes.as_object().into_iter().flatten() {
-                if let (Ok(inode), Some(b)) = (inode.parse::<u64>(), bytes.as_u64()) {
+                if let (Ok(inode), Some(b)) = (inode.parse::<u64>(), tolerant::u64_of(bytes)) {
                     *space.entry((pool, inode)).or_default() += b;
                 }
             }

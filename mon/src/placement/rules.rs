@@ -1,6 +1,7 @@
 //! Pool placement rules parsed from `config/pools`.
 
 use serde_json::Value;
+use vitastor_layout::tolerant;
 
 use super::tree::{parse_tags, HOST_LEVEL};
 use super::{PlacementError, PoolId};
@@ -91,7 +92,7 @@ impl PoolRules {
         let uint = |field: &str| -> Result<Option<u64>, PlacementError> {
             get(field)
                 .map(|x| {
-                    x.as_u64().ok_or_else(|| {
+                    tolerant::u64_of(x).ok_or_else(|| {
                         invalid(field, format!("expected a non-negative integer, got {x}"))
                     })
                 })
@@ -262,7 +263,7 @@ mod tests {
             json!({"pg_size":2,"pg_minsize":1,"pg_count":8,"scheme":"raid"}),
             json!({"pg_size":3,"pg_minsize":1,"pg_count":8,"scheme":"ec","parity_chunks":1}),
             json!({"pg_size":2,"pg_minsize":1,"pg_count":8,"osd_tags":5}),
-            json!({"pg_size":"2","pg_minsize":1,"pg_count":8}),
+            json!({"pg_size":"two","pg_minsize":1,"pg_count":8}),
         ] {
             assert!(
                 matches!(
@@ -279,5 +280,12 @@ mod tests {
                 field: "pg_minsize".into()
             })
         );
+        // Numeric strings are numbers (other writers put them so).
+        let r = PoolRules::from_json(
+            PoolId(1),
+            &json!({"pg_size":"2","pg_minsize":"1","pg_count":"8"}),
+        )
+        .unwrap();
+        assert_eq!((r.pg_size, r.pg_minsize, r.pg_count), (2, 1, 8));
     }
 }

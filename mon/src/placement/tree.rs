@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
+use vitastor_layout::tolerant;
 
 use super::{OsdNum, PlacementError};
 
@@ -85,7 +86,7 @@ impl OsdInfo {
             .unwrap_or_default();
         let size = match stats.and_then(|s| s.get("size")) {
             None | Some(Value::Null) => 0,
-            Some(v) => v.as_u64().ok_or_else(|| PlacementError::InvalidField {
+            Some(v) => tolerant::u64_of(v).ok_or_else(|| PlacementError::InvalidField {
                 context: context.clone(),
                 field: "size".into(),
                 reason: format!("expected a byte count, got {v}"),
@@ -104,8 +105,7 @@ impl OsdInfo {
     pub fn apply_config(&mut self, config: &Value) -> Result<(), PlacementError> {
         let context = format!("config/osd/{}", self.num);
         if let Some(r) = config.get("reweight").filter(|v| !v.is_null()) {
-            let r = r
-                .as_f64()
+            let r = tolerant::f64_of(r)
                 .filter(|r| (0.0..=1.0).contains(r))
                 .ok_or_else(|| PlacementError::InvalidField {
                     context: context.clone(),
@@ -118,7 +118,7 @@ impl OsdInfo {
             self.tags = parse_tags(t, &context, "tags")?;
         }
         if let Some(n) = config.get("noout").filter(|v| !v.is_null()) {
-            self.noout = n.as_bool().ok_or_else(|| PlacementError::InvalidField {
+            self.noout = tolerant::bool_of(n).ok_or_else(|| PlacementError::InvalidField {
                 context: context.clone(),
                 field: "noout".into(),
                 reason: format!("expected a boolean, got {n}"),
@@ -189,8 +189,7 @@ impl PlacementLevels {
             Value::Null => {}
             Value::Object(map) => {
                 for (name, rank) in map {
-                    let rank = rank
-                        .as_u64()
+                    let rank = tolerant::u64_of(rank)
                         .and_then(|r| u32::try_from(r).ok())
                         .ok_or_else(|| PlacementError::InvalidField {
                             context: context.into(),

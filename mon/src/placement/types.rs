@@ -8,9 +8,16 @@ use serde::{Deserialize, Serialize};
 use super::PlacementError;
 
 /// OSD number. `OsdNum(0)` never names an OSD: in an `osd_set` it marks a missing slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// Written as a number; read from a number or a numeric string (the original monitor's form).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
 pub struct OsdNum(pub u64);
+
+impl<'de> Deserialize<'de> for OsdNum {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<OsdNum, D::Error> {
+        vitastor_layout::tolerant::num(d).map(OsdNum)
+    }
+}
 
 impl OsdNum {
     /// The "no OSD" marker used for missing slots and for a PG without a primary.
@@ -61,7 +68,7 @@ pub struct PgPlacement {
     /// Primary OSD, [`OsdNum::NONE`] when no OSD of the set is up.
     pub primary: OsdNum,
     /// Set by the monitor while it changes the PG count; placement never pauses a PG.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "vitastor_layout::tolerant::flag")]
     pub pause: bool,
 }
 

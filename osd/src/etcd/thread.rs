@@ -87,7 +87,8 @@ impl EtcdConfig {
 }
 
 /// The state JSON an OSD reports (`osd/state/<osd_num>`), built from the layout's type so
-/// that the OSD writes exactly what the monitor and the clients parse.
+/// that the OSD writes exactly what the monitor and the clients parse; `version` is this
+/// program's, as the original's tools show it.
 pub fn osd_state_json(
     addresses: &[String],
     port: u16,
@@ -102,6 +103,7 @@ pub fn osd_state_json(
         host: host.to_string(),
         primary_enabled,
         blockstore_enabled,
+        version: env!("CARGO_PKG_VERSION").to_string(),
     }
     .to_json()
 }
