@@ -55,6 +55,13 @@ const DATA_RESERVE_BLOCKS: u64 = 1;
 const RECORD_BYTES: u64 = 56;
 /// Marks a stabilize that needed no journal record.
 const NO_RECORD: u64 = u64::MAX;
+/// Rounds of `exec`/`wait_idle` with work pending but no I/O in flight before they give up:
+/// a round with nothing in flight changes nothing after the first few, so this only leaves
+/// room for operations that are started a few rounds later (queued behind others).
+const STUCK_ROUNDS: u32 = 1000;
+/// Consecutive interrupted or refused waits after which `Drop` stops waiting for in-flight
+/// I/O and leaks its buffers (a kernel returns EINTR/EBUSY now and then, never forever).
+const DROP_TRANSIENT_WAITS: u32 = 1000;
 /// Chunk size for reading the metadata area and journal at open.
 const LOAD_CHUNK: usize = 16 << 20;
 
@@ -859,17 +866,7 @@ impl<E: IoEngine> Blockstore<E> {
                 self.done.extend(out);
                 return c.result;
             }
-            // Nothing in flight for many rounds means no completion can ever wake it.
-            idle_rounds = if self.engine.in_flight() == 0 {
-                idle_rounds + 1
-            } else {
-                0
-            };
-            assert!(
-                idle_rounds < 1000,
-                "blockstore operation stuck with no I/O in flight: {}",
-                self.debug_state()
-            );
+            self.check_progress(&mut idle_rounds)?;
             self.poll(true)?;
         }
     }
@@ -917,17 +914,22 @@ impl<E: IoEngine> Blockstore<E> {
         self.run();
         let mut idle_rounds = 0;
         while !self.is_idle() {
-            idle_rounds = if self.engine.in_flight() == 0 {
-                idle_rounds + 1
-            } else {
-                0
-            };
-            assert!(
-                idle_rounds < 1000,
-                "blockstore stuck with no I/O in flight: {}",
-                self.debug_state()
-            );
+            self.check_progress(&mut idle_rounds)?;
             self.poll(true)?;
+        }
+        Ok(())
+    }
+
+    /// For the blocking helpers: rounds with nothing in flight mean no completion can ever
+    /// move the store on (a lost completion, or a bug), so waiting longer is pointless.
+    fn check_progress(&self, idle_rounds: &mut u32) -> BsResult<()> {
+        *idle_rounds = if self.engine.in_flight() == 0 {
+            *idle_rounds + 1
+        } else {
+            0
+        };
+        if *idle_rounds >= STUCK_ROUNDS {
+            return Err(BsError::Stuck(self.debug_state()));
         }
         Ok(())
     }
@@ -2691,14 +2693,39 @@ impl<E: IoEngine> Blockstore<E> {
 /// Redirect writes seen in the journal whose commit record has not been seen yet.
 type PendingBig = rustc_hash::FxHashMap<ObjVerId, (Dirty, u64)>;
 
+impl<E: IoEngine> Blockstore<E> {
+    /// Gives up the buffers that in-flight I/O may still use, without freeing them: the
+    /// kernel may go on reading or writing them after we stop waiting, even after the ring is
+    /// closed. Every buffer a device I/O can point into lives in the op slots, the flush
+    /// jobs, the journal or the header buffer.
+    fn leak_io_buffers(&mut self) {
+        std::mem::forget(std::mem::take(&mut self.ops));
+        std::mem::forget(std::mem::take(&mut self.jobs));
+        std::mem::forget(std::mem::replace(&mut self.header_buf, AlignedBuf::new(0)));
+        self.journal.leak_buffers();
+    }
+}
+
 impl<E: IoEngine> Drop for Blockstore<E> {
     /// Buffers of in-flight I/O live in this struct: the device must be done with them before
-    /// they are freed, or a write in flight would carry freed memory to the disk.
+    /// they are freed, or a read in flight would write into freed (reused) memory and a write
+    /// would carry it to the disk. So drop waits for every I/O; if the engine cannot be
+    /// waited on, those buffers are leaked on purpose rather than freed.
     fn drop(&mut self) {
         let mut reaped = Vec::new();
+        let mut transient = 0;
         while self.engine.in_flight() > 0 {
-            if self.engine.submit().is_err() || self.engine.wait().is_err() {
-                break;
+            match self.engine.submit().and_then(|()| self.engine.wait()) {
+                Ok(()) => transient = 0,
+                Err(e) if is_transient(&e) && transient < DROP_TRANSIENT_WAITS => transient += 1,
+                Err(e) => {
+                    tracing::error!(
+                        "cannot wait for {} in-flight device I/Os ({e}); leaking their buffers",
+                        self.engine.in_flight()
+                    );
+                    self.leak_io_buffers();
+                    return;
+                }
             }
             self.engine.reap(&mut reaped);
             reaped.clear();

@@ -39,6 +39,10 @@ pub enum BsError {
     /// The device reported an I/O error on the data path.
     #[error("device I/O error (errno {0})")]
     DeviceIo(i32),
+    /// A blocking helper (`exec`, `wait_idle`) found work pending that nothing in flight can
+    /// finish (a lost completion, or a bug); the text is the store's internal state.
+    #[error("blockstore stuck with no I/O in flight: {0}")]
+    Stuck(String),
     /// The blockstore is read-only after a fatal device error.
     #[error("blockstore is read-only after a device error")]
     ReadOnly,
@@ -49,7 +53,7 @@ impl BsError {
     pub fn errno(&self) -> i32 {
         match self {
             BsError::Io { source, .. } => -source.raw_os_error().unwrap_or(libc::EIO),
-            BsError::Layout(_) => -libc::EIO,
+            BsError::Layout(_) | BsError::Stuck(_) => -libc::EIO,
             // The device's own error (EIO, ENOSPC of a thin-provisioned device…) tells the
             // client more than a generic EIO.
             BsError::DeviceIo(e) => -e,

@@ -578,6 +578,14 @@ impl Journal {
         }
     }
 
+    /// Gives up the journal's I/O buffers (mirror and sector buffers) without freeing them,
+    /// for a store that can no longer wait for the I/O using them. The journal is unusable
+    /// afterwards.
+    pub(crate) fn leak_buffers(&mut self) {
+        std::mem::forget(std::mem::replace(&mut self.mirror, AlignedBuf::new(0)));
+        std::mem::forget(std::mem::take(&mut self.bufs));
+    }
+
     /// Pointer to a sector buffer for submission.
     pub fn sector_buf_ptr(&mut self, buf: usize) -> *mut u8 {
         self.bufs[buf].as_mut_ptr()
