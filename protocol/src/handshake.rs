@@ -4,6 +4,12 @@
 //! Owns only the fields the spec names; unknown fields are ignored so newer
 //! peers keep working. Parsing works on a payload the frame decoder already
 //! bounded by [`crate::limits::MAX_SHOW_CONFIG_JSON`].
+//!
+//! The reply's JSON travels with a terminating NUL byte, counted in `retval`:
+//! the original Vitastor sends it so and its clients read the payload as a C
+//! string (a reply without the NUL makes them fail with "unexpected trailing").
+//! Payloads are read the same way in both directions: the JSON ends at the first
+//! NUL, or at the end of the payload when there is none.
 
 use serde::{Deserialize, Serialize};
 
@@ -132,9 +138,9 @@ pub enum HandshakeError {
 }
 
 impl ShowConfigRequestJson {
-    /// Parses a SHOW_CONFIG request payload.
+    /// Parses a SHOW_CONFIG request payload (NUL-terminated or not).
     pub fn parse(payload: &[u8]) -> Result<ShowConfigRequestJson, HandshakeError> {
-        Ok(serde_json::from_slice(payload)?)
+        Ok(serde_json::from_slice(json_part(payload))?)
     }
 
     /// The payload to send after the SHOW_CONFIG packet.
@@ -144,14 +150,17 @@ impl ShowConfigRequestJson {
 }
 
 impl ShowConfigReplyJson {
-    /// Parses a SHOW_CONFIG reply payload.
+    /// Parses a SHOW_CONFIG reply payload (NUL-terminated or not).
     pub fn parse(payload: &[u8]) -> Result<ShowConfigReplyJson, HandshakeError> {
-        Ok(serde_json::from_slice(payload)?)
+        Ok(serde_json::from_slice(json_part(payload))?)
     }
 
-    /// The payload to send after the SHOW_CONFIG reply packet.
+    /// The payload to send after the SHOW_CONFIG reply packet: the JSON and its
+    /// terminating NUL byte; the reply's `retval` is this payload's length.
     pub fn to_json(&self) -> Vec<u8> {
-        json_bytes(self)
+        let mut payload = json_bytes(self);
+        payload.push(0);
+        payload
     }
 
     /// Refuses an OSD whose protocol version, block size, bitmap granularity
@@ -183,6 +192,14 @@ impl ShowConfigReplyJson {
         }
         Ok(())
     }
+}
+
+/// The JSON of a handshake payload: up to the first NUL byte, if any.
+fn json_part(payload: &[u8]) -> &[u8] {
+    payload
+        .iter()
+        .position(|&b| b == 0)
+        .map_or(payload, |end| &payload[..end])
 }
 
 fn json_bytes<T: Serialize>(value: &T) -> Vec<u8> {
@@ -280,6 +297,34 @@ mod tests {
                 "OSD immediate_commit None differs from the pool's All",
             ]
         );
+    }
+
+    #[test]
+    fn reply_payload_is_nul_terminated_json() {
+        let reply = ShowConfigReplyJson::parse(SPEC_REPLY.as_bytes()).unwrap();
+        let payload = reply.to_json();
+        let (nul, json) = payload.split_last().unwrap();
+        assert_eq!(*nul, 0);
+        assert!(!json.contains(&0));
+        let plain: serde_json::Value = serde_json::from_slice(json).unwrap();
+        assert_eq!(plain["block_size"], 131072);
+    }
+
+    #[test]
+    fn replies_with_and_without_nul_parse_alike() {
+        let with_nul = [SPEC_REPLY.as_bytes(), &b"\0"[..]].concat();
+        let without = ShowConfigReplyJson::parse(SPEC_REPLY.as_bytes()).unwrap();
+        assert_eq!(ShowConfigReplyJson::parse(&with_nul).unwrap(), without);
+        // A C string ends at its NUL whatever follows.
+        let padded = [SPEC_REPLY.as_bytes(), &b"\0garbage\0"[..]].concat();
+        assert_eq!(ShowConfigReplyJson::parse(&padded).unwrap(), without);
+        let req = br#"{"osd_num":5}"#;
+        let req_nul = [&req[..], &b"\0"[..]].concat();
+        assert_eq!(
+            ShowConfigRequestJson::parse(&req_nul).unwrap(),
+            ShowConfigRequestJson::parse(req).unwrap()
+        );
+        assert!(ShowConfigReplyJson::parse(b"\0").is_err());
     }
 
     #[test]
