@@ -186,6 +186,25 @@ fn failed_writes_and_fsyncs_reach_the_operation_and_lose_nothing_acknowledged() 
 }
 
 #[test]
+fn a_sync_whose_fsync_fails_gets_the_error() {
+    let mut c = cfg();
+    c.immediate_commit = ImmediateCommit::None;
+    let mut bs = open_sim(&c, sim_disks(&c, 8 << 20), 4);
+    for i in 1..=3 {
+        bs.exec(big_write(i)).unwrap();
+    }
+    bs.exec(BsOp::Sync).unwrap();
+    bs.exec(small_write(2, 20)).unwrap();
+    bs.exec(big_write(4)).unwrap();
+    bs.set_fault_plan(plan("fsync:enospc"));
+    let e = bs.exec(BsOp::Sync).unwrap_err();
+    assert_eq!(e.errno(), -libc::ENOSPC, "{e}");
+    assert!(matches!(bs.exec(BsOp::Sync), Err(BsError::ReadOnly)));
+    // Nothing after the first SYNC was acknowledged as durable.
+    check_after_power_loss(&mut bs, &[], Some((2, 20)));
+}
+
+#[test]
 fn a_failed_read_fails_only_that_read() {
     let mut bs = populated();
     bs.flush_all().unwrap();
