@@ -5,13 +5,18 @@
 //! restart (the new value is the delta). Missing fields count as 0; entries that are not
 //! objects are skipped.
 //! - `osd/stats/<osd>` (not leased, rewritten every few seconds):
-//!   `{"time":<unix secs, float>,"size":<bytes>,"free":<bytes>,"host":"<name>",
+//!   `{"time":<unix secs>,"size":<bytes>,"free":<bytes>,"host":"<name>",
+//!     "blockstore_ready":true,"data_block_size":N,"bitmap_granularity":N,
+//!     "immediate_commit":"all","version":"<v>",
 //!     "op_stats":{"<op>":{"count":N,"usec":N,"bytes":N},...},
 //!     "subop_stats":{"<op>":{"count":N,"usec":N,"bytes":N},...},
 //!     "recovery_stats":{"degraded":{"count":N,"bytes":N},"misplaced":{"count":N,"bytes":N}}}`.
-//!   `<op>` names are free-form (the original uses `primary_read`, `primary_write`,
-//!   `primary_sync`, `primary_delete`, `read`, `write`, `sync`, `stabilize`, …); `size` is
-//!   also the placement weight, `time` also dates a down OSD's last sign of life.
+//!   `<op>` names are the original's (`primary_read`, `primary_write`, `primary_sync`,
+//!   `primary_delete`, `read`, `write`, `write_stable`, `sync`, `stabilize`, …) but any name
+//!   is summed; the original's OSDs add `lat`/`bps`/`iops`, which are ignored (rates come
+//!   from successive counters), and write `time` as a string: every number is read through
+//!   `vitastor_layout::tolerant`. `size` is also the placement weight, `time` also dates a
+//!   down OSD's last sign of life.
 //! - `osd/inodestats/<osd>`: what this OSD served as primary, per image:
 //!   `{"<pool>":{"<inode>":{"read":{"count":N,"usec":N,"bytes":N},"write":{...},"delete":{...}}}}`
 //!   (`<inode>` without the pool bits). Keyed by OSD, not by pool as a line of

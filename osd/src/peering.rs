@@ -609,9 +609,15 @@ impl Server {
         let time = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
-        let osd = self
-            .stats
-            .osd_json(time, size, free, &crate::options::hostname());
+        let osd = self.stats.osd_json(&crate::stats::StoreReport {
+            time,
+            size,
+            free,
+            host: &crate::options::hostname(),
+            data_block_size: layout.block_size,
+            bitmap_granularity: layout.bitmap_granularity,
+            immediate_commit: self.bs.config().immediate_commit.as_str(),
+        });
         let me = self.osd_num;
         self.etcd_send(EtcdCommand::Put {
             key: keys::osd_stats(me),

@@ -87,17 +87,7 @@ pub struct SecOp {
 impl SecOp {
     /// The name this op is counted under in `osd/stats` `subop_stats`.
     pub fn stat_name(&self) -> &'static str {
-        match self.opcode {
-            Opcode::SecRead => "read",
-            Opcode::SecWrite | Opcode::SecWriteStable => "write",
-            Opcode::SecSync => "sync",
-            Opcode::SecStabilize => "stabilize",
-            Opcode::SecRollback => "rollback",
-            Opcode::SecDelete => "delete",
-            Opcode::SecList => "list",
-            Opcode::SecReadBmp => "read_bitmap",
-            _ => "other",
-        }
+        self.opcode.stat_name()
     }
 
     /// Payload bytes the op moves (read or written data).

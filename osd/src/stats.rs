@@ -1,7 +1,12 @@
 //! Counters the OSD reports to etcd for the monitor (format in `vitastor_mon::stats`):
-//! `osd/stats/<osd>` (op, sub-op and recovery counters, size, free), `osd/inodestats/<osd>`
-//! (what this OSD served as primary, per image) and `osd/space/<osd>` (raw bytes stored per
-//! image). Counters are cumulative since the OSD started.
+//! `osd/stats/<osd>` (op, sub-op and recovery counters, size, free, and the store geometry
+//! the original Vitastor's tools read), `osd/inodestats/<osd>` (what this OSD served as
+//! primary, per image) and `osd/space/<osd>` (raw bytes stored per image). Counters are
+//! cumulative since the OSD started.
+//!
+//! `op_stats` and `subop_stats` are keyed by the original's op names
+//! ([`Opcode::stat_name`]: `primary_write`, `write_stable`, `sec_read_bmp`…) and list every
+//! op, zeros included, as the original does: its tools index them by name.
 //!
 //! It only counts and formats: recording is a few additions on the hot path, and the JSON
 //! is built once per report interval. It never talks to etcd itself.
@@ -10,6 +15,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use serde_json::{json, Map, Value};
+use vitastor_protocol::Opcode;
 
 /// One cumulative counter.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -32,6 +38,25 @@ impl Counter {
     fn to_json(self) -> Value {
         json!({"count": self.count, "usec": self.usec, "bytes": self.bytes})
     }
+}
+
+/// What `osd/stats` says besides the counters.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreReport<'a> {
+    /// Unix time of the report, seconds.
+    pub time: f64,
+    /// Data capacity of the store, bytes.
+    pub size: u64,
+    /// Free data space, bytes.
+    pub free: u64,
+    /// Host name (the default failure domain).
+    pub host: &'a str,
+    /// Object size of the store.
+    pub data_block_size: u32,
+    /// Allocation-bitmap granularity of the store.
+    pub bitmap_granularity: u32,
+    /// The store's commit mode (`all`, `small`, `none`).
+    pub immediate_commit: &'a str,
 }
 
 /// Kinds of per-image primary ops.
@@ -87,25 +112,35 @@ impl OsdStats {
         c.add(start, bytes);
     }
 
-    /// `osd/stats/<osd>`.
-    pub fn osd_json(&self, time: f64, size: u64, free: u64, host: &str) -> Value {
+    /// `osd/stats/<osd>`. Only a started store reports, so `blockstore_ready` is always true.
+    pub fn osd_json(&self, store: &StoreReport) -> Value {
         let group = |m: &BTreeMap<&'static str, Counter>| -> Value {
+            let zeros = Opcode::ALL
+                .iter()
+                .map(|op| (op.stat_name(), Counter::default()));
+            let mut all: BTreeMap<&str, Counter> = zeros.collect();
+            all.extend(m.iter().map(|(k, c)| (*k, *c)));
             Value::Object(
-                m.iter()
+                all.into_iter()
                     .map(|(k, c)| (k.to_string(), c.to_json()))
                     .collect(),
             )
         };
         json!({
-            "time": time,
-            "size": size,
-            "free": free,
-            "host": host,
+            "time": store.time,
+            "blockstore_ready": true,
+            "size": store.size,
+            "free": store.free,
+            "data_block_size": store.data_block_size,
+            "bitmap_granularity": store.bitmap_granularity,
+            "immediate_commit": store.immediate_commit,
+            "host": store.host,
+            "version": env!("CARGO_PKG_VERSION"),
             "op_stats": group(&self.ops),
             "subop_stats": group(&self.subops),
             "recovery_stats": {
-                "degraded": {"count": self.recovered_degraded.count, "bytes": self.recovered_degraded.bytes},
-                "misplaced": {"count": self.recovered_misplaced.count, "bytes": self.recovered_misplaced.bytes},
+                "degraded": self.recovered_degraded.to_json(),
+                "misplaced": self.recovered_misplaced.to_json(),
             },
         })
     }
@@ -156,6 +191,18 @@ pub fn space_json(usage: impl IntoIterator<Item = (u64, u64)>) -> Value {
 mod tests {
     use super::*;
 
+    fn store() -> StoreReport<'static> {
+        StoreReport {
+            time: 1.5,
+            size: 100,
+            free: 50,
+            host: "h",
+            data_block_size: 131072,
+            bitmap_granularity: 4096,
+            immediate_commit: "all",
+        }
+    }
+
     #[test]
     fn formats() {
         let mut s = OsdStats::default();
@@ -163,11 +210,57 @@ mod tests {
         s.op("primary_write", t, 4096);
         s.subop("write", t, 4096);
         s.inode((1 << 48) | 5, InodeOp::Write, t, 4096);
-        let v = s.osd_json(1.5, 100, 50, "h");
+        let v = s.osd_json(&store());
         assert_eq!(v["op_stats"]["primary_write"]["bytes"], 4096);
         assert_eq!(v["subop_stats"]["write"]["count"], 1);
         assert_eq!(s.inode_json()["1"]["5"]["write"]["bytes"], 4096);
         let sp = space_json([((1 << 48) | 5, 10), ((1 << 48) | 5, 5), ((2 << 48) | 1, 7)]);
         assert_eq!(sp, json!({"1":{"5":15},"2":{"1":7}}));
+    }
+
+    /// The fields and op names the original Vitastor's monitor, CLI and dashboards read.
+    #[test]
+    fn carries_what_the_originals_tools_read() {
+        let mut s = OsdStats::default();
+        s.op(Opcode::Read.stat_name(), Instant::now(), 4096);
+        let v = s.osd_json(&store());
+        for field in [
+            "time",
+            "blockstore_ready",
+            "size",
+            "free",
+            "data_block_size",
+            "bitmap_granularity",
+            "immediate_commit",
+            "host",
+            "version",
+        ] {
+            assert!(!v[field].is_null(), "{field} missing in {v}");
+        }
+        assert_eq!(v["blockstore_ready"], true);
+        assert_eq!(v["data_block_size"], 131072);
+        assert_eq!(v["immediate_commit"], "all");
+        for group in ["op_stats", "subop_stats"] {
+            for name in [
+                "primary_read",
+                "primary_write",
+                "primary_sync",
+                "primary_delete",
+                "read",
+                "write",
+                "write_stable",
+                "sync",
+                "stabilize",
+                "rollback",
+                "delete",
+                "list",
+                "ping",
+                "sec_read_bmp",
+            ] {
+                assert!(v[group][name]["count"].is_u64(), "{group}.{name} in {v}");
+            }
+        }
+        assert_eq!(v["op_stats"]["primary_read"]["count"], 1);
+        assert_eq!(v["recovery_stats"]["misplaced"]["usec"], 0);
     }
 }

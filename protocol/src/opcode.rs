@@ -78,7 +78,7 @@ impl Opcode {
         self as u64
     }
 
-    /// The name the original implementation uses in logs and stats.
+    /// A readable name for logs and error messages.
     pub fn name(self) -> &'static str {
         match self {
             Opcode::SecRead => "sec_read",
@@ -95,6 +95,35 @@ impl Opcode {
             Opcode::Write => "write",
             Opcode::Sync => "sync",
             Opcode::Delete => "delete",
+            Opcode::Ping => "ping",
+            Opcode::SecReadBmp => "sec_read_bmp",
+            Opcode::Scrub => "scrub",
+            Opcode::Describe => "describe",
+            Opcode::SecLock => "sec_lock",
+        }
+    }
+}
+
+impl Opcode {
+    /// The key this op is counted under in `osd/stats` `op_stats` and `subop_stats`: the
+    /// original Vitastor's name for it, which its tools and dashboards read (client ops are
+    /// `primary_*`, secondary ops carry the bare verb).
+    pub fn stat_name(self) -> &'static str {
+        match self {
+            Opcode::SecRead => "read",
+            Opcode::SecWrite => "write",
+            Opcode::SecWriteStable => "write_stable",
+            Opcode::SecSync => "sync",
+            Opcode::SecStabilize => "stabilize",
+            Opcode::SecRollback => "rollback",
+            Opcode::SecDelete => "delete",
+            Opcode::TestSyncStabAll => "sync_stab_all",
+            Opcode::SecList => "list",
+            Opcode::ShowConfig => "show_config",
+            Opcode::Read => "primary_read",
+            Opcode::Write => "primary_write",
+            Opcode::Sync => "primary_sync",
+            Opcode::Delete => "primary_delete",
             Opcode::Ping => "ping",
             Opcode::SecReadBmp => "sec_read_bmp",
             Opcode::Scrub => "scrub",
@@ -173,9 +202,40 @@ mod tests {
 
     #[test]
     fn names_are_unique() {
-        let mut names: Vec<_> = Opcode::ALL.iter().map(|op| op.name()).collect();
-        names.sort_unstable();
-        names.dedup();
-        assert_eq!(names.len(), Opcode::ALL.len());
+        for name in [Opcode::name, Opcode::stat_name] {
+            let mut names: Vec<_> = Opcode::ALL.iter().map(|&op| name(op)).collect();
+            names.sort_unstable();
+            names.dedup();
+            assert_eq!(names.len(), Opcode::ALL.len());
+        }
+    }
+
+    #[test]
+    fn stat_names_are_the_originals_in_wire_order() {
+        let names: Vec<_> = Opcode::ALL.iter().map(|op| op.stat_name()).collect();
+        assert_eq!(
+            names,
+            [
+                "read",
+                "write",
+                "write_stable",
+                "sync",
+                "stabilize",
+                "rollback",
+                "delete",
+                "sync_stab_all",
+                "list",
+                "show_config",
+                "primary_read",
+                "primary_write",
+                "primary_sync",
+                "primary_delete",
+                "ping",
+                "sec_read_bmp",
+                "scrub",
+                "describe",
+                "sec_lock",
+            ]
+        );
     }
 }
