@@ -1,22 +1,29 @@
 //! End-to-end I/O through real OSDs started by testkit's `devcluster`.
 //!
-//! Skipped (with the reason printed) until `target/release/devcluster` exists; the pool the
-//! cluster creates is taken to be pool 1 with the default 128 KiB objects.
+//! `devcluster` and the OSD binaries it runs come from this workspace's target directory,
+//! rebuilt first when missing or stale (testkit's `artifacts`); the pool the cluster creates
+//! is taken to be pool 1 with the default 128 KiB objects.
 
 use std::cell::RefCell;
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use vitastor::{Client, ClientError, ClientOptions, OpDone};
+use vitastor_testkit::{artifacts, process};
 
 const INODE: u64 = (1 << 48) | 1;
 const OBJ: u64 = 128 << 10;
+/// Bounds `devcluster up`/`down`, which bound their own waits well below this.
+const DEVCLUSTER_TIMEOUT: Duration = Duration::from_secs(180);
 
-fn devcluster() -> Option<PathBuf> {
-    let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/devcluster");
-    bin.exists().then_some(bin)
+/// `devcluster`, with the binaries it starts (from its own directory) fresh too.
+fn devcluster() -> PathBuf {
+    for bin in ["vitastor-osd", "vitastor-disk"] {
+        artifacts::fresh_path(bin);
+    }
+    artifacts::fresh_path("devcluster")
 }
 
 /// Stops the cluster even when an assertion fails.
@@ -29,19 +36,22 @@ struct Cluster {
 impl Cluster {
     fn up(bin: PathBuf, immediate_commit: &str) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
-        let out = Command::new(&bin)
-            .args(["up", "--dir"])
-            .arg(dir.path())
-            .args([
-                "--osds",
-                "3",
-                "--pg-size",
-                "2",
-                "--immediate-commit",
-                immediate_commit,
-            ])
-            .output()
-            .expect("running devcluster up");
+        let out = process::output_within(
+            Command::new(&bin)
+                .args(["up", "--dir"])
+                .arg(dir.path())
+                .args([
+                    "--osds",
+                    "3",
+                    "--pg-size",
+                    "2",
+                    "--immediate-commit",
+                    immediate_commit,
+                ])
+                .stdin(Stdio::null()),
+            DEVCLUSTER_TIMEOUT,
+        )
+        .expect("devcluster up");
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
@@ -64,10 +74,13 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let _ = Command::new(&self.bin)
-            .args(["down", "--dir"])
-            .arg(self.dir.path())
-            .status();
+        let _ = process::output_within(
+            Command::new(&self.bin)
+                .args(["down", "--dir"])
+                .arg(self.dir.path())
+                .stdin(Stdio::null()),
+            DEVCLUSTER_TIMEOUT,
+        );
     }
 }
 
@@ -94,13 +107,7 @@ fn pattern(seed: u64, len: usize) -> Vec<u8> {
 }
 
 fn run(immediate_commit: &str) {
-    let Some(bin) = devcluster() else {
-        println!(
-            "skipped: target/release/devcluster does not exist yet (build it with `make build`)"
-        );
-        return;
-    };
-    let cluster = Cluster::up(bin, immediate_commit);
+    let cluster = Cluster::up(devcluster(), immediate_commit);
     let mut options = ClientOptions::new();
     options.set("etcd_address", &cluster.etcd_address);
     let mut client = Client::new(&options).expect("client");

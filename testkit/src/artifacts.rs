@@ -99,12 +99,9 @@ pub fn fresh(file: &str) -> Result<PathBuf, TestkitError> {
     Ok(path)
 }
 
-/// `target/<profile>` after making sure every file in `files` there is fresh (see [`fresh`]).
-pub fn fresh_dir(files: &[&str]) -> Result<PathBuf, TestkitError> {
-    for f in files {
-        fresh(f)?;
-    }
-    Ok(profile_dir())
+/// [`fresh`] for a test: panics with the reason (cargo's errors) when it cannot be built.
+pub fn fresh_path(file: &str) -> PathBuf {
+    fresh(file).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn build_error(file: &str, detail: String) -> TestkitError {

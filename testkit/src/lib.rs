@@ -24,6 +24,7 @@ pub mod etcd;
 pub mod prereq;
 pub mod process;
 
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -37,7 +38,7 @@ pub use prereq::{require, require_tools, skip_unavailable};
 /// Start-up failures carry the tail of the daemon's log: a test failure
 /// report should say *why* etcd did not come up without anyone having to
 /// find and open the log file.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 pub enum TestkitError {
     /// The options cannot work (e.g. a name etcd cannot put in `--initial-cluster`).
     #[error("invalid options: {0}")]
@@ -144,4 +145,12 @@ pub enum TestkitError {
         /// How long the kit waited.
         after: Duration,
     },
+}
+
+/// The message itself: tests end in `.expect(..)`, which prints `Debug`, and these errors
+/// carry multi-line logs and compiler output that must stay readable there.
+impl fmt::Debug for TestkitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
 }
