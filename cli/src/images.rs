@@ -13,12 +13,12 @@
 
 use clap::Args;
 use serde_json::{json, Value};
-use vitastor_layout::{inode_with_pool, keys, tolerant, ImageIndex, InodeConfig};
+use vitastor_layout::{inode_with_pool, keys, parse_size, tolerant, ImageIndex, InodeConfig};
 
 use crate::error::{CliError, Result};
 use crate::etcd::{Check, Etcd, Write};
 use crate::format;
-use crate::options::{parse_size, Resolved};
+use crate::options::Resolved;
 use crate::remove::{remove_data, Limits};
 use crate::state::{
     check_image_name, find_image, load_image, load_images, num, Image, Pools, MAX_TXN_ATTEMPTS,

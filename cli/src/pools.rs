@@ -16,13 +16,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use clap::Args;
 use serde_json::{json, Map, Value};
 use vitastor_layout::{
-    keys, parse_pg_config, tolerant, ImmediateCommit, OsdState, PoolConfig, Scheme,
+    keys, parse_pg_config, parse_size, tolerant, ImmediateCommit, OsdState, PoolConfig, Scheme,
 };
 
 use crate::error::{CliError, Result};
 use crate::etcd::{Check, Etcd, Write};
 use crate::format;
-use crate::options::parse_size;
 use crate::state::{load_images, num, Pools, MAX_TXN_ATTEMPTS};
 
 /// `create-pool NAME (-s PG_SIZE | --ec N+K) -n PG_COUNT [options]`.

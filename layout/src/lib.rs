@@ -17,6 +17,7 @@ pub mod keys;
 mod osd;
 mod pg;
 mod pool;
+pub mod size;
 pub mod tolerant;
 
 pub use error::LayoutError;
@@ -24,6 +25,7 @@ pub use inode::{ImageIndex, InodeConfig};
 pub use osd::{OsdConfig, OsdState};
 pub use pg::{parse_pg_config, PgConfigItem, PgHistory, PgState, PgStateName};
 pub use pool::{parse_pools, ImmediateCommit, PoolConfig, Scheme};
+pub use size::{parse_size, SizeError};
 
 /// Bits of an inode number below the pool id.
 pub const POOL_ID_BITS: u32 = 48;

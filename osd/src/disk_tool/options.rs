@@ -6,17 +6,17 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use vitastor_blockstore::config::parse_size;
 use vitastor_blockstore::BlockstoreConfig;
+use vitastor_layout::parse_size;
 
-/// Parse a byte count with an optional K/M/G/T suffix.
+/// Parse a byte count in the size grammar every program shares (`128K`, `1GiB`, `4096`…).
 pub fn size_arg(s: &str) -> Result<u64, String> {
-    parse_size(s)
+    parse_size(s).map_err(|e| e.to_string())
 }
 
 /// Parse a byte count that must fit the 32-bit on-disk fields (block and sector sizes).
 pub fn size32_arg(s: &str) -> Result<u32, String> {
-    let v = parse_size(s)?;
+    let v = size_arg(s)?;
     u32::try_from(v).map_err(|_| format!("{s} is too large for this option (at most 4G - 1)"))
 }
 
@@ -102,5 +102,21 @@ mod tests {
         assert_eq!(size32_arg("1M"), Ok(1 << 20));
         assert!(size32_arg("4G").is_err());
         assert!(size_arg("12Q").is_err());
+    }
+
+    /// The same grammar as every other program's sizes (`vitastor-cli create -s 1GiB`).
+    #[test]
+    fn sizes_take_every_spelling_the_cli_takes() {
+        for (text, want) in [
+            ("1GiB", 1u64 << 30),
+            ("1GB", 1 << 30),
+            ("32MiB", 32 << 20),
+            ("512kb", 512 << 10),
+            ("4096", 4096),
+            ("0x1000", 4096),
+        ] {
+            assert_eq!(size_arg(text), Ok(want), "{text}");
+        }
+        assert_eq!(size32_arg("128KiB"), Ok(128 << 10));
     }
 }
