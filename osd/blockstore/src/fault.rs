@@ -1,7 +1,8 @@
 //! Fault plans: which device I/Os of a blockstore fail, and how. A plan is a list of rules,
 //! built in code ([`FaultPlan::rule`]) or parsed from text (the OSD's hidden `inject_faults`
 //! option, so multi-process tests can break one daemon's disk). This module only decides;
-//! [`crate::inflight`] applies the decisions to the I/O it hands to the engine.
+//! the blockstore's I/O tracking layer (module `inflight`) applies the decisions to the I/O it
+//! hands to the engine.
 //!
 //! # Grammar
 //!
