@@ -6,76 +6,33 @@
 //! reports `error == 0` with the expected byte counts. Data is checked by fio itself
 //! (`-verify=crc32c`: each block carries a header and checksum that fio reads back).
 //!
-//! Skipped, with the reason printed, only when `/usr/bin/fio` is missing. The OSD binaries
-//! must have been built (`cargo build --release --workspace --bins`, as `make test` does).
+//! `/usr/bin/fio` is required (`make setup` installs it): without it the tests fail, or with
+//! `VITASTOR_ALLOW_SKIP=1` are listed as skipped (testkit's `prereq`). The engine, libvitastor
+//! and the OSD binaries are rebuilt first when stale (testkit's `artifacts`).
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use vitastor_testkit::{Cluster, ClusterOptions};
+use vitastor_testkit::{artifacts, require_tools, Cluster, ClusterOptions};
 
 const FIO: &str = "/usr/bin/fio";
 /// Upper bound on one fio run; the longest here takes a few seconds.
 const FIO_TIMEOUT: Duration = Duration::from_secs(90);
 const MIB: u64 = 1 << 20;
 
-/// `target/<profile>`: this test runs from `target/<profile>/deps/`.
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("test executable lives in target/<profile>/deps")
-        .to_path_buf()
-}
-
-fn fio_missing() -> bool {
-    if Path::new(FIO).exists() {
-        return false;
-    }
-    eprintln!("SKIPPED: {FIO} is not installed (make setup installs it)");
-    true
-}
-
-fn modified(path: &Path) -> std::time::SystemTime {
-    fs::metadata(path)
-        .and_then(|m| m.modified())
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// `cargo test` does not build a cdylib-only library for its integration tests, so the
-/// engine under test comes from the last `cargo build` (`make build`/`make test` do it);
-/// refuse to test a stale one.
-fn check_engine_fresh(engine: &Path) {
-    assert!(
-        engine.exists(),
-        "{} is missing: run `cargo build --release -p vitastor-fio` (or make build) first",
-        engine.display()
-    );
-    let src = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for f in ["src/fio_vitastor.c", "src/lib.rs", "build.rs"] {
-        assert!(
-            modified(&src.join(f)) <= modified(engine),
-            "{} is older than {f}: run `cargo build --release -p vitastor-fio` first",
-            engine.display()
-        );
-    }
+/// The engine under test, and the libvitastor.so it loads (through `$ORIGIN`), both fresh.
+fn engine() -> PathBuf {
+    artifacts::fresh_path("libvitastor.so");
+    artifacts::fresh_path("libfio_vitastor.so")
 }
 
 fn start_cluster(immediate_commit: &str) -> Cluster {
-    let bin = profile_dir();
-    check_engine_fresh(&bin.join("libfio_vitastor.so"));
-    for b in ["vitastor-osd", "vitastor-disk"] {
-        assert!(
-            bin.join(b).exists(),
-            "{} is missing: run `cargo build --release --workspace --bins` first",
-            bin.join(b).display()
-        );
-    }
-    let mut opts = ClusterOptions::new(bin);
+    engine();
+    let mut opts = ClusterOptions::from_workspace();
     opts.immediate_commit = immediate_commit.into();
     // 3 x 512 MiB is plenty for the 64 MiB images here and keeps the sparse files small.
     opts.osd_size = 512 * MIB;
@@ -89,15 +46,25 @@ struct FioRun {
     stderr: String,
 }
 
+/// The complete JSON documents in fio's output, in order: one per `-status-interval`, then
+/// the final report. fio may print warnings before the first; a document still being
+/// written ends the list.
+fn json_documents(stdout: &str) -> Vec<Value> {
+    let Some(start) = stdout.find('{') else {
+        return Vec::new();
+    };
+    serde_json::Deserializer::from_str(&stdout[start..])
+        .into_iter::<Value>()
+        .map_while(Result::ok)
+        .collect()
+}
+
 impl FioRun {
+    /// The final report.
     fn json(&self) -> Value {
-        // fio may print warnings before the JSON document.
-        let start = self
-            .stdout
-            .find('{')
-            .unwrap_or_else(|| self.fail("no JSON output"));
-        serde_json::from_str(&self.stdout[start..])
-            .unwrap_or_else(|e| self.fail(&format!("bad JSON output: {e}")))
+        json_documents(&self.stdout)
+            .pop()
+            .unwrap_or_else(|| self.fail("no JSON output"))
     }
 
     fn fail(&self, what: &str) -> ! {
@@ -141,7 +108,7 @@ fn fio_start(cluster: &Cluster, args: &[&str]) -> FioChild {
 
 fn fio_start_etcd(etcd: &str, args: &[&str]) -> FioChild {
     let dir = tempfile::tempdir().expect("temp dir");
-    let engine = profile_dir().join("libfio_vitastor.so");
+    let engine = engine();
     let child = Command::new(FIO)
         .arg("-thread")
         .arg(format!("-ioengine={}", engine.display()))
@@ -164,6 +131,52 @@ fn fio_start_etcd(etcd: &str, args: &[&str]) -> FioChild {
 }
 
 impl FioChild {
+    fn running(&mut self) -> bool {
+        self.child.try_wait().expect("waiting for fio").is_none()
+    }
+
+    /// Waits until fio's periodic status (it must run with `-status-interval=1`) reports at
+    /// least `bytes` written, and returns the reported byte count. Fails when fio exits first.
+    fn wait_written(&mut self, bytes: u64) -> u64 {
+        let out = self.dir.path().join("out");
+        let deadline = Instant::now() + FIO_TIMEOUT;
+        loop {
+            let text = fs::read_to_string(&out).unwrap_or_default();
+            let written = json_documents(&text)
+                .last()
+                .map(|doc| bytes_of(&doc["jobs"][0], "write"))
+                .unwrap_or(0);
+            if written >= bytes {
+                return written;
+            }
+            assert!(
+                self.running(),
+                "fio {:?} exited after writing {written} bytes, expected it to run on:\n{}",
+                self.args,
+                fs::read_to_string(self.dir.path().join("err")).unwrap_or_default()
+            );
+            assert!(
+                Instant::now() < deadline,
+                "fio {:?} wrote only {written} bytes in {FIO_TIMEOUT:?}",
+                self.args
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until fio has written a first part of `total` bytes and asserts it is still
+    /// running and still writing, so that what happens next happens in the middle of its
+    /// writes (otherwise the test would prove nothing).
+    fn wait_mid_write(&mut self, total: u64) {
+        let written = self.wait_written(MIB);
+        assert!(
+            written < total && self.running(),
+            "fio {:?} finished its writes ({written} of {total} bytes) before the cluster \
+             trouble could start",
+            self.args
+        );
+    }
+
     fn wait(mut self, timeout: Duration) -> FioRun {
         let (out, err) = (self.dir.path().join("out"), self.dir.path().join("err"));
         let deadline = Instant::now() + timeout;
@@ -191,12 +204,22 @@ impl FioChild {
     }
 }
 
+/// A fio left running by a failed assertion is killed (our own child, by its handle).
+impl Drop for FioChild {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Runs fio with the engine and the cluster's etcd address, then `args`.
 fn fio(cluster: &Cluster, args: &[&str]) -> FioRun {
     fio_start(cluster, args).wait(FIO_TIMEOUT)
 }
 
-fn bytes(job: &Value, dir: &str) -> u64 {
+fn bytes_of(job: &Value, dir: &str) -> u64 {
     job[dir]["io_bytes"].as_u64().unwrap_or(0)
 }
 
@@ -222,7 +245,7 @@ fn create_image(cluster: &Cluster, name: &str, id: u64, size: u64, readonly: boo
 /// (missing image, read-only image, missing -size), all on one `immediate_commit=all` cluster.
 #[test]
 fn engine_on_cluster() {
-    if fio_missing() {
+    if !require_tools(&[FIO]) {
         return;
     }
     let cluster = start_cluster("all");
@@ -241,8 +264,8 @@ fn engine_on_cluster() {
         ],
     );
     let job = &run.ok_jobs()[0];
-    assert_eq!(bytes(job, "write"), 64 * MIB, "randwrite bytes");
-    assert_eq!(bytes(job, "read"), 64 * MIB, "verify bytes");
+    assert_eq!(bytes_of(job, "write"), 64 * MIB, "randwrite bytes");
+    assert_eq!(bytes_of(job, "read"), 64 * MIB, "verify bytes");
     // A new client reads the same blocks back and checks them again...
     let run = fio(
         &cluster,
@@ -257,7 +280,7 @@ fn engine_on_cluster() {
         ],
     );
     assert_eq!(
-        bytes(&run.ok_jobs()[0], "read"),
+        bytes_of(&run.ok_jobs()[0], "read"),
         64 * MIB,
         "read-back bytes"
     );
@@ -294,8 +317,8 @@ fn engine_on_cluster() {
         ],
     );
     let job = &run.ok_jobs()[0];
-    assert_eq!(bytes(job, "write"), 64 * MIB, "sequential write bytes");
-    assert_eq!(bytes(job, "read"), 64 * MIB, "sequential verify bytes");
+    assert_eq!(bytes_of(job, "write"), 64 * MIB, "sequential write bytes");
+    assert_eq!(bytes_of(job, "read"), 64 * MIB, "sequential verify bytes");
 
     // Two jobs (two clients) on the two halves of one inode.
     let run = fio(
@@ -315,8 +338,16 @@ fn engine_on_cluster() {
     let jobs = run.ok_jobs();
     assert_eq!(jobs.len(), 2, "numjobs=2 gives two job reports");
     for job in &jobs {
-        assert_eq!(bytes(job, "write"), 32 * MIB, "numjobs write bytes per job");
-        assert_eq!(bytes(job, "read"), 32 * MIB, "numjobs verify bytes per job");
+        assert_eq!(
+            bytes_of(job, "write"),
+            32 * MIB,
+            "numjobs write bytes per job"
+        );
+        assert_eq!(
+            bytes_of(job, "read"),
+            32 * MIB,
+            "numjobs verify bytes per job"
+        );
     }
 
     // By name: the size comes from the image (no -size), then read it all back.
@@ -332,13 +363,17 @@ fn engine_on_cluster() {
         ],
     );
     let job = &run.ok_jobs()[0];
-    assert_eq!(bytes(job, "write"), 16 * MIB, "image size taken from etcd");
+    assert_eq!(
+        bytes_of(job, "write"),
+        16 * MIB,
+        "image size taken from etcd"
+    );
     let run = fio(
         &cluster,
         &["-image=fioimg", "-bs=1M", "-iodepth=2", "-rw=read"],
     );
     assert_eq!(
-        bytes(&run.ok_jobs()[0], "read"),
+        bytes_of(&run.ok_jobs()[0], "read"),
         16 * MIB,
         "image read bytes"
     );
@@ -354,7 +389,7 @@ fn engine_on_cluster() {
             "-rw=trim",
         ],
     );
-    assert_eq!(bytes(&run.ok_jobs()[0], "trim"), 4 * MIB, "trim bytes");
+    assert_eq!(bytes_of(&run.ok_jobs()[0], "trim"), 4 * MIB, "trim bytes");
 
     // Refusals, each with a message that says why.
     let run = fio(&cluster, &["-image=nosuchimage", "-bs=4k", "-rw=randread"]);
@@ -415,7 +450,7 @@ fn engine_on_cluster() {
 /// cluster that is what makes writes durable, and the data must still verify.
 #[test]
 fn fsync_on_immediate_commit_none() {
-    if fio_missing() {
+    if !require_tools(&[FIO]) {
         return;
     }
     let cluster = start_cluster("none");
@@ -433,8 +468,8 @@ fn fsync_on_immediate_commit_none() {
         ],
     );
     let job = &run.ok_jobs()[0];
-    assert_eq!(bytes(job, "write"), 8 * MIB, "write bytes");
-    assert_eq!(bytes(job, "read"), 8 * MIB, "verify bytes");
+    assert_eq!(bytes_of(job, "write"), 8 * MIB, "write bytes");
+    assert_eq!(bytes_of(job, "read"), 8 * MIB, "verify bytes");
     let syncs = job["sync"]["total_ios"].as_u64().unwrap_or(0);
     // One sync per write (2048 writes); fio may fold the last ones into its final sync.
     assert!(
@@ -446,7 +481,7 @@ fn fsync_on_immediate_commit_none() {
 /// `-verify=crc32c` at iodepth 1 and 32, random writes and mixed random read/write.
 #[test]
 fn verify_at_depth_1_and_32() {
-    if fio_missing() {
+    if !require_tools(&[FIO]) {
         return;
     }
     let cluster = start_cluster("all");
@@ -470,7 +505,7 @@ fn verify_at_depth_1_and_32() {
         );
         let job = &run.ok_jobs()[0];
         assert!(
-            bytes(job, "write") > 0,
+            bytes_of(job, "write") > 0,
             "{rw} at depth {depth} wrote nothing"
         );
     }
@@ -496,45 +531,53 @@ fn move_primaries(cluster: &Cluster, down: &[u64]) {
 /// Then every OSD stops for a few seconds while fio runs: fio waits and completes.
 #[test]
 fn fio_survives_osd_kill_and_full_restart() {
-    if fio_missing() {
+    if !require_tools(&[FIO]) {
         return;
     }
     let mut cluster = start_cluster("all");
+    const TOTAL: u64 = 16 * MIB;
+    // The rate limit keeps fio writing for ~4 s, so the trouble below starts while it
+    // writes; the periodic status tells how far it got.
     let args = [
         "-pool=1",
         "-inode=4",
-        "-size=32M",
+        "-size=16M",
         "-bs=4k",
         "-iodepth=16",
         "-rw=randwrite",
+        "-rate=4m",
+        "-status-interval=1",
         "-verify=crc32c",
     ];
-    let run = fio_start(&cluster, &args);
-    thread::sleep(Duration::from_millis(700));
+    let mut run = fio_start(&cluster, &args);
+    run.wait_mid_write(TOTAL);
     cluster.kill_osd(3);
     move_primaries(&cluster, &[3]);
     let job = &run.wait(Duration::from_secs(120)).ok_jobs()[0];
-    assert_eq!(bytes(job, "write"), 32 * MIB, "writes through the kill");
+    assert_eq!(bytes_of(job, "write"), TOTAL, "writes through the kill");
+    assert_eq!(bytes_of(job, "read"), TOTAL, "verified after the kill");
     cluster.start_osd(3).expect("osd.3 back");
     move_primaries(&cluster, &[]);
 
-    let run = fio_start(&cluster, &args);
-    thread::sleep(Duration::from_millis(700));
+    let mut run = fio_start(&cluster, &args);
+    run.wait_mid_write(TOTAL);
     for osd in 1..=3 {
         cluster.stop_osd(osd);
     }
+    // How long the whole cluster stays down; fio must wait through it.
     thread::sleep(Duration::from_secs(3));
     for osd in 1..=3 {
         cluster.start_osd(osd).expect("restart");
     }
     let job = &run.wait(Duration::from_secs(120)).ok_jobs()[0];
-    assert_eq!(bytes(job, "write"), 32 * MIB, "writes through the restart");
+    assert_eq!(bytes_of(job, "write"), TOTAL, "writes through the restart");
+    assert_eq!(bytes_of(job, "read"), TOTAL, "verified after the restart");
 }
 
 /// Bad etcd addresses and malformed options: fio fails with a message, in bounded time.
 #[test]
 fn bad_options_fail_clearly() {
-    if fio_missing() {
+    if !require_tools(&[FIO]) {
         return;
     }
     for (etcd, args, expect) in [
