@@ -173,15 +173,12 @@ impl<E: IoEngine> IoEngine for Tracked<E> {
             let s = self.slots[slot]
                 .as_mut()
                 .expect("completion of an unknown I/O");
-            let whole = s.req.kind == IoKind::Fsync;
             let result = if s.forced != 0 {
                 Some(s.forced)
-            } else if res < 0 || whole || res as usize >= s.req.len {
-                Some(if res < 0 || whole {
-                    res
-                } else {
-                    (s.done + res as usize) as i32
-                })
+            } else if res < 0 || s.req.kind == IoKind::Fsync {
+                Some(res)
+            } else if res as usize >= s.req.len {
+                Some((s.done + res as usize) as i32)
             } else if s.resubmits >= MAX_SHORT_RESUBMITS {
                 tracing::error!(
                     "{:?} of {} bytes at {} on device {} still short after {} resubmissions",
