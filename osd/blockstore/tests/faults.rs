@@ -327,6 +327,7 @@ fn io_uring_engine_gets_the_same_faults() {
         bs.exec(small_write(1, 10)).unwrap();
         bs.flush_all().unwrap();
         let w = writers(&mut bs, 1);
+        assert_eq!(bs.fault_plan().unwrap().fired(), 6);
         assert!(
             w.iter()
                 .enumerate()
