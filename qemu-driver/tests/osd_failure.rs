@@ -2,7 +2,7 @@
 //! writes into a vitastor image, and (as the monitor would) the primaries move off it. The
 //! convert must complete without an error and the image must equal the source.
 //!
-//! Skipped, with the reason printed, only when qemu-img is missing.
+//! Needs qemu-img (`make setup` installs it; see testkit's `require_tools`).
 
 mod common;
 
@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::json;
+use vitastor_testkit::require_tools;
 use vitastor_testkit::Cluster;
 
 /// Rewrites pool 1's `pg/config` with the first OSD of each set that is not `down` as
@@ -32,7 +33,7 @@ fn set_primaries(cl: &Cluster, sets: &[Vec<u64>], down: &[u64]) {
 
 #[test]
 fn convert_survives_an_osd_kill() {
-    if missing("qemu-img") {
+    if !require_tools(&["qemu-img"]) {
         return;
     }
     let mut cl = start_cluster();

@@ -2,17 +2,19 @@
 //! into a vitastor image and back, info, create, resize (grow and shrink), read-only images
 //! and the errors users meet (unknown image, existing image, unreachable etcd).
 //!
-//! Skipped, with the reason printed, only when qemu-img or mkfs.ext4 is missing.
+//! Needs qemu-img, qemu-io, mkfs.ext4 and e2fsck (`make setup` installs them; see testkit's
+//! `require_tools`).
 
 mod common;
 
 use std::fs;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::json;
+use vitastor_testkit::{process, require_tools};
 
 /// A directory tree of files of assorted sizes, some larger than an object (128 KiB).
 fn make_tree(root: &Path) {
@@ -28,7 +30,8 @@ fn make_tree(root: &Path) {
 }
 
 fn run_ok(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let out = process::output_within(cmd.stdin(Stdio::null()), RUN_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed:\n{}{}",
@@ -45,7 +48,7 @@ fn stderr_of(program: &str, args: &[&str]) -> String {
 
 #[test]
 fn convert_ext4_qcow2_in_and_out() {
-    if missing("qemu-img") || missing("mkfs.ext4") {
+    if !require_tools(&["qemu-img", "mkfs.ext4", "e2fsck"]) {
         return;
     }
     let cl = start_cluster();
@@ -114,7 +117,7 @@ fn convert_ext4_qcow2_in_and_out() {
 
 #[test]
 fn create_info_resize_readonly_and_errors() {
-    if missing("qemu-img") || missing("qemu-io") {
+    if !require_tools(&["qemu-img", "qemu-io"]) {
         return;
     }
     let cl = start_cluster();
@@ -204,7 +207,7 @@ fn create_info_resize_readonly_and_errors() {
 
 #[test]
 fn unreachable_etcd_fails_within_the_timeout() {
-    if missing("qemu-img") {
+    if !require_tools(&["qemu-img"]) {
         return;
     }
     // A port nobody listens on: the listener is bound, then closed.

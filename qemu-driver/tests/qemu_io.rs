@@ -3,8 +3,8 @@
 //! queue depth 32, the `json:` and `--image-opts` forms, and `qemu-nbd` exporting a vitastor
 //! image read by `nbdcopy`.
 //!
-//! Skipped, with the reason printed, only when qemu-io (or, for NBD, qemu-nbd/nbdcopy) is
-//! missing.
+//! Needs qemu-io, qemu-img, qemu-nbd and nbdcopy (`make setup` installs them; see testkit's
+//! `require_tools`).
 
 mod common;
 
@@ -14,12 +14,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
+use vitastor_testkit::{process, require_tools};
 
 const OBJ: u64 = 128 * 1024;
 
 #[test]
 fn unaligned_and_boundary_crossing_patterns() {
-    if missing("qemu-io") || missing("qemu-img") {
+    if !require_tools(&["qemu-io", "qemu-img"]) {
         return;
     }
     let cl = start_cluster();
@@ -147,7 +148,7 @@ impl Drop for NbdServer {
 
 #[test]
 fn qemu_nbd_exports_a_vitastor_image_to_nbdcopy() {
-    if missing("qemu-nbd") || missing("nbdcopy") || missing("qemu-img") {
+    if !require_tools(&["qemu-nbd", "nbdcopy", "qemu-img"]) {
         return;
     }
     let cl = start_cluster();
@@ -197,11 +198,14 @@ fn qemu_nbd_exports_a_vitastor_image_to_nbdcopy() {
     }
     let copy = tmp.path().join("copy.raw");
     let uri = format!("nbd+unix:///?socket={}", sock.display());
-    let out = Command::new("nbdcopy")
-        .args(["--requests=16", &uri])
-        .arg(&copy)
-        .output()
-        .expect("running nbdcopy");
+    let out = process::output_within(
+        Command::new("nbdcopy")
+            .args(["--requests=16", &uri])
+            .arg(&copy)
+            .stdin(Stdio::null()),
+        RUN_TIMEOUT,
+    )
+    .expect("nbdcopy");
     assert!(
         out.status.success(),
         "nbdcopy: {}",

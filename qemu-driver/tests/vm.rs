@@ -8,8 +8,8 @@
 //! KVM is used when /dev/kvm is real hardware virtualization; these machines have PVM
 //! (`kvm_pvm`), on which a stock kernel does not boot, so TCG is used there.
 //!
-//! Skipped, with the reason printed, when qemu-system-x86_64 is missing or the kernel and
-//! busybox were not prepared (`scripts/qemu-vm-assets.sh`, run by `make setup`).
+//! Needs qemu-system-x86_64 and the kernel and busybox prepared by
+//! `scripts/qemu-vm-assets.sh` (both from `make setup`; see testkit's `require_tools`).
 
 mod common;
 
@@ -19,29 +19,26 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
+use vitastor_testkit::{require, require_tools};
 
 const GUEST_DATA: usize = 1 << 20;
 
 /// The kernel/busybox directory prepared by scripts/qemu-vm-assets.sh.
-fn vm_assets() -> Option<PathBuf> {
+fn vm_assets() -> Result<PathBuf, String> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/qemu-vm-assets.sh");
     let out = Command::new("bash")
         .arg(&script)
         .arg("--find")
         .output()
-        .ok()?;
-    let dir = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()?
-        .to_string();
-    if !out.status.success() || dir.is_empty() {
-        eprintln!(
-            "SKIPPED: VM kernel/busybox not prepared ({}); run scripts/qemu-vm-assets.sh",
+        .map_err(|e| format!("running {}: {e}", script.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    match stdout.lines().last() {
+        Some(dir) if out.status.success() && !dir.is_empty() => Ok(PathBuf::from(dir)),
+        _ => Err(format!(
+            "VM kernel/busybox not prepared ({}); `make setup` runs scripts/qemu-vm-assets.sh",
             String::from_utf8_lossy(&out.stderr).trim()
-        );
-        return None;
+        )),
     }
-    Some(PathBuf::from(dir))
 }
 
 /// "-accel kvm" only for hardware KVM; PVM (kvm_pvm) cannot boot a stock kernel.
@@ -128,10 +125,12 @@ fn initramfs(assets: &Path, dir: &Path, guest: &[u8]) -> PathBuf {
 
 #[test]
 fn vm_boots_and_writes_to_a_vitastor_disk() {
-    if missing("qemu-system-x86_64") || missing("qemu-img") || missing("md5sum") {
+    if !require_tools(&["qemu-system-x86_64", "qemu-img", "md5sum"]) {
         return;
     }
-    let Some(assets) = vm_assets() else { return };
+    let Some(assets) = require(vm_assets()) else {
+        return;
+    };
     let cl = start_cluster();
     let tmp = tempfile::tempdir().unwrap();
     let host_data = pattern(11, MIB as usize);

@@ -1,33 +1,29 @@
 //! Shared by the QEMU driver tests: the local cluster, running QEMU programs with
+//! `block-vitastor.so` preloaded (each bounded by a timeout), and data patterns.
+//!
+//! QEMU's programs are required (`make setup` installs them): a test without them fails, or
+//! with `VITASTOR_ALLOW_SKIP=1` is listed as skipped (testkit's `require_tools`).
+
 // Each test binary includes this module and uses a part of it.
 #![allow(dead_code)]
-//! `block-vitastor.so` preloaded (each bounded by a timeout), and data patterns.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
-use vitastor_testkit::{Cluster, ClusterOptions};
+use vitastor_testkit::{artifacts, process, Cluster, ClusterOptions};
 
 /// Upper bound on one QEMU program run; the slowest (a VM boot under TCG) takes ~10 s.
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(180);
 pub const MIB: u64 = 1 << 20;
 
-/// `target/<profile>`: the tests run from `target/<profile>/deps/`.
-pub fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("test executable lives in target/<profile>/deps")
-        .to_path_buf()
-}
-
 /// The driver under test. build.rs of this package writes it, and Cargo runs build.rs
-/// before compiling these tests, so it is never stale.
+/// before compiling these tests, so it is never stale; the libvitastor.so it loads (through
+/// `$ORIGIN`) is rebuilt here when stale.
 pub fn driver() -> PathBuf {
-    let so = profile_dir().join("block-vitastor.so");
+    artifacts::fresh_path("libvitastor.so");
+    let so = artifacts::profile_dir().join("block-vitastor.so");
     assert!(
         so.exists(),
         "{} is missing (built by qemu-driver/build.rs)",
@@ -36,28 +32,9 @@ pub fn driver() -> PathBuf {
     so
 }
 
-/// True (after printing why) when `program` is not installed; `make setup` installs all.
-pub fn missing(program: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).exists()))
-        .unwrap_or(false);
-    if !found {
-        eprintln!("SKIPPED: {program} is not installed (make setup installs it)");
-    }
-    !found
-}
-
 /// 3 OSDs, pool 1 with pg_size 2 (pg_minsize 1), 16 PGs, 128 KiB objects.
 pub fn start_cluster() -> Cluster {
-    let bin = profile_dir();
-    for b in ["vitastor-osd", "vitastor-disk"] {
-        assert!(
-            bin.join(b).exists(),
-            "{} is missing: run `cargo build --release --workspace --bins` first",
-            bin.join(b).display()
-        );
-    }
-    let mut opts = ClusterOptions::new(bin);
+    let mut opts = ClusterOptions::from_workspace();
     opts.pg_count = 16;
     opts.osd_size = 768 << 20;
     Cluster::start(opts).expect("cluster starts")
@@ -72,29 +49,16 @@ pub fn image_spec(cl: &Cluster, name: &str) -> String {
 }
 
 /// Runs `program args` with the driver preloaded (in this child only) and returns its
-/// output; panics when it does not finish within RUN_TIMEOUT.
+/// output; panics when it does not finish within RUN_TIMEOUT (after killing it).
 pub fn qemu(program: &str, args: &[&str]) -> Output {
-    let child = Command::new(program)
-        .args(args)
-        .env("LD_PRELOAD", driver())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {program}: {e}"));
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(RUN_TIMEOUT) {
-        Ok(out) => out.unwrap_or_else(|e| panic!("waiting for {program}: {e}")),
-        Err(_) => {
-            // SAFETY: kill(2) on our own child, still unreaped (its waiter thread blocks).
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            panic!("{program} {args:?} did not finish within {RUN_TIMEOUT:?}");
-        }
-    }
+    process::output_within(
+        Command::new(program)
+            .args(args)
+            .env("LD_PRELOAD", driver())
+            .stdin(Stdio::null()),
+        RUN_TIMEOUT,
+    )
+    .unwrap_or_else(|e| panic!("{program} {args:?}: {e}"))
 }
 
 /// Like [`qemu`], but the run must succeed; returns stdout.
