@@ -6,6 +6,7 @@
 //! [`options`] and stopped through [`shutdown`]. [`etcd`] is the etcd side thread (lease,
 //! state report, config watch), not wired into the server loop yet.
 
+pub mod backoff;
 pub mod cluster;
 pub mod connection;
 pub mod disk_tool;
@@ -19,3 +20,5 @@ pub mod secondary;
 pub mod server;
 pub mod shutdown;
 pub mod stats;
+#[cfg(test)]
+mod testing;

@@ -43,6 +43,7 @@ pub const BLOCKSTORE_OPTIONS: &[&str] = &[
     "disable_device_lock",
     "inmemory_metadata",
     "disable_direct_io",
+    "inject_faults",
 ];
 
 /// The OSD's own options.
@@ -152,7 +153,9 @@ pub fn command() -> Command {
             Arg::new(*name)
                 .long(*name)
                 .value_name("VALUE")
-                .help("blockstore option (see vitastor-disk)"),
+                .help("blockstore option (see vitastor-disk)")
+                // Device fault injection is for tests only.
+                .hide(*name == "inject_faults"),
         )
     })
 }

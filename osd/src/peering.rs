@@ -170,6 +170,8 @@ impl Server {
         pg.cfg = cfg;
         pg.peers = peers;
         pg.phase = Phase::Claiming;
+        // Replies to sub-ops of earlier rounds still in flight must not count in this one.
+        pg.epoch += 1;
         pg.repeer = false;
         pg.failed = false;
         pg.live.clear();
@@ -293,10 +295,11 @@ impl Server {
             min_stripe: 0,
             max_stripe: 0,
         };
+        let epoch = pg.epoch;
         self.report_pg(key);
         for osd in live {
             if osd == me {
-                self.submit_local(Owner::List(key, me), BsOp::List(filter));
+                self.submit_local(Owner::List(key, me, epoch), BsOp::List(filter));
             } else {
                 let req = Request {
                     id: 0,
@@ -312,16 +315,16 @@ impl Server {
                         flags: 0,
                     }),
                 };
-                self.submit_remote(Owner::List(key, osd), osd, req, Vec::new(), None);
+                self.submit_remote(Owner::List(key, osd, epoch), osd, req, Vec::new(), None);
             }
         }
     }
 
-    pub(crate) fn on_listing(&mut self, key: (u32, u32), osd: u64, res: SubRes) {
+    pub(crate) fn on_listing(&mut self, key: (u32, u32), osd: u64, epoch: u64, res: SubRes) {
         let Some(pg) = self.pgs.get_mut(&key) else {
             return;
         };
-        if pg.phase != Phase::Listing {
+        if pg.phase != Phase::Listing || pg.epoch != epoch {
             return;
         }
         let listed = match res {
@@ -369,7 +372,7 @@ impl Server {
     /// (second round) SEC_STABILIZE them.
     fn peering_stab_round(&mut self, key: (u32, u32)) {
         let pg = self.pgs.get_mut(&key).expect("stabilizing PG exists");
-        let synced = pg.stab_synced;
+        let (synced, epoch) = (pg.stab_synced, pg.epoch);
         let work: Vec<(u64, Vec<vitastor_blockstore::ObjVerId>)> =
             pg.unstable.iter().map(|(o, l)| (*o, l.clone())).collect();
         pg.waiting = work.len();
@@ -380,7 +383,7 @@ impl Server {
                 } else {
                     BsOp::Sync
                 };
-                self.submit_local(Owner::Stab(key), op);
+                self.submit_local(Owner::Stab(key, epoch), op);
                 continue;
             }
             let (op, bytes) = if synced {
@@ -393,15 +396,21 @@ impl Server {
             } else {
                 (RequestOp::SecSync(SecSyncOp { flags: 0 }), Vec::new())
             };
-            self.submit_remote(Owner::Stab(key), osd, Request { id: 0, op }, bytes, None);
+            self.submit_remote(
+                Owner::Stab(key, epoch),
+                osd,
+                Request { id: 0, op },
+                bytes,
+                None,
+            );
         }
     }
 
-    pub(crate) fn on_peering_stabilized(&mut self, key: (u32, u32), res: SubRes) {
+    pub(crate) fn on_peering_stabilized(&mut self, key: (u32, u32), epoch: u64, res: SubRes) {
         let Some(pg) = self.pgs.get_mut(&key) else {
             return;
         };
-        if pg.phase != Phase::Stabilizing {
+        if pg.phase != Phase::Stabilizing || pg.epoch != epoch {
             return;
         }
         if res.errno().is_some() {
@@ -520,6 +529,7 @@ impl Server {
         }
         if stop {
             self.pgs.remove(&key);
+            self.backoff.forget_pg(key);
             if release && !self.lease_lost {
                 self.etcd_send(EtcdCommand::ReleasePg {
                     pool: key.0,
@@ -642,6 +652,7 @@ impl Server {
         let no_recovery = self.cluster.global_flag("no_recovery");
         let no_rebalance = self.cluster.global_flag("no_rebalance");
         let mut report = Vec::new();
+        let now = std::time::Instant::now();
         for pass in 0..3 {
             let keys: Vec<(u32, u32)> = self.pgs.keys().copied().collect();
             for key in keys {
@@ -656,7 +667,7 @@ impl Server {
                 // Only as many candidates as there is room for: this runs after every
                 // recovered object, so it must not walk a PG's whole object map.
                 let room = depth - self.recovering.len();
-                let recovering = &self.recovering;
+                let (recovering, backoff) = (&self.recovering, &self.backoff);
                 let source: Box<dyn Iterator<Item = &vitastor_blockstore::ObjectId>> = match pass {
                     0 if !no_recovery => Box::new(pg.objects.degraded.iter()),
                     1 if !no_rebalance && pg.objects.degraded.is_empty() => {
@@ -668,7 +679,11 @@ impl Server {
                     _ => Box::new(std::iter::empty()),
                 };
                 let candidates: Vec<vitastor_blockstore::ObjectId> = source
-                    .filter(|o| !recovering.contains(&(key, **o)) && !pg.locks.contains_key(o))
+                    .filter(|o| {
+                        !recovering.contains(&(key, **o))
+                            && !pg.locks.contains_key(o)
+                            && backoff.waiting(&(key, **o), now).is_none()
+                    })
                     .take(room)
                     .copied()
                     .collect();
@@ -687,5 +702,41 @@ impl Server {
         for key in report {
             self.report_pg(key);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use vitastor_blockstore::{BsReply, ObjVerId, ObjectId};
+
+    use crate::etcd::EtcdEvent;
+    use crate::pg::Phase;
+    use crate::server::{Owner, SubRes};
+    use crate::testing::{Bench, Setup, BLOCK, INODE};
+
+    #[test]
+    fn a_listing_from_an_earlier_round_is_dropped() {
+        let mut b = Bench::new(Setup::default());
+        let old = b.server.pgs[&(1, 1)].epoch;
+        b.server.request_repeer((1, 1));
+        b.etcd(vec![EtcdEvent::PgClaimed {
+            pool: 1,
+            pg: 1,
+            granted: true,
+        }]);
+        assert_eq!(b.server.pgs[&(1, 1)].phase, Phase::Listing);
+        assert!(b.server.pgs[&(1, 1)].epoch > old);
+        // osd.2 answers the previous round's SEC_LIST only now, with an object nobody has.
+        let phantom = ObjVerId::new(ObjectId::new(INODE, 5 * BLOCK), 99);
+        let listing = BsReply::List {
+            stable: vec![phantom],
+            unstable: vec![],
+        };
+        b.server
+            .deliver(Owner::List((1, 1), 2, old), SubRes::Bs(Ok(listing)));
+        assert_eq!(b.server.pgs[&(1, 1)].phase, Phase::Listing);
+        b.pump_until(|s| s.pgs[&(1, 1)].phase == Phase::Active);
+        assert!(b.server.pgs[&(1, 1)].objects.objects.is_empty());
+        assert_eq!(b.pg_states(), ["Active", "Degraded"]);
     }
 }

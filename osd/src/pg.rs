@@ -109,6 +109,9 @@ pub fn classify(members: &[u64], listings: &BTreeMap<u64, Vec<ObjVerId>>) -> Obj
     map
 }
 
+/// Unstable versions by the OSD that holds them.
+pub type Dirty = BTreeMap<u64, Vec<ObjVerId>>;
+
 /// One PG this OSD is (becoming) primary of.
 #[derive(Debug)]
 pub struct Pg {
@@ -122,6 +125,9 @@ pub struct Pg {
     pub cfg: PgConfigItem,
     /// Phase.
     pub phase: Phase,
+    /// Peering round, bumped at every claim: sub-ops of peering carry it, and a reply from
+    /// an earlier round is dropped.
+    pub epoch: u64,
     /// Every OSD that may hold data of the PG (set, history, all_peers).
     pub peers: BTreeSet<u64>,
     /// Peers reachable when peering started (this OSD included).
@@ -140,8 +146,8 @@ pub struct Pg {
     pub objects: ObjectMap,
     /// Client and recovery ops running on the PG.
     pub inflight: usize,
-    /// Unstable writes since the last SYNC, by OSD (`immediate_commit` other than `all`).
-    pub dirty: BTreeMap<u64, Vec<ObjVerId>>,
+    /// Unstable writes since the last SYNC (`immediate_commit` other than `all`).
+    pub dirty: Dirty,
     /// Objects deleted with a tombstone while some peer was missing; purged once clean.
     pub tombstones: BTreeMap<ObjectId, u64>,
     /// Objects with an op (write, delete, recovery) in progress, and ops queued behind it.
@@ -161,6 +167,7 @@ impl Pg {
             pool_cfg,
             cfg,
             phase: Phase::Claiming,
+            epoch: 0,
             peers,
             live: BTreeSet::new(),
             listings: BTreeMap::new(),

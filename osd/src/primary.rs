@@ -14,14 +14,14 @@ use std::rc::Rc;
 
 use vitastor_blockstore::{AlignedBuf, BsOp, BsReply, ObjVerId, ObjectId, NEWEST};
 use vitastor_layout::{ImmediateCommit, Scheme};
-use vitastor_protocol::errno::{EINTR, EINVAL, EIO, EPIPE};
+use vitastor_protocol::errno::Errno;
 use vitastor_protocol::{
     encode_obj_ver_ids, obj_ver_ids, DeleteReply, ObjVerId as WireObjVerId,
     ObjectId as WireObjectId, Reply, ReplyOp, Request, RequestOp, RwOp, RwReply, SecDeleteOp,
     SecRwOp, SecStabOp, SecSyncOp,
 };
 
-use crate::pg::ObjState;
+use crate::pg::{Dirty, ObjState};
 use crate::secondary::ReplyMsg;
 use crate::server::{ConnId, Server, SubRes, Target};
 use crate::stats::InodeOp;
@@ -76,8 +76,10 @@ pub struct WriteOp {
     version: u64,
     started: bool,
     pending: usize,
-    errno: i32,
+    errno: Option<Errno>,
     targets: Vec<u64>,
+    /// Targets whose sub-op failed, and why.
+    failed: Vec<(u64, Errno)>,
 }
 
 /// Stages of a DELETE.
@@ -99,8 +101,10 @@ pub struct DeleteOp {
     version: u64,
     stage: DelStage,
     pending: usize,
-    errno: i32,
+    errno: Option<Errno>,
     targets: Vec<u64>,
+    /// Targets whose tombstone write failed, and why.
+    failed: Vec<(u64, Errno)>,
     /// Runs in the background for a tombstone left by an earlier delete.
     background: bool,
 }
@@ -116,10 +120,15 @@ enum SyncStage {
 #[derive(Debug)]
 pub struct SyncOp {
     client: ClientRef,
+    /// The unsynced writes this SYNC took from each PG, given back if it fails.
+    taken: Vec<((u32, u32), Dirty)>,
+    /// The same writes by OSD: sub-op `i` goes to `work[i].0`.
     work: Vec<(u64, Vec<ObjVerId>)>,
     stage: SyncStage,
     pending: usize,
-    errno: i32,
+    errno: Option<Errno>,
+    /// OSDs whose SYNC or STABILIZE failed.
+    failed: Vec<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,9 +149,11 @@ pub struct RecoverOp {
     oid: ObjectId,
     stage: RecStage,
     pending: usize,
-    errno: i32,
+    errno: Option<Errno>,
     state: Option<ObjState>,
     targets: Vec<u64>,
+    /// Targets whose copy failed, and why.
+    failed: Vec<(u64, Errno)>,
     bitmap: Vec<u8>,
     data: Option<Rc<AlignedBuf>>,
 }
@@ -167,12 +178,15 @@ pub(crate) fn wire_list(list: &[ObjVerId]) -> Vec<u8> {
     out
 }
 
-/// Collects the `-errno` of a failed sub-op; the first error wins.
-fn note_error(errno: &mut i32, res: &SubRes) {
-    if *errno == 0 {
-        if let Some(e) = res.errno() {
-            *errno = e;
-        }
+/// Whether a sub-op failed because its peer was lost (it may or may not have run there).
+fn lost_peer(failed: &[(u64, Errno)]) -> bool {
+    failed.iter().any(|&(_, e)| e == Errno::EPIPE)
+}
+
+/// Collects the errno of a failed sub-op; the first error wins.
+fn note_error(errno: &mut Option<Errno>, res: &SubRes) {
+    if errno.is_none() {
+        *errno = res.errno();
     }
 }
 
@@ -186,11 +200,11 @@ impl Server {
                     self.client_error(client, errno);
                 }
             }
-            _ => self.client_error(client, EINVAL),
+            _ => self.client_error(client, Errno::EINVAL),
         }
     }
 
-    pub(crate) fn client_error(&mut self, client: ClientRef, errno: i32) {
+    pub(crate) fn client_error(&mut self, client: ClientRef, errno: Errno) {
         self.reply(
             client.conn,
             client.cost,
@@ -204,34 +218,34 @@ impl Server {
         op: &RequestOp,
         rw: RwOp,
         payload: Vec<u8>,
-    ) -> Result<(), i32> {
+    ) -> Result<(), Errno> {
         let pool_id = vitastor_layout::pool_of(rw.inode);
         let Some(pool) = self.cluster.pools.get(&pool_id) else {
-            return Err(EPIPE);
+            return Err(Errno::EPIPE);
         };
         if pool.scheme != Scheme::Replicated {
             // EC/XOR primaries are not served by this OSD yet: never pretend.
-            return Err(EINVAL);
+            return Err(Errno::EINVAL);
         }
         let stripe = pool.object_start(rw.offset);
         let key = (pool_id, pool.pg_of(stripe));
         let in_obj = (rw.offset - stripe) as u32;
         let block = self.geo_block_size();
         if u64::from(in_obj) + u64::from(rw.len) > u64::from(block) {
-            return Err(EINVAL);
+            return Err(Errno::EINVAL);
         }
         let Some(pg) = self.pgs.get_mut(&key) else {
-            return Err(EPIPE);
+            return Err(Errno::EPIPE);
         };
         if pg.phase != crate::pg::Phase::Active {
-            return Err(EPIPE);
+            return Err(Errno::EPIPE);
         }
         let oid = ObjectId::new(rw.inode, stripe);
         match op {
             RequestOp::Read(_) => {
                 let align = self.bs.layout().disk_alignment;
                 if !in_obj.is_multiple_of(align) || !rw.len.is_multiple_of(align) {
-                    return Err(EINVAL);
+                    return Err(Errno::EINVAL);
                 }
                 pg.inflight += 1;
                 self.start_read(client, key, oid, in_obj, rw.len);
@@ -239,7 +253,7 @@ impl Server {
             RequestOp::Write(_) => {
                 let gran = self.bs.layout().bitmap_granularity;
                 if !in_obj.is_multiple_of(gran) || !rw.len.is_multiple_of(gran) || rw.len == 0 {
-                    return Err(EINVAL);
+                    return Err(Errno::EINVAL);
                 }
                 pg.inflight += 1;
                 let w = WriteOp {
@@ -252,8 +266,9 @@ impl Server {
                     version: 0,
                     started: false,
                     pending: 0,
-                    errno: 0,
+                    errno: None,
                     targets: Vec::new(),
+                    failed: Vec::new(),
                 };
                 let idx = self.insert_op(POp::Write(w));
                 self.lock_and_run(key, oid, idx);
@@ -270,7 +285,7 @@ impl Server {
     /// Takes the object lock for op `idx` and runs it, or queues it behind the holder.
     pub(crate) fn lock_and_run(&mut self, key: (u32, u32), oid: ObjectId, idx: usize) {
         let Some(pg) = self.pgs.get_mut(&key) else {
-            return self.abort_op(idx, EPIPE);
+            return self.abort_op(idx, Errno::EPIPE);
         };
         match pg.locks.get_mut(&oid) {
             Some(queue) => queue.push_back(idx),
@@ -306,7 +321,7 @@ impl Server {
         self.pg_maybe_drained(key);
     }
 
-    fn abort_op(&mut self, idx: usize, errno: i32) {
+    fn abort_op(&mut self, idx: usize, errno: Errno) {
         let Some(op) = self.take_op(idx) else { return };
         self.release_if_done(idx);
         match op {
@@ -348,7 +363,7 @@ impl Server {
         }));
         self.read_pgs.insert(idx, key);
         let Some((target, version)) = source else {
-            self.finish_read(idx, Err(EIO));
+            self.finish_read(idx, Err(Errno::EIO));
             return self.release_if_done(idx);
         };
         let version = if target == Target::Local {
@@ -385,7 +400,7 @@ impl Server {
         }
     }
 
-    fn finish_read(&mut self, idx: usize, res: Result<(u64, Vec<u8>, Option<AlignedBuf>), i32>) {
+    fn finish_read(&mut self, idx: usize, res: Result<(u64, Vec<u8>, Option<AlignedBuf>), Errno>) {
         let Some(POp::Read(r)) = self.take_op(idx) else {
             return;
         };
@@ -439,25 +454,55 @@ impl Server {
                             let data = payload.split_off(r.attr_len as usize);
                             Ok((r.version, payload, Some(AlignedBuf::from_slice(&data))))
                         }
-                        _ => Err(EIO),
+                        _ => Err(Errno::EIO),
                     },
-                    other => Err(other.errno().unwrap_or(EIO)),
+                    other => Err(other.errno().unwrap_or(Errno::EIO)),
                 };
                 self.finish_read(idx, res);
                 self.release_if_done(idx);
             }
-            POp::Write(WriteOp { errno, pending, .. })
-            | POp::Delete(DeleteOp { errno, pending, .. })
-            | POp::Sync(SyncOp { errno, pending, .. }) => {
+            POp::Write(WriteOp {
+                errno,
+                pending,
+                targets,
+                failed,
+                ..
+            })
+            | POp::Delete(DeleteOp {
+                errno,
+                pending,
+                targets,
+                failed,
+                ..
+            }) => {
+                if let (Some(e), Some(&osd)) = (res.errno(), targets.get(tag as usize)) {
+                    failed.push((osd, e));
+                }
                 note_error(errno, &res);
                 *pending -= 1;
                 if *pending == 0 {
                     self.advance(idx);
                 }
             }
+            POp::Sync(s) => {
+                if res.errno().is_some() {
+                    s.failed
+                        .extend(s.work.get(tag as usize).map(|(osd, _)| *osd));
+                }
+                note_error(&mut s.errno, &res);
+                s.pending -= 1;
+                if s.pending == 0 {
+                    self.advance(idx);
+                }
+            }
             POp::Recover(r) => {
+                if let (RecStage::Writing, Some(e), Some(&osd)) =
+                    (r.stage, res.errno(), r.targets.get(tag as usize))
+                {
+                    r.failed.push((osd, e));
+                }
                 note_error(&mut r.errno, &res);
-                if r.stage == RecStage::Reading && r.errno == 0 {
+                if r.stage == RecStage::Reading && r.errno.is_none() {
                     match res {
                         SubRes::Bs(Ok(BsReply::Read { bitmap, data, .. })) => {
                             r.bitmap = bitmap;
@@ -469,9 +514,9 @@ impl Server {
                                 r.bitmap = payload;
                                 r.data = Some(Rc::new(AlignedBuf::from_slice(&data)));
                             }
-                            _ => r.errno = EIO,
+                            _ => r.errno = Some(Errno::EIO),
                         },
-                        _ => r.errno = EIO,
+                        _ => r.errno = Some(Errno::EIO),
                     }
                 }
                 r.pending -= 1;
@@ -499,12 +544,12 @@ impl Server {
 
     /// The live members of a PG that receive writes, this OSD first; `Err` if the PG is gone
     /// or not active, or the object must be recovered first (`Ok(None)`).
-    fn write_targets(&self, key: (u32, u32), oid: ObjectId) -> Result<Option<Vec<u64>>, i32> {
-        let pg = self.pgs.get(&key).ok_or(EPIPE)?;
+    fn write_targets(&self, key: (u32, u32), oid: ObjectId) -> Result<Option<Vec<u64>>, Errno> {
+        let pg = self.pgs.get(&key).ok_or(Errno::EPIPE)?;
         // Ops that waited for an object lock start only on an active PG: a draining PG is
         // about to re-peer, and recovering an object on it could fail the same way forever.
         if pg.phase != crate::pg::Phase::Active {
-            return Err(EPIPE);
+            return Err(Errno::EPIPE);
         }
         if pg.objects.degraded.contains(&oid) {
             return Ok(None);
@@ -543,6 +588,9 @@ impl Server {
             let targets = match self.write_targets(w.pg, w.oid) {
                 Ok(Some(t)) => t,
                 Ok(None) => {
+                    if let Some(e) = self.recovery_waits(w.pg, w.oid) {
+                        return self.finish_write(w, Err(e));
+                    }
                     let (key, oid) = (w.pg, w.oid);
                     self.ops[idx] = Some(POp::Write(w));
                     return self.recover_first(key, oid, idx);
@@ -551,7 +599,7 @@ impl Server {
             };
             let cur = self.next_version(w.pg, w.oid) - 1;
             if w.cas != 0 && w.cas != cur + 1 {
-                return self.finish_write(w, Err(EINTR));
+                return self.finish_write(w, Err(Errno::EINTR));
             }
             w.version = cur + 1;
             w.started = true;
@@ -601,7 +649,7 @@ impl Server {
             }
             return;
         }
-        let result = if w.errno != 0 { Err(w.errno) } else { Ok(()) };
+        let result = w.errno.map_or(Ok(()), Err);
         if result.is_ok() {
             let stable = self.pool_commit(w.pg.0) == ImmediateCommit::All;
             if let Some(pg) = self.pgs.get_mut(&w.pg) {
@@ -621,14 +669,22 @@ impl Server {
                 }
                 pg.tombstones.remove(&w.oid);
             }
-        } else {
-            // A replica failed: its PG re-peers, which finds the copies that differ.
+        } else if lost_peer(&w.failed) {
+            // Whether the lost peer has the version is unknown: the PG re-peers (losing the
+            // peer does that anyway) and the listings tell.
             self.peer_trouble(w.pg);
+        } else {
+            // Every failed copy was refused by its store (out of space, device error), so
+            // which members hold the version is known: the PG stays active with the object
+            // degraded, recovered once the failed OSD can take it, instead of peering again
+            // only to find the same.
+            let stable = self.pool_commit(w.pg.0) == ImmediateCommit::All;
+            self.partial_version(w.pg, w.oid, w.version, &w.targets, &w.failed, stable);
         }
         self.finish_write(w, result);
     }
 
-    fn finish_write(&mut self, w: WriteOp, result: Result<(), i32>) {
+    fn finish_write(&mut self, w: WriteOp, result: Result<(), Errno>) {
         match result {
             Ok(()) => {
                 let len = w.data.len() as u64;
@@ -665,9 +721,13 @@ impl Server {
     fn advance_delete(&mut self, idx: usize, mut d: DeleteOp) {
         let gran = self.bs.layout().bitmap_granularity as usize;
         let bmp_bytes = self.bs.layout().bitmap_bytes();
-        if d.errno != 0 {
-            self.peer_trouble(d.pg);
-            let e = d.errno;
+        if let Some(e) = d.errno {
+            if d.stage == DelStage::Tombstone && !lost_peer(&d.failed) {
+                // As for writes: the tombstone is where it could be written.
+                self.partial_version(d.pg, d.oid, d.version, &d.targets, &d.failed, true);
+            } else {
+                self.peer_trouble(d.pg);
+            }
             return self.finish_delete(d, Err(e));
         }
         match d.stage {
@@ -675,6 +735,9 @@ impl Server {
                 let targets = match self.write_targets(d.pg, d.oid) {
                     Ok(Some(t)) => t,
                     Ok(None) => {
+                        if let Some(e) = self.recovery_waits(d.pg, d.oid) {
+                            return self.finish_delete(d, Err(e));
+                        }
                         let (key, oid) = (d.pg, d.oid);
                         self.ops[idx] = Some(POp::Delete(d));
                         return self.recover_first(key, oid, idx);
@@ -826,7 +889,7 @@ impl Server {
         }
     }
 
-    fn finish_delete(&mut self, d: DeleteOp, result: Result<(), i32>) {
+    fn finish_delete(&mut self, d: DeleteOp, result: Result<(), Errno>) {
         if !d.background {
             match result {
                 Ok(()) => {
@@ -852,7 +915,7 @@ impl Server {
         self.unlock(d.pg, d.oid);
         self.op_done(d.pg);
         if d.background {
-            self.kick_recovery();
+            self.recovery_kick = true;
         }
     }
 
@@ -878,10 +941,16 @@ impl Server {
 
     fn start_sync(&mut self, client: ClientRef) {
         let mut work: std::collections::BTreeMap<u64, Vec<ObjVerId>> = Default::default();
-        for pg in self.pgs.values_mut() {
-            for (osd, list) in std::mem::take(&mut pg.dirty) {
-                work.entry(osd).or_default().extend(list);
+        let mut taken = Vec::new();
+        for (key, pg) in self.pgs.iter_mut() {
+            if pg.dirty.is_empty() {
+                continue;
             }
+            let dirty = std::mem::take(&mut pg.dirty);
+            for (osd, list) in &dirty {
+                work.entry(*osd).or_default().extend(list);
+            }
+            taken.push((*key, dirty));
         }
         if work.is_empty() {
             self.stats.op("primary_sync", client.start, 0);
@@ -897,20 +966,34 @@ impl Server {
         }
         let s = SyncOp {
             client,
+            taken,
             work: work.into_iter().collect(),
             stage: SyncStage::Start,
             pending: 0,
-            errno: 0,
+            errno: None,
+            failed: Vec::new(),
         };
         let idx = self.insert_op(POp::Sync(s));
         self.advance(idx);
     }
 
     fn advance_sync(&mut self, idx: usize, mut s: SyncOp) {
-        if s.errno != 0 {
-            // The client keeps its unsynced writes and replays them; the PGs involved
-            // re-peer, which stabilizes whatever reached the replicas.
-            return self.client_error(s.client, s.errno);
+        if let Some(e) = s.errno {
+            // The client keeps its unsynced writes and replays them. The PGs get their
+            // unsynced writes back (a later SYNC covers them), and those that wrote to an
+            // OSD that failed re-peer, which stabilizes whatever reached the live members.
+            for (key, dirty) in std::mem::take(&mut s.taken) {
+                let repeer = dirty.keys().any(|o| s.failed.contains(o));
+                if let Some(pg) = self.pgs.get_mut(&key) {
+                    for (osd, list) in dirty {
+                        pg.dirty.entry(osd).or_default().extend(list);
+                    }
+                }
+                if repeer {
+                    self.request_repeer(key);
+                }
+            }
+            return self.client_error(s.client, e);
         }
         match s.stage {
             SyncStage::Start => {
@@ -933,11 +1016,14 @@ impl Server {
             SyncStage::Syncing => {
                 s.stage = SyncStage::Stabilizing;
                 s.pending = s.work.len();
-                let work = std::mem::take(&mut s.work);
-                self.ops[idx] = Some(POp::Sync(s));
-                for (i, (osd, mut list)) in work.into_iter().enumerate() {
+                for (_, list) in s.work.iter_mut() {
                     list.sort_unstable();
                     list.dedup();
+                }
+                // Kept in the op: sub-op `i` still belongs to `work[i].0` if it fails.
+                let work = s.work.clone();
+                self.ops[idx] = Some(POp::Sync(s));
+                for (i, (osd, list)) in work.into_iter().enumerate() {
                     if osd == self.osd_num {
                         self.sub_local(idx, i as u32, BsOp::Stabilize(list));
                     } else {
@@ -972,8 +1058,8 @@ impl Server {
 
     fn advance_recover(&mut self, idx: usize, mut r: RecoverOp) {
         let me = self.osd_num;
-        if r.errno != 0 {
-            self.peer_trouble(r.pg);
+        if let Some(e) = r.errno {
+            self.recovery_failed(&r, e);
             return self.finish_recover(r);
         }
         let Some(pg) = self.pgs.get(&r.pg) else {
@@ -1008,7 +1094,9 @@ impl Server {
                         .map(Target::Osd)
                 };
                 let Some(source) = source else {
-                    r.errno = EIO;
+                    // Its holders are unreachable now; losing one re-peers the PG anyway.
+                    self.recovery_failed(&r, Errno::EPIPE);
+                    r.errno = Some(Errno::EPIPE);
                     return self.finish_recover(r);
                 };
                 let block = self.geo_block_size();
@@ -1225,10 +1313,113 @@ impl Server {
     }
 
     fn finish_recover(&mut self, r: RecoverOp) {
+        if r.errno.is_none() {
+            self.backoff.succeeded(&(r.pg, r.oid));
+        }
         self.recovering.remove(&(r.pg, r.oid));
         self.unlock(r.pg, r.oid);
         self.op_done(r.pg);
-        self.kick_recovery();
+        self.recovery_kick = true;
+    }
+
+    /// A recovery failed: the object waits (longer after each failure) before the next
+    /// attempt, which the event loop makes. Copies that were made count. Only an error that
+    /// says the PG's object map is wrong (the source lacks the version, a target has it
+    /// already) re-peers: out of space or a device error would fail the same way after
+    /// peering, and a lost peer re-peers the PG by itself.
+    fn recovery_failed(&mut self, r: &RecoverOp, e: Errno) {
+        let delay = self
+            .backoff
+            .failed((r.pg, r.oid), e, std::time::Instant::now());
+        tracing::info!(
+            "pg {}/{}: recovery of {:?} failed ({e}), next attempt in {delay:?}",
+            r.pg.0,
+            r.pg.1,
+            r.oid
+        );
+        if r.stage == RecStage::Writing {
+            let copied: Vec<u64> = r
+                .targets
+                .iter()
+                .copied()
+                .filter(|t| !r.failed.iter().any(|(o, _)| o == t))
+                .collect();
+            if let (Some(pg), Some(st)) = (self.pgs.get_mut(&r.pg), r.state.as_ref()) {
+                if let Some(cur) = pg.objects.objects.get_mut(&r.oid) {
+                    if cur.version == st.version {
+                        cur.stale.retain(|o| !copied.contains(o));
+                        cur.holders.extend(copied);
+                    }
+                }
+            }
+        }
+        if e.get() == libc::ENOENT || e.get() == libc::EEXIST {
+            self.peer_trouble(r.pg);
+        }
+    }
+
+    /// Why ops on `oid` fail now instead of recovering it first: its last recovery failed
+    /// and its next attempt is not due. Out of space stays ENOSPC; anything else is EPIPE,
+    /// which clients retry.
+    fn recovery_waits(&self, key: (u32, u32), oid: ObjectId) -> Option<Errno> {
+        let e = self
+            .backoff
+            .waiting(&(key, oid), std::time::Instant::now())?;
+        Some(if e == Errno::ENOSPC { e } else { Errno::EPIPE })
+    }
+
+    /// A write of `version` reached `targets` except `failed`: records which members hold
+    /// it now, so the object is degraded (and recovered later) rather than the PG re-peered.
+    fn partial_version(
+        &mut self,
+        key: (u32, u32),
+        oid: ObjectId,
+        version: u64,
+        targets: &[u64],
+        failed: &[(u64, Errno)],
+        stable: bool,
+    ) {
+        let written: Vec<u64> = targets
+            .iter()
+            .copied()
+            .filter(|t| !failed.iter().any(|(o, _)| o == t))
+            .collect();
+        let Some(pg) = self.pgs.get_mut(&key) else {
+            return;
+        };
+        if written.is_empty() {
+            return;
+        }
+        if !stable {
+            for &osd in &written {
+                pg.dirty
+                    .entry(osd)
+                    .or_default()
+                    .push(ObjVerId::new(oid, version));
+            }
+        }
+        let st = pg.objects.objects.entry(oid).or_insert_with(|| ObjState {
+            version,
+            holders: Vec::new(),
+            stale: Vec::new(),
+        });
+        let mut stale: Vec<u64> = st
+            .holders
+            .iter()
+            .chain(&st.stale)
+            .chain(failed.iter().map(|(o, _)| o))
+            .copied()
+            .filter(|o| !written.contains(o))
+            .collect();
+        stale.sort_unstable();
+        stale.dedup();
+        *st = ObjState {
+            version,
+            holders: written,
+            stale,
+        };
+        pg.objects.misplaced.remove(&oid);
+        pg.objects.degraded.insert(oid);
     }
 
     /// Starts background recovery of one object of PG `key` (it takes the object lock).
@@ -1261,8 +1452,9 @@ impl DeleteOp {
             version: 0,
             stage: DelStage::Waiting,
             pending: 0,
-            errno: 0,
+            errno: None,
             targets: Vec::new(),
+            failed: Vec::new(),
             background,
         }
     }
@@ -1276,9 +1468,10 @@ impl RecoverOp {
             oid,
             stage: RecStage::Waiting,
             pending: 0,
-            errno: 0,
+            errno: None,
             state: None,
             targets: Vec::new(),
+            failed: Vec::new(),
             bitmap: Vec::new(),
             data: None,
         }
@@ -1293,4 +1486,125 @@ pub(crate) fn parse_listing(payload: &[u8]) -> Option<Vec<ObjVerId>> {
             .map(|e| ObjVerId::new(ObjectId::new(e.oid.inode, e.oid.stripe), e.version))
             .collect(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::{Bench, Setup, BLOCK};
+
+    #[test]
+    fn a_failed_local_write_reaches_the_client_as_a_negative_retval() {
+        let mut b = Bench::new(Setup {
+            data_mib: 4,
+            ..Setup::default()
+        });
+        let data = vec![0x5a; BLOCK as usize];
+        for k in 0..1000 {
+            let id = b.write(k * BLOCK, &data);
+            let (reply, _) = b.reply(id, |_| 0);
+            if reply.retval == BLOCK as i64 {
+                continue;
+            }
+            assert_eq!(
+                reply.retval, -28,
+                "write {k}: a write the store refused must fail with -ENOSPC"
+            );
+            return;
+        }
+        panic!("a 4 MiB store took 1000 objects");
+    }
+}
+
+#[cfg(test)]
+mod error_path_tests {
+    use vitastor_blockstore::{ImmediateCommit, ObjVerId, ObjectId};
+
+    use crate::etcd::EtcdEvent;
+    use crate::pg::{ObjState, Phase};
+    use crate::testing::{Bench, Setup, INODE};
+
+    /// Peering saw the object's only current copy on osd.2, which is gone now.
+    fn lost_holder(b: &mut Bench) -> ObjectId {
+        let oid = ObjectId::new(INODE, 0);
+        let pg = b.server.pgs.get_mut(&(1, 1)).unwrap();
+        let st = ObjState {
+            version: 3,
+            holders: vec![2],
+            stale: vec![],
+        };
+        pg.objects.objects.insert(oid, st);
+        pg.objects.degraded.insert(oid);
+        oid
+    }
+
+    #[test]
+    fn a_write_to_an_object_without_a_reachable_holder_fails_retryably() {
+        let mut b = Bench::new(Setup::default());
+        let oid = lost_holder(&mut b);
+        let id = b.write(0, &[7; 4096]);
+        let (reply, _) = b.reply(id, |_| 0);
+        assert_eq!(reply.retval, -32, "EPIPE: the client retries later");
+        let key = ((1, 1), oid);
+        assert!(b.server.recovering.is_empty());
+        assert_eq!(b.server.backoff.attempts(&key), 1);
+        // Neither a kick nor the loop retries before the object's deadline.
+        b.server.kick_recovery();
+        for _ in 0..10 {
+            b.pump();
+        }
+        assert_eq!(b.server.backoff.attempts(&key), 1);
+        assert_eq!(b.pg_states(), ["Active", "Degraded", "HasDegraded"]);
+    }
+
+    #[test]
+    fn background_recovery_of_an_object_without_a_holder_backs_off() {
+        let mut b = Bench::new(Setup::default());
+        let oid = lost_holder(&mut b);
+        let key = ((1, 1), oid);
+        b.server.kick_recovery();
+        b.pump();
+        assert_eq!(b.server.backoff.attempts(&key), 1);
+        assert!(b.server.recovering.is_empty());
+        b.server.kick_recovery();
+        b.pump();
+        assert_eq!(
+            b.server.backoff.attempts(&key),
+            1,
+            "no retry before the deadline"
+        );
+        b.server.backoff.expire_all();
+        b.server.kick_recovery();
+        b.pump();
+        assert_eq!(b.server.backoff.attempts(&key), 2, "retried once due");
+    }
+
+    #[test]
+    fn a_failed_sync_repeers_and_loses_no_unstable_write() {
+        let mut b = Bench::new(Setup {
+            immediate_commit: ImmediateCommit::None,
+            ..Setup::default()
+        });
+        for k in 0..3 {
+            let id = b.write(k * crate::testing::BLOCK, &[k as u8 + 1; 4096]);
+            assert_eq!(b.reply(id, |_| 0).0.retval, 4096);
+        }
+        assert_eq!(b.local_unstable().len(), 3);
+        // The writes also reached osd.2, which has died since (its SYNC fails).
+        let oid = ObjectId::new(INODE, 0);
+        let pg = b.server.pgs.get_mut(&(1, 1)).unwrap();
+        pg.dirty.entry(2).or_default().push(ObjVerId::new(oid, 1));
+        let id = b.sync();
+        assert_eq!(b.reply(id, |_| 0).0.retval, -32);
+        // The PG peers again (it claims first), which stabilizes what reached the live members.
+        assert_eq!(b.server.pgs[&(1, 1)].phase, Phase::Claiming);
+        b.etcd(vec![EtcdEvent::PgClaimed {
+            pool: 1,
+            pg: 1,
+            granted: true,
+        }]);
+        b.pump_until(|s| s.pgs[&(1, 1)].phase == Phase::Active);
+        assert_eq!(b.local_unstable(), vec![]);
+        let id = b.sync();
+        assert_eq!(b.reply(id, |_| 0).0.retval, 0);
+    }
 }

@@ -7,13 +7,13 @@
 //! (SEC_READ_BMP, TEST_SYNC_STAB_ALL) carries its progress in its [`SecOp`], so the caller only
 //! routes completions back by blockstore op id.
 //!
-//! Blockstore errors reach the wire through [`BsError::errno`] and nothing else.
+//! Blockstore errors reach the wire through [`bs_errno`] and nothing else.
 
 use vitastor_blockstore::{
     AlignedBuf, BsError, BsOp, BsReply, BsResult, ListFilter, ObjVerId as BsObjVerId,
     ObjectId as BsObjectId, NEWEST,
 };
-use vitastor_protocol::errno::EINVAL;
+use vitastor_protocol::errno::Errno;
 use vitastor_protocol::{
     encode_error_reply, encode_obj_ver_ids, encode_reply, obj_ver_ids, ObjVerId, ObjectId, Opcode,
     Packet, Reply, ReplyOp, Request, RequestOp, SecDeleteReply, SecListOp, SecListReply, SecRwOp,
@@ -50,8 +50,8 @@ impl ReplyMsg {
         }
     }
 
-    /// A header-only error reply; `errno` is positive.
-    pub fn error(id: u64, opcode: u64, errno: i32) -> ReplyMsg {
+    /// A header-only error reply (`retval` is `-errno`).
+    pub fn error(id: u64, opcode: u64, errno: Errno) -> ReplyMsg {
         let mut packet = [0u8; OSD_PACKET_SIZE];
         encode_error_reply(id, opcode, errno, &mut packet);
         ReplyMsg {
@@ -182,7 +182,7 @@ pub fn start(request: &Request, payload: &[u8], geo: &StoreGeometry) -> Option<S
                 Step::Submit(op(Kind::Done), BsOp::Stabilize(list))
             }
             Ok(list) => Step::Submit(op(Kind::Done), BsOp::Rollback(list)),
-            Err(e) => Step::Reply(ReplyMsg::error(id, opcode.code(), e.errno())),
+            Err(e) => Step::Reply(ReplyMsg::error(id, opcode.code(), protocol_errno(&e))),
         },
         RequestOp::SecDelete(del) => Step::Submit(
             op(Kind::Delete),
@@ -203,13 +203,23 @@ pub fn start(request: &Request, payload: &[u8], geo: &StoreGeometry) -> Option<S
         RequestOp::SecReadBmp(_) => {
             let list = match bs_list(payload) {
                 Ok(list) => list,
-                Err(e) => return Some(Step::Reply(ReplyMsg::error(id, opcode.code(), e.errno()))),
+                Err(e) => {
+                    return Some(Step::Reply(ReplyMsg::error(
+                        id,
+                        opcode.code(),
+                        protocol_errno(&e),
+                    )))
+                }
             };
             // A reply the peer's decoder would refuse (and drop the connection over) is
             // better refused here, before any work.
             let reply_len = list.len() as u64 * (8 + geo.bitmap_bytes as u64);
             if reply_len > MAX_READ_BMP_REPLY_BYTES {
-                return Some(Step::Reply(ReplyMsg::error(id, opcode.code(), EINVAL)));
+                return Some(Step::Reply(ReplyMsg::error(
+                    id,
+                    opcode.code(),
+                    Errno::EINVAL,
+                )));
             }
             let out = Vec::with_capacity(reply_len as usize);
             read_bmp_next(id, opcode, list, 0, out)
@@ -369,7 +379,7 @@ pub fn complete(op: SecOp, result: BsResult<BsReply>, geo: &StoreGeometry) -> St
             // The peer's decoder refuses longer lists and would drop the connection; the
             // primary has to list with a narrower filter instead.
             if total as u64 > MAX_SEC_LIST_ENTRIES {
-                return Step::Reply(ReplyMsg::error(id, opcode.code(), EINVAL));
+                return Step::Reply(ReplyMsg::error(id, opcode.code(), Errno::EINVAL));
             }
             let mut wire = Vec::with_capacity(total);
             wire_list(&stable, &mut wire);
@@ -423,18 +433,24 @@ pub fn complete(op: SecOp, result: BsResult<BsReply>, geo: &StoreGeometry) -> St
             // Each BsOp has exactly one reply variant; anything else is a blockstore bug.
             // Fail the request rather than the OSD.
             eprintln!("vitastor-osd: blockstore answered {opcode} ({kind:?}) with {other:?}");
-            Step::Reply(ReplyMsg::error(
-                id,
-                opcode.code(),
-                vitastor_protocol::errno::EIO,
-            ))
+            Step::Reply(ReplyMsg::error(id, opcode.code(), Errno::EIO))
         }
     }
 }
 
 fn error_step(id: u64, opcode: Opcode, e: &BsError) -> Step {
-    // BsError::errno is negative; the reply encoder wants the positive number.
-    Step::Reply(ReplyMsg::error(id, opcode.code(), -e.errno()))
+    Step::Reply(ReplyMsg::error(id, opcode.code(), bs_errno(e)))
+}
+
+/// The errno of a blockstore error. The blockstore reports it as a (negative) `retval`;
+/// this is the one place that sign is handled, for the secondary and the primary alike.
+pub(crate) fn bs_errno(e: &BsError) -> Errno {
+    Errno::new(e.errno()).unwrap_or(Errno::EIO)
+}
+
+/// The errno of a protocol error (the codec's constants are positive).
+pub(crate) fn protocol_errno(e: &vitastor_protocol::ProtocolError) -> Errno {
+    Errno::new(e.errno()).unwrap_or(Errno::EINVAL)
 }
 
 #[cfg(test)]

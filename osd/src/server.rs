@@ -30,12 +30,13 @@ use vitastor_blockstore::{
     AlignedBuf, Blockstore, BsError, BsOp, BsReply, BsResult, Completion,
     ImmediateCommit as BsImmediateCommit, ObjectId, OpId,
 };
-use vitastor_protocol::errno::{EINVAL, EPIPE};
+use vitastor_protocol::errno::Errno;
 use vitastor_protocol::handshake::{
     ImmediateCommit, ReplyFeatures, ShowConfigReplyJson, ShowConfigRequestJson,
 };
 use vitastor_protocol::{Frame, Reply, ReplyOp, Request, RequestOp, PROTOCOL_VERSION};
 
+use crate::backoff::RecoveryBackoff;
 use crate::cluster::ClusterView;
 use crate::connection::{ConnError, Connection, Incoming};
 use crate::etcd::EtcdThread;
@@ -85,12 +86,20 @@ pub(crate) struct Pending {
 pub(crate) enum Owner {
     /// A secondary request from a peer (blockstore ops only).
     Secondary(Pending),
-    /// Sub-op `tag` of primary op `idx`.
-    Op(usize, u32),
-    /// Peering: the listing of `osd` for PG `pg`.
-    List((u32, u32), u64),
-    /// Peering: stabilizing what the listing found unstable, for PG `pg`.
-    Stab((u32, u32)),
+    /// Sub-op `tag` of the primary op in slot `idx`, whose serial is `serial` (a result
+    /// for an op that has finished and whose slot was reused is dropped).
+    Op {
+        /// Slot.
+        idx: usize,
+        /// The op's serial number.
+        serial: u64,
+        /// The sub-op within the op.
+        tag: u32,
+    },
+    /// Peering: the listing of `osd` for PG `pg`, peering round `epoch`.
+    List((u32, u32), u64, u64),
+    /// Peering: stabilizing what the listing found unstable, for PG `pg`, round `epoch`.
+    Stab((u32, u32), u64),
 }
 
 /// Where a sub-op runs.
@@ -107,15 +116,15 @@ pub enum Target {
 pub enum SubRes {
     /// From the local blockstore.
     Bs(BsResult<BsReply>),
-    /// From a peer: the reply and its payload, or `-errno` (negative retval, lost peer).
-    Net(Result<(Reply, Vec<u8>), i32>),
+    /// From a peer: the reply and its payload, or the error (a failed reply, a lost peer).
+    Net(Result<(Reply, Vec<u8>), Errno>),
 }
 
 impl SubRes {
-    /// The positive errno of a failure.
-    pub fn errno(&self) -> Option<i32> {
+    /// The errno of a failure.
+    pub fn errno(&self) -> Option<Errno> {
         match self {
-            SubRes::Bs(Err(e)) => Some(e.errno()),
+            SubRes::Bs(Err(e)) => Some(secondary::bs_errno(e)),
             SubRes::Net(Err(e)) => Some(*e),
             _ => None,
         }
@@ -171,9 +180,17 @@ pub struct Server {
     pub(crate) peer_events: Vec<PeerEvent>,
     pub(crate) pgs: BTreeMap<(u32, u32), Pg>,
     pub(crate) ops: Vec<Option<POp>>,
+    /// Serial number of the op in each slot of `ops`.
+    op_serials: Vec<u64>,
+    next_serial: u64,
     free_ops: Vec<usize>,
     pub(crate) read_pgs: HashMap<usize, (u32, u32)>,
     pub(crate) recovering: HashSet<((u32, u32), ObjectId)>,
+    /// Objects whose recovery failed, and when they may be tried again.
+    pub(crate) backoff: RecoveryBackoff,
+    /// A recovery finished: look for more work once the current events are handled
+    /// (never from inside the op that finished, which could recurse without bound).
+    pub(crate) recovery_kick: bool,
     pub(crate) stats: crate::stats::OsdStats,
     /// Sub-op results to deliver outside the call that produced them.
     deferred: Vec<(Owner, SubRes)>,
@@ -256,9 +273,13 @@ impl Server {
             peer_events: Vec::new(),
             pgs: BTreeMap::new(),
             ops: Vec::new(),
+            op_serials: Vec::new(),
+            next_serial: 0,
             free_ops: Vec::new(),
             read_pgs: HashMap::new(),
             recovering: HashSet::new(),
+            backoff: RecoveryBackoff::default(),
+            recovery_kick: false,
             stats: Default::default(),
             deferred: Vec::new(),
             lease_lost: true,
@@ -361,15 +382,7 @@ impl Server {
             }
             self.bs.run();
             // Write replies and requests right away rather than a poll round later.
-            let writers: Vec<ConnId> = self
-                .conns
-                .iter()
-                .filter(|(_, c)| c.wants_write())
-                .map(|(id, _)| *id)
-                .collect();
-            for id in writers {
-                self.flush(id);
-            }
+            self.flush_all();
             let mut events = std::mem::take(&mut self.peer_events);
             self.peers.flush_all(&mut events);
             self.peer_events = events;
@@ -383,9 +396,10 @@ impl Server {
         Ok(())
     }
 
-    /// Handles peer events until none are left (handling one may produce more).
-    fn process_peer_events(&mut self) {
-        while !self.peer_events.is_empty() || !self.deferred.is_empty() {
+    /// Handles peer events, deferred sub-op results and recovery kicks until none are left
+    /// (handling one may produce more).
+    pub(crate) fn process_peer_events(&mut self) {
+        while !self.peer_events.is_empty() || !self.deferred.is_empty() || self.recovery_kick {
             for ev in std::mem::take(&mut self.peer_events) {
                 match ev {
                     PeerEvent::Reply {
@@ -398,7 +412,8 @@ impl Server {
                             continue;
                         };
                         let res = if reply.retval < 0 {
-                            SubRes::Net(Err((-reply.retval) as i32))
+                            let e = Errno::from_retval(reply.retval).unwrap_or(Errno::EIO);
+                            SubRes::Net(Err(e))
                         } else {
                             SubRes::Net(Ok((reply, payload)))
                         };
@@ -415,7 +430,7 @@ impl Server {
                             .collect();
                         for k in lost {
                             if let Some(owner) = self.net_owner.remove(&k) {
-                                self.deliver(owner, SubRes::Net(Err(EPIPE)));
+                                self.deliver(owner, SubRes::Net(Err(Errno::EPIPE)));
                             }
                         }
                         self.on_peer_down(osd);
@@ -425,11 +440,14 @@ impl Server {
             for (owner, res) in std::mem::take(&mut self.deferred) {
                 self.deliver(owner, res);
             }
+            if std::mem::take(&mut self.recovery_kick) {
+                self.kick_recovery();
+            }
         }
     }
 
     /// Routes a finished sub-op to whoever waits for it.
-    fn deliver(&mut self, owner: Owner, res: SubRes) {
+    pub(crate) fn deliver(&mut self, owner: Owner, res: SubRes) {
         match owner {
             Owner::Secondary(p) => {
                 let SubRes::Bs(result) = res else { return };
@@ -439,9 +457,13 @@ impl Server {
                 let step = secondary::complete(p.op, result, &geo);
                 self.apply(p.conn, p.cost, step);
             }
-            Owner::Op(idx, tag) => self.on_sub(idx, tag, res),
-            Owner::List(key, osd) => self.on_listing(key, osd, res),
-            Owner::Stab(key) => self.on_peering_stabilized(key, res),
+            Owner::Op { idx, serial, tag } => {
+                if self.op_serials.get(idx) == Some(&serial) {
+                    self.on_sub(idx, tag, res);
+                }
+            }
+            Owner::List(key, osd, epoch) => self.on_listing(key, osd, epoch, res),
+            Owner::Stab(key, epoch) => self.on_peering_stabilized(key, epoch, res),
         }
     }
 
@@ -465,13 +487,14 @@ impl Server {
             Some(id) => {
                 self.net_owner.insert((osd, id), owner);
             }
-            None => self.deferred.push((owner, SubRes::Net(Err(EPIPE)))),
+            None => self.deferred.push((owner, SubRes::Net(Err(Errno::EPIPE)))),
         }
     }
 
     /// Sub-op `tag` of primary op `idx` on the local blockstore.
     pub(crate) fn sub_local(&mut self, idx: usize, tag: u32, op: BsOp) {
-        self.submit_local(Owner::Op(idx, tag), op);
+        let serial = self.op_serials[idx];
+        self.submit_local(Owner::Op { idx, serial, tag }, op);
     }
 
     /// Sub-op `tag` of primary op `idx` on peer `osd`.
@@ -484,18 +507,22 @@ impl Server {
         payload: Vec<u8>,
         data: Option<Rc<AlignedBuf>>,
     ) {
-        self.submit_remote(Owner::Op(idx, tag), osd, request, payload, data);
+        let serial = self.op_serials[idx];
+        self.submit_remote(Owner::Op { idx, serial, tag }, osd, request, payload, data);
     }
 
     /// Stores a new primary op; returns its index.
     pub(crate) fn insert_op(&mut self, op: POp) -> usize {
+        self.next_serial += 1;
         match self.free_ops.pop() {
             Some(i) => {
                 self.ops[i] = Some(op);
+                self.op_serials[i] = self.next_serial;
                 i
             }
             None => {
                 self.ops.push(Some(op));
+                self.op_serials.push(self.next_serial);
                 self.ops.len() - 1
             }
         }
@@ -617,7 +644,11 @@ impl Server {
                 .conns
                 .values()
                 .any(|c| c.has_staged_input() && !c.over_limit());
-        if staged_ready || self.peers.has_staged_input() || !self.deferred.is_empty() {
+        if staged_ready
+            || self.peers.has_staged_input()
+            || !self.deferred.is_empty()
+            || self.recovery_kick
+        {
             Some(Duration::ZERO)
         } else if !self.bs.is_idle() && self.bs.engine_in_flight() == 0 {
             // Queued work that advances without a completion to wake us.
@@ -630,7 +661,7 @@ impl Server {
         }
     }
 
-    fn accept(&mut self) {
+    pub(crate) fn accept(&mut self) {
         let Some(listener) = &self.listener else {
             return;
         };
@@ -661,13 +692,26 @@ impl Server {
         // Its ops still in the blockstore finish; their replies are dropped on arrival.
     }
 
+    /// Writes what every connection has queued, as far as its socket takes it.
+    pub(crate) fn flush_all(&mut self) {
+        let writers: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.wants_write())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in writers {
+            self.flush(id);
+        }
+    }
+
     fn flush(&mut self, id: ConnId) {
         if let Some(Err(e)) = self.conns.get_mut(&id).map(|c| c.flush()) {
             self.close(id, &e);
         }
     }
 
-    fn receive(&mut self, id: ConnId) {
+    pub(crate) fn receive(&mut self, id: ConnId) {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
@@ -705,7 +749,11 @@ impl Server {
         let request = match frame {
             Frame::Request(request) => request,
             Frame::Rejected { id, opcode, error } => {
-                return self.reply(conn, cost, ReplyMsg::error(id, opcode, error.errno()));
+                return self.reply(
+                    conn,
+                    cost,
+                    ReplyMsg::error(id, opcode, secondary::protocol_errno(&error)),
+                );
             }
             // Connection::receive never yields replies.
             Frame::Reply { .. } => return,
@@ -746,9 +794,9 @@ impl Server {
                 Vec::new(),
             ),
             // PG locks between OSDs are not used: pg/state in etcd decides the primary.
-            RequestOp::SecLock(_) => ReplyMsg::error(id, opcode, EPIPE),
+            RequestOp::SecLock(_) => ReplyMsg::error(id, opcode, Errno::EPIPE),
             // Admin ops whose layouts the spec leaves open; this OSD does not serve them.
-            _ => ReplyMsg::error(id, opcode, EINVAL),
+            _ => ReplyMsg::error(id, opcode, Errno::EINVAL),
         }
     }
 
@@ -758,7 +806,7 @@ impl Server {
             Ok(json) => json,
             Err(e) => {
                 tracing::warn!("connection {conn}: {e}");
-                return ReplyMsg::error(id, opcode, EINVAL);
+                return ReplyMsg::error(id, opcode, Errno::EINVAL);
             }
         };
         if json.features.check_sequencing {
@@ -795,7 +843,7 @@ impl Server {
         }
     }
 
-    fn drain_completions(&mut self) {
+    pub(crate) fn drain_completions(&mut self) {
         loop {
             self.bs.take_completions(&mut self.completions);
             if self.completions.is_empty() {

@@ -8,6 +8,7 @@
 //! it and against [`crate::limits`]. Every error here is fatal: a reply cannot
 //! be answered with `-EINVAL`. Nothing here allocates.
 
+use crate::errno::Errno;
 use crate::error::ProtocolError;
 use crate::limits::{
     MAX_ATTR_LEN, MAX_READ_BITMAP_LEN, MAX_READ_BMP_REPLY_BYTES, MAX_SEC_LIST_ENTRIES,
@@ -410,9 +411,9 @@ pub fn encode_reply(reply: &Reply, packet: &mut Packet) {
 
 /// Writes a header-only error reply echoing a raw `opcode`, for answering a
 /// request whose opcode is unknown (so no [`ReplyOp`] exists for it) or that
-/// failed [`Request::validate`]. `errno` is positive; the wire gets `-errno`.
-pub fn encode_error_reply(id: u64, opcode: u64, errno: i32, packet: &mut Packet) {
-    write_reply_header(packet, id, opcode, -i64::from(errno));
+/// failed [`Request::validate`]; the wire gets the negative [`Errno::retval`].
+pub fn encode_error_reply(id: u64, opcode: u64, errno: Errno, packet: &mut Packet) {
+    write_reply_header(packet, id, opcode, errno.retval());
 }
 
 fn write_reply_header(packet: &mut Packet, id: u64, opcode: u64, retval: i64) {
@@ -497,7 +498,7 @@ pub fn decode_reply(packet: &Packet) -> Result<Reply, ProtocolError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::errno::{EINVAL, EIO};
+    use crate::errno::EIO;
     use crate::packet::get_i64;
     use crate::request::{RwOp, SecRwOp};
     use crate::samples;
@@ -637,7 +638,7 @@ mod tests {
     #[test]
     fn error_reply_echoes_a_raw_opcode() {
         let mut p = [0xaau8; OSD_PACKET_SIZE];
-        encode_error_reply(5, 99, EINVAL, &mut p);
+        encode_error_reply(5, 99, Errno::EINVAL, &mut p);
         assert_eq!(
             Header::parse(&p),
             Ok(Header::Reply {

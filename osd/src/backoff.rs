@@ -1,0 +1,122 @@
+//! When an object whose recovery failed may be tried again. Each failure doubles the wait
+//! (from [`FIRST_DELAY`] up to [`MAX_DELAY`]); a success forgets the object.
+//!
+//! It only keeps deadlines: it never starts anything and never reads the clock itself (the
+//! caller passes `now`), so a failed recovery can never lead straight into another attempt —
+//! retries happen when the event loop's next recovery pass finds the deadline past.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use vitastor_blockstore::ObjectId;
+use vitastor_protocol::errno::Errno;
+
+/// Wait after the first failure.
+pub const FIRST_DELAY: Duration = Duration::from_secs(1);
+/// Longest wait between attempts.
+pub const MAX_DELAY: Duration = Duration::from_secs(16);
+
+/// An object of a PG: `((pool, pg), oid)`.
+pub type ObjKey = ((u32, u32), ObjectId);
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    attempts: u32,
+    until: Instant,
+    errno: Errno,
+}
+
+/// Failed recoveries and their deadlines. See the module docs.
+#[derive(Debug, Default)]
+pub struct RecoveryBackoff {
+    entries: HashMap<ObjKey, Entry>,
+}
+
+impl RecoveryBackoff {
+    /// Records a failed attempt with `errno`; returns how long the object now waits.
+    pub fn failed(&mut self, key: ObjKey, errno: Errno, now: Instant) -> Duration {
+        let attempts = self.attempts(&key) + 1;
+        let delay = FIRST_DELAY
+            .saturating_mul(1 << (attempts - 1).min(16))
+            .min(MAX_DELAY);
+        self.entries.insert(
+            key,
+            Entry {
+                attempts,
+                until: now + delay,
+                errno,
+            },
+        );
+        delay
+    }
+
+    /// The object was recovered (or needs no recovery any more).
+    pub fn succeeded(&mut self, key: &ObjKey) {
+        self.entries.remove(key);
+    }
+
+    /// The errno of the last failure while the object must still wait; `None` when it may
+    /// be tried now.
+    pub fn waiting(&self, key: &ObjKey, now: Instant) -> Option<Errno> {
+        self.entries
+            .get(key)
+            .filter(|e| now < e.until)
+            .map(|e| e.errno)
+    }
+
+    /// Failed attempts since the last success.
+    pub fn attempts(&self, key: &ObjKey) -> u32 {
+        self.entries.get(key).map_or(0, |e| e.attempts)
+    }
+
+    /// Forgets every object of a PG this OSD stops leading.
+    pub fn forget_pg(&mut self, pg: (u32, u32)) {
+        self.entries.retain(|(p, _), _| *p != pg);
+    }
+
+    /// Makes every deadline past (tests: "time has passed").
+    #[cfg(test)]
+    pub fn expire_all(&mut self) {
+        let past = Instant::now() - MAX_DELAY;
+        for e in self.entries.values_mut() {
+            e.until = past;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(stripe: u64) -> ObjKey {
+        ((1, 1), ObjectId::new(1 << 48, stripe))
+    }
+
+    #[test]
+    fn doubles_up_to_the_cap_and_forgets_on_success() {
+        let mut b = RecoveryBackoff::default();
+        let t0 = Instant::now();
+        let delays: Vec<u64> = (0..7)
+            .map(|_| b.failed(key(0), Errno::ENOSPC, t0).as_secs())
+            .collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 16, 16]);
+        assert_eq!(b.attempts(&key(0)), 7);
+        assert_eq!(b.waiting(&key(0), t0), Some(Errno::ENOSPC));
+        assert_eq!(b.waiting(&key(0), t0 + MAX_DELAY), None);
+        assert_eq!(b.waiting(&key(1), t0), None);
+        b.succeeded(&key(0));
+        assert_eq!(b.attempts(&key(0)), 0);
+        assert_eq!(b.waiting(&key(0), t0), None);
+    }
+
+    #[test]
+    fn a_stopped_pg_is_forgotten() {
+        let mut b = RecoveryBackoff::default();
+        let t0 = Instant::now();
+        b.failed(key(0), Errno::EIO, t0);
+        b.failed(((1, 2), ObjectId::new(1 << 48, 0)), Errno::EIO, t0);
+        b.forget_pg((1, 1));
+        assert_eq!(b.attempts(&key(0)), 0);
+        assert_eq!(b.attempts(&((1, 2), ObjectId::new(1 << 48, 0))), 1);
+    }
+}
