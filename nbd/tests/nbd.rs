@@ -1,7 +1,9 @@
 //! `vitastor-nbd` end to end on a local cluster (etcd + 3 OSDs, pool 1, 128 KiB objects,
 //! 4 KiB granularity), through the NBD tools of Debian's libnbd-bin, qemu-img, fio, the
 //! kernel's loop device and ext4 (over nbdfuse), and a hand-written client for malformed
-//! input. A test whose tools or privileges are missing prints `SKIPPED: reason` and passes.
+//! input. The tools are required (`make setup` installs them; see testkit's
+//! `require_tools`); what this machine cannot do (no NBD kernel module, not root) is skipped
+//! and listed in the run's skip summary (testkit's `skip_unavailable`).
 
 mod common;
 
@@ -11,10 +13,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use vitastor_testkit::{require_tools, skip_unavailable};
 
 #[test]
 fn nbdinfo_and_nbdcopy_round_trip() {
-    if missing("nbdinfo") || missing("nbdcopy") {
+    if !require_tools(&["nbdinfo", "nbdcopy"]) {
         return;
     }
     let dir = scratch("copy");
@@ -52,7 +55,7 @@ fn nbdinfo_and_nbdcopy_round_trip() {
 
 #[test]
 fn qemu_img_convert_and_compare() {
-    if missing("qemu-img") {
+    if !require_tools(&["qemu-img"]) {
         return;
     }
     let dir = scratch("qemu");
@@ -79,7 +82,7 @@ fn qemu_img_convert_and_compare() {
 
 #[test]
 fn fio_nbd_engine_verify() {
-    if missing("fio") {
+    if !require_tools(&["fio"]) {
         return;
     }
     let dir = scratch("fio");
@@ -115,17 +118,26 @@ fn fio_nbd_engine_verify() {
 /// nbdfuse exposes the export as a file; a loop device over it carries ext4.
 #[test]
 fn ext4_over_nbdfuse_and_loop() {
-    if missing("nbdfuse") || missing("mkfs.ext4") || missing("losetup") {
+    if !require_tools(&[
+        "nbdfuse",
+        "fusermount3",
+        "mkfs.ext4",
+        "fsck.ext4",
+        "losetup",
+        "blockdev",
+        "mount",
+        "umount",
+    ]) {
         return;
     }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED: mounting needs root (loop devices, mount)");
+        skip_unavailable("mounting needs root (loop devices, mount)");
         return;
     }
     for dev in ["/dev/fuse", "/dev/loop-control"] {
         if !Path::new(dev).exists() {
-            eprintln!("SKIPPED: {dev} is missing");
+            skip_unavailable(&format!("{dev} is missing"));
             return;
         }
     }
@@ -229,12 +241,15 @@ fn kernel_map() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "map succeeded without /dev/nbd0");
         assert!(err.contains("NBD module"), "unclear message: {err}");
-        eprintln!("SKIPPED: kernel map path: /dev/nbd0 does not exist (no nbd module); checked the error: {err}");
+        skip_unavailable(&format!(
+            "kernel map path: /dev/nbd0 does not exist (no nbd module); checked the error: {}",
+            err.trim()
+        ));
         return;
     }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED: kernel map path needs root");
+        skip_unavailable("kernel map path needs root");
         return;
     }
     let dev = run_ok(

@@ -11,32 +11,16 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use vitastor_testkit::{Cluster, ClusterOptions};
+use vitastor_testkit::{process, Cluster, ClusterOptions};
 
 pub const MIB: u64 = 1 << 20;
-
-/// `target/<profile>`, where cargo puts vitastor-nbd and the OSD binaries.
-pub fn bin_dir() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_vitastor-nbd"))
-        .parent()
-        .expect("binary directory")
-        .to_path_buf()
-}
 
 /// The cluster shared by every test of this binary (tests use distinct images). Its
 /// processes are tied to the test process and end with it.
 pub fn cluster() -> &'static Cluster {
     static CLUSTER: OnceLock<Cluster> = OnceLock::new();
     CLUSTER.get_or_init(|| {
-        let bin = bin_dir();
-        for b in ["vitastor-osd", "vitastor-disk"] {
-            assert!(
-                bin.join(b).exists(),
-                "{} is missing: run `cargo build --release --workspace --bins` first",
-                bin.join(b).display()
-            );
-        }
-        let mut opts = ClusterOptions::new(bin);
+        let mut opts = ClusterOptions::from_workspace();
         opts.osd_size = 512 * MIB;
         Cluster::start(opts).expect("starting the cluster")
     })
@@ -143,20 +127,17 @@ impl Drop for Serve {
     }
 }
 
-/// Runs a tool under `timeout(1)` so a hang fails the test instead of stalling it.
-pub fn run(secs: u32, program: &str, args: &[&str]) -> Output {
-    let out = Command::new("timeout")
-        .arg(secs.to_string())
-        .arg(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("running {program}: {e}"));
-    out
+/// Runs a tool; a hang fails the test (the tool is killed) instead of stalling it.
+pub fn run(secs: u64, program: &str, args: &[&str]) -> Output {
+    process::output_within(
+        Command::new(program).args(args).stdin(Stdio::null()),
+        Duration::from_secs(secs),
+    )
+    .unwrap_or_else(|e| panic!("{program} {args:?}: {e}"))
 }
 
 /// Like [`run`], but panics with the output unless the tool succeeds.
-pub fn run_ok(secs: u32, program: &str, args: &[&str]) -> String {
+pub fn run_ok(secs: u64, program: &str, args: &[&str]) -> String {
     let out = run(secs, program, args);
     assert!(
         out.status.success(),
@@ -166,17 +147,6 @@ pub fn run_ok(secs: u32, program: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// True (after printing why) when `tool` is not installed.
-pub fn missing(tool: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false);
-    if !found {
-        eprintln!("SKIPPED: {tool} is not installed (scripts/setup.sh installs it)");
-    }
-    !found
 }
 
 /// Deterministic pseudo-random bytes (xorshift), so failures are reproducible.
