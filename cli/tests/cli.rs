@@ -1,11 +1,11 @@
 //! `vitastor-cli` and `vitastor-rm` against a real etcd and real OSDs (testkit's `Cluster`:
-//! 3 OSDs, pool 1 `testpool`, pg_size 2, 32 PGs, pg/config written by the kit).
+//! 3 OSDs, pool 1 `testpool`, pg_size 2, 32 PGs, pg/config written by the kit). Cargo builds
+//! this package's binaries for the test; the OSD's are rebuilt by the kit when stale.
 //!
 //! The cluster tests share one cluster (start-up dominates the run time) and go through the
 //! commands in the order an operator would.
 
 use std::cell::RefCell;
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -17,29 +17,6 @@ use vitastor_testkit::{Cluster, ClusterOptions};
 const CLI: &str = env!("CARGO_BIN_EXE_vitastor-cli");
 const RM: &str = env!("CARGO_BIN_EXE_vitastor-rm");
 const OBJ: u64 = 128 << 10;
-
-/// Where cargo put this crate's binaries; the OSD's binaries land there too.
-fn bin_dir() -> PathBuf {
-    PathBuf::from(CLI).parent().unwrap().to_path_buf()
-}
-
-/// Builds `vitastor-osd`/`vitastor-disk` into the same target directory when a plain
-/// `cargo test -p vitastor-cli` did not (`make test` builds every binary first).
-fn ensure_osd_built() {
-    let dir = bin_dir();
-    if dir.join("vitastor-osd").exists() && dir.join("vitastor-disk").exists() {
-        return;
-    }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "-p", "vitastor-osd", "--bins"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-    if dir.ends_with("release") {
-        cmd.arg("--release");
-    }
-    let status = cmd.status().expect("running cargo build for vitastor-osd");
-    assert!(status.success(), "building vitastor-osd failed");
-}
 
 fn run(bin: &str, addr: &str, args: &[&str]) -> Output {
     Command::new(bin)
@@ -136,9 +113,8 @@ fn read_objects(client: &mut Client, inode: u64) -> Vec<Vec<u8>> {
 
 #[test]
 fn commands_against_a_cluster() {
-    ensure_osd_built();
     let started = Instant::now();
-    let cluster = Cluster::start(ClusterOptions::new(bin_dir())).expect("starting the cluster");
+    let cluster = Cluster::start(ClusterOptions::from_workspace()).expect("starting the cluster");
     let addr = cluster.etcd_address();
     let a = addr.as_str();
 

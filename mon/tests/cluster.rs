@@ -3,8 +3,8 @@
 //! recovered to clean with the data intact; when the master monitor is killed another takes
 //! over and places the returning OSD again.
 //!
-//! Needs the workspace binaries (`vitastor-osd`, `vitastor-disk`) next to `vitastor-mon`, as
-//! `make test` builds them first.
+//! The OSD binaries (`vitastor-osd`, `vitastor-disk`) come from this workspace's target
+//! directory; testkit rebuilds them first when missing or stale.
 
 use std::path::PathBuf;
 use std::thread::sleep;
@@ -16,13 +16,6 @@ use vitastor_testkit::{Cluster, ClusterOptions, TestClient};
 const INODE: u64 = (1 << 48) | 7;
 const OBJ: u64 = 128 << 10;
 const WAIT: Duration = Duration::from_secs(90);
-
-fn bin_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_vitastor-mon"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 fn block(o: u64, generation: u8) -> Vec<u8> {
     (0..4096u32)
@@ -88,7 +81,7 @@ fn verify(cl: &Cluster, objects: u64, generation: u8) {
 
 #[test]
 fn monitor_places_recovers_and_fails_over() {
-    let mut o = ClusterOptions::new(bin_dir());
+    let mut o = ClusterOptions::from_workspace();
     o.osds = 4;
     o.pg_size = 2;
     o.pg_count = 16;
