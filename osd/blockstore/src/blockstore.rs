@@ -1864,14 +1864,20 @@ impl<E: IoEngine> Blockstore<E> {
         let mut last = 0;
         while sectors.len() < list.len() {
             let ov = list[sectors.len()];
-            // Nothing unstable up to this version: no record, no journal space.
-            if !*rollback
-                && self
-                    .index
+            // Nothing to stabilize up to this version, or nothing to discard above it: no
+            // record, no journal space (else repeated no-op commits could eat the reserve
+            // that the records of unstable writes need).
+            let needless = if *rollback {
+                self.index
+                    .dirty_of(ov.oid)
+                    .all(|(v, _)| v.version <= ov.version)
+            } else {
+                self.index
                     .dirty_of(ov.oid)
                     .take_while(|(v, _)| v.version <= ov.version)
                     .all(|(_, d)| d.stable)
-            {
+            };
+            if needless {
                 sectors.push(NO_RECORD);
                 continue;
             }

@@ -116,3 +116,33 @@ fn a_journal_full_of_unstable_writes_can_still_be_committed() {
         }
     }
 }
+
+/// Rollbacks that discard nothing (the OSD sends them when peering finds nothing to undo)
+/// must not eat the journal space kept for the records that make writes stable.
+#[test]
+fn rollbacks_of_nothing_leave_room_for_stabilize() {
+    let mut c = small_cfg(BLOCK, 256 * 1024);
+    c.immediate_commit = ImmediateCommit::None;
+    let mut bs = open_sim(&c, sim_disks(&c, 96 << 20), 1);
+    let mut versions = Vec::new();
+    for i in 0.. {
+        match bs.exec(write(i, i + 1, false)) {
+            Ok(BsReply::Written { version, .. }) => versions.push(ObjVerId::new(oid(i), version)),
+            Err(BsError::NoSpace(_)) => break,
+            other => panic!("write {i}: {other:?}"),
+        }
+    }
+    bs.exec(BsOp::Sync).unwrap();
+    let free = bs.journal_free();
+    for _ in 0..20 {
+        bs.exec(BsOp::Rollback(versions.clone())).unwrap();
+    }
+    assert_eq!(
+        bs.journal_free(),
+        free,
+        "rollbacks of nothing took journal space"
+    );
+    bs.exec(BsOp::Stabilize(versions.clone())).unwrap();
+    bs.wait_idle().unwrap();
+    bs.exec(write(0, 5000, true)).unwrap();
+}
