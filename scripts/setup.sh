@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent machine set-up for building and testing vitastor-rs on Debian 12.
 # Installs only what is missing, from Debian's packages; Rust crates come through cargo.
+# Every external tool a test runs is here (or installed by the scripts below): in `make test`
+# a missing tool fails its test (testkit's prereq module).
 set -euo pipefail
 
 PKGS=(
@@ -9,11 +11,14 @@ PKGS=(
     libclang-dev              # bindgen (fio/QEMU headers)
     protobuf-compiler         # etcd-client's gRPC code generation
     pkg-config
-    libnbd-bin                # nbdinfo, nbdcopy, nbdfuse: vitastor-nbd tests
-    fuse3                     # nbdfuse's /dev/fuse mounts in the vitastor-nbd tests
-    e2fsprogs                 # mkfs.ext4 and fsck in the vitastor-nbd tests
-    qemu-utils                # qemu-img in the vitastor-nbd tests
+    gcc libc6-dev             # the C plugins' build scripts, the C ABI tests' programs
+    libnbd-bin                # nbdinfo, nbdcopy, nbdfuse: vitastor-nbd and QEMU driver tests
+    fuse3                     # fusermount3, /dev/fuse mounts in the vitastor-nbd tests
+    e2fsprogs                 # mkfs.ext4, fsck.ext4/e2fsck in the vitastor-nbd and QEMU tests
+    mount                     # losetup, mount, umount in the vitastor-nbd tests
+    qemu-utils                # qemu-img, qemu-io, qemu-nbd: vitastor-nbd and QEMU driver tests
 )
+# qemu-system-x86 (the VM test) comes with the QEMU headers below, in the same version.
 
 missing=()
 for p in "${PKGS[@]}"; do
