@@ -83,8 +83,9 @@ enum Command {
 #[command(
     name = "vitastor-rm",
     version,
-    about = "Remove the data of an inode. Objects cannot be listed through the client, so \
-             every object up to the inode's size (from config/inode, or --size) is deleted.",
+    about = "Remove the data of an inode: its objects are listed on the OSDs (every PG of the \
+             pool) and all are deleted, whatever the inode's size; with --size, every object \
+             below it is deleted instead, without listing.",
     rename_all = "snake_case"
 )]
 pub struct RmCli {

@@ -85,6 +85,19 @@ pub enum CliError {
         /// The first failure.
         first: String,
     },
+    /// Some PGs could not be listed, so the inode's objects are not all known; nothing was
+    /// deleted.
+    #[error("{failed} of {total} PGs could not be listed for inode {inode:#x} (first error: {first}); nothing was deleted, re-run to retry")]
+    Listing {
+        /// The inode (with pool bits).
+        inode: u64,
+        /// PGs that failed.
+        failed: u64,
+        /// PGs of the pool.
+        total: u64,
+        /// The first failure.
+        first: String,
+    },
 }
 
 /// Shorthand for the crate's results.

@@ -19,9 +19,9 @@ use crate::error::{CliError, Result};
 use crate::etcd::{Check, Etcd, Write};
 use crate::format;
 use crate::options::Resolved;
-use crate::remove::{remove_data, Limits};
+use crate::remove::{remove_data, remove_listed, Limits};
 use crate::state::{
-    check_image_name, find_image, load_image, load_images, num, Image, Pools, MAX_TXN_ATTEMPTS,
+    check_image_name, find_image, load_images, num, Image, Pools, MAX_TXN_ATTEMPTS,
 };
 
 /// Image sizes are whole multiples of this (and of the pool's bitmap granularity): the
@@ -102,8 +102,8 @@ pub struct RmDataArgs {
     /// Inode number within the pool.
     #[arg(long)]
     pub inode: u64,
-    /// Size to remove up to; required when the inode has no config/inode key (objects
-    /// cannot be listed through the client, so every offset up to the size is deleted).
+    /// Delete every object below this size instead of listing the inode's objects on the
+    /// OSDs (without it, every object found is deleted, even past the image's size).
     #[arg(long, value_parser = parse_size)]
     pub size: Option<u64>,
     /// Keep data below this offset (the object containing it is kept whole).
@@ -420,7 +420,9 @@ pub fn rm(etcd: &mut Etcd, resolved: &Resolved, args: &RmArgs, json_out: bool) -
             .valid
             .get(&img.pool)
             .ok_or_else(|| CliError::NoSuchPool(img.pool.to_string()))?;
-        let removed = remove_data(resolved, pool, img.inode(), 0, img.cfg.size, args.limits)?;
+        // Listed rather than up to the size: objects past it (an interrupted shrink, writes
+        // by other tools) go too.
+        let removed = remove_listed(resolved, pool, img.inode(), 0, args.limits)?;
         remove_keys(etcd, name, &img)?;
         if json_out {
             out.push(json!({"name": name, "pool_id": img.pool, "id": img.id,
@@ -473,19 +475,11 @@ pub fn rm_data(
 ) -> Result<()> {
     let pools = Pools::load(etcd)?;
     let pool = pools.find(&args.pool)?;
-    let size = match (args.size, load_image(etcd, pool.id, args.inode)?) {
-        (Some(s), _) => s,
-        (None, Some(img)) => img.cfg.size,
-        (None, None) => {
-            return Err(CliError::Usage(format!(
-                "inode {} of pool {} has no config/inode key, so its size is unknown; give \
-                 --size (objects cannot be listed through the client)",
-                args.inode, pool.name
-            )))
-        }
-    };
     let inode = inode_with_pool(pool.id, args.inode);
-    let removed = remove_data(resolved, pool, inode, args.min_offset, size, args.limits)?;
+    let removed = match args.size {
+        Some(size) => remove_data(resolved, pool, inode, args.min_offset, size, args.limits)?,
+        None => remove_listed(resolved, pool, inode, args.min_offset, args.limits)?,
+    };
     if json_out {
         println!(
             "{}",

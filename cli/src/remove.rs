@@ -1,14 +1,19 @@
 //! Removing an inode's data: `rm`, `rm-data`, shrinking `modify --resize`, and `vitastor-rm`.
 //!
-//! The client library cannot list which objects of an inode exist, so removal deletes every
-//! object from `min_offset` to `size` in `pg_block_size` steps; deleting an absent object is
-//! harmless. The caller must therefore know the size (from `config/inode` or `--size`).
+//! Two ways to know which objects to delete:
+//! - listing ([`remove_listed`]), as the original does: every PG of the pool is listed on
+//!   its primary (SEC_LIST for that inode, through the client library), at most
+//!   `parallel_osds` PGs at a time, and every object found is deleted — objects past the
+//!   image's size too, and without knowing the size at all (an inode with no `config/inode`
+//!   key). Nothing is deleted unless every PG answered, so a failed removal lists again.
+//! - a range ([`remove_data`]): every object from `min_offset` to `size` in `pg_block_size`
+//!   steps, deleting absent ones harmlessly; for shrinking and an explicit `--size`.
 //!
 //! # What this module owns
-//! - The removal loop on the client library: objects grouped by the primary OSD of their
-//!   PG, at most `iodepth` deletes in flight per OSD and at most `parallel_osds` OSDs busy at
-//!   once (the original's knobs: they bound the load on each OSD and on the cluster).
-//! - The progress bar (stderr, only on a terminal).
+//! - The listing and removal loops on the client library: objects grouped by the primary OSD
+//!   of their PG, at most `iodepth` deletes in flight per OSD and at most `parallel_osds` OSDs
+//!   busy at once (the original's knobs: they bound the load on each OSD and on the cluster).
+//! - The progress bars (stderr, only on a terminal).
 //!
 //! # What it must never do
 //! - Touch etcd keys: the callers remove metadata only after the data is gone, so a failed
@@ -17,14 +22,14 @@
 //!   new end falls in).
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::IsTerminal;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use vitastor::{Client, ClientError};
+use vitastor::{Client, ClientError, OpDone};
 use vitastor_layout::PoolConfig;
 
 use crate::error::{CliError, Result};
@@ -81,6 +86,35 @@ pub fn remove_data(
     if first >= end {
         return Ok(0);
     }
+    let mut client = ready_client(resolved)?;
+    let offsets = (first..end).step_by(block as usize);
+    delete_objects(&mut client, pool, inode, offsets, limits)
+}
+
+/// Lists the objects of `inode` (with pool bits) on the OSDs of `pool` and deletes every one
+/// that starts at or above `min_offset`, wherever it lies. Returns the number deleted.
+pub fn remove_listed(
+    resolved: &Resolved,
+    pool: &PoolConfig,
+    inode: u64,
+    min_offset: u64,
+    limits: Limits,
+) -> Result<u64> {
+    let mut client = ready_client(resolved)?;
+    let found = list_objects(&mut client, pool, inode, limits)?;
+    let block = pool.pg_block_size();
+    let first = min_offset.div_ceil(block) * block;
+    delete_objects(
+        &mut client,
+        pool,
+        inode,
+        found.range(first..).copied(),
+        limits,
+    )
+}
+
+/// A client library instance with the cluster state loaded.
+fn ready_client(resolved: &Resolved) -> Result<Client> {
     let mut client = Client::new(&resolved.client_options())?;
     let deadline = Instant::now() + READY_TIMEOUT;
     while !client.is_ready() {
@@ -92,22 +126,104 @@ pub fn remove_data(
         }
         client.wait_events(Some(POLL));
     }
+    Ok(client)
+}
+
+/// Every object of `inode` in `pool`, from one listing per PG, at most `parallel_osds` PGs
+/// at a time. Fails unless every PG answered.
+fn list_objects(
+    client: &mut Client,
+    pool: &PoolConfig,
+    inode: u64,
+    limits: Limits,
+) -> Result<BTreeSet<u64>> {
+    let total = u64::from(pool.pg_count);
+    let bar = progress_bar(total, "listing {bar:40} {pos}/{len} PGs");
+    let answers: Rc<RefCell<Vec<(u32, OpDone)>>> = Rc::default();
+    let mut next_pg = 1u32;
+    let (mut inflight, mut answered) = (0u32, 0u64);
+    let mut found = BTreeSet::new();
+    let (mut failed, mut first_error) = (0u64, None::<String>);
+    let mut last_progress = Instant::now();
+    let stall_timeout = Duration::from_secs(limits.stall_timeout);
+    while answered < total {
+        while inflight < limits.parallel_osds && next_pg <= pool.pg_count {
+            let answers = answers.clone();
+            let pg = next_pg;
+            client.list_objects(inode, pg, move |done| answers.borrow_mut().push((pg, done)));
+            next_pg += 1;
+            inflight += 1;
+        }
+        client.wait_events(Some(POLL));
+        let batch = std::mem::take(&mut *answers.borrow_mut());
+        if !batch.is_empty() {
+            last_progress = Instant::now();
+        }
+        for (pg, done) in batch {
+            inflight -= 1;
+            answered += 1;
+            bar.inc(1);
+            match done.result {
+                Ok(_) => found.extend(done.objects),
+                Err(e) => {
+                    failed += 1;
+                    first_error.get_or_insert_with(|| format!("PG {pg}: {e}"));
+                }
+            }
+        }
+        if limits.stall_timeout > 0 && last_progress.elapsed() > stall_timeout {
+            bar.finish_and_clear();
+            return Err(CliError::Listing {
+                inode,
+                failed: total - answered + failed,
+                total,
+                first: first_error.unwrap_or_else(|| {
+                    format!(
+                        "no PG answered for {stall_timeout:?}: PGs are not active (see pg-list)"
+                    )
+                }),
+            });
+        }
+    }
+    bar.finish_and_clear();
+    match first_error {
+        Some(first) => Err(CliError::Listing {
+            inode,
+            failed,
+            total,
+            first,
+        }),
+        None => Ok(found),
+    }
+}
+
+/// Deletes the objects starting at `offsets` (see the module docs for the limits).
+fn delete_objects(
+    client: &mut Client,
+    pool: &PoolConfig,
+    inode: u64,
+    offsets: impl Iterator<Item = u64>,
+    limits: Limits,
+) -> Result<u64> {
+    let block = pool.pg_block_size();
     // Group objects by the OSD serving their PG now; a PG without an active primary gets a
     // group of its own (group key 0 + pg) so it does not hold up the rest.
     let mut groups: BTreeMap<(u64, u32), VecDeque<u64>> = BTreeMap::new();
-    let mut offset = first;
-    while offset < end {
+    let mut total = 0u64;
+    for offset in offsets {
         let pg = pool.pg_of(offset);
         let key = match client.view().primary(pool.id, pg) {
             Some((osd, _)) => (osd, 0),
             None => (0, pg),
         };
         groups.entry(key).or_default().push_back(offset);
-        offset += block;
+        total += 1;
     }
     let mut queues: Vec<VecDeque<u64>> = groups.into_values().collect();
-    let total = (end - first) / block;
-    let bar = progress_bar(total);
+    let bar = progress_bar(
+        total,
+        "removing {bar:40} {pos}/{len} objects, {per_sec}, eta {eta}",
+    );
     let done = Rc::new(RefCell::new(Done::default()));
     let mut inflight = vec![0u32; queues.len()];
     let (mut finished, mut failed, mut first_error) = (0u64, 0u64, None::<String>);
@@ -187,14 +303,12 @@ pub fn remove_data(
     }
 }
 
-fn progress_bar(total: u64) -> ProgressBar {
+fn progress_bar(total: u64, template: &str) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(total);
-    if let Ok(style) =
-        ProgressStyle::with_template("removing {bar:40} {pos}/{len} objects, {per_sec}, eta {eta}")
-    {
+    if let Ok(style) = ProgressStyle::with_template(template) {
         bar.set_style(style);
     }
     bar.enable_steady_tick(POLL);

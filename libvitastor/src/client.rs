@@ -43,8 +43,8 @@ use vitastor_protocol::handshake::{
     ShowConfigRequestJson,
 };
 use vitastor_protocol::{
-    decode_reply, encode_request, Reply, ReplyOp, Request, RequestOp, RwOp, ShowConfigOp,
-    OSD_PACKET_SIZE,
+    decode_reply, encode_request, obj_ver_ids, Reply, ReplyOp, Request, RequestOp, RwOp, SecListOp,
+    ShowConfigOp, OSD_LIST_PRIMARY, OSD_PACKET_SIZE,
 };
 
 use crate::cluster::ClusterView;
@@ -82,6 +82,8 @@ pub struct OpDone {
     pub buf: Vec<u8>,
     /// For bitmap reads: one bit per `bitmap_granularity` of the range, LSB first.
     pub bitmap: Vec<u8>,
+    /// For listings: offsets of the objects found, sorted, each once.
+    pub objects: Vec<u64>,
 }
 
 /// A completion callback. `Plain` is a function pointer with two words of context, so the C
@@ -165,6 +167,7 @@ enum OpKind {
     Write,
     Delete,
     Sync,
+    List,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,8 +184,10 @@ struct Part {
     offset: u64,
     len: u32,
     op_offset: u64,
-    /// Where it was sent (or, for a sync part, where it must go).
+    /// Where it was sent (or, for a sync part or a direct listing, where it must go).
     osd: u64,
+    /// A listing sent to `osd` itself rather than to the PG's primary.
+    direct: bool,
     state: PartState,
 }
 
@@ -204,6 +209,9 @@ struct Op {
     error: Option<ClientError>,
     version_out: u64,
     bitmap: Vec<u8>,
+    /// List: the PG to list, and the object offsets found so far.
+    list_pg: u32,
+    listed: Vec<u64>,
     callback: Option<Callback<OpDone>>,
     /// Sync: an OSD lost its unsynced writes meanwhile; start again after the replays.
     restart: bool,
@@ -362,6 +370,7 @@ pub(crate) struct OpRequest<'a> {
     version: u64,
     iov: &'a [IoVec],
     owned: Vec<u8>,
+    list_pg: u32,
 }
 
 fn wire_commit(c: ImmediateCommit) -> WireCommit {
@@ -508,13 +517,9 @@ impl Client {
         let len = buf.len() as u64;
         self.submit(
             OpRequest {
-                kind: OpKind::Read,
-                inode,
-                offset,
-                len,
-                version: 0,
                 iov: &iov,
                 owned: buf,
+                ..OpRequest::new(OpKind::Read, inode, offset, len, 0)
             },
             Callback::Boxed(Box::new(cb)),
         );
@@ -534,13 +539,9 @@ impl Client {
         let len = data.len() as u64;
         self.submit(
             OpRequest {
-                kind: OpKind::Write,
-                inode,
-                offset,
-                len,
-                version: check_version,
                 iov: &iov,
                 owned: data,
+                ..OpRequest::new(OpKind::Write, inode, offset, len, check_version)
             },
             Callback::Boxed(Box::new(cb)),
         );
@@ -582,6 +583,17 @@ impl Client {
             OpRequest::new(OpKind::Sync, 0, 0, 0, 0),
             Callback::Boxed(Box::new(cb)),
         );
+    }
+
+    /// Lists the objects of `inode` (with pool bits) in PG `pg` of its pool: SEC_LIST to the
+    /// PG's primary, which answers for the whole PG when it marks its reply
+    /// `OSD_LIST_PRIMARY`; otherwise (it listed only its own store) every OSD the PG's state
+    /// names as a peer is listed too. Waits, like I/O, while the PG is not active. The
+    /// callback gets the objects' offsets in [`OpDone::objects`].
+    pub fn list_objects(&mut self, inode: u64, pg: u32, cb: impl FnOnce(OpDone) + 'static) {
+        let mut req = OpRequest::new(OpKind::List, inode, 0, 0, 0);
+        req.list_pg = pg;
+        self.submit(req, Callback::Boxed(Box::new(cb)));
     }
 
     /// Looks up an image by name; the callback gets a handle whose metadata stays current,
@@ -629,6 +641,8 @@ impl Client {
         op.iov.clear();
         op.iov.extend_from_slice(req.iov);
         op.owned = req.owned;
+        op.list_pg = req.list_pg;
+        op.listed.clear();
         op.callback = Some(cb);
         if req.kind == OpKind::Sync {
             self.syncs_queued += 1;
@@ -684,6 +698,9 @@ impl Client {
                 )
             }
         };
+        if kind == OpKind::List {
+            return self.start_list(idx, &pool);
+        }
         if let Some(reason) = check_range(&pool, offset, len) {
             return self.fail_now(idx, ClientError::InvalidRequest(reason));
         }
@@ -738,6 +755,7 @@ impl Client {
                 len: p.len,
                 op_offset: p.op_offset,
                 osd: 0,
+                direct: false,
                 state: PartState::Waiting,
             })
         });
@@ -766,6 +784,58 @@ impl Client {
         None
     }
 
+    fn start_list(&mut self, idx: usize, pool: &PoolConfig) {
+        let pg = self.ops[idx].list_pg;
+        if pg == 0 || pg > pool.pg_count {
+            return self.fail_now(
+                idx,
+                ClientError::InvalidRequest(format!(
+                    "pool {} has PGs 1..={}, not {pg}",
+                    pool.id, pool.pg_count
+                )),
+            );
+        }
+        let op = &mut self.ops[idx];
+        op.parts.clear();
+        op.parts.push(Part {
+            pool: pool.id,
+            pg,
+            offset: 0,
+            len: 0,
+            op_offset: 0,
+            osd: 0,
+            direct: false,
+            state: PartState::Waiting,
+        });
+        self.dispatch(idx, 0);
+    }
+
+    /// The primary listed only its own store: list every other peer of the PG too.
+    fn list_peers_too(&mut self, idx: usize, part: Part, answered: u64) {
+        let peers: Vec<u64> = self
+            .view
+            .pg_state(part.pool, part.pg)
+            .map(|s| {
+                s.peers
+                    .iter()
+                    .copied()
+                    .filter(|&o| o != 0 && o != answered)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for osd in peers {
+            let op = &mut self.ops[idx];
+            op.parts.push(Part {
+                osd,
+                direct: true,
+                state: PartState::Waiting,
+                ..part
+            });
+            let n = op.parts.len() - 1;
+            self.dispatch(idx, n);
+        }
+    }
+
     fn start_sync(&mut self, idx: usize) {
         let mut osds: Vec<u64> = self
             .dirty
@@ -786,6 +856,7 @@ impl Client {
             len: 0,
             op_offset: 0,
             osd,
+            direct: false,
             state: PartState::Waiting,
         }));
         if osds.is_empty() {
@@ -821,6 +892,8 @@ impl Client {
                 return self.part_done(idx, part_idx);
             }
             Some(part.osd)
+        } else if part.direct {
+            self.view.osd(part.osd).map(|_| part.osd)
         } else {
             self.view.primary(part.pool, part.pg).map(|(osd, _)| osd)
         };
@@ -837,6 +910,18 @@ impl Client {
                 return self.part_done(idx, part_idx);
             }
         }
+        let list = (kind == OpKind::List)
+            .then(|| self.view.pools.get(&part.pool))
+            .flatten()
+            .map(|pool| SecListOp {
+                list_pg: part.pg,
+                pg_count: pool.pg_count,
+                pg_stripe_size: pool.effective_stripe_size(),
+                min_inode: self.ops[idx].inode,
+                max_inode: self.ops[idx].inode,
+                flags: if part.direct { 0 } else { OSD_LIST_PRIMARY },
+                ..SecListOp::default()
+            });
         let op = &mut self.ops[idx];
         op.parts[part_idx].osd = osd;
         op.parts[part_idx].state = PartState::Sent;
@@ -861,6 +946,16 @@ impl Client {
             ),
             OpKind::Delete => (RequestOp::Delete(rw), SendData::None),
             OpKind::Sync => (RequestOp::Sync, SendData::None),
+            OpKind::List => match list {
+                Some(list) => (RequestOp::SecList(list), SendData::None),
+                None => {
+                    op.error.get_or_insert(ClientError::InvalidRequest(format!(
+                        "pool {} does not exist",
+                        part.pool
+                    )));
+                    return self.part_done(idx, part_idx);
+                }
+            },
         };
         self.enqueue(
             conn_idx,
@@ -1177,6 +1272,7 @@ impl Client {
                 len: d.len,
                 op_offset: 0,
                 osd: 0,
+                direct: false,
                 state: PartState::Waiting,
             };
             let (inode, offset, len) = (d.inode, d.offset, d.len);
@@ -1355,7 +1451,7 @@ impl Client {
                 };
                 let bitmap_left = match reply.op {
                     ReplyOp::Read(r) if reply.retval >= 0 => r.bitmap_len as usize,
-                    ReplyOp::ShowConfig => len,
+                    ReplyOp::ShowConfig | ReplyOp::SecList(_) => len,
                     _ => 0,
                 };
                 conn.payload.clear();
@@ -1478,7 +1574,21 @@ impl Client {
             return Ok(());
         }
         let p = o.parts[part];
+        let mut primary_listed_own_store_only = false;
         match (o.kind, reply.op) {
+            (OpKind::List, ReplyOp::SecList(h)) => {
+                let payload = self.conns[conn_idx]
+                    .as_ref()
+                    .map_or(&[][..], |c| &c.payload);
+                let ids = obj_ver_ids(payload).map_err(|e| format!("bad listing: {e}"))?;
+                if let Some(pool) = self.view.pools.get(&p.pool) {
+                    o.listed.extend(
+                        ids.filter(|v| v.oid.inode == o.inode)
+                            .map(|v| pool.object_start(v.oid.stripe)),
+                    );
+                }
+                primary_listed_own_store_only = !p.direct && h.flags & OSD_LIST_PRIMARY == 0;
+            }
             (OpKind::Read, ReplyOp::Read(r)) => o.version_out = r.version,
             (OpKind::ReadBitmap, ReplyOp::Read(_)) => {
                 if let Some(pool) = self.view.pools.get(&p.pool) {
@@ -1536,6 +1646,9 @@ impl Client {
                 }
             }
             _ => {}
+        }
+        if primary_listed_own_store_only {
+            self.list_peers_too(op, p, osd);
         }
         self.part_done(op, part);
         Ok(())
@@ -1651,11 +1764,15 @@ impl Client {
             OpKind::Read | OpKind::Write => op.len,
             _ => 0,
         };
+        let mut objects = std::mem::take(&mut op.listed);
+        objects.sort_unstable();
+        objects.dedup();
         let done = OpDone {
             result: error.map_or(Ok(len), Err),
             version: op.version_out,
             buf: std::mem::take(&mut op.owned),
             bitmap: std::mem::take(&mut op.bitmap),
+            objects,
         };
         if let Some(cb) = op.callback.take() {
             self.completions.push_back(Completion::Op(cb, done));
@@ -1775,6 +1892,7 @@ impl Drop for Client {
                     version: 0,
                     buf: std::mem::take(&mut op.owned),
                     bitmap: Vec::new(),
+                    objects: Vec::new(),
                 };
                 self.completions.push_back(Completion::Op(cb, done));
             }
@@ -1791,6 +1909,7 @@ impl Drop for Client {
                     version: 0,
                     buf: Vec::new(),
                     bitmap: Vec::new(),
+                    objects: Vec::new(),
                 },
             ));
         }
@@ -1808,6 +1927,7 @@ impl<'a> OpRequest<'a> {
             version,
             iov: &[],
             owned: Vec::new(),
+            list_pg: 0,
         }
     }
 
@@ -1855,6 +1975,7 @@ fn ok_done(len: u64) -> OpDone {
         version: 0,
         buf: Vec::new(),
         bitmap: Vec::new(),
+        objects: Vec::new(),
     }
 }
 

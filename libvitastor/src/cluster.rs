@@ -192,6 +192,11 @@ impl ClusterView {
         osd.is_up().then_some((state.primary, osd))
     }
 
+    /// `pg/state/<pool>/<pg>` as last reported by the PG's primary.
+    pub fn pg_state(&self, pool: u32, pg: u32) -> Option<&PgState> {
+        self.pg_states.get(&(pool, pg))
+    }
+
     /// Where an OSD listens, if it is up.
     pub fn osd(&self, osd: u64) -> Option<&OsdState> {
         self.osd_states.get(&osd).filter(|s| s.is_up())
