@@ -386,7 +386,11 @@ impl Client {
     /// when the cluster state has been loaded ([`Client::is_ready`]).
     pub fn new(options: &ClientOptions) -> Result<Client, ClientError> {
         let resolved = options.resolve()?;
-        let address = EtcdAddress::parse(&resolved.etcd_address)?;
+        let address =
+            EtcdAddress::parse(&resolved.etcd_address).map_err(|e| ClientError::BadOption {
+                name: "etcd_address".into(),
+                reason: format!("{:?}: {}", e.value, e.reason),
+            })?;
         let settings = resolved.settings_with_global(&serde_json::Value::Null);
         let epoll = Epoll::new().map_err(ClientError::io("creating the client's epoll fd"))?;
         let timer = Timer::new().map_err(ClientError::io("creating the client's timer"))?;

@@ -1,7 +1,6 @@
 //! The client's etcd side thread: loads and watches the cluster state the client needs.
 //!
 //! # What this module owns
-//! - `etcd_address` parsing ([`EtcdAddress`]).
 //! - One std thread running a current-thread tokio runtime, the only place in the client that
 //!   speaks etcd's gRPC API. Each session connects, reads every watched key in one
 //!   transaction ([`WATCHED_KEYS`]), then watches the prefix from the next revision. Any
@@ -26,6 +25,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use crate::error::ClientError;
+pub use vitastor_etcd::EtcdAddress;
 
 /// Keys under the prefix the client loads and watches: `(key, is_prefix)`.
 pub const WATCHED_KEYS: &[(&str, bool)] = &[
@@ -46,57 +46,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// Bound on one etcd call (connect, load, watch creation): a stuck etcd shows up as a
 /// failed session and a retry, never as a hang.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// One or more etcd endpoints, as `http://host:port` URLs for the gRPC client.
-///
-/// The `/v3` in vitastor's option value is the path of etcd's JSON gateway; the gRPC client
-/// has no path, so it is stripped.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EtcdAddress {
-    endpoints: Vec<String>,
-}
-
-impl EtcdAddress {
-    /// Parses an `etcd_address` value: `host:port[/v3]`, optionally `http://`, several
-    /// separated by commas.
-    pub fn parse(value: &str) -> Result<EtcdAddress, ClientError> {
-        let bad = |reason: String| ClientError::BadOption {
-            name: "etcd_address".into(),
-            reason: format!("{value:?}: {reason}"),
-        };
-        let mut endpoints = Vec::new();
-        for item in value.split(',').map(str::trim) {
-            if item.is_empty() {
-                return Err(bad("empty endpoint".into()));
-            }
-            let rest = match item.strip_prefix("http://") {
-                Some(rest) => rest,
-                // TLS needs certificate options the client does not have.
-                None if item.contains("://") => {
-                    return Err(bad(format!("{item:?}: only http:// is supported")))
-                }
-                None => item,
-            };
-            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-            if !matches!(path, "" | "/" | "/v3" | "/v3/") {
-                return Err(bad(format!("{item:?}: API path must be /v3")));
-            }
-            let Some((host, port)) = authority.rsplit_once(':') else {
-                return Err(bad(format!("{item:?}: expected host:port")));
-            };
-            if host.is_empty() || !matches!(port.parse::<u16>(), Ok(p) if p != 0) {
-                return Err(bad(format!("{item:?}: bad host or port")));
-            }
-            endpoints.push(format!("http://{authority}"));
-        }
-        Ok(EtcdAddress { endpoints })
-    }
-
-    /// The endpoints as `http://host:port` URLs.
-    pub fn endpoints(&self) -> &[String] {
-        &self.endpoints
-    }
-}
 
 /// What the side thread reports. Keys are relative to the prefix (`config/pools`).
 #[derive(Debug, Clone, PartialEq)]
@@ -415,26 +364,6 @@ async fn session(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn addresses() {
-        let a = EtcdAddress::parse("127.0.0.1:2379/v3").unwrap();
-        assert_eq!(a.endpoints(), ["http://127.0.0.1:2379"]);
-        let a = EtcdAddress::parse("http://10.0.0.1:2379/v3, etcd2:2379").unwrap();
-        assert_eq!(a.endpoints(), ["http://10.0.0.1:2379", "http://etcd2:2379"]);
-        for bad in [
-            "",
-            "a",
-            "a:1/v2",
-            "a:x",
-            "a:0",
-            ":1",
-            "a:1,,b:2",
-            "https://a:1",
-        ] {
-            assert!(EtcdAddress::parse(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn watched_filter() {

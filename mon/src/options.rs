@@ -287,30 +287,12 @@ fn normalize_prefix(p: &str) -> Result<String, MonError> {
 /// Parses `etcd_address` (`host:port/v3`, optionally `http://`, comma-separated) into the
 /// `http://host:port` URLs of the gRPC client; the `/v3` path belongs to etcd's JSON gateway.
 pub fn parse_etcd_address(value: &str) -> Result<Vec<String>, MonError> {
-    let bad = |reason: String| MonError::BadOption {
-        name: "--etcd_address",
-        reason: format!("{value:?}: {reason}"),
-    };
-    let mut out = Vec::new();
-    for item in value.split(',').map(str::trim) {
-        let rest = match item.strip_prefix("http://") {
-            Some(r) => r,
-            None if item.contains("://") => return Err(bad(format!("{item}: only http://"))),
-            None => item,
-        };
-        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-        if !matches!(path, "" | "/" | "/v3" | "/v3/") {
-            return Err(bad(format!("{item}: API path must be /v3")));
-        }
-        let Some((host, port)) = authority.rsplit_once(':') else {
-            return Err(bad(format!("{item:?}: expected host:port")));
-        };
-        if host.is_empty() || !matches!(port.parse::<u16>(), Ok(p) if p != 0) {
-            return Err(bad(format!("{item:?}: expected host:port")));
-        }
-        out.push(format!("http://{authority}"));
-    }
-    Ok(out)
+    vitastor_etcd::EtcdAddress::parse(value)
+        .map(|a| a.endpoints().to_vec())
+        .map_err(|e| MonError::BadOption {
+            name: "--etcd_address",
+            reason: format!("{value:?}: {}", e.reason),
+        })
 }
 
 #[cfg(test)]

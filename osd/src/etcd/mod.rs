@@ -21,7 +21,6 @@
 //!   etcd means retrying, a value that is not JSON becomes [`EtcdEvent::BadValue`].
 //! - Decide anything about PGs: it reports what etcd says, the data path acts on it.
 
-mod address;
 mod event;
 mod session;
 mod thread;
@@ -29,10 +28,10 @@ mod thread;
 use std::io;
 use std::time::Duration;
 
-pub use address::EtcdAddress;
 pub use event::{EtcdCommand, EtcdEvent};
 pub use session::WATCHED_KEYS;
 pub use thread::{osd_state_json, EtcdConfig, EtcdThread};
+pub use vitastor_etcd::EtcdAddress;
 
 /// Default key prefix of the cluster (`etcd_prefix`).
 pub const DEFAULT_PREFIX: &str = "/vitastor";
@@ -48,14 +47,6 @@ pub const MIN_LEASE_TTL: Duration = Duration::from_secs(10);
 /// Errors of the etcd side thread.
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {
-    /// `etcd_address` is malformed.
-    #[error("invalid etcd address {value:?}: {reason}")]
-    BadAddress {
-        /// The whole option value.
-        value: String,
-        /// What is wrong with it.
-        reason: String,
-    },
     /// The configuration cannot work (e.g. a zero interval).
     #[error("invalid etcd configuration: {0}")]
     BadConfig(String),

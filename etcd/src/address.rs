@@ -1,7 +1,14 @@
-//! `etcd_address` parsing: `host:port/v3`, optionally with `http://`, several separated by
-//! commas.
+//! `etcd_address`: `host:port[/v3]`, optionally with `http://`, several separated by commas.
 
-use super::EtcdError;
+/// An `etcd_address` value that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid etcd address {value:?}: {reason}")]
+pub struct AddressError {
+    /// The whole option value.
+    pub value: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
 
 /// One or more etcd endpoints, as URLs `http://host:port` for the gRPC client.
 ///
@@ -14,8 +21,8 @@ pub struct EtcdAddress {
 
 impl EtcdAddress {
     /// Parses an `etcd_address` option value.
-    pub fn parse(value: &str) -> Result<EtcdAddress, EtcdError> {
-        let bad = |reason: String| EtcdError::BadAddress {
+    pub fn parse(value: &str) -> Result<EtcdAddress, AddressError> {
+        let bad = |reason: String| AddressError {
             value: value.to_string(),
             reason,
         };
@@ -24,18 +31,15 @@ impl EtcdAddress {
             if item.is_empty() {
                 return Err(bad("empty endpoint".to_string()));
             }
-            let rest = if let Some(rest) = item.strip_prefix("http://") {
-                rest
-            } else if item.contains("://") {
-                // TLS needs certificates the OSD has no options for yet.
-                return Err(bad(format!("{item:?}: only http:// is supported")));
-            } else {
-                item
+            let rest = match item.strip_prefix("http://") {
+                Some(rest) => rest,
+                // TLS needs certificate options no program has yet.
+                None if item.contains("://") => {
+                    return Err(bad(format!("{item:?}: only http:// is supported")))
+                }
+                None => item,
             };
-            let (authority, path) = match rest.find('/') {
-                Some(at) => rest.split_at(at),
-                None => (rest, ""),
-            };
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
             if !matches!(path, "" | "/" | "/v3" | "/v3/") {
                 return Err(bad(format!("{item:?}: API path must be /v3, got {path:?}")));
             }
@@ -45,9 +49,8 @@ impl EtcdAddress {
             if host.is_empty() || host.contains(char::is_whitespace) {
                 return Err(bad(format!("{item:?}: empty or invalid host")));
             }
-            match port.parse::<u16>() {
-                Ok(p) if p != 0 => {}
-                _ => return Err(bad(format!("{item:?}: invalid port {port:?}"))),
+            if !matches!(port.parse::<u16>(), Ok(p) if p != 0) {
+                return Err(bad(format!("{item:?}: invalid port {port:?}")));
             }
             endpoints.push(format!("http://{authority}"));
         }
@@ -91,12 +94,11 @@ mod tests {
             ":2379/v3",
             "a:1,,b:2",
             "https://a:2379/v3",
+            "a b:2379",
         ] {
             let err = EtcdAddress::parse(bad).unwrap_err();
-            assert!(
-                matches!(err, EtcdError::BadAddress { .. }),
-                "{bad:?}: {err}"
-            );
+            assert_eq!(err.value, bad);
+            assert!(err.to_string().contains("invalid etcd address"), "{err}");
         }
     }
 }
