@@ -100,6 +100,8 @@ fn fio_nbd_engine_verify() {
             "--size=32M",
             "--verify=crc32c",
             "--do_verify=1",
+            // Otherwise fio leaves its verify state file in the package directory.
+            "--verify_state_save=0",
             "--output-format=json",
         ],
     );

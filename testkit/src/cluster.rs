@@ -6,7 +6,6 @@
 //! outlives the test. Every wait is bounded.
 
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -16,7 +15,11 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::etcd::{spawn_tied_to_process, EtcdOptions, EtcdServer};
-use crate::{artifacts, TestkitError};
+use crate::{artifacts, process, TestkitError};
+
+/// How long an OSD may take to print its listening line (it opens and replays its store
+/// first; a few seconds even for a large journal).
+const OSD_START_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// How to build the cluster.
 #[derive(Debug, Clone)]
@@ -253,20 +256,16 @@ impl Cluster {
             .stderr(log);
         let mut child =
             spawn_tied_to_process(cmd).map_err(|source| TestkitError::Spawn { binary, source })?;
-        let mut line = String::new();
-        let stdout = child.stdout.take().expect("piped");
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .map_err(|e| err(format!("osd.{num} stdout: {e}")))?;
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .and_then(|a| a.parse().ok());
+        let line = process::first_line_within(&mut child, OSD_START_TIMEOUT);
+        let addr = match &line {
+            Ok(Some(l)) => l.strip_prefix("listening on ").and_then(|a| a.parse().ok()),
+            _ => None,
+        };
         if addr.is_none() {
             let _ = child.kill();
             let _ = child.wait();
             return Err(err(format!(
-                "osd.{num} did not start (first line {line:?}); see {}",
+                "osd.{num} did not start (first line: {line:?}); see {}",
                 self.dir.join(format!("osd{num}.log")).display()
             )));
         }

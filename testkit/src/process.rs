@@ -7,8 +7,9 @@
 //! cannot have been recycled) and reaped; the error carries what it printed until then.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
-use std::process::{Command, Output};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::process::{Child, Command, Output};
+use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -58,6 +59,40 @@ pub fn output_within(cmd: &mut Command, timeout: Duration) -> Result<Output, Tes
     })
 }
 
+/// The first line `child` writes to its (piped) stdout, without the newline, waiting at most
+/// `timeout` for it (a daemon's "listening on ..." line); `None` when stdout closes first.
+/// The pipe's read end is closed once the line is read. On a timeout the child is left to
+/// the caller, who holds its handle and kills it.
+pub fn first_line_within(
+    child: &mut Child,
+    timeout: Duration,
+) -> Result<Option<String>, TestkitError> {
+    let stdout = child.stdout.take().ok_or_else(|| {
+        TestkitError::InvalidOptions("first_line_within needs a piped stdout".into())
+    })?;
+    let (tx, rx) = mpsc::channel();
+    // The reader ends by itself: with the line, or at EOF once the caller kills the child.
+    thread::spawn(move || {
+        let mut line = String::new();
+        let read = BufReader::new(stdout)
+            .read_line(&mut line)
+            .map(|n| (n > 0).then_some(line));
+        let _ = tx.send(read);
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(Ok(line)) => Ok(line.map(|l| l.trim_end_matches('\n').to_string())),
+        Ok(Err(source)) => Err(TestkitError::Io {
+            what: format!("reading the first line of pid {}", child.id()),
+            source,
+        }),
+        Err(_) => Err(TestkitError::Timeout {
+            what: format!("the first line of pid {}", child.id()),
+            after: timeout,
+            output: String::new(),
+        }),
+    }
+}
+
 fn read_all(f: &mut File) -> std::io::Result<Vec<u8>> {
     let mut buf = Vec::new();
     f.seek(SeekFrom::Start(0))?;
@@ -79,6 +114,32 @@ mod tests {
         assert_eq!(out.status.code(), Some(3));
         assert_eq!(out.stdout, b"out\n");
         assert_eq!(out.stderr, b"err\n");
+    }
+
+    #[test]
+    fn first_lines_are_read_within_the_deadline() {
+        let spawn = |script: &str| {
+            Command::new("sh")
+                .args(["-c", script])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let mut child = spawn("echo listening on x; echo more");
+        let line = first_line_within(&mut child, Duration::from_secs(30)).unwrap();
+        assert_eq!(line.as_deref(), Some("listening on x"));
+        child.wait().unwrap();
+        let mut child = spawn("exit 0");
+        assert_eq!(
+            first_line_within(&mut child, Duration::from_secs(30)).unwrap(),
+            None
+        );
+        child.wait().unwrap();
+        let mut child = spawn("exec sleep 1000");
+        let err = first_line_within(&mut child, Duration::from_millis(200)).unwrap_err();
+        assert!(matches!(err, TestkitError::Timeout { .. }), "{err}");
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 
     #[test]

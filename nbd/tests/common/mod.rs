@@ -4,7 +4,7 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -71,14 +71,12 @@ impl Serve {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawning vitastor-nbd serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("piped"))
-            .read_line(&mut line)
-            .expect("reading the listening line");
-        assert!(
-            line.starts_with("listening on unix:"),
-            "unexpected first line {line:?}"
-        );
+        let line = process::first_line_within(&mut child, Duration::from_secs(60));
+        if !matches!(&line, Ok(Some(l)) if l.starts_with("listening on unix:")) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("vitastor-nbd serve did not start: first line {line:?}");
+        }
         Serve {
             child: Some(child),
             socket,
