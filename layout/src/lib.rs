@@ -12,6 +12,7 @@
 //!   a bad entry in a map (one pool, one PG) is reported without losing the good ones.
 
 mod error;
+pub mod ids;
 mod inode;
 pub mod keys;
 mod osd;
@@ -21,6 +22,7 @@ pub mod size;
 pub mod tolerant;
 
 pub use error::LayoutError;
+pub use ids::{OsdNum, PgId};
 pub use inode::{ImageIndex, InodeConfig};
 pub use osd::{OsdConfig, OsdState};
 pub use pg::{parse_pg_config, PgConfigItem, PgHistory, PgState, PgStateName};

@@ -1,5 +1,8 @@
-//! When an object whose recovery failed may be tried again. Each failure doubles the wait
-//! (from [`FIRST_DELAY`] up to [`MAX_DELAY`]); a success forgets the object.
+//! When an object whose recovery failed may be tried again, and when an OSD that ran out of
+//! space may be sent recovery copies again. Each failure doubles the wait (from
+//! [`FIRST_DELAY`] up to [`MAX_DELAY`]); a success forgets the object (or the OSD). Waiting
+//! per OSD matters on a full cluster: every degraded object would otherwise queue one more
+//! doomed copy on the full OSD's store, in front of the deletes that would make room.
 //!
 //! It only keeps deadlines: it never starts anything and never reads the clock itself (the
 //! caller passes `now`), so a failed recovery can never lead straight into another attempt —
@@ -9,6 +12,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use vitastor_blockstore::ObjectId;
+use vitastor_layout::{OsdNum, PgId};
 use vitastor_protocol::errno::Errno;
 
 /// Wait after the first failure.
@@ -16,8 +20,8 @@ pub const FIRST_DELAY: Duration = Duration::from_secs(1);
 /// Longest wait between attempts.
 pub const MAX_DELAY: Duration = Duration::from_secs(16);
 
-/// An object of a PG: `((pool, pg), oid)`.
-pub type ObjKey = ((u32, u32), ObjectId);
+/// An object of a PG.
+pub type ObjKey = (PgId, ObjectId);
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
@@ -30,24 +34,43 @@ struct Entry {
 #[derive(Debug, Default)]
 pub struct RecoveryBackoff {
     entries: HashMap<ObjKey, Entry>,
+    full: HashMap<OsdNum, Entry>,
+}
+
+fn next(prev: Option<&Entry>, errno: Errno, now: Instant) -> Entry {
+    let attempts = prev.map_or(0, |e| e.attempts) + 1;
+    let delay = FIRST_DELAY
+        .saturating_mul(1 << (attempts - 1).min(16))
+        .min(MAX_DELAY);
+    Entry {
+        attempts,
+        until: now + delay,
+        errno,
+    }
 }
 
 impl RecoveryBackoff {
     /// Records a failed attempt with `errno`; returns how long the object now waits.
     pub fn failed(&mut self, key: ObjKey, errno: Errno, now: Instant) -> Duration {
-        let attempts = self.attempts(&key) + 1;
-        let delay = FIRST_DELAY
-            .saturating_mul(1 << (attempts - 1).min(16))
-            .min(MAX_DELAY);
-        self.entries.insert(
-            key,
-            Entry {
-                attempts,
-                until: now + delay,
-                errno,
-            },
-        );
-        delay
+        let e = next(self.entries.get(&key), errno, now);
+        self.entries.insert(key, e);
+        e.until - now
+    }
+
+    /// OSD `osd` refused a recovery copy for lack of space.
+    pub fn osd_full(&mut self, osd: OsdNum, now: Instant) {
+        let e = next(self.full.get(&osd), Errno::ENOSPC, now);
+        self.full.insert(osd, e);
+    }
+
+    /// OSD `osd` took a recovery copy.
+    pub fn osd_took(&mut self, osd: OsdNum) {
+        self.full.remove(&osd);
+    }
+
+    /// Whether OSD `osd` ran out of space recently enough not to be sent copies now.
+    pub fn osd_waits(&self, osd: OsdNum, now: Instant) -> bool {
+        self.full.get(&osd).is_some_and(|e| now < e.until)
     }
 
     /// The object was recovered (or needs no recovery any more).
@@ -70,7 +93,7 @@ impl RecoveryBackoff {
     }
 
     /// Forgets every object of a PG this OSD stops leading.
-    pub fn forget_pg(&mut self, pg: (u32, u32)) {
+    pub fn forget_pg(&mut self, pg: PgId) {
         self.entries.retain(|(p, _), _| *p != pg);
     }
 
@@ -78,7 +101,7 @@ impl RecoveryBackoff {
     #[cfg(test)]
     pub fn expire_all(&mut self) {
         let past = Instant::now() - MAX_DELAY;
-        for e in self.entries.values_mut() {
+        for e in self.entries.values_mut().chain(self.full.values_mut()) {
             e.until = past;
         }
     }
@@ -89,7 +112,7 @@ mod tests {
     use super::*;
 
     fn key(stripe: u64) -> ObjKey {
-        ((1, 1), ObjectId::new(1 << 48, stripe))
+        (PgId::new(1, 1), ObjectId::new(1 << 48, stripe))
     }
 
     #[test]
@@ -110,13 +133,27 @@ mod tests {
     }
 
     #[test]
+    fn a_full_osd_waits_until_it_takes_a_copy() {
+        let mut b = RecoveryBackoff::default();
+        let t0 = Instant::now();
+        b.osd_full(OsdNum(3), t0);
+        assert!(b.osd_waits(OsdNum(3), t0));
+        assert!(!b.osd_waits(OsdNum(2), t0));
+        assert!(!b.osd_waits(OsdNum(3), t0 + FIRST_DELAY));
+        b.osd_full(OsdNum(3), t0);
+        assert!(b.osd_waits(OsdNum(3), t0 + FIRST_DELAY));
+        b.osd_took(OsdNum(3));
+        assert!(!b.osd_waits(OsdNum(3), t0));
+    }
+
+    #[test]
     fn a_stopped_pg_is_forgotten() {
         let mut b = RecoveryBackoff::default();
         let t0 = Instant::now();
         b.failed(key(0), Errno::EIO, t0);
-        b.failed(((1, 2), ObjectId::new(1 << 48, 0)), Errno::EIO, t0);
-        b.forget_pg((1, 1));
+        b.failed((PgId::new(1, 2), ObjectId::new(1 << 48, 0)), Errno::EIO, t0);
+        b.forget_pg(PgId::new(1, 1));
         assert_eq!(b.attempts(&key(0)), 0);
-        assert_eq!(b.attempts(&((1, 2), ObjectId::new(1 << 48, 0))), 1);
+        assert_eq!(b.attempts(&(PgId::new(1, 2), ObjectId::new(1 << 48, 0))), 1);
     }
 }

@@ -1,10 +1,15 @@
-//! The OSD daemon (issue #3) and operator tools over the blockstore.
+//! The OSD daemon and operator tools over the blockstore.
 //!
-//! The daemon so far: [`server`] (listener, connection table, event loop) over
-//! [`connection`] (per-connection framing, reply queue, back-pressure) and [`secondary`]
-//! (SEC_* requests ↔ blockstore ops), started by the `vitastor-osd` binary with
-//! [`options`] and stopped through [`shutdown`]. [`etcd`] is the etcd side thread (lease,
-//! state report, config watch), not wired into the server loop yet.
+//! The daemon: [`server`] (listener, connection table, the single-threaded event loop on
+//! the blockstore's io_uring) over [`connection`] (per-connection framing, reply queue,
+//! back-pressure). Peers' SEC_* requests go to [`secondary`] (a pure request ↔ blockstore-op
+//! state machine). Clients' READ/WRITE/DELETE/SYNC on the PGs this OSD leads go to
+//! [`primary`], whose ops fan out to the local store and to [`peers`]; [`peering`] takes the
+//! primary role through etcd, lists and classifies objects ([`pg`]) and schedules recovery,
+//! whose failed attempts wait in [`backoff`]. [`etcd`] is the side thread (lease, state
+//! report, watches) feeding [`cluster`], the parsed view of etcd. The `vitastor-osd` binary
+//! starts it all with [`options`] and stops through [`shutdown`]; [`stats`] feeds
+//! `osd/stats`. `vitastor-disk` is [`disk_tool`].
 
 pub mod backoff;
 pub mod cluster;

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
 use vitastor_blockstore::{BsOp, BsReply, ListFilter};
-use vitastor_layout::{keys, PgState, Scheme};
+use vitastor_layout::{keys, OsdNum, PgState, Scheme};
 use vitastor_protocol::{ReplyOp, Request, RequestOp, SecListOp, SecStabOp, SecSyncOp};
 
 use crate::cluster::Changes;
@@ -529,7 +529,7 @@ impl Server {
         }
         if stop {
             self.pgs.remove(&key);
-            self.backoff.forget_pg(key);
+            self.backoff.forget_pg(key.into());
             if release && !self.lease_lost {
                 self.etcd_send(EtcdCommand::ReleasePg {
                     pool: key.0,
@@ -668,6 +668,11 @@ impl Server {
                 // recovered object, so it must not walk a PG's whole object map.
                 let room = depth - self.recovering.len();
                 let (recovering, backoff) = (&self.recovering, &self.backoff);
+                let full: Vec<u64> = pg
+                    .live_members()
+                    .into_iter()
+                    .filter(|&m| backoff.osd_waits(OsdNum(m), now))
+                    .collect();
                 let source: Box<dyn Iterator<Item = &vitastor_blockstore::ObjectId>> = match pass {
                     0 if !no_recovery => Box::new(pg.objects.degraded.iter()),
                     1 if !no_rebalance && pg.objects.degraded.is_empty() => {
@@ -682,7 +687,11 @@ impl Server {
                     .filter(|o| {
                         !recovering.contains(&(key, **o))
                             && !pg.locks.contains_key(o)
-                            && backoff.waiting(&(key, **o), now).is_none()
+                            && backoff.waiting(&(key.into(), **o), now).is_none()
+                            && !pg.objects.objects.get(o).is_some_and(|st| {
+                                // A copy for an OSD that is out of space would only fail.
+                                full.iter().any(|m| !st.holders.contains(m))
+                            })
                     })
                     .take(room)
                     .copied()

@@ -13,7 +13,7 @@
 use std::rc::Rc;
 
 use vitastor_blockstore::{AlignedBuf, BsOp, BsReply, ObjVerId, ObjectId, NEWEST};
-use vitastor_layout::{ImmediateCommit, Scheme};
+use vitastor_layout::{ImmediateCommit, OsdNum, Scheme};
 use vitastor_protocol::errno::Errno;
 use vitastor_protocol::{
     encode_obj_ver_ids, obj_ver_ids, DeleteReply, ObjVerId as WireObjVerId,
@@ -438,8 +438,10 @@ impl Server {
         let Some(op) = self.ops.get_mut(idx).and_then(Option::as_mut) else {
             return;
         };
-        if let Some(e) = res.errno() {
-            tracing::debug!("op {idx}: sub-op {tag} failed with errno {e}");
+        match &res {
+            SubRes::Bs(Err(e)) => tracing::debug!("op {idx}: local sub-op {tag} failed: {e}"),
+            SubRes::Net(Err(e)) => tracing::debug!("op {idx}: sub-op {tag} failed with {e}"),
+            _ => {}
         }
         match op {
             POp::Read(_) => {
@@ -1188,6 +1190,9 @@ impl Server {
                 }
             }
             RecStage::Writing => {
+                for &osd in &r.targets {
+                    self.backoff.osd_took(OsdNum(osd));
+                }
                 if let Some(st) = r.state.as_mut() {
                     let targets = std::mem::take(&mut r.targets);
                     st.stale.retain(|o| !targets.contains(o));
@@ -1314,7 +1319,7 @@ impl Server {
 
     fn finish_recover(&mut self, r: RecoverOp) {
         if r.errno.is_none() {
-            self.backoff.succeeded(&(r.pg, r.oid));
+            self.backoff.succeeded(&(r.pg.into(), r.oid));
         }
         self.recovering.remove(&(r.pg, r.oid));
         self.unlock(r.pg, r.oid);
@@ -1328,14 +1333,19 @@ impl Server {
     /// already) re-peers: out of space or a device error would fail the same way after
     /// peering, and a lost peer re-peers the PG by itself.
     fn recovery_failed(&mut self, r: &RecoverOp, e: Errno) {
-        let delay = self
-            .backoff
-            .failed((r.pg, r.oid), e, std::time::Instant::now());
+        let now = std::time::Instant::now();
+        let delay = self.backoff.failed((r.pg.into(), r.oid), e, now);
+        for &(osd, why) in &r.failed {
+            if why == Errno::ENOSPC {
+                self.backoff.osd_full(OsdNum(osd), now);
+            }
+        }
         tracing::info!(
-            "pg {}/{}: recovery of {:?} failed ({e}), next attempt in {delay:?}",
+            "pg {}/{}: recovery of {:?} ({:?}) failed ({e}), next attempt in {delay:?}",
             r.pg.0,
             r.pg.1,
-            r.oid
+            r.oid,
+            r.state
         );
         if r.stage == RecStage::Writing {
             let copied: Vec<u64> = r
@@ -1364,7 +1374,7 @@ impl Server {
     fn recovery_waits(&self, key: (u32, u32), oid: ObjectId) -> Option<Errno> {
         let e = self
             .backoff
-            .waiting(&(key, oid), std::time::Instant::now())?;
+            .waiting(&(key.into(), oid), std::time::Instant::now())?;
         Some(if e == Errno::ENOSPC { e } else { Errno::EPIPE })
     }
 
@@ -1519,6 +1529,8 @@ mod tests {
 mod error_path_tests {
     use vitastor_blockstore::{ImmediateCommit, ObjVerId, ObjectId};
 
+    use vitastor_layout::PgId;
+
     use crate::etcd::EtcdEvent;
     use crate::pg::{ObjState, Phase};
     use crate::testing::{Bench, Setup, INODE};
@@ -1544,7 +1556,7 @@ mod error_path_tests {
         let id = b.write(0, &[7; 4096]);
         let (reply, _) = b.reply(id, |_| 0);
         assert_eq!(reply.retval, -32, "EPIPE: the client retries later");
-        let key = ((1, 1), oid);
+        let key = (PgId::new(1, 1), oid);
         assert!(b.server.recovering.is_empty());
         assert_eq!(b.server.backoff.attempts(&key), 1);
         // Neither a kick nor the loop retries before the object's deadline.
@@ -1560,7 +1572,7 @@ mod error_path_tests {
     fn background_recovery_of_an_object_without_a_holder_backs_off() {
         let mut b = Bench::new(Setup::default());
         let oid = lost_holder(&mut b);
-        let key = ((1, 1), oid);
+        let key = (PgId::new(1, 1), oid);
         b.server.kick_recovery();
         b.pump();
         assert_eq!(b.server.backoff.attempts(&key), 1);
@@ -1606,5 +1618,46 @@ mod error_path_tests {
         assert_eq!(b.local_unstable(), vec![]);
         let id = b.sync();
         assert_eq!(b.reply(id, |_| 0).0.retval, 0);
+    }
+}
+
+#[cfg(test)]
+mod rewrite_tests {
+    use vitastor_protocol::{RequestOp, RwOp};
+
+    use crate::testing::{Bench, Setup, BLOCK, INODE};
+
+    #[test]
+    fn an_object_written_again_after_a_delete() {
+        let mut b = Bench::new(Setup {
+            osd_set: vec![1],
+            ..Setup::default()
+        });
+        let data = vec![3u8; BLOCK as usize];
+        for round in 0..3 {
+            for o in 0..40 {
+                let id = b.write(o * BLOCK, &data);
+                assert_eq!(
+                    b.reply(id, |_| 0).0.retval,
+                    BLOCK as i64,
+                    "round {round} write {o}"
+                );
+            }
+            for o in 0..40 {
+                let op = RequestOp::Delete(RwOp {
+                    inode: INODE,
+                    offset: o * BLOCK,
+                    len: 0,
+                    flags: 0,
+                    meta_revision: 0,
+                    version: 0,
+                });
+                let id = b.send(op, &[]);
+                assert_eq!(b.reply(id, |_| 0).0.retval, 0, "round {round} delete {o}");
+            }
+            for _ in 0..200 {
+                b.pump();
+            }
+        }
     }
 }
