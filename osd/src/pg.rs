@@ -148,6 +148,9 @@ pub struct Pg {
     pub inflight: usize,
     /// Unstable writes since the last SYNC (`immediate_commit` other than `all`).
     pub dirty: Dirty,
+    /// The highest version purged while this OSD led the PG: objects created afterwards
+    /// start above it (see `Server::version_after`).
+    pub purged_up_to: u64,
     /// Objects deleted with a tombstone while some peer was missing; purged once clean.
     pub tombstones: BTreeMap<ObjectId, u64>,
     /// Objects with an op (write, delete, recovery) in progress, and ops queued behind it.
@@ -178,6 +181,7 @@ impl Pg {
             objects: ObjectMap::default(),
             inflight: 0,
             dirty: BTreeMap::new(),
+            purged_up_to: 0,
             tombstones: BTreeMap::new(),
             locks: HashMap::new(),
             reported: Vec::new(),

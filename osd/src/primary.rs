@@ -571,6 +571,20 @@ impl Server {
         self.bs.object_version(oid).max(known) + 1
     }
 
+    /// The version a write creates when the object is at `cur`: `cur + 1`, except that an
+    /// object that does not exist starts above every version purged in its PG. A replica's
+    /// store remembers a purged object's version until its journal is trimmed past the
+    /// delete, and refuses lower versions until then, while this OSD's store may already
+    /// have forgotten it.
+    fn version_after(&self, key: (u32, u32), cur: u64) -> u64 {
+        let floor = if cur == 0 {
+            self.pgs.get(&key).map_or(0, |pg| pg.purged_up_to)
+        } else {
+            0
+        };
+        cur.max(floor) + 1
+    }
+
     /// Starts recovery of `oid` ahead of the op `idx` that holds its lock: the recovery takes
     /// the lock over and `idx` runs again right after it.
     fn recover_first(&mut self, key: (u32, u32), oid: ObjectId, idx: usize) {
@@ -603,7 +617,7 @@ impl Server {
             if w.cas != 0 && w.cas != cur + 1 {
                 return self.finish_write(w, Err(Errno::EINTR));
             }
-            w.version = cur + 1;
+            w.version = self.version_after(w.pg, cur);
             w.started = true;
             let stable = self.pool_commit(w.pg.0) == ImmediateCommit::All;
             w.pending = targets.len();
@@ -758,7 +772,8 @@ impl Server {
                     // Nothing to delete anywhere: the live members all lack it too.
                     return self.finish_delete(d, Ok(()));
                 }
-                d.version = self.next_version(d.pg, d.oid);
+                let cur = self.next_version(d.pg, d.oid) - 1;
+                d.version = self.version_after(d.pg, cur);
                 d.stage = DelStage::Tombstone;
                 d.pending = targets.len();
                 d.targets = targets.clone();
@@ -861,6 +876,9 @@ impl Server {
     }
 
     fn purge(&mut self, idx: usize, mut d: DeleteOp) {
+        if let Some(pg) = self.pgs.get_mut(&d.pg) {
+            pg.purged_up_to = pg.purged_up_to.max(d.version + 1);
+        }
         d.stage = DelStage::Purge;
         d.pending = d.targets.len();
         let targets = d.targets.clone();
@@ -1659,5 +1677,46 @@ mod rewrite_tests {
                 b.pump();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod full_store_tests {
+    use vitastor_protocol::{RequestOp, RwOp};
+
+    use crate::testing::{Bench, Setup, BLOCK, INODE};
+
+    #[test]
+    fn deletes_on_a_full_store_free_room() {
+        let mut b = Bench::new(Setup {
+            data_mib: 4,
+            osd_set: vec![1],
+            ..Setup::default()
+        });
+        let data = vec![3u8; BLOCK as usize];
+        let mut acked = 0;
+        loop {
+            let id = b.write(acked * BLOCK, &data);
+            if b.reply(id, |_| 0).0.retval != BLOCK as i64 {
+                break;
+            }
+            acked += 1;
+        }
+        let start = std::time::Instant::now();
+        for o in 0..acked {
+            let op = RequestOp::Delete(RwOp {
+                inode: INODE,
+                offset: o * BLOCK,
+                len: 0,
+                flags: 0,
+                meta_revision: 0,
+                version: 0,
+            });
+            let id = b.send(op, &[]);
+            assert_eq!(b.reply(id, |_| 0).0.retval, 0, "delete {o}");
+        }
+        eprintln!("{acked} deletes in {:?}", start.elapsed());
+        let id = b.write(0, &data);
+        assert_eq!(b.reply(id, |_| 0).0.retval, BLOCK as i64);
     }
 }
