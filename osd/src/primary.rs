@@ -60,7 +60,8 @@ pub enum POp {
 #[derive(Debug)]
 pub struct ReadOp {
     client: ClientRef,
-    inode: u64,
+    oid: ObjectId,
+    offset: u32,
     len: u32,
 }
 
@@ -358,7 +359,8 @@ impl Server {
         };
         let idx = self.insert_op(POp::Read(ReadOp {
             client,
-            inode: oid.inode,
+            oid,
+            offset,
             len,
         }));
         self.read_pgs.insert(idx, key);
@@ -382,22 +384,56 @@ impl Server {
                     len,
                 },
             ),
-            Target::Osd(osd) => {
-                let bmp = self.bs.layout().bitmap_bytes() as u32;
-                let req = Request {
-                    id: 0,
-                    op: RequestOp::SecRead(SecRwOp {
-                        oid: wire_oid(oid),
-                        version,
-                        offset,
-                        len,
-                        attr_len: bmp,
-                        flags: 0,
-                    }),
-                };
-                self.sub_remote(idx, 0, osd, req, Vec::new(), None);
-            }
+            Target::Osd(osd) => self.read_remote(idx, osd, oid, version, offset, len),
         }
+    }
+
+    fn read_remote(
+        &mut self,
+        idx: usize,
+        osd: u64,
+        oid: ObjectId,
+        version: u64,
+        offset: u32,
+        len: u32,
+    ) {
+        let bmp = self.bs.layout().bitmap_bytes() as u32;
+        let req = Request {
+            id: 0,
+            op: RequestOp::SecRead(SecRwOp {
+                oid: wire_oid(oid),
+                version,
+                offset,
+                len,
+                attr_len: bmp,
+                flags: 0,
+            }),
+        };
+        self.sub_remote(idx, 0, osd, req, Vec::new(), None);
+    }
+
+    /// A local read failed (a device error, a store gone read-only): another live member
+    /// holding the current version serves it, so data stays readable while a replica has it.
+    fn read_elsewhere(&mut self, idx: usize) -> bool {
+        let Some(POp::Read(r)) = self.ops.get(idx).and_then(Option::as_ref) else {
+            return false;
+        };
+        let (oid, offset, len) = (r.oid, r.offset, r.len);
+        let Some(pg) = self.read_pgs.get(&idx).and_then(|k| self.pgs.get(k)) else {
+            return false;
+        };
+        let st = pg.objects.objects.get(&oid);
+        let source = pg.live_members().into_iter().find(|&o| {
+            o != self.osd_num
+                && self.peers.is_ready(o)
+                && st.is_none_or(|st| st.holders.contains(&o))
+        });
+        let Some(osd) = source else {
+            return false;
+        };
+        let version = st.map_or(NEWEST, |st| st.version);
+        self.read_remote(idx, osd, oid, version, offset, len);
+        true
     }
 
     fn finish_read(&mut self, idx: usize, res: Result<(u64, Vec<u8>, Option<AlignedBuf>), Errno>) {
@@ -409,7 +445,7 @@ impl Server {
             Ok((version, bitmap, data)) => {
                 self.stats.op("primary_read", r.client.start, r.len as u64);
                 self.stats
-                    .inode(r.inode, InodeOp::Read, r.client.start, r.len as u64);
+                    .inode(r.oid.inode, InodeOp::Read, r.client.start, r.len as u64);
                 let mut msg = ReplyMsg::new(
                     &Reply {
                         id: r.client.id,
@@ -445,6 +481,12 @@ impl Server {
         }
         match op {
             POp::Read(_) => {
+                if let SubRes::Bs(Err(e)) = &res {
+                    if self.read_elsewhere(idx) {
+                        tracing::warn!("op {idx}: local read failed ({e}), reading a replica");
+                        return;
+                    }
+                }
                 let res = match res {
                     SubRes::Bs(Ok(BsReply::Read {
                         version,
