@@ -2,8 +2,9 @@
 //! synchronously (a CLI may block).
 //!
 //! # What this module owns
-//! - `etcd_address` → endpoints (through the client library's parser, so every program
-//!   accepts the same syntax), the connection, the prefix, and the bound on every call.
+//! - `etcd_address` → endpoints, the connection and the bound on every call (through
+//!   `vitastor_etcd`, so every program accepts the same syntax and bounds calls the same
+//!   way), and the prefix.
 //! - Reading keys as JSON ([`Kv`]) and compare-and-set transactions ([`Etcd::txn`]).
 //!
 //! # What it must never do
@@ -15,12 +16,10 @@
 use std::future::Future;
 use std::time::Duration;
 
-use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, Txn, TxnOp,
-};
+use etcd_client::{Client, Compare, CompareOp, DeleteOptions, GetOptions, Txn, TxnOp};
 use serde_json::Value;
 use tokio::runtime::Runtime;
-use vitastor::etcd::EtcdAddress;
+use vitastor_etcd::{CallError, EtcdAddress};
 use vitastor_layout::keys;
 
 use crate::error::{CliError, Result};
@@ -81,14 +80,9 @@ impl Etcd {
             .enable_all()
             .build()
             .map_err(|e| CliError::Usage(format!("cannot start the etcd runtime: {e}")))?;
-        let options = ConnectOptions::new()
-            .with_connect_timeout(CALL_TIMEOUT)
-            .with_timeout(CALL_TIMEOUT);
-        let client = bounded(
-            &rt,
-            format!("connecting to {address}"),
-            Client::connect(endpoints, Some(options)),
-        )?;
+        let client = rt
+            .block_on(vitastor_etcd::connect(&endpoints, CALL_TIMEOUT))
+            .map_err(|e| call_error(format!("connecting to {address}"), e))?;
         Ok(Etcd {
             rt,
             client,
@@ -174,29 +168,25 @@ impl Etcd {
     }
 }
 
-/// Runs one etcd call on the runtime with [`CALL_TIMEOUT`].
+/// Runs one etcd call on the runtime with [`CALL_TIMEOUT`]; errors name `what` was done.
 fn bounded<T>(
     rt: &Runtime,
     what: String,
     fut: impl Future<Output = std::result::Result<T, etcd_client::Error>>,
 ) -> Result<T> {
-    match rt.block_on(async { tokio::time::timeout(CALL_TIMEOUT, fut).await }) {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(CliError::Etcd {
-            what,
-            reason: describe(&e),
-        }),
-        Err(_) => Err(CliError::EtcdTimeout {
-            what,
-            timeout: CALL_TIMEOUT,
-        }),
-    }
+    rt.block_on(vitastor_etcd::bounded(CALL_TIMEOUT, "call", fut))
+        .map_err(|e| call_error(what, e))
 }
 
-/// A gRPC status as `code: message` (its Display adds metadata maps nobody can act on).
-fn describe(e: &etcd_client::Error) -> String {
+fn call_error(what: String, e: CallError) -> CliError {
     match e {
-        etcd_client::Error::GRpcStatus(s) => format!("{:?}: {}", s.code(), s.message()),
-        other => other.to_string(),
+        CallError::Failed { source, .. } => CliError::Etcd {
+            what,
+            reason: vitastor_etcd::describe(&source),
+        },
+        CallError::Timeout { after, .. } => CliError::EtcdTimeout {
+            what,
+            timeout: after,
+        },
     }
 }

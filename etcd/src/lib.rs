@@ -1,16 +1,20 @@
-//! How every vitastor program reaches etcd. Today: the `etcd_address` option
-//! ([`EtcdAddress`]), parsed here once for the OSD, the monitor, the client library and the
-//! CLI, which used to carry a copy each.
+//! How every vitastor program reaches etcd: the `etcd_address` option ([`EtcdAddress`]),
+//! connecting ([`connect`]) and the timeout around every call ([`bounded`], [`CallError`]),
+//! written once for the OSD, the monitor, the client library and the CLI, which used to
+//! carry a copy each.
 //!
-//! Each program still runs its own etcd session (lease, watches, transactions); those are
-//! meant to move here next, so that timeouts and retry rules are written once.
+//! Each program still runs its own etcd session (lease, watches, transactions) on top of
+//! these; those are meant to move here next.
 //!
 //! # What this crate must never do
 //! - Interpret cluster values: that is `vitastor_layout`'s job.
+//! - Wait on etcd without a bound.
 //! - Accept an address it cannot serve (TLS, another API path): refusing at start-up beats
 //!   a daemon retrying forever against the wrong endpoint.
 #![deny(missing_docs)]
 
 mod address;
+mod call;
 
 pub use address::{AddressError, EtcdAddress};
+pub use call::{bounded, connect, describe, CallError};

@@ -20,7 +20,7 @@ use std::sync::{mpsc, Arc};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions, EventType, GetOptions, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{EventType, GetOptions, Txn, TxnOp, TxnOpResponse};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
@@ -230,14 +230,12 @@ async fn run(address: EtcdAddress, prefix: String, sink: Sink) {
 }
 
 async fn call<T>(
-    name: &str,
+    name: &'static str,
     fut: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
 ) -> Result<T, String> {
-    match tokio::time::timeout(CALL_TIMEOUT, fut).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(format!("etcd {name}: {e}")),
-        Err(_) => Err(format!("etcd {name} timed out after {CALL_TIMEOUT:?}")),
-    }
+    vitastor_etcd::bounded(CALL_TIMEOUT, name, fut)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 fn relative(prefix: &str, key: &[u8]) -> Option<String> {
@@ -266,14 +264,9 @@ async fn session(
     sink: &Sink,
     backoff: &mut Duration,
 ) -> Result<(), String> {
-    let options = ConnectOptions::new()
-        .with_connect_timeout(CALL_TIMEOUT)
-        .with_timeout(CALL_TIMEOUT);
-    let mut client = call(
-        "connect",
-        Client::connect(address.endpoints(), Some(options)),
-    )
-    .await?;
+    let mut client = vitastor_etcd::connect(address.endpoints(), CALL_TIMEOUT)
+        .await
+        .map_err(|e| e.to_string())?;
     let gets: Vec<TxnOp> = WATCHED_KEYS
         .iter()
         .map(|&(key, is_prefix)| {

@@ -31,8 +31,8 @@ use std::net::{ToSocketAddrs, UdpSocket};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, LeaseKeepAliveStream,
-    LeaseKeeper, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+    Client, Compare, CompareOp, EventType, GetOptions, LeaseKeepAliveStream, LeaseKeeper,
+    PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
 use serde_json::{json, Value};
 use tokio::sync::watch;
@@ -67,17 +67,7 @@ async fn call<T>(
     name: &'static str,
     fut: impl Future<Output = Result<T, etcd_client::Error>>,
 ) -> Result<T, MonError> {
-    match tokio::time::timeout(timeout, fut).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(source)) => Err(MonError::Call {
-            call: name,
-            source: Box::new(source),
-        }),
-        Err(_) => Err(MonError::Timeout {
-            call: name,
-            after: timeout,
-        }),
-    }
+    Ok(vitastor_etcd::bounded(timeout, name, fut).await?)
 }
 
 fn unix_now() -> f64 {
@@ -152,15 +142,7 @@ async fn session(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), MonError> {
     let t = opts.call_timeout;
-    let connect = ConnectOptions::new()
-        .with_connect_timeout(t)
-        .with_timeout(t);
-    let mut client = call(
-        t,
-        "connect",
-        Client::connect(opts.endpoints.clone(), Some(connect)),
-    )
-    .await?;
+    let mut client = vitastor_etcd::connect(&opts.endpoints, t).await?;
     let global_key = keys::full(&opts.prefix, keys::CONFIG_GLOBAL);
     let got = call(t, "get config/global", client.get(global_key, None)).await?;
     let global = got
@@ -347,10 +329,7 @@ fn watch_message(
     msg: Result<Option<etcd_client::WatchResponse>, etcd_client::Error>,
 ) -> Result<WatchEvents, MonError> {
     let msg = msg
-        .map_err(|source| MonError::Call {
-            call: "watch",
-            source: Box::new(source),
-        })?
+        .map_err(|source| vitastor_etcd::CallError::failed("watch", source))?
         .ok_or_else(|| MonError::Protocol {
             call: "watch",
             reason: "stream ended".into(),

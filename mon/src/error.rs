@@ -1,7 +1,5 @@
 //! Errors of the monitor daemon (the placement core keeps its own [`crate::placement::PlacementError`]).
 
-use std::time::Duration;
-
 /// Why a monitor session (or start-up) failed. Sessions end on any of these and start again
 /// after a backoff; only start-up errors (options, config file, listener) end the process.
 #[derive(Debug, thiserror::Error)]
@@ -30,22 +28,9 @@ pub enum MonError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// An etcd call failed.
-    #[error("etcd {call}: {source}")]
-    Call {
-        /// Which call.
-        call: &'static str,
-        /// The client's error (boxed: it is large, and every other variant is small).
-        source: Box<etcd_client::Error>,
-    },
-    /// An etcd call did not finish within the call timeout.
-    #[error("etcd {call} timed out after {after:?}")]
-    Timeout {
-        /// Which call.
-        call: &'static str,
-        /// The timeout.
-        after: Duration,
-    },
+    /// An etcd call failed or did not finish within the call timeout.
+    #[error(transparent)]
+    Call(#[from] vitastor_etcd::CallError),
     /// etcd answered something the protocol does not allow (a cancelled watch, no header).
     #[error("etcd {call}: {reason}")]
     Protocol {

@@ -58,22 +58,9 @@ pub enum EtcdError {
         /// The OS error.
         source: io::Error,
     },
-    /// An etcd call failed.
-    #[error("etcd {call}: {source}")]
-    Call {
-        /// Which call.
-        call: &'static str,
-        /// The client's error (boxed: it is large, and every other variant is small).
-        source: Box<etcd_client::Error>,
-    },
-    /// An etcd call did not finish within the call timeout.
-    #[error("etcd {call} timed out after {after:?}")]
-    Timeout {
-        /// Which call.
-        call: &'static str,
-        /// The timeout.
-        after: Duration,
-    },
+    /// An etcd call failed or did not finish within the call timeout.
+    #[error(transparent)]
+    Call(#[from] vitastor_etcd::CallError),
     /// etcd answered something the protocol does not allow (e.g. a cancelled watch).
     #[error("etcd {call}: {reason}")]
     Protocol {

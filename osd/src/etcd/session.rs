@@ -8,12 +8,13 @@
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, LeaseKeepAliveStream,
-    LeaseKeeper, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+    Client, Compare, CompareOp, EventType, GetOptions, LeaseKeepAliveStream, LeaseKeeper,
+    PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
 use serde_json::Value;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::{sleep_until, Instant};
+use vitastor_etcd::CallError;
 
 use vitastor_layout::keys::pg_state;
 
@@ -81,17 +82,7 @@ async fn call<T>(
     name: &'static str,
     fut: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
 ) -> Result<T, EtcdError> {
-    match tokio::time::timeout(timeout, fut).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(source)) => Err(EtcdError::Call {
-            call: name,
-            source: Box::new(source),
-        }),
-        Err(_) => Err(EtcdError::Timeout {
-            call: name,
-            after: timeout,
-        }),
-    }
+    Ok(vitastor_etcd::bounded(timeout, name, fut).await?)
 }
 
 impl Runner {
@@ -176,15 +167,7 @@ impl Runner {
 
     async fn session(&mut self) -> Result<Ended, EtcdError> {
         let t = self.cfg.call_timeout;
-        let options = ConnectOptions::new()
-            .with_connect_timeout(t)
-            .with_timeout(t);
-        let mut client = call(
-            t,
-            "connect",
-            Client::connect(self.cfg.address.endpoints(), Some(options)),
-        )
-        .await?;
+        let mut client = vitastor_etcd::connect(self.cfg.address.endpoints(), t).await?;
         let (lease_id, mut keeper, mut keepalives) = self.open_lease(&mut client).await?;
         self.put_state(&mut client, lease_id).await?;
         let (kvs, bad_values, revision) = self.load(&mut client).await?;
@@ -227,10 +210,7 @@ impl Runner {
                 // The stream is long-lived, so it has no per-call bound; a dead etcd is
                 // caught by the keepalive above, which is bounded.
                 msg = watch.message() => {
-                    let msg = msg.map_err(|source| EtcdError::Call {
-                        call: "watch",
-                        source: Box::new(source),
-                    })?;
+                    let msg = msg.map_err(|source| CallError::failed("watch", source))?;
                     let Some(msg) = msg else {
                         return Err(EtcdError::Protocol {
                             call: "watch",
