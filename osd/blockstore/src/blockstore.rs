@@ -46,7 +46,12 @@ const T_HEADER: u64 = 7;
 const LOW40: u64 = (1 << 40) - 1;
 
 /// Journal bytes kept free for stabilize/rollback records, so that committing what is already
-/// written never fails for lack of room (and the flusher can then free space).
+/// written never fails for lack of room (and the flusher can then free space). This fixed part
+/// also absorbs what the per-version part of `write_reserve` does not count: the end of the
+/// area skipped when a journaled write's data wraps, and a restart that turns on
+/// `journal_no_same_sector_overwrites` (records then take a sector each, where the previous
+/// run reserved them packed). A reserve computed exactly from the records owed, without this
+/// slack, wedged a randomized workload that switches that option between restarts.
 const JOURNAL_RESERVE_SECTORS: u64 = 8;
 /// Data blocks that writes may not take (none are needed by the flusher today; one keeps a
 /// full store deletable and rewritable object by object).
