@@ -329,7 +329,7 @@ impl Server {
             POp::Read(r) => self.client_error(r.client, errno),
             POp::Write(w) => self.client_error(w.client, errno),
             POp::Delete(d) if !d.background => self.client_error(d.client, errno),
-            POp::Sync(s) => self.client_error(s.client, errno),
+            POp::Sync(s) => self.finish_sync(s.client, Err(errno)),
             POp::Delete(_) | POp::Recover(_) => {}
         }
     }
@@ -1001,7 +1001,27 @@ impl Server {
 
     // ------------------------------------------------------------------ sync
 
+    /// SYNCs run one at a time, in arrival order: a SYNC must not be acknowledged while an
+    /// earlier one still stabilizes writes it took (they precede this SYNC too), and a SYNC
+    /// that fails gives its writes back for the next one to take.
     fn start_sync(&mut self, client: ClientRef) {
+        self.sync_queue.push_back(client);
+        if !self.sync_running {
+            self.next_sync();
+        }
+    }
+
+    /// Starts queued SYNCs until one has work to wait for (those with none are answered).
+    fn next_sync(&mut self) {
+        while !self.sync_running {
+            let Some(client) = self.sync_queue.pop_front() else {
+                return;
+            };
+            self.run_sync(client);
+        }
+    }
+
+    fn run_sync(&mut self, client: ClientRef) {
         let mut work: std::collections::BTreeMap<u64, Vec<ObjVerId>> = Default::default();
         let mut taken = Vec::new();
         for (key, pg) in self.pgs.iter_mut() {
@@ -1035,8 +1055,29 @@ impl Server {
             errno: None,
             failed: Vec::new(),
         };
+        self.sync_running = true;
         let idx = self.insert_op(POp::Sync(s));
         self.advance(idx);
+    }
+
+    fn finish_sync(&mut self, client: ClientRef, result: Result<(), Errno>) {
+        match result {
+            Ok(()) => {
+                self.stats.op("primary_sync", client.start, 0);
+                let msg = ReplyMsg::new(
+                    &Reply {
+                        id: client.id,
+                        retval: 0,
+                        op: ReplyOp::Sync,
+                    },
+                    Vec::new(),
+                );
+                self.reply(client.conn, client.cost, msg);
+            }
+            Err(e) => self.client_error(client, e),
+        }
+        self.sync_running = false;
+        self.next_sync();
     }
 
     fn advance_sync(&mut self, idx: usize, mut s: SyncOp) {
@@ -1055,7 +1096,7 @@ impl Server {
                     self.request_repeer(key);
                 }
             }
-            return self.client_error(s.client, e);
+            return self.finish_sync(s.client, Err(e));
         }
         match s.stage {
             SyncStage::Start => {
@@ -1101,18 +1142,7 @@ impl Server {
                     }
                 }
             }
-            SyncStage::Stabilizing => {
-                self.stats.op("primary_sync", s.client.start, 0);
-                let msg = ReplyMsg::new(
-                    &Reply {
-                        id: s.client.id,
-                        retval: 0,
-                        op: ReplyOp::Sync,
-                    },
-                    Vec::new(),
-                );
-                self.reply(s.client.conn, s.client.cost, msg);
-            }
+            SyncStage::Stabilizing => self.finish_sync(s.client, Ok(())),
         }
     }
 
@@ -1648,6 +1678,26 @@ mod error_path_tests {
         b.server.kick_recovery();
         b.pump();
         assert_eq!(b.server.backoff.attempts(&key), 2, "retried once due");
+    }
+
+    #[test]
+    fn a_sync_is_not_acknowledged_before_an_earlier_one_finishes() {
+        let mut b = Bench::new(Setup {
+            immediate_commit: ImmediateCommit::None,
+            ..Setup::default()
+        });
+        for k in 0..3 {
+            let id = b.write(k * crate::testing::BLOCK, &[k as u8 + 1; 4096]);
+            assert_eq!(b.reply(id, |_| 0).0.retval, 4096);
+        }
+        // The first SYNC takes every unsynced write; the second finds none of its own but
+        // must still wait for them to be stable.
+        let first = b.sync();
+        let second = b.sync();
+        let (reply, _) = b.reply(first, |_| 0);
+        assert_eq!(reply.retval, 0);
+        assert_eq!(b.local_unstable(), vec![]);
+        assert_eq!(b.reply(second, |_| 0).0.retval, 0);
     }
 
     #[test]

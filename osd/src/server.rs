@@ -188,6 +188,9 @@ pub struct Server {
     pub(crate) recovering: HashSet<((u32, u32), ObjectId)>,
     /// Objects whose recovery failed, and when they may be tried again.
     pub(crate) backoff: RecoveryBackoff,
+    /// A SYNC op is running; later SYNCs wait in `sync_queue`.
+    pub(crate) sync_running: bool,
+    pub(crate) sync_queue: std::collections::VecDeque<ClientRef>,
     /// A recovery finished: look for more work once the current events are handled
     /// (never from inside the op that finished, which could recurse without bound).
     pub(crate) recovery_kick: bool,
@@ -279,6 +282,8 @@ impl Server {
             read_pgs: HashMap::new(),
             recovering: HashSet::new(),
             backoff: RecoveryBackoff::default(),
+            sync_running: false,
+            sync_queue: Default::default(),
             recovery_kick: false,
             stats: Default::default(),
             deferred: Vec::new(),
