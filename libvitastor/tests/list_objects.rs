@@ -3,13 +3,12 @@
 //! do) is the only OSD asked; a primary that lists only its own store is completed by
 //! listing every peer `pg/state` names.
 
+use std::cell::RefCell;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
+use std::rc::Rc;
 use std::thread;
 use std::time::{Duration, Instant};
-
-use std::cell::RefCell;
-use std::rc::Rc;
 
 use serde_json::json;
 use vitastor::{Client, ClientOptions, OpDone};
