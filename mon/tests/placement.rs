@@ -412,3 +412,112 @@ proptest! {
         }
     }
 }
+
+/// One cluster change for the movement properties.
+#[derive(Debug, Clone, Copy)]
+enum Change {
+    AddOsd(u64),
+    RemoveOsd(usize),
+    AddHost,
+    RemoveHost(usize),
+    Reweight(usize),
+}
+
+fn change() -> impl Strategy<Value = Change> {
+    prop_oneof![
+        prop::sample::select(vec![1u64, 2, 4, 8]).prop_map(Change::AddOsd),
+        any::<usize>().prop_map(Change::RemoveOsd),
+        Just(Change::AddHost),
+        any::<usize>().prop_map(Change::RemoveHost),
+        any::<usize>().prop_map(Change::Reweight),
+    ]
+}
+
+fn apply(hosts: &[Vec<u64>], c: Change) -> Vec<OsdInfo> {
+    let mut osds = cluster(hosts);
+    let n = osds.len();
+    match c {
+        Change::AddOsd(size) => osds.push(OsdInfo::new(OsdNum(n as u64 + 1), "h0", size * TIB)),
+        Change::RemoveOsd(i) => osds[i % n].out = true,
+        Change::AddHost => {
+            for (j, s) in [2u64, 4, 1].into_iter().enumerate() {
+                let h = format!("h{}", hosts.len());
+                osds.push(OsdInfo::new(OsdNum((n + j) as u64 + 1), h, s * TIB));
+            }
+        }
+        Change::RemoveHost(h) => {
+            let h = format!("h{}", h % hosts.len());
+            osds.iter_mut()
+                .filter(|o| o.host == h)
+                .for_each(|o| o.out = true);
+        }
+        Change::Reweight(i) => osds[i % n].reweight = 0.5,
+    }
+    osds
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 256,
+        failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"))),
+        ..ProptestConfig::default()
+    })]
+
+    /// Replicated and EC pools: valid sets, loads within the reported bound,
+    /// and after a cluster change every PG keeps `pg_minsize` of its old
+    /// members (or all of them that are still usable, if fewer; a PG that
+    /// lost nothing may always move one copy), so a PG never has to recover
+    /// more copies at once than it can while staying writable.
+    #[test]
+    fn changes_keep_minsize_members(
+        hosts in prop::collection::vec(prop::collection::vec(prop::sample::select(vec![1u64, 2, 4, 8]), 1..6), 3..10),
+        pg_size in 2usize..5,
+        minsize_back in 0usize..3,
+        ec in any::<bool>(),
+        pg_count in 8u32..300,
+        c in change(),
+    ) {
+        let pg_minsize = pg_size.saturating_sub(minsize_back).max(1);
+        let pool = if ec {
+            json!({"scheme":"ec","pg_size":pg_size,"parity_chunks":1,"pg_minsize":pg_minsize.max(pg_size - 1),"pg_count":pg_count})
+        } else {
+            json!({"pg_size":pg_size,"pg_minsize":pg_minsize,"pg_count":pg_count})
+        };
+        let rules = PoolRules::from_json(PoolId(1), &pool).unwrap();
+        let t = tree(cluster(&hosts));
+        let Ok(before) = place_pool(&t, &rules, None, &PlacementOptions::default()) else {
+            return Ok(());
+        };
+        let t2 = tree(apply(&hosts, c));
+        let Ok(after) = place_pool(&t2, &rules, Some(&before.config), &PlacementOptions::default()) else {
+            return Ok(());
+        };
+        let layout = PoolLayout::new(&t2, &rules).unwrap();
+        let eval = layout.evaluate(&after.config);
+        prop_assert_eq!(eval.invalid_pgs, 0);
+        prop_assert_eq!(eval.missing_slots, pg_count as usize * (pg_size - layout.effective_size()));
+        prop_assert_eq!(eval.uniformity, after.report.uniformity);
+        for (o, l) in loads(&after.config) {
+            let t = layout.target(o).unwrap();
+            prop_assert!(f64::from(l) <= t * after.report.uniformity.max_ratio * (1.0 + 1e-9));
+        }
+        if matches!(after.report.method, PlacementMethod::Lp | PlacementMethod::GreedyFallback { .. }) {
+            return Ok(());
+        }
+        for (pg, p) in &after.config.pgs {
+            let old = &before.config.pgs[pg].osd_set;
+            let usable: Vec<OsdNum> = old.iter().copied().filter(|o| layout.target(*o).is_some()).collect();
+            let kept = usable.iter().filter(|o| p.osd_set.contains(o)).count();
+            // A PG that lost nothing may move one copy even below pg_minsize
+            // (with pg_minsize = pg_size nothing could rebalance otherwise).
+            let mut required = usable.len().min(rules.pg_minsize);
+            if usable.len() == layout.effective_size() {
+                required = required.min(usable.len() - 1);
+            }
+            prop_assert!(
+                kept >= required,
+                "pg {}: {:?} -> {:?}, kept {} of {} usable ({})", pg, old, p.osd_set, kept, usable.len(), after.report
+            );
+        }
+    }
+}

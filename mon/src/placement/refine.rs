@@ -11,6 +11,10 @@
 //! its own on (two slot moves). Each step lowers Σ |load − goal| by 2, so the
 //! pass ends after at most half of that.
 //!
+//! A move never takes a PG below `pg_minsize` of its previous members (see
+//! `State::keeps_minsize`): with several OSDs over their goal, one PG could
+//! otherwise lose two copies at once and recover them while not writable.
+//!
 //! Among possible moves it prefers one that puts a slot back where the previous
 //! placement had it, then one that displaces no previously placed data, then
 //! the receiver most under-loaded relative to its share. Aiming at a goal that
@@ -153,6 +157,31 @@ impl State<'_> {
             - self.prev.slot_cost(self.ordered, p, slot, a) as i32
     }
 
+    /// Whether putting `b` instead of `a` in slot `slot` of PG `p` leaves the
+    /// PG enough of its previous members: `pg_minsize` of them (all that are
+    /// still usable, if fewer), so a PG never recovers more copies at once than
+    /// it can while staying writable. A PG that lost nothing may move one copy
+    /// even below `pg_minsize`: with `pg_minsize = pg_size` nothing could
+    /// rebalance otherwise.
+    fn keeps_minsize(&self, p: usize, slot: usize, a: u32, b: u32) -> bool {
+        if self.cost(p, slot, a, b) <= 0 {
+            return true;
+        }
+        let usable = self.prev.slots[p].iter().flatten().count();
+        let kept = self.pgs[p]
+            .iter()
+            .enumerate()
+            .filter(
+                |&(j, s)| matches!(s, Some(x) if self.prev.slot_cost(self.ordered, p, j, *x) == 0),
+            )
+            .count();
+        let mut required = usable.min(self.layout.rules.pg_minsize);
+        if usable == self.layout.k {
+            required = required.min(usable - 1);
+        }
+        kept > required
+    }
+
     fn slot_of(&self, p: usize, a: u32) -> usize {
         self.pgs[p]
             .iter()
@@ -173,7 +202,11 @@ fn best_move(st: &State<'_>, a: u32) -> Option<Move> {
         let p = p as usize;
         let slot = st.slot_of(p, a);
         // The most under-loaded receiver that fits this PG.
-        if let Some(&(rank, b)) = st.under.iter().find(|&&(_, b)| st.fits(p, slot, b)) {
+        if let Some(&(rank, b)) = st
+            .under
+            .iter()
+            .find(|&&(_, b)| st.fits(p, slot, b) && st.keeps_minsize(p, slot, a, b))
+        {
             consider(Move {
                 pg: p,
                 slot,
@@ -184,7 +217,11 @@ fn best_move(st: &State<'_>, a: u32) -> Option<Move> {
         }
         // A receiver that held this slot before: no data to move.
         for b in st.prev.slots[p].iter().flatten().copied() {
-            if b != a && st.load[b as usize] < st.goal[b as usize] && st.fits(p, slot, b) {
+            if b != a
+                && st.load[b as usize] < st.goal[b as usize]
+                && st.fits(p, slot, b)
+                && st.keeps_minsize(p, slot, a, b)
+            {
                 let rank = Key(f64::from(st.load[b as usize] + 1) / st.layout.target[b as usize]);
                 consider(Move {
                     pg: p,
@@ -211,7 +248,7 @@ fn best_chain(st: &State<'_>, a: u32) -> Option<(u32, Move, Move)> {
         let p = p as usize;
         let slot = st.slot_of(p, a);
         for c in 0..st.layout.osds.len() as u32 {
-            if c == a || !st.fits(p, slot, c) {
+            if c == a || !st.fits(p, slot, c) || !st.keeps_minsize(p, slot, a, c) {
                 continue;
             }
             let hand_off =
