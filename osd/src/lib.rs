@@ -4,7 +4,8 @@
 //! the blockstore's io_uring) over [`connection`] (per-connection framing, reply queue,
 //! back-pressure). Peers' SEC_* requests go to [`secondary`] (a pure request ↔ blockstore-op
 //! state machine). Clients' READ/WRITE/DELETE/SYNC on the PGs this OSD leads go to
-//! [`primary`], whose ops fan out to the local store and to [`peers`]; [`peering`] takes the
+//! [`primary`], whose ops fan out to the local store and to [`peers`] (what a fan-out
+//! left behind is decided in [`fanout`]); [`peering`] takes the
 //! primary role through etcd, lists and classifies objects ([`pg`]) and schedules recovery,
 //! whose failed attempts wait in [`backoff`]. [`etcd`] is the side thread (lease, state
 //! report, watches) feeding [`cluster`], the parsed view of etcd. The `vitastor-osd` binary
@@ -16,6 +17,7 @@ pub mod cluster;
 pub mod connection;
 pub mod disk_tool;
 pub mod etcd;
+pub mod fanout;
 pub mod options;
 pub mod peering;
 pub mod peers;

@@ -21,6 +21,7 @@ use vitastor_protocol::{
     SecRwOp, SecStabOp, SecSyncOp,
 };
 
+use crate::fanout::{self, Verdict};
 use crate::pg::{Dirty, ObjState};
 use crate::secondary::ReplyMsg;
 use crate::server::{ConnId, Server, SubRes, Target};
@@ -177,11 +178,6 @@ pub(crate) fn wire_list(list: &[ObjVerId]) -> Vec<u8> {
     let mut out = Vec::with_capacity(wire.len() * 24);
     encode_obj_ver_ids(&wire, &mut out);
     out
-}
-
-/// Whether a sub-op failed because its peer was lost (it may or may not have run there).
-fn lost_peer(failed: &[(u64, Errno)]) -> bool {
-    failed.iter().any(|&(_, e)| e == Errno::EPIPE)
 }
 
 /// Collects the errno of a failed sub-op; the first error wins.
@@ -708,7 +704,8 @@ impl Server {
             return;
         }
         let result = w.errno.map_or(Ok(()), Err);
-        if result.is_ok() {
+        let verdict = fanout::verdict(&w.targets, &w.failed);
+        if verdict == Verdict::Written {
             let stable = self.pool_commit(w.pg.0) == ImmediateCommit::All;
             if let Some(pg) = self.pgs.get_mut(&w.pg) {
                 if !stable {
@@ -727,17 +724,14 @@ impl Server {
                 }
                 pg.tombstones.remove(&w.oid);
             }
-        } else if lost_peer(&w.failed) {
-            // Whether the lost peer has the version is unknown: the PG re-peers (losing the
-            // peer does that anyway) and the listings tell.
-            self.peer_trouble(w.pg);
-        } else {
-            // Every failed copy was refused by its store (out of space, device error), so
-            // which members hold the version is known: the PG stays active with the object
+        } else if let Verdict::Partial { holders } = verdict {
+            // Which members hold the version is known: the PG stays active with the object
             // degraded, recovered once the failed OSD can take it, instead of peering again
             // only to find the same.
             let stable = self.pool_commit(w.pg.0) == ImmediateCommit::All;
-            self.partial_version(w.pg, w.oid, w.version, &w.targets, &w.failed, stable);
+            self.partial_version(w.pg, w.oid, w.version, &holders, &w.failed, stable);
+        } else {
+            self.peer_trouble(w.pg);
         }
         self.finish_write(w, result);
     }
@@ -780,9 +774,10 @@ impl Server {
         let gran = self.bs.layout().bitmap_granularity as usize;
         let bmp_bytes = self.bs.layout().bitmap_bytes();
         if let Some(e) = d.errno {
-            if d.stage == DelStage::Tombstone && !lost_peer(&d.failed) {
+            let verdict = fanout::verdict(&d.targets, &d.failed);
+            if let (DelStage::Tombstone, Verdict::Partial { holders }) = (d.stage, verdict) {
                 // As for writes: the tombstone is where it could be written.
-                self.partial_version(d.pg, d.oid, d.version, &d.targets, &d.failed, true);
+                self.partial_version(d.pg, d.oid, d.version, &holders, &d.failed, true);
             } else {
                 self.peer_trouble(d.pg);
             }
@@ -1468,56 +1463,34 @@ impl Server {
         Some(if e == Errno::ENOSPC { e } else { Errno::EPIPE })
     }
 
-    /// A write of `version` reached `targets` except `failed`: records which members hold
-    /// it now, so the object is degraded (and recovered later) rather than the PG re-peered.
+    /// A version reached only `holders`: records it in the PG's object map (the object is
+    /// degraded and recovered later) and, when unstable, in the unsynced writes.
     fn partial_version(
         &mut self,
         key: (u32, u32),
         oid: ObjectId,
         version: u64,
-        targets: &[u64],
+        holders: &[u64],
         failed: &[(u64, Errno)],
         stable: bool,
     ) {
-        let written: Vec<u64> = targets
-            .iter()
-            .copied()
-            .filter(|t| !failed.iter().any(|(o, _)| o == t))
-            .collect();
         let Some(pg) = self.pgs.get_mut(&key) else {
             return;
         };
-        if written.is_empty() {
+        let Some(st) =
+            fanout::partial_state(pg.objects.objects.get(&oid), version, holders, failed)
+        else {
             return;
-        }
+        };
         if !stable {
-            for &osd in &written {
+            for &osd in holders {
                 pg.dirty
                     .entry(osd)
                     .or_default()
                     .push(ObjVerId::new(oid, version));
             }
         }
-        let st = pg.objects.objects.entry(oid).or_insert_with(|| ObjState {
-            version,
-            holders: Vec::new(),
-            stale: Vec::new(),
-        });
-        let mut stale: Vec<u64> = st
-            .holders
-            .iter()
-            .chain(&st.stale)
-            .chain(failed.iter().map(|(o, _)| o))
-            .copied()
-            .filter(|o| !written.contains(o))
-            .collect();
-        stale.sort_unstable();
-        stale.dedup();
-        *st = ObjState {
-            version,
-            holders: written,
-            stale,
-        };
+        pg.objects.objects.insert(oid, st);
         pg.objects.misplaced.remove(&oid);
         pg.objects.degraded.insert(oid);
     }
