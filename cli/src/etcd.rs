@@ -71,11 +71,8 @@ impl Etcd {
             .map_err(|e| CliError::Usage(e.to_string()))?
             .endpoints()
             .to_vec();
-        if !prefix.is_empty() && !prefix.starts_with('/') {
-            return Err(CliError::Usage(format!(
-                "--etcd_prefix {prefix:?} must start with '/'"
-            )));
-        }
+        let prefix =
+            vitastor_etcd::normalize_prefix(prefix).map_err(|e| CliError::Usage(e.to_string()))?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -83,11 +80,7 @@ impl Etcd {
         let client = rt
             .block_on(vitastor_etcd::connect(&endpoints, CALL_TIMEOUT))
             .map_err(|e| call_error(format!("connecting to {address}"), e))?;
-        Ok(Etcd {
-            rt,
-            client,
-            prefix: prefix.trim_end_matches('/').to_string(),
-        })
+        Ok(Etcd { rt, client, prefix })
     }
 
     fn full(&self, key: &str) -> String {

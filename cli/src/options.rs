@@ -84,7 +84,8 @@ impl Common {
             .unwrap_or_else(|| DEFAULT_PREFIX.to_string());
         Ok(Resolved {
             etcd_address,
-            etcd_prefix: etcd_prefix.trim_end_matches('/').to_string(),
+            etcd_prefix: vitastor_etcd::normalize_prefix(&etcd_prefix)
+                .map_err(|e| CliError::Usage(e.to_string()))?,
             config_path: self.config_path.clone(),
         })
     }

@@ -1,7 +1,7 @@
-//! How every vitastor program reaches etcd: the `etcd_address` option ([`EtcdAddress`]),
-//! connecting ([`connect`]) and the timeout around every call ([`bounded`], [`CallError`]),
-//! written once for the OSD, the monitor, the client library and the CLI, which used to
-//! carry a copy each.
+//! How every vitastor program reaches etcd: the `etcd_address` and `etcd_prefix` options
+//! ([`EtcdAddress`], [`normalize_prefix`]), connecting ([`connect`]) and the timeout around
+//! every call ([`bounded`], [`CallError`]), written once for the OSD, the monitor, the client
+//! library and the CLI, which used to carry a copy each.
 //!
 //! Each program still runs its own etcd session (lease, watches, transactions) on top of
 //! these; those are meant to move here next.
@@ -15,6 +15,8 @@
 
 mod address;
 mod call;
+mod prefix;
 
 pub use address::{AddressError, EtcdAddress};
 pub use call::{bounded, connect, describe, CallError};
+pub use prefix::{normalize_prefix, PrefixError};

@@ -98,15 +98,12 @@ impl ClientOptions {
             }
         };
         let prefix = match local.get("etcd_prefix").and_then(Value::as_str) {
-            Some(p) => p.trim_end_matches('/').to_string(),
+            Some(p) => vitastor_etcd::normalize_prefix(p).map_err(|e| ClientError::BadOption {
+                name: "etcd_prefix".into(),
+                reason: e.to_string(),
+            })?,
             None => vitastor_layout::keys::DEFAULT_PREFIX.to_string(),
         };
-        if !prefix.is_empty() && !prefix.starts_with('/') {
-            return Err(ClientError::BadOption {
-                name: "etcd_prefix".into(),
-                reason: format!("{prefix:?} must start with '/'"),
-            });
-        }
         let resolved = Resolved {
             local,
             etcd_address,

@@ -274,14 +274,10 @@ fn read_config_file(
 }
 
 fn normalize_prefix(p: &str) -> Result<String, MonError> {
-    let p = p.trim_end_matches('/');
-    if p.is_empty() || !p.starts_with('/') {
-        return Err(MonError::BadOption {
-            name: "--etcd_prefix",
-            reason: format!("{p:?} must start with / and name a non-root prefix"),
-        });
-    }
-    Ok(p.to_owned())
+    vitastor_etcd::normalize_prefix(p).map_err(|e| MonError::BadOption {
+        name: "--etcd_prefix",
+        reason: e.to_string(),
+    })
 }
 
 /// Parses `etcd_address` (`host:port/v3`, optionally `http://`, comma-separated) into the

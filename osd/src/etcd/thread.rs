@@ -77,11 +77,10 @@ impl EtcdConfig {
                 self.report_interval
             ));
         }
-        let trimmed = self.prefix.trim_end_matches('/');
-        if !trimmed.is_empty() && !trimmed.starts_with('/') {
-            return bad(format!("prefix {:?} must start with '/'", self.prefix));
+        match vitastor_etcd::normalize_prefix(&self.prefix) {
+            Ok(prefix) => self.prefix = prefix,
+            Err(e) => return bad(e.to_string()),
         }
-        self.prefix = trimmed.to_string();
         Ok(self)
     }
 }
