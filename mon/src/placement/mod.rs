@@ -32,7 +32,8 @@
 //!    they came from, the rest by largest overlap; PGs the LP left out are
 //!    filled greedily, then the same single-slot refinement removes rounding
 //!    loss. The incremental result still wins unless the LP one is more uniform
-//!    by at least [`WORTH_MOVING`].
+//!    by at least [`WORTH_MOVING`] and leaves every PG the previous members it
+//!    must keep to stay writable while it recovers (`pg_minsize`).
 //! 7. Primaries: among up OSDs, balanced, honouring `primary_affinity_tags`.
 //!
 //! # Why not the LP for everything, measured
@@ -315,7 +316,12 @@ pub fn place_pool(
     report.refine_moves = refine::refine(&layout, &prev, &mut pgs);
     if let Some((inc, u, greedy, moves)) = incremental {
         let lp = Uniformity::measure(&assign::loads(&layout, &pgs), &layout.target);
-        if report.method == PlacementMethod::Lp && u.efficiency >= lp.efficiency - WORTH_MOVING {
+        let ordered = rules.ordered_slots();
+        let keeps_minsize = (0..pgs.len())
+            .all(|i| prev.kept(ordered, i, &pgs[i]) >= prev.required_kept(&layout, i));
+        if report.method == PlacementMethod::Lp
+            && (u.efficiency >= lp.efficiency - WORTH_MOVING || !keeps_minsize)
+        {
             report.method = PlacementMethod::Incremental {
                 lp_efficiency: Some(lp.efficiency),
             };

@@ -70,6 +70,31 @@ impl Previous {
     }
 }
 
+impl Previous {
+    /// Previous members PG `i` must keep while it moves data: `pg_minsize` of
+    /// them (all that are still usable, if fewer), so a PG never recovers more
+    /// copies at once than it can while staying writable. A PG that lost
+    /// nothing may move one copy even below `pg_minsize`: with
+    /// `pg_minsize = pg_size` nothing could rebalance otherwise.
+    pub fn required_kept(&self, layout: &PoolLayout, i: usize) -> usize {
+        let usable = self.slots[i].iter().flatten().count();
+        let required = usable.min(layout.rules.pg_minsize);
+        if usable == layout.k {
+            required.min(usable.saturating_sub(1))
+        } else {
+            required
+        }
+    }
+
+    /// Previous members PG `i` keeps with slots `pg`.
+    pub fn kept(&self, ordered: bool, i: usize, pg: &Slots) -> usize {
+        pg.iter()
+            .enumerate()
+            .filter(|&(j, s)| matches!(s, Some(x) if self.slot_cost(ordered, i, j, *x) == 0))
+            .count()
+    }
+}
+
 /// Puts OSD set `set` into PG `i`'s slots, keeping each previous member in its
 /// slot so that only the changed OSDs move (and EC parts keep their numbers).
 pub(crate) fn arrange(prev: &Previous, i: usize, set: &[u32]) -> Slots {

@@ -12,7 +12,7 @@
 //! pass ends after at most half of that.
 //!
 //! A move never takes a PG below `pg_minsize` of its previous members (see
-//! `State::keeps_minsize`): with several OSDs over their goal, one PG could
+//! `Previous::required_kept`): with several OSDs over their goal, one PG could
 //! otherwise lose two copies at once and recover them while not writable.
 //!
 //! Among possible moves it prefers one that puts a slot back where the previous
@@ -158,28 +158,11 @@ impl State<'_> {
     }
 
     /// Whether putting `b` instead of `a` in slot `slot` of PG `p` leaves the
-    /// PG enough of its previous members: `pg_minsize` of them (all that are
-    /// still usable, if fewer), so a PG never recovers more copies at once than
-    /// it can while staying writable. A PG that lost nothing may move one copy
-    /// even below `pg_minsize`: with `pg_minsize = pg_size` nothing could
-    /// rebalance otherwise.
+    /// PG the previous members it must keep ([`Previous::required_kept`]).
     fn keeps_minsize(&self, p: usize, slot: usize, a: u32, b: u32) -> bool {
-        if self.cost(p, slot, a, b) <= 0 {
-            return true;
-        }
-        let usable = self.prev.slots[p].iter().flatten().count();
-        let kept = self.pgs[p]
-            .iter()
-            .enumerate()
-            .filter(
-                |&(j, s)| matches!(s, Some(x) if self.prev.slot_cost(self.ordered, p, j, *x) == 0),
-            )
-            .count();
-        let mut required = usable.min(self.layout.rules.pg_minsize);
-        if usable == self.layout.k {
-            required = required.min(usable - 1);
-        }
-        kept > required
+        self.cost(p, slot, a, b) <= 0
+            || self.prev.kept(self.ordered, p, &self.pgs[p])
+                > self.prev.required_kept(self.layout, p)
     }
 
     fn slot_of(&self, p: usize, a: u32) -> usize {
