@@ -386,6 +386,10 @@ impl Server {
                 self.tick();
             }
             self.bs.run();
+            // Ops that finish inside `run` (a SYNC with nothing left to flush, a read served
+            // from memory) complete without any I/O to wake the next wait: take them now,
+            // or their replies would wait for the next tick.
+            self.drain_completions();
             // Write replies and requests right away rather than a poll round later.
             self.flush_all();
             let mut events = std::mem::take(&mut self.peer_events);
