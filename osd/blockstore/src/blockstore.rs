@@ -24,6 +24,7 @@ use crate::bitmap::{is_set, set_range};
 use crate::config::{BlockstoreConfig, ImmediateCommit};
 use crate::error::{BsError, BsResult};
 use crate::fault::FaultPlan;
+use crate::fsync::{Area, Fsyncs};
 use crate::index::{Clean, DState, Dirty, DirtyKind, Index};
 use crate::inflight::Tracked;
 use crate::io::{AlignedBuf, DevId, IoEngine, IoKind, IoReq};
@@ -103,40 +104,6 @@ pub fn device_paths(cfg: &BlockstoreConfig) -> (Vec<PathBuf>, Devices) {
             journal,
         },
     )
-}
-
-struct FsyncTracker {
-    enabled: bool,
-    dev: DevId,
-    submitted: u64,
-    completed: u64,
-    inflight: bool,
-    wanted: u64,
-}
-
-impl FsyncTracker {
-    fn new(dev: DevId, enabled: bool) -> Self {
-        FsyncTracker {
-            enabled,
-            dev,
-            submitted: 0,
-            completed: 0,
-            inflight: false,
-            wanted: 0,
-        }
-    }
-    /// A ticket for an fsync that covers every write completed before now.
-    fn ticket(&mut self) -> u64 {
-        if !self.enabled {
-            return 0;
-        }
-        let t = self.submitted + 1;
-        self.wanted = self.wanted.max(t);
-        t
-    }
-    fn done(&self, t: u64) -> bool {
-        self.completed >= t
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -283,9 +250,8 @@ pub struct Blockstore<E: IoEngine> {
     done: Vec<Completion>,
     unsynced: Vec<ObjVerId>,
     unsynced_big: Vec<ObjVerId>,
-    jfs: FsyncTracker,
-    dfs: FsyncTracker,
-    mfs: FsyncTracker,
+    fsyncs: Fsyncs,
+    fsync_out: Vec<(DevId, u64)>,
     flush_queue: VecDeque<ObjectId>,
     flush_queued: FxHashSet<ObjectId>,
     flushing: FxHashSet<ObjectId>,
@@ -598,9 +564,12 @@ impl<E: IoEngine> Blockstore<E> {
             done: Vec::new(),
             unsynced: Vec::new(),
             unsynced_big: Vec::new(),
-            jfs: FsyncTracker::new(devs.journal, !cfg.disable_journal_fsync),
-            dfs: FsyncTracker::new(devs.data, !cfg.disable_data_fsync),
-            mfs: FsyncTracker::new(devs.meta, !cfg.disable_meta_fsync),
+            fsyncs: Fsyncs::new([
+                (devs.journal, !cfg.disable_journal_fsync),
+                (devs.data, !cfg.disable_data_fsync),
+                (devs.meta, !cfg.disable_meta_fsync),
+            ]),
+            fsync_out: Vec::new(),
             flush_queue: VecDeque::new(),
             flush_queued: FxHashSet::default(),
             flushing: FxHashSet::default(),
@@ -1373,13 +1342,7 @@ impl<E: IoEngine> Blockstore<E> {
                     self.fail(res);
                     return;
                 }
-                let t = match low {
-                    0 => &mut self.jfs,
-                    1 => &mut self.dfs,
-                    _ => &mut self.mfs,
-                };
-                t.completed = t.submitted;
-                t.inflight = false;
+                self.fsyncs.completed(DevId((low >> 40) as u8), low & LOW40);
             }
             T_FLUSH | T_META => {
                 let slot = (low >> 40) as usize;
@@ -1413,7 +1376,7 @@ impl<E: IoEngine> Blockstore<E> {
                     return;
                 }
                 if let TrimSt::Writing { n } = self.trim {
-                    let ticket = self.jfs.ticket();
+                    let ticket = self.fsyncs.ticket(Area::Journal);
                     self.trim = TrimSt::Fsync { n, ticket };
                 }
             }
@@ -1498,27 +1461,22 @@ impl<E: IoEngine> Blockstore<E> {
             }
         }
         self.sector_writes = writes;
-        for (which, t) in [
-            (0u64, &mut self.jfs),
-            (1, &mut self.dfs),
-            (2, &mut self.mfs),
-        ] {
-            if t.enabled && !t.inflight && t.wanted > t.submitted {
-                t.submitted += 1;
-                t.inflight = true;
-                // SAFETY: fsync carries no buffer.
-                unsafe {
-                    self.engine.push(IoReq {
-                        dev: t.dev,
-                        kind: IoKind::Fsync,
-                        offset: 0,
-                        ptr: std::ptr::null_mut(),
-                        len: 0,
-                        token: tok(T_FSYNC, which),
-                    });
-                }
+        let mut fsyncs = std::mem::take(&mut self.fsync_out);
+        self.fsyncs.to_submit(&mut fsyncs);
+        for (dev, number) in fsyncs.drain(..) {
+            // SAFETY: fsync carries no buffer.
+            unsafe {
+                self.engine.push(IoReq {
+                    dev,
+                    kind: IoKind::Fsync,
+                    offset: 0,
+                    ptr: std::ptr::null_mut(),
+                    len: 0,
+                    token: tok(T_FSYNC, (dev.0 as u64) << 40 | number),
+                });
             }
         }
+        self.fsync_out = fsyncs;
     }
 
     /// Durability rules per operation kind.
@@ -1916,9 +1874,9 @@ impl<E: IoEngine> Blockstore<E> {
                     if !durable {
                         return true;
                     }
-                    *w = JWait::Fsync(self.jfs.ticket());
+                    *w = JWait::Fsync(self.fsyncs.ticket(Area::Journal));
                 }
-                JWait::Fsync(t) => return self.jfs.done(t),
+                JWait::Fsync(t) => return self.fsyncs.done(Area::Journal, t),
             }
         }
     }
@@ -1990,9 +1948,9 @@ impl<E: IoEngine> Blockstore<E> {
                         }));
                     }
                     if *t == u64::MAX {
-                        *t = self.dfs.ticket();
+                        *t = self.fsyncs.ticket(Area::Data);
                     }
-                    if !self.dfs.done(*t) {
+                    if !self.fsyncs.done(Area::Data, *t) {
                         return None;
                     }
                     *st = WriteSt::BigAppend;
@@ -2062,7 +2020,7 @@ impl<E: IoEngine> Blockstore<E> {
                     } else if big.is_empty() {
                         SyncSt::Append
                     } else {
-                        SyncSt::DataFsync(self.dfs.ticket())
+                        SyncSt::DataFsync(self.fsyncs.ticket(Area::Data))
                     };
                 }
                 SyncSt::Wait => {
@@ -2073,7 +2031,7 @@ impl<E: IoEngine> Blockstore<E> {
                     return Some(Ok(BsReply::Done));
                 }
                 SyncSt::DataFsync(t) => {
-                    if !self.dfs.done(*t) {
+                    if !self.fsyncs.done(Area::Data, *t) {
                         return None;
                     }
                     *st = SyncSt::Append;
@@ -2449,11 +2407,15 @@ impl<E: IoEngine> Blockstore<E> {
                     let needs_sync = job.meta.iter().any(|m| m.entry.is_some())
                         && job.target != job.old
                         || job.meta.iter().any(|m| m.entry.is_some());
-                    job.st = FlushSt::DataFsync(if needs_sync { self.dfs.ticket() } else { 0 });
+                    job.st = FlushSt::DataFsync(if needs_sync {
+                        self.fsyncs.ticket(Area::Data)
+                    } else {
+                        0
+                    });
                     progress = true;
                 }
                 FlushSt::DataFsync(t) => {
-                    if !self.dfs.done(t) {
+                    if !self.fsyncs.done(Area::Data, t) {
                         break false;
                     }
                     job.st = FlushSt::Meta(0);
@@ -2464,11 +2426,18 @@ impl<E: IoEngine> Blockstore<E> {
                         break false;
                     }
                     let any = job.meta.iter().any(|m| m.entry.is_some() == (phase == 0));
-                    job.st = FlushSt::MetaFsync(phase, if any { self.mfs.ticket() } else { 0 });
+                    job.st = FlushSt::MetaFsync(
+                        phase,
+                        if any {
+                            self.fsyncs.ticket(Area::Meta)
+                        } else {
+                            0
+                        },
+                    );
                     progress = true;
                 }
                 FlushSt::MetaFsync(phase, t) => {
-                    if !self.mfs.done(t) {
+                    if !self.fsyncs.done(Area::Meta, t) {
                         break false;
                     }
                     if phase == 1 {
@@ -2680,7 +2649,7 @@ impl<E: IoEngine> Blockstore<E> {
             }
             TrimSt::Writing { .. } => false,
             TrimSt::Fsync { n, ticket } => {
-                if !self.jfs.done(ticket) {
+                if !self.fsyncs.done(Area::Journal, ticket) {
                     return false;
                 }
                 self.journal.trimmed(n);

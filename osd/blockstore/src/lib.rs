@@ -26,6 +26,7 @@ mod blockstore;
 pub mod config;
 pub mod error;
 pub mod fault;
+mod fsync;
 pub mod index;
 mod inflight;
 pub mod io;
