@@ -298,6 +298,45 @@ fn movement(n: usize, pgs: u32, pool: &str, rules: &PoolRules) {
     }
 }
 
+/// Pool rule changes on a large cluster: every PG changes, so this measures
+/// the incremental path's cost (greedy refill, refinement) at full scale.
+fn rule_changes(n: usize, pgs: u32) {
+    let mut rng = SmallRng::seed_from_u64(n as u64 * 7919 + u64::from(pgs));
+    let t = tree(cluster(n, &mut rng));
+    let opts = PlacementOptions::default();
+    println!("\nPool rule changes, {n} OSDs / {pgs} PGs:");
+    println!(
+        "{:>24} | {:>7} {:>7} {:>8} {:>12} {:>7}",
+        "change", "moved", "eff %", "int.bnd%", "method", "time s"
+    );
+    let mut osd_domain = PoolRules::replicated(PoolId(1), 3, 2, pgs);
+    osd_domain.failure_domain = "osd".into();
+    let host_domain = PoolRules::replicated(PoolId(1), 3, 2, pgs);
+    let size4 = PoolRules::replicated(PoolId(1), 4, 2, pgs);
+    let before = place_pool(&t, &osd_domain, None, &opts).expect("feasible");
+    let mut prev = before.config;
+    for (name, rules) in [
+        ("failure domain osd→host", &host_domain),
+        ("pg_size 3→4", &size4),
+    ] {
+        let started = Instant::now();
+        let after = place_pool(&t, rules, Some(&prev), &opts).expect("feasible");
+        let time = started.elapsed();
+        let u = after.report.uniformity;
+        println!(
+            "{:>24} | {:>7} {:>7.2} {:>8.2} {:>12} {:>7.3}",
+            name,
+            after.report.slots_moved,
+            u.efficiency * 100.0,
+            u.integer_bound * 100.0,
+            method(&after),
+            time.as_secs_f64(),
+        );
+        eprintln!("  {name}: {}", after.report);
+        prev = after.config;
+    }
+}
+
 /// Several pools on one cluster: each placed on its own, and the load they add
 /// up to on every OSD against the sum of their shares.
 fn shared_cluster() {
@@ -391,6 +430,7 @@ fn main() {
     if !quick {
         let big = PoolRules::replicated(PoolId(1), 3, 2, 65536);
         movement(10000, 65536, "replicated size 3", &big);
+        rule_changes(10000, 65536);
     }
     shared_cluster();
 }
