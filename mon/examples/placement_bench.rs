@@ -12,6 +12,9 @@
 //! fraction of the ideal pool capacity (min over OSDs of ideal share / actual
 //! share); the integer bound is the best any whole-number loads allow.
 //!
+//! "peak MiB" is the process's peak resident memory so far (VmHWM), so each
+//! row's figure bounds that row's own use.
+//!
 //! Movement: slots whose OSD changed (for EC the part number counts). The ideal
 //! is the share that must move, Σ over OSDs of max(0, new share − old share):
 //! for +1 OSD the new OSD's share, for −1 OSD the removed OSD's share, for a

@@ -61,7 +61,7 @@ fn loads(cfg: &PoolPgConfig) -> std::collections::BTreeMap<OsdNum, u32> {
 }
 
 #[test]
-fn lp_beats_straw2_side_by_side() {
+fn placement_beats_straw2_side_by_side() {
     let cases: Vec<(&str, Vec<Vec<u64>>, u32)> = vec![
         ("homogeneous 8×4", vec![vec![1; 4]; 8], 1024),
         ("homogeneous 3×4", vec![vec![1; 4]; 3], 256),
@@ -90,7 +90,7 @@ fn lp_beats_straw2_side_by_side() {
         assert_eq!(u, lp.report.uniformity);
         assert!(
             u.efficiency >= u.integer_bound - 1e-9,
-            "{name}: LP below the integer bound"
+            "{name}: below the integer bound"
         );
         assert!(u.efficiency >= 0.97, "{name}: {u:?}");
         // Whole slots only cost rounding: no OSD is two slots off its share.

@@ -196,17 +196,26 @@ impl fmt::Display for PlacementReport {
             PlacementMethod::Lp => "lp".to_owned(),
             PlacementMethod::GreedyFallback { reason } => format!("greedy fallback ({reason})"),
         };
+        // Candidate sets and LP time only mean something when the LP ran.
+        let lp = if self.combinations_considered > 0 {
+            format!(
+                ", LP over {} of {:.3e} sets{} in {:.3}s",
+                self.combinations_considered,
+                self.combination_space,
+                if self.sampled { " sampled" } else { "" },
+                self.lp_time.as_secs_f64(),
+            )
+        } else {
+            String::new()
+        };
         write!(
             f,
-            "pool {}: {method}, {} OSDs in {} domains, size {}, {} of {:.3e} sets{}, {} in use, uniformity {:.2}% \
-             (integer bound {:.2}%), {} PGs changed, {} slots moved, {} refine moves, {:.3}s (LP {:.3}s)",
+            "pool {}: {method}, {} OSDs in {} domains, size {}, {} sets in use, uniformity {:.2}% \
+             (integer bound {:.2}%), {} PGs changed, {} slots moved, {} refine moves, {:.3}s{lp}",
             self.pool,
             self.eligible_osds,
             self.failure_domains,
             self.effective_size,
-            self.combinations_considered,
-            self.combination_space,
-            if self.sampled { " sampled" } else { "" },
             self.distinct_sets,
             self.uniformity.efficiency * 100.0,
             self.uniformity.integer_bound * 100.0,
@@ -214,7 +223,6 @@ impl fmt::Display for PlacementReport {
             self.slots_moved,
             self.refine_moves,
             self.solve_time.as_secs_f64(),
-            self.lp_time.as_secs_f64(),
         )
     }
 }
