@@ -7,7 +7,7 @@
 //! Several fsyncs of one device may be in flight, so that a write completing during an fsync
 //! waits for one more, not for two in a row.
 //!
-//! It only decides; it never submits or waits (the blockstore turns [`Fsyncs::to_submit`] into
+//! It only decides; it never submits or waits (the blockstore turns [`Fsyncs::take_due`] into
 //! device I/O and feeds completions back with [`Fsyncs::completed`]).
 
 use crate::io::DevId;
@@ -107,7 +107,7 @@ impl Fsyncs {
 
     /// Fsyncs to submit now, as `(device, number)`: one per device that has a ticket no
     /// submitted fsync covers, unless too many are in flight already.
-    pub(crate) fn to_submit(&mut self, out: &mut Vec<(DevId, u64)>) {
+    pub(crate) fn take_due(&mut self, out: &mut Vec<(DevId, u64)>) {
         for d in self.devs.iter_mut() {
             if d.wanted > d.submitted && d.in_flight < MAX_IN_FLIGHT {
                 d.submitted += 1;
@@ -135,7 +135,7 @@ mod tests {
 
     fn submit(f: &mut Fsyncs) -> Vec<(DevId, u64)> {
         let mut v = Vec::new();
-        f.to_submit(&mut v);
+        f.take_due(&mut v);
         v
     }
 
