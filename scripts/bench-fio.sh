@@ -1,21 +1,32 @@
 #!/usr/bin/env bash
 # `make bench` (second part): the seed's six fio commands through libfio_vitastor.so against
-# a local devcluster (etcd + 3 OSDs on files, pool 1 with pg_size 2), beside the same six
-# against a raw file on the same disk (libaio), plus the loopback TCP round-trip time, in one
-# table with the ratio to raw and to the seed's theoretical bound (replicated T1Q1 read =
-# 1 round trip + 1 disk read; write with immediate commit = 2 round trips + 1 disk write).
+# a local devcluster (etcd + 3 OSDs on files, pool 1 with pg_size 2) in both durability modes,
+# beside the same six against a raw file on the same disk (libaio), plus the loopback TCP
+# round-trip time. Per row: raw, ours, ours ÷ raw, the seed's floor and ours ÷ floor, and,
+# with BENCH_BASELINE, the same jobs on an older build in the same run.
+#
+# Modes: `all` (immediate_commit all with the seed's OSD options for drives with power-loss
+# protection: disable_data_fsync, flusher_count 8, journal_no_same_sector_overwrites,
+# journal_sector_buffer_count 1024) and `none` (every fsync on, nothing disabled).
+# The image (and the raw file) is written in full before any job, so that reads hit data
+# rather than holes that read back as zeroes without touching a disk.
+# The seed's floor for T1Q1: read = 1 round trip + 1 raw read; write with immediate commit =
+# 2 round trips + 1 raw write; lazy write + fsync = 4 round trips + 1 raw write + 1 raw fsync.
 # Results are kept in target/bench/fio-<date>.json.
 #
 # Environment: BENCH_RUNTIME (seconds per test, default 15), BENCH_IMAGE_SIZE (default 2G),
-# BENCH_IMMEDIATE_COMMIT (all | none, default all), BENCH_DIR (work directory, default
-# target/bench; must not be tmpfs), CARGO_TARGET_DIR (where the binaries are, default target).
+# BENCH_MODES (default "all none"), BENCH_BASELINE (a directory with an older build's
+# devcluster, vitastor-osd and libfio_vitastor.so, e.g. a saved target/release: its figures
+# are printed beside ours), BENCH_DIR (work directory, default target/bench; must not be
+# tmpfs), CARGO_TARGET_DIR (where the binaries are, default target).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 RUNTIME="${BENCH_RUNTIME:-15}"
 IMAGE_SIZE="${BENCH_IMAGE_SIZE:-2G}"
-IMMEDIATE="${BENCH_IMMEDIATE_COMMIT:-all}"
+MODES="${BENCH_MODES:-all none}"
+BASELINE="${BENCH_BASELINE:-}"
 WORK="${BENCH_DIR:-$ROOT/target/bench}"
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 ENGINE="$BIN/libfio_vitastor.so"
@@ -24,6 +35,15 @@ command -v fio >/dev/null || { echo "bench-fio: fio not found (run scripts/setup
 command -v python3 >/dev/null || { echo "bench-fio: python3 not found" >&2; exit 1; }
 for f in "$ENGINE" "$BIN/devcluster" "$BIN/vitastor-osd"; do
     [ -e "$f" ] || { echo "bench-fio: $f is missing; run make build" >&2; exit 1; }
+done
+if [ -n "$BASELINE" ]; then
+    BASELINE="$(cd "$BASELINE" && pwd)"
+    for f in libfio_vitastor.so devcluster vitastor-osd; do
+        [ -e "$BASELINE/$f" ] || { echo "bench-fio: BENCH_BASELINE has no $f" >&2; exit 1; }
+    done
+fi
+for m in $MODES; do
+    case "$m" in all | none) ;; *) echo "bench-fio: unknown mode $m (all | none)" >&2; exit 1 ;; esac
 done
 mkdir -p "$WORK"
 # tmpfs has no O_DIRECT and no disk behind it: both sides would measure memory.
@@ -35,8 +55,11 @@ fi
 STAMP="$(date +%Y%m%d-%H%M%S)"
 OUT="$WORK/fio-$STAMP.json"
 RUN="$(mktemp -d "$WORK/fio-run.XXXXXX")"
+CLUSTER_BIN=""
 stop() {
-    "$BIN/devcluster" down --dir "$RUN/cluster" >/dev/null 2>&1 || true
+    if [ -n "$CLUSTER_BIN" ]; then
+        "$CLUSTER_BIN/devcluster" down --dir "$RUN/cluster" >/dev/null 2>&1 || true
+    fi
     rm -rf "$RUN"
 }
 trap stop EXIT
@@ -63,8 +86,16 @@ run_jobs() { # SIDE FIO-ARGS...: every job; JSON to $RUN/SIDE-NAME.json
     done
 }
 
-# Raw: a file of the same size on the same file system, written out first like fio does.
+# Raw: a file of the same size on the same file system, written out in full once (fio would
+# create it with fallocate, whose unwritten extents read back without touching the disk).
 RAW="$WORK/raw-fio.img"
+if [ "$(cat "$RAW.written" 2>/dev/null)" != "$IMAGE_SIZE" ]; then
+    echo "bench-fio: writing out $RAW ($IMAGE_SIZE)" >&2
+    rm -f "$RAW" "$RAW.written"
+    fio -ioengine=libaio -direct=1 -name=layout -filename="$RAW" -size="$IMAGE_SIZE" -rw=write \
+        -bs=4M -iodepth=32 -output-format=json >/dev/null
+    echo "$IMAGE_SIZE" >"$RAW.written"
+fi
 echo "bench-fio: raw file $RAW" >&2
 run_jobs raw -ioengine=libaio -invalidate=1 -filename="$RAW" -size="$IMAGE_SIZE"
 
@@ -90,20 +121,43 @@ s.close()
 os.wait()
 PY
 
-echo "bench-fio: starting a devcluster (immediate_commit=$IMMEDIATE)" >&2
-# OSD options of the seed's published benchmark (drives with power-loss protection).
-OSD_ARGS=(--disable_data_fsync true --flusher_count 8 --journal_no_same_sector_overwrites true
-    --journal_sector_buffer_count 1024)
-"$BIN/devcluster" up --dir "$RUN/cluster" --osds 3 --immediate-commit "$IMMEDIATE" \
-    "${OSD_ARGS[@]/#/--osd-arg=}" >"$RUN/up.env"
-ETCD="$(sed -n 's/^etcd_address=//p' "$RUN/up.env")"
-[ -n "$ETCD" ] || { echo "bench-fio: devcluster printed no etcd_address" >&2; exit 1; }
-run_jobs vitastor -thread -ioengine="$ENGINE" -etcd="$ETCD" -pool=1 -inode=1 -size="$IMAGE_SIZE"
+cluster_jobs() { # BIN-DIR SIDE MODE: a fresh devcluster of that build, image written in full, jobs
+    local bin="$1" side="$2" mode="$3"
+    local osd_args=()
+    if [ "$mode" = all ]; then
+        # The seed's published OSD options (drives with power-loss protection).
+        osd_args=(--disable_data_fsync true --flusher_count 8
+            --journal_no_same_sector_overwrites true --journal_sector_buffer_count 1024)
+    fi
+    echo "bench-fio: starting a devcluster ($side, immediate_commit=$mode)" >&2
+    rm -rf "$RUN/cluster"
+    CLUSTER_BIN="$bin"
+    "$bin/devcluster" up --dir "$RUN/cluster" --osds 3 --immediate-commit "$mode" \
+        ${osd_args[@]+"${osd_args[@]/#/--osd-arg=}"} >"$RUN/up.env"
+    local etcd
+    etcd="$(sed -n 's/^etcd_address=//p' "$RUN/up.env")"
+    [ -n "$etcd" ] || { echo "bench-fio: devcluster printed no etcd_address" >&2; exit 1; }
+    local engine=(-thread -ioengine="$bin/libfio_vitastor.so" -etcd="$etcd" -pool=1 -inode=1
+        -size="$IMAGE_SIZE")
+    echo "bench-fio: $side $mode: writing the whole image ($IMAGE_SIZE)" >&2
+    fio "${engine[@]}" -name=prefill -direct=1 -rw=write -bs=4M -iodepth=32 \
+        -output-format=json >"$RUN/$side-$mode-prefill.json"
+    run_jobs "$side-$mode" "${engine[@]}"
+    "$bin/devcluster" down --dir "$RUN/cluster" >/dev/null
+    CLUSTER_BIN=""
+}
 
-python3 - "$RUN" "$OUT" "$IMMEDIATE" <<'PY'
+for mode in $MODES; do
+    cluster_jobs "$BIN" vitastor "$mode"
+    if [ -n "$BASELINE" ]; then
+        cluster_jobs "$BASELINE" baseline "$mode"
+    fi
+done
+
+python3 - "$RUN" "$OUT" "$MODES" "$BASELINE" <<'PY'
 import json, sys
 
-run, out, immediate = sys.argv[1:4]
+run, out, modes, baseline = sys.argv[1], sys.argv[2], sys.argv[3].split(), sys.argv[4]
 rtt = float(open(f"{run}/rtt").read())
 names = ["write-4M", "read-4M", "randwrite-t1q1-fsync", "randread-t1q1", "randwrite-q128", "randread-q128"]
 
@@ -113,37 +167,67 @@ def job(side, name):
     if j["error"]:
         sys.exit(f"bench-fio: {side} {name} failed with error {j['error']}")
     d = j["write" if "write" in name else "read"]
-    lat = d["lat_ns"]
+    lat = d["lat_ns"]["mean"] / 1000
     p99 = d["clat_ns"].get("percentile", {}).get("99.000000", 0) / 1000
-    return {"iops": d["iops"], "mbs": d["bw_bytes"] / 1e6, "lat_us": lat["mean"] / 1000, "p99_us": p99}
+    # With -fsync=1 at depth 1 each operation is the write and its fsync: fio reports the
+    # fsync apart, so add it (on both sides).
+    sync = j.get("sync", {})
+    sync_lat = sync["lat_ns"]["mean"] / 1000 if sync.get("total_ios", 0) > 0 else 0.0
+    return {"iops": d["iops"], "mbs": d["bw_bytes"] / 1e6, "lat_us": lat + sync_lat,
+            "write_lat_us": lat, "sync_lat_us": sync_lat, "p99_us": p99}
 
-rows = []
-for n in names:
-    raw, vs = job("raw", n), job("vitastor", n)
-    row = {"test": n, "raw": raw, "vitastor": vs}
-    if "t1q1" in n:
-        # Seed: read = 1 round trip + 1 disk read; write = 2 round trips + 1 disk write.
-        bound = raw["lat_us"] + (2 if "write" in n else 1) * rtt
-        row["ratio_raw"] = vs["lat_us"] / raw["lat_us"]
-        row["bound_us"] = bound
-        row["ratio_bound"] = vs["lat_us"] / bound
-    else:
-        row["ratio_raw"] = vs["iops"] / raw["iops"]
-    rows.append(row)
-json.dump({"immediate_commit": immediate, "rtt_us": rtt, "results": rows}, open(out, "w"), indent=1)
+def metric(name, r):
+    """The row's figure: latency for T1Q1, MB/s for 4M, IOPS for Q128."""
+    if "t1q1" in name:
+        return r["lat_us"]
+    return r["mbs"] if "4M" in name else r["iops"]
 
-print(f"\nfio: raw file (libaio) vs libfio_vitastor.so on a devcluster (3 OSDs, pg_size 2, "
-      f"immediate_commit={immediate}, the seed's OSD options: disable_data_fsync, flusher_count 8, "
-      f"journal_no_same_sector_overwrites); loopback TCP round trip {rtt:.1f} us")
-print("| test | raw IOPS | raw MB/s | raw lat µs (p99) | vitastor IOPS | vitastor MB/s | vitastor lat µs (p99) | vs raw | seed bound µs | vs bound |")
-print("|---|---|---|---|---|---|---|---|---|---|")
-for r in rows:
-    a, b = r["raw"], r["vitastor"]
-    kind = "lat ×" if "bound_us" in r else "IOPS ×"
-    bound = f"{r['bound_us']:.0f}" if "bound_us" in r else "—"
-    vb = f"{r['ratio_bound']:.2f}" if "ratio_bound" in r else "—"
-    print(f"| {r['test']} | {a['iops']:.0f} | {a['mbs']:.0f} | {a['lat_us']:.0f} ({a['p99_us']:.0f}) | "
-          f"{b['iops']:.0f} | {b['mbs']:.0f} | {b['lat_us']:.0f} ({b['p99_us']:.0f}) | "
-          f"{kind} {r['ratio_raw']:.2f} | {bound} | {vb} |")
+def floor(name, raw, mode):
+    if "t1q1" not in name:
+        return None
+    if "read" in name:
+        return raw["lat_us"] + rtt
+    if mode == "all":
+        # The client skips fsyncs in immediate_commit all: write = 2 round trips + 1 write.
+        return raw["write_lat_us"] + 2 * rtt
+    return raw["write_lat_us"] + raw["sync_lat_us"] + 4 * rtt
+
+raw = {n: job("raw", n) for n in names}
+report = {"rtt_us": rtt, "raw": raw, "modes": {}}
+print(f"\nfio: raw file (libaio) vs libfio_vitastor.so on a devcluster (3 OSDs, pg_size 2), image "
+      f"written in full first; loopback TCP round trip {rtt:.1f} us. T1Q1 rows are mean latency "
+      f"in us (write rows include the fsync), 4M rows MB/s, Q128 rows IOPS.")
+for mode in modes:
+    rows = []
+    for n in names:
+        ours = job(f"vitastor-{mode}", n)
+        row = {"test": n, "vitastor": ours, "floor_us": floor(n, raw[n], mode)}
+        if baseline:
+            row["baseline"] = job(f"baseline-{mode}", n)
+        rows.append(row)
+    report["modes"][mode] = rows
+    opts = ("the seed's OSD options: disable_data_fsync, flusher_count 8, "
+            "journal_no_same_sector_overwrites" if mode == "all" else "every fsync on")
+    print(f"\nimmediate_commit {mode} ({opts})")
+    head = "| test | raw | ours (p99 µs) | ours ÷ raw | seed floor | ours ÷ floor |"
+    sep = "|---|---|---|---|---|---|"
+    if baseline:
+        head += " previous build | ours ÷ previous |"
+        sep += "---|---|"
+    print(head)
+    print(sep)
+    for row in rows:
+        n = row["test"]
+        r, o = metric(n, raw[n]), metric(n, row["vitastor"])
+        fl = row["floor_us"]
+        line = (f"| {n} | {r:.0f} | {o:.0f} ({row['vitastor']['p99_us']:.0f}) | {o / r:.2f} | "
+                f"{f'{fl:.0f}' if fl else '—'} | {f'{o / fl:.2f}' if fl else '—'} |")
+        if baseline:
+            b = metric(n, row["baseline"])
+            line += f" {b:.0f} | {o / b:.2f} |"
+        print(line)
+print("\nours ÷ raw and ours ÷ floor: latency rows want small numbers (1.00 = at the floor), "
+      "throughput rows large ones; ours ÷ previous likewise.")
+json.dump(report, open(out, "w"), indent=1)
 print(f"\n(saved to {out})")
 PY
