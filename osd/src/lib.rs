@@ -4,12 +4,12 @@
 //! the blockstore's io_uring) over [`connection`] (per-connection framing, reply queue,
 //! back-pressure). Peers' SEC_* requests go to [`secondary`] (a pure request ↔ blockstore-op
 //! state machine). Clients' READ/WRITE/DELETE/SYNC on the PGs this OSD leads go to
-//! [`primary`], whose ops fan out to the local store and to [`peers`] (what a fan-out
-//! left behind is decided in [`fanout`]); [`peering`] takes the
-//! primary role through etcd, lists and classifies objects ([`pg`]) and schedules recovery,
-//! whose failed attempts wait in [`backoff`]. [`etcd`] is the side thread (lease, state
-//! report, watches) feeding [`cluster`], the parsed view of etcd. The `vitastor-osd` binary
-//! starts it all with [`options`] and stops through [`shutdown`]; [`stats`] feeds
+//! [`primary`], whose ops fan out to the local store and to [`peers`]; what a fan-out left
+//! behind is decided in [`fanout`]. [`peering`] takes the primary role through etcd, lists
+//! and classifies objects ([`pg`]) and schedules recovery, planned per object in
+//! [`recovery`]; failed attempts wait in [`backoff`]. [`etcd`] is the side thread (lease,
+//! state report, watches) feeding [`cluster`], the parsed view of etcd. The `vitastor-osd`
+//! binary starts it all with [`options`] and stops through [`shutdown`]; [`stats`] feeds
 //! `osd/stats`. `vitastor-disk` is [`disk_tool`].
 
 pub mod backoff;
@@ -23,6 +23,7 @@ pub mod peering;
 pub mod peers;
 pub mod pg;
 pub mod primary;
+pub mod recovery;
 pub mod secondary;
 pub mod server;
 pub mod shutdown;

@@ -23,6 +23,7 @@ use vitastor_protocol::{
 
 use crate::fanout::{self, Verdict};
 use crate::pg::{Dirty, ObjState};
+use crate::recovery::{self, Cleanup, Copy, PgFacts, Source};
 use crate::secondary::ReplyMsg;
 use crate::server::{ConnId, Server, SubRes, Target};
 use crate::stats::InodeOp;
@@ -1158,34 +1159,25 @@ impl Server {
                     return self.finish_recover(r);
                 };
                 let live = pg.live_members();
-                r.targets = live
-                    .iter()
-                    .copied()
-                    .filter(|m| !st.holders.contains(m))
-                    .collect();
-                if r.targets.is_empty() {
-                    // Every live member has it: not degraded, whatever the map said.
-                    if let Some(pg) = self.pgs.get_mut(&r.pg) {
-                        pg.objects.degraded.remove(&r.oid);
-                    }
-                    r.state = Some(st);
-                    return self.recover_cleanup(idx, r);
-                }
-                let source = if st.holders.contains(&me) {
-                    Some(Target::Local)
-                } else {
-                    st.holders
-                        .iter()
-                        .copied()
-                        .find(|&o| self.peers.is_ready(o))
-                        .map(Target::Osd)
-                };
-                let Some(source) = source else {
-                    // Its holders are unreachable now; losing one re-peers the PG anyway.
-                    self.recovery_failed(&r, Errno::EPIPE);
-                    r.errno = Some(Errno::EPIPE);
-                    return self.finish_recover(r);
-                };
+                let (source, targets) =
+                    match recovery::plan_copy(&st, &live, me, |o| self.peers.is_ready(o)) {
+                        Copy::From { source, targets } => (source, targets),
+                        Copy::Done => {
+                            // Every live member has it: not degraded, whatever the map said.
+                            if let Some(pg) = self.pgs.get_mut(&r.pg) {
+                                pg.objects.degraded.remove(&r.oid);
+                            }
+                            r.state = Some(st);
+                            return self.recover_cleanup(idx, r);
+                        }
+                        Copy::NoSource => {
+                            // Its holders are unreachable now; losing one re-peers the PG.
+                            self.recovery_failed(&r, Errno::EPIPE);
+                            r.errno = Some(Errno::EPIPE);
+                            return self.finish_recover(r);
+                        }
+                    };
+                r.targets = targets;
                 let block = self.geo_block_size();
                 let version = st.version;
                 r.state = Some(st);
@@ -1194,7 +1186,7 @@ impl Server {
                 let oid = r.oid;
                 self.ops[idx] = Some(POp::Recover(r));
                 match source {
-                    Target::Local => self.sub_local(
+                    Source::Local => self.sub_local(
                         idx,
                         0,
                         BsOp::Read {
@@ -1204,7 +1196,7 @@ impl Server {
                             len: block,
                         },
                     ),
-                    Target::Osd(osd) => {
+                    Source::Osd(osd) => {
                         let req = Request {
                             id: 0,
                             op: RequestOp::SecRead(SecRwOp {
@@ -1328,36 +1320,36 @@ impl Server {
             return self.finish_recover(r);
         };
         let members = pg.members();
-        let outside: Vec<u64> = st
-            .holders
-            .iter()
-            .chain(&st.stale)
-            .copied()
-            .filter(|o| !members.contains(o))
-            .collect();
-        let complete = members.iter().all(|m| st.holders.contains(m));
-        let pg_complete =
-            pg.objects.degraded.is_empty() && members.len() == pg.pool_cfg.pg_size as usize;
-        if outside.is_empty() && complete {
-            if let Some(pg) = self.pgs.get_mut(&r.pg) {
-                pg.objects.objects.remove(&r.oid);
-                pg.objects.degraded.remove(&r.oid);
-                pg.objects.misplaced.remove(&r.oid);
+        let facts = PgFacts {
+            members: &members,
+            complete: pg.objects.degraded.is_empty()
+                && members.len() == pg.pool_cfg.pg_size as usize,
+            no_rebalance: self.cluster.global_flag("no_rebalance"),
+        };
+        let plan = recovery::plan_cleanup(&st, facts, |o| self.peers.is_ready(o));
+        let outside = match plan {
+            Cleanup::MoveOut(outside) => outside,
+            Cleanup::Clean | Cleanup::Keep { .. } => {
+                if let Some(pg) = self.pgs.get_mut(&r.pg) {
+                    match plan {
+                        Cleanup::Clean => {
+                            pg.objects.objects.remove(&r.oid);
+                            pg.objects.degraded.remove(&r.oid);
+                            pg.objects.misplaced.remove(&r.oid);
+                        }
+                        Cleanup::Keep { misplaced: true } => {
+                            pg.objects.degraded.remove(&r.oid);
+                            pg.objects.misplaced.insert(r.oid);
+                        }
+                        _ => {}
+                    }
+                }
+                return self.finish_recover(r);
             }
-            return self.finish_recover(r);
-        }
-        if complete {
-            if let Some(pg) = self.pgs.get_mut(&r.pg) {
-                pg.objects.degraded.remove(&r.oid);
-                pg.objects.misplaced.insert(r.oid);
-            }
-        }
-        let may_move = complete
-            && pg_complete
-            && !self.cluster.global_flag("no_rebalance")
-            && outside.iter().all(|&o| self.peers.is_ready(o));
-        if !may_move {
-            return self.finish_recover(r);
+        };
+        if let Some(pg) = self.pgs.get_mut(&r.pg) {
+            pg.objects.degraded.remove(&r.oid);
+            pg.objects.misplaced.insert(r.oid);
         }
         r.stage = RecStage::Deleting;
         r.targets = outside.clone();
@@ -1448,7 +1440,7 @@ impl Server {
                 }
             }
         }
-        if e.get() == libc::ENOENT || e.get() == libc::EEXIST {
+        if recovery::failure_needs_repeer(e) {
             self.peer_trouble(r.pg);
         }
     }
