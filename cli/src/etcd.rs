@@ -177,6 +177,7 @@ fn call_error(what: String, e: CallError) -> CliError {
             what,
             reason: vitastor_etcd::describe(&source),
         },
+        CallError::Ended { reason, .. } => CliError::Etcd { what, reason },
         CallError::Timeout { after, .. } => CliError::EtcdTimeout {
             what,
             timeout: after,

@@ -17,6 +17,15 @@ pub enum CallError {
         /// The client's error (boxed: it is large).
         source: Box<etcd_client::Error>,
     },
+    /// A stream ended or etcd answered something a session cannot go on with (a cancelled
+    /// watch, a reply without a header).
+    #[error("etcd {call}: {reason}")]
+    Ended {
+        /// Which call.
+        call: &'static str,
+        /// What happened.
+        reason: String,
+    },
     /// No answer within the timeout.
     #[error("etcd {call} timed out after {after:?}")]
     Timeout {
@@ -28,8 +37,7 @@ pub enum CallError {
 }
 
 impl CallError {
-    /// A failed call, for errors that arrive outside [`bounded`] (watch and keepalive
-    /// streams).
+    /// A failed call, for errors that arrive outside [`bounded`] (the watch stream).
     pub fn failed(call: &'static str, source: etcd_client::Error) -> CallError {
         CallError::Failed {
             call,
