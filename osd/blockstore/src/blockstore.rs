@@ -52,6 +52,10 @@ const T_FLUSH: u64 = 5;
 const T_META: u64 = 6;
 const T_HEADER: u64 = 7;
 const LOW40: u64 = (1 << 40) - 1;
+/// Largest device write that journal data of several small writes is joined into.
+const MAX_JDATA_RUN: u64 = 128 << 10;
+/// A joined journal data write names its entries by first seq (40 bits) and span (16 bits).
+const MAX_JDATA_SPAN: u64 = (1 << 16) - 1;
 
 /// Journal bytes kept free for stabilize/rollback records, so that committing what is already
 /// written never fails for lack of room (and the flusher can then free space). This fixed part
@@ -187,6 +191,16 @@ struct Op {
     body: Body,
 }
 
+/// Adjacent journal data of consecutive small writes, written with one device write.
+#[derive(Clone, Copy, Debug)]
+struct JdataRun {
+    /// Journal offset of the first byte.
+    loc: u64,
+    len: u64,
+    first_seq: u64,
+    last_seq: u64,
+}
+
 #[derive(Debug)]
 enum FlushSt {
     Data,
@@ -282,6 +296,9 @@ pub struct Blockstore<E: IoEngine> {
     force_flush: bool,
     active_syncs: std::collections::BTreeSet<u64>,
     sector_writes: Vec<SectorWrite>,
+    /// Journal data appended this turn and not yet handed to the engine: adjacent data of
+    /// several small writes goes out as one device write.
+    jdata_run: Option<JdataRun>,
     reaped: Vec<(u64, i32)>,
     waiting_space: bool,
     stats: Stats,
@@ -594,6 +611,7 @@ impl<E: IoEngine> Blockstore<E> {
             force_flush: false,
             active_syncs: Default::default(),
             sector_writes: Vec::new(),
+            jdata_run: None,
             reaped: Vec::new(),
             waiting_space: false,
             stats: Stats::default(),
@@ -1147,7 +1165,8 @@ impl<E: IoEngine> Blockstore<E> {
             }
             T_JDATA => {
                 if ok {
-                    self.journal.data_written(low);
+                    let first = low & LOW40;
+                    self.journal.data_written(first, first + (low >> 40));
                 } else {
                     self.fail(res);
                 }
@@ -1257,6 +1276,7 @@ impl<E: IoEngine> Blockstore<E> {
     }
 
     fn submit_journal_io(&mut self) {
+        self.push_jdata_run();
         let mut writes = std::mem::take(&mut self.sector_writes);
         self.journal.take_sector_writes(&mut writes);
         let jbs = self.journal.block_size() as usize;
@@ -1545,19 +1565,49 @@ impl<E: IoEngine> Blockstore<E> {
             + self.index.dirty.len() as u64 * per_record
     }
 
+    /// Queue the data write of a small write's journal entry, joined to the run of data
+    /// appended just before it when it lies right after it.
     fn submit_jdata(&mut self, a: &Appended, len: u32) {
-        let ptr = self.journal.mirror.as_mut_ptr();
         let dlen = (len as u64).div_ceil(self.journal.block_size()) * self.journal.block_size();
+        if let Some(run) = self.jdata_run.as_mut() {
+            if run.loc + run.len == a.data_loc
+                && run.len + dlen <= MAX_JDATA_RUN
+                && a.seq - run.first_seq <= MAX_JDATA_SPAN
+            {
+                run.len += dlen;
+                run.last_seq = a.seq;
+                return;
+            }
+        }
+        self.push_jdata_run();
+        self.jdata_run = Some(JdataRun {
+            loc: a.data_loc,
+            len: dlen,
+            first_seq: a.seq,
+            last_seq: a.seq,
+        });
+    }
+
+    /// Hand the pending run of journal data to the engine.
+    fn push_jdata_run(&mut self) {
+        let Some(run) = self.jdata_run.take() else {
+            return;
+        };
+        debug_assert!(run.first_seq <= LOW40);
+        let ptr = self.journal.mirror.as_mut_ptr();
         // SAFETY: the mirror region of a live entry is never rewritten before the entry is
         // trimmed, which needs this write to have completed.
         unsafe {
             self.engine.push(IoReq {
                 dev: self.devs.journal,
                 kind: IoKind::Write,
-                offset: self.layout.journal.offset + a.data_loc,
-                ptr: ptr.add(a.data_loc as usize),
-                len: dlen as usize,
-                token: tok(T_JDATA, a.seq),
+                offset: self.layout.journal.offset + run.loc,
+                ptr: ptr.add(run.loc as usize),
+                len: run.len as usize,
+                token: tok(
+                    T_JDATA,
+                    (run.last_seq - run.first_seq) << 40 | run.first_seq,
+                ),
             });
         }
     }

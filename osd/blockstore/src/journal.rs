@@ -602,10 +602,14 @@ impl Journal {
         self.free_bufs.push(w.buf);
     }
 
-    /// The data write of entry `seq` finished.
-    pub fn data_written(&mut self, seq: u64) {
-        if let Ok(i) = self.data_inflight.binary_search_by_key(&seq, |&(s, _)| s) {
-            self.data_inflight[i].1 = true;
+    /// The data writes of the entries `first..=last` that carry data finished.
+    pub fn data_written(&mut self, first: u64, last: u64) {
+        let from = self.data_inflight.partition_point(|&(s, _)| s < first);
+        for e in self.data_inflight.range_mut(from..) {
+            if e.0 > last {
+                break;
+            }
+            e.1 = true;
         }
         while matches!(self.data_inflight.front(), Some(&(_, true))) {
             self.data_inflight.pop_front();
