@@ -170,8 +170,10 @@ impl Server {
         pg.cfg = cfg;
         pg.peers = peers;
         pg.phase = Phase::Claiming;
-        // Replies to sub-ops of earlier rounds still in flight must not count in this one.
-        pg.epoch += 1;
+        // Replies to sub-ops of earlier rounds still in flight, of this `Pg` or of one
+        // dropped before it, must not count in this one.
+        self.peering_epoch += 1;
+        pg.epoch = self.peering_epoch;
         pg.repeer = false;
         pg.failed = false;
         pg.live.clear();
@@ -747,5 +749,33 @@ mod tests {
         b.pump_until(|s| s.pgs[&(1, 1)].phase == Phase::Active);
         assert!(b.server.pgs[&(1, 1)].objects.objects.is_empty());
         assert_eq!(b.pg_states(), ["Active", "Degraded"]);
+    }
+
+    #[test]
+    fn a_listing_from_a_dropped_incarnation_of_the_pg_is_dropped() {
+        let mut b = Bench::new(Setup::default());
+        let old = b.server.pgs[&(1, 1)].epoch;
+        // The lease is lost: the PG stops and is forgotten. The next session creates it
+        // again: a new `Pg`, whose rounds must not reuse the tags of the old one's.
+        b.etcd(vec![EtcdEvent::LeaseLost]);
+        assert!(!b.server.pgs.contains_key(&(1, 1)));
+        b.reload();
+        b.etcd(vec![EtcdEvent::PgClaimed {
+            pool: 1,
+            pg: 1,
+            granted: true,
+        }]);
+        assert_eq!(b.server.pgs[&(1, 1)].phase, Phase::Listing);
+        // osd.2 answers the old incarnation's SEC_LIST only now, with an object nobody has.
+        let phantom = ObjVerId::new(ObjectId::new(INODE, 5 * BLOCK), 99);
+        let listing = BsReply::List {
+            stable: vec![phantom],
+            unstable: vec![],
+        };
+        b.server
+            .deliver(Owner::List((1, 1), 2, old), SubRes::Bs(Ok(listing)));
+        assert_eq!(b.server.pgs[&(1, 1)].phase, Phase::Listing);
+        b.pump_until(|s| s.pgs[&(1, 1)].phase == Phase::Active);
+        assert!(b.server.pgs[&(1, 1)].objects.objects.is_empty());
     }
 }

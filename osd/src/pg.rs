@@ -125,8 +125,9 @@ pub struct Pg {
     pub cfg: PgConfigItem,
     /// Phase.
     pub phase: Phase,
-    /// Peering round, bumped at every claim: sub-ops of peering carry it, and a reply from
-    /// an earlier round is dropped.
+    /// Peering round, new at every claim and unique on this server (see
+    /// `Server::peering_epoch`): sub-ops of peering carry it, and a reply from any other
+    /// round is dropped.
     pub epoch: u64,
     /// Every OSD that may hold data of the PG (set, history, all_peers).
     pub peers: BTreeSet<u64>,

@@ -194,6 +194,10 @@ pub struct Server {
     /// A recovery finished: look for more work once the current events are handled
     /// (never from inside the op that finished, which could recurse without bound).
     pub(crate) recovery_kick: bool,
+    /// The last peering round started on this server, by any PG: rounds are numbered
+    /// server-wide so that a PG dropped and created again never reuses an earlier
+    /// incarnation's numbers, whose sub-ops may still answer.
+    pub(crate) peering_epoch: u64,
     pub(crate) stats: crate::stats::OsdStats,
     /// Sub-op results to deliver outside the call that produced them.
     deferred: Vec<(Owner, SubRes)>,
@@ -285,6 +289,7 @@ impl Server {
             sync_running: false,
             sync_queue: Default::default(),
             recovery_kick: false,
+            peering_epoch: 0,
             stats: Default::default(),
             deferred: Vec::new(),
             lease_lost: true,

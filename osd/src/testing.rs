@@ -34,6 +34,8 @@ pub(crate) struct Bench {
     pub server: Server,
     client: TcpStream,
     next_id: u64,
+    /// What the bench's etcd holds, for a new session's [`EtcdEvent::InitialLoad`].
+    kvs: Vec<(String, Value)>,
     _dir: tempfile::TempDir,
 }
 
@@ -92,6 +94,7 @@ impl Bench {
             server,
             client,
             next_id: 1,
+            kvs: Vec::new(),
             _dir: dir,
         };
         bench.server.accept();
@@ -112,7 +115,8 @@ impl Bench {
                 json!({"items": {"1": {"1": {"osd_set": setup.osd_set, "primary": setup.osd_num}}}}),
             ),
         ];
-        bench.etcd(vec![EtcdEvent::InitialLoad { kvs }]);
+        bench.kvs = kvs;
+        bench.reload();
         bench.etcd(vec![EtcdEvent::PgClaimed {
             pool: 1,
             pg: 1,
@@ -124,6 +128,12 @@ impl Bench {
                 .is_some_and(|pg| pg.phase == Phase::Active)
         });
         bench
+    }
+
+    /// A new etcd session: the bench's keys loaded again, as after a reconnect.
+    pub fn reload(&mut self) {
+        let kvs = self.kvs.clone();
+        self.etcd(vec![EtcdEvent::Connected, EtcdEvent::InitialLoad { kvs }]);
     }
 
     /// Delivers etcd events as the side thread would.
