@@ -58,17 +58,10 @@ pub enum EtcdError {
         /// The OS error.
         source: io::Error,
     },
-    /// An etcd call failed or did not finish within the call timeout.
+    /// An etcd call failed, did not finish within the call timeout, or a stream ended (a
+    /// cancelled watch).
     #[error(transparent)]
     Call(#[from] vitastor_etcd::CallError),
-    /// etcd answered something the protocol does not allow (e.g. a cancelled watch).
-    #[error("etcd {call}: {reason}")]
-    Protocol {
-        /// Which call.
-        call: &'static str,
-        /// What was wrong.
-        reason: String,
-    },
     /// The lease expired on the server (keepalive answered TTL 0).
     #[error("lease {0:x} expired")]
     LeaseExpired(i64),

@@ -2,19 +2,16 @@
 //!
 //! A session is: connect, get a lease (the old one if it is still alive), put the state key,
 //! load the watched keys in one transaction, watch from the next revision, then loop over
-//! keepalive ticks, watch messages and commands. Any failure ends the session; the next one
+//! keepalive ticks, watch messages and commands (the lease, load, watch and transactions
+//! are `vitastor_etcd`'s; what the events mean is the OSD's). Any failure ends the session; the next one
 //! starts from scratch after a backoff, so there is no half-broken client to reason about.
 
-use std::time::Duration;
-
-use etcd_client::{
-    Client, Compare, CompareOp, EventType, GetOptions, LeaseKeepAliveStream, LeaseKeeper,
-    PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
-};
+use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
 use serde_json::Value;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::{sleep_until, Instant};
-use vitastor_etcd::CallError;
+use vitastor_etcd::watch::{self, Range, Watch};
+use vitastor_etcd::{txn, Backoff, Lease};
 
 use vitastor_layout::keys::pg_state;
 
@@ -22,45 +19,29 @@ use super::event::{decode, EventSink};
 use super::thread::EtcdConfig;
 use super::{EtcdCommand, EtcdError, EtcdEvent};
 
-/// Keys under the prefix that the OSD loads and watches: `(key, is_prefix)`.
-pub const WATCHED_KEYS: &[(&str, bool)] = &[
-    ("config/global", false),
-    ("config/pools", false),
-    ("config/osd/", true),
-    ("pg/config", false),
-    ("pg/history/", true),
-    ("osd/state/", true),
-    ("pg/state/", true),
+/// Keys under the prefix that the OSD loads and watches.
+pub const WATCHED_KEYS: &[Range] = &[
+    Range::key("config/global"),
+    Range::key("config/pools"),
+    Range::prefix("config/osd/"),
+    Range::key("pg/config"),
+    Range::prefix("pg/history/"),
+    Range::prefix("osd/state/"),
+    Range::prefix("pg/state/"),
 ];
-
-/// First wait after a failed session; doubled after each failure up to [`MAX_BACKOFF`].
-const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
-/// Longest wait between attempts: keeps a returning etcd noticed within a couple of seconds
-/// without hammering a dead endpoint.
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// Whether `key` (relative to the prefix) is one of [`WATCHED_KEYS`].
 pub(super) fn is_watched(key: &str) -> bool {
-    WATCHED_KEYS.iter().any(|&(watched, is_prefix)| {
-        if is_prefix {
-            key.starts_with(watched)
-        } else {
-            key == watched
-        }
-    })
+    watch::watched(WATCHED_KEYS, key)
 }
 
-/// The lease this OSD holds, as far as the side thread can tell.
+/// The lease this OSD holds, as far as the side thread can tell between sessions.
 #[derive(Debug, Clone, Copy)]
-struct Lease {
+struct Held {
     id: i64,
-    /// When etcd drops it if no keepalive gets through: the time the last successful
-    /// keepalive was *sent* plus the TTL etcd granted, so never later than etcd's own view.
+    /// See [`Lease::expires`].
     expires: Instant,
 }
-
-/// What [`Runner::load`] read: values, bad values as events, revision.
-type Loaded = (Vec<(String, Value)>, Vec<EtcdEvent>, i64);
 
 /// Why a session ended without an error.
 enum Ended {
@@ -71,18 +52,9 @@ pub(super) struct Runner {
     cfg: EtcdConfig,
     events: EventSink,
     commands: UnboundedReceiver<EtcdCommand>,
-    lease: Option<Lease>,
+    held: Option<Held>,
     /// Set when a session reached [`EtcdEvent::Connected`], to reset the backoff.
     connected: bool,
-}
-
-/// Runs `fut` with the per-call bound; every etcd request goes through this.
-async fn call<T>(
-    timeout: Duration,
-    name: &'static str,
-    fut: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
-) -> Result<T, EtcdError> {
-    Ok(vitastor_etcd::bounded(timeout, name, fut).await?)
 }
 
 impl Runner {
@@ -95,14 +67,14 @@ impl Runner {
             cfg,
             events,
             commands,
-            lease: None,
+            held: None,
             connected: false,
         }
     }
 
     /// Runs sessions until a shutdown command (or the data path dropping its handle).
     pub(super) async fn run(mut self) {
-        let mut backoff = INITIAL_BACKOFF;
+        let mut backoff = Backoff::default();
         loop {
             self.connected = false;
             match self.session().await {
@@ -110,31 +82,30 @@ impl Runner {
                 Err(e) => eprintln!("vitastor-osd: etcd session ended: {e}"),
             }
             if self.connected {
-                backoff = INITIAL_BACKOFF;
+                backoff.reset();
             }
-            if !self.wait_before_retry(backoff).await {
+            if !self.wait_before_retry(backoff.next_wait()).await {
                 return;
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 
     /// Sleeps `backoff` while still taking commands and reporting the lease's expiry on time.
     /// Returns false on shutdown: the lease cannot be revoked without etcd, it just expires.
-    async fn wait_before_retry(&mut self, backoff: Duration) -> bool {
+    async fn wait_before_retry(&mut self, backoff: std::time::Duration) -> bool {
         let retry_at = Instant::now() + backoff;
         loop {
             let now = Instant::now();
-            if let Some(lease) = self.lease {
-                if now >= lease.expires {
-                    self.lease = None;
+            if let Some(held) = self.held {
+                if now >= held.expires {
+                    self.held = None;
                     self.events.send(EtcdEvent::LeaseLost);
                 }
             }
             if now >= retry_at {
                 return true;
             }
-            let wake = self.lease.map_or(retry_at, |l| l.expires.min(retry_at));
+            let wake = self.held.map_or(retry_at, |l| l.expires.min(retry_at));
             tokio::select! {
                 _ = sleep_until(wake) => {}
                 cmd = self.commands.recv() => match cmd {
@@ -158,37 +129,39 @@ impl Runner {
         format!("{}/{rel}", self.cfg.prefix)
     }
 
-    /// The key relative to the prefix, or `None` for keys outside it.
-    fn relative(&self, key: &[u8]) -> Option<String> {
-        let key = String::from_utf8_lossy(key);
-        let rel = key.strip_prefix(&self.cfg.prefix)?.strip_prefix('/')?;
-        Some(rel.to_string())
+    /// Remembers the lease's expiry for the time between sessions.
+    fn hold(&mut self, lease: &Lease) {
+        self.held = Some(Held {
+            id: lease.id(),
+            expires: lease.expires(),
+        });
     }
 
     async fn session(&mut self) -> Result<Ended, EtcdError> {
         let t = self.cfg.call_timeout;
         let mut client = vitastor_etcd::connect(self.cfg.address.endpoints(), t).await?;
-        let (lease_id, mut keeper, mut keepalives) = self.open_lease(&mut client).await?;
-        self.put_state(&mut client, lease_id).await?;
-        let (kvs, bad_values, revision) = self.load(&mut client).await?;
-        // One watch over the whole prefix, filtered here: simpler than six watches, at the
-        // cost of also receiving keys the OSD ignores (stats of other OSDs, PG states).
-        let (_watcher, mut watch) = call(
+        let mut lease = self.open_lease(&mut client).await?;
+        let lease_id = lease.id();
+        self.put_state(&mut client, &lease).await?;
+        let snapshot = watch::load(&mut client, t, &self.cfg.prefix, WATCHED_KEYS).await?;
+        // One watch over the whole prefix, filtered here: simpler than seven watches, at the
+        // cost of also receiving keys the OSD ignores (stats of other OSDs).
+        let mut changes = Watch::start(
+            &mut client,
             t,
-            "watch",
-            client.watch(
-                self.key(""),
-                Some(
-                    WatchOptions::new()
-                        .with_prefix()
-                        .with_start_revision(revision + 1),
-                ),
-            ),
+            &self.cfg.prefix,
+            "",
+            true,
+            snapshot.revision + 1,
         )
         .await?;
         self.events.send(EtcdEvent::Connected);
-        for bad in bad_values {
-            self.events.send(bad);
+        let mut kvs = Vec::with_capacity(snapshot.kvs.len());
+        for kv in snapshot.kvs {
+            match decode(kv.key, kv.value.as_deref().unwrap_or_default()) {
+                Ok(pair) => kvs.push(pair),
+                Err(bad) => self.events.send(bad),
+            }
         }
         self.events.send(EtcdEvent::InitialLoad { kvs });
         self.connected = true;
@@ -200,41 +173,21 @@ impl Runner {
         loop {
             tokio::select! {
                 _ = tick.tick() => {
-                    let ttl = self.keep_alive(&mut keeper, &mut keepalives).await?;
-                    if ttl.is_none() {
-                        self.lease = None;
+                    if !lease.keep_alive().await? {
+                        self.held = None;
                         self.events.send(EtcdEvent::LeaseLost);
                         return Err(EtcdError::LeaseExpired(lease_id));
                     }
+                    self.hold(&lease);
                 }
-                // The stream is long-lived, so it has no per-call bound; a dead etcd is
-                // caught by the keepalive above, which is bounded.
-                msg = watch.message() => {
-                    let msg = msg.map_err(|source| CallError::failed("watch", source))?;
-                    let Some(msg) = msg else {
-                        return Err(EtcdError::Protocol {
-                            call: "watch",
-                            reason: "stream ended".to_string(),
-                        });
-                    };
-                    if msg.canceled() {
-                        return Err(EtcdError::Protocol {
-                            call: "watch",
-                            reason: format!(
-                                "cancelled ({}, compact revision {})",
-                                msg.cancel_reason(),
-                                msg.compact_revision()
-                            ),
-                        });
-                    }
-                    for event in msg.events() {
-                        let Some(kv) = event.kv() else { continue };
-                        let Some(key) = self.relative(kv.key()).filter(|k| is_watched(k)) else {
+                kvs = changes.next() => {
+                    for kv in kvs? {
+                        if !is_watched(&kv.key) {
                             continue;
-                        };
-                        let event = match event.event_type() {
-                            EventType::Delete => EtcdEvent::KeyChanged { key, value: None },
-                            EventType::Put => match decode(key, kv.value()) {
+                        }
+                        let event = match kv.value {
+                            None => EtcdEvent::KeyChanged { key: kv.key, value: None },
+                            Some(value) => match decode(kv.key, &value) {
                                 Ok((key, value)) => EtcdEvent::KeyChanged {
                                     key,
                                     value: Some(value),
@@ -248,7 +201,7 @@ impl Runner {
                 cmd = self.commands.recv() => match cmd {
                     Some(EtcdCommand::PutState(state)) => {
                         self.cfg.state = state;
-                        self.put_state(&mut client, lease_id).await?;
+                        self.put_state(&mut client, &lease).await?;
                     }
                     Some(EtcdCommand::ClaimPg { pool, pg, state }) => {
                         let granted = self.claim_pg(&mut client, lease_id, pool, pg, &state).await?;
@@ -260,28 +213,26 @@ impl Runner {
                         }
                     }
                     Some(EtcdCommand::ReleasePg { pool, pg }) => {
-                        let key = self.key(&pg_state(pool, pg));
-                        let txn = Txn::new()
-                            .when([Compare::lease(key.clone(), CompareOp::Equal, lease_id)])
-                            .and_then([TxnOp::delete(key, None)]);
-                        call(t, "release pg", client.txn(txn)).await?;
+                        let release = txn::delete_if_lease(self.key(&pg_state(pool, pg)), lease_id);
+                        vitastor_etcd::bounded(t, "release pg", client.txn(release)).await?;
                     }
                     Some(EtcdCommand::DeleteIfUnchanged { key, value }) => {
                         let key = self.key(&key);
-                        let txn = Txn::new()
+                        let delete = Txn::new()
                             .when([Compare::value(key.clone(), CompareOp::Equal, value.to_string())])
                             .and_then([TxnOp::delete(key, None)]);
-                        call(t, "delete if unchanged", client.txn(txn)).await?;
+                        vitastor_etcd::bounded(t, "delete if unchanged", client.txn(delete)).await?;
                     }
                     Some(EtcdCommand::Put { key, value }) => {
-                        call(t, "put", client.put(self.key(&key), value.to_string(), None)).await?;
+                        let put = client.put(self.key(&key), value.to_string(), None);
+                        vitastor_etcd::bounded(t, "put", put).await?;
                     }
                     Some(EtcdCommand::Shutdown) | None => {
                         // Best effort: if etcd does not answer, the lease expires by itself.
-                        if let Err(e) = call(t, "lease revoke", client.lease_revoke(lease_id)).await {
+                        if let Err(e) = lease.revoke(&mut client).await {
                             eprintln!("vitastor-osd: etcd shutdown: {e}");
                         }
-                        self.lease = None;
+                        self.held = None;
                         return Ok(Ended::Shutdown);
                     }
                 },
@@ -289,60 +240,24 @@ impl Runner {
         }
     }
 
-    /// Reuses the previous lease if etcd still has it (so a short etcd outage does not mark
-    /// the OSD down), else reports [`EtcdEvent::LeaseLost`] for it and grants a new one.
-    async fn open_lease(
-        &mut self,
-        client: &mut Client,
-    ) -> Result<(i64, LeaseKeeper, LeaseKeepAliveStream), EtcdError> {
+    /// Takes the previous lease up again if etcd still has it (so a short etcd outage does
+    /// not mark the OSD down), else reports [`EtcdEvent::LeaseLost`] for it and grants a new
+    /// one.
+    async fn open_lease(&mut self, client: &mut Client) -> Result<Lease, EtcdError> {
         let t = self.cfg.call_timeout;
-        if let Some(old) = self.lease {
+        if let Some(old) = self.held {
             if Instant::now() < old.expires {
-                let (mut keeper, mut stream) =
-                    call(t, "lease keepalive", client.lease_keep_alive(old.id)).await?;
-                if self.keep_alive(&mut keeper, &mut stream).await?.is_some() {
-                    return Ok((old.id, keeper, stream));
+                if let Some(lease) = Lease::resume(client, old.id, t).await? {
+                    self.hold(&lease);
+                    return Ok(lease);
                 }
             }
-            self.lease = None;
+            self.held = None;
             self.events.send(EtcdEvent::LeaseLost);
         }
-        let ttl_secs = self.cfg.lease_ttl().as_secs().max(1);
-        let sent = Instant::now();
-        let granted = call(t, "lease grant", client.lease_grant(ttl_secs as i64, None)).await?;
-        self.lease = Some(Lease {
-            id: granted.id(),
-            expires: sent + Duration::from_secs(granted.ttl().max(0) as u64),
-        });
-        let (keeper, stream) =
-            call(t, "lease keepalive", client.lease_keep_alive(granted.id())).await?;
-        Ok((granted.id(), keeper, stream))
-    }
-
-    /// One keepalive round trip. `Some(ttl)` if the lease lives on (and its expiry is
-    /// moved), `None` if etcd says it is gone.
-    async fn keep_alive(
-        &mut self,
-        keeper: &mut LeaseKeeper,
-        stream: &mut LeaseKeepAliveStream,
-    ) -> Result<Option<i64>, EtcdError> {
-        let t = self.cfg.call_timeout;
-        let sent = Instant::now();
-        call(t, "lease keepalive", keeper.keep_alive()).await?;
-        let reply = call(t, "lease keepalive", stream.message())
-            .await?
-            .ok_or_else(|| EtcdError::Protocol {
-                call: "lease keepalive",
-                reason: "stream ended".to_string(),
-            })?;
-        if reply.ttl() <= 0 {
-            return Ok(None);
-        }
-        self.lease = Some(Lease {
-            id: reply.id(),
-            expires: sent + Duration::from_secs(reply.ttl() as u64),
-        });
-        Ok(Some(reply.ttl()))
+        let lease = Lease::grant(client, self.cfg.lease_ttl(), t).await?;
+        self.hold(&lease);
+        Ok(lease)
     }
 
     /// Puts `pg/state/<pool>/<pg>` under our lease if it is absent, or else if it is already
@@ -356,16 +271,9 @@ impl Runner {
         pg: u32,
         state: &Value,
     ) -> Result<bool, EtcdError> {
-        let key = self.key(&pg_state(pool, pg));
-        let put = TxnOp::put(
-            key.clone(),
-            state.to_string(),
-            Some(PutOptions::new().with_lease(lease_id)),
-        );
-        let txn = Txn::new()
-            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-            .and_then([put]);
-        let reply = call(self.cfg.call_timeout, "claim pg", client.txn(txn)).await?;
+        let claim = txn::create(self.key(&pg_state(pool, pg)), state.to_string(), lease_id);
+        let reply =
+            vitastor_etcd::bounded(self.cfg.call_timeout, "claim pg", client.txn(claim)).await?;
         if reply.succeeded() {
             return Ok(true);
         }
@@ -381,72 +289,17 @@ impl Runner {
         rel: &str,
         value: &Value,
     ) -> Result<bool, EtcdError> {
-        let key = self.key(rel);
-        let put = TxnOp::put(
-            key.clone(),
-            value.to_string(),
-            Some(PutOptions::new().with_lease(lease_id)),
-        );
-        let txn = Txn::new()
-            .when([Compare::lease(key, CompareOp::Equal, lease_id)])
-            .and_then([put]);
-        let reply = call(self.cfg.call_timeout, "put pg state", client.txn(txn)).await?;
+        let put = txn::put_if_lease(self.key(rel), value.to_string(), lease_id);
+        let reply =
+            vitastor_etcd::bounded(self.cfg.call_timeout, "put pg state", client.txn(put)).await?;
         Ok(reply.succeeded())
     }
 
-    async fn put_state(&mut self, client: &mut Client, lease_id: i64) -> Result<(), EtcdError> {
+    async fn put_state(&mut self, client: &mut Client, lease: &Lease) -> Result<(), EtcdError> {
         let key = self.key(&format!("osd/state/{}", self.cfg.osd_num));
-        let value = self.cfg.state.to_string();
-        let options = PutOptions::new().with_lease(lease_id);
-        call(
-            self.cfg.call_timeout,
-            "put osd state",
-            client.put(key, value, Some(options)),
-        )
-        .await?;
+        let put = client.put(key, self.cfg.state.to_string(), Some(lease.put_options()));
+        vitastor_etcd::bounded(self.cfg.call_timeout, "put osd state", put).await?;
         Ok(())
-    }
-
-    /// Reads all watched keys in one transaction, so they come from one revision and the
-    /// watch can start right after it. Returns the good values, a [`EtcdEvent::BadValue`]
-    /// for each value that is not JSON, and the revision.
-    async fn load(&mut self, client: &mut Client) -> Result<Loaded, EtcdError> {
-        let gets: Vec<TxnOp> = WATCHED_KEYS
-            .iter()
-            .map(|&(key, is_prefix)| {
-                let options = is_prefix.then(|| GetOptions::new().with_prefix());
-                TxnOp::get(self.key(key), options)
-            })
-            .collect();
-        let reply = call(
-            self.cfg.call_timeout,
-            "load",
-            client.txn(Txn::new().and_then(gets)),
-        )
-        .await?;
-        let revision = reply
-            .header()
-            .map(|h| h.revision())
-            .ok_or_else(|| EtcdError::Protocol {
-                call: "load",
-                reason: "reply without a header".to_string(),
-            })?;
-        let (mut kvs, mut bad_values) = (Vec::new(), Vec::new());
-        for op in reply.op_responses() {
-            let TxnOpResponse::Get(get) = op else {
-                continue;
-            };
-            for kv in get.kvs() {
-                let Some(key) = self.relative(kv.key()) else {
-                    continue;
-                };
-                match decode(key, kv.value()) {
-                    Ok(pair) => kvs.push(pair),
-                    Err(bad) => bad_values.push(bad),
-                }
-            }
-        }
-        Ok((kvs, bad_values, revision))
     }
 }
 
