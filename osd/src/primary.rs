@@ -13,7 +13,7 @@
 use std::rc::Rc;
 
 use vitastor_blockstore::{AlignedBuf, BsOp, BsReply, ObjVerId, ObjectId, NEWEST};
-use vitastor_layout::{ImmediateCommit, OsdNum, Scheme};
+use vitastor_layout::{ImmediateCommit, OsdNum, PgId, Scheme};
 use vitastor_protocol::errno::Errno;
 use vitastor_protocol::{
     encode_obj_ver_ids, obj_ver_ids, DeleteReply, ObjVerId as WireObjVerId,
@@ -22,6 +22,7 @@ use vitastor_protocol::{
 };
 
 use crate::fanout::{self, Verdict};
+use crate::op_sync::{self as sync, SyncOp};
 use crate::pg::{Dirty, ObjState};
 use crate::recovery::{self, Cleanup, Copy, PgFacts, Source};
 use crate::secondary::ReplyMsg;
@@ -53,7 +54,12 @@ pub enum POp {
     /// Client DELETE: tombstone, then purge where possible.
     Delete(DeleteOp),
     /// Client SYNC: sync then stabilize every unstable write on every OSD.
-    Sync(SyncOp),
+    Sync {
+        /// The request it answers.
+        client: ClientRef,
+        /// Its decisions.
+        op: SyncOp,
+    },
     /// Background recovery of one object (also run before a write to a degraded object).
     Recover(RecoverOp),
 }
@@ -110,28 +116,6 @@ pub struct DeleteOp {
     failed: Vec<(u64, Errno)>,
     /// Runs in the background for a tombstone left by an earlier delete.
     background: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SyncStage {
-    Start,
-    Syncing,
-    Stabilizing,
-}
-
-/// A client SYNC.
-#[derive(Debug)]
-pub struct SyncOp {
-    client: ClientRef,
-    /// The unsynced writes this SYNC took from each PG, given back if it fails.
-    taken: Vec<((u32, u32), Dirty)>,
-    /// The same writes by OSD: sub-op `i` goes to `work[i].0`.
-    work: Vec<(u64, Vec<ObjVerId>)>,
-    stage: SyncStage,
-    pending: usize,
-    errno: Option<Errno>,
-    /// OSDs whose SYNC or STABILIZE failed.
-    failed: Vec<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -326,7 +310,11 @@ impl Server {
             POp::Read(r) => self.client_error(r.client, errno),
             POp::Write(w) => self.client_error(w.client, errno),
             POp::Delete(d) if !d.background => self.client_error(d.client, errno),
-            POp::Sync(s) => self.finish_sync(s.client, Err(errno)),
+            POp::Sync { client, mut op } => {
+                // The slot is already free: nothing more may be sent for this op.
+                let actions = op.advance(sync::Event::Abort(errno));
+                self.run_sync_actions(usize::MAX, client, actions);
+            }
             POp::Delete(_) | POp::Recover(_) => {}
         }
     }
@@ -525,16 +513,11 @@ impl Server {
                     self.advance(idx);
                 }
             }
-            POp::Sync(s) => {
-                if res.errno().is_some() {
-                    s.failed
-                        .extend(s.work.get(tag as usize).map(|(osd, _)| *osd));
-                }
-                note_error(&mut s.errno, &res);
-                s.pending -= 1;
-                if s.pending == 0 {
-                    self.advance(idx);
-                }
+            POp::Sync { client, op } => {
+                let client = *client;
+                let result = res.errno().map_or(Ok(()), Err);
+                let actions = op.advance(sync::Event::Sub { tag, result });
+                self.run_sync_actions(idx, client, actions);
             }
             POp::Recover(r) => {
                 if let (RecStage::Writing, Some(e), Some(&osd)) =
@@ -574,7 +557,9 @@ impl Server {
         match op {
             POp::Write(w) => self.advance_write(idx, w),
             POp::Delete(d) => self.advance_delete(idx, d),
-            POp::Sync(s) => self.advance_sync(idx, s),
+            POp::Sync { client, op } => {
+                self.ops[idx] = Some(POp::Sync { client, op });
+            }
             POp::Recover(r) => self.advance_recover(idx, r),
             POp::Read(r) => {
                 self.ops[idx] = Some(POp::Read(r));
@@ -1018,42 +1003,71 @@ impl Server {
     }
 
     fn run_sync(&mut self, client: ClientRef) {
-        let mut work: std::collections::BTreeMap<u64, Vec<ObjVerId>> = Default::default();
-        let mut taken = Vec::new();
-        for (key, pg) in self.pgs.iter_mut() {
-            if pg.dirty.is_empty() {
-                continue;
-            }
-            let dirty = std::mem::take(&mut pg.dirty);
-            for (osd, list) in &dirty {
-                work.entry(*osd).or_default().extend(list);
-            }
-            taken.push((*key, dirty));
+        let taken: Vec<(PgId, Dirty)> = self
+            .pgs
+            .iter_mut()
+            .filter(|(_, pg)| !pg.dirty.is_empty())
+            .map(|(key, pg)| ((*key).into(), std::mem::take(&mut pg.dirty)))
+            .collect();
+        let mut op = SyncOp::new(taken);
+        let actions = op.advance(sync::Event::Start);
+        if op.is_done() {
+            return self.run_sync_actions(usize::MAX, client, actions);
         }
-        if work.is_empty() {
-            self.stats.op("primary_sync", client.start, 0);
-            let msg = ReplyMsg::new(
-                &Reply {
-                    id: client.id,
-                    retval: 0,
-                    op: ReplyOp::Sync,
-                },
-                Vec::new(),
-            );
-            return self.reply(client.conn, client.cost, msg);
-        }
-        let s = SyncOp {
-            client,
-            taken,
-            work: work.into_iter().collect(),
-            stage: SyncStage::Start,
-            pending: 0,
-            errno: None,
-            failed: Vec::new(),
-        };
         self.sync_running = true;
-        let idx = self.insert_op(POp::Sync(s));
-        self.advance(idx);
+        let idx = self.insert_op(POp::Sync { client, op });
+        self.run_sync_actions(idx, client, actions);
+    }
+
+    /// Carries out what SYNC op `idx` decided (`usize::MAX`: it has no slot, so it sends
+    /// nothing); frees the slot when the SYNC is answered.
+    fn run_sync_actions(&mut self, idx: usize, client: ClientRef, actions: Vec<sync::Action>) {
+        for action in actions {
+            match action {
+                sync::Action::Sync { tag, osd } if osd.0 == self.osd_num => {
+                    self.sub_local(idx, tag, BsOp::Sync);
+                }
+                sync::Action::Sync { tag, osd } => {
+                    let req = Request {
+                        id: 0,
+                        op: RequestOp::SecSync(SecSyncOp { flags: 0 }),
+                    };
+                    self.sub_remote(idx, tag, osd.0, req, Vec::new(), None);
+                }
+                sync::Action::Stabilize { tag, osd, versions } if osd.0 == self.osd_num => {
+                    self.sub_local(idx, tag, BsOp::Stabilize(versions));
+                }
+                sync::Action::Stabilize { tag, osd, versions } => {
+                    let bytes = wire_list(&versions);
+                    let req = Request {
+                        id: 0,
+                        op: RequestOp::SecStabilize(SecStabOp {
+                            len: bytes.len() as u64,
+                            flags: 0,
+                        }),
+                    };
+                    self.sub_remote(idx, tag, osd.0, req, bytes, None);
+                }
+                sync::Action::GiveBack { pg, dirty, repeer } => {
+                    let key: (u32, u32) = pg.into();
+                    if let Some(pg) = self.pgs.get_mut(&key) {
+                        for (osd, list) in dirty {
+                            pg.dirty.entry(osd).or_default().extend(list);
+                        }
+                    }
+                    if repeer {
+                        self.request_repeer(key);
+                    }
+                }
+                sync::Action::Reply(result) => {
+                    if idx != usize::MAX {
+                        self.ops[idx] = None;
+                        self.release_if_done(idx);
+                    }
+                    self.finish_sync(client, result);
+                }
+            }
+        }
     }
 
     fn finish_sync(&mut self, client: ClientRef, result: Result<(), Errno>) {
@@ -1074,72 +1088,6 @@ impl Server {
         }
         self.sync_running = false;
         self.next_sync();
-    }
-
-    fn advance_sync(&mut self, idx: usize, mut s: SyncOp) {
-        if let Some(e) = s.errno {
-            // The client keeps its unsynced writes and replays them. The PGs get their
-            // unsynced writes back (a later SYNC covers them), and those that wrote to an
-            // OSD that failed re-peer, which stabilizes whatever reached the live members.
-            for (key, dirty) in std::mem::take(&mut s.taken) {
-                let repeer = dirty.keys().any(|o| s.failed.contains(o));
-                if let Some(pg) = self.pgs.get_mut(&key) {
-                    for (osd, list) in dirty {
-                        pg.dirty.entry(osd).or_default().extend(list);
-                    }
-                }
-                if repeer {
-                    self.request_repeer(key);
-                }
-            }
-            return self.finish_sync(s.client, Err(e));
-        }
-        match s.stage {
-            SyncStage::Start => {
-                s.stage = SyncStage::Syncing;
-                s.pending = s.work.len();
-                let osds: Vec<u64> = s.work.iter().map(|(o, _)| *o).collect();
-                self.ops[idx] = Some(POp::Sync(s));
-                for (i, osd) in osds.into_iter().enumerate() {
-                    if osd == self.osd_num {
-                        self.sub_local(idx, i as u32, BsOp::Sync);
-                    } else {
-                        let req = Request {
-                            id: 0,
-                            op: RequestOp::SecSync(SecSyncOp { flags: 0 }),
-                        };
-                        self.sub_remote(idx, i as u32, osd, req, Vec::new(), None);
-                    }
-                }
-            }
-            SyncStage::Syncing => {
-                s.stage = SyncStage::Stabilizing;
-                s.pending = s.work.len();
-                for (_, list) in s.work.iter_mut() {
-                    list.sort_unstable();
-                    list.dedup();
-                }
-                // Kept in the op: sub-op `i` still belongs to `work[i].0` if it fails.
-                let work = s.work.clone();
-                self.ops[idx] = Some(POp::Sync(s));
-                for (i, (osd, list)) in work.into_iter().enumerate() {
-                    if osd == self.osd_num {
-                        self.sub_local(idx, i as u32, BsOp::Stabilize(list));
-                    } else {
-                        let bytes = wire_list(&list);
-                        let req = Request {
-                            id: 0,
-                            op: RequestOp::SecStabilize(SecStabOp {
-                                len: bytes.len() as u64,
-                                flags: 0,
-                            }),
-                        };
-                        self.sub_remote(idx, i as u32, osd, req, bytes, None);
-                    }
-                }
-            }
-            SyncStage::Stabilizing => self.finish_sync(s.client, Ok(())),
-        }
     }
 
     // ------------------------------------------------------------------ recovery
