@@ -103,7 +103,7 @@ impl Lease {
 
     /// Revokes the lease, deleting every key bound to it at once (others see this program
     /// gone without waiting for the TTL).
-    pub async fn revoke(self, client: &mut Client) -> Result<(), CallError> {
+    pub async fn revoke(&self, client: &mut Client) -> Result<(), CallError> {
         bounded(self.timeout, "lease revoke", client.lease_revoke(self.id)).await?;
         Ok(())
     }

@@ -39,8 +39,12 @@ fn lease_options(lease: i64) -> Option<PutOptions> {
 /// How many writes fit in one transaction when each adds at most one compare and one
 /// operation, and every transaction also carries `fixed` compares (guards such as "the
 /// master key is ours"); never 0, so a batching loop always makes progress.
-pub fn batch_len(max_txn_ops: usize, fixed: usize) -> usize {
-    max_txn_ops.saturating_sub(fixed).max(1)
+pub const fn batch_len(max_txn_ops: usize, fixed: usize) -> usize {
+    if max_txn_ops > fixed {
+        max_txn_ops - fixed
+    } else {
+        1
+    }
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@
 //! - Writing: every transaction carries `mon/master` lease == ours, so a deposed master
 //!   cannot write; placement writes also carry `pg/config` mod_revision == the one the round
 //!   read, and each `pg/history` write the key's mod_revision. Transactions hold at most
-//!   [`MAX_TXN_ITEMS`] operations (etcd's default `--max-txn-ops` is 128); when a plan needs
+//!   [`vitastor_etcd::txn::DEFAULT_MAX_TXN_OPS`] operations; when a plan needs
 //!   more, history is written before `pg/config` and deleted after it, so a crash in between
 //!   leaves extra history (harmless: more peers to check), never missing history.
 //!
@@ -24,20 +24,22 @@
 //!   reported and skipped.
 //! - Write without the lease guard, or wait on etcd without a bound (every call goes
 //!   through [`call`]; the watch stream is long-lived, a dead etcd is caught by keepalives).
+//!
+//! The lease, the load and watch, the election's create transaction and the batch size are
+//! `vitastor_etcd`'s; the election, the guards and what the keys mean are the monitor's.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::{ToSocketAddrs, UdpSocket};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use etcd_client::{
-    Client, Compare, CompareOp, EventType, GetOptions, LeaseKeepAliveStream, LeaseKeeper,
-    PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
-};
+use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio::time::{interval, sleep, sleep_until, Instant, Interval, MissedTickBehavior};
 use tracing::{debug, info, warn};
+use vitastor_etcd::watch::{self as etcd_watch, Kv, Range, Watch};
+use vitastor_etcd::{txn, Backoff, Lease};
 use vitastor_layout::keys;
 
 use crate::decide::{self, DownTracker, Plan};
@@ -48,13 +50,11 @@ use crate::state::{decode, is_watched, ClusterState, Relevance, WATCHED_KEYS};
 use crate::stats;
 use crate::MonError;
 
-/// Operations per transaction: below etcd's default `--max-txn-ops` (128), which bounds
-/// compares and operations separately; each item adds at most one of each, plus two guards.
-pub const MAX_TXN_ITEMS: usize = 100;
-/// First wait after a failed session, doubled up to [`MAX_BACKOFF`].
-const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
-/// Longest wait between sessions: a returning etcd is noticed within a few seconds.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Writes per placement transaction: each adds at most one compare (its key's revision)
+/// and one operation; the transaction also carries the `pg/config` and lease guards.
+const PLAN_BATCH: usize = txn::batch_len(txn::DEFAULT_MAX_TXN_OPS, 2);
+/// Writes per stats transaction: one operation each, plus the lease guard.
+const STATS_BATCH: usize = txn::batch_len(txn::DEFAULT_MAX_TXN_OPS, 1);
 /// A session that lasted this long was healthy: the next failure starts a fresh backoff.
 const HEALTHY_SESSION: Duration = Duration::from_secs(10);
 /// Metrics text of a monitor that is not master (the master serves the cluster's numbers).
@@ -79,7 +79,7 @@ fn unix_now() -> f64 {
 /// Runs sessions until `shutdown` turns true (then the lease is revoked, so another monitor
 /// takes over at once).
 pub async fn run(opts: MonOptions, metrics: MetricsText, mut shutdown: watch::Receiver<bool>) {
-    let mut backoff = INITIAL_BACKOFF;
+    let mut backoff = Backoff::default();
     loop {
         set_metrics(&metrics, NOT_MASTER_METRICS.to_owned());
         let started = Instant::now();
@@ -89,13 +89,12 @@ pub async fn run(opts: MonOptions, metrics: MetricsText, mut shutdown: watch::Re
         }
         set_metrics(&metrics, NOT_MASTER_METRICS.to_owned());
         if started.elapsed() >= HEALTHY_SESSION {
-            backoff = INITIAL_BACKOFF;
+            backoff.reset();
         }
         tokio::select! {
-            _ = sleep(backoff) => {}
+            _ = sleep(backoff.next_wait()) => {}
             _ = shutdown.changed() => return,
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
@@ -130,9 +129,7 @@ struct Session {
     client: Client,
     prefix: String,
     timeout: Duration,
-    lease: i64,
-    keeper: LeaseKeeper,
-    keepalives: LeaseKeepAliveStream,
+    lease: Lease,
     ka_tick: Interval,
 }
 
@@ -153,10 +150,7 @@ async fn session(
     for n in notes {
         warn!("{n}");
     }
-    let ttl = tunables.mon_ttl.as_secs() as i64;
-    let granted = call(t, "lease grant", client.lease_grant(ttl, None)).await?;
-    let (keeper, keepalives) =
-        call(t, "lease keepalive", client.lease_keep_alive(granted.id())).await?;
+    let lease = Lease::grant(&mut client, tunables.mon_ttl, t).await?;
     let mut ka_tick = interval(tunables.mon_ttl / 3);
     ka_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     ka_tick.tick().await;
@@ -164,16 +158,14 @@ async fn session(
         client,
         prefix: opts.prefix.clone(),
         timeout: t,
-        lease: granted.id(),
-        keeper,
-        keepalives,
+        lease,
         ka_tick,
     };
     let result = s.lead(opts, tunables, metrics, shutdown).await;
     if result.is_err() {
         // Best effort: a session that failed while master (a cancelled watch, say) must not
         // leave its key to block the next campaign, ours or another monitor's, for a TTL.
-        let _ = call(t, "lease revoke", s.client.lease_revoke(s.lease)).await;
+        let _ = s.lease.revoke(&mut s.client).await;
     }
     result
 }
@@ -187,7 +179,7 @@ impl Session {
         metrics: &MetricsText,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), MonError> {
-        let me = json!({"ip": local_ips(&opts.endpoints), "id": self.lease});
+        let me = json!({"ip": local_ips(&opts.endpoints), "id": self.lease.id()});
         let mut logged_holder = None;
         loop {
             match self.campaign(&me).await? {
@@ -206,7 +198,7 @@ impl Session {
                 }
             }
         }
-        info!("became master (lease {:x})", self.lease);
+        info!("became master (lease {:x})", self.lease.id());
         let mut master = Master::new(self, opts.clone(), tunables, metrics.clone());
         master.run(shutdown).await
     }
@@ -215,39 +207,17 @@ impl Session {
         keys::full(&self.prefix, rel)
     }
 
-    fn relative(&self, key: &[u8]) -> Option<String> {
-        let key = std::str::from_utf8(key).ok()?;
-        Some(
-            key.strip_prefix(&self.prefix)?
-                .strip_prefix('/')?
-                .to_owned(),
-        )
-    }
-
     /// One keepalive round trip; an expired lease ends the session.
     async fn keep_alive(&mut self) -> Result<(), MonError> {
-        call(self.timeout, "lease keepalive", self.keeper.keep_alive()).await?;
-        let reply = call(self.timeout, "lease keepalive", self.keepalives.message())
-            .await?
-            .ok_or_else(|| MonError::Protocol {
-                call: "lease keepalive",
-                reason: "stream ended".into(),
-            })?;
-        if reply.ttl() <= 0 {
-            return Err(MonError::LeaseExpired(self.lease));
+        if !self.lease.keep_alive().await? {
+            return Err(MonError::LeaseExpired(self.lease.id()));
         }
         Ok(())
     }
 
     /// Best effort: lets another monitor take over now instead of after the TTL.
     async fn resign(&mut self) -> Result<(), MonError> {
-        if let Err(e) = call(
-            self.timeout,
-            "lease revoke",
-            self.client.lease_revoke(self.lease),
-        )
-        .await
-        {
+        if let Err(e) = self.lease.revoke(&mut self.client).await {
             warn!("shutdown: {e}");
         }
         info!("stopped");
@@ -258,13 +228,7 @@ impl Session {
     /// revision to watch from.
     async fn campaign(&mut self, me: &Value) -> Result<Option<(String, i64)>, MonError> {
         let key = self.key(keys::MON_MASTER);
-        let txn = Txn::new()
-            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(
-                key.clone(),
-                me.to_string(),
-                Some(PutOptions::new().with_lease(self.lease)),
-            )])
+        let txn = txn::create(key.clone(), me.to_string(), self.lease.id())
             .or_else([TxnOp::get(key, None)]);
         let reply = call(self.timeout, "campaign", self.client.txn(txn)).await?;
         if reply.succeeded() {
@@ -293,21 +257,21 @@ impl Session {
         ttl: Duration,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<bool, MonError> {
-        let key = self.key(keys::MON_MASTER);
-        let (mut watcher, mut stream) = call(
+        let mut master = Watch::start(
+            &mut self.client,
             self.timeout,
-            "watch mon/master",
-            self.client
-                .watch(key, Some(WatchOptions::new().with_start_revision(rev + 1))),
+            &self.prefix,
+            keys::MON_MASTER,
+            false,
+            rev + 1,
         )
         .await?;
         let recheck = Instant::now() + ttl;
         let result = loop {
             tokio::select! {
                 _ = self.ka_tick.tick() => self.keep_alive().await?,
-                msg = stream.message() => {
-                    let msg = watch_message(msg)?;
-                    if msg.iter().any(|(t, _, _)| *t == EventType::Delete) {
+                kvs = master.next() => {
+                    if kvs?.iter().any(|kv| kv.value.is_none()) {
                         break false;
                     }
                 }
@@ -316,46 +280,9 @@ impl Session {
             }
         };
         // Dropping the stream would also end the watch; cancel politely when etcd answers.
-        let _ = call(self.timeout, "watch cancel", watcher.cancel()).await;
+        let _ = master.cancel(self.timeout).await;
         Ok(result)
     }
-}
-
-/// Events of one watch message as `(type, key, value, mod_revision)`; a cancelled or ended
-/// watch is an error (the session restarts and reloads).
-type WatchEvents = Vec<(EventType, Vec<u8>, (Vec<u8>, i64))>;
-
-fn watch_message(
-    msg: Result<Option<etcd_client::WatchResponse>, etcd_client::Error>,
-) -> Result<WatchEvents, MonError> {
-    let msg = msg
-        .map_err(|source| vitastor_etcd::CallError::failed("watch", source))?
-        .ok_or_else(|| MonError::Protocol {
-            call: "watch",
-            reason: "stream ended".into(),
-        })?;
-    if msg.canceled() {
-        return Err(MonError::Protocol {
-            call: "watch",
-            reason: format!(
-                "cancelled ({}, compact revision {})",
-                msg.cancel_reason(),
-                msg.compact_revision()
-            ),
-        });
-    }
-    Ok(msg
-        .events()
-        .iter()
-        .filter_map(|e| {
-            let kv = e.kv()?;
-            Some((
-                e.event_type(),
-                kv.key().to_vec(),
-                (kv.value().to_vec(), kv.mod_revision()),
-            ))
-        })
-        .collect())
 }
 
 /// Remembers which messages were logged last time, so a bad value is reported when it
@@ -425,17 +352,15 @@ impl<'a> Master<'a> {
 
     async fn run(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<(), MonError> {
         let rev = self.load().await?;
-        let (_watcher, mut watch) = call(
+        // The watch covers the whole prefix (one stream instead of thirteen), filtered in
+        // `on_event`.
+        let mut changes = Watch::start(
+            &mut self.s.client,
             self.s.timeout,
-            "watch",
-            self.s.client.watch(
-                self.s.key(""),
-                Some(
-                    WatchOptions::new()
-                        .with_prefix()
-                        .with_start_revision(rev + 1),
-                ),
-            ),
+            &self.s.prefix,
+            "",
+            true,
+            rev + 1,
         )
         .await?;
         self.down.update(&self.state, unix_now(), true);
@@ -450,9 +375,9 @@ impl<'a> Master<'a> {
             let far = Instant::now() + Duration::from_secs(3600);
             tokio::select! {
                 _ = self.s.ka_tick.tick() => self.s.keep_alive().await?,
-                msg = watch.message() => {
-                    for (ty, key, (value, rev)) in watch_message(msg)? {
-                        self.on_event(ty, &key, &value, rev);
+                kvs = changes.next() => {
+                    for kv in kvs? {
+                        self.on_event(kv);
                     }
                 }
                 _ = sleep_until(wake.unwrap_or(far)), if wake.is_some() => {
@@ -468,70 +393,52 @@ impl<'a> Master<'a> {
 
     /// Reads every watched key (and the names of existing aggregates) at one revision.
     async fn load(&mut self) -> Result<i64, MonError> {
-        let mut gets: Vec<TxnOp> = WATCHED_KEYS
+        let mut ranges: Vec<Range> = WATCHED_KEYS
             .iter()
-            .map(|&(k, prefix)| {
-                TxnOp::get(
-                    self.s.key(k),
-                    prefix.then(|| GetOptions::new().with_prefix()),
-                )
+            .map(|&(key, prefix)| Range {
+                key,
+                prefix,
+                keys_only: false,
             })
             .collect();
-        for k in [keys::POOL_STATS_PREFIX, keys::INODE_STATS_PREFIX] {
-            gets.push(TxnOp::get(
-                self.s.key(k),
-                Some(GetOptions::new().with_prefix().with_keys_only()),
-            ));
+        for key in [keys::POOL_STATS_PREFIX, keys::INODE_STATS_PREFIX] {
+            ranges.push(Range {
+                key,
+                prefix: true,
+                keys_only: true,
+            });
         }
-        let reply = call(
-            self.s.timeout,
-            "load",
-            self.s.client.txn(Txn::new().and_then(gets)),
-        )
-        .await?;
-        let rev = reply
-            .header()
-            .map(|h| h.revision())
-            .ok_or(MonError::Protocol {
-                call: "load",
-                reason: "reply without a header".into(),
-            })?;
+        let snapshot =
+            etcd_watch::load(&mut self.s.client, self.s.timeout, &self.s.prefix, &ranges).await?;
         let now = Instant::now().into_std();
-        for op in reply.op_responses() {
-            let TxnOpResponse::Get(get) = op else {
+        for kv in snapshot.kvs {
+            if kv.key.starts_with(keys::POOL_STATS_PREFIX)
+                || kv.key.starts_with(keys::INODE_STATS_PREFIX)
+            {
+                self.stats_keys.insert(kv.key);
                 continue;
-            };
-            for kv in get.kvs() {
-                let Some(key) = self.s.relative(kv.key()) else {
-                    continue;
-                };
-                if key.starts_with(keys::POOL_STATS_PREFIX)
-                    || key.starts_with(keys::INODE_STATS_PREFIX)
-                {
-                    self.stats_keys.insert(key);
-                    continue;
-                }
-                let (value, note) = decode(&key, kv.value());
-                if let Some(n) = note {
-                    warn!("{n}");
-                }
-                self.state.apply(&key, Some(value), kv.mod_revision(), now);
             }
+            let (value, note) = decode(&kv.key, kv.value.as_deref().unwrap_or_default());
+            if let Some(n) = note {
+                warn!("{n}");
+            }
+            self.state.apply(&kv.key, Some(value), kv.mod_revision, now);
         }
+        let rev = snapshot.revision;
         self.retune();
         Ok(rev)
     }
 
-    fn on_event(&mut self, ty: EventType, key: &[u8], value: &[u8], rev: i64) {
-        // The watch covers the whole prefix (one stream instead of thirteen); most of it,
-        // such as the aggregates this master writes, is not ours to read.
-        let Some(key) = self.s.relative(key).filter(|k| is_watched(k)) else {
+    fn on_event(&mut self, kv: Kv) {
+        // Most of the prefix, such as the aggregates this master writes, is not ours to read.
+        if !is_watched(&kv.key) {
             return;
-        };
-        let value = match ty {
-            EventType::Delete => None,
-            EventType::Put => {
-                let (v, note) = decode(&key, value);
+        }
+        let (key, rev) = (kv.key, kv.mod_revision);
+        let value = match kv.value {
+            None => None,
+            Some(value) => {
+                let (v, note) = decode(&key, &value);
                 if let Some(n) = note {
                     warn!("{n}");
                 }
@@ -650,7 +557,7 @@ impl<'a> Master<'a> {
         let mut items = items.into_iter().peekable();
         while items.peek().is_some() {
             let mut chunk = Chunk::default();
-            for (key, value, rev) in items.by_ref().take(MAX_TXN_ITEMS) {
+            for (key, value, rev) in items.by_ref().take(PLAN_BATCH) {
                 let full = self.s.key(&key);
                 if let Some(rev) = rev {
                     chunk
@@ -685,7 +592,7 @@ impl<'a> Master<'a> {
         chunk.compares.push(Compare::lease(
             self.s.key(keys::MON_MASTER),
             CompareOp::Equal,
-            self.s.lease,
+            self.s.lease.id(),
         ));
         let master = self.s.key(keys::MON_MASTER);
         let txn = Txn::new()
@@ -696,9 +603,10 @@ impl<'a> Master<'a> {
         if !reply.succeeded() {
             // Tell a lost race (retry) from a lost mastership (stop at once).
             let ours = reply.op_responses().into_iter().any(|op| match op {
-                TxnOpResponse::Get(g) => {
-                    g.kvs().first().is_some_and(|kv| kv.lease() == self.s.lease)
-                }
+                TxnOpResponse::Get(g) => g
+                    .kvs()
+                    .first()
+                    .is_some_and(|kv| kv.lease() == self.s.lease.id()),
                 _ => false,
             });
             return if ours {
@@ -732,7 +640,7 @@ impl<'a> Master<'a> {
         for stale in self.stats_keys.difference(&fresh) {
             writes.push((stale.clone(), None));
         }
-        for batch in writes.chunks(MAX_TXN_ITEMS) {
+        for batch in writes.chunks(STATS_BATCH) {
             let chunk = Chunk {
                 ops: batch
                     .iter()

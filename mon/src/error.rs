@@ -28,17 +28,10 @@ pub enum MonError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// An etcd call failed or did not finish within the call timeout.
+    /// An etcd call failed, did not finish within the call timeout, or etcd answered
+    /// something a session cannot go on with (a cancelled watch, no header).
     #[error(transparent)]
     Call(#[from] vitastor_etcd::CallError),
-    /// etcd answered something the protocol does not allow (a cancelled watch, no header).
-    #[error("etcd {call}: {reason}")]
-    Protocol {
-        /// Which call.
-        call: &'static str,
-        /// What was wrong.
-        reason: String,
-    },
     /// The monitor's lease is gone: it is no longer (or cannot become) master.
     #[error("lease {0:x} expired")]
     LeaseExpired(i64),
