@@ -20,29 +20,24 @@ use std::sync::{mpsc, Arc};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use etcd_client::{EventType, GetOptions, Txn, TxnOp, TxnOpResponse};
 use serde_json::Value;
 use tokio::sync::oneshot;
+use vitastor_etcd::watch::{self, Range, Watch};
+use vitastor_etcd::Backoff;
 
 use crate::error::ClientError;
 pub use vitastor_etcd::EtcdAddress;
 
-/// Keys under the prefix the client loads and watches: `(key, is_prefix)`.
-pub const WATCHED_KEYS: &[(&str, bool)] = &[
-    ("config/global", false),
-    ("config/pools", false),
-    ("config/inode/", true),
-    ("index/image/", true),
-    ("pg/config", false),
-    ("pg/state/", true),
-    ("osd/state/", true),
+/// Keys under the prefix the client loads and watches.
+pub const WATCHED_KEYS: &[Range] = &[
+    Range::key("config/global"),
+    Range::key("config/pools"),
+    Range::prefix("config/inode/"),
+    Range::prefix("index/image/"),
+    Range::key("pg/config"),
+    Range::prefix("pg/state/"),
+    Range::prefix("osd/state/"),
 ];
-
-/// First wait after a failed session; doubled after each failure up to [`MAX_BACKOFF`].
-const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
-/// Longest wait between attempts: a returning etcd is noticed within a couple of seconds
-/// without hammering a dead endpoint.
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// Bound on one etcd call (connect, load, watch creation): a stuck etcd shows up as a
 /// failed session and a retry, never as a hang.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -86,13 +81,7 @@ pub struct EtcdKv<V = Value> {
 
 /// Whether `key` (relative to the prefix) is one of [`WATCHED_KEYS`].
 pub fn is_watched(key: &str) -> bool {
-    WATCHED_KEYS.iter().any(|&(watched, is_prefix)| {
-        if is_prefix {
-            key.starts_with(watched)
-        } else {
-            key == watched
-        }
-    })
+    watch::watched(WATCHED_KEYS, key)
 }
 
 /// A non-blocking eventfd: the side thread adds to it, the client polls and clears it.
@@ -214,33 +203,20 @@ impl Drop for EtcdWatcher {
 }
 
 async fn run(address: EtcdAddress, prefix: String, sink: Sink) {
-    let mut backoff = INITIAL_BACKOFF;
+    let mut backoff = Backoff::default();
     loop {
         match session(&address, &prefix, &sink, &mut backoff).await {
             Ok(()) => return,
-            Err(error) => {
-                if !sink.send(EtcdEvent::Disconnected { error }) {
+            Err(e) => {
+                if !sink.send(EtcdEvent::Disconnected {
+                    error: e.to_string(),
+                }) {
                     return;
                 }
             }
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        tokio::time::sleep(backoff.next_wait()).await;
     }
-}
-
-async fn call<T>(
-    name: &'static str,
-    fut: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
-) -> Result<T, String> {
-    vitastor_etcd::bounded(CALL_TIMEOUT, name, fut)
-        .await
-        .map_err(|e| e.to_string())
-}
-
-fn relative(prefix: &str, key: &[u8]) -> Option<String> {
-    let key = String::from_utf8_lossy(key);
-    Some(key.strip_prefix(prefix)?.strip_prefix('/')?.to_string())
 }
 
 fn decode(key: String, value: &[u8], mod_revision: i64) -> Result<EtcdKv, EtcdEvent> {
@@ -257,88 +233,57 @@ fn decode(key: String, value: &[u8], mod_revision: i64) -> Result<EtcdKv, EtcdEv
     }
 }
 
-/// One session; `Ok` only when the client is gone.
+/// One session; `Ok` only when the client is gone. The load, the watch and what ends a
+/// session are `vitastor_etcd`'s; turning values into events is ours.
 async fn session(
     address: &EtcdAddress,
     prefix: &str,
     sink: &Sink,
-    backoff: &mut Duration,
-) -> Result<(), String> {
-    let mut client = vitastor_etcd::connect(address.endpoints(), CALL_TIMEOUT)
-        .await
-        .map_err(|e| e.to_string())?;
-    let gets: Vec<TxnOp> = WATCHED_KEYS
-        .iter()
-        .map(|&(key, is_prefix)| {
-            let options = is_prefix.then(|| GetOptions::new().with_prefix());
-            TxnOp::get(format!("{prefix}/{key}"), options)
-        })
-        .collect();
-    let reply = call("load", client.txn(Txn::new().and_then(gets))).await?;
-    let revision = reply
-        .header()
-        .map(|h| h.revision())
-        .ok_or("etcd load: reply without a header")?;
-    let mut kvs = Vec::new();
-    for op in reply.op_responses() {
-        let TxnOpResponse::Get(get) = op else {
-            continue;
-        };
-        for kv in get.kvs() {
-            let Some(key) = relative(prefix, kv.key()) else {
-                continue;
-            };
-            match decode(key, kv.value(), kv.mod_revision()) {
-                Ok(pair) => kvs.push(pair),
-                Err(bad) => {
-                    if !sink.send(bad) {
-                        return Ok(());
-                    }
+    backoff: &mut Backoff,
+) -> Result<(), vitastor_etcd::CallError> {
+    let mut client = vitastor_etcd::connect(address.endpoints(), CALL_TIMEOUT).await?;
+    let snapshot = watch::load(&mut client, CALL_TIMEOUT, prefix, WATCHED_KEYS).await?;
+    let mut kvs = Vec::with_capacity(snapshot.kvs.len());
+    for kv in snapshot.kvs {
+        let value = kv.value.unwrap_or_default();
+        match decode(kv.key, &value, kv.mod_revision) {
+            Ok(pair) => kvs.push(pair),
+            Err(bad) => {
+                if !sink.send(bad) {
+                    return Ok(());
                 }
             }
         }
     }
     // One watch over the whole prefix, filtered here: simpler than seven watches.
-    let (_watcher, mut watch) = call(
-        "watch",
-        client.watch(
-            format!("{prefix}/"),
-            Some(
-                etcd_client::WatchOptions::new()
-                    .with_prefix()
-                    .with_start_revision(revision + 1),
-            ),
-        ),
+    let mut changes = Watch::start(
+        &mut client,
+        CALL_TIMEOUT,
+        prefix,
+        "",
+        true,
+        snapshot.revision + 1,
     )
     .await?;
     if !sink.send(EtcdEvent::Loaded { kvs }) {
         return Ok(());
     }
-    *backoff = INITIAL_BACKOFF;
+    backoff.reset();
     loop {
         // The stream is long-lived, so it has no per-call bound; etcd-client's keepalive on
         // the channel notices a dead server.
-        let msg = watch
-            .message()
-            .await
-            .map_err(|e| format!("etcd watch: {e}"))?
-            .ok_or("etcd watch: stream ended")?;
-        if msg.canceled() {
-            return Err(format!("etcd watch cancelled: {}", msg.cancel_reason()));
-        }
-        for event in msg.events() {
-            let Some(kv) = event.kv() else { continue };
-            let Some(key) = relative(prefix, kv.key()).filter(|k| is_watched(k)) else {
+        for kv in changes.next().await? {
+            if !is_watched(&kv.key) {
                 continue;
-            };
-            let mod_revision = kv.mod_revision();
-            let event = match event.event_type() {
-                EventType::Delete => EtcdEvent::Changed(EtcdKv {
-                    key,
+            }
+            let mod_revision = kv.mod_revision;
+            let event = match kv.value {
+                None => EtcdEvent::Changed(EtcdKv {
+                    key: kv.key,
                     value: None,
                     mod_revision,
                 }),
-                EventType::Put => match decode(key, kv.value(), mod_revision) {
+                Some(value) => match decode(kv.key, &value, mod_revision) {
                     Ok(kv) => EtcdEvent::Changed(EtcdKv {
                         key: kv.key,
                         value: Some(kv.value),
