@@ -4,8 +4,8 @@
 //! the blockstore's io_uring) over [`connection`] (per-connection framing, reply queue,
 //! back-pressure). Peers' SEC_* requests go to [`secondary`] (a pure request ↔ blockstore-op
 //! state machine). Clients' READ/WRITE/DELETE/SYNC on the PGs this OSD leads go to
-//! [`primary`], whose ops fan out to the local store and to [`peers`]; a SYNC's steps are
-//! decided in [`op_sync`], what a fan-out left behind in [`fanout`]. [`peering`] takes the primary role through etcd, lists
+//! [`primary`], whose ops fan out to the local store and to [`peers`]; a WRITE's steps are
+//! decided in [`op_write`], a SYNC's in [`op_sync`], what a fan-out left behind in [`fanout`]. [`peering`] takes the primary role through etcd, lists
 //! and classifies objects ([`pg`]) and schedules recovery, planned per object in
 //! [`recovery`]; failed attempts wait in [`backoff`]. [`etcd`] is the side thread (lease,
 //! state report, watches) feeding [`cluster`], the parsed view of etcd. The `vitastor-osd`
@@ -19,6 +19,7 @@ pub mod disk_tool;
 pub mod etcd;
 pub mod fanout;
 pub mod op_sync;
+pub mod op_write;
 pub mod options;
 pub mod peering;
 pub mod peers;

@@ -23,6 +23,7 @@ use vitastor_protocol::{
 
 use crate::fanout::{self, Verdict};
 use crate::op_sync::{self as sync, SyncOp};
+use crate::op_write as write;
 use crate::pg::{Dirty, ObjState};
 use crate::recovery::{self, Cleanup, Copy, PgFacts, Source};
 use crate::secondary::ReplyMsg;
@@ -73,7 +74,7 @@ pub struct ReadOp {
     len: u32,
 }
 
-/// A client WRITE or the version-creating step of a DELETE.
+/// A client WRITE: the request and its data, beside the decisions ([`write::WriteOp`]).
 #[derive(Debug)]
 pub struct WriteOp {
     client: ClientRef,
@@ -81,14 +82,7 @@ pub struct WriteOp {
     oid: ObjectId,
     offset: u32,
     data: Rc<AlignedBuf>,
-    cas: u64,
-    version: u64,
-    started: bool,
-    pending: usize,
-    errno: Option<Errno>,
-    targets: Vec<u64>,
-    /// Targets whose sub-op failed, and why.
-    failed: Vec<(u64, Errno)>,
+    steps: write::WriteOp,
 }
 
 /// Stages of a DELETE.
@@ -244,13 +238,7 @@ impl Server {
                     oid,
                     offset: in_obj,
                     data: Rc::new(AlignedBuf::from_slice(&payload)),
-                    cas: rw.version,
-                    version: 0,
-                    started: false,
-                    pending: 0,
-                    errno: None,
-                    targets: Vec::new(),
-                    failed: Vec::new(),
+                    steps: write::WriteOp::new(rw.version),
                 };
                 let idx = self.insert_op(POp::Write(w));
                 self.lock_and_run(key, oid, idx);
@@ -490,14 +478,15 @@ impl Server {
                 self.finish_read(idx, res);
                 self.release_if_done(idx);
             }
-            POp::Write(WriteOp {
-                errno,
-                pending,
-                targets,
-                failed,
-                ..
-            })
-            | POp::Delete(DeleteOp {
+            POp::Write(_) => {
+                let Some(POp::Write(w)) = self.take_op(idx) else {
+                    unreachable!("matched above")
+                };
+                let result = res.errno().map_or(Ok(()), Err);
+                self.step_write(idx, w, write::Event::Sub { tag, result });
+                self.release_if_done(idx);
+            }
+            POp::Delete(DeleteOp {
                 errno,
                 pending,
                 targets,
@@ -555,7 +544,10 @@ impl Server {
     pub(crate) fn advance(&mut self, idx: usize) {
         let Some(op) = self.take_op(idx) else { return };
         match op {
-            POp::Write(w) => self.advance_write(idx, w),
+            POp::Write(w) => {
+                let facts = self.write_facts(w.pg, w.oid);
+                self.step_write(idx, w, write::Event::Locked(facts));
+            }
             POp::Delete(d) => self.advance_delete(idx, d),
             POp::Sync { client, op } => {
                 self.ops[idx] = Some(POp::Sync { client, op });
@@ -595,18 +587,10 @@ impl Server {
         self.bs.object_version(oid).max(known) + 1
     }
 
-    /// The version a write creates when the object is at `cur`: `cur + 1`, except that an
-    /// object that does not exist starts above every version purged in its PG. A replica's
-    /// store remembers a purged object's version until its journal is trimmed past the
-    /// delete, and refuses lower versions until then, while this OSD's store may already
-    /// have forgotten it.
+    /// The version a tombstone creates in PG `key` when the object is at `cur` (see
+    /// [`write::version_after`]).
     fn version_after(&self, key: (u32, u32), cur: u64) -> u64 {
-        let floor = if cur == 0 {
-            self.pgs.get(&key).map_or(0, |pg| pg.purged_up_to)
-        } else {
-            0
-        };
-        cur.max(floor) + 1
+        write::version_after(cur, self.pgs.get(&key).map_or(0, |pg| pg.purged_up_to))
     }
 
     /// Starts recovery of `oid` ahead of the op `idx` that holds its lock: the recovery takes
@@ -623,52 +607,70 @@ impl Server {
         self.advance(r);
     }
 
-    fn advance_write(&mut self, idx: usize, mut w: WriteOp) {
-        if !w.started {
-            let targets = match self.write_targets(w.pg, w.oid) {
-                Ok(Some(t)) => t,
-                Ok(None) => {
-                    if let Some(e) = self.recovery_waits(w.pg, w.oid) {
-                        return self.finish_write(w, Err(e));
-                    }
-                    let (key, oid) = (w.pg, w.oid);
-                    self.ops[idx] = Some(POp::Write(w));
-                    return self.recover_first(key, oid, idx);
-                }
-                Err(e) => return self.finish_write(w, Err(e)),
-            };
-            let cur = self.next_version(w.pg, w.oid) - 1;
-            if w.cas != 0 && w.cas != cur + 1 {
-                return self.finish_write(w, Err(Errno::EINTR));
-            }
-            w.version = self.version_after(w.pg, cur);
-            w.started = true;
-            let stable = self.pool_commit(w.pg.0) == ImmediateCommit::All;
-            w.pending = targets.len();
-            w.targets = targets.clone();
-            let len = w.data.len() as u32;
-            let (oid, version, offset, data) = (w.oid, w.version, w.offset, Rc::clone(&w.data));
+    /// What a write that just got its lock needs to know of its PG and object.
+    fn write_facts(&self, key: (u32, u32), oid: ObjectId) -> write::Facts {
+        let me = self.osd_num;
+        let pg = self.pgs.get(&key);
+        let mut targets = vec![OsdNum(me)];
+        if let Some(pg) = pg {
+            targets.extend(
+                pg.live_members()
+                    .into_iter()
+                    .filter(|&o| o != me)
+                    .map(OsdNum),
+            );
+        }
+        let degraded = pg.is_some_and(|pg| pg.objects.degraded.contains(&oid));
+        write::Facts {
+            active: pg.is_some_and(|pg| pg.phase == crate::pg::Phase::Active),
+            degraded,
+            recovery_waits: degraded.then(|| self.recovery_waits(key, oid)).flatten(),
+            targets,
+            current: self.next_version(key, oid) - 1,
+            purged_up_to: pg.map_or(0, |pg| pg.purged_up_to),
+            stable: self.pool_commit(key.0) == ImmediateCommit::All,
+        }
+    }
+
+    /// Feeds write `idx` (taken out of its slot) one event and carries out what it decided;
+    /// puts it back unless it is over.
+    fn step_write(&mut self, idx: usize, mut w: WriteOp, event: write::Event) {
+        let actions = w.steps.advance(event);
+        let (client, key, oid, offset) = (w.client, w.pg, w.oid, w.offset);
+        let data = Rc::clone(&w.data);
+        if !w.steps.is_done() {
             self.ops[idx] = Some(POp::Write(w));
-            for (i, &osd) in targets.iter().enumerate() {
-                if osd == self.osd_num {
-                    self.sub_local(
-                        idx,
-                        i as u32,
-                        BsOp::Write {
-                            oid,
-                            version,
-                            offset,
-                            data: AlignedBuf::from_slice(&data),
-                            bitmap: None,
-                            stable,
-                        },
-                    );
-                } else {
+        }
+        for action in actions {
+            match action {
+                write::Action::RecoverFirst => self.recover_first(key, oid, idx),
+                write::Action::Write {
+                    tag,
+                    osd,
+                    version,
+                    stable,
+                } if osd.0 == self.osd_num => {
+                    let op = BsOp::Write {
+                        oid,
+                        version,
+                        offset,
+                        data: AlignedBuf::from_slice(&data),
+                        bitmap: None,
+                        stable,
+                    };
+                    self.sub_local(idx, tag, op);
+                }
+                write::Action::Write {
+                    tag,
+                    osd,
+                    version,
+                    stable,
+                } => {
                     let rw = SecRwOp {
                         oid: wire_oid(oid),
                         version,
                         offset,
-                        len,
+                        len: data.len() as u32,
                         attr_len: 0,
                         flags: 0,
                     };
@@ -677,75 +679,71 @@ impl Server {
                     } else {
                         RequestOp::SecWrite(rw)
                     };
-                    self.sub_remote(
-                        idx,
-                        i as u32,
-                        osd,
-                        Request { id: 0, op },
-                        Vec::new(),
-                        Some(Rc::clone(&data)),
-                    );
+                    let req = Request { id: 0, op };
+                    self.sub_remote(idx, tag, osd.0, req, Vec::new(), Some(Rc::clone(&data)));
                 }
-            }
-            return;
-        }
-        let result = w.errno.map_or(Ok(()), Err);
-        let verdict = fanout::verdict(&w.targets, &w.failed);
-        if verdict == Verdict::Written {
-            let stable = self.pool_commit(w.pg.0) == ImmediateCommit::All;
-            if let Some(pg) = self.pgs.get_mut(&w.pg) {
-                if !stable {
-                    for &osd in &w.targets {
-                        pg.dirty
-                            .entry(osd)
-                            .or_default()
-                            .push(ObjVerId::new(w.oid, w.version));
+                write::Action::Written {
+                    version,
+                    holders,
+                    stable,
+                } => {
+                    let Some(pg) = self.pgs.get_mut(&key) else {
+                        continue;
+                    };
+                    let holders: Vec<u64> = holders.into_iter().map(|o| o.0).collect();
+                    if !stable {
+                        for &osd in &holders {
+                            pg.dirty
+                                .entry(osd)
+                                .or_default()
+                                .push(ObjVerId::new(oid, version));
+                        }
                     }
+                    if let Some(st) = pg.objects.objects.get_mut(&oid) {
+                        st.version = version;
+                        st.stale
+                            .extend(st.holders.iter().filter(|h| !holders.contains(h)));
+                        st.holders = holders;
+                    }
+                    pg.tombstones.remove(&oid);
                 }
-                if let Some(st) = pg.objects.objects.get_mut(&w.oid) {
-                    st.version = w.version;
-                    st.stale
-                        .extend(st.holders.iter().filter(|h| !w.targets.contains(h)));
-                    st.holders = w.targets.clone();
+                write::Action::Partial {
+                    version,
+                    holders,
+                    failed,
+                    stable,
+                } => {
+                    let holders: Vec<u64> = holders.into_iter().map(|o| o.0).collect();
+                    let failed: Vec<(u64, Errno)> =
+                        failed.into_iter().map(|(o, e)| (o.0, e)).collect();
+                    self.partial_version(key, oid, version, &holders, &failed, stable);
                 }
-                pg.tombstones.remove(&w.oid);
+                write::Action::Repeer => self.peer_trouble(key),
+                write::Action::Reply(Ok(version)) => {
+                    let len = data.len() as u64;
+                    self.stats.op("primary_write", client.start, len);
+                    self.stats
+                        .inode(oid.inode, InodeOp::Write, client.start, len);
+                    let msg = ReplyMsg::new(
+                        &Reply {
+                            id: client.id,
+                            retval: data.len() as i64,
+                            op: ReplyOp::Write(RwReply {
+                                bitmap_len: 0,
+                                version,
+                            }),
+                        },
+                        Vec::new(),
+                    );
+                    self.reply(client.conn, client.cost, msg);
+                }
+                write::Action::Reply(Err(e)) => self.client_error(client, e),
+                write::Action::Unlock => {
+                    self.unlock(key, oid);
+                    self.op_done(key);
+                }
             }
-        } else if let Verdict::Partial { holders } = verdict {
-            // Which members hold the version is known: the PG stays active with the object
-            // degraded, recovered once the failed OSD can take it, instead of peering again
-            // only to find the same.
-            let stable = self.pool_commit(w.pg.0) == ImmediateCommit::All;
-            self.partial_version(w.pg, w.oid, w.version, &holders, &w.failed, stable);
-        } else {
-            self.peer_trouble(w.pg);
         }
-        self.finish_write(w, result);
-    }
-
-    fn finish_write(&mut self, w: WriteOp, result: Result<(), Errno>) {
-        match result {
-            Ok(()) => {
-                let len = w.data.len() as u64;
-                self.stats.op("primary_write", w.client.start, len);
-                self.stats
-                    .inode(w.oid.inode, InodeOp::Write, w.client.start, len);
-                let msg = ReplyMsg::new(
-                    &Reply {
-                        id: w.client.id,
-                        retval: w.data.len() as i64,
-                        op: ReplyOp::Write(RwReply {
-                            bitmap_len: 0,
-                            version: w.version,
-                        }),
-                    },
-                    Vec::new(),
-                );
-                self.reply(w.client.conn, w.client.cost, msg);
-            }
-            Err(e) => self.client_error(w.client, e),
-        }
-        self.unlock(w.pg, w.oid);
-        self.op_done(w.pg);
     }
 
     // ------------------------------------------------------------------ deletes
