@@ -830,7 +830,10 @@ impl<E: IoEngine> Blockstore<E> {
         self.fifo.is_empty() && self.active.is_empty() && self.done.is_empty()
     }
 
-    /// Reap completions from the engine (blocking for one if `block`), handle them and run.
+    /// Reap completions from the engine (blocking for one if `block`), handle them and
+    /// advance. The I/O this produces stays queued until the caller's next [`Blockstore::run`]
+    /// or blocking wait (every engine wait submits what is queued), so that one loop turn
+    /// enters the kernel once for all of it rather than once here and once in `run`.
     /// A wait interrupted by a signal, or refused until completions are reaped, returns
     /// early; only another wait error is returned.
     pub fn poll(&mut self, block: bool) -> BsResult<()> {
@@ -848,7 +851,7 @@ impl<E: IoEngine> Blockstore<E> {
         }
         reaped.clear();
         self.reaped = reaped;
-        self.run();
+        self.advance();
         Ok(())
     }
 
@@ -1232,8 +1235,21 @@ impl<E: IoEngine> Blockstore<E> {
 
     // ---------------------------------------------------------------- the loop
 
-    /// Advance everything and submit the I/O produced.
+    /// Advance everything and submit the I/O produced (with whatever [`Blockstore::poll`]
+    /// left queued) in one `io_uring_enter`.
     pub fn run(&mut self) {
+        self.advance();
+        if let Err(e) = self.engine.submit() {
+            tracing::error!("io_uring submit: {e}");
+            self.fail(-e.raw_os_error().unwrap_or(libc::EIO));
+        }
+    }
+
+    /// Advance every operation, the flusher and trimming, and queue the I/O they produce
+    /// without submitting it: a caller that waits on the engine next (a blocking
+    /// [`Blockstore::poll`], `UringEngine::wait_for`) submits it with that wait, in the same
+    /// `io_uring_enter`.
+    pub fn advance(&mut self) {
         if self.failed.is_some() {
             self.fail_all();
         } else {
@@ -1248,10 +1264,6 @@ impl<E: IoEngine> Blockstore<E> {
                 }
             }
             self.submit_journal_io();
-        }
-        if let Err(e) = self.engine.submit() {
-            tracing::error!("io_uring submit: {e}");
-            self.fail(-e.raw_os_error().unwrap_or(libc::EIO));
         }
     }
 
@@ -1752,7 +1764,7 @@ impl<E: IoEngine> Blockstore<E> {
         while i < self.active.len() {
             let slot = self.active[i];
             let mut op = self.ops[slot].take().unwrap();
-            let res = self.advance(&mut op);
+            let res = self.advance_op(&mut op);
             self.ops[slot] = Some(op);
             match res {
                 Some(result) => {
@@ -1767,7 +1779,7 @@ impl<E: IoEngine> Blockstore<E> {
     }
 
     /// One step of an active op's state machine; `Some(result)` when it is finished.
-    fn advance(&mut self, op: &mut Op) -> Option<BsResult<BsReply>> {
+    fn advance_op(&mut self, op: &mut Op) -> Option<BsResult<BsReply>> {
         match &mut op.body {
             Body::Write { .. } => self.advance_write(&mut op.body),
             Body::Sync { .. } => self.advance_sync(&mut op.body),

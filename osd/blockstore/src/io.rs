@@ -56,7 +56,9 @@ pub trait IoEngine {
     fn submit(&mut self) -> io::Result<()>;
     /// Move finished I/Os to `out` as `(token, result)`: bytes transferred, or `-errno`.
     fn reap(&mut self, out: &mut Vec<(u64, i32)>);
-    /// Block until at least one queued I/O has finished (returns at once if none is pending).
+    /// Submit whatever is queued, then block until at least one I/O has finished (returns at
+    /// once if none is pending). The blockstore relies on the submission: I/O queued by
+    /// `Blockstore::poll` goes out with the next wait.
     fn wait(&mut self) -> io::Result<()>;
     /// Number of I/Os pushed but not yet reaped.
     fn in_flight(&self) -> usize;

@@ -205,7 +205,7 @@ impl IoEngine for SimEngine {
     }
 
     fn wait(&mut self) -> io::Result<()> {
-        Ok(())
+        self.submit()
     }
 
     fn in_flight(&self) -> usize {
