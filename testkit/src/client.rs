@@ -15,6 +15,7 @@ use vitastor_protocol::{
 };
 
 use serde_json::Value;
+use vitastor_layout::{OsdState, PgState, PgStateName};
 
 use crate::cluster::Cluster;
 
@@ -30,6 +31,21 @@ pub struct TestClient {
     conns: HashMap<u64, (TcpStream, u64)>,
     /// How long an op may keep retrying.
     pub retry_for: Duration,
+}
+
+/// The primary of an active PG from its `pg/state` value, read as the OSDs and the client
+/// library read it (numbers may be strings, as the original writes them).
+fn active_primary(key: &str, v: &Value) -> Option<u64> {
+    let state = PgState::from_json(key, v).ok()?;
+    state.has(PgStateName::Active).then_some(state.primary)
+}
+
+/// The first address of an `osd/state` value.
+fn listen_addr(key: &str, v: &Value) -> Option<SocketAddr> {
+    let state = OsdState::from_json(key, v).ok()?;
+    format!("{}:{}", state.addresses.first()?, state.port)
+        .parse()
+        .ok()
 }
 
 fn io_err(e: std::io::Error) -> i64 {
@@ -64,24 +80,16 @@ impl TestClient {
     }
 
     fn primary(&self, pg: u32) -> Option<u64> {
-        let states: Vec<(String, Value)> =
-            self.get(&format!("pg/state/1/{pg}")).into_iter().collect();
-        let (_, v) = states
-            .into_iter()
-            .find(|(k, _)| k == &format!("pg/state/1/{pg}"))?;
-        let active = v["state"].as_array()?.iter().any(|s| s == "active");
-        active.then(|| v["primary"].as_u64()).flatten()
+        let key = format!("pg/state/1/{pg}");
+        let (k, v) = self.get(&key)?;
+        (k == key).then(|| active_primary(&k, &v)).flatten()
     }
 
     /// The listening address of OSD `osd` from `osd/state`.
     pub fn osd_addr(&self, osd: u64) -> Option<SocketAddr> {
-        let kvs: Vec<(String, Value)> = self.get(&format!("osd/state/{osd}")).into_iter().collect();
-        let (_, v) = kvs
-            .into_iter()
-            .find(|(k, _)| k == &format!("osd/state/{osd}"))?;
-        let ip = v["addresses"][0].as_str()?;
-        let port = v["port"].as_u64()?;
-        format!("{ip}:{port}").parse().ok()
+        let key = format!("osd/state/{osd}");
+        let (k, v) = self.get(&key)?;
+        (k == key).then(|| listen_addr(&k, &v)).flatten()
     }
 
     fn conn(&mut self, osd: u64) -> Result<&mut (TcpStream, u64), i64> {
@@ -310,4 +318,23 @@ fn exchange(
     let mut out = vec![0; len];
     s.read_exact(&mut out).map_err(io_err)?;
     Ok((reply, out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn states_with_numbers_as_strings_are_read_like_numbers() {
+        let pg = json!({"primary": "2", "state": ["active"], "peers": ["1", "2"]});
+        assert_eq!(active_primary("pg/state/1/1", &pg), Some(2));
+        let peering = json!({"primary": 2, "state": ["peering"], "peers": [1, 2]});
+        assert_eq!(active_primary("pg/state/1/1", &peering), None);
+        let osd = json!({"state": "up", "addresses": ["127.0.0.1"], "port": "11203"});
+        assert_eq!(
+            listen_addr("osd/state/3", &osd),
+            Some("127.0.0.1:11203".parse().unwrap())
+        );
+    }
 }
