@@ -5,7 +5,8 @@
 //! - `etcd_address` → endpoints, the connection and the bound on every call (through
 //!   `vitastor_etcd`, so every program accepts the same syntax and bounds calls the same
 //!   way), and the prefix.
-//! - Reading keys as JSON ([`Kv`]) and compare-and-set transactions ([`Etcd::txn`]).
+//! - Reading keys as JSON ([`Kv`]) and compare-and-set transactions ([`Etcd::txn`]), split
+//!   to fit etcd's limit on operations per transaction.
 //!
 //! # What it must never do
 //! - Wait without a bound: every call is wrapped in [`CALL_TIMEOUT`], so an unreachable or
@@ -19,7 +20,7 @@ use std::time::Duration;
 use etcd_client::{Client, Compare, CompareOp, DeleteOptions, GetOptions, Txn, TxnOp};
 use serde_json::Value;
 use tokio::runtime::Runtime;
-use vitastor_etcd::{CallError, EtcdAddress};
+use vitastor_etcd::{txn, CallError, EtcdAddress};
 use vitastor_layout::keys;
 
 use crate::error::{CliError, Result};
@@ -136,7 +137,25 @@ impl Etcd {
     }
 
     /// Runs `writes` if every check holds; returns whether it did.
+    ///
+    /// etcd refuses more than [`txn::DEFAULT_MAX_TXN_OPS`] writes in one transaction: the
+    /// checks guard the first batch, and the writes that do not fit follow in unconditional
+    /// transactions once it succeeded. Callers therefore put first the writes the checks
+    /// protect, and only writes that are safe to repeat (deletes) after; if the CLI dies in
+    /// between, running the command again finishes them.
     pub fn txn(&mut self, what: &str, checks: &[Check], writes: &[Write]) -> Result<bool> {
+        let batch = txn::batch_len(txn::DEFAULT_MAX_TXN_OPS, 0);
+        let (first, rest) = writes.split_at(writes.len().min(batch));
+        if !self.txn_once(what, checks, first)? {
+            return Ok(false);
+        }
+        for more in rest.chunks(batch) {
+            self.txn_once(what, &[], more)?;
+        }
+        Ok(true)
+    }
+
+    fn txn_once(&mut self, what: &str, checks: &[Check], writes: &[Write]) -> Result<bool> {
         let compares: Vec<Compare> = checks
             .iter()
             .map(|c| match c {
