@@ -405,7 +405,8 @@ impl Cluster {
                 .get_prefix(&format!("index/image/{name}"))?
                 .into_iter()
                 .find(|(k, _)| k == &format!("index/image/{name}"))
-                .and_then(|(_, v)| v["id"].as_u64());
+                .and_then(|(k, v)| vitastor_layout::ImageIndex::from_json(&k, &v).ok())
+                .map(|index| index.id);
             if let Some(id) = existing {
                 return Ok(id);
             }
