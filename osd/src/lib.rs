@@ -5,7 +5,7 @@
 //! back-pressure). Peers' SEC_* requests go to [`secondary`] (a pure request ↔ blockstore-op
 //! state machine). Clients' READ/WRITE/DELETE/SYNC on the PGs this OSD leads go to
 //! [`primary`], whose ops fan out to the local store and to [`peers`]; a WRITE's steps are
-//! decided in [`op_write`], a SYNC's in [`op_sync`], what a fan-out left behind in [`fanout`]. [`peering`] takes the primary role through etcd, lists
+//! decided in [`op_write`], a DELETE's in [`op_delete`], a SYNC's in [`op_sync`], what a fan-out left behind in [`fanout`]. [`peering`] takes the primary role through etcd, lists
 //! and classifies objects ([`pg`]) and schedules recovery, planned per object in
 //! [`recovery`]; failed attempts wait in [`backoff`]. [`etcd`] is the side thread (lease,
 //! state report, watches) feeding [`cluster`], the parsed view of etcd. The `vitastor-osd`
@@ -18,6 +18,7 @@ pub mod connection;
 pub mod disk_tool;
 pub mod etcd;
 pub mod fanout;
+pub mod op_delete;
 pub mod op_sync;
 pub mod op_write;
 pub mod options;

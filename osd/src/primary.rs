@@ -1,7 +1,10 @@
 //! Primary ops: client READ / WRITE / SYNC / DELETE on the PGs this OSD leads, and the
-//! object recovery that runs behind them. Each op is an explicit state machine ([`POp`])
-//! advanced by the results of its sub-ops (local blockstore ops and requests to peers);
-//! `Server::on_sub` is the single place where a result moves an op forward.
+//! object recovery that runs behind them. Each op ([`POp`]) is advanced by the results of
+//! its sub-ops (local blockstore ops and requests to peers); `Server::on_sub` is the single
+//! place where a result moves an op forward. WRITE, DELETE and SYNC decide in pure state
+//! machines ([`crate::op_write`], [`crate::op_delete`], [`crate::op_sync`]): here they
+//! only get the facts they ask for and carry their actions out. READ and recovery still
+//! decide here (recovery's per-object plan is [`crate::recovery`]).
 //!
 //! Ordering: ops that create versions of one object (write, delete, recovery) hold that
 //! object's lock in its PG, so versions are assigned and applied in order on every replica.
@@ -21,7 +24,8 @@ use vitastor_protocol::{
     SecRwOp, SecStabOp, SecSyncOp,
 };
 
-use crate::fanout::{self, Verdict};
+use crate::fanout;
+use crate::op_delete as delete;
 use crate::op_sync::{self as sync, SyncOp};
 use crate::op_write as write;
 use crate::pg::{Dirty, ObjState};
@@ -85,31 +89,14 @@ pub struct WriteOp {
     steps: write::WriteOp,
 }
 
-/// Stages of a DELETE.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum DelStage {
-    Waiting,
-    Tombstone,
-    Purge,
-    PurgeSync,
-    Stabilize,
-}
-
-/// A client DELETE.
+/// A DELETE (a client's, or a background purge): what it deletes, beside the decisions
+/// ([`delete::DeleteOp`]).
 #[derive(Debug)]
 pub struct DeleteOp {
     client: ClientRef,
     pg: (u32, u32),
     oid: ObjectId,
-    version: u64,
-    stage: DelStage,
-    pending: usize,
-    errno: Option<Errno>,
-    targets: Vec<u64>,
-    /// Targets whose tombstone write failed, and why.
-    failed: Vec<(u64, Errno)>,
-    /// Runs in the background for a tombstone left by an earlier delete.
-    background: bool,
+    steps: delete::DeleteOp,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -297,7 +284,7 @@ impl Server {
         match op {
             POp::Read(r) => self.client_error(r.client, errno),
             POp::Write(w) => self.client_error(w.client, errno),
-            POp::Delete(d) if !d.background => self.client_error(d.client, errno),
+            POp::Delete(d) if !d.steps.is_background() => self.client_error(d.client, errno),
             POp::Sync { client, mut op } => {
                 // The slot is already free: nothing more may be sent for this op.
                 let actions = op.advance(sync::Event::Abort(errno));
@@ -486,21 +473,22 @@ impl Server {
                 self.step_write(idx, w, write::Event::Sub { tag, result });
                 self.release_if_done(idx);
             }
-            POp::Delete(DeleteOp {
-                errno,
-                pending,
-                targets,
-                failed,
-                ..
-            }) => {
-                if let (Some(e), Some(&osd)) = (res.errno(), targets.get(tag as usize)) {
-                    failed.push((osd, e));
-                }
-                note_error(errno, &res);
-                *pending -= 1;
-                if *pending == 0 {
-                    self.advance(idx);
-                }
+            POp::Delete(_) => {
+                let Some(POp::Delete(d)) = self.take_op(idx) else {
+                    unreachable!("matched above")
+                };
+                let result = res.errno().map_or(Ok(()), Err);
+                let purgeable = self.can_purge(d.pg);
+                self.step_delete(
+                    idx,
+                    d,
+                    delete::Event::Sub {
+                        tag,
+                        result,
+                        purgeable,
+                    },
+                );
+                self.release_if_done(idx);
             }
             POp::Sync { client, op } => {
                 let client = *client;
@@ -548,7 +536,10 @@ impl Server {
                 let facts = self.write_facts(w.pg, w.oid);
                 self.step_write(idx, w, write::Event::Locked(facts));
             }
-            POp::Delete(d) => self.advance_delete(idx, d),
+            POp::Delete(d) => {
+                let facts = self.delete_facts(d.pg, d.oid);
+                self.step_delete(idx, d, delete::Event::Locked(facts));
+            }
             POp::Sync { client, op } => {
                 self.ops[idx] = Some(POp::Sync { client, op });
             }
@@ -560,23 +551,6 @@ impl Server {
         self.release_if_done(idx);
     }
 
-    /// The live members of a PG that receive writes, this OSD first; `Err` if the PG is gone
-    /// or not active, or the object must be recovered first (`Ok(None)`).
-    fn write_targets(&self, key: (u32, u32), oid: ObjectId) -> Result<Option<Vec<u64>>, Errno> {
-        let pg = self.pgs.get(&key).ok_or(Errno::EPIPE)?;
-        // Ops that waited for an object lock start only on an active PG: a draining PG is
-        // about to re-peer, and recovering an object on it could fail the same way forever.
-        if pg.phase != crate::pg::Phase::Active {
-            return Err(Errno::EPIPE);
-        }
-        if pg.objects.degraded.contains(&oid) {
-            return Ok(None);
-        }
-        let mut t = vec![self.osd_num];
-        t.extend(pg.live_members().into_iter().filter(|&o| o != self.osd_num));
-        Ok(Some(t))
-    }
-
     /// The next version of `oid`: above everything this OSD has and everything peering saw.
     fn next_version(&self, key: (u32, u32), oid: ObjectId) -> u64 {
         let known = self
@@ -585,12 +559,6 @@ impl Server {
             .and_then(|pg| pg.objects.objects.get(&oid))
             .map_or(0, |s| s.version);
         self.bs.object_version(oid).max(known) + 1
-    }
-
-    /// The version a tombstone creates in PG `key` when the object is at `cur` (see
-    /// [`write::version_after`]).
-    fn version_after(&self, key: (u32, u32), cur: u64) -> u64 {
-        write::version_after(cur, self.pgs.get(&key).map_or(0, |pg| pg.purged_up_to))
     }
 
     /// Starts recovery of `oid` ahead of the op `idx` that holds its lock: the recovery takes
@@ -748,73 +716,49 @@ impl Server {
 
     // ------------------------------------------------------------------ deletes
 
-    /// Deletes are two-phase so that an OSD that misses one cannot bring the object back:
-    /// first a tombstone version (no data, empty bitmap) goes to every live member, like any
-    /// write, so peering sees it as the newest version and recovers it, never the old data;
-    /// then, once every OSD that may hold the object has the tombstone, the object is removed
-    /// (purged) everywhere. A purge that cannot happen now (a member is down, the PG has
-    /// history) waits until the PG is clean.
-    fn advance_delete(&mut self, idx: usize, mut d: DeleteOp) {
-        let gran = self.bs.layout().bitmap_granularity as usize;
-        let bmp_bytes = self.bs.layout().bitmap_bytes();
-        if let Some(e) = d.errno {
-            let verdict = fanout::verdict(&d.targets, &d.failed);
-            if let (DelStage::Tombstone, Verdict::Partial { holders }) = (d.stage, verdict) {
-                // As for writes: the tombstone is where it could be written.
-                self.partial_version(d.pg, d.oid, d.version, &holders, &d.failed, true);
-            } else {
-                self.peer_trouble(d.pg);
-            }
-            return self.finish_delete(d, Err(e));
+    /// What a delete that just got its lock needs to know of its PG and object.
+    fn delete_facts(&self, key: (u32, u32), oid: ObjectId) -> delete::Facts {
+        let w = self.write_facts(key, oid);
+        delete::Facts {
+            active: w.active,
+            degraded: w.degraded,
+            recovery_waits: w.recovery_waits,
+            targets: w.targets,
+            local_version: self.bs.object_version(oid),
+            known: self
+                .pgs
+                .get(&key)
+                .is_some_and(|pg| pg.objects.objects.contains_key(&oid)),
+            current: w.current,
+            purged_up_to: w.purged_up_to,
         }
-        match d.stage {
-            DelStage::Waiting => {
-                let targets = match self.write_targets(d.pg, d.oid) {
-                    Ok(Some(t)) => t,
-                    Ok(None) => {
-                        if let Some(e) = self.recovery_waits(d.pg, d.oid) {
-                            return self.finish_delete(d, Err(e));
-                        }
-                        let (key, oid) = (d.pg, d.oid);
-                        self.ops[idx] = Some(POp::Delete(d));
-                        return self.recover_first(key, oid, idx);
-                    }
-                    Err(e) => return self.finish_delete(d, Err(e)),
-                };
-                if d.background {
-                    // A purge of an older tombstone: the tombstone is already everywhere.
-                    d.version = self.bs.object_version(d.oid);
-                    d.targets = targets;
-                    return self.purge(idx, d);
-                }
-                if self.bs.object_version(d.oid) == 0
-                    && !self.pgs[&d.pg].objects.objects.contains_key(&d.oid)
-                {
-                    // Nothing to delete anywhere: the live members all lack it too.
-                    return self.finish_delete(d, Ok(()));
-                }
-                let cur = self.next_version(d.pg, d.oid) - 1;
-                d.version = self.version_after(d.pg, cur);
-                d.stage = DelStage::Tombstone;
-                d.pending = targets.len();
-                d.targets = targets.clone();
-                let zero = Rc::new(AlignedBuf::new(gran));
-                let (oid, version) = (d.oid, d.version);
-                self.ops[idx] = Some(POp::Delete(d));
-                for (i, &osd) in targets.iter().enumerate() {
-                    if osd == self.osd_num {
-                        self.sub_local(
-                            idx,
-                            i as u32,
-                            BsOp::Write {
-                                oid,
-                                version,
-                                offset: 0,
-                                data: AlignedBuf::new(gran),
-                                bitmap: Some(vec![0; bmp_bytes]),
-                                stable: true,
-                            },
-                        );
+    }
+
+    /// Feeds delete `idx` (taken out of its slot) one event and carries out what it
+    /// decided; puts it back unless it is over.
+    fn step_delete(&mut self, idx: usize, mut d: DeleteOp, event: delete::Event) {
+        let actions = d.steps.advance(event);
+        let (client, key, oid) = (d.client, d.pg, d.oid);
+        let background = d.steps.is_background();
+        if !d.steps.is_done() {
+            self.ops[idx] = Some(POp::Delete(d));
+        }
+        for action in actions {
+            match action {
+                delete::Action::RecoverFirst => self.recover_first(key, oid, idx),
+                delete::Action::Tombstone { tag, osd, version } => {
+                    let gran = self.bs.layout().bitmap_granularity as usize;
+                    let bmp_bytes = self.bs.layout().bitmap_bytes();
+                    if osd.0 == self.osd_num {
+                        let op = BsOp::Write {
+                            oid,
+                            version,
+                            offset: 0,
+                            data: AlignedBuf::new(gran),
+                            bitmap: Some(vec![0; bmp_bytes]),
+                            stable: true,
+                        };
+                        self.sub_local(idx, tag, op);
                     } else {
                         let rw = SecRwOp {
                             oid: wire_oid(oid),
@@ -828,58 +772,104 @@ impl Server {
                             id: 0,
                             op: RequestOp::SecWriteStable(rw),
                         };
-                        self.sub_remote(
-                            idx,
-                            i as u32,
-                            osd,
-                            req,
-                            vec![0; bmp_bytes],
-                            Some(Rc::clone(&zero)),
-                        );
+                        let zero = Rc::new(AlignedBuf::new(gran));
+                        self.sub_remote(idx, tag, osd.0, req, vec![0; bmp_bytes], Some(zero));
                     }
                 }
-            }
-            DelStage::Tombstone => {
-                if let Some(pg) = self.pgs.get_mut(&d.pg) {
-                    pg.objects.objects.remove(&d.oid);
-                    pg.objects.misplaced.remove(&d.oid);
-                }
-                if self.can_purge(d.pg) {
-                    self.purge(idx, d)
-                } else {
-                    if let Some(pg) = self.pgs.get_mut(&d.pg) {
-                        pg.tombstones.insert(d.oid, d.version);
+                delete::Action::Tombstoned => {
+                    if let Some(pg) = self.pgs.get_mut(&key) {
+                        pg.objects.objects.remove(&oid);
+                        pg.objects.misplaced.remove(&oid);
                     }
-                    self.finish_delete(d, Ok(()))
                 }
-            }
-            DelStage::Purge | DelStage::PurgeSync => {
-                // Peers delete as an unstable version: sync it, then stabilize it.
-                let remote: Vec<u64> = d
-                    .targets
-                    .iter()
-                    .copied()
-                    .filter(|&o| o != self.osd_num)
-                    .collect();
-                if remote.is_empty() {
-                    return self.finish_delete(d, Ok(()));
+                delete::Action::KeepTombstone { version } => {
+                    if let Some(pg) = self.pgs.get_mut(&key) {
+                        pg.tombstones.insert(oid, version);
+                    }
                 }
-                let syncing = d.stage == DelStage::Purge;
-                d.stage = if syncing {
-                    DelStage::PurgeSync
-                } else {
-                    DelStage::Stabilize
-                };
-                d.pending = remote.len();
-                let oid_ver = ObjVerId::new(d.oid, d.version + 1);
-                self.ops[idx] = Some(POp::Delete(d));
-                self.sync_or_stabilize(idx, &remote, syncing, oid_ver, 0);
-            }
-            DelStage::Stabilize => {
-                if let Some(pg) = self.pgs.get_mut(&d.pg) {
-                    pg.tombstones.remove(&d.oid);
+                delete::Action::Purging { version } => {
+                    if let Some(pg) = self.pgs.get_mut(&key) {
+                        pg.purged_up_to = pg.purged_up_to.max(version);
+                    }
                 }
-                self.finish_delete(d, Ok(()))
+                delete::Action::Purge { tag, osd, version } if osd.0 == self.osd_num => {
+                    let op = BsOp::Delete {
+                        oid,
+                        version,
+                        stable: true,
+                    };
+                    self.sub_local(idx, tag, op);
+                }
+                delete::Action::Purge { tag, osd, version } => {
+                    let req = Request {
+                        id: 0,
+                        op: RequestOp::SecDelete(SecDeleteOp {
+                            oid: wire_oid(oid),
+                            version,
+                            flags: 0,
+                        }),
+                    };
+                    self.sub_remote(idx, tag, osd.0, req, Vec::new(), None);
+                }
+                delete::Action::SyncPeer { tag, osd } => {
+                    let req = Request {
+                        id: 0,
+                        op: RequestOp::SecSync(SecSyncOp { flags: 0 }),
+                    };
+                    self.sub_remote(idx, tag, osd.0, req, Vec::new(), None);
+                }
+                delete::Action::StabilizePeer { tag, osd, version } => {
+                    let list = wire_list(&[ObjVerId::new(oid, version)]);
+                    let req = Request {
+                        id: 0,
+                        op: RequestOp::SecStabilize(SecStabOp {
+                            len: list.len() as u64,
+                            flags: 0,
+                        }),
+                    };
+                    self.sub_remote(idx, tag, osd.0, req, list, None);
+                }
+                delete::Action::Purged => {
+                    if let Some(pg) = self.pgs.get_mut(&key) {
+                        pg.tombstones.remove(&oid);
+                    }
+                }
+                delete::Action::Partial {
+                    version,
+                    holders,
+                    failed,
+                } => {
+                    let holders: Vec<u64> = holders.into_iter().map(|o| o.0).collect();
+                    let failed: Vec<(u64, Errno)> =
+                        failed.into_iter().map(|(o, e)| (o.0, e)).collect();
+                    self.partial_version(key, oid, version, &holders, &failed, true);
+                }
+                delete::Action::Repeer => self.peer_trouble(key),
+                delete::Action::Reply(Ok(())) => {
+                    self.stats.op("primary_delete", client.start, 0);
+                    self.stats
+                        .inode(oid.inode, InodeOp::Delete, client.start, 0);
+                    let msg = ReplyMsg::new(
+                        &Reply {
+                            id: client.id,
+                            retval: 0,
+                            op: ReplyOp::Delete(DeleteReply::with_left_on_dead(&[])),
+                        },
+                        Vec::new(),
+                    );
+                    self.reply(client.conn, client.cost, msg);
+                }
+                delete::Action::Reply(Err(e)) => self.client_error(client, e),
+                delete::Action::Unlock => {
+                    if background {
+                        self.recovering.remove(&(key, oid));
+                    }
+                    self.unlock(key, oid);
+                    self.op_done(key);
+                    if background {
+                        self.recovery_kick = true;
+                    }
+                }
             }
         }
     }
@@ -894,70 +884,6 @@ impl Server {
                     .all(|m| pg.live.contains(m) && (*m == self.osd_num || self.peers.is_ready(*m)))
                 && pg.peers.iter().all(|p| members.contains(p))
         })
-    }
-
-    fn purge(&mut self, idx: usize, mut d: DeleteOp) {
-        if let Some(pg) = self.pgs.get_mut(&d.pg) {
-            pg.purged_up_to = pg.purged_up_to.max(d.version + 1);
-        }
-        d.stage = DelStage::Purge;
-        d.pending = d.targets.len();
-        let targets = d.targets.clone();
-        let (oid, version) = (d.oid, d.version + 1);
-        self.ops[idx] = Some(POp::Delete(d));
-        for (i, &osd) in targets.iter().enumerate() {
-            if osd == self.osd_num {
-                self.sub_local(
-                    idx,
-                    i as u32,
-                    BsOp::Delete {
-                        oid,
-                        version,
-                        stable: true,
-                    },
-                );
-            } else {
-                let req = Request {
-                    id: 0,
-                    op: RequestOp::SecDelete(SecDeleteOp {
-                        oid: wire_oid(oid),
-                        version,
-                        flags: 0,
-                    }),
-                };
-                self.sub_remote(idx, i as u32, osd, req, Vec::new(), None);
-            }
-        }
-    }
-
-    fn finish_delete(&mut self, d: DeleteOp, result: Result<(), Errno>) {
-        if !d.background {
-            match result {
-                Ok(()) => {
-                    self.stats.op("primary_delete", d.client.start, 0);
-                    self.stats
-                        .inode(d.oid.inode, InodeOp::Delete, d.client.start, 0);
-                    let msg = ReplyMsg::new(
-                        &Reply {
-                            id: d.client.id,
-                            retval: 0,
-                            op: ReplyOp::Delete(DeleteReply::with_left_on_dead(&[])),
-                        },
-                        Vec::new(),
-                    );
-                    self.reply(d.client.conn, d.client.cost, msg);
-                }
-                Err(e) => self.client_error(d.client, e),
-            }
-        }
-        if d.background {
-            self.recovering.remove(&(d.pg, d.oid));
-        }
-        self.unlock(d.pg, d.oid);
-        self.op_done(d.pg);
-        if d.background {
-            self.recovery_kick = true;
-        }
     }
 
     /// Purges one tombstone of a clean PG in the background.
@@ -1460,13 +1386,7 @@ impl DeleteOp {
             client,
             pg,
             oid,
-            version: 0,
-            stage: DelStage::Waiting,
-            pending: 0,
-            errno: None,
-            targets: Vec::new(),
-            failed: Vec::new(),
-            background,
+            steps: delete::DeleteOp::new(background),
         }
     }
 }
