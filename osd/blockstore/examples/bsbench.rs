@@ -34,7 +34,6 @@ use clap::Parser;
 use rand::rngs::SmallRng;
 use rand::{Rng, RngCore, SeedableRng};
 use serde_json::{json, Value};
-use vitastor_blockstore::config::parse_size;
 use vitastor_blockstore::io::{IoKind, IoReq};
 use vitastor_blockstore::uring::{OpenFlags, UringEngine};
 use vitastor_blockstore::{
@@ -61,10 +60,10 @@ struct Args {
     #[arg(long, value_name = "PATH")]
     file: PathBuf,
     /// Size of the file
-    #[arg(long, value_name = "SIZE", default_value = "2G", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "2G", value_parser = size)]
     size: u64,
     /// Journal size
-    #[arg(long = "journal_size", value_name = "SIZE", default_value = "32M", value_parser = parse_size)]
+    #[arg(long = "journal_size", value_name = "SIZE", default_value = "32M", value_parser = size)]
     journal_size: u64,
     /// Seconds per test
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
@@ -502,6 +501,11 @@ fn drive(
         hist,
         io,
     })
+}
+
+/// Sizes in the grammar every vitastor program takes (`2G`, `32MiB`, `0x1000`).
+fn size(s: &str) -> Result<u64, String> {
+    vitastor_layout::parse_size(s).map_err(|e| e.to_string())
 }
 
 fn die(msg: impl std::fmt::Display) -> ! {

@@ -244,7 +244,7 @@ fn u64_opt(map: &Map<String, Value>, key: &str) -> BsResult<Option<u64>> {
         Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| {
             BsError::Config(format!("{key} must be a non-negative integer, got {n}"))
         }),
-        Some(Value::String(s)) => parse_size(s)
+        Some(Value::String(s)) => vitastor_layout::parse_size(s)
             .map(Some)
             .map_err(|e| BsError::Config(format!("{key}: {e}"))),
         Some(v) => Err(BsError::Config(format!("{key} must be a number, got {v}"))),
@@ -279,24 +279,6 @@ fn bool_opt(map: &Map<String, Value>, key: &str) -> BsResult<Option<bool>> {
     }
 }
 
-/// Parse a byte size with an optional K/M/G/T suffix (powers of 1024).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let (num, mul) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
-        Some('K') => (&t[..t.len() - 1], 1u64 << 10),
-        Some('M') => (&t[..t.len() - 1], 1 << 20),
-        Some('G') => (&t[..t.len() - 1], 1 << 30),
-        Some('T') => (&t[..t.len() - 1], 1 << 40),
-        _ => (t, 1),
-    };
-    let n: u64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("not a size: {s:?}"))?;
-    n.checked_mul(mul)
-        .ok_or_else(|| format!("size overflows: {s:?}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,6 +298,18 @@ mod tests {
         let m = json!({"data_device": "/tmp/x", "inject_faults": "fsync:eio:after=3"});
         let c = BlockstoreConfig::from_map(m.as_object().unwrap()).unwrap();
         assert_eq!(c.inject_faults.unwrap().to_string(), "fsync:eio:after=3");
+    }
+
+    #[test]
+    fn sizes_take_the_grammar_every_program_takes() {
+        // The OSD's config JSON and vitastor-disk's options are one grammar: "1GiB" was
+        // refused here while vitastor-cli accepted it.
+        let m = json!({"data_device": "/tmp/x", "journal_size": "1GiB", "meta_offset": "0x1000",
+            "data_size": "10 GB"});
+        let c = BlockstoreConfig::from_map(m.as_object().unwrap()).unwrap();
+        assert_eq!(c.journal_size, Some(1 << 30));
+        assert_eq!(c.meta_offset, Some(4096));
+        assert_eq!(c.data_size, Some(10 << 30));
     }
 
     #[test]
