@@ -4,13 +4,15 @@
 //! the blockstore's io_uring) over [`connection`] (per-connection framing, reply queue,
 //! back-pressure). Peers' SEC_* requests go to [`secondary`] (a pure request ↔ blockstore-op
 //! state machine). Clients' READ/WRITE/DELETE/SYNC on the PGs this OSD leads go to
-//! [`primary`], whose ops fan out to the local store and to [`peers`]; a WRITE's steps are
-//! decided in [`op_write`], a DELETE's in [`op_delete`], a SYNC's in [`op_sync`], what a fan-out left behind in [`fanout`]. [`peering`] takes the primary role through etcd, lists
-//! and classifies objects ([`pg`]) and schedules recovery, planned per object in
-//! [`recovery`]; failed attempts wait in [`backoff`]. [`etcd`] is the side thread (lease,
-//! state report, watches) feeding [`cluster`], the parsed view of etcd. The `vitastor-osd`
-//! binary starts it all with [`options`] and stops through [`shutdown`]; [`stats`] feeds
-//! `osd/stats`. `vitastor-disk` is [`disk_tool`].
+//! [`primary`], whose ops fan out to the local store and to [`peers`]; their decisions are
+//! pure: a READ's source in [`op_read`], the steps of a WRITE, a DELETE and a SYNC in the
+//! state machines [`op_write`], [`op_delete`] and [`op_sync`], what a fan-out left behind
+//! in [`fanout`]. [`peering`] takes the primary role through etcd, lists and classifies
+//! objects ([`pg`]) and schedules recovery, planned per object in [`recovery`]; failed
+//! attempts wait in [`backoff`]. [`etcd`] is the side thread (lease, state report,
+//! watches) feeding [`cluster`], the parsed view of etcd. The `vitastor-osd` binary starts
+//! it all with [`options`] and stops through [`shutdown`]; [`stats`] feeds `osd/stats`.
+//! `vitastor-disk` is [`disk_tool`].
 
 pub mod backoff;
 pub mod cluster;
@@ -19,6 +21,7 @@ pub mod disk_tool;
 pub mod etcd;
 pub mod fanout;
 pub mod op_delete;
+pub mod op_read;
 pub mod op_sync;
 pub mod op_write;
 pub mod options;

@@ -3,8 +3,9 @@
 //! its sub-ops (local blockstore ops and requests to peers); `Server::on_sub` is the single
 //! place where a result moves an op forward. WRITE, DELETE and SYNC decide in pure state
 //! machines ([`crate::op_write`], [`crate::op_delete`], [`crate::op_sync`]): here they
-//! only get the facts they ask for and carry their actions out. READ and recovery still
-//! decide here (recovery's per-object plan is [`crate::recovery`]).
+//! only get the facts they ask for and carry their actions out. A READ's source is chosen
+//! in [`crate::op_read`], a recovery's plan in [`crate::recovery`]; the steps of a recovery
+//! are still sequenced here.
 //!
 //! Ordering: ops that create versions of one object (write, delete, recovery) hold that
 //! object's lock in its PG, so versions are assigned and applied in order on every replica.
@@ -26,12 +27,13 @@ use vitastor_protocol::{
 
 use crate::fanout;
 use crate::op_delete as delete;
+use crate::op_read as read;
 use crate::op_sync::{self as sync, SyncOp};
 use crate::op_write as write;
 use crate::pg::{Dirty, ObjState};
 use crate::recovery::{self, Cleanup, Copy, PgFacts, Source};
 use crate::secondary::ReplyMsg;
-use crate::server::{ConnId, Server, SubRes, Target};
+use crate::server::{ConnId, Server, SubRes};
 use crate::stats::InodeOp;
 
 /// The client request an op answers.
@@ -304,19 +306,9 @@ impl Server {
         offset: u32,
         len: u32,
     ) {
-        let me = self.osd_num;
-        let pg = &self.pgs[&key];
-        // The local copy serves unless peering found it behind.
-        let source = match pg.objects.objects.get(&oid) {
-            Some(st) if !st.holders.contains(&me) => st
-                .holders
-                .iter()
-                .copied()
-                .find(|&o| self.peers.is_ready(o))
-                .map(|o| (Target::Osd(o), st.version)),
-            Some(st) => Some((Target::Local, st.version.max(1))),
-            None => Some((Target::Local, NEWEST)),
-        };
+        let me = OsdNum(self.osd_num);
+        let st = self.pgs[&key].objects.objects.get(&oid);
+        let source = read::first(me, st, |o| self.peers.is_ready(o.0));
         let idx = self.insert_op(POp::Read(ReadOp {
             client,
             oid,
@@ -324,27 +316,24 @@ impl Server {
             len,
         }));
         self.read_pgs.insert(idx, key);
-        let Some((target, version)) = source else {
-            self.finish_read(idx, Err(Errno::EIO));
-            return self.release_if_done(idx);
-        };
-        let version = if target == Target::Local {
-            NEWEST
-        } else {
-            version
-        };
-        match target {
-            Target::Local => self.sub_local(
+        match source {
+            None => {
+                self.finish_read(idx, Err(Errno::EIO));
+                self.release_if_done(idx);
+            }
+            Some(read::Source::Local) => self.sub_local(
                 idx,
                 0,
                 BsOp::Read {
                     oid,
-                    version,
+                    version: NEWEST,
                     offset,
                     len,
                 },
             ),
-            Target::Osd(osd) => self.read_remote(idx, osd, oid, version, offset, len),
+            Some(read::Source::Osd { osd, version }) => {
+                self.read_remote(idx, osd.0, oid, version, offset, len)
+            }
         }
     }
 
@@ -383,16 +372,13 @@ impl Server {
             return false;
         };
         let st = pg.objects.objects.get(&oid);
-        let source = pg.live_members().into_iter().find(|&o| {
-            o != self.osd_num
-                && self.peers.is_ready(o)
-                && st.is_none_or(|st| st.holders.contains(&o))
-        });
-        let Some(osd) = source else {
+        let members = pg.live_members();
+        let me = OsdNum(self.osd_num);
+        let source = read::after_local_failure(me, &members, st, |o| self.peers.is_ready(o.0));
+        let Some(read::Source::Osd { osd, version }) = source else {
             return false;
         };
-        let version = st.map_or(NEWEST, |st| st.version);
-        self.read_remote(idx, osd, oid, version, offset, len);
+        self.read_remote(idx, osd.0, oid, version, offset, len);
         true
     }
 
