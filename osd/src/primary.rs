@@ -292,7 +292,11 @@ impl Server {
                 let actions = op.advance(sync::Event::Abort(errno));
                 self.run_sync_actions(usize::MAX, client, actions);
             }
-            POp::Delete(_) | POp::Recover(_) => {}
+            // Background work counts in `recovering` until it ends; an entry left behind
+            // would hold a recovery slot and keep the object from being recovered again.
+            POp::Delete(DeleteOp { pg, oid, .. }) | POp::Recover(RecoverOp { pg, oid, .. }) => {
+                self.recovering.remove(&(pg, oid));
+            }
         }
     }
 
@@ -1473,6 +1477,29 @@ mod error_path_tests {
         }
         assert_eq!(b.server.backoff.attempts(&key), 1);
         assert_eq!(b.pg_states(), ["Active", "Degraded", "HasDegraded"]);
+    }
+
+    #[test]
+    fn aborted_background_work_gives_its_recovery_slot_back() {
+        let mut b = Bench::new(Setup::default());
+        let oid = ObjectId::new(INODE, 0);
+        let nobody = super::ClientRef {
+            conn: u64::MAX,
+            id: 0,
+            opcode: 0,
+            cost: 0,
+            start: std::time::Instant::now(),
+        };
+        for op in [
+            super::POp::Recover(super::RecoverOp::new((1, 1), oid)),
+            super::POp::Delete(super::DeleteOp::new(nobody, (1, 1), oid, true)),
+        ] {
+            b.server.recovering.insert(((1, 1), oid));
+            let idx = b.server.insert_op(op);
+            b.server
+                .abort_op(idx, vitastor_protocol::errno::Errno::EPIPE);
+            assert!(b.server.recovering.is_empty());
+        }
     }
 
     #[test]
