@@ -671,9 +671,6 @@ impl Server {
                     failed,
                     stable,
                 } => {
-                    let holders: Vec<u64> = holders.into_iter().map(|o| o.0).collect();
-                    let failed: Vec<(u64, Errno)> =
-                        failed.into_iter().map(|(o, e)| (o.0, e)).collect();
                     self.partial_version(key, oid, version, &holders, &failed, stable);
                 }
                 write::Action::Repeer => self.peer_trouble(key),
@@ -829,9 +826,6 @@ impl Server {
                     holders,
                     failed,
                 } => {
-                    let holders: Vec<u64> = holders.into_iter().map(|o| o.0).collect();
-                    let failed: Vec<(u64, Errno)> =
-                        failed.into_iter().map(|(o, e)| (o.0, e)).collect();
                     self.partial_version(key, oid, version, &holders, &failed, true);
                 }
                 delete::Action::Repeer => self.peer_trouble(key),
@@ -1324,20 +1318,23 @@ impl Server {
         key: (u32, u32),
         oid: ObjectId,
         version: u64,
-        holders: &[u64],
-        failed: &[(u64, Errno)],
+        holders: &[OsdNum],
+        failed: &[(OsdNum, Errno)],
         stable: bool,
     ) {
         let Some(pg) = self.pgs.get_mut(&key) else {
             return;
         };
+        // The PG's object map still keeps OSD numbers bare.
+        let holders: Vec<u64> = holders.iter().map(|o| o.0).collect();
+        let failed: Vec<(u64, Errno)> = failed.iter().map(|&(o, e)| (o.0, e)).collect();
         let Some(st) =
-            fanout::partial_state(pg.objects.objects.get(&oid), version, holders, failed)
+            fanout::partial_state(pg.objects.objects.get(&oid), version, &holders, &failed)
         else {
             return;
         };
         if !stable {
-            for &osd in holders {
+            for &osd in &holders {
                 pg.dirty
                     .entry(osd)
                     .or_default()
