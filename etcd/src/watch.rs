@@ -86,6 +86,11 @@ pub struct Snapshot {
     pub revision: i64,
 }
 
+/// Largest reply `load` and `Watch` accept. gRPC's default (4 MiB) is less than the state
+/// of a cluster of ~5,000 OSDs read at once, or a `pg/config` of ~65,000 PGs in one event;
+/// etcd itself sends replies of any size.
+pub const MAX_REPLY_BYTES: usize = 256 << 20;
+
 /// Reads `ranges` under `prefix` in one transaction, so they come from one revision.
 pub async fn load(
     client: &mut Client,
@@ -106,7 +111,10 @@ pub async fn load(
             TxnOp::get(format!("{prefix}/{}", r.key), Some(options))
         })
         .collect();
-    let reply = bounded(timeout, "load", client.txn(Txn::new().and_then(gets))).await?;
+    let mut kv = client
+        .kv_client()
+        .max_decoding_message_size(MAX_REPLY_BYTES);
+    let reply = bounded(timeout, "load", kv.txn(Txn::new().and_then(gets))).await?;
     let revision = reply
         .header()
         .map(|h| h.revision())
@@ -156,10 +164,13 @@ impl Watch {
         if with_prefix {
             options = options.with_prefix();
         }
+        let mut watch = client
+            .watch_client()
+            .max_decoding_message_size(MAX_REPLY_BYTES);
         let (watcher, stream) = bounded(
             timeout,
             "watch",
-            client.watch(format!("{prefix}/{key}"), Some(options)),
+            watch.watch(format!("{prefix}/{key}"), Some(options)),
         )
         .await?;
         Ok(Watch {
