@@ -18,6 +18,9 @@
 //!   [`vitastor_etcd::txn::DEFAULT_MAX_TXN_OPS`] operations; when a plan needs
 //!   more, history is written before `pg/config` and deleted after it, so a crash in between
 //!   leaves extra history (harmless: more peers to check), never missing history.
+//!   `pg/config` is one key and always one put: a transaction etcd refuses for its size
+//!   (`--max-request-bytes`) is reported with the flag to raise and waits for the next
+//!   change, keeping the session (another master would be refused the same way).
 //!
 //! # What it must never do
 //! - Panic or exit on an etcd error or a bad value: errors end the session, values are
@@ -37,7 +40,7 @@ use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio::time::{interval, sleep, sleep_until, Instant, Interval, MissedTickBehavior};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 use vitastor_etcd::watch::{self as etcd_watch, Kv, Range, Watch};
 use vitastor_etcd::{txn, Backoff, Lease};
 use vitastor_layout::keys;
@@ -305,6 +308,19 @@ struct Chunk {
     compares: Vec<Compare>,
     ops: Vec<TxnOp>,
     local: Vec<(String, Option<Value>)>,
+    /// Bytes of keys and values written, for the "too large" report.
+    bytes: usize,
+}
+
+/// Whether etcd refused a request for its size: etcd's own check answers "request is too
+/// large", gRPC's receive limit (`--max-request-bytes` plus 512 KiB) "larger than max".
+fn is_too_large(e: &vitastor_etcd::CallError) -> Option<String> {
+    let vitastor_etcd::CallError::Failed { source, .. } = e else {
+        return None;
+    };
+    let detail = vitastor_etcd::describe(source);
+    (detail.contains("request is too large") || detail.contains("larger than max"))
+        .then_some(detail)
 }
 
 struct Master<'a> {
@@ -511,7 +527,15 @@ impl<'a> Master<'a> {
         if plan.is_empty() {
             return Ok(());
         }
-        if self.write_plan(&plan).await? {
+        let written = match self.write_plan(&plan).await {
+            Err(e @ MonError::RequestTooLarge { .. }) => {
+                // The same plan would be refused again: wait for a change (or an operator).
+                error!("placement not written: {e}");
+                return Ok(());
+            }
+            other => other?,
+        };
+        if written {
             for r in &plan.reports {
                 info!("{r}");
             }
@@ -564,8 +588,13 @@ impl<'a> Master<'a> {
                         .compares
                         .push(Compare::mod_revision(full.clone(), CompareOp::Equal, rev));
                 }
+                chunk.bytes += full.len();
                 chunk.ops.push(match &value {
-                    Some(v) => TxnOp::put(full, v.to_string(), None),
+                    Some(v) => {
+                        let v = v.to_string();
+                        chunk.bytes += v.len();
+                        TxnOp::put(full, v, None)
+                    }
                     None => TxnOp::delete(full, None),
                 });
                 chunk.local.push((key, value));
@@ -599,7 +628,21 @@ impl<'a> Master<'a> {
             .when(chunk.compares)
             .and_then(chunk.ops)
             .or_else([TxnOp::get(master, None)]);
-        let reply = call(self.s.timeout, what, self.s.client.txn(txn)).await?;
+        let reply = match vitastor_etcd::bounded(self.s.timeout, what, self.s.client.txn(txn)).await
+        {
+            Ok(reply) => reply,
+            Err(e) => {
+                return Err(match is_too_large(&e) {
+                    Some(detail) => MonError::RequestTooLarge {
+                        what,
+                        bytes: chunk.bytes,
+                        suggest: (chunk.bytes * 2).div_ceil(1 << 20) << 20,
+                        detail,
+                    },
+                    None => e.into(),
+                })
+            }
+        };
         if !reply.succeeded() {
             // Tell a lost race (retry) from a lost mastership (stop at once).
             let ours = reply.op_responses().into_iter().any(|op| match op {
@@ -649,6 +692,10 @@ impl<'a> Master<'a> {
                         None => TxnOp::delete(self.s.key(k), None),
                     })
                     .collect(),
+                bytes: batch
+                    .iter()
+                    .map(|(k, v)| k.len() + v.as_ref().map_or(0, String::len))
+                    .sum(),
                 ..Chunk::default()
             };
             // Stats carry only the lease guard, which `commit` turns into an error.

@@ -38,6 +38,23 @@ pub enum MonError {
     /// `mon/master` is gone or held by another lease: this monitor must stop writing.
     #[error("mon/master is no longer held by this monitor")]
     NotMaster,
+    /// etcd refused a transaction for its size (`--max-request-bytes`, 1.5 MiB by default;
+    /// `pg/config` is one key holding every PG, ~60 bytes each). Retrying cannot help, so
+    /// the round reports it and waits for the next change instead of ending the session.
+    #[error(
+        "etcd refused a {what} transaction of {bytes} bytes as too large ({detail}): start etcd \
+         with --max-request-bytes above the largest pg/config (e.g. --max-request-bytes={suggest})"
+    )]
+    RequestTooLarge {
+        /// Which transaction.
+        what: &'static str,
+        /// Keys and values it carried.
+        bytes: usize,
+        /// A flag value with room to grow: twice the size, rounded up to a MiB.
+        suggest: usize,
+        /// etcd's (or gRPC's) words.
+        detail: String,
+    },
     /// The placement computation task died (a panic inside the solver).
     #[error("placement task failed: {0}")]
     Task(String),
