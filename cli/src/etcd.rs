@@ -105,13 +105,22 @@ impl Etcd {
         })
     }
 
+    /// The key-value client for reads: `pg/config` of a large cluster is one key of several
+    /// MiB, above gRPC's default 4 MiB reply limit.
+    fn kv(&self) -> etcd_client::KvClient {
+        self.client
+            .kv_client()
+            .max_decoding_message_size(vitastor_etcd::watch::MAX_REPLY_BYTES)
+    }
+
     /// Reads one key.
     pub fn get(&mut self, key: &str) -> Result<Option<Kv>> {
         let full = self.full(key);
+        let mut kv = self.kv();
         let resp = bounded(
             &self.rt,
             format!("reading {full}"),
-            self.client.get(full.clone(), None),
+            kv.get(full.clone(), None),
         )?;
         resp.kvs().first().map(|kv| self.to_kv(kv)).transpose()
     }
@@ -120,11 +129,11 @@ impl Etcd {
     /// on stderr and skipped: one bad key must not hide the rest of the cluster.
     pub fn get_prefix(&mut self, prefix: &str) -> Result<Vec<Kv>> {
         let full = self.full(prefix);
+        let mut kv = self.kv();
         let resp = bounded(
             &self.rt,
             format!("listing {full}"),
-            self.client
-                .get(full.clone(), Some(GetOptions::new().with_prefix())),
+            kv.get(full.clone(), Some(GetOptions::new().with_prefix())),
         )?;
         let mut out = Vec::with_capacity(resp.kvs().len());
         for kv in resp.kvs() {

@@ -13,8 +13,12 @@ fn removing_forty_osds_writes_more_than_one_transaction_holds() {
     let osds: Vec<String> = (1..=40).map(|n| n.to_string()).collect();
     let mut tree = serde_json::Map::new();
     for n in &osds {
-        etcd.etcdctl(&["put", &format!("/vitastor/config/osd/{n}"), r#"{"reweight":1}"#])
-            .unwrap();
+        etcd.etcdctl(&[
+            "put",
+            &format!("/vitastor/config/osd/{n}"),
+            r#"{"reweight":1}"#,
+        ])
+        .unwrap();
         etcd.etcdctl(&["put", &format!("/vitastor/osd/stats/{n}"), r#"{"size":1}"#])
             .unwrap();
         tree.insert(n.clone(), serde_json::json!({"parent": "host1"}));
@@ -41,7 +45,11 @@ fn removing_forty_osds_writes_more_than_one_transaction_holds() {
     let left: Vec<&str> = left.lines().filter(|l| !l.is_empty()).collect();
     assert_eq!(left, ["/vitastor/config/node_placement"]);
     let tree = etcd
-        .etcdctl(&["get", "--print-value-only", "/vitastor/config/node_placement"])
+        .etcdctl(&[
+            "get",
+            "--print-value-only",
+            "/vitastor/config/node_placement",
+        ])
         .unwrap();
     let tree: serde_json::Value = serde_json::from_str(tree.trim()).unwrap();
     assert_eq!(tree, serde_json::json!({"host1": {"level": "host"}}));
