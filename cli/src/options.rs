@@ -3,18 +3,17 @@
 //!
 //! # What this module owns
 //! - Precedence: command line > config file (`--config_path`, else
-//!   `/etc/vitastor/vitastor.conf` when it exists) > built-in default.
+//!   `/etc/vitastor/vitastor.conf` or `$VITASTOR_CONFIG_PATH` when it exists, found by
+//!   `vitastor_etcd::config_file`) > built-in default.
 //! - Connecting to etcd and building client-library options from the same values, so data
 //!   removal talks to the same cluster as the metadata commands.
 //!
 //! # What it must never do
 //! - Read `config/global` from etcd: nothing the CLI does depends on it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::Args;
-use serde_json::{Map, Value};
-use vitastor::options::DEFAULT_CONFIG_PATH;
 use vitastor::ClientOptions;
 use vitastor_layout::keys::DEFAULT_PREFIX;
 
@@ -50,37 +49,21 @@ pub struct Resolved {
 impl Common {
     /// Merges the command line with the config file.
     pub fn resolve(&self) -> Result<Resolved> {
-        let file = match &self.config_path {
-            Some(p) => read_config(p)?,
-            None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
-                read_config(Path::new(DEFAULT_CONFIG_PATH))?
-            }
-            None => Map::new(),
-        };
-        let from_file = match file.get("etcd_address") {
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(Value::Array(list)) => Some(
-                list.iter()
-                    .filter_map(Value::as_str)
-                    .collect::<Vec<_>>()
-                    .join(","),
-            ),
-            _ => None,
-        };
-        let etcd_address = self
+        let found = vitastor_etcd::config_file::cluster_address(
+            self.etcd_address.clone(),
+            self.etcd_prefix.clone(),
+            self.config_path.as_deref(),
+        )
+        .map_err(|e| CliError::ConfigFile {
+            path: e.path,
+            reason: e.reason,
+        })?;
+        let etcd_address = found
             .etcd_address
-            .clone()
-            .or(from_file)
             .filter(|a| !a.trim().is_empty())
             .ok_or(CliError::NoEtcdAddress)?;
-        let etcd_prefix = self
+        let etcd_prefix = found
             .etcd_prefix
-            .clone()
-            .or_else(|| {
-                file.get("etcd_prefix")
-                    .and_then(Value::as_str)
-                    .map(String::from)
-            })
             .unwrap_or_else(|| DEFAULT_PREFIX.to_string());
         Ok(Resolved {
             etcd_address,
@@ -106,18 +89,5 @@ impl Resolved {
             o.set("config_path", &p.to_string_lossy());
         }
         o
-    }
-}
-
-fn read_config(path: &Path) -> Result<Map<String, Value>> {
-    let bad = |reason: String| CliError::ConfigFile {
-        path: path.display().to_string(),
-        reason,
-    };
-    let text = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-    match serde_json::from_slice(&text) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(bad("not a JSON object".into())),
-        Err(e) => Err(bad(e.to_string())),
     }
 }

@@ -1,6 +1,7 @@
 //! How every vitastor program reaches etcd, written once for the OSD, the monitor, the
 //! client library and the CLI, which used to carry a copy each: the `etcd_address` and
-//! `etcd_prefix` options ([`EtcdAddress`], [`normalize_prefix`]), connecting ([`connect`]),
+//! `etcd_prefix` options ([`EtcdAddress`], [`normalize_prefix`]) and the common config file
+//! that supplies them when a command line does not ([`config_file`]), connecting ([`connect`]),
 //! the timeout around every call ([`bounded`], [`CallError`]), the lease ([`Lease`]), loading
 //! keys at one revision and watching them from the next ([`watch`]), the common transactions
 //! and etcd's limit on their size ([`txn`]), and the wait between sessions ([`Backoff`]).
@@ -17,6 +18,7 @@
 mod address;
 mod backoff;
 mod call;
+pub mod config_file;
 mod lease;
 mod prefix;
 pub mod txn;

@@ -3,8 +3,8 @@
 //! # What this module owns
 //! - The precedence of option sources: an explicit option (C ABI key/value pairs, Rust
 //!   [`ClientOptions::set`]) beats the config file (`config_path`, default
-//!   `/etc/vitastor/vitastor.conf` when it exists), which beats `config/global` in etcd, which
-//!   beats the built-in default.
+//!   `/etc/vitastor/vitastor.conf` or `$VITASTOR_CONFIG_PATH` when it exists), which beats
+//!   `config/global` in etcd, which beats the built-in default.
 //! - The typed, effective settings ([`Settings`]) recomputed whenever `config/global` changes.
 //!
 //! # What it must never do
@@ -20,8 +20,9 @@ use vitastor_layout::ImmediateCommit;
 
 use crate::error::ClientError;
 
-/// Default config file, read only when it exists and no `config_path` is given.
-pub const DEFAULT_CONFIG_PATH: &str = "/etc/vitastor/vitastor.conf";
+/// Default config file, read only when it exists and neither `config_path` nor
+/// `VITASTOR_CONFIG_PATH` names another (`vitastor_etcd::config_file`).
+pub use vitastor_etcd::config_file::DEFAULT_CONFIG_PATH;
 /// Default `client_max_dirty_bytes`: unsynced data kept for replay before the client syncs
 /// on its own (32 MiB, as in the original client).
 pub const DEFAULT_MAX_DIRTY_BYTES: u64 = 32 << 20;
@@ -72,13 +73,12 @@ impl ClientOptions {
     /// Merges the config file under the explicit options.
     pub(crate) fn resolve(&self) -> Result<Resolved, ClientError> {
         let path = self.explicit.get("config_path").and_then(Value::as_str);
-        let file = match path {
-            Some(p) => read_config_file(Path::new(p))?,
-            None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
-                read_config_file(Path::new(DEFAULT_CONFIG_PATH))?
+        let file = vitastor_etcd::config_file::read_config(path.map(Path::new)).map_err(|e| {
+            ClientError::ConfigFile {
+                path: e.path,
+                reason: e.reason,
             }
-            None => Map::new(),
-        };
+        })?;
         let mut local = file;
         for (k, v) in &self.explicit {
             local.insert(k.clone(), v.clone());
@@ -112,19 +112,6 @@ impl ClientOptions {
         // Refuse malformed local values now rather than at the first op.
         resolved.settings(&Map::new())?;
         Ok(resolved)
-    }
-}
-
-fn read_config_file(path: &Path) -> Result<Map<String, Value>, ClientError> {
-    let bad = |reason: String| ClientError::ConfigFile {
-        path: path.display().to_string(),
-        reason,
-    };
-    let text = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-    match serde_json::from_slice::<Value>(&text) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(bad("not a JSON object".into())),
-        Err(e) => Err(bad(e.to_string())),
     }
 }
 

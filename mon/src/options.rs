@@ -16,14 +16,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use vitastor_layout::tolerant;
 
 use crate::MonError;
 
 /// The common config file read when `--config_path` is not given (a missing default file is
-/// not an error; a missing explicit one is).
-pub const DEFAULT_CONFIG_PATH: &str = "/etc/vitastor/vitastor.conf";
+/// not an error; a missing explicit one is; `VITASTOR_CONFIG_PATH` names another).
+pub use vitastor_etcd::config_file::DEFAULT_CONFIG_PATH;
 /// Default `osd_out_time` (s): how long an OSD may be down before its PGs are re-placed.
 pub const DEFAULT_OSD_OUT_TIME: u64 = 600;
 /// Default `etcd_mon_ttl` (s): the master lease. A dead master is replaced within about
@@ -171,11 +171,17 @@ impl Tunables {
 impl MonOptions {
     /// Merges the command line with the config file.
     pub fn from_cli(cli: Cli) -> Result<MonOptions, MonError> {
-        let (path, explicit) = match &cli.config_path {
-            Some(p) => (p.clone(), true),
-            None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
-        };
-        let file = read_config_file(&path, explicit)?;
+        let path = cli
+            .config_path
+            .clone()
+            .unwrap_or_else(vitastor_etcd::config_file::default_config_path);
+        let file =
+            vitastor_etcd::config_file::read_config(cli.config_path.as_deref()).map_err(|e| {
+                MonError::ConfigFile {
+                    path: e.path,
+                    reason: e.reason,
+                }
+            })?;
         let file_str = |name: &'static str| -> Result<Option<String>, MonError> {
             match file.get(name) {
                 None | Some(Value::Null) => Ok(None),
@@ -250,26 +256,6 @@ fn bad_file(path: &std::path::Path, name: &str) -> MonError {
     MonError::ConfigFile {
         path: path.display().to_string(),
         reason: format!("{name} has the wrong type"),
-    }
-}
-
-fn read_config_file(
-    path: &std::path::Path,
-    explicit: bool,
-) -> Result<Map<String, Value>, MonError> {
-    let err = |reason: String| MonError::ConfigFile {
-        path: path.display().to_string(),
-        reason,
-    };
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => return Ok(Map::new()),
-        Err(e) => return Err(err(e.to_string())),
-    };
-    match serde_json::from_str::<Value>(&text) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(err("expected a JSON object".into())),
-        Err(e) => Err(err(e.to_string())),
     }
 }
 
