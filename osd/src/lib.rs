@@ -18,6 +18,7 @@ pub mod backoff;
 pub mod cluster;
 pub mod connection;
 pub mod disk_tool;
+pub mod ec;
 pub mod etcd;
 pub mod fanout;
 pub mod op_delete;

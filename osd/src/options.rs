@@ -7,7 +7,8 @@
 //! names (and `osd_num`, `bind_address`, `bind_port`) may instead come from the JSON object in
 //! `--config_path` (what `vitastor-disk prepare --write_config` writes). The command line wins
 //! over the file. Values stay strings until the blockstore parses them, so size suffixes
-//! (`32M`) work in both places.
+//! (`32M`) work in both places. `etcd_address` and `etcd_prefix` that neither gives come from
+//! the host's common `/etc/vitastor/vitastor.conf` (`vitastor_etcd::config_file`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -219,17 +220,22 @@ pub fn from_matches(matches: &ArgMatches) -> Result<OsdOptions, OptionsError> {
             }
             Ok(std::time::Duration::from_secs(v))
         };
-    let etcd_address = args.etcd_address.or_else(|| match map.get("etcd_address") {
+    let from_osd_config = |key: &str| match map.get(key) {
         Some(Value::String(s)) => Some(s.clone()),
         _ => None,
-    });
-    let etcd_prefix = match args.etcd_prefix {
-        Some(p) => p,
-        None => match map.get("etcd_prefix") {
-            Some(Value::String(s)) => s.clone(),
-            _ => crate::etcd::DEFAULT_PREFIX.to_string(),
-        },
     };
+    // What neither names comes from the host's common file (vitastor.conf).
+    let cluster = vitastor_etcd::config_file::cluster_address(
+        args.etcd_address
+            .or_else(|| from_osd_config("etcd_address")),
+        args.etcd_prefix.or_else(|| from_osd_config("etcd_prefix")),
+        None,
+    )
+    .map_err(|e| OptionsError::Invalid(e.to_string()))?;
+    let etcd_address = cluster.etcd_address;
+    let etcd_prefix = cluster
+        .etcd_prefix
+        .unwrap_or_else(|| crate::etcd::DEFAULT_PREFIX.to_string());
     let public_address = match args.public_address {
         Some(a) => a,
         None if address.is_unspecified() => IpAddr::from([127, 0, 0, 1]),

@@ -1,10 +1,15 @@
-//! `vitastor-disk`: the operator tool that lays out OSD stores (`prepare`) and inspects them
-//! (`read-sb`, `dump-journal`, `dump-meta`). This module owns the command line and the output
-//! formats; the layout work is the blockstore's, and inspection only reads devices.
+//! `vitastor-disk`: the operator tool that lays out OSD stores (`prepare`: the store, an OSD
+//! number from etcd, the OSD's config file, its systemd unit enabled), lists and purges them,
+//! and inspects them (`read-sb`, `dump-journal`, `dump-meta`). This module owns the command
+//! line and the output formats; the layout work is the blockstore's, and inspection only reads
+//! devices.
 
 pub mod inspect;
 pub mod options;
+pub mod osd_configs;
+pub mod osd_number;
 pub mod prepare;
+pub mod systemd;
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -35,6 +40,9 @@ pub enum ToolError {
     /// The store or the request is inconsistent.
     #[error("{0}")]
     Invalid(String),
+    /// etcd refused or did not answer.
+    #[error(transparent)]
+    Etcd(#[from] vitastor_etcd::CallError),
     /// Standard output went away (a closed pipe) or failed. Bare `io::Error`s convert to this
     /// one because only writes to the output use `?` on them; device errors carry context.
     #[error("write to stdout: {0}")]
@@ -67,8 +75,13 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Lay out a new OSD store and print the OSD options that open it
+    /// Lay out a new OSD store on each device, reserve its OSD number in etcd (when the
+    /// cluster is known), write its config and enable its systemd unit
     Prepare(PrepareArgs),
+    /// The OSD configs in the config directory and the state of their devices
+    List(ListArgs),
+    /// Erase the store of a stopped OSD, disable its unit and remove its config
+    Purge(PurgeArgs),
     /// Print the superblock (geometry, uuid, format version)
     ReadSb(InspectArgs),
     /// Decode the journal read-only and print the entries replay would apply
@@ -93,9 +106,83 @@ pub struct PrepareArgs {
     /// Print the OSD options as a JSON object instead of --key value lines
     #[arg(long)]
     json: bool,
-    /// Also write the OSD options to this file as a JSON config
+    /// Also write the OSD options to this file as a JSON config [default with an OSD
+    /// number: CONFIG_DIR/osd<N>.json]
     #[arg(long = "write_config", value_name = "PATH")]
     write_config: Option<PathBuf>,
+    /// Use this OSD number instead of reserving one in etcd
+    #[arg(long = "osd_num", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    osd_num: Option<u64>,
+    /// Address the OSD listens on, written to its config [OSD default: 127.0.0.1]
+    #[arg(long = "bind_address", value_name = "ADDR")]
+    bind_address: Option<std::net::IpAddr>,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// Do not enable vitastor-osd@<N>.service
+    #[arg(long = "no-systemd", alias = "no_systemd")]
+    no_systemd: bool,
+}
+
+/// Which cluster and where the host's configs live.
+#[derive(Args, Debug)]
+pub struct ClusterArgs {
+    /// etcd endpoints [default: etcd_address of vitastor.conf]; without any, no OSD number
+    /// is reserved
+    #[arg(long = "etcd_address", value_name = "ADDRS")]
+    etcd_address: Option<String>,
+    /// Key prefix in etcd [default: etcd_prefix of vitastor.conf, else /vitastor]
+    #[arg(long = "etcd_prefix", value_name = "PREFIX")]
+    etcd_prefix: Option<String>,
+    /// Directory of the OSD configs osd<N>.json [default: the directory of vitastor.conf,
+    /// /etc/vitastor, or of $VITASTOR_CONFIG_PATH]
+    #[arg(long = "config_dir", value_name = "DIR")]
+    config_dir: Option<PathBuf>,
+}
+
+impl ClusterArgs {
+    fn config_dir(&self) -> PathBuf {
+        self.config_dir.clone().unwrap_or_else(|| {
+            let conf = vitastor_etcd::config_file::default_config_path();
+            conf.parent().map(PathBuf::from).unwrap_or_default()
+        })
+    }
+
+    /// (etcd_address, etcd_prefix) from the options, then vitastor.conf.
+    fn address(&self) -> Result<(Option<String>, String), ToolError> {
+        let a = vitastor_etcd::config_file::cluster_address(
+            self.etcd_address.clone(),
+            self.etcd_prefix.clone(),
+            None,
+        )
+        .map_err(|e| ToolError::Invalid(e.to_string()))?;
+        let prefix = a
+            .etcd_prefix
+            .unwrap_or_else(|| vitastor_layout::keys::DEFAULT_PREFIX.to_string());
+        Ok((a.etcd_address, prefix))
+    }
+}
+
+/// Options of `list`.
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// Print JSON
+    #[arg(long)]
+    json: bool,
+}
+
+/// Options of `purge`.
+#[derive(Args, Debug)]
+pub struct PurgeArgs {
+    /// The OSD's data device, as its config names it
+    #[arg(value_name = "DEVICE")]
+    device: PathBuf,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// Do not disable vitastor-osd@<N>.service
+    #[arg(long = "no-systemd", alias = "no_systemd")]
+    no_systemd: bool,
 }
 
 /// Options of the read-only commands.
@@ -124,6 +211,8 @@ pub struct JournalArgs {
 pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), ToolError> {
     match &cli.command {
         Command::Prepare(a) => run_prepare(a, out),
+        Command::List(a) => list(a, out),
+        Command::Purge(a) => purge(a, out),
         Command::ReadSb(a) => read_sb(a, out),
         Command::DumpJournal(a) => dump_journal(a, out),
         Command::DumpMeta(a) => dump_meta(a, out),
@@ -131,15 +220,65 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), ToolError> {
 }
 
 fn run_prepare(a: &PrepareArgs, out: &mut dyn Write) -> Result<(), ToolError> {
-    let cfg = store_config(&a.dev, &a.geo);
+    let devices = a.dev.data_devices().map_err(ToolError::Invalid)?;
+    if devices.len() > 1 && (a.write_config.is_some() || a.osd_num.is_some()) {
+        return Err(ToolError::Invalid(
+            "--write_config and --osd_num name one OSD: give one device".into(),
+        ));
+    }
+    let (etcd_address, etcd_prefix) = a.cluster.address()?;
+    for dev in &devices {
+        prepare_one(a, dev, etcd_address.as_deref(), &etcd_prefix, out)?;
+    }
+    Ok(())
+}
+
+fn prepare_one(
+    a: &PrepareArgs,
+    dev: &std::path::Path,
+    etcd_address: Option<&str>,
+    etcd_prefix: &str,
+    out: &mut dyn Write,
+) -> Result<(), ToolError> {
+    let cfg = store_config(dev, &a.dev, &a.geo);
     if let Some(size) = a.size {
         prepare::ensure_file_size(&cfg.data_device, size)?;
     }
     let layout = prepare::prepare(&cfg, a.force)?;
     prepare::materialize_areas(&cfg, &layout)?;
-    let opts = prepare::osd_options(&cfg, &layout)?;
+    let mut opts = prepare::osd_options(&cfg, &layout)?;
+    // After the layout, which is what fails on a wrong device: a reserved number whose
+    // store never came to be would stay in the cluster as a down OSD.
+    let osd_num = match (a.osd_num, etcd_address) {
+        (Some(n), _) => Some(n),
+        (None, Some(address)) => Some(osd_number::allocate(address, etcd_prefix).map_err(|e| {
+            ToolError::Invalid(format!(
+                "{} is prepared, but no OSD number was reserved: {e}",
+                dev.display()
+            ))
+        })?),
+        (None, None) => None,
+    };
+    if let Some(n) = osd_num {
+        opts.insert(0, ("osd_num", n.into()));
+    }
+    if let Some(b) = a.bind_address {
+        opts.push(("bind_address", b.to_string().into()));
+    }
+    // Only what the command line said: otherwise the OSD reads vitastor.conf like every
+    // other program, and a changed etcd address needs one file edited, not every OSD's.
+    if let Some(e) = &a.cluster.etcd_address {
+        opts.push(("etcd_address", e.clone().into()));
+    }
+    if let Some(p) = &a.cluster.etcd_prefix {
+        opts.push(("etcd_prefix", p.clone().into()));
+    }
     let obj = prepare::options_object(&opts);
-    if let Some(path) = &a.write_config {
+    let config_path = a
+        .write_config
+        .clone()
+        .or_else(|| osd_num.map(|n| osd_configs::config_path(&a.cluster.config_dir(), n)));
+    if let Some(path) = &config_path {
         let text =
             serde_json::to_string_pretty(&obj).expect("a JSON value always serializes") + "\n";
         std::fs::write(path, text).map_err(|e| {
@@ -152,6 +291,9 @@ fn run_prepare(a: &PrepareArgs, out: &mut dyn Write) -> Result<(), ToolError> {
             )
         })?;
     }
+    if let (Some(n), false) = (osd_num, a.no_systemd) {
+        systemd::set_enabled(n, true)?;
+    }
     if a.json {
         writeln!(out, "{obj:#}")?;
     } else {
@@ -160,8 +302,73 @@ fn run_prepare(a: &PrepareArgs, out: &mut dyn Write) -> Result<(), ToolError> {
     Ok(())
 }
 
+fn list(a: &ListArgs, out: &mut dyn Write) -> Result<(), ToolError> {
+    let dir = a.cluster.config_dir();
+    let osds = osd_configs::scan(&dir)?;
+    let rows: Vec<Value> = osds
+        .iter()
+        .map(|o| {
+            let store = Store::open(&o.store).map(|_| ()).map_err(|e| e.to_string());
+            json!({
+                "osd_num": o.osd_num,
+                "config": o.path.display().to_string(),
+                "data_device": o.store.data_device.display().to_string(),
+                "meta_device": o.store.meta_path().display().to_string(),
+                "journal_device": o.store.journal_path().display().to_string(),
+                "store": match &store { Ok(()) => "ok".to_string(), Err(e) => e.clone() },
+            })
+        })
+        .collect();
+    if a.json {
+        writeln!(out, "{}", Value::Array(rows))?;
+        return Ok(());
+    }
+    for r in &rows {
+        writeln!(
+            out,
+            "osd {:<5} {:<30} store {}",
+            r["osd_num"],
+            r["data_device"].as_str().unwrap_or_default(),
+            r["store"].as_str().unwrap_or_default()
+        )?;
+    }
+    Ok(())
+}
+
+fn purge(a: &PurgeArgs, out: &mut dyn Write) -> Result<(), ToolError> {
+    let dir = a.cluster.config_dir();
+    let osd = osd_configs::find_by_device(&dir, &a.device)?;
+    let (etcd_address, etcd_prefix) = a.cluster.address()?;
+    if let Some(address) = etcd_address {
+        if osd_number::is_up(&address, &etcd_prefix, osd.osd_num)? {
+            return Err(ToolError::Invalid(format!(
+                "OSD {} is up (it holds osd/state in etcd); stop it first: systemctl stop {}",
+                osd.osd_num,
+                systemd::osd_unit(osd.osd_num)
+            )));
+        }
+    }
+    if !a.no_systemd {
+        systemd::set_enabled(osd.osd_num, false)?;
+    }
+    osd_configs::erase_superblocks(&osd)?;
+    std::fs::remove_file(&osd.path)
+        .map_err(|e| ToolError::io(format!("remove {}", osd.path.display()), e))?;
+    writeln!(
+        out,
+        "OSD {} purged: its store on {} is erased and {} removed; remove it from the cluster \
+         with: vitastor-cli rm-osd {}",
+        osd.osd_num,
+        osd.store.data_device.display(),
+        osd.path.display(),
+        osd.osd_num
+    )?;
+    Ok(())
+}
+
 fn open_store(a: &InspectArgs) -> Result<Store, ToolError> {
-    Store::open(&store_config(&a.dev, &a.geo))
+    let dev = a.dev.single().map_err(ToolError::Invalid)?;
+    Store::open(&store_config(&dev, &a.dev, &a.geo))
 }
 
 fn hex(b: &[u8]) -> String {

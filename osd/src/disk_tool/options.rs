@@ -3,7 +3,7 @@
 //! [`BlockstoreConfig`]. Option names use underscores, like the OSD's own options, so that the
 //! lines `prepare` prints can be pasted onto an OSD command line unchanged.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 use vitastor_blockstore::BlockstoreConfig;
@@ -23,9 +23,17 @@ pub fn size32_arg(s: &str) -> Result<u32, String> {
 /// Which devices hold the store and where its superblock is.
 #[derive(Args, Debug, Clone)]
 pub struct DeviceArgs {
+    /// Device(s) or file(s) holding the data area, as --data_device; `prepare` lays out one
+    /// OSD on each
+    #[arg(
+        value_name = "DEVICE",
+        conflicts_with = "data_device",
+        required_unless_present = "data_device"
+    )]
+    pub devices: Vec<PathBuf>,
     /// Device or file holding the data area
     #[arg(long = "data_device", value_name = "PATH")]
-    pub data_device: PathBuf,
+    pub data_device: Option<PathBuf>,
     /// Device holding the metadata area [default: the data device]
     #[arg(long = "meta_device", value_name = "PATH")]
     pub meta_device: Option<PathBuf>,
@@ -73,9 +81,42 @@ pub struct GeometryArgs {
     pub meta_block_size: Option<u32>,
 }
 
-/// The blockstore configuration these options describe.
-pub fn store_config(dev: &DeviceArgs, geo: &GeometryArgs) -> BlockstoreConfig {
-    let mut c = BlockstoreConfig::new(&dev.data_device);
+impl DeviceArgs {
+    /// The data devices named, positionally or by --data_device. Separate metadata or
+    /// journal devices belong to one store, so they allow only one data device.
+    pub fn data_devices(&self) -> Result<Vec<PathBuf>, String> {
+        let list = match &self.data_device {
+            Some(d) => vec![d.clone()],
+            None => self.devices.clone(),
+        };
+        if list.is_empty() {
+            return Err("no device given (DEVICE or --data_device)".into());
+        }
+        if list.len() > 1 && (self.meta_device.is_some() || self.journal_device.is_some()) {
+            return Err(
+                "--meta_device and --journal_device belong to one store: give one data device"
+                    .into(),
+            );
+        }
+        Ok(list)
+    }
+
+    /// The one data device of a command that works on one store.
+    pub fn single(&self) -> Result<PathBuf, String> {
+        let mut list = self.data_devices()?;
+        if list.len() > 1 {
+            return Err(format!(
+                "this command takes one device, {} given",
+                list.len()
+            ));
+        }
+        Ok(list.remove(0))
+    }
+}
+
+/// The blockstore configuration of the store on `data_device` with these options.
+pub fn store_config(data_device: &Path, dev: &DeviceArgs, geo: &GeometryArgs) -> BlockstoreConfig {
+    let mut c = BlockstoreConfig::new(data_device);
     c.meta_device = dev.meta_device.clone();
     c.journal_device = dev.journal_device.clone();
     c.meta_offset = dev.meta_offset;

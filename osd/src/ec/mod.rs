@@ -1,0 +1,75 @@
+//! Erasure-coded (`ec`/`jerasure`) and XOR pools: the pure core — the parity code
+//! ([`codec`]), where an object's bytes and bitmap bits live ([`geometry`]), which parts a
+//! read needs and how a degraded read is rebuilt ([`read`]), a client write as a
+//! read-modify-write state machine ([`write`]), and peering's decision for versions torn by
+//! a crash ([`torn`]). None of it does I/O; the primary drives it.
+//!
+//! # How the primary drives it (the wiring still to do)
+//!
+//! Naming follows the spec: a logical object covers `block_size × k` image bytes and part
+//! `i` is the object `{inode, stripe: object start + i}` on `osd_set[i]` (a PG's set is
+//! positional for EC). The client-facing object is the logical one; every SEC_* op and
+//! every listing entry names a part ([`geometry::Geometry::split_stripe`]).
+//!
+//! - **READ**: `read::plan_range(geo, offset, len, reachable, local)` with `reachable[i]` =
+//!   `osd_set[i]` is up and holds the object's current version. For each `PartRead` send a
+//!   SEC_READ of that part at the current version (the local store for `local`), bitmap
+//!   included; `len = 0` reads only the bitmap. Feed the replies, in plan order, to
+//!   `ReadPlan::assemble`, which returns the client's bitmap (`object_bitmap_bytes`) and
+//!   data. An error there (a part answered a wrong shape) is EIO.
+//! - **WRITE**: `write::EcWriteOp::new(geo, cas, offset, data)`, then the same lock cycle as
+//!   `op_write`: `Event::Locked(Facts)` when the object lock is granted, `Event::Read` per
+//!   sub-read, `Event::Sub { part, .. }` per write / stabilize / rollback. Actions map to
+//!   sub-ops: `Read` → SEC_READ (part, version, range); `Write` → SEC_WRITE (never
+//!   SEC_WRITE_STABLE) with `attr` = the given bitmap, the store's object bitmap replaced by
+//!   it — a zero-length `Write` only creates the version (the blockstore must accept
+//!   `len = 0` writes with an explicit bitmap; today `check_write` refuses them);
+//!   `Stabilize` → SEC_STABILIZE; `Rollback` → SEC_ROLLBACK; `Written` → the object is at
+//!   the version on those parts (unstable ones join the PG's unsynced list so the client's
+//!   SYNC syncs and stabilizes them, as for replicated lazy writes); `Repeer`, `Reply`,
+//!   `Unlock` as in `op_write`.
+//! - **Peering**: group SEC_LIST entries by logical object (`split_stripe`), build one
+//!   `torn::PartListing` per (part, OSD), call `torn::settle(k, ..)`; send its
+//!   `stabilize` and `rollback` lists, put `stale` parts in the degraded set and report
+//!   `Lost` objects as incomplete (the PG does not go active on them).
+//! - **Recovery** of a part: a degraded READ of the whole part (`read::plan` with
+//!   `wanted[j] = 0..block_size` for a data part; a parity part is re-encoded from all data
+//!   parts with [`codec::Codec::encode`], bitmaps too), then a stable write of the part.
+//! - **PG activity**: a PG serves I/O with at least `pg_minsize` (≥ k) live parts; a write
+//!   refuses with EPIPE below `k` live parts.
+//!
+//! # Compatibility of the stored parts
+//!
+//! The spec fixes the wire and etcd formats and the part naming, not the parity matrix or
+//! what a parity part's bitmap holds. Reed-Solomon here is the `reed-solomon-erasure`
+//! crate's systematic matrix (a Vandermonde matrix times the inverse of its top square),
+//! which is not jerasure's; a parity part's bitmap is the code of the data parts' bitmaps.
+//! So an EC pool's OSDs must all be ours: the parity written by the original's OSDs is not
+//! read back here and vice versa. Clients are unaffected (they only see logical objects).
+//!
+//! What this module must never do: return data it neither read nor rebuilt, or let a
+//! torn version be read as if it were whole.
+
+use thiserror::Error;
+
+pub mod codec;
+pub mod geometry;
+pub mod read;
+pub mod torn;
+pub mod write;
+
+/// Why an EC computation could not be done.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum EcError {
+    /// Fewer parts than data parts are available: nothing can be rebuilt.
+    #[error("{have} parts available, {need} needed to rebuild the stripe")]
+    TooFewParts {
+        /// Parts available.
+        have: usize,
+        /// Data parts.
+        need: usize,
+    },
+    /// Shard counts, lengths or the stripe shape do not fit the code.
+    #[error("bad stripe shape: {0}")]
+    Shape(String),
+}

@@ -1,0 +1,910 @@
+//! A client WRITE to an EC/XOR object on the primary, as a state machine: once it holds the
+//! object's lock it reads what the new parity needs (read-modify-write of the touched
+//! columns), computes the new data and parity parts and their bitmaps, writes every live
+//! part as one new **unstable** version, and then stabilizes it (`immediate_commit: all`) or
+//! leaves it to the next SYNC.
+//!
+//! Every live part gets the new version, the untouched data parts a zero-length write with
+//! their unchanged bitmap: the parts of one object then always carry the same versions, so
+//! peering ([`super::torn`]) judges a version by counting the parts that hold it.
+//!
+//! What is read: the touched columns `C` (see [`Geometry::columns`]) of every data part
+//! whose own new bytes do not cover `C` (the bitmap alone for the others); a data part whose
+//! OSD is down is rebuilt from any `k` live parts ([`super::read`]). A new object (version
+//! 0) reads nothing. What is written: the new bytes of each touched data part, `C` of every
+//! parity part, and every part's new bitmap (a parity part's bitmap is the code of the data
+//! parts' bitmaps, so a lost part's bitmap can be rebuilt like its data).
+//!
+//! Pure like [`crate::op_write`]: [`EcWriteOp::advance`] takes an [`Event`] and returns
+//! [`Action`]s for the executor; the write's data is moved into the op because parity is
+//! computed from it.
+//!
+//! What it must never do: acknowledge a version some live part lacks, or leave a version on
+//! fewer than all live parts without either rolling it back or handing the PG to peering.
+
+use std::ops::Range;
+
+use vitastor_layout::OsdNum;
+use vitastor_protocol::errno::Errno;
+
+use super::codec::Codec;
+use super::geometry::Geometry;
+use super::read::{self, PartData, ReadPlan};
+use crate::op_write::version_after;
+
+/// What the executor knows when the write gets its object lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Facts {
+    /// The PG exists and is active.
+    pub active: bool,
+    /// Some live part lags behind the object's version: it is recovered first.
+    pub degraded: bool,
+    /// The object's last recovery failed and its next attempt is not due: the error to fail with.
+    pub recovery_waits: Option<Errno>,
+    /// Per part: the live OSD holding it (`None`: its OSD is down or the slot is empty).
+    pub members: Vec<Option<OsdNum>>,
+    /// The part this OSD holds, if any (read locally, preferred for reconstruction).
+    pub local: Option<u32>,
+    /// The object's current version (0: it does not exist).
+    pub current: u64,
+    /// The highest version purged in the PG while this OSD led it.
+    pub purged_up_to: u64,
+    /// `immediate_commit: all`: stabilize right after the writes, before the reply.
+    pub stabilize_now: bool,
+}
+
+/// What moves an EC write forward.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The object lock is ours.
+    Locked(Facts),
+    /// Sub-read `tag` (of [`Action::Read`]) finished.
+    Read {
+        /// The sub-read.
+        tag: u32,
+        /// Its bitmap and bytes, or the error.
+        result: Result<PartData, Errno>,
+    },
+    /// The write, stabilize or rollback of part `part` finished.
+    Sub {
+        /// The part.
+        part: u32,
+        /// Its outcome.
+        result: Result<(), Errno>,
+    },
+}
+
+/// What the executor does for an EC write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Recover the object now, then run this write again.
+    RecoverFirst,
+    /// Sub-read `tag`: bytes `range` (empty: bitmap only) of `part` at `version`, on `osd`.
+    Read {
+        /// Sub-read tag.
+        tag: u32,
+        /// Part number.
+        part: u32,
+        /// Where.
+        osd: OsdNum,
+        /// The object's current version.
+        version: u64,
+        /// Bytes of the part.
+        range: Range<u32>,
+    },
+    /// Write `data` at `offset` of `part` (empty: a version bump) as unstable `version`,
+    /// with the part's new `bitmap`.
+    Write {
+        /// Part number.
+        part: u32,
+        /// Where.
+        osd: OsdNum,
+        /// The new version.
+        version: u64,
+        /// Byte offset in the part.
+        offset: u32,
+        /// The bytes.
+        data: Vec<u8>,
+        /// The part's bitmap for the new version.
+        bitmap: Vec<u8>,
+    },
+    /// SEC_STABILIZE `version` of `part` on `osd`.
+    Stabilize {
+        /// Part number.
+        part: u32,
+        /// Where.
+        osd: OsdNum,
+        /// The version.
+        version: u64,
+    },
+    /// SEC_ROLLBACK of `part` on `osd` to `version` (drops the unstable versions above it).
+    Rollback {
+        /// Part number.
+        part: u32,
+        /// Where.
+        osd: OsdNum,
+        /// The version to go back to.
+        version: u64,
+    },
+    /// Every live part holds `version` (stable or waiting for a SYNC).
+    Written {
+        /// The version.
+        version: u64,
+        /// `(part, osd)` of every live part.
+        holders: Vec<(u32, OsdNum)>,
+        /// Stabilized already.
+        stable: bool,
+    },
+    /// A peer was lost mid-op or a stabilize/rollback failed: what the parts hold is
+    /// unknown, the PG peers again and settles the object there.
+    Repeer,
+    /// Answer the client.
+    Reply(Result<u64, Errno>),
+    /// Release the object lock.
+    Unlock,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Waiting,
+    Reading,
+    Writing,
+    Stabilizing,
+    RollingBack,
+    Done,
+}
+
+/// One EC client WRITE. See the module docs.
+#[derive(Debug)]
+pub struct EcWriteOp {
+    geo: Geometry,
+    cas: u64,
+    offset: u64,
+    data: Vec<u8>,
+    stage: Stage,
+    facts: Option<Facts>,
+    version: u64,
+    plan: Option<ReadPlan>,
+    replies: Vec<Option<PartData>>,
+    /// Parts with an outstanding sub-op in the current stage.
+    pending: Vec<u32>,
+    /// Parts that took the new version.
+    holders: Vec<(u32, OsdNum)>,
+    /// The first failure, which the client hears.
+    failed: Option<Errno>,
+    lost_peer: bool,
+}
+
+impl EcWriteOp {
+    /// A write of `data` at `offset` of the object (inside it), waiting for its lock; `cas`
+    /// as the client sent it.
+    pub fn new(geo: Geometry, cas: u64, offset: u64, data: Vec<u8>) -> EcWriteOp {
+        EcWriteOp {
+            geo,
+            cas,
+            offset,
+            data,
+            stage: Stage::Waiting,
+            facts: None,
+            version: 0,
+            plan: None,
+            replies: Vec::new(),
+            pending: Vec::new(),
+            holders: Vec::new(),
+            failed: None,
+            lost_peer: false,
+        }
+    }
+
+    /// The client has been answered and the lock released.
+    pub fn is_done(&self) -> bool {
+        self.stage == Stage::Done
+    }
+
+    /// Takes one event; returns what to do. Events that do not fit the current stage change
+    /// nothing.
+    pub fn advance(&mut self, codec: &Codec, event: Event) -> Vec<Action> {
+        match (self.stage, event) {
+            (Stage::Waiting, Event::Locked(facts)) => self.locked(codec, facts),
+            (Stage::Reading, Event::Read { tag, result }) => {
+                let Some(slot) = self.replies.get_mut(tag as usize) else {
+                    return Vec::new();
+                };
+                if slot.is_some() || !self.pending.contains(&tag) {
+                    return Vec::new();
+                }
+                self.pending.retain(|&t| t != tag);
+                match result {
+                    Ok(d) => *slot = Some(d),
+                    Err(e) => self.note_failure(e),
+                }
+                if !self.pending.is_empty() {
+                    return Vec::new();
+                }
+                match self.failed {
+                    Some(e) if self.lost_peer => self.finish(vec![Action::Repeer], Err(e)),
+                    Some(e) => self.finish(Vec::new(), Err(e)),
+                    None => self.write(codec),
+                }
+            }
+            (
+                Stage::Writing | Stage::Stabilizing | Stage::RollingBack,
+                Event::Sub { part, result },
+            ) => {
+                if !self.pending.contains(&part) {
+                    return Vec::new();
+                }
+                self.pending.retain(|&p| p != part);
+                match result {
+                    Ok(()) if self.stage == Stage::Writing => {
+                        let osd = self.member(part);
+                        self.holders.push((part, osd));
+                    }
+                    Ok(()) => {}
+                    Err(e) => {
+                        if self.stage != Stage::Writing {
+                            self.lost_peer = true;
+                        }
+                        self.note_failure(e);
+                    }
+                }
+                if !self.pending.is_empty() {
+                    return Vec::new();
+                }
+                match self.stage {
+                    Stage::Writing => self.written(),
+                    Stage::Stabilizing if self.lost_peer => {
+                        self.finish(vec![Action::Repeer], Err(Errno::EPIPE))
+                    }
+                    Stage::Stabilizing => {
+                        let done = self.done_action(true);
+                        self.finish(vec![done], Ok(self.version))
+                    }
+                    _ => {
+                        let e = self.failed.unwrap_or(Errno::EIO);
+                        let learned = if self.lost_peer {
+                            vec![Action::Repeer]
+                        } else {
+                            Vec::new()
+                        };
+                        self.finish(learned, Err(e))
+                    }
+                }
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn member(&self, part: u32) -> OsdNum {
+        self.facts
+            .as_ref()
+            .and_then(|f| f.members.get(part as usize).copied().flatten())
+            .unwrap_or(OsdNum(0))
+    }
+
+    fn note_failure(&mut self, e: Errno) {
+        if e == Errno::EPIPE {
+            self.lost_peer = true;
+        }
+        self.failed.get_or_insert(e);
+    }
+
+    fn locked(&mut self, codec: &Codec, facts: Facts) -> Vec<Action> {
+        let k = self.geo.data_parts as usize;
+        if !facts.active || facts.members.iter().flatten().count() < k {
+            return self.finish(Vec::new(), Err(Errno::EPIPE));
+        }
+        if facts.degraded {
+            return match facts.recovery_waits {
+                Some(e) => self.finish(Vec::new(), Err(e)),
+                None => vec![Action::RecoverFirst],
+            };
+        }
+        if self.cas != 0 && self.cas != facts.current + 1 {
+            return self.finish(Vec::new(), Err(Errno::EINTR));
+        }
+        if facts.members.len() != self.geo.total_parts() as usize
+            || self.offset + self.data.len() as u64 > self.geo.object_size()
+        {
+            return self.finish(Vec::new(), Err(Errno::EINVAL));
+        }
+        self.version = version_after(facts.current, facts.purged_up_to);
+        let current = facts.current;
+        let local = facts.local;
+        let reachable: Vec<bool> = facts.members.iter().map(Option::is_some).collect();
+        self.facts = Some(facts);
+        if current == 0 {
+            // Nothing stored yet: the old data and bitmaps are zeroes.
+            return self.write(codec);
+        }
+        let columns = self.geo.columns(self.offset, self.data.len() as u64);
+        let mut wanted = vec![columns.clone(); k];
+        for p in self.geo.data_ranges(self.offset, self.data.len() as u64) {
+            if p.range == columns {
+                wanted[p.part as usize] = 0..0;
+            }
+        }
+        let plan = match read::plan(&self.geo, wanted, &reachable, local) {
+            Ok(p) => p,
+            Err(_) => return self.finish(Vec::new(), Err(Errno::EPIPE)),
+        };
+        self.stage = Stage::Reading;
+        self.replies = vec![None; plan.reads.len()];
+        self.pending = (0..plan.reads.len() as u32).collect();
+        let actions = (0u32..)
+            .zip(&plan.reads)
+            .map(|(tag, r)| Action::Read {
+                tag,
+                part: r.part,
+                osd: self.member(r.part),
+                version: current,
+                range: r.range.clone(),
+            })
+            .collect();
+        self.plan = Some(plan);
+        actions
+    }
+
+    /// The old parts are known: compute and send every part's new version.
+    fn write(&mut self, codec: &Codec) -> Vec<Action> {
+        let geo = self.geo;
+        let k = geo.data_parts as usize;
+        let len = self.data.len() as u64;
+        let columns = geo.columns(self.offset, len);
+        let bb = geo.part_bitmap_bytes();
+        let old: Vec<PartData> = match &self.plan {
+            None => vec![
+                PartData {
+                    bitmap: vec![0; bb],
+                    data: Vec::new(),
+                };
+                k
+            ],
+            Some(plan) => {
+                let replies: Vec<PartData> =
+                    self.replies.iter_mut().flat_map(Option::take).collect();
+                match plan.rebuild(codec, &replies) {
+                    Ok(o) => o,
+                    Err(_) => return self.finish(Vec::new(), Err(Errno::EIO)),
+                }
+            }
+        };
+        // New columns and bitmaps of every data part, then the parity parts' from them.
+        let n = geo.total_parts() as usize;
+        let width = columns.len();
+        let mut cols: Vec<Vec<u8>> = vec![vec![0u8; width]; n];
+        let mut bitmaps: Vec<Vec<u8>> = vec![vec![0u8; bb]; n];
+        let mut pieces: Vec<Option<(u32, Range<usize>)>> = vec![None; k];
+        for (j, o) in old.into_iter().enumerate() {
+            if o.data.len() == width {
+                cols[j].copy_from_slice(&o.data);
+            }
+            bitmaps[j] = o.bitmap;
+        }
+        for p in geo.data_ranges(self.offset, len) {
+            let j = p.part as usize;
+            let at = (p.range.start - columns.start) as usize;
+            let src = p.buf_offset..p.buf_offset + p.range.len();
+            cols[j][at..at + p.range.len()].copy_from_slice(&self.data[src.clone()]);
+            geo.mark(&mut bitmaps[j], p.range.clone());
+            pieces[j] = Some((p.range.start, src));
+        }
+        if width > 0 {
+            let mut refs: Vec<&mut [u8]> = cols.iter_mut().map(Vec::as_mut_slice).collect();
+            if codec.encode(&mut refs).is_err() {
+                return self.finish(Vec::new(), Err(Errno::EIO));
+            }
+        }
+        let mut refs: Vec<&mut [u8]> = bitmaps.iter_mut().map(Vec::as_mut_slice).collect();
+        if codec.encode(&mut refs).is_err() {
+            return self.finish(Vec::new(), Err(Errno::EIO));
+        }
+        self.stage = Stage::Writing;
+        let mut actions = Vec::new();
+        for part in 0..n as u32 {
+            let Some(osd) = self.facts.as_ref().and_then(|f| f.members[part as usize]) else {
+                continue;
+            };
+            let (offset, data) = if (part as usize) < k {
+                match &pieces[part as usize] {
+                    Some((at, src)) => (*at, self.data[src.clone()].to_vec()),
+                    None => (0, Vec::new()),
+                }
+            } else {
+                (columns.start, std::mem::take(&mut cols[part as usize]))
+            };
+            self.pending.push(part);
+            actions.push(Action::Write {
+                part,
+                osd,
+                version: self.version,
+                offset,
+                data,
+                bitmap: std::mem::take(&mut bitmaps[part as usize]),
+            });
+        }
+        actions
+    }
+
+    fn written(&mut self) -> Vec<Action> {
+        let stabilize_now = self.facts.as_ref().is_some_and(|f| f.stabilize_now);
+        match self.failed {
+            None if stabilize_now => {
+                self.stage = Stage::Stabilizing;
+                self.pending = self.holders.iter().map(|&(p, _)| p).collect();
+                self.holders
+                    .iter()
+                    .map(|&(part, osd)| Action::Stabilize {
+                        part,
+                        osd,
+                        version: self.version,
+                    })
+                    .collect()
+            }
+            None => {
+                let done = self.done_action(false);
+                self.finish(vec![done], Ok(self.version))
+            }
+            Some(e) if self.lost_peer => self.finish(vec![Action::Repeer], Err(e)),
+            Some(e) if self.holders.is_empty() => self.finish(Vec::new(), Err(e)),
+            Some(_) => {
+                // Stores refused the version on some parts: take it back everywhere else,
+                // so the stripe stays whole at the old version.
+                self.stage = Stage::RollingBack;
+                let to = self.facts.as_ref().map_or(0, |f| f.current);
+                self.pending = self.holders.iter().map(|&(p, _)| p).collect();
+                self.holders
+                    .iter()
+                    .map(|&(part, osd)| Action::Rollback {
+                        part,
+                        osd,
+                        version: to,
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    fn done_action(&mut self, stable: bool) -> Action {
+        let mut holders = std::mem::take(&mut self.holders);
+        holders.sort_unstable();
+        Action::Written {
+            version: self.version,
+            holders,
+            stable,
+        }
+    }
+
+    fn finish(&mut self, mut actions: Vec<Action>, reply: Result<u64, Errno>) -> Vec<Action> {
+        self.stage = Stage::Done;
+        actions.push(Action::Reply(reply));
+        actions.push(Action::Unlock);
+        actions
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A part as one OSD stores it: its bytes and bitmap at the newest version.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    struct Stored {
+        data: Vec<u8>,
+        bitmap: Vec<u8>,
+        version: u64,
+        stable: bool,
+    }
+
+    fn facts(members: Vec<Option<OsdNum>>, current: u64, stabilize_now: bool) -> Facts {
+        Facts {
+            active: true,
+            degraded: false,
+            recovery_waits: None,
+            members,
+            local: Some(0),
+            current,
+            purged_up_to: 0,
+            stabilize_now,
+        }
+    }
+
+    fn all_live(n: u32) -> Vec<Option<OsdNum>> {
+        (1..=u64::from(n)).map(|o| Some(OsdNum(o))).collect()
+    }
+
+    /// Runs a write against `stored` (indexed by part; `None` parts are down), answering
+    /// every sub-op successfully; returns the actions after the reads.
+    fn run(
+        geo: &Geometry,
+        codec: &Codec,
+        stored: &mut [Option<Stored>],
+        offset: u64,
+        data: Vec<u8>,
+        stabilize_now: bool,
+    ) -> Vec<Action> {
+        let members = stored
+            .iter()
+            .enumerate()
+            .map(|(i, s)| s.as_ref().map(|_| OsdNum(i as u64 + 1)))
+            .collect();
+        let current = stored
+            .iter()
+            .flatten()
+            .map(|s| s.version)
+            .max()
+            .unwrap_or(0);
+        let mut op = EcWriteOp::new(*geo, 0, offset, data);
+        let mut actions = op.advance(codec, Event::Locked(facts(members, current, stabilize_now)));
+        let mut log = Vec::new();
+        while !actions.is_empty() {
+            let mut next = Vec::new();
+            for a in actions {
+                let ev = match &a {
+                    Action::Read {
+                        tag, part, range, ..
+                    } => {
+                        let s = stored[*part as usize].as_ref().expect("read a live part");
+                        Some(Event::Read {
+                            tag: *tag,
+                            result: Ok(PartData {
+                                bitmap: s.bitmap.clone(),
+                                data: s.data[range.start as usize..range.end as usize].to_vec(),
+                            }),
+                        })
+                    }
+                    Action::Write {
+                        part,
+                        version,
+                        offset,
+                        data,
+                        bitmap,
+                        ..
+                    } => {
+                        let s = stored[*part as usize].as_mut().expect("write a live part");
+                        s.data[*offset as usize..*offset as usize + data.len()]
+                            .copy_from_slice(data);
+                        s.bitmap = bitmap.clone();
+                        s.version = *version;
+                        s.stable = false;
+                        Some(Event::Sub {
+                            part: *part,
+                            result: Ok(()),
+                        })
+                    }
+                    Action::Stabilize { part, .. } => {
+                        stored[*part as usize].as_mut().unwrap().stable = true;
+                        Some(Event::Sub {
+                            part: *part,
+                            result: Ok(()),
+                        })
+                    }
+                    _ => None,
+                };
+                log.push(a);
+                if let Some(ev) = ev {
+                    next.extend(op.advance(codec, ev));
+                }
+            }
+            actions = next;
+        }
+        assert!(op.is_done());
+        log
+    }
+
+    fn empty_stripe(geo: &Geometry) -> Vec<Option<Stored>> {
+        (0..geo.total_parts())
+            .map(|_| {
+                Some(Stored {
+                    data: vec![0; geo.block_size as usize],
+                    bitmap: vec![0; geo.part_bitmap_bytes()],
+                    version: 0,
+                    stable: true,
+                })
+            })
+            .collect()
+    }
+
+    /// What a fresh full encode of the logical object `image` gives.
+    fn fresh(
+        geo: &Geometry,
+        codec: &Codec,
+        image: &[u8],
+        bitmaps: &[Vec<u8>],
+    ) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let bs = geo.block_size as usize;
+        let n = geo.total_parts() as usize;
+        let mut data: Vec<Vec<u8>> = image.chunks(bs).map(<[u8]>::to_vec).collect();
+        data.resize(n, vec![0; bs]);
+        let mut refs: Vec<&mut [u8]> = data.iter_mut().map(Vec::as_mut_slice).collect();
+        codec.encode(&mut refs).unwrap();
+        let mut bm: Vec<Vec<u8>> = bitmaps.to_vec();
+        bm.resize(n, vec![0; geo.part_bitmap_bytes()]);
+        let mut refs: Vec<&mut [u8]> = bm.iter_mut().map(Vec::as_mut_slice).collect();
+        codec.encode(&mut refs).unwrap();
+        data.into_iter().zip(bm).collect()
+    }
+
+    #[test]
+    fn a_small_write_reads_the_other_data_part_and_writes_every_part() {
+        let geo = Geometry::new(2, 1, 16384, 4096).unwrap();
+        let codec = Codec::xor(2).unwrap();
+        let mut stored = empty_stripe(&geo);
+        for s in stored.iter_mut().flatten() {
+            s.version = 3;
+        }
+        let log = run(&geo, &codec, &mut stored, 4096, vec![7; 4096], true);
+        let reads: Vec<(u32, Range<u32>)> = log
+            .iter()
+            .filter_map(|a| match a {
+                Action::Read {
+                    part,
+                    range,
+                    version,
+                    ..
+                } => {
+                    assert_eq!(*version, 3);
+                    Some((*part, range.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(reads, [(0, 0..0), (1, 4096..8192)], "part 0: bitmap only");
+        let writes: Vec<(u32, u32, usize)> = log
+            .iter()
+            .filter_map(|a| match a {
+                Action::Write {
+                    part,
+                    offset,
+                    data,
+                    version,
+                    ..
+                } => {
+                    assert_eq!(*version, 4);
+                    Some((*part, *offset, data.len()))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(writes, [(0, 4096, 4096), (1, 0, 0), (2, 4096, 4096)]);
+        assert!(matches!(log.last(), Some(Action::Unlock)));
+        assert!(log.contains(&Action::Reply(Ok(4))));
+        assert!(stored.iter().flatten().all(|s| s.version == 4 && s.stable));
+    }
+
+    #[test]
+    fn a_new_object_reads_nothing_and_without_immediate_commit_is_left_unstable() {
+        let geo = Geometry::new(2, 1, 16384, 4096).unwrap();
+        let codec = Codec::reed_solomon(2, 1).unwrap();
+        let mut stored = empty_stripe(&geo);
+        let log = run(&geo, &codec, &mut stored, 0, vec![1; 8192], false);
+        assert!(!log
+            .iter()
+            .any(|a| matches!(a, Action::Read { .. } | Action::Stabilize { .. })));
+        assert!(log.contains(&Action::Written {
+            version: 1,
+            holders: vec![(0, OsdNum(1)), (1, OsdNum(2)), (2, OsdNum(3))],
+            stable: false
+        }));
+        assert!(stored.iter().flatten().all(|s| s.version == 1 && !s.stable));
+    }
+
+    #[test]
+    fn a_store_refusal_rolls_the_version_back_on_the_parts_that_took_it() {
+        let geo = Geometry::new(2, 1, 16384, 4096).unwrap();
+        let codec = Codec::xor(2).unwrap();
+        let mut op = EcWriteOp::new(geo, 0, 0, vec![1; 4096]);
+        let a = op.advance(&codec, Event::Locked(facts(all_live(3), 0, true)));
+        assert_eq!(a.len(), 3);
+        assert!(op
+            .advance(
+                &codec,
+                Event::Sub {
+                    part: 0,
+                    result: Ok(())
+                }
+            )
+            .is_empty());
+        assert!(op
+            .advance(
+                &codec,
+                Event::Sub {
+                    part: 1,
+                    result: Err(Errno::ENOSPC)
+                }
+            )
+            .is_empty());
+        let a = op.advance(
+            &codec,
+            Event::Sub {
+                part: 2,
+                result: Ok(()),
+            },
+        );
+        assert_eq!(
+            a,
+            [
+                Action::Rollback {
+                    part: 0,
+                    osd: OsdNum(1),
+                    version: 0
+                },
+                Action::Rollback {
+                    part: 2,
+                    osd: OsdNum(3),
+                    version: 0
+                },
+            ]
+        );
+        assert!(op
+            .advance(
+                &codec,
+                Event::Sub {
+                    part: 2,
+                    result: Ok(())
+                }
+            )
+            .is_empty());
+        assert_eq!(
+            op.advance(
+                &codec,
+                Event::Sub {
+                    part: 0,
+                    result: Ok(())
+                }
+            ),
+            [Action::Reply(Err(Errno::ENOSPC)), Action::Unlock]
+        );
+        assert!(op.is_done());
+    }
+
+    #[test]
+    fn a_peer_lost_mid_write_hands_the_object_to_peering() {
+        let geo = Geometry::new(2, 1, 16384, 4096).unwrap();
+        let codec = Codec::xor(2).unwrap();
+        let mut op = EcWriteOp::new(geo, 0, 0, vec![1; 4096]);
+        op.advance(&codec, Event::Locked(facts(all_live(3), 0, true)));
+        op.advance(
+            &codec,
+            Event::Sub {
+                part: 0,
+                result: Ok(()),
+            },
+        );
+        op.advance(
+            &codec,
+            Event::Sub {
+                part: 1,
+                result: Err(Errno::EPIPE),
+            },
+        );
+        assert_eq!(
+            op.advance(
+                &codec,
+                Event::Sub {
+                    part: 2,
+                    result: Ok(())
+                }
+            ),
+            [
+                Action::Repeer,
+                Action::Reply(Err(Errno::EPIPE)),
+                Action::Unlock
+            ]
+        );
+    }
+
+    #[test]
+    fn refusals_before_any_write() {
+        let geo = Geometry::new(2, 1, 16384, 4096).unwrap();
+        let codec = Codec::xor(2).unwrap();
+        let mut f = facts(all_live(3), 4, true);
+        f.active = false;
+        let mut op = EcWriteOp::new(geo, 0, 0, vec![1; 4096]);
+        assert_eq!(
+            op.advance(&codec, Event::Locked(f)),
+            [Action::Reply(Err(Errno::EPIPE)), Action::Unlock]
+        );
+        let mut op = EcWriteOp::new(geo, 3, 0, vec![1; 4096]);
+        assert_eq!(
+            op.advance(&codec, Event::Locked(facts(all_live(3), 4, true))),
+            [Action::Reply(Err(Errno::EINTR)), Action::Unlock]
+        );
+        let mut op = EcWriteOp::new(geo, 0, 0, vec![1; 4096]);
+        assert_eq!(
+            op.advance(
+                &codec,
+                Event::Locked(facts(vec![Some(OsdNum(1)), None, None], 4, true))
+            ),
+            [Action::Reply(Err(Errno::EPIPE)), Action::Unlock],
+            "fewer live parts than data parts"
+        );
+        let mut f = facts(all_live(3), 4, true);
+        f.degraded = true;
+        let mut op = EcWriteOp::new(geo, 0, 0, vec![1; 4096]);
+        assert_eq!(op.advance(&codec, Event::Locked(f)), [Action::RecoverFirst]);
+    }
+
+    #[test]
+    fn a_failed_read_writes_nothing() {
+        let geo = Geometry::new(2, 1, 16384, 4096).unwrap();
+        let codec = Codec::xor(2).unwrap();
+        let mut op = EcWriteOp::new(geo, 0, 0, vec![1; 4096]);
+        let a = op.advance(&codec, Event::Locked(facts(all_live(3), 2, true)));
+        assert_eq!(a.len(), 2);
+        assert!(op
+            .advance(
+                &codec,
+                Event::Read {
+                    tag: 0,
+                    result: Err(Errno::EIO)
+                }
+            )
+            .is_empty());
+        let ok = PartData {
+            bitmap: vec![0; 1],
+            data: vec![0; 4096],
+        };
+        assert_eq!(
+            op.advance(
+                &codec,
+                Event::Read {
+                    tag: 1,
+                    result: Ok(ok)
+                }
+            ),
+            [Action::Reply(Err(Errno::EIO)), Action::Unlock]
+        );
+    }
+
+    proptest! {
+        /// A sequence of writes (read-modify-write, some with a part down) leaves every
+        /// live part equal to a fresh encode of the object as written.
+        #[test]
+        fn rmw_equals_a_full_re_encode(
+            rs in any::<bool>(),
+            writes in proptest::collection::vec((0u64..32, 1u64..12, any::<u8>(), proptest::option::of(0u32..6)), 1..8),
+        ) {
+            let (geo, codec) = if rs {
+                (Geometry::new(4, 2, 16384, 4096).unwrap(), Codec::reed_solomon(4, 2).unwrap())
+            } else {
+                (Geometry::new(3, 1, 16384, 4096).unwrap(), Codec::xor(3).unwrap())
+            };
+            let n = geo.total_parts();
+            let gran = 4096u64;
+            let mut stored = empty_stripe(&geo);
+            let mut image = vec![0u8; geo.object_size() as usize];
+            let mut bitmaps = vec![vec![0u8; geo.part_bitmap_bytes()]; geo.data_parts as usize];
+            for (off, len, fill, down) in writes {
+                let off = (off * gran) % geo.object_size();
+                let len = (len * gran).min(geo.object_size() - off);
+                let data: Vec<u8> = (0..len).map(|i| fill ^ (i as u8)).collect();
+                image[off as usize..(off + len) as usize].copy_from_slice(&data);
+                for p in geo.data_ranges(off, len) {
+                    geo.mark(&mut bitmaps[p.part as usize], p.range);
+                }
+                // A part down during this write: it misses the version, then is recovered
+                // (rebuilt from a fresh encode) before the next one.
+                let mut view = stored.clone();
+                if let Some(d) = down {
+                    view[(d % n) as usize] = None;
+                }
+                run(&geo, &codec, &mut view, off, data, true);
+                let expect = fresh(&geo, &codec, &image, &bitmaps);
+                for (p, s) in view.iter().enumerate() {
+                    if let Some(s) = s {
+                        prop_assert_eq!(&s.data, &expect[p].0, "part {} data", p);
+                        prop_assert_eq!(&s.bitmap, &expect[p].1, "part {} bitmap", p);
+                    }
+                }
+                let version = view.iter().flatten().map(|s| s.version).max().unwrap();
+                stored = expect
+                    .into_iter()
+                    .map(|(data, bitmap)| Some(Stored { data, bitmap, version, stable: true }))
+                    .collect();
+            }
+        }
+    }
+}
