@@ -50,6 +50,7 @@ use vitastor_protocol::{
 use crate::cluster::ClusterView;
 use crate::error::{is_retryable_osd_errno, ClientError};
 use crate::etcd::{EtcdAddress, EtcdWatcher};
+use crate::layers::{missing_runs, resolve_chain};
 use crate::mapping::{check_range, split};
 use crate::options::{ClientOptions, Resolved, Settings};
 use crate::sys::{self, copy_to_iov, sub_iov, Epoll, Io, IoVec, Timer};
@@ -188,6 +189,8 @@ struct Part {
     osd: u64,
     /// A listing sent to `osd` itself rather than to the PG's primary.
     direct: bool,
+    /// Which layer of a layered read (index into `Op::layers`, 0 = the image itself).
+    layer: u16,
     state: PartState,
 }
 
@@ -205,6 +208,8 @@ struct Op {
     /// Copy of the written data, shared with the dirty entries (non-`all` commit modes).
     copy: Option<Rc<Vec<u8>>>,
     parts: Vec<Part>,
+    /// Reads: the inode's layers, top first (one entry for an image without parents).
+    layers: Vec<u64>,
     done_parts: usize,
     error: Option<ClientError>,
     version_out: u64,
@@ -723,6 +728,14 @@ impl Client {
         if len == 0 && kind != OpKind::ReadBitmap {
             return self.finish_op(idx);
         }
+        if kind == OpKind::Read {
+            let mut layers = std::mem::take(&mut self.ops[idx].layers);
+            let chain = resolve_chain(&self.view, inode, &mut layers);
+            self.ops[idx].layers = layers;
+            if let Err(e) = chain {
+                return self.fail_now(idx, e);
+            }
+        }
         let all = pool
             .immediate_commit
             .or(self.settings.default_immediate_commit)
@@ -760,6 +773,7 @@ impl Client {
                 op_offset: p.op_offset,
                 osd: 0,
                 direct: false,
+                layer: 0,
                 state: PartState::Waiting,
             })
         });
@@ -768,8 +782,12 @@ impl Client {
         }
     }
 
-    /// Writes to an image opened by name must stay inside it and it must be writable.
+    /// Writes must not touch a read-only layer (snapshot), and writes to an image opened by
+    /// name must stay inside it.
     fn image_write_check(&self, inode: u64, offset: u64, len: u64) -> Option<ClientError> {
+        if let Some(entry) = self.view.inode(inode).filter(|e| e.config.readonly) {
+            return Some(ClientError::ReadOnlyImage(entry.config.name.clone()));
+        }
         for info in self.watches.values() {
             let info = info.borrow();
             if info.inode != inode {
@@ -809,6 +827,7 @@ impl Client {
             op_offset: 0,
             osd: 0,
             direct: false,
+            layer: 0,
             state: PartState::Waiting,
         });
         self.dispatch(idx, 0);
@@ -861,6 +880,7 @@ impl Client {
             op_offset: 0,
             osd,
             direct: false,
+            layer: 0,
             state: PartState::Waiting,
         }));
         if osds.is_empty() {
@@ -930,7 +950,11 @@ impl Client {
         op.parts[part_idx].osd = osd;
         op.parts[part_idx].state = PartState::Sent;
         let rw = RwOp {
-            inode: op.inode,
+            inode: op
+                .layers
+                .get(usize::from(part.layer))
+                .copied()
+                .unwrap_or(op.inode),
             offset: part.offset,
             len: part.len,
             flags: 0,
@@ -1277,6 +1301,7 @@ impl Client {
                 op_offset: 0,
                 osd: 0,
                 direct: false,
+                layer: 0,
                 state: PartState::Waiting,
             };
             let (inode, offset, len) = (d.inode, d.offset, d.len);
@@ -1593,7 +1618,14 @@ impl Client {
                 }
                 primary_listed_own_store_only = !p.direct && h.flags & OSD_LIST_PRIMARY == 0;
             }
-            (OpKind::Read, ReplyOp::Read(r)) => o.version_out = r.version,
+            (OpKind::Read, ReplyOp::Read(r)) => {
+                if p.layer == 0 {
+                    o.version_out = r.version;
+                }
+                if usize::from(p.layer) + 1 < o.layers.len() {
+                    self.read_lower_layer(op, p, conn_idx);
+                }
+            }
             (OpKind::ReadBitmap, ReplyOp::Read(_)) => {
                 if let Some(pool) = self.view.pools.get(&p.pool) {
                     let g = u64::from(pool.bitmap_granularity);
@@ -1656,6 +1688,49 @@ impl Client {
         }
         self.part_done(op, part);
         Ok(())
+    }
+
+    /// A layer answered part `p` of a layered read: the granules it lacks (clear in its
+    /// bitmap) are read from the next layer down, into the same place of the op's buffer.
+    /// Every such part is sent at once, so one level costs one round trip.
+    fn read_lower_layer(&mut self, idx: usize, p: Part, conn_idx: usize) {
+        let layer = p.layer + 1;
+        let lower = self.ops[idx].layers[usize::from(layer)];
+        let (Some(upper_pool), Some(lower_pool)) = (
+            self.view.pools.get(&p.pool),
+            self.view.pools.get(&pool_of(lower)),
+        ) else {
+            let op = &mut self.ops[idx];
+            op.error.get_or_insert(ClientError::BrokenLayers(format!(
+                "the pool of layer {lower:#x} disappeared during a read"
+            )));
+            return;
+        };
+        let g = u64::from(upper_pool.bitmap_granularity);
+        let first_bit = (p.offset - upper_pool.object_start(p.offset)) / g;
+        let bitmap = self.conns[conn_idx]
+            .as_ref()
+            .map_or(&[][..], |c| &c.payload);
+        let first_new = self.ops[idx].parts.len();
+        let parts = &mut self.ops[idx].parts;
+        missing_runs(bitmap, first_bit, g, u64::from(p.len), |off, len| {
+            split(lower_pool, p.offset + off, len, |s| {
+                parts.push(Part {
+                    pool: lower_pool.id,
+                    pg: s.pg,
+                    offset: s.offset,
+                    len: s.len,
+                    op_offset: p.op_offset + off + s.op_offset,
+                    osd: 0,
+                    direct: false,
+                    layer,
+                    state: PartState::Waiting,
+                })
+            });
+        });
+        for part in first_new..self.ops[idx].parts.len() {
+            self.dispatch(idx, part);
+        }
     }
 
     /// The OSD may have lost the writes it acknowledged but did not sync: replay them.
@@ -1875,11 +1950,11 @@ impl Client {
         }
         for info in self.watches.values() {
             let name = info.borrow().name.clone();
-            // A deleted or renamed image keeps its last known metadata.
+            // A deleted or renamed image keeps its last known metadata. When the name moves
+            // to another inode (a snapshot was taken: the old inode became `IMAGE@SNAP`), the
+            // watch follows it, so the next writes go to the new top layer.
             if let Ok(new) = self.image_info(&name) {
-                if new.inode == info.borrow().inode {
-                    *info.borrow_mut() = new;
-                }
+                *info.borrow_mut() = new;
             }
         }
     }

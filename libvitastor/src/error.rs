@@ -52,6 +52,10 @@ pub enum ClientError {
     /// No such image in `index/image/`.
     #[error("image {0} does not exist")]
     NoSuchImage(String),
+    /// A layered image's parents cannot be followed (unknown parent, parent in a missing
+    /// pool, a cycle): reads would return wrong data, so they fail.
+    #[error("broken image layers: {0}")]
+    BrokenLayers(String),
     /// An OSD does not match the pool's block size, bitmap granularity, commit mode or
     /// protocol version; the op is refused rather than retried forever.
     #[error("OSD {osd} is incompatible with pool {pool}: {reason}")]
@@ -88,6 +92,7 @@ impl ClientError {
             ClientError::Io { source, .. } => source.raw_os_error().unwrap_or(errno::EIO),
             ClientError::ReadOnlyImage(_) => errno::EROFS,
             ClientError::NoSuchImage(_) => errno::ENOENT,
+            ClientError::BrokenLayers(_) => errno::EIO,
             ClientError::Osd { errno, .. } => *errno,
             ClientError::Cancelled => errno::ECANCELED,
         }

@@ -11,6 +11,7 @@
 //! - [`etcd`] — the etcd side thread (load + watch, reconnect with backoff).
 //! - [`cluster`] — the cluster view built from etcd events (pure).
 //! - [`mapping`] — splitting ranges into per-object parts (pure).
+//! - `layers` — layered (snapshot/clone) images: the parent chain and what a layer lacks (pure).
 //! - [`client`] — ops, retries, connections, unsynced-write replay, watches.
 //! - `sys` — the Linux calls (epoll, timerfd, sockets, iovecs) and their `unsafe`.
 //! - [`capi`] — the C ABI of `vitastor_c.h`, the only place errors become `-errno`.
@@ -25,6 +26,7 @@ pub mod client;
 pub mod cluster;
 pub mod error;
 pub mod etcd;
+mod layers;
 pub mod mapping;
 pub mod options;
 
