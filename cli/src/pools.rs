@@ -25,12 +25,15 @@ use crate::format;
 use crate::state::{load_images, num, Pools, MAX_TXN_ATTEMPTS};
 
 /// `create-pool NAME (-s PG_SIZE | --ec N+K) -n PG_COUNT [options]`.
+///
+/// EC and XOR pools: `--ec N+K` (Reed-Solomon; with `--scheme xor` and K = 1 an XOR pool),
+/// or `-s PG_SIZE --scheme xor|ec|jerasure [--parity_chunks K]` as in `config/pools`.
 #[derive(Debug, Args)]
 #[command(rename_all = "snake_case")]
 pub struct CreatePoolArgs {
     /// Pool name (not a number: pools are looked up by name or id).
     pub name: String,
-    /// Replicated pool with this many copies.
+    /// Copies of a replicated pool, or data + parity chunks with --scheme xor/ec.
     #[arg(
         short = 's',
         long,
@@ -41,6 +44,12 @@ pub struct CreatePoolArgs {
     /// Erasure-coded pool with N data and K parity chunks (`N+K`).
     #[arg(long, value_name = "N+K", value_parser = parse_ec)]
     pub ec: Option<(u32, u32)>,
+    /// replicated | xor | ec | jerasure (default: replicated with -s, ec with --ec).
+    #[arg(long)]
+    pub scheme: Option<String>,
+    /// Parity chunks of an xor/ec pool given with -s (xor: 1).
+    #[arg(long)]
+    pub parity_chunks: Option<u32>,
     /// Number of PGs.
     #[arg(short = 'n', long)]
     pub pg_count: u32,
@@ -108,6 +117,95 @@ fn parse_ec(s: &str) -> std::result::Result<(u32, u32), String> {
         return Err(bad());
     }
     Ok((n, k))
+}
+
+/// A new pool's scheme, size and parity chunks, from the `create-pool` options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Redundancy {
+    scheme: &'static str,
+    pg_size: u32,
+    parity_chunks: u32,
+}
+
+impl Redundancy {
+    /// Replicated: one copy may be down (at least 1); EC/XOR: the data chunks plus one when
+    /// two or more parity chunks allow it, so a PG keeps a spare part while it serves I/O.
+    fn default_minsize(&self) -> u32 {
+        match self.parity_chunks {
+            0 => self.pg_size.saturating_sub(1).max(1),
+            1 => self.pg_size - 1,
+            _ => self.pg_size - self.parity_chunks + 1,
+        }
+    }
+}
+
+fn redundancy(args: &CreatePoolArgs) -> Result<Redundancy> {
+    let scheme = match args.scheme.as_deref() {
+        None if args.ec.is_some() => "ec",
+        None | Some("replicated") => "replicated",
+        Some("xor") => "xor",
+        Some("ec") => "ec",
+        Some("jerasure") => "jerasure",
+        Some(other) => {
+            return Err(CliError::Usage(format!(
+                "unknown --scheme {other:?}: use replicated, xor, ec or jerasure"
+            )))
+        }
+    };
+    let (pg_size, parity_chunks) = match (args.pg_size, args.ec, scheme) {
+        (_, Some(_), "replicated") => {
+            return Err(CliError::Usage(
+                "--ec N+K makes an EC or XOR pool, not a replicated one".into(),
+            ))
+        }
+        (_, Some((n, k)), _) => {
+            if args.parity_chunks.is_some_and(|p| p != k) {
+                return Err(CliError::Usage(format!(
+                    "--parity_chunks {} contradicts --ec {n}+{k}",
+                    args.parity_chunks.unwrap_or(0)
+                )));
+            }
+            (n + k, k)
+        }
+        (Some(_), None, "replicated") if args.parity_chunks.is_some() => {
+            return Err(CliError::Usage(
+                "--parity_chunks applies to xor and ec pools only".into(),
+            ))
+        }
+        (Some(size), None, "replicated") => (size, 0),
+        (Some(size), None, "xor") => (size, args.parity_chunks.unwrap_or(1)),
+        (Some(size), None, _) => match args.parity_chunks {
+            Some(k) => (size, k),
+            None => {
+                return Err(CliError::Usage(format!(
+                    "an {scheme} pool given with -s needs --parity_chunks K (or use --ec N+K)"
+                )))
+            }
+        },
+        (None, None, _) => return Err(CliError::Usage("give -s PG_SIZE or --ec N+K".into())),
+    };
+    if scheme == "xor" && parity_chunks != 1 {
+        return Err(CliError::Usage(format!(
+            "an xor pool has exactly 1 parity chunk, not {parity_chunks} (use --ec N+{parity_chunks} \
+             for Reed-Solomon)"
+        )));
+    }
+    if scheme != "replicated" && parity_chunks >= pg_size {
+        return Err(CliError::Usage(format!(
+            "parity_chunks ({parity_chunks}) must be less than pg_size ({pg_size}): a PG needs \
+             at least one data chunk"
+        )));
+    }
+    if scheme == "xor" && pg_size < 3 {
+        return Err(CliError::Usage(format!(
+            "an xor pool needs at least 2 data chunks + 1 parity chunk, pg_size {pg_size} is too small"
+        )));
+    }
+    Ok(Redundancy {
+        scheme,
+        pg_size,
+        parity_chunks,
+    })
 }
 
 fn check_immediate_commit(s: &str) -> Result<()> {
@@ -178,18 +276,13 @@ pub fn create_pool(etcd: &mut Etcd, args: &CreatePoolArgs, json_out: bool) -> Re
     check_pool_name(&args.name)?;
     let mut entry = Map::new();
     entry.insert("name".into(), json!(args.name));
-    let (pg_size, default_minsize) = match (args.pg_size, args.ec) {
-        (Some(size), _) => {
-            entry.insert("scheme".into(), json!("replicated"));
-            (size, if size >= 2 { size - 1 } else { 1 })
-        }
-        (None, Some((n, k))) => {
-            entry.insert("scheme".into(), json!("ec"));
-            entry.insert("parity_chunks".into(), json!(k));
-            (n + k, if k >= 2 { n + 1 } else { n })
-        }
-        (None, None) => return Err(CliError::Usage("give -s PG_SIZE or --ec N+K".into())),
-    };
+    let redundancy = redundancy(args)?;
+    let pg_size = redundancy.pg_size;
+    entry.insert("scheme".into(), json!(redundancy.scheme));
+    if redundancy.parity_chunks > 0 {
+        entry.insert("parity_chunks".into(), json!(redundancy.parity_chunks));
+    }
+    let default_minsize = redundancy.default_minsize();
     entry.insert("pg_size".into(), json!(pg_size));
     entry.insert(
         "pg_minsize".into(),
@@ -208,9 +301,13 @@ pub fn create_pool(etcd: &mut Etcd, args: &CreatePoolArgs, json_out: bool) -> Re
     if !args.force {
         let have = failure_domains(etcd, &args.failure_domain)?;
         if have < pg_size as usize {
+            let what = match redundancy.parity_chunks {
+                0 => format!("{pg_size} copies"),
+                m => format!("{}+{m} (data+parity) chunks", pg_size - m),
+            };
             return Err(CliError::Refused(format!(
-                "a PG of pool {} needs {pg_size} different {}s, the cluster has {have}; add \
-                 --force to create it anyway",
+                "a PG of pool {} holds {what} on {pg_size} different {}s, the cluster has \
+                 {have}; add --force to create it anyway",
                 args.name, args.failure_domain
             )));
         }
@@ -356,12 +453,12 @@ pub fn rm_pool(etcd: &mut Etcd, args: &RmPoolArgs, json_out: bool) -> Result<()>
     Err(CliError::Conflict("rm-pool", MAX_TXN_ATTEMPTS))
 }
 
-/// `replicated`, `ec 2+1`, `xor 2+1`.
+/// `replicated`, `EC 2+1`, `XOR 2+1` (data + parity chunks).
 pub fn scheme_text(p: &PoolConfig) -> String {
     match p.scheme {
         Scheme::Replicated => "replicated".into(),
-        Scheme::Ec => format!("ec {}+{}", p.data_chunks(), p.parity_chunks),
-        Scheme::Xor => format!("xor {}+{}", p.data_chunks(), p.parity_chunks),
+        Scheme::Ec => format!("EC {}+{}", p.data_chunks(), p.parity_chunks),
+        Scheme::Xor => format!("XOR {}+{}", p.data_chunks(), p.parity_chunks),
     }
 }
 
