@@ -428,18 +428,22 @@ static enum fio_q_status vitastor_fio_queue(struct thread_data *td, struct io_u 
 	/* The library copies the iovec array at submission; only the buffer must live on. */
 	struct iovec iov = { .iov_base = io_u->xfer_buf, .iov_len = io_u->xfer_buflen };
 
+	/* An image opened by name follows its name: after a snapshot the name is a new inode
+	 * (the old one is the read-only snapshot), and the watch says which. */
+	uint64_t inode = d->watch ? vitastor_c_inode_get_num(d->watch) : d->inode;
+
 	io_u->engine_data = d;
 	switch (io_u->ddir) {
 	case DDIR_READ:
-		vitastor_c_read(d->cli, d->inode, io_u->offset, io_u->xfer_buflen, &iov, 1,
+		vitastor_c_read(d->cli, inode, io_u->offset, io_u->xfer_buflen, &iov, 1,
 				vitastor_fio_read_cb, io_u);
 		break;
 	case DDIR_WRITE:
-		vitastor_c_write(d->cli, d->inode, io_u->offset, io_u->xfer_buflen, 0, &iov, 1,
+		vitastor_c_write(d->cli, inode, io_u->offset, io_u->xfer_buflen, 0, &iov, 1,
 				 vitastor_fio_rw_cb, io_u);
 		break;
 	case DDIR_TRIM:
-		vitastor_c_delete(d->cli, d->inode, io_u->offset, io_u->xfer_buflen, 0,
+		vitastor_c_delete(d->cli, inode, io_u->offset, io_u->xfer_buflen, 0,
 				  vitastor_fio_status_cb, io_u);
 		break;
 	case DDIR_SYNC:

@@ -421,14 +421,6 @@ static int vitastor_open(BlockDriverState *bs, QDict *options, int flags, Error 
         s->inode = vitastor_c_inode_get_num(s->watch);
         s->size = vitastor_c_inode_get_size(s->watch);
         s->size_revision = vitastor_c_inode_get_mod_revision(s->watch);
-        if (vitastor_c_inode_get_parent_id(s->watch)) {
-            /* Reads would miss the parent's data: this client does not merge layers yet. */
-            error_setg(errp, "vitastor: image '%s' is a layer over inode 0x%" PRIx64 "; "
-                       "layered images are not supported by this client yet", s->image,
-                       vitastor_c_inode_get_parent_id(s->watch));
-            ret = -ENOTSUP;
-            goto fail;
-        }
         if (vitastor_c_inode_get_readonly(s->watch) && (flags & BDRV_O_RDWR)) {
             ret = bdrv_apply_auto_read_only(bs, "vitastor image is read-only", errp);
             if (ret < 0) {
@@ -467,6 +459,16 @@ static int vitastor_reopen_prepare(BDRVReopenState *state, BlockReopenQueue *que
         return -EACCES;
     }
     return 0;
+}
+
+/* An image opened by name follows its name: after a snapshot the name is a new inode over
+ * the old one (now the read-only snapshot), and the watch says which. */
+static uint64_t vitastor_cur_inode(BDRVVitastorState *s)
+{
+    if (s->watch) {
+        s->inode = vitastor_c_inode_get_num(s->watch);
+    }
+    return s->inode;
 }
 
 static void vitastor_refresh_limits(BlockDriverState *bs, Error **errp)
@@ -534,8 +536,8 @@ static int coroutine_fn vitastor_co_preadv(BlockDriverState *bs, int64_t offset,
     BDRVVitastorState *s = bs->opaque;
     VitastorWait w = { .co = qemu_coroutine_self() };
 
-    vitastor_c_read(s->client, s->inode, offset, bytes, qiov->iov, qiov->niov, vitastor_read_cb,
-                    &w);
+    vitastor_c_read(s->client, vitastor_cur_inode(s), offset, bytes, qiov->iov, qiov->niov,
+                    vitastor_read_cb, &w);
     vitastor_co_wait(&w);
     return w.ret < 0 ? w.ret : 0;
 }
@@ -546,7 +548,7 @@ static int coroutine_fn vitastor_co_pwritev(BlockDriverState *bs, int64_t offset
     BDRVVitastorState *s = bs->opaque;
     VitastorWait w = { .co = qemu_coroutine_self() };
 
-    vitastor_c_write(s->client, s->inode, offset, bytes, 0, qiov->iov, qiov->niov,
+    vitastor_c_write(s->client, vitastor_cur_inode(s), offset, bytes, 0, qiov->iov, qiov->niov,
                      vitastor_io_cb, &w);
     vitastor_co_wait(&w);
     return w.ret < 0 ? w.ret : 0;
@@ -573,7 +575,7 @@ static int coroutine_fn vitastor_delete_range(BDRVVitastorState *s, uint64_t off
     if (start >= end) {
         return 0;
     }
-    vitastor_c_delete(s->client, s->inode, start, end - start, 0, vitastor_io_cb, &w);
+    vitastor_c_delete(s->client, vitastor_cur_inode(s), start, end - start, 0, vitastor_io_cb, &w);
     vitastor_co_wait(&w);
     return w.ret < 0 ? w.ret : 0;
 }
@@ -692,7 +694,7 @@ static int coroutine_fn vitastor_co_truncate(BlockDriverState *bs, int64_t offse
             g_autofree void *zeros = g_malloc0(tail_end - offset);
             struct iovec iov = { zeros, tail_end - offset };
             VitastorWait w = { .co = qemu_coroutine_self() };
-            vitastor_c_write(s->client, s->inode, offset, tail_end - offset, 0, &iov, 1,
+            vitastor_c_write(s->client, vitastor_cur_inode(s), offset, tail_end - offset, 0, &iov, 1,
                              vitastor_io_cb, &w);
             vitastor_co_wait(&w);
             if (w.ret < 0) {
@@ -714,7 +716,7 @@ static int coroutine_fn vitastor_co_truncate(BlockDriverState *bs, int64_t offse
     if (!etcd_conn_init(&conn, s->config_path, s->etcd_host, s->etcd_prefix, errp)) {
         return -EINVAL;
     }
-    revision = vitastor_etcd_set_size(&conn, s->inode, offset, errp);
+    revision = vitastor_etcd_set_size(&conn, vitastor_cur_inode(s), offset, errp);
     etcd_conn_free(&conn);
     if (revision < 0) {
         return revision;
