@@ -4,11 +4,15 @@
 //! per OSD matters on a full cluster: every degraded object would otherwise queue one more
 //! doomed copy on the full OSD's store, in front of the deletes that would make room.
 //!
+//! Objects a recovery pass found waiting are parked here by deadline ([`RecoveryBackoff::park`])
+//! and handed back by [`RecoveryBackoff::due`] once it passes, so a pass never walks the
+//! objects that must still wait.
+//!
 //! It only keeps deadlines: it never starts anything and never reads the clock itself (the
 //! caller passes `now`), so a failed recovery can never lead straight into another attempt —
 //! retries happen when the event loop's next recovery pass finds the deadline past.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use vitastor_blockstore::ObjectId;
@@ -35,6 +39,9 @@ struct Entry {
 pub struct RecoveryBackoff {
     entries: HashMap<ObjKey, Entry>,
     full: HashMap<OsdNum, Entry>,
+    /// Parked objects by the time they may be tried again, and that time by object.
+    parked: BTreeSet<(Instant, ObjKey)>,
+    parked_until: HashMap<ObjKey, Instant>,
 }
 
 fn next(prev: Option<&Entry>, errno: Errno, now: Instant) -> Entry {
@@ -70,7 +77,39 @@ impl RecoveryBackoff {
 
     /// Whether OSD `osd` ran out of space recently enough not to be sent copies now.
     pub fn osd_waits(&self, osd: OsdNum, now: Instant) -> bool {
-        self.full.get(&osd).is_some_and(|e| now < e.until)
+        self.osd_ready_at(osd, now).is_some()
+    }
+
+    /// When OSD `osd` may be sent copies again, if not now.
+    pub fn osd_ready_at(&self, osd: OsdNum, now: Instant) -> Option<Instant> {
+        self.full.get(&osd).map(|e| e.until).filter(|&t| now < t)
+    }
+
+    /// When the object may be tried again, if not now.
+    pub fn ready_at(&self, key: &ObjKey, now: Instant) -> Option<Instant> {
+        self.entries.get(key).map(|e| e.until).filter(|&t| now < t)
+    }
+
+    /// Remembers that a recovery pass parked the object until `until`.
+    pub fn park(&mut self, key: ObjKey, until: Instant) {
+        if let Some(old) = self.parked_until.insert(key, until) {
+            self.parked.remove(&(old, key));
+        }
+        self.parked.insert((until, key));
+    }
+
+    /// The parked objects whose time has come (each once), in deadline order.
+    pub fn due(&mut self, now: Instant) -> Vec<ObjKey> {
+        let mut out = Vec::new();
+        while let Some(&(until, key)) = self.parked.first() {
+            if until > now {
+                break;
+            }
+            self.parked.pop_first();
+            self.parked_until.remove(&key);
+            out.push(key);
+        }
+        out
     }
 
     /// The object was recovered (or needs no recovery any more).
@@ -95,6 +134,8 @@ impl RecoveryBackoff {
     /// Forgets every object of a PG this OSD stops leading.
     pub fn forget_pg(&mut self, pg: PgId) {
         self.entries.retain(|(p, _), _| *p != pg);
+        self.parked.retain(|(_, (p, _))| *p != pg);
+        self.parked_until.retain(|(p, _), _| *p != pg);
     }
 
     /// Makes every deadline past (tests: "time has passed").
@@ -103,6 +144,10 @@ impl RecoveryBackoff {
         let past = Instant::now() - MAX_DELAY;
         for e in self.entries.values_mut().chain(self.full.values_mut()) {
             e.until = past;
+        }
+        let parked: Vec<ObjKey> = self.parked_until.keys().copied().collect();
+        for key in parked {
+            self.park(key, past);
         }
     }
 }
@@ -144,6 +189,36 @@ mod tests {
         assert!(b.osd_waits(OsdNum(3), t0 + FIRST_DELAY));
         b.osd_took(OsdNum(3));
         assert!(!b.osd_waits(OsdNum(3), t0));
+    }
+
+    #[test]
+    fn parked_objects_come_back_once_in_deadline_order() {
+        let mut b = RecoveryBackoff::default();
+        let t0 = Instant::now();
+        b.park(key(0), t0 + MAX_DELAY);
+        b.park(key(1), t0 + FIRST_DELAY);
+        // Parked again: only the new deadline counts.
+        b.park(key(2), t0 + MAX_DELAY);
+        b.park(key(2), t0 + FIRST_DELAY * 2);
+        assert!(b.due(t0).is_empty());
+        assert_eq!(b.due(t0 + FIRST_DELAY * 2), [key(1), key(2)]);
+        assert!(b.due(t0 + FIRST_DELAY * 2).is_empty());
+        assert_eq!(b.due(t0 + MAX_DELAY), [key(0)]);
+        b.park(key(3), t0);
+        b.forget_pg(PgId::new(1, 1));
+        assert!(b.due(t0 + MAX_DELAY).is_empty());
+    }
+
+    #[test]
+    fn deadlines_are_reported_only_while_in_the_future() {
+        let mut b = RecoveryBackoff::default();
+        let t0 = Instant::now();
+        b.failed(key(0), Errno::EIO, t0);
+        assert_eq!(b.ready_at(&key(0), t0), Some(t0 + FIRST_DELAY));
+        assert_eq!(b.ready_at(&key(0), t0 + FIRST_DELAY), None);
+        b.osd_full(OsdNum(2), t0);
+        assert_eq!(b.osd_ready_at(OsdNum(2), t0), Some(t0 + FIRST_DELAY));
+        assert_eq!(b.osd_ready_at(OsdNum(3), t0), None);
     }
 
     #[test]

@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
-use vitastor_blockstore::{BsOp, BsReply, ListFilter};
+use vitastor_blockstore::{BsOp, BsReply, ListFilter, ObjectId};
 use vitastor_layout::{keys, OsdNum, PgState, Scheme};
 use vitastor_protocol::{ReplyOp, Request, RequestOp, SecListOp, SecStabOp, SecSyncOp};
 
@@ -648,13 +648,21 @@ impl Server {
 
     /// Starts background recovery up to `recovery_queue_depth` objects: degraded objects
     /// first, misplaced ones only in PGs with nothing degraded, tombstone purges in PGs
-    /// that are otherwise clean.
+    /// that are otherwise clean. Objects that must wait (their last attempt failed, or a
+    /// copy would go to an OSD that is out of space) are parked until then, so the passes
+    /// that run after every recovered object do not walk them again.
     pub(crate) fn kick_recovery(&mut self) {
         let depth = self.cfg.recovery_queue_depth;
         let no_recovery = self.cluster.global_flag("no_recovery");
         let no_rebalance = self.cluster.global_flag("no_rebalance");
         let mut report = Vec::new();
         let now = std::time::Instant::now();
+        for (pg, oid) in self.backoff.due(now) {
+            if let Some(pg) = self.pgs.get_mut(&(pg.pool, pg.pg)) {
+                pg.objects.degraded.unpark(&oid);
+                pg.objects.misplaced.unpark(&oid);
+            }
+        }
         for pass in 0..3 {
             let keys: Vec<(u32, u32)> = self.pgs.keys().copied().collect();
             for key in keys {
@@ -666,38 +674,53 @@ impl Server {
                     continue;
                 }
                 report.push(key);
-                // Only as many candidates as there is room for: this runs after every
-                // recovered object, so it must not walk a PG's whole object map.
                 let room = depth - self.recovering.len();
                 let (recovering, backoff) = (&self.recovering, &self.backoff);
-                let full: Vec<u64> = pg
+                let full: Vec<(u64, std::time::Instant)> = pg
                     .live_members()
                     .into_iter()
-                    .filter(|&m| backoff.osd_waits(OsdNum(m), now))
+                    .filter_map(|m| Some((m, backoff.osd_ready_at(OsdNum(m), now)?)))
                     .collect();
-                let source: Box<dyn Iterator<Item = &vitastor_blockstore::ObjectId>> = match pass {
-                    0 if !no_recovery => Box::new(pg.objects.degraded.iter()),
+                let source: Box<dyn Iterator<Item = &ObjectId>> = match pass {
+                    0 if !no_recovery => Box::new(pg.objects.degraded.ready()),
                     1 if !no_rebalance && pg.objects.degraded.is_empty() => {
-                        Box::new(pg.objects.misplaced.iter())
+                        Box::new(pg.objects.misplaced.ready())
                     }
                     2 if pg.objects.objects.is_empty() && self.can_purge(key) => {
                         Box::new(pg.tombstones.keys())
                     }
                     _ => Box::new(std::iter::empty()),
                 };
-                let candidates: Vec<vitastor_blockstore::ObjectId> = source
-                    .filter(|o| {
-                        !recovering.contains(&(key, **o))
-                            && !pg.locks.contains_key(o)
-                            && backoff.waiting(&(key.into(), **o), now).is_none()
-                            && !pg.objects.objects.get(o).is_some_and(|st| {
-                                // A copy for an OSD that is out of space would only fail.
-                                full.iter().any(|m| !st.holders.contains(m))
-                            })
-                    })
-                    .take(room)
-                    .copied()
-                    .collect();
+                let mut candidates = Vec::new();
+                let mut park = Vec::new();
+                for &oid in source {
+                    if candidates.len() >= room {
+                        break;
+                    }
+                    if recovering.contains(&(key, oid)) || pg.locks.contains_key(&oid) {
+                        continue;
+                    }
+                    let waits = backoff.ready_at(&(key.into(), oid), now).or_else(|| {
+                        // A copy for an OSD that is out of space would only fail.
+                        let st = pg.objects.objects.get(&oid)?;
+                        full.iter()
+                            .filter(|(m, _)| !st.holders.contains(m))
+                            .map(|&(_, until)| until)
+                            .max()
+                    });
+                    match waits {
+                        Some(until) => park.push((oid, until)),
+                        None => candidates.push(oid),
+                    }
+                }
+                if pass < 2 {
+                    let pg = self.pgs.get_mut(&key).expect("listed above");
+                    for (oid, until) in park {
+                        pg.objects.degraded.park(&oid);
+                        pg.objects.misplaced.park(&oid);
+                        self.backoff.park((key.into(), oid), until);
+                    }
+                }
                 for oid in candidates {
                     if pass == 2 {
                         self.recovering.insert((key, oid));

@@ -51,9 +51,69 @@ pub struct ObjectMap {
     /// Every object that is degraded or misplaced.
     pub objects: HashMap<ObjectId, ObjState>,
     /// Objects missing on a live member (recovered first).
-    pub degraded: BTreeSet<ObjectId>,
+    pub degraded: ObjSet,
     /// Objects complete on the live members but also present elsewhere.
-    pub misplaced: BTreeSet<ObjectId>,
+    pub misplaced: ObjSet,
+}
+
+/// A set of objects recovery works through. Objects whose recovery must wait (a backoff)
+/// are parked: still members, but out of [`ObjSet::ready`], so a recovery pass does not
+/// walk them again until the backoff unparks them.
+#[derive(Debug, Default)]
+pub struct ObjSet {
+    all: BTreeSet<ObjectId>,
+    ready: BTreeSet<ObjectId>,
+}
+
+impl ObjSet {
+    /// Adds `oid`, ready.
+    pub fn insert(&mut self, oid: ObjectId) -> bool {
+        self.ready.insert(oid);
+        self.all.insert(oid)
+    }
+
+    /// Removes `oid`, parked or not.
+    pub fn remove(&mut self, oid: &ObjectId) -> bool {
+        self.ready.remove(oid);
+        self.all.remove(oid)
+    }
+
+    /// Whether `oid` is in the set, parked or not.
+    pub fn contains(&self, oid: &ObjectId) -> bool {
+        self.all.contains(oid)
+    }
+
+    /// Members, parked or not.
+    pub fn len(&self) -> usize {
+        self.all.len()
+    }
+
+    /// No members at all.
+    pub fn is_empty(&self) -> bool {
+        self.all.is_empty()
+    }
+
+    /// Every member, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &ObjectId> {
+        self.all.iter()
+    }
+
+    /// The members that are not parked, in order.
+    pub fn ready(&self) -> impl Iterator<Item = &ObjectId> {
+        self.ready.iter()
+    }
+
+    /// Takes `oid` out of [`ObjSet::ready`] until [`ObjSet::unpark`].
+    pub fn park(&mut self, oid: &ObjectId) {
+        self.ready.remove(oid);
+    }
+
+    /// Makes `oid` ready again if it is still a member.
+    pub fn unpark(&mut self, oid: &ObjectId) {
+        if self.all.contains(oid) {
+            self.ready.insert(*oid);
+        }
+    }
 }
 
 /// Builds the object map from the listings of the live peers (`osd → versions`, stable and
@@ -258,6 +318,26 @@ mod tests {
 
     fn ov(stripe: u64, version: u64) -> ObjVerId {
         ObjVerId::new(ObjectId::new(1 << 48, stripe), version)
+    }
+
+    #[test]
+    fn a_parked_object_stays_a_member_but_is_not_ready() {
+        let (a, b) = (ObjectId::new(1 << 48, 0), ObjectId::new(1 << 48, 1));
+        let mut set = ObjSet::default();
+        set.insert(a);
+        set.insert(b);
+        set.park(&a);
+        assert!(set.contains(&a));
+        assert_eq!(set.len(), 2);
+        assert_eq!(set.ready().collect::<Vec<_>>(), [&b]);
+        set.unpark(&a);
+        assert_eq!(set.ready().count(), 2);
+        // A removed object is not brought back by a late unpark.
+        set.park(&b);
+        set.remove(&b);
+        set.unpark(&b);
+        assert_eq!(set.iter().collect::<Vec<_>>(), [&a]);
+        assert_eq!(set.ready().collect::<Vec<_>>(), [&a]);
     }
 
     #[test]

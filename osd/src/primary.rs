@@ -28,10 +28,11 @@ use vitastor_protocol::{
 use crate::fanout;
 use crate::op_delete as delete;
 use crate::op_read as read;
+use crate::op_recover as recover;
 use crate::op_sync::{self as sync, SyncOp};
 use crate::op_write as write;
-use crate::pg::{Dirty, ObjState};
-use crate::recovery::{self, Cleanup, Copy, PgFacts, Source};
+use crate::pg::Dirty;
+use crate::recovery::Source;
 use crate::secondary::ReplyMsg;
 use crate::server::{ConnId, Server, SubRes};
 use crate::stats::InodeOp;
@@ -101,31 +102,16 @@ pub struct DeleteOp {
     steps: delete::DeleteOp,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum RecStage {
-    Waiting,
-    Reading,
-    Writing,
-    Deleting,
-    DelSync,
-    Stabilizing,
-}
-
-/// Recovery of one object.
+/// Recovery of one object: what it recovers and the data read, beside the decisions
+/// ([`recover::RecoverOp`]).
 #[derive(Debug)]
 pub struct RecoverOp {
     start: std::time::Instant,
     pg: (u32, u32),
     oid: ObjectId,
-    stage: RecStage,
-    pending: usize,
-    errno: Option<Errno>,
-    state: Option<ObjState>,
-    targets: Vec<u64>,
-    /// Targets whose copy failed, and why.
-    failed: Vec<(u64, Errno)>,
     bitmap: Vec<u8>,
     data: Option<Rc<AlignedBuf>>,
+    steps: recover::RecoverOp,
 }
 
 fn wire_oid(oid: ObjectId) -> WireObjectId {
@@ -146,13 +132,6 @@ pub(crate) fn wire_list(list: &[ObjVerId]) -> Vec<u8> {
     let mut out = Vec::with_capacity(wire.len() * 24);
     encode_obj_ver_ids(&wire, &mut out);
     out
-}
-
-/// Collects the errno of a failed sub-op; the first error wins.
-fn note_error(errno: &mut Option<Errno>, res: &SubRes) {
-    if errno.is_none() {
-        *errno = res.errno();
-    }
 }
 
 impl Server {
@@ -486,34 +465,21 @@ impl Server {
                 let actions = op.advance(sync::Event::Sub { tag, result });
                 self.run_sync_actions(idx, client, actions);
             }
-            POp::Recover(r) => {
-                if let (RecStage::Writing, Some(e), Some(&osd)) =
-                    (r.stage, res.errno(), r.targets.get(tag as usize))
-                {
-                    r.failed.push((osd, e));
-                }
-                note_error(&mut r.errno, &res);
-                if r.stage == RecStage::Reading && r.errno.is_none() {
-                    match res {
-                        SubRes::Bs(Ok(BsReply::Read { bitmap, data, .. })) => {
-                            r.bitmap = bitmap;
-                            r.data = Some(Rc::new(data));
-                        }
-                        SubRes::Net(Ok((reply, mut payload))) => match reply.op {
-                            ReplyOp::SecRead(h) if payload.len() >= h.attr_len as usize => {
-                                let data = payload.split_off(h.attr_len as usize);
-                                r.bitmap = payload;
-                                r.data = Some(Rc::new(AlignedBuf::from_slice(&data)));
-                            }
-                            _ => r.errno = Some(Errno::EIO),
-                        },
-                        _ => r.errno = Some(Errno::EIO),
-                    }
-                }
-                r.pending -= 1;
-                if r.pending == 0 {
-                    self.advance(idx);
-                }
+            POp::Recover(_) => {
+                let Some(POp::Recover(mut r)) = self.take_op(idx) else {
+                    unreachable!("matched above")
+                };
+                let event = if !self.pgs.contains_key(&r.pg) {
+                    recover::Event::PgGone
+                } else if r.steps.awaits_read(tag) {
+                    let result = r.take_read(res);
+                    recover::Event::Read { tag, result }
+                } else {
+                    let result = res.errno().map_or(Ok(()), Err);
+                    recover::Event::Sub { tag, result }
+                };
+                self.step_recover(idx, r, event);
+                self.release_if_done(idx);
             }
         }
     }
@@ -533,7 +499,13 @@ impl Server {
             POp::Sync { client, op } => {
                 self.ops[idx] = Some(POp::Sync { client, op });
             }
-            POp::Recover(r) => self.advance_recover(idx, r),
+            POp::Recover(r) => {
+                let event = match self.pgs.get(&r.pg) {
+                    Some(_) => recover::Event::Locked(self.recover_facts(r.pg, r.oid)),
+                    None => recover::Event::PgGone,
+                };
+                self.step_recover(idx, r, event);
+            }
             POp::Read(r) => {
                 self.ops[idx] = Some(POp::Read(r));
             }
@@ -1000,303 +972,248 @@ impl Server {
 
     // ------------------------------------------------------------------ recovery
 
-    fn advance_recover(&mut self, idx: usize, mut r: RecoverOp) {
-        let me = self.osd_num;
-        if let Some(e) = r.errno {
-            self.recovery_failed(&r, e);
-            return self.finish_recover(r);
+    /// What a recovery that just got its lock needs to know of its PG and object.
+    fn recover_facts(&self, key: (u32, u32), oid: ObjectId) -> recover::LockFacts {
+        let pg = self.pgs.get(&key);
+        recover::LockFacts {
+            state: pg.and_then(|pg| pg.objects.objects.get(&oid).cloned()),
+            live: pg.map_or_else(Vec::new, |pg| pg.live_members()),
+            me: self.osd_num,
+            ready: self.ready_peers(key),
         }
-        let Some(pg) = self.pgs.get(&r.pg) else {
-            return self.finish_recover(r);
-        };
-        match r.stage {
-            RecStage::Waiting => {
-                let Some(st) = pg.objects.objects.get(&r.oid).cloned() else {
-                    return self.finish_recover(r);
-                };
-                let live = pg.live_members();
-                let (source, targets) =
-                    match recovery::plan_copy(&st, &live, me, |o| self.peers.is_ready(o)) {
-                        Copy::From { source, targets } => (source, targets),
-                        Copy::Done => {
-                            // Every live member has it: not degraded, whatever the map said.
-                            if let Some(pg) = self.pgs.get_mut(&r.pg) {
-                                pg.objects.degraded.remove(&r.oid);
-                            }
-                            r.state = Some(st);
-                            return self.recover_cleanup(idx, r);
-                        }
-                        Copy::NoSource => {
-                            // Its holders are unreachable now; losing one re-peers the PG.
-                            self.recovery_failed(&r, Errno::EPIPE);
-                            r.errno = Some(Errno::EPIPE);
-                            return self.finish_recover(r);
-                        }
-                    };
-                r.targets = targets;
-                let block = self.geo_block_size();
-                let version = st.version;
-                r.state = Some(st);
-                r.stage = RecStage::Reading;
-                r.pending = 1;
-                let oid = r.oid;
-                self.ops[idx] = Some(POp::Recover(r));
-                match source {
-                    Source::Local => self.sub_local(
-                        idx,
-                        0,
-                        BsOp::Read {
-                            oid,
-                            version,
-                            offset: 0,
-                            len: block,
-                        },
-                    ),
-                    Source::Osd(osd) => {
+    }
+
+    /// What a recovery's cleanup needs to know of its PG once the live members hold the
+    /// object.
+    fn cleanup_facts(&self, key: (u32, u32)) -> recover::CleanupFacts {
+        let pg = self.pgs.get(&key);
+        let members = pg.map_or_else(Vec::new, |pg| pg.members());
+        recover::CleanupFacts {
+            complete: pg.is_some_and(|pg| {
+                pg.objects.degraded.is_empty() && members.len() == pg.pool_cfg.pg_size as usize
+            }),
+            members,
+            no_rebalance: self.cluster.global_flag("no_rebalance"),
+            ready: self.ready_peers(key),
+        }
+    }
+
+    /// The PG's peers whose connection is up.
+    fn ready_peers(&self, key: (u32, u32)) -> Vec<u64> {
+        self.pgs.get(&key).map_or_else(Vec::new, |pg| {
+            pg.peers
+                .iter()
+                .copied()
+                .filter(|&o| self.peers.is_ready(o))
+                .collect()
+        })
+    }
+
+    /// Feeds recovery `idx` (taken out of its slot) one event and carries out what it
+    /// decided; puts it back unless it is over.
+    fn step_recover(&mut self, idx: usize, mut r: RecoverOp, event: recover::Event) {
+        let (key, oid) = (r.pg, r.oid);
+        let flags = vitastor_protocol::OSD_OP_RECOVERY_RELATED;
+        let mut next = Some(event);
+        while let Some(event) = next.take() {
+            for action in r.steps.advance(event) {
+                match action {
+                    recover::Action::Read {
+                        tag,
+                        source: Source::Local,
+                        version,
+                    } => {
+                        let len = self.geo_block_size();
+                        self.sub_local(
+                            idx,
+                            tag,
+                            BsOp::Read {
+                                oid,
+                                version,
+                                offset: 0,
+                                len,
+                            },
+                        );
+                    }
+                    recover::Action::Read {
+                        tag,
+                        source: Source::Osd(osd),
+                        version,
+                    } => {
                         let req = Request {
                             id: 0,
                             op: RequestOp::SecRead(SecRwOp {
                                 oid: wire_oid(oid),
                                 version,
                                 offset: 0,
-                                len: block,
+                                len: self.geo_block_size(),
                                 attr_len: self.bs.layout().bitmap_bytes() as u32,
-                                flags: vitastor_protocol::OSD_OP_RECOVERY_RELATED,
+                                flags,
                             }),
                         };
-                        self.sub_remote(idx, 0, osd, req, Vec::new(), None);
+                        self.sub_remote(idx, tag, osd, req, Vec::new(), None);
                     }
-                }
-            }
-            RecStage::Reading => {
-                let st = r.state.as_ref().expect("set before reading");
-                let version = st.version;
-                let data = r.data.clone().expect("set by a successful read");
-                let bitmap = r.bitmap.clone();
-                if bitmap.iter().all(|&b| b == 0) {
-                    // The current version is a tombstone: copy it, then purge it once clean.
-                    if let Some(pg) = self.pgs.get_mut(&r.pg) {
-                        pg.tombstones.insert(r.oid, version);
+                    recover::Action::Tombstone { version } => {
+                        if let Some(pg) = self.pgs.get_mut(&key) {
+                            pg.tombstones.insert(oid, version);
+                        }
                     }
-                }
-                r.stage = RecStage::Writing;
-                r.pending = r.targets.len();
-                let targets = r.targets.clone();
-                let oid = r.oid;
-                self.ops[idx] = Some(POp::Recover(r));
-                for (i, osd) in targets.into_iter().enumerate() {
-                    if osd == me {
-                        self.sub_local(
-                            idx,
-                            i as u32,
-                            BsOp::Write {
+                    recover::Action::Write { tag, osd, version } => {
+                        let data = r.data.clone().expect("kept by a successful read");
+                        if osd == self.osd_num {
+                            let op = BsOp::Write {
                                 oid,
                                 version,
                                 offset: 0,
                                 data: AlignedBuf::from_slice(&data),
-                                bitmap: Some(bitmap.clone()),
+                                bitmap: Some(r.bitmap.clone()),
                                 stable: true,
-                            },
-                        );
-                    } else {
-                        let rw = SecRwOp {
-                            oid: wire_oid(oid),
-                            version,
-                            offset: 0,
-                            len: data.len() as u32,
-                            attr_len: bitmap.len() as u32,
-                            flags: vitastor_protocol::OSD_OP_RECOVERY_RELATED,
-                        };
+                            };
+                            self.sub_local(idx, tag, op);
+                        } else {
+                            let rw = SecRwOp {
+                                oid: wire_oid(oid),
+                                version,
+                                offset: 0,
+                                len: data.len() as u32,
+                                attr_len: r.bitmap.len() as u32,
+                                flags,
+                            };
+                            let req = Request {
+                                id: 0,
+                                op: RequestOp::SecWriteStable(rw),
+                            };
+                            self.sub_remote(idx, tag, osd, req, r.bitmap.clone(), Some(data));
+                        }
+                    }
+                    recover::Action::NotDegraded => {
+                        if let Some(pg) = self.pgs.get_mut(&key) {
+                            pg.objects.degraded.remove(&oid);
+                        }
+                    }
+                    recover::Action::Copied { state, targets } => {
+                        for &osd in &targets {
+                            self.backoff.osd_took(OsdNum(osd));
+                        }
+                        if let Some(pg) = self.pgs.get_mut(&key) {
+                            if let Some(cur) = pg.objects.objects.get_mut(&oid) {
+                                *cur = state;
+                            }
+                            pg.objects.degraded.remove(&oid);
+                            let bytes = r.data.as_ref().map_or(0, |d| d.len() as u64);
+                            self.stats.recovered(false, r.start, bytes);
+                        }
+                    }
+                    recover::Action::GatherCleanup => {
+                        next = Some(recover::Event::Cleanup(self.cleanup_facts(key)));
+                    }
+                    recover::Action::Clean => {
+                        if let Some(pg) = self.pgs.get_mut(&key) {
+                            pg.objects.objects.remove(&oid);
+                            pg.objects.degraded.remove(&oid);
+                            pg.objects.misplaced.remove(&oid);
+                        }
+                    }
+                    recover::Action::Keep { misplaced } => {
+                        if let (Some(pg), true) = (self.pgs.get_mut(&key), misplaced) {
+                            pg.objects.degraded.remove(&oid);
+                            pg.objects.misplaced.insert(oid);
+                        }
+                    }
+                    recover::Action::MovingOut => {
+                        if let Some(pg) = self.pgs.get_mut(&key) {
+                            pg.objects.degraded.remove(&oid);
+                            pg.objects.misplaced.insert(oid);
+                        }
+                    }
+                    recover::Action::Delete { tag, osd, version } => {
                         let req = Request {
                             id: 0,
-                            op: RequestOp::SecWriteStable(rw),
+                            op: RequestOp::SecDelete(SecDeleteOp {
+                                oid: wire_oid(oid),
+                                version,
+                                flags,
+                            }),
                         };
-                        self.sub_remote(
-                            idx,
-                            i as u32,
-                            osd,
-                            req,
-                            bitmap.clone(),
-                            Some(Rc::clone(&data)),
-                        );
+                        self.sub_remote(idx, tag, osd, req, Vec::new(), None);
                     }
-                }
-            }
-            RecStage::Writing => {
-                for &osd in &r.targets {
-                    self.backoff.osd_took(OsdNum(osd));
-                }
-                if let Some(st) = r.state.as_mut() {
-                    let targets = std::mem::take(&mut r.targets);
-                    st.stale.retain(|o| !targets.contains(o));
-                    st.holders.extend(targets);
-                }
-                if let (Some(pg), Some(st)) = (self.pgs.get_mut(&r.pg), r.state.as_ref()) {
-                    if let Some(cur) = pg.objects.objects.get_mut(&r.oid) {
-                        *cur = st.clone();
+                    recover::Action::SyncPeer { tag, osd } => {
+                        let op = RequestOp::SecSync(SecSyncOp { flags });
+                        self.sub_remote(idx, tag, osd, Request { id: 0, op }, Vec::new(), None);
                     }
-                    pg.objects.degraded.remove(&r.oid);
-                    let bytes = r.data.as_ref().map_or(0, |d| d.len() as u64);
-                    self.stats.recovered(false, r.start, bytes);
-                }
-                self.recover_cleanup(idx, r)
-            }
-            RecStage::Deleting | RecStage::DelSync => {
-                let syncing = r.stage == RecStage::Deleting;
-                r.stage = if syncing {
-                    RecStage::DelSync
-                } else {
-                    RecStage::Stabilizing
-                };
-                let st = r.state.as_ref().expect("set before deleting");
-                let oid_ver = ObjVerId::new(r.oid, st.version + 1);
-                r.pending = r.targets.len();
-                let targets = r.targets.clone();
-                self.ops[idx] = Some(POp::Recover(r));
-                let flags = vitastor_protocol::OSD_OP_RECOVERY_RELATED;
-                self.sync_or_stabilize(idx, &targets, syncing, oid_ver, flags);
-            }
-            RecStage::Stabilizing => {
-                if let Some(pg) = self.pgs.get_mut(&r.pg) {
-                    pg.objects.objects.remove(&r.oid);
-                    pg.objects.misplaced.remove(&r.oid);
-                    self.stats.recovered(true, r.start, 0);
-                }
-                self.finish_recover(r)
-            }
-        }
-    }
-
-    /// After the live members hold the object: done if it lives nowhere else; else its
-    /// copies outside the set are removed, but only once the whole PG is complete (every
-    /// member up, nothing degraded) and rebalancing is allowed.
-    fn recover_cleanup(&mut self, idx: usize, mut r: RecoverOp) {
-        let st = r.state.clone().expect("set before cleanup");
-        let Some(pg) = self.pgs.get(&r.pg) else {
-            return self.finish_recover(r);
-        };
-        let members = pg.members();
-        let facts = PgFacts {
-            members: &members,
-            complete: pg.objects.degraded.is_empty()
-                && members.len() == pg.pool_cfg.pg_size as usize,
-            no_rebalance: self.cluster.global_flag("no_rebalance"),
-        };
-        let plan = recovery::plan_cleanup(&st, facts, |o| self.peers.is_ready(o));
-        let outside = match plan {
-            Cleanup::MoveOut(outside) => outside,
-            Cleanup::Clean | Cleanup::Keep { .. } => {
-                if let Some(pg) = self.pgs.get_mut(&r.pg) {
-                    match plan {
-                        Cleanup::Clean => {
-                            pg.objects.objects.remove(&r.oid);
-                            pg.objects.degraded.remove(&r.oid);
-                            pg.objects.misplaced.remove(&r.oid);
+                    recover::Action::Stabilize { tag, osd, version } => {
+                        // A peer's unstable delete can only be stabilized once it is synced.
+                        let list = wire_list(&[ObjVerId::new(oid, version)]);
+                        let op = RequestOp::SecStabilize(SecStabOp {
+                            len: list.len() as u64,
+                            flags,
+                        });
+                        self.sub_remote(idx, tag, osd, Request { id: 0, op }, list, None);
+                    }
+                    recover::Action::MovedOut => {
+                        if let Some(pg) = self.pgs.get_mut(&key) {
+                            pg.objects.objects.remove(&oid);
+                            pg.objects.misplaced.remove(&oid);
+                            self.stats.recovered(true, r.start, 0);
                         }
-                        Cleanup::Keep { misplaced: true } => {
-                            pg.objects.degraded.remove(&r.oid);
-                            pg.objects.misplaced.insert(r.oid);
+                    }
+                    recover::Action::Failed {
+                        errno,
+                        full,
+                        copied,
+                        repeer,
+                    } => self.recovery_failed(&r, errno, &full, copied, repeer),
+                    recover::Action::Finish { succeeded } => {
+                        if succeeded {
+                            self.backoff.succeeded(&(key.into(), oid));
                         }
-                        _ => {}
+                        self.recovering.remove(&(key, oid));
+                        self.unlock(key, oid);
+                        self.op_done(key);
+                        // The next attempt, or the next object, is the event loop's.
+                        self.recovery_kick = true;
                     }
                 }
-                return self.finish_recover(r);
             }
-        };
-        if let Some(pg) = self.pgs.get_mut(&r.pg) {
-            pg.objects.degraded.remove(&r.oid);
-            pg.objects.misplaced.insert(r.oid);
         }
-        r.stage = RecStage::Deleting;
-        r.targets = outside.clone();
-        r.pending = outside.len();
-        let (oid, version) = (r.oid, st.version + 1);
-        self.ops[idx] = Some(POp::Recover(r));
-        for (i, osd) in outside.into_iter().enumerate() {
-            let req = Request {
-                id: 0,
-                op: RequestOp::SecDelete(SecDeleteOp {
-                    oid: wire_oid(oid),
-                    version,
-                    flags: vitastor_protocol::OSD_OP_RECOVERY_RELATED,
-                }),
-            };
-            self.sub_remote(idx, i as u32, osd, req, Vec::new(), None);
+        if !r.steps.is_done() {
+            self.ops[idx] = Some(POp::Recover(r));
         }
-    }
-
-    /// Sends SEC_SYNC (`syncing`) or SEC_STABILIZE of `oid_ver` to each of `osds` as sub-ops
-    /// of op `idx`: a peer's unstable version can only be stabilized once it is synced.
-    fn sync_or_stabilize(
-        &mut self,
-        idx: usize,
-        osds: &[u64],
-        syncing: bool,
-        oid_ver: ObjVerId,
-        flags: u32,
-    ) {
-        let list = wire_list(&[oid_ver]);
-        for (i, &osd) in osds.iter().enumerate() {
-            let (op, payload) = if syncing {
-                (RequestOp::SecSync(SecSyncOp { flags }), Vec::new())
-            } else {
-                let op = RequestOp::SecStabilize(SecStabOp {
-                    len: list.len() as u64,
-                    flags,
-                });
-                (op, list.clone())
-            };
-            self.sub_remote(idx, i as u32, osd, Request { id: 0, op }, payload, None);
-        }
-    }
-
-    fn finish_recover(&mut self, r: RecoverOp) {
-        if r.errno.is_none() {
-            self.backoff.succeeded(&(r.pg.into(), r.oid));
-        }
-        self.recovering.remove(&(r.pg, r.oid));
-        self.unlock(r.pg, r.oid);
-        self.op_done(r.pg);
-        self.recovery_kick = true;
     }
 
     /// A recovery failed: the object waits (longer after each failure) before the next
-    /// attempt, which the event loop makes. Copies that were made count. Only an error that
-    /// says the PG's object map is wrong (the source lacks the version, a target has it
-    /// already) re-peers: out of space or a device error would fail the same way after
-    /// peering, and a lost peer re-peers the PG by itself.
-    fn recovery_failed(&mut self, r: &RecoverOp, e: Errno) {
+    /// attempt, which the event loop makes, and so do the `full` OSDs for copies. Copies
+    /// that were made count. Only an error that says the PG's object map is wrong
+    /// re-peers (see [`recovery::failure_needs_repeer`]).
+    fn recovery_failed(
+        &mut self,
+        r: &RecoverOp,
+        e: Errno,
+        full: &[u64],
+        copied: Option<(u64, Vec<u64>)>,
+        repeer: bool,
+    ) {
         let now = std::time::Instant::now();
         let delay = self.backoff.failed((r.pg.into(), r.oid), e, now);
-        for &(osd, why) in &r.failed {
-            if why == Errno::ENOSPC {
-                self.backoff.osd_full(OsdNum(osd), now);
-            }
+        for &osd in full {
+            self.backoff.osd_full(OsdNum(osd), now);
         }
         tracing::info!(
             "pg {}/{}: recovery of {:?} ({:?}) failed ({e}), next attempt in {delay:?}",
             r.pg.0,
             r.pg.1,
             r.oid,
-            r.state
+            r.steps.state()
         );
-        if r.stage == RecStage::Writing {
-            let copied: Vec<u64> = r
-                .targets
-                .iter()
-                .copied()
-                .filter(|t| !r.failed.iter().any(|(o, _)| o == t))
-                .collect();
-            if let (Some(pg), Some(st)) = (self.pgs.get_mut(&r.pg), r.state.as_ref()) {
-                if let Some(cur) = pg.objects.objects.get_mut(&r.oid) {
-                    if cur.version == st.version {
-                        cur.stale.retain(|o| !copied.contains(o));
-                        cur.holders.extend(copied);
-                    }
+        if let (Some((version, took)), Some(pg)) = (copied, self.pgs.get_mut(&r.pg)) {
+            if let Some(cur) = pg.objects.objects.get_mut(&r.oid) {
+                if cur.version == version {
+                    cur.stale.retain(|o| !took.contains(o));
+                    cur.holders.extend(took);
                 }
             }
         }
-        if recovery::failure_needs_repeer(e) {
+        if repeer {
             self.peer_trouble(r.pg);
         }
     }
@@ -1384,15 +1301,30 @@ impl RecoverOp {
             start: std::time::Instant::now(),
             pg,
             oid,
-            stage: RecStage::Waiting,
-            pending: 0,
-            errno: None,
-            state: None,
-            targets: Vec::new(),
-            failed: Vec::new(),
             bitmap: Vec::new(),
             data: None,
+            steps: recover::RecoverOp::new(),
         }
+    }
+
+    /// Keeps the data and bitmap of the read the op waits for; `Ok(true)` for a tombstone.
+    fn take_read(&mut self, res: SubRes) -> Result<bool, Errno> {
+        match res {
+            SubRes::Bs(Ok(BsReply::Read { bitmap, data, .. })) => {
+                self.bitmap = bitmap;
+                self.data = Some(Rc::new(data));
+            }
+            SubRes::Net(Ok((reply, mut payload))) => match reply.op {
+                ReplyOp::SecRead(h) if payload.len() >= h.attr_len as usize => {
+                    let data = payload.split_off(h.attr_len as usize);
+                    self.bitmap = payload;
+                    self.data = Some(Rc::new(AlignedBuf::from_slice(&data)));
+                }
+                _ => return Err(Errno::EIO),
+            },
+            other => return Err(other.errno().unwrap_or(Errno::EIO)),
+        }
+        Ok(self.bitmap.iter().all(|&b| b == 0))
     }
 }
 
@@ -1437,7 +1369,7 @@ mod tests {
 mod error_path_tests {
     use vitastor_blockstore::{ImmediateCommit, ObjVerId, ObjectId};
 
-    use vitastor_layout::PgId;
+    use vitastor_layout::{OsdNum, PgId};
 
     use crate::etcd::EtcdEvent;
     use crate::pg::{ObjState, Phase};
@@ -1519,6 +1451,50 @@ mod error_path_tests {
         b.server.kick_recovery();
         b.pump();
         assert_eq!(b.server.backoff.attempts(&key), 2, "retried once due");
+    }
+
+    #[test]
+    fn a_backed_off_object_is_parked_instead_of_rescanned() {
+        let mut b = Bench::new(Setup::default());
+        let oid = lost_holder(&mut b);
+        b.server.kick_recovery();
+        b.pump();
+        // The first pass after the failure parks it: still degraded, out of the scan.
+        b.server.kick_recovery();
+        let degraded = &b.server.pgs[&(1, 1)].objects.degraded;
+        assert!(degraded.contains(&oid));
+        assert_eq!(degraded.ready().count(), 0, "parked until its deadline");
+        b.server.backoff.expire_all();
+        b.server.kick_recovery();
+        b.pump();
+        let key = (PgId::new(1, 1), oid);
+        assert_eq!(
+            b.server.backoff.attempts(&key),
+            2,
+            "unparked and retried once due"
+        );
+    }
+
+    #[test]
+    fn an_object_whose_copy_would_go_to_a_full_osd_is_parked() {
+        let mut b = Bench::new(Setup::default());
+        let oid = lost_holder(&mut b);
+        b.server
+            .backoff
+            .osd_full(OsdNum(1), std::time::Instant::now());
+        b.server.kick_recovery();
+        b.pump();
+        let key = (PgId::new(1, 1), oid);
+        assert_eq!(b.server.backoff.attempts(&key), 0, "no copy to a full OSD");
+        assert_eq!(b.server.pgs[&(1, 1)].objects.degraded.ready().count(), 0);
+        b.server.backoff.expire_all();
+        b.server.kick_recovery();
+        b.pump();
+        assert_eq!(
+            b.server.backoff.attempts(&key),
+            1,
+            "tried once the OSD may take copies"
+        );
     }
 
     #[test]
