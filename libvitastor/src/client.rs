@@ -950,11 +950,12 @@ impl Client {
         op.parts[part_idx].osd = osd;
         op.parts[part_idx].state = PartState::Sent;
         let rw = RwOp {
-            inode: op
-                .layers
-                .get(usize::from(part.layer))
-                .copied()
-                .unwrap_or(op.inode),
+            // Only a layered read's lower parts go elsewhere than the op's inode.
+            inode: if part.layer == 0 {
+                op.inode
+            } else {
+                op.layers[usize::from(part.layer)]
+            },
             offset: part.offset,
             len: part.len,
             flags: 0,
@@ -1872,6 +1873,7 @@ impl Client {
         op.version_out = 0;
         op.restart = false;
         op.iov.clear();
+        op.layers.clear();
         self.free_ops.push(idx);
     }
 

@@ -122,6 +122,12 @@ fn layered_reads_writes_and_broken_chains() {
             "layer {inode} reads wrong data"
         );
     }
+    // An op slot that served a layered read then serves a write to another inode: the
+    // write must go there, not to the read's layers.
+    let flat = pattern(9, 2 * G);
+    write(&mut client, &done, 20, 0, &flat);
+    assert!(read(&mut client, &done, 20, 0, 2 * G).unwrap() == flat);
+    assert!(read(&mut client, &done, 3, 0, SIZE).unwrap() == layers[3]);
     // Unaligned to objects, crossing them.
     let got = read(&mut client, &done, 3, OBJ - 2 * G, OBJ + 4 * G).unwrap();
     assert!(got[..] == layers[3][(OBJ - 2 * G) as usize..(2 * OBJ + 2 * G) as usize]);
