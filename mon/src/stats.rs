@@ -30,8 +30,9 @@
 //! - `stats`: `{"time","osd_count","osd_up","total_raw","free_raw","op_stats":{..},
 //!   "subop_stats":{..},"recovery_stats":{..}}` — counters summed over all OSDs, rates over
 //!   up OSDs.
-//! - `pool/stats/<pool>`: `{"time","name","scheme","pg_size","pg_minsize","pg_count",
-//!   "total_raw","free_raw","used_raw","raw_to_usable","pg_states":{"active":N,...},
+//! - `pool/stats/<pool>`: `{"time","name","scheme","pg_size","parity_chunks","pg_minsize",
+//!   "pg_count","total_raw","free_raw","used_raw","raw_to_usable" (k/(k+m) for EC/XOR),
+//!   "pg_states":{"active":N,...},
 //!   "read":{..},"write":{..},"delete":{..}}`; for a pool the monitor cannot place:
 //!   `{"time","error":"<why>"}`.
 //! - `inode/stats/<pool>/<inode>`: `{"raw_used","read":{..},"write":{..},"delete":{..}}`.
@@ -449,7 +450,8 @@ pub fn aggregate(
         }
         let mut v = json!({
             "time": now_unix, "name": p.name, "scheme": format!("{:?}", p.scheme).to_lowercase(),
-            "pg_size": p.pg_size, "pg_minsize": p.pg_minsize, "pg_count": p.pg_count,
+            "pg_size": p.pg_size, "parity_chunks": p.parity_chunks, "pg_minsize": p.pg_minsize,
+            "pg_count": p.pg_count,
             "total_raw": total, "free_raw": free, "used_raw": used,
             "raw_to_usable": raw_to_usable, "pg_states": pg_states,
         });

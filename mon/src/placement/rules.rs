@@ -126,7 +126,12 @@ impl PoolRules {
         let pg_size = small("pg_size", required("pg_size")?)?;
         let pg_minsize = small("pg_minsize", required("pg_minsize")?)?;
         let pg_count = required("pg_count")?;
-        let parity_chunks = small("parity_chunks", uint("parity_chunks")?.unwrap_or(0))?;
+        // XOR has one parity chunk whether or not the entry says so (as `PoolConfig` reads it).
+        let default_parity = if scheme == PoolScheme::Xor { 1 } else { 0 };
+        let parity_chunks = small(
+            "parity_chunks",
+            uint("parity_chunks")?.unwrap_or(default_parity),
+        )?;
         let max_osd_combinations = small(
             "max_osd_combinations",
             uint("max_osd_combinations")?.unwrap_or(DEFAULT_MAX_OSD_COMBINATIONS as u64),
@@ -225,6 +230,17 @@ impl PoolRules {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn xor_without_parity_chunks_has_one() {
+        let r = PoolRules::from_json(
+            PoolId(1),
+            &json!({"scheme":"xor","pg_size":3,"pg_minsize":2,"pg_count":8}),
+        )
+        .unwrap();
+        assert_eq!(r.parity_chunks, 1);
+        r.validate().unwrap();
+    }
 
     #[test]
     fn parses_readme_example() {
