@@ -32,9 +32,10 @@
 //!   `torn::PartListing` per (part, OSD), call `torn::settle(k, ..)`; send its
 //!   `stabilize` and `rollback` lists, put `stale` parts in the degraded set and report
 //!   `Lost` objects as incomplete (the PG does not go active on them).
-//! - **Recovery** of a part: a degraded READ of the whole part (`read::plan` with
-//!   `wanted[j] = 0..block_size` for a data part; a parity part is re-encoded from all data
-//!   parts with [`codec::Codec::encode`], bitmaps too), then a stable write of the part.
+//! - **Recovery** of part `p`: `read::plan_recovery(geo, p, reachable, local)` reads the
+//!   whole of `k` other parts; `ReadPlan::recover(codec, replies, p)` gives the part's
+//!   bytes and bitmap (a data part rebuilt, a parity part re-encoded), written to the new
+//!   holder as a stable version (SEC_WRITE_STABLE with the bitmap, or the local store).
 //! - **PG activity**: a PG serves I/O with at least `pg_minsize` (≥ k) live parts; a write
 //!   refuses with EPIPE below `k` live parts.
 //!

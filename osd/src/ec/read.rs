@@ -113,6 +113,26 @@ pub fn plan(
     })
 }
 
+/// Plans the recovery of part `part` (data or parity): the whole of every data part, read
+/// from any `k` reachable parts other than `part` itself.
+pub fn plan_recovery(
+    geo: &Geometry,
+    part: u32,
+    reachable: &[bool],
+    local: Option<u32>,
+) -> Result<ReadPlan, EcError> {
+    let mut others = reachable.to_vec();
+    if let Some(r) = others.get_mut(part as usize) {
+        *r = false;
+    }
+    plan(
+        geo,
+        vec![0..geo.block_size; geo.data_parts as usize],
+        &others,
+        local,
+    )
+}
+
 /// Plans a client READ of `len` bytes at `offset` of the object.
 pub fn plan_range(
     geo: &Geometry,
@@ -199,6 +219,39 @@ impl ReadPlan {
             }
         }
         Ok(out.into_iter().map(Option::unwrap_or_default).collect())
+    }
+
+    /// Part `part`'s whole content and bitmap from the replies to a [`plan_recovery`] plan:
+    /// a data part as rebuilt, a parity part encoded from the data parts.
+    pub fn recover(
+        &self,
+        codec: &Codec,
+        replies: &[PartData],
+        part: u32,
+    ) -> Result<PartData, EcError> {
+        let k = self.geo.data_parts as usize;
+        let n = self.geo.total_parts() as usize;
+        let full = 0..self.geo.block_size;
+        if part as usize >= n || self.wanted.iter().any(|w| *w != full) {
+            return Err(EcError::Shape(format!(
+                "part {part} cannot be recovered from this plan"
+            )));
+        }
+        let mut parts = self.rebuild(codec, replies)?;
+        if (part as usize) < k {
+            return Ok(std::mem::take(&mut parts[part as usize]));
+        }
+        parts.resize(n, PartData::default());
+        for p in &mut parts[k..] {
+            p.data = vec![0; self.geo.block_size as usize];
+            p.bitmap = vec![0; self.geo.part_bitmap_bytes()];
+        }
+        let mut data: Vec<&mut [u8]> = parts.iter_mut().map(|p| p.data.as_mut_slice()).collect();
+        codec.encode(&mut data)?;
+        let mut bitmaps: Vec<&mut [u8]> =
+            parts.iter_mut().map(|p| p.bitmap.as_mut_slice()).collect();
+        codec.encode(&mut bitmaps)?;
+        Ok(std::mem::take(&mut parts[part as usize]))
     }
 
     /// A client READ's answer: the object's bitmap and the `len` bytes at `offset` the plan
@@ -334,7 +387,46 @@ mod tests {
         assert_eq!(p.reads.iter().map(|r| r.part).collect::<Vec<_>>(), [1, 3]);
     }
 
+    #[test]
+    fn recovery_reads_k_other_parts() {
+        let geo = Geometry::new(2, 2, 16384, 4096).unwrap();
+        let p = plan_recovery(&geo, 3, &[true; 4], Some(2)).unwrap();
+        assert_eq!(p.reads.iter().map(|r| r.part).collect::<Vec<_>>(), [0, 1]);
+        let p = plan_recovery(&geo, 0, &[true, true, false, true], None).unwrap();
+        assert_eq!(p.reads.iter().map(|r| r.part).collect::<Vec<_>>(), [1, 3]);
+        assert!(p.reads.iter().all(|r| r.range == (0..16384)));
+        assert!(plan_recovery(&geo, 0, &[true, false, false, true], None).is_err());
+    }
+
     proptest! {
+        /// Any lost part rebuilt from k others equals what was stored, data and bitmap.
+        #[test]
+        fn recovered_parts_equal_the_stored_ones(
+            rs in any::<bool>(),
+            part in 0u32..6,
+            other_lost in proptest::option::of(0u32..6),
+            seed in any::<u8>(),
+        ) {
+            let (geo, codec) = if rs {
+                (Geometry::new(4, 2, 16384, 4096).unwrap(), Codec::reed_solomon(4, 2).unwrap())
+            } else {
+                (Geometry::new(4, 1, 16384, 4096).unwrap(), Codec::xor(4).unwrap())
+            };
+            let n = geo.total_parts();
+            let part = part % n;
+            let mut reachable = vec![true; n as usize];
+            reachable[part as usize] = false;
+            if let Some(o) = other_lost.filter(|_| geo.parity_parts > 1) {
+                reachable[(o % n) as usize] = false;
+            }
+            let stored = stripe(&geo, &codec, seed);
+            let p = plan_recovery(&geo, part, &reachable, None).unwrap();
+            prop_assert!(p.reads.iter().all(|r| reachable[r.part as usize]));
+            prop_assert_eq!(p.reads.len(), geo.data_parts as usize);
+            let got = p.recover(&codec, &answer(&p, &stored), part).unwrap();
+            prop_assert_eq!(&got, &stored[part as usize]);
+        }
+
         /// Any range, any m lost parts: the answer equals the stripe as written.
         #[test]
         fn degraded_reads_return_what_was_written(
