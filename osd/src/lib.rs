@@ -28,6 +28,7 @@ pub mod op_sync;
 pub mod op_write;
 pub mod options;
 pub mod peering;
+pub mod peering_round;
 pub mod peers;
 pub mod pg;
 pub mod primary;

@@ -20,7 +20,8 @@ use vitastor_protocol::{ReplyOp, Request, RequestOp, SecListOp, SecStabOp, SecSy
 
 use crate::cluster::Changes;
 use crate::etcd::{EtcdCommand, EtcdEvent};
-use crate::pg::{classify, Pg, Phase};
+use crate::peering_round::{Action as RoundAction, Event as RoundEvent, PeeringRound, Reachable};
+use crate::pg::{Pg, Phase};
 use crate::primary::{parse_listing, wire_list};
 use crate::server::{Owner, Server, SubRes};
 
@@ -174,11 +175,8 @@ impl Server {
         // dropped before it, must not count in this one.
         self.peering_epoch += 1;
         pg.epoch = self.peering_epoch;
-        pg.repeer = false;
-        pg.failed = false;
+        pg.round = PeeringRound::new(pg.epoch);
         pg.live.clear();
-        pg.listings.clear();
-        pg.unstable.clear();
         pg.objects = Default::default();
         pg.dirty.clear();
         let state = PgState::new(me, &pg.state_names(), pg.peers.iter().copied().collect());
@@ -262,6 +260,7 @@ impl Server {
         }
     }
 
+    /// Starts the peering round on the peers that are reachable now.
     fn start_listing(&mut self, key: (u32, u32)) {
         let me = self.osd_num;
         let live: BTreeSet<u64> = self.pgs[&key]
@@ -274,62 +273,120 @@ impl Server {
         let pg = self.pgs.get_mut(&key).expect("checked by the caller");
         tracing::debug!("pg {}/{}: listing on {live:?}", key.0, key.1);
         pg.live = live.clone();
-        let live_members = pg.live_members().len();
-        if live_members < pg.pool_cfg.pg_minsize as usize {
-            tracing::warn!(
-                "pg {}/{}: only {live_members} of its OSDs are reachable (pg_minsize {}): incomplete",
-                key.0, key.1, pg.pool_cfg.pg_minsize
-            );
-            pg.phase = Phase::Incomplete;
-            return self.report_pg(key);
-        }
-        pg.phase = Phase::Listing;
-        pg.waiting = live.len();
-        let pool = &pg.pool_cfg;
-        let min_inode = (pool.id as u64) << vitastor_layout::POOL_ID_BITS;
-        let max_inode = min_inode | ((1u64 << vitastor_layout::POOL_ID_BITS) - 1);
-        let filter = ListFilter {
-            pg_count: pool.pg_count,
-            pg_num: key.1,
-            pg_stripe_size: pool.effective_stripe_size(),
-            min_inode,
-            max_inode,
-            min_stripe: 0,
-            max_stripe: 0,
+        let reach = Reachable {
+            live,
+            live_members: pg.live_members(),
+            pg_minsize: pg.pool_cfg.pg_minsize as usize,
         };
-        let epoch = pg.epoch;
-        self.report_pg(key);
-        for osd in live {
-            if osd == me {
-                self.submit_local(Owner::List(key, me, epoch), BsOp::List(filter));
-            } else {
-                let req = Request {
-                    id: 0,
-                    op: RequestOp::SecList(SecListOp {
-                        list_pg: filter.pg_num,
-                        pg_count: filter.pg_count,
-                        pg_stripe_size: filter.pg_stripe_size,
+        self.step_round(key, RoundEvent::Start(reach));
+    }
+
+    /// Feeds the PG's peering round one event and carries out what it decided.
+    fn step_round(&mut self, key: (u32, u32), event: RoundEvent) {
+        let me = self.osd_num;
+        let Some(pg) = self.pgs.get_mut(&key) else {
+            return;
+        };
+        let actions = pg.round.advance(event);
+        let epoch = pg.round.epoch();
+        for action in actions {
+            let Some(pg) = self.pgs.get_mut(&key) else {
+                return;
+            };
+            match action {
+                RoundAction::Incomplete { live_members } => {
+                    tracing::warn!(
+                        "pg {}/{}: only {live_members} of its OSDs are reachable (pg_minsize {}): incomplete",
+                        key.0, key.1, pg.pool_cfg.pg_minsize
+                    );
+                    pg.phase = Phase::Incomplete;
+                    self.report_pg(key);
+                }
+                RoundAction::Listing => {
+                    pg.phase = Phase::Listing;
+                    self.report_pg(key);
+                }
+                RoundAction::List { osd } => {
+                    let pool = &pg.pool_cfg;
+                    let min_inode = (pool.id as u64) << vitastor_layout::POOL_ID_BITS;
+                    let max_inode = min_inode | ((1u64 << vitastor_layout::POOL_ID_BITS) - 1);
+                    let filter = ListFilter {
+                        pg_count: pool.pg_count,
+                        pg_num: key.1,
+                        pg_stripe_size: pool.effective_stripe_size(),
                         min_inode,
                         max_inode,
                         min_stripe: 0,
                         max_stripe: 0,
-                        stable_limit: 0,
+                    };
+                    let owner = Owner::List(key, osd, epoch);
+                    if osd == me {
+                        self.submit_local(owner, BsOp::List(filter));
+                        continue;
+                    }
+                    let req = Request {
+                        id: 0,
+                        op: RequestOp::SecList(SecListOp {
+                            list_pg: filter.pg_num,
+                            pg_count: filter.pg_count,
+                            pg_stripe_size: filter.pg_stripe_size,
+                            min_inode,
+                            max_inode,
+                            min_stripe: 0,
+                            max_stripe: 0,
+                            stable_limit: 0,
+                            flags: 0,
+                        }),
+                    };
+                    self.submit_remote(owner, osd, req, Vec::new(), None);
+                }
+                RoundAction::Stabilizing => pg.phase = Phase::Stabilizing,
+                RoundAction::Sync { osd } if osd == me => {
+                    self.submit_local(Owner::Stab(key, osd, epoch), BsOp::Sync);
+                }
+                RoundAction::Sync { osd } => {
+                    let op = RequestOp::SecSync(SecSyncOp { flags: 0 });
+                    let req = Request { id: 0, op };
+                    self.submit_remote(Owner::Stab(key, osd, epoch), osd, req, Vec::new(), None);
+                }
+                RoundAction::Stabilize { osd, list } if osd == me => {
+                    self.submit_local(Owner::Stab(key, osd, epoch), BsOp::Stabilize(list));
+                }
+                RoundAction::Stabilize { osd, list } => {
+                    let bytes = wire_list(&list);
+                    let op = RequestOp::SecStabilize(SecStabOp {
+                        len: bytes.len() as u64,
                         flags: 0,
-                    }),
-                };
-                self.submit_remote(Owner::List(key, osd, epoch), osd, req, Vec::new(), None);
+                    });
+                    let req = Request { id: 0, op };
+                    self.submit_remote(Owner::Stab(key, osd, epoch), osd, req, bytes, None);
+                }
+                RoundAction::Restart => self.start_claim(key),
+                RoundAction::Active { objects, listed } => {
+                    pg.objects = objects;
+                    pg.phase = Phase::Active;
+                    tracing::info!(
+                        "pg {}/{}: active on {:?} (versions listed per OSD: {listed:?}), {} degraded and {} misplaced objects",
+                        key.0,
+                        key.1,
+                        pg.live_members(),
+                        pg.objects.degraded.len(),
+                        pg.objects.misplaced.len()
+                    );
+                    self.report_pg(key);
+                    self.kick_recovery();
+                }
             }
         }
     }
 
+    /// A listing of peering round `epoch` arrived from `osd`.
     pub(crate) fn on_listing(&mut self, key: (u32, u32), osd: u64, epoch: u64, res: SubRes) {
-        let Some(pg) = self.pgs.get_mut(&key) else {
-            return;
-        };
-        if pg.phase != Phase::Listing || pg.epoch != epoch {
+        // A PG that stopped or started over meanwhile takes no listing.
+        if self.pgs.get(&key).map(|pg| pg.phase) != Some(Phase::Listing) {
             return;
         }
-        let listed = match res {
+        let listing = match res {
             SubRes::Bs(Ok(BsReply::List { stable, unstable })) => Some((stable, unstable)),
             SubRes::Net(Ok((reply, payload))) => match (reply.op, parse_listing(&payload)) {
                 (ReplyOp::SecList(h), Some(mut all)) if h.stable_count as usize <= all.len() => {
@@ -340,116 +397,30 @@ impl Server {
             },
             _ => None,
         };
-        match listed {
-            Some((mut stable, unstable)) => {
-                if !unstable.is_empty() {
-                    pg.unstable.insert(osd, unstable.clone());
-                }
-                stable.extend(unstable);
-                pg.listings.insert(osd, stable);
-            }
-            None => {
-                tracing::warn!("pg {}/{}: listing osd.{osd} failed", key.0, key.1);
-                pg.failed = true;
-            }
+        if listing.is_none() {
+            tracing::warn!("pg {}/{}: listing osd.{osd} failed", key.0, key.1);
         }
-        pg.waiting -= 1;
-        if pg.waiting > 0 {
-            return;
-        }
-        if pg.failed || pg.repeer {
-            return self.start_claim(key);
-        }
-        if pg.unstable.is_empty() {
-            return self.finish_peering(key);
-        }
-        // Unstable versions left by a primary that stopped before a SYNC: they are kept
-        // (synced, then stabilized), as a disk cache that happened to persist them would.
-        pg.phase = Phase::Stabilizing;
-        pg.stab_synced = false;
-        self.peering_stab_round(key);
-    }
-
-    /// One round of peering stabilization: SEC_SYNC every OSD with unstable versions, then
-    /// (second round) SEC_STABILIZE them.
-    fn peering_stab_round(&mut self, key: (u32, u32)) {
-        let pg = self.pgs.get_mut(&key).expect("stabilizing PG exists");
-        let (synced, epoch) = (pg.stab_synced, pg.epoch);
-        let work: Vec<(u64, Vec<vitastor_blockstore::ObjVerId>)> =
-            pg.unstable.iter().map(|(o, l)| (*o, l.clone())).collect();
-        pg.waiting = work.len();
-        for (osd, list) in work {
-            if osd == self.osd_num {
-                let op = if synced {
-                    BsOp::Stabilize(list)
-                } else {
-                    BsOp::Sync
-                };
-                self.submit_local(Owner::Stab(key, epoch), op);
-                continue;
-            }
-            let (op, bytes) = if synced {
-                let bytes = wire_list(&list);
-                let op = RequestOp::SecStabilize(SecStabOp {
-                    len: bytes.len() as u64,
-                    flags: 0,
-                });
-                (op, bytes)
-            } else {
-                (RequestOp::SecSync(SecSyncOp { flags: 0 }), Vec::new())
-            };
-            self.submit_remote(
-                Owner::Stab(key, epoch),
-                osd,
-                Request { id: 0, op },
-                bytes,
-                None,
-            );
-        }
-    }
-
-    pub(crate) fn on_peering_stabilized(&mut self, key: (u32, u32), epoch: u64, res: SubRes) {
-        let Some(pg) = self.pgs.get_mut(&key) else {
-            return;
+        let event = RoundEvent::Listed {
+            osd,
+            epoch,
+            listing,
         };
-        if pg.phase != Phase::Stabilizing || pg.epoch != epoch {
-            return;
-        }
-        if res.errno().is_some() {
-            pg.failed = true;
-        }
-        pg.waiting -= 1;
-        if pg.waiting > 0 {
-            return;
-        }
-        if pg.failed || pg.repeer {
-            return self.start_claim(key);
-        }
-        if !pg.stab_synced {
-            pg.stab_synced = true;
-            return self.peering_stab_round(key);
-        }
-        pg.unstable.clear();
-        self.finish_peering(key);
+        self.step_round(key, event);
     }
 
-    fn finish_peering(&mut self, key: (u32, u32)) {
-        let pg = self.pgs.get_mut(&key).expect("peering PG exists");
-        let members = pg.live_members();
-        let listings = std::mem::take(&mut pg.listings);
-        pg.objects = classify(&members, &listings);
-        pg.phase = Phase::Active;
-        let listed: Vec<(u64, usize)> = listings.iter().map(|(o, l)| (*o, l.len())).collect();
-        tracing::info!(
-            "pg {}/{}: active on {:?} (versions listed per OSD: {listed:?}), {} degraded and {} misplaced objects",
-            key.0,
-            key.1,
-            members,
-            pg.objects.degraded.len(),
-            pg.objects.misplaced.len()
-        );
-        self.report_pg(key);
-        self.kick_recovery();
+    /// A sync or stabilize of peering round `epoch` on `osd` finished.
+    pub(crate) fn on_peering_stabilized(
+        &mut self,
+        key: (u32, u32),
+        osd: u64,
+        epoch: u64,
+        res: SubRes,
+    ) {
+        if self.pgs.get(&key).map(|pg| pg.phase) != Some(Phase::Stabilizing) {
+            return;
+        }
+        let ok = res.errno().is_none();
+        self.step_round(key, RoundEvent::Stabilized { osd, epoch, ok });
     }
 
     /// Writes `pg/state` if the state names changed; deletes the PG's history once clean.
@@ -502,7 +473,9 @@ impl Server {
             }
             // Claims are idempotent: asking again is the simplest restart.
             Phase::Incomplete | Phase::Connecting | Phase::Claiming => self.start_claim(key),
-            Phase::Listing | Phase::Stabilizing => pg.repeer = true,
+            Phase::Listing | Phase::Stabilizing => {
+                pg.round.advance(RoundEvent::Repeer);
+            }
             Phase::Draining { .. } => {}
         }
     }

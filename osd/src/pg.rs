@@ -10,6 +10,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use vitastor_blockstore::{ObjVerId, ObjectId};
 use vitastor_layout::{PgConfigItem, PgStateName, PoolConfig};
 
+use crate::peering_round::PeeringRound;
+
 /// Where a PG is in its life on this OSD.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -46,7 +48,7 @@ pub struct ObjState {
 }
 
 /// The non-clean objects of a PG.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ObjectMap {
     /// Every object that is degraded or misplaced.
     pub objects: HashMap<ObjectId, ObjState>,
@@ -59,7 +61,7 @@ pub struct ObjectMap {
 /// A set of objects recovery works through. Objects whose recovery must wait (a backoff)
 /// are parked: still members, but out of [`ObjSet::ready`], so a recovery pass does not
 /// walk them again until the backoff unparks them.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ObjSet {
     all: BTreeSet<ObjectId>,
     ready: BTreeSet<ObjectId>,
@@ -193,16 +195,8 @@ pub struct Pg {
     pub peers: BTreeSet<u64>,
     /// Peers reachable when peering started (this OSD included).
     pub live: BTreeSet<u64>,
-    /// Listings received so far, by OSD.
-    pub listings: BTreeMap<u64, Vec<ObjVerId>>,
-    /// Unstable versions found by the listing, by OSD.
-    pub unstable: BTreeMap<u64, Vec<ObjVerId>>,
-    /// Peering stabilization: the sync round is done, the stabilize round runs.
-    pub stab_synced: bool,
-    /// Sub-ops of the current peering phase still running.
-    pub waiting: usize,
-    /// A peering step failed: start over once the phase drains.
-    pub failed: bool,
+    /// The current peering round.
+    pub round: PeeringRound,
     /// Non-clean objects.
     pub objects: ObjectMap,
     /// Client and recovery ops running on the PG.
@@ -218,8 +212,6 @@ pub struct Pg {
     pub locks: HashMap<ObjectId, std::collections::VecDeque<usize>>,
     /// State last written to etcd.
     pub reported: Vec<PgStateName>,
-    /// Something changed while peering: start over when the current step finishes.
-    pub repeer: bool,
 }
 
 impl Pg {
@@ -234,11 +226,7 @@ impl Pg {
             epoch: 0,
             peers,
             live: BTreeSet::new(),
-            listings: BTreeMap::new(),
-            unstable: BTreeMap::new(),
-            stab_synced: false,
-            waiting: 0,
-            failed: false,
+            round: PeeringRound::new(0),
             objects: ObjectMap::default(),
             inflight: 0,
             dirty: BTreeMap::new(),
@@ -246,7 +234,6 @@ impl Pg {
             tombstones: BTreeMap::new(),
             locks: HashMap::new(),
             reported: Vec::new(),
-            repeer: false,
         }
     }
 

@@ -98,8 +98,9 @@ pub(crate) enum Owner {
     },
     /// Peering: the listing of `osd` for PG `pg`, peering round `epoch`.
     List((u32, u32), u64, u64),
-    /// Peering: stabilizing what the listing found unstable, for PG `pg`, round `epoch`.
-    Stab((u32, u32), u64),
+    /// Peering: syncing or stabilizing what the listing found unstable on `osd`, for PG
+    /// `pg`, round `epoch`.
+    Stab((u32, u32), u64, u64),
 }
 
 /// Where a sub-op runs.
@@ -477,7 +478,7 @@ impl Server {
                 }
             }
             Owner::List(key, osd, epoch) => self.on_listing(key, osd, epoch, res),
-            Owner::Stab(key, epoch) => self.on_peering_stabilized(key, epoch, res),
+            Owner::Stab(key, osd, epoch) => self.on_peering_stabilized(key, osd, epoch, res),
         }
     }
 

@@ -1,0 +1,428 @@
+//! One peering round of a PG on its primary, as a state machine: once the PG's reachable
+//! peers are known it declares the PG incomplete (too few live members) or lists the PG's
+//! objects on every reachable peer, stabilizes what the listings found unstable (SEC_SYNC,
+//! then SEC_STABILIZE, on each OSD holding such versions), and declares the PG active with
+//! its map of degraded and misplaced objects — or starts over when a step failed or
+//! something changed meanwhile.
+//!
+//! This module does no I/O and never touches the server: [`PeeringRound::advance`] takes an
+//! [`Event`] and returns the [`Action`]s `peering.rs` carries out. Every reply carries the
+//! round's epoch and its OSD: a reply of another round, or one the round does not wait for,
+//! changes nothing.
+//!
+//! What it must never do: declare a PG active from an incomplete set of listings, or from
+//! listings of an earlier round.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use vitastor_blockstore::ObjVerId;
+
+use crate::pg::{classify, ObjectMap};
+
+/// What the executor knows once the PG's peers are connected (or failed to connect).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reachable {
+    /// Every peer of the PG that is reachable now, this OSD included.
+    pub live: BTreeSet<u64>,
+    /// The members of the current set among them.
+    pub live_members: Vec<u64>,
+    /// The pool's `pg_minsize`.
+    pub pg_minsize: usize,
+}
+
+/// A listing: stable versions, unstable versions.
+pub type Listing = (Vec<ObjVerId>, Vec<ObjVerId>);
+
+/// What moves a round forward.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The peers are connected, or failed to connect: the round starts.
+    Start(Reachable),
+    /// `osd` answered the listing of round `epoch` (`None`: it failed).
+    Listed {
+        /// The OSD.
+        osd: u64,
+        /// The round the listing was sent in.
+        epoch: u64,
+        /// The listing.
+        listing: Option<Listing>,
+    },
+    /// `osd` answered the sync or stabilize of round `epoch`.
+    Stabilized {
+        /// The OSD.
+        osd: u64,
+        /// The round.
+        epoch: u64,
+        /// It succeeded.
+        ok: bool,
+    },
+    /// Something the round depends on changed (a peer, the set, the history): start over
+    /// once the current step is done.
+    Repeer,
+}
+
+/// What the executor does for a round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Too few members are reachable: the PG is incomplete until the cluster changes.
+    Incomplete {
+        /// Live members.
+        live_members: usize,
+    },
+    /// The PG is listing (report it).
+    Listing,
+    /// List the PG's objects on `osd` (this OSD's store when it is this OSD).
+    List {
+        /// Where.
+        osd: u64,
+    },
+    /// The PG stabilizes what the listings found unstable.
+    Stabilizing,
+    /// Sync `osd`, so its unstable versions can be stabilized.
+    Sync {
+        /// Where.
+        osd: u64,
+    },
+    /// Stabilize `list` on `osd`.
+    Stabilize {
+        /// Where.
+        osd: u64,
+        /// The unstable versions it listed.
+        list: Vec<ObjVerId>,
+    },
+    /// A step failed or something changed: peer again from the claim.
+    Restart,
+    /// Every listing is in and nothing is unstable: the PG is active with `objects`.
+    Active {
+        /// The degraded and misplaced objects.
+        objects: ObjectMap,
+        /// Versions listed per OSD (for the log).
+        listed: Vec<(u64, usize)>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Connecting,
+    Listing,
+    Syncing,
+    Stabilizing,
+    Done,
+}
+
+/// One peering round. See the module docs.
+#[derive(Debug)]
+pub struct PeeringRound {
+    epoch: u64,
+    stage: Stage,
+    members: Vec<u64>,
+    /// OSDs whose answer the current step waits for.
+    waiting: BTreeSet<u64>,
+    listings: BTreeMap<u64, Vec<ObjVerId>>,
+    unstable: BTreeMap<u64, Vec<ObjVerId>>,
+    failed: bool,
+    repeer: bool,
+}
+
+impl PeeringRound {
+    /// A round numbered `epoch` (unique on the server), waiting for its peers.
+    pub fn new(epoch: u64) -> PeeringRound {
+        PeeringRound {
+            epoch,
+            stage: Stage::Connecting,
+            members: Vec::new(),
+            waiting: BTreeSet::new(),
+            listings: BTreeMap::new(),
+            unstable: BTreeMap::new(),
+            failed: false,
+            repeer: false,
+        }
+    }
+
+    /// The round's epoch: its sub-ops carry it.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Takes one event; returns what to do.
+    pub fn advance(&mut self, event: Event) -> Vec<Action> {
+        match (self.stage, event) {
+            (Stage::Done, _) => Vec::new(),
+            (_, Event::Repeer) => {
+                self.repeer = true;
+                Vec::new()
+            }
+            (Stage::Connecting, Event::Start(reach)) => self.start(reach),
+            (
+                Stage::Listing,
+                Event::Listed {
+                    osd,
+                    epoch,
+                    listing,
+                },
+            ) if epoch == self.epoch && self.waiting.remove(&osd) => {
+                match listing {
+                    Some((mut stable, unstable)) => {
+                        if !unstable.is_empty() {
+                            self.unstable.insert(osd, unstable.clone());
+                        }
+                        stable.extend(unstable);
+                        self.listings.insert(osd, stable);
+                    }
+                    None => self.failed = true,
+                }
+                if !self.waiting.is_empty() {
+                    return Vec::new();
+                }
+                if self.failed || self.repeer {
+                    return self.restart();
+                }
+                if self.unstable.is_empty() {
+                    return self.active();
+                }
+                // Unstable versions left by a primary that stopped before a SYNC: they are
+                // kept (synced, then stabilized), as a disk cache that persisted them would.
+                let mut out = vec![Action::Stabilizing];
+                out.extend(self.stab_round(Stage::Syncing));
+                out
+            }
+            (
+                stage @ (Stage::Syncing | Stage::Stabilizing),
+                Event::Stabilized { osd, epoch, ok },
+            ) if epoch == self.epoch && self.waiting.remove(&osd) => {
+                self.failed |= !ok;
+                if !self.waiting.is_empty() {
+                    return Vec::new();
+                }
+                if self.failed || self.repeer {
+                    return self.restart();
+                }
+                if stage == Stage::Syncing {
+                    return self.stab_round(Stage::Stabilizing);
+                }
+                self.unstable.clear();
+                self.active()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn start(&mut self, reach: Reachable) -> Vec<Action> {
+        if reach.live_members.len() < reach.pg_minsize {
+            self.stage = Stage::Done;
+            return vec![Action::Incomplete {
+                live_members: reach.live_members.len(),
+            }];
+        }
+        self.stage = Stage::Listing;
+        self.members = reach.live_members;
+        self.waiting = reach.live.clone();
+        let mut out = vec![Action::Listing];
+        out.extend(reach.live.into_iter().map(|osd| Action::List { osd }));
+        out
+    }
+
+    fn stab_round(&mut self, stage: Stage) -> Vec<Action> {
+        self.stage = stage;
+        self.waiting = self.unstable.keys().copied().collect();
+        self.unstable
+            .iter()
+            .map(|(&osd, list)| match stage {
+                Stage::Syncing => Action::Sync { osd },
+                _ => Action::Stabilize {
+                    osd,
+                    list: list.clone(),
+                },
+            })
+            .collect()
+    }
+
+    fn restart(&mut self) -> Vec<Action> {
+        self.stage = Stage::Done;
+        vec![Action::Restart]
+    }
+
+    fn active(&mut self) -> Vec<Action> {
+        self.stage = Stage::Done;
+        let listings = std::mem::take(&mut self.listings);
+        let listed = listings.iter().map(|(o, l)| (*o, l.len())).collect();
+        vec![Action::Active {
+            objects: classify(&self.members, &listings),
+            listed,
+        }]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use vitastor_blockstore::{ObjVerId, ObjectId};
+
+    use super::{Action, Event, Listing, PeeringRound, Reachable};
+
+    const EPOCH: u64 = 5;
+
+    fn ov(stripe: u64, version: u64) -> ObjVerId {
+        ObjVerId::new(ObjectId::new(1 << 48, stripe), version)
+    }
+
+    /// OSDs 1 and 2 (members) and 7 (history) are reachable.
+    fn started() -> PeeringRound {
+        let mut r = PeeringRound::new(EPOCH);
+        let out = r.advance(Event::Start(Reachable {
+            live: BTreeSet::from([1, 2, 7]),
+            live_members: vec![1, 2],
+            pg_minsize: 2,
+        }));
+        assert_eq!(
+            out,
+            [
+                Action::Listing,
+                Action::List { osd: 1 },
+                Action::List { osd: 2 },
+                Action::List { osd: 7 }
+            ]
+        );
+        r
+    }
+
+    fn listed(osd: u64, epoch: u64, listing: Option<Listing>) -> Event {
+        Event::Listed {
+            osd,
+            epoch,
+            listing,
+        }
+    }
+
+    fn stabilized(osd: u64, epoch: u64, ok: bool) -> Event {
+        Event::Stabilized { osd, epoch, ok }
+    }
+
+    fn objects(out: &[Action]) -> (usize, usize) {
+        match out {
+            [Action::Active { objects, .. }] => (objects.degraded.len(), objects.misplaced.len()),
+            other => panic!("not active: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn too_few_live_members_is_incomplete() {
+        let mut r = PeeringRound::new(EPOCH);
+        let out = r.advance(Event::Start(Reachable {
+            live: BTreeSet::from([1, 7]),
+            live_members: vec![1],
+            pg_minsize: 2,
+        }));
+        assert_eq!(out, [Action::Incomplete { live_members: 1 }]);
+        assert_eq!(r.advance(listed(1, EPOCH, Some((vec![], vec![])))), []);
+    }
+
+    #[test]
+    fn every_listing_in_makes_the_pg_active_with_its_object_map() {
+        let mut r = started();
+        assert_eq!(
+            r.advance(listed(1, EPOCH, Some((vec![ov(0, 2)], vec![])))),
+            []
+        );
+        assert_eq!(
+            r.advance(listed(7, EPOCH, Some((vec![ov(1, 1)], vec![])))),
+            []
+        );
+        // Object 0 is missing on member 2, object 1 lives only outside the set.
+        let out = r.advance(listed(2, EPOCH, Some((vec![], vec![]))));
+        assert_eq!(objects(&out), (2, 0));
+        let Action::Active { listed, .. } = &out[0] else {
+            unreachable!()
+        };
+        assert_eq!(listed, &[(1, 1), (2, 0), (7, 1)]);
+    }
+
+    #[test]
+    fn stale_epoch_and_repeated_listings_are_dropped() {
+        let mut r = started();
+        // A reply of an earlier round, with an object nobody has now.
+        assert_eq!(
+            r.advance(listed(2, EPOCH - 1, Some((vec![ov(5, 99)], vec![])))),
+            []
+        );
+        assert_eq!(r.advance(listed(1, EPOCH, Some((vec![], vec![])))), []);
+        // The same OSD answering twice does not stand in for another.
+        assert_eq!(r.advance(listed(1, EPOCH, Some((vec![], vec![])))), []);
+        // An OSD the round never asked.
+        assert_eq!(r.advance(listed(9, EPOCH, Some((vec![], vec![])))), []);
+        assert_eq!(r.advance(listed(7, EPOCH, Some((vec![], vec![])))), []);
+        let out = r.advance(listed(2, EPOCH, Some((vec![], vec![]))));
+        assert_eq!(objects(&out), (0, 0));
+    }
+
+    #[test]
+    fn a_member_failing_mid_round_restarts_once_the_step_is_done() {
+        let mut r = started();
+        assert_eq!(r.advance(listed(2, EPOCH, None)), []);
+        assert_eq!(r.advance(listed(1, EPOCH, Some((vec![], vec![])))), []);
+        assert_eq!(
+            r.advance(listed(7, EPOCH, Some((vec![], vec![])))),
+            [Action::Restart]
+        );
+        assert_eq!(r.advance(listed(2, EPOCH, Some((vec![], vec![])))), []);
+    }
+
+    #[test]
+    fn a_change_during_the_round_restarts_it() {
+        let mut r = started();
+        assert_eq!(r.advance(Event::Repeer), []);
+        for osd in [1, 2] {
+            r.advance(listed(osd, EPOCH, Some((vec![], vec![]))));
+        }
+        assert_eq!(
+            r.advance(listed(7, EPOCH, Some((vec![], vec![])))),
+            [Action::Restart]
+        );
+    }
+
+    #[test]
+    fn unstable_versions_are_synced_then_stabilized_then_active() {
+        let mut r = started();
+        r.advance(listed(1, EPOCH, Some((vec![], vec![ov(0, 3)]))));
+        r.advance(listed(7, EPOCH, Some((vec![], vec![]))));
+        let out = r.advance(listed(2, EPOCH, Some((vec![ov(0, 2)], vec![ov(1, 1)]))));
+        assert_eq!(
+            out,
+            [
+                Action::Stabilizing,
+                Action::Sync { osd: 1 },
+                Action::Sync { osd: 2 }
+            ]
+        );
+        assert_eq!(r.advance(stabilized(1, EPOCH - 1, true)), []);
+        assert_eq!(r.advance(stabilized(1, EPOCH, true)), []);
+        assert_eq!(r.advance(stabilized(1, EPOCH, true)), []);
+        assert_eq!(
+            r.advance(stabilized(2, EPOCH, true)),
+            [
+                Action::Stabilize {
+                    osd: 1,
+                    list: vec![ov(0, 3)]
+                },
+                Action::Stabilize {
+                    osd: 2,
+                    list: vec![ov(1, 1)]
+                }
+            ]
+        );
+        r.advance(stabilized(1, EPOCH, true));
+        let out = r.advance(stabilized(2, EPOCH, true));
+        // Object 0: 3 on osd 1, 2 on osd 2 (degraded); object 1 on osd 2 only (degraded).
+        assert_eq!(objects(&out), (2, 0));
+    }
+
+    #[test]
+    fn a_failed_stabilization_restarts() {
+        let mut r = started();
+        r.advance(listed(1, EPOCH, Some((vec![], vec![ov(0, 3)]))));
+        r.advance(listed(2, EPOCH, Some((vec![], vec![]))));
+        r.advance(listed(7, EPOCH, Some((vec![], vec![]))));
+        assert_eq!(r.advance(stabilized(1, EPOCH, false)), [Action::Restart]);
+    }
+}
