@@ -4,15 +4,19 @@ RELEASE_DIR := $(or $(CARGO_TARGET_DIR),target)/release
 # Tests append a line here for each skip (testkit's prereq module); `make test` lists them.
 SKIPPED := $(RELEASE_DIR)/skipped-tests.txt
 
-.PHONY: setup build run test test-long bench clean
+# Every program and library (libvitastor.so, libfio_vitastor.so, block-vitastor.so with
+# vitastor-qemu-preload) in ONE cargo invocation: separate invocations resolve the shared
+# dependencies' features differently and each rebuilt vitastor-client and what it uses, so a
+# second `make build` was never a no-op. Keep every target here.
+BUILD := $(CARGO) build --release --workspace --lib --bins
+
+.PHONY: setup build run test test-long bench deb test-packages clean
 
 setup:
 	@scripts/setup.sh
 
 build: setup
-	$(CARGO) build --release --workspace --bins
-	$(CARGO) build --release -p vitastor-client -p vitastor-fio --lib  # libvitastor.so, libfio_vitastor.so
-	$(CARGO) build --release -p vitastor-qemu  # block-vitastor.so, vitastor-qemu-preload
+	$(BUILD)
 
 # A local cluster in ./var until Ctrl-C (see scripts/run.sh).
 run: build
@@ -22,8 +26,7 @@ run: build
 # caller's environment, for local runs) makes it a skip instead; every skip, and what the
 # machine cannot do (no NBD module...), is listed at the end.
 test: setup
-	$(CARGO) build --release --workspace --bins
-	$(CARGO) build --release -p vitastor-client -p vitastor-fio --lib  # libvitastor.so, libfio_vitastor.so
+	$(BUILD)
 	@rm -f $(SKIPPED)
 	@status=0; $(CARGO) test --release --workspace || status=$$?; \
 	if [ -s $(SKIPPED) ]; then \
@@ -35,18 +38,25 @@ test: setup
 
 # Opt-in long runs (thousands of crash points); not part of `make test`.
 test-long: setup
-	$(CARGO) build --release --workspace --bins
+	$(BUILD)
 	VITASTOR_CRASH_POINTS=1000 VITASTOR_POWERLOSS_ROUNDS=2000 \
 		$(CARGO) test --release -p vitastor-blockstore --test crash --test powerloss -- --nocapture
 
 bench: setup
-	$(CARGO) build --release --workspace --bins
-	$(CARGO) build --release -p vitastor-client -p vitastor-fio --lib  # libvitastor.so, libfio_vitastor.so
-	$(CARGO) build --release -p vitastor-qemu  # block-vitastor.so, vitastor-qemu-preload
+	$(BUILD)
 	scripts/bench-blockstore.sh
 	scripts/bench-fio.sh
 	scripts/bench-nbd.sh
 	scripts/bench-qemu.sh
+
+# Debian packages of the release build in target/debian/ (see README "Install on Debian").
+deb: build
+	packaging/make-deb.sh
+
+# Opt-in (network, root, a few minutes): install the packages into a clean Debian root made
+# by mmdebstrap and run them there.
+test-packages: deb
+	packaging/test-packages.sh
 
 clean:
 	$(CARGO) clean

@@ -17,6 +17,9 @@ PKGS=(
     e2fsprogs                 # mkfs.ext4, fsck.ext4/e2fsck in the vitastor-nbd and QEMU tests
     mount                     # losetup, mount, umount in the vitastor-nbd tests
     qemu-utils                # qemu-img, qemu-io, qemu-nbd: vitastor-nbd and QEMU driver tests
+    dpkg-dev debhelper        # dpkg-buildpackage, dh: the packages' test builds target/debian/*.deb
+    lintian                   # the packages' test: no lintian error
+    systemd                   # systemd-analyze verify of the units
 )
 # qemu-system-x86 (the VM test) comes with the QEMU headers below, in the same version.
 

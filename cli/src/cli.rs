@@ -16,6 +16,7 @@ use clap::{Parser, Subcommand};
 
 use crate::error::Result;
 use crate::images::{self, CreateArgs, LsArgs, ModifyArgs, RmArgs, RmDataArgs};
+use crate::layers::{self, FlattenArgs, MergeDataArgs, SnapCreateArgs};
 use crate::options::Common;
 use crate::osds::{self, ModifyOsdArgs, RmOsdArgs};
 use crate::pools::{self, CreatePoolArgs, ModifyPoolArgs, RmPoolArgs};
@@ -48,8 +49,14 @@ enum Command {
     Df,
     /// List images.
     Ls(LsArgs),
-    /// Create an image.
+    /// Create an image, a clone (--parent) or a snapshot (--snapshot).
     Create(CreateArgs),
+    /// Snapshot an image: IMAGE@SNAP becomes read-only, IMAGE a new layer over it.
+    SnapCreate(SnapCreateArgs),
+    /// Copy into a clone the data it lacks from its parents, then drop the parents.
+    Flatten(FlattenArgs),
+    /// Copy into TO the data it lacks from FROM (a layer below it); metadata unchanged.
+    MergeData(MergeDataArgs),
     /// Rename, resize or change the read-only flag of an image.
     Modify(ModifyArgs),
     /// Remove images: their data, then their metadata.
@@ -108,6 +115,9 @@ fn run_cli(cli: Cli) -> Result<()> {
         Command::Df => pools::df(etcd, json),
         Command::Ls(a) => images::ls(etcd, a, json),
         Command::Create(a) => images::create(etcd, a, json),
+        Command::SnapCreate(a) => layers::snap_create(etcd, &a.name, json),
+        Command::Flatten(a) => layers::flatten(etcd, &resolved, a, json),
+        Command::MergeData(a) => layers::merge_data(etcd, &resolved, a, json),
         Command::Modify(a) => images::modify(etcd, &resolved, a, json),
         Command::Rm(a) => images::rm(etcd, &resolved, a, json),
         Command::RmData(a) => images::rm_data(etcd, &resolved, a, json),

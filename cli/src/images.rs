@@ -18,6 +18,7 @@ use vitastor_layout::{inode_with_pool, keys, parse_size, tolerant, ImageIndex, I
 use crate::error::{CliError, Result};
 use crate::etcd::{Check, Etcd, Write};
 use crate::format;
+use crate::layers;
 use crate::options::Resolved;
 use crate::remove::{remove_data, remove_listed, Limits};
 use crate::state::{
@@ -40,18 +41,28 @@ pub struct LsArgs {
     pub pool: Option<String>,
     /// Only names matching this glob (`*`, `?`).
     pub glob: Option<String>,
+    /// Show the layer tree (snapshots and clones under their parents).
+    #[arg(long)]
+    pub tree: bool,
 }
 
-/// `create -s SIZE [-p POOL] NAME`.
+/// `create -s SIZE [-p POOL] [--parent NAME[@SNAP]] NAME`, `create --snapshot SNAP NAME`.
 #[derive(Debug, Args)]
 #[command(rename_all = "snake_case")]
 pub struct CreateArgs {
-    /// Size (K/M/G/T suffixes).
-    #[arg(short = 's', long, value_parser = parse_size)]
-    pub size: u64,
-    /// Pool (name or id); may be omitted when the cluster has one pool.
+    /// Size (K/M/G/T suffixes); a clone defaults to its parent's size.
+    #[arg(short = 's', long, value_parser = parse_size, required_unless_present_any = ["parent", "snapshot"])]
+    pub size: Option<u64>,
+    /// Pool (name or id); may be omitted when the cluster has one pool (a clone defaults
+    /// to its parent's pool).
     #[arg(short = 'p', long)]
     pub pool: Option<String>,
+    /// Create a copy-on-write clone of this read-only image or snapshot.
+    #[arg(long, conflicts_with = "snapshot")]
+    pub parent: Option<String>,
+    /// Snapshot NAME as NAME@SNAPSHOT instead (like snap-create).
+    #[arg(long, conflicts_with_all = ["size", "pool"])]
+    pub snapshot: Option<String>,
     /// Image name.
     pub name: String,
 }
@@ -118,6 +129,14 @@ pub fn ls(etcd: &mut Etcd, args: &LsArgs, json_out: bool) -> Result<()> {
     let pools = Pools::load(etcd)?;
     let pool_filter = args.pool.as_deref().map(|p| pools.find(p)).transpose()?;
     let mut images = load_images(etcd, pool_filter.map(|p| p.id))?;
+    if args.tree {
+        if json_out {
+            println!("{}", layers::tree_json(&images));
+        } else {
+            layers::print_tree(&images);
+        }
+        return Ok(());
+    }
     images.retain(|i| {
         args.glob
             .as_deref()
@@ -218,17 +237,41 @@ pub fn ls(etcd: &mut Etcd, args: &LsArgs, json_out: bool) -> Result<()> {
 
 /// `create`.
 pub fn create(etcd: &mut Etcd, args: &CreateArgs, json_out: bool) -> Result<()> {
+    if let Some(snap) = &args.snapshot {
+        return layers::snap_create(etcd, &format!("{}@{snap}", args.name), json_out);
+    }
     check_image_name(&args.name)?;
     let pools = Pools::load(etcd)?;
-    let pool = pools.find_or_only(args.pool.as_deref())?;
-    check_size(args.size, pool.bitmap_granularity)?;
+    let parent = args
+        .parent
+        .as_deref()
+        .map(|p| layers::clone_parent(etcd, p))
+        .transpose()?;
+    let pool = match (&args.pool, &parent) {
+        (None, Some((p, _))) => pools
+            .valid
+            .get(&p.pool)
+            .ok_or_else(|| CliError::NoSuchPool(p.pool.to_string()))?,
+        _ => pools.find_or_only(args.pool.as_deref())?,
+    };
+    let size = match (args.size, &parent) {
+        (Some(s), _) => s,
+        (None, Some((_, s))) => *s,
+        (None, None) => return Err(CliError::Usage("give the size with -s SIZE".into())),
+    };
+    check_size(size, pool.bitmap_granularity)?;
     let maxid_key = keys::index_maxid(pool.id);
     let index_key = keys::index_image(&args.name);
+    let (parent_pool, parent_id) = match &parent {
+        Some((p, _)) if p.pool == pool.id => (0, p.id),
+        Some((p, _)) => (u64::from(p.pool), p.id),
+        None => (0, 0),
+    };
     let cfg = InodeConfig {
         name: args.name.clone(),
-        size: args.size,
-        parent_pool: 0,
-        parent_id: 0,
+        size,
+        parent_pool,
+        parent_id,
         readonly: false,
     };
     // Raised past ids whose config key exists although maxid is behind (images created by
@@ -277,14 +320,15 @@ pub fn create(etcd: &mut Etcd, args: &CreateArgs, json_out: bool) -> Result<()> 
                 println!(
                     "{}",
                     json!({"name": args.name, "pool_id": pool.id, "pool_name": pool.name,
-                           "id": id, "inode": inode_with_pool(pool.id, id), "size": args.size})
+                           "id": id, "inode": inode_with_pool(pool.id, id), "size": size,
+                           "parent": args.parent})
                 );
             } else {
                 println!(
                     "Image {} created in pool {} (id {id}, size {})",
                     args.name,
                     pool.name,
-                    format::size(args.size)
+                    format::size(size)
                 );
             }
             return Ok(());
@@ -405,24 +449,32 @@ pub fn rm(etcd: &mut Etcd, resolved: &Resolved, args: &RmArgs, json_out: bool) -
     let mut out = Vec::new();
     for name in &args.names {
         let (img, _) = find_image(etcd, name)?;
-        let children: Vec<String> = load_images(etcd, None)?
+        let children: Vec<Image> = load_images(etcd, None)?
             .into_iter()
             .filter(|c| c.parent() == Some((img.pool, img.id)))
-            .map(|c| c.cfg.name)
             .collect();
-        if !children.is_empty() {
-            return Err(CliError::Refused(format!(
-                "image {name} is the parent of {}; remove those first",
-                children.join(", ")
-            )));
-        }
-        let pool = pools
-            .valid
-            .get(&img.pool)
-            .ok_or_else(|| CliError::NoSuchPool(img.pool.to_string()))?;
-        // Listed rather than up to the size: objects past it (an interrupted shrink, writes
-        // by other tools) go too.
-        let removed = remove_listed(resolved, pool, img.inode(), 0, args.limits)?;
+        let removed = match children.as_slice() {
+            // A snapshot inside a chain: its data moves into its only child first.
+            [child] if img.cfg.readonly => {
+                layers::rm_merged(etcd, resolved, &img, child, args.limits)?
+            }
+            [] => {
+                let pool = pools
+                    .valid
+                    .get(&img.pool)
+                    .ok_or_else(|| CliError::NoSuchPool(img.pool.to_string()))?;
+                // Listed rather than up to the size: objects past it (an interrupted
+                // shrink, writes by other tools) go too.
+                remove_listed(resolved, pool, img.inode(), 0, args.limits)?
+            }
+            _ => {
+                let names: Vec<&str> = children.iter().map(|c| c.cfg.name.as_str()).collect();
+                return Err(CliError::Refused(format!(
+                    "image {name} is the parent of {}; remove or flatten those first",
+                    names.join(", ")
+                )));
+            }
+        };
         remove_keys(etcd, name, &img)?;
         if json_out {
             out.push(json!({"name": name, "pool_id": img.pool, "id": img.id,

@@ -7,6 +7,8 @@
 //! - [`etcd`] — the bounded, blocking etcd connection (the only user of `etcd_client`).
 //! - [`state`] — typed reads shared by the commands (pools, images).
 //! - [`images`], [`pools`], [`osds`], [`status`] — the commands.
+//! - [`layers`] — snapshots, clones, flatten, merge (layer metadata).
+//! - [`copy`] — copying the granules a layer lacks from the layers below it.
 //! - [`remove`] — deleting an inode's objects with the client library.
 //! - [`format`] — tables and human sizes.
 //!
@@ -18,10 +20,12 @@
 //!   are validated with `vitastor_layout` before they are written.
 
 pub mod cli;
+pub mod copy;
 pub mod error;
 pub mod etcd;
 pub mod format;
 pub mod images;
+pub mod layers;
 pub mod options;
 pub mod osds;
 pub mod pools;

@@ -114,8 +114,11 @@ pub fn remove_listed(
 }
 
 /// A client library instance with the cluster state loaded.
-fn ready_client(resolved: &Resolved) -> Result<Client> {
+pub(crate) fn ready_client(resolved: &Resolved) -> Result<Client> {
     let mut client = Client::new(&resolved.client_options())?;
+    // Removing a snapshot's data (rm, merge) is decided by the command; the client's
+    // read-only guard is for writers of image data.
+    client.allow_readonly_writes(true);
     let deadline = Instant::now() + READY_TIMEOUT;
     while !client.is_ready() {
         if Instant::now() > deadline {

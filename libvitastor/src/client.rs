@@ -353,6 +353,8 @@ pub struct Client {
     /// A replay failed for good: the next SYNC reports it.
     lost_write: Option<ClientError>,
     watches: FxHashMap<u64, Rc<RefCell<ImageInfo>>>,
+    /// Writes to read-only layers are allowed (tools that merge layers).
+    readonly_writes: bool,
     pending_watches: Vec<(String, Callback<WatchResult>)>,
     next_watch: u64,
     ready_waiters: Vec<Callback<OpDone>>,
@@ -431,6 +433,7 @@ impl Client {
             syncs_queued: 0,
             lost_write: None,
             watches: FxHashMap::default(),
+            readonly_writes: false,
             pending_watches: Vec::new(),
             next_watch: 1,
             ready_waiters: Vec::new(),
@@ -621,6 +624,13 @@ impl Client {
         self.watches.remove(&watch.id);
     }
 
+    /// Lets this client write to read-only layers (snapshots). Only for tools that move
+    /// data between layers without changing what any layer reads (merging a snapshot into
+    /// its child snapshot); every other writer must get `-EROFS`.
+    pub fn allow_readonly_writes(&mut self, allow: bool) {
+        self.readonly_writes = allow;
+    }
+
     /// Block size, bitmap granularity and commit mode (when known) of the pool of `inode`.
     pub fn pool_info(&self, inode: u64) -> Option<(u32, u32, Option<ImmediateCommit>)> {
         let pool = self.view.pools.get(&pool_of(inode))?;
@@ -785,7 +795,11 @@ impl Client {
     /// Writes must not touch a read-only layer (snapshot), and writes to an image opened by
     /// name must stay inside it.
     fn image_write_check(&self, inode: u64, offset: u64, len: u64) -> Option<ClientError> {
-        if let Some(entry) = self.view.inode(inode).filter(|e| e.config.readonly) {
+        let readonly = self
+            .view
+            .inode(inode)
+            .filter(|e| e.config.readonly && !self.readonly_writes);
+        if let Some(entry) = readonly {
             return Some(ClientError::ReadOnlyImage(entry.config.name.clone()));
         }
         for info in self.watches.values() {
@@ -793,7 +807,7 @@ impl Client {
             if info.inode != inode {
                 continue;
             }
-            if info.readonly {
+            if info.readonly && !self.readonly_writes {
                 return Some(ClientError::ReadOnlyImage(info.name.clone()));
             }
             if offset + len > info.size {
