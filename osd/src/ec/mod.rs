@@ -21,13 +21,19 @@
 //!   `op_write`: `Event::Locked(Facts)` when the object lock is granted, `Event::Read` per
 //!   sub-read, `Event::Sub { part, .. }` per write / stabilize / rollback. Actions map to
 //!   sub-ops: `Read` → SEC_READ (part, version, range); `Write` → SEC_WRITE (never
-//!   SEC_WRITE_STABLE) with `attr` = the given bitmap, the store's object bitmap replaced by
-//!   it — a zero-length `Write` only creates the version (the blockstore must accept
-//!   `len = 0` writes with an explicit bitmap; today `check_write` refuses them);
-//!   `Stabilize` → SEC_STABILIZE; `Rollback` → SEC_ROLLBACK; `Written` → the object is at
-//!   the version on those parts (unstable ones join the PG's unsynced list so the client's
-//!   SYNC syncs and stabilizes them, as for replicated lazy writes); `Repeer`, `Reply`,
-//!   `Unlock` as in `op_write`.
+//!   SEC_WRITE_STABLE), the store's allocation bitmap growing by the written range as for
+//!   any write, plus, for a parity part, its `attr`; `Stabilize` → SEC_STABILIZE;
+//!   `Rollback` → SEC_ROLLBACK; `Written` → the object is at the version on those parts
+//!   (unstable ones join the PG's unsynced list so the client's SYNC syncs and stabilizes
+//!   them, as for replicated lazy writes); `Repeer`, `Reply`, `Unlock` as in `op_write`.
+//! - **What the blockstore still lacks** for this: (1) zero-length writes that only create
+//!   a version (`check_write` refuses `len = 0` today); (2) a per-version attribute bitmap
+//!   kept apart from the allocation bitmap — the parity part's `attr`, returned by SEC_READ
+//!   of a parity part in place of its allocation bitmap (as the original keeps an external
+//!   bitmap beside its internal one). It cannot be the allocation bitmap itself: the store
+//!   reads granules outside its allocation bitmap as zeroes (`blockstore/read.rs`), and a
+//!   code bit is 0 where parity bytes are not. Without (2), degraded reads still return the
+//!   right data, but a rebuilt data part's bitmap is unknown.
 //! - **Peering**: group SEC_LIST entries by logical object (`split_stripe`), build one
 //!   `torn::PartListing` per (part, OSD), call `torn::settle(k, ..)`; send its
 //!   `stabilize` and `rollback` lists, put `stale` parts in the degraded set and report
@@ -35,16 +41,17 @@
 //! - **Recovery** of part `p`: `read::plan_recovery(geo, p, reachable, local)` reads the
 //!   whole of `k` other parts; `ReadPlan::recover(codec, replies, p)` gives the part's
 //!   bytes and bitmap (a data part rebuilt, a parity part re-encoded), written to the new
-//!   holder as a stable version (SEC_WRITE_STABLE with the bitmap, or the local store).
+//!   holder as a stable version (SEC_WRITE_STABLE, or the local store; a data part with its
+//!   bitmap as the explicit allocation bitmap, a parity part with the bitmap as its `attr`).
 //! - **PG activity**: a PG serves I/O with at least `pg_minsize` (≥ k) live parts; a write
 //!   refuses with EPIPE below `k` live parts.
 //!
 //! # Compatibility of the stored parts
 //!
 //! The spec fixes the wire and etcd formats and the part naming, not the parity matrix or
-//! what a parity part's bitmap holds. Reed-Solomon here is the `reed-solomon-erasure`
+//! what a parity part's attribute holds. Reed-Solomon here is the `reed-solomon-erasure`
 //! crate's systematic matrix (a Vandermonde matrix times the inverse of its top square),
-//! which is not jerasure's; a parity part's bitmap is the code of the data parts' bitmaps.
+//! which is not jerasure's; a parity part's attribute is the code of the data parts' bitmaps.
 //! So an EC pool's OSDs must all be ours: the parity written by the original's OSDs is not
 //! read back here and vice versa. Clients are unaffected (they only see logical objects).
 //!

@@ -1,8 +1,8 @@
 //! Which parts to read for a byte range of an EC/XOR object, and how the range and the
 //! object's bitmap are put together from what came back: straight from the data parts
 //! when they are all reachable, else reconstructed from any `k` reachable parts (degraded
-//! read) — data and bitmaps alike, since parity parts store the code of the data parts'
-//! bitmaps as their own bitmap.
+//! read) — data and bitmaps alike, since a parity part carries the code of the data
+//! parts' bitmaps as its attribute (see [`super::write`]).
 //!
 //! Pure: [`plan`] decides, [`ReadPlan::rebuild`] computes from the replies; the executor
 //! sends the sub-reads (SEC_READ of the object's current version, bitmap included) and
@@ -29,7 +29,8 @@ pub struct PartRead {
 /// What came back for one sub-read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PartData {
-    /// The part's bitmap (`part_bitmap_bytes`).
+    /// A data part's bitmap, a parity part's attribute (the code of the data parts'
+    /// bitmaps); `part_bitmap_bytes` either way.
     pub bitmap: Vec<u8>,
     /// The bytes of the sub-read's range.
     pub data: Vec<u8>,

@@ -4,16 +4,20 @@
 //! part as one new **unstable** version, and then stabilizes it (`immediate_commit: all`) or
 //! leaves it to the next SYNC.
 //!
-//! Every live part gets the new version, the untouched data parts a zero-length write with
-//! their unchanged bitmap: the parts of one object then always carry the same versions, so
-//! peering ([`super::torn`]) judges a version by counting the parts that hold it.
+//! Every live part gets the new version, the untouched data parts a zero-length write: the
+//! parts of one object then always carry the same versions, so peering ([`super::torn`])
+//! judges a version by counting the parts that hold it.
 //!
 //! What is read: the touched columns `C` (see [`Geometry::columns`]) of every data part
 //! whose own new bytes do not cover `C` (the bitmap alone for the others); a data part whose
 //! OSD is down is rebuilt from any `k` live parts ([`super::read`]). A new object (version
-//! 0) reads nothing. What is written: the new bytes of each touched data part, `C` of every
-//! parity part, and every part's new bitmap (a parity part's bitmap is the code of the data
-//! parts' bitmaps, so a lost part's bitmap can be rebuilt like its data).
+//! 0) reads nothing. What is written: the new bytes of each touched data part and `C` of
+//! every parity part. Bitmaps: a part's store keeps its allocation bitmap as for any write
+//! (the previous one plus the written range; a parity part then covers every column any
+//! data part ever had, and reads as zeroes only where every data part does); a parity part
+//! also carries an *attribute*, the code of the data parts' bitmaps, from which a lost data
+//! part's bitmap is rebuilt like its data. The attribute must not become the parity part's
+//! allocation bitmap: the store reads granules outside its allocation bitmap as zeroes.
 //!
 //! Pure like [`crate::op_write`]: [`EcWriteOp::advance`] takes an [`Event`] and returns
 //! [`Action`]s for the executor; the write's data is moved into the op because parity is
@@ -92,8 +96,8 @@ pub enum Action {
         /// Bytes of the part.
         range: Range<u32>,
     },
-    /// Write `data` at `offset` of `part` (empty: a version bump) as unstable `version`,
-    /// with the part's new `bitmap`.
+    /// Write `data` at `offset` of `part` (empty: a version bump) as unstable `version`;
+    /// the store's allocation bitmap grows by the written range.
     Write {
         /// Part number.
         part: u32,
@@ -105,8 +109,9 @@ pub enum Action {
         offset: u32,
         /// The bytes.
         data: Vec<u8>,
-        /// The part's bitmap for the new version.
-        bitmap: Vec<u8>,
+        /// Parity parts: the code of the data parts' bitmaps for the new version, kept
+        /// beside the allocation bitmap and returned by reads of this part.
+        attr: Option<Vec<u8>>,
     },
     /// SEC_STABILIZE `version` of `part` on `osd`.
     Stabilize {
@@ -165,6 +170,8 @@ pub struct EcWriteOp {
     facts: Option<Facts>,
     version: u64,
     plan: Option<ReadPlan>,
+    /// Per data part: the old bytes read (the touched columns its new bytes leave).
+    wanted: Vec<Range<u32>>,
     replies: Vec<Option<PartData>>,
     /// Parts with an outstanding sub-op in the current stage.
     pending: Vec<u32>,
@@ -188,6 +195,7 @@ impl EcWriteOp {
             facts: None,
             version: 0,
             plan: None,
+            wanted: Vec::new(),
             replies: Vec::new(),
             pending: Vec::new(),
             holders: Vec::new(),
@@ -320,10 +328,9 @@ impl EcWriteOp {
         let columns = self.geo.columns(self.offset, self.data.len() as u64);
         let mut wanted = vec![columns.clone(); k];
         for p in self.geo.data_ranges(self.offset, self.data.len() as u64) {
-            if p.range == columns {
-                wanted[p.part as usize] = 0..0;
-            }
+            wanted[p.part as usize] = old_columns(&columns, &p.range);
         }
+        self.wanted.clone_from(&wanted);
         let plan = match read::plan(&self.geo, wanted, &reachable, local) {
             Ok(p) => p,
             Err(_) => return self.finish(Vec::new(), Err(Errno::EPIPE)),
@@ -376,8 +383,13 @@ impl EcWriteOp {
         let mut bitmaps: Vec<Vec<u8>> = vec![vec![0u8; bb]; n];
         let mut pieces: Vec<Option<(u32, Range<usize>)>> = vec![None; k];
         for (j, o) in old.into_iter().enumerate() {
-            if o.data.len() == width {
-                cols[j].copy_from_slice(&o.data);
+            if let Some(w) = self
+                .wanted
+                .get(j)
+                .filter(|w| !w.is_empty() && w.len() == o.data.len())
+            {
+                let at = (w.start - columns.start) as usize;
+                cols[j][at..at + w.len()].copy_from_slice(&o.data);
             }
             bitmaps[j] = o.bitmap;
         }
@@ -405,13 +417,17 @@ impl EcWriteOp {
             let Some(osd) = self.facts.as_ref().and_then(|f| f.members[part as usize]) else {
                 continue;
             };
-            let (offset, data) = if (part as usize) < k {
+            let (offset, data, attr) = if (part as usize) < k {
                 match &pieces[part as usize] {
-                    Some((at, src)) => (*at, self.data[src.clone()].to_vec()),
-                    None => (0, Vec::new()),
+                    Some((at, src)) => (*at, self.data[src.clone()].to_vec(), None),
+                    None => (0, Vec::new(), None),
                 }
             } else {
-                (columns.start, std::mem::take(&mut cols[part as usize]))
+                (
+                    columns.start,
+                    std::mem::take(&mut cols[part as usize]),
+                    Some(std::mem::take(&mut bitmaps[part as usize])),
+                )
             };
             self.pending.push(part);
             actions.push(Action::Write {
@@ -420,7 +436,7 @@ impl EcWriteOp {
                 version: self.version,
                 offset,
                 data,
-                bitmap: std::mem::take(&mut bitmaps[part as usize]),
+                attr,
             });
         }
         actions
@@ -480,6 +496,21 @@ impl EcWriteOp {
         actions.push(Action::Reply(reply));
         actions.push(Action::Unlock);
         actions
+    }
+}
+
+/// The columns of `columns` that a part's new bytes `new` leave to read. `new` touches an
+/// edge of `columns` (a write covers whole parts between its first and last), so the rest
+/// is one range.
+fn old_columns(columns: &Range<u32>, new: &Range<u32>) -> Range<u32> {
+    if new.start <= columns.start && new.end >= columns.end {
+        0..0
+    } else if new.start <= columns.start {
+        new.end..columns.end
+    } else if new.end >= columns.end {
+        columns.start..new.start
+    } else {
+        columns.clone()
     }
 }
 
@@ -560,13 +591,18 @@ mod tests {
                         version,
                         offset,
                         data,
-                        bitmap,
+                        attr,
                         ..
                     } => {
+                        // As the store does: data parts' bitmaps grow by the written range,
+                        // parity parts answer reads with their attribute.
                         let s = stored[*part as usize].as_mut().expect("write a live part");
-                        s.data[*offset as usize..*offset as usize + data.len()]
-                            .copy_from_slice(data);
-                        s.bitmap = bitmap.clone();
+                        let at = *offset as usize;
+                        s.data[at..at + data.len()].copy_from_slice(data);
+                        match attr {
+                            Some(a) => s.bitmap = a.clone(),
+                            None => geo.mark(&mut s.bitmap, *offset..*offset + data.len() as u32),
+                        }
                         s.version = *version;
                         s.stable = false;
                         Some(Event::Sub {
@@ -672,6 +708,25 @@ mod tests {
         assert!(matches!(log.last(), Some(Action::Unlock)));
         assert!(log.contains(&Action::Reply(Ok(4))));
         assert!(stored.iter().flatten().all(|s| s.version == 4 && s.stable));
+    }
+
+    #[test]
+    fn a_write_across_a_part_edge_reads_only_the_columns_it_leaves() {
+        let geo = Geometry::new(2, 1, 16384, 4096).unwrap();
+        let codec = Codec::reed_solomon(2, 1).unwrap();
+        let mut stored = empty_stripe(&geo);
+        for s in stored.iter_mut().flatten() {
+            s.version = 1;
+        }
+        let log = run(&geo, &codec, &mut stored, 12288, vec![9; 8192], true);
+        let reads: Vec<(u32, Range<u32>)> = log
+            .iter()
+            .filter_map(|a| match a {
+                Action::Read { part, range, .. } => Some((*part, range.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(reads, [(0, 0..12288), (1, 4096..16384)]);
     }
 
     #[test]
