@@ -20,9 +20,8 @@ use vitastor_blockstore::{AlignedBuf, BsOp, BsReply, ObjVerId, ObjectId, NEWEST}
 use vitastor_layout::{ImmediateCommit, OsdNum, PgId, Scheme};
 use vitastor_protocol::errno::Errno;
 use vitastor_protocol::{
-    encode_obj_ver_ids, obj_ver_ids, DeleteReply, ObjVerId as WireObjVerId,
-    ObjectId as WireObjectId, Reply, ReplyOp, Request, RequestOp, RwOp, RwReply, SecDeleteOp,
-    SecRwOp, SecStabOp, SecSyncOp,
+    encode_obj_ver_ids, obj_ver_ids, DeleteReply, Reply, ReplyOp, Request, RequestOp, RwOp,
+    RwReply, SecDeleteOp, SecRwOp, SecStabOp, SecSyncOp,
 };
 
 use crate::fanout;
@@ -114,23 +113,9 @@ pub struct RecoverOp {
     steps: recover::RecoverOp,
 }
 
-fn wire_oid(oid: ObjectId) -> WireObjectId {
-    WireObjectId {
-        inode: oid.inode,
-        stripe: oid.stripe,
-    }
-}
-
 pub(crate) fn wire_list(list: &[ObjVerId]) -> Vec<u8> {
-    let wire: Vec<WireObjVerId> = list
-        .iter()
-        .map(|ov| WireObjVerId {
-            oid: wire_oid(ov.oid),
-            version: ov.version,
-        })
-        .collect();
-    let mut out = Vec::with_capacity(wire.len() * 24);
-    encode_obj_ver_ids(&wire, &mut out);
+    let mut out = Vec::with_capacity(list.len() * vitastor_protocol::OBJ_VER_ID_SIZE);
+    encode_obj_ver_ids(list, &mut out);
     out
 }
 
@@ -333,7 +318,7 @@ impl Server {
         let req = Request {
             id: 0,
             op: RequestOp::SecRead(SecRwOp {
-                oid: wire_oid(oid),
+                oid,
                 version,
                 offset,
                 len,
@@ -597,7 +582,7 @@ impl Server {
                     stable,
                 } => {
                     let rw = SecRwOp {
-                        oid: wire_oid(oid),
+                        oid,
                         version,
                         offset,
                         len: data.len() as u32,
@@ -720,7 +705,7 @@ impl Server {
                         self.sub_local(idx, tag, op);
                     } else {
                         let rw = SecRwOp {
-                            oid: wire_oid(oid),
+                            oid,
                             version,
                             offset: 0,
                             len: gran as u32,
@@ -763,7 +748,7 @@ impl Server {
                     let req = Request {
                         id: 0,
                         op: RequestOp::SecDelete(SecDeleteOp {
-                            oid: wire_oid(oid),
+                            oid,
                             version,
                             flags: 0,
                         }),
@@ -1043,7 +1028,7 @@ impl Server {
                         let req = Request {
                             id: 0,
                             op: RequestOp::SecRead(SecRwOp {
-                                oid: wire_oid(oid),
+                                oid,
                                 version,
                                 offset: 0,
                                 len: self.geo_block_size(),
@@ -1072,7 +1057,7 @@ impl Server {
                             self.sub_local(idx, tag, op);
                         } else {
                             let rw = SecRwOp {
-                                oid: wire_oid(oid),
+                                oid,
                                 version,
                                 offset: 0,
                                 len: data.len() as u32,
@@ -1130,7 +1115,7 @@ impl Server {
                         let req = Request {
                             id: 0,
                             op: RequestOp::SecDelete(SecDeleteOp {
-                                oid: wire_oid(oid),
+                                oid,
                                 version,
                                 flags,
                             }),
@@ -1330,12 +1315,7 @@ impl RecoverOp {
 
 /// Parses a SEC_LIST reply payload into versions.
 pub(crate) fn parse_listing(payload: &[u8]) -> Option<Vec<ObjVerId>> {
-    Some(
-        obj_ver_ids(payload)
-            .ok()?
-            .map(|e| ObjVerId::new(ObjectId::new(e.oid.inode, e.oid.stripe), e.version))
-            .collect(),
-    )
+    Some(obj_ver_ids(payload).ok()?.collect())
 }
 
 #[cfg(test)]

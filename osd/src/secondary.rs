@@ -9,14 +9,11 @@
 //!
 //! Blockstore errors reach the wire through [`bs_errno`] and nothing else.
 
-use vitastor_blockstore::{
-    AlignedBuf, BsError, BsOp, BsReply, BsResult, ListFilter, ObjVerId as BsObjVerId,
-    ObjectId as BsObjectId, NEWEST,
-};
+use vitastor_blockstore::{AlignedBuf, BsError, BsOp, BsReply, BsResult, ListFilter, NEWEST};
 use vitastor_protocol::errno::Errno;
 use vitastor_protocol::{
-    encode_error_reply, encode_obj_ver_ids, encode_reply, obj_ver_ids, ObjVerId, ObjectId, Opcode,
-    Packet, Reply, ReplyOp, Request, RequestOp, SecDeleteReply, SecListOp, SecListReply, SecRwOp,
+    encode_error_reply, encode_obj_ver_ids, encode_reply, obj_ver_ids, ObjVerId, Opcode, Packet,
+    Reply, ReplyOp, Request, RequestOp, SecDeleteReply, SecListOp, SecListReply, SecRwOp,
     SecRwReply, MAX_READ_BMP_REPLY_BYTES, MAX_SEC_LIST_ENTRIES, OSD_PACKET_SIZE,
 };
 
@@ -114,7 +111,7 @@ enum Kind {
         stable_limit: u32,
     },
     ReadBmp {
-        list: Vec<BsObjVerId>,
+        list: Vec<ObjVerId>,
         next: usize,
         out: Vec<u8>,
     },
@@ -130,24 +127,8 @@ enum SyncStabStage {
     Stabilizing,
 }
 
-fn bs_oid(oid: ObjectId) -> BsObjectId {
-    BsObjectId::new(oid.inode, oid.stripe)
-}
-
-fn bs_list(bytes: &[u8]) -> Result<Vec<BsObjVerId>, vitastor_protocol::ProtocolError> {
-    Ok(obj_ver_ids(bytes)?
-        .map(|e| BsObjVerId::new(bs_oid(e.oid), e.version))
-        .collect())
-}
-
-fn wire_list(list: &[BsObjVerId], out: &mut Vec<ObjVerId>) {
-    out.extend(list.iter().map(|e| ObjVerId {
-        oid: ObjectId {
-            inode: e.oid.inode,
-            stripe: e.oid.stripe,
-        },
-        version: e.version,
-    }));
+fn bs_list(bytes: &[u8]) -> Result<Vec<ObjVerId>, vitastor_protocol::ProtocolError> {
+    Ok(obj_ver_ids(bytes)?.collect())
 }
 
 /// The first step of a secondary request, or `None` if `request` is not one (SHOW_CONFIG,
@@ -164,7 +145,7 @@ pub fn start(request: &Request, payload: &[u8], geo: &StoreGeometry) -> Option<S
                 len: rw.len,
             }),
             BsOp::Read {
-                oid: bs_oid(rw.oid),
+                oid: rw.oid,
                 // No object has a version 0, so a read "up to version 0" could only ever
                 // find nothing; peers use it to mean the newest version.
                 version: if rw.version == 0 { NEWEST } else { rw.version },
@@ -189,7 +170,7 @@ pub fn start(request: &Request, payload: &[u8], geo: &StoreGeometry) -> Option<S
             // Deletions are two-phase like writes: the primary stabilizes them afterwards,
             // as the original does.
             BsOp::Delete {
-                oid: bs_oid(del.oid),
+                oid: del.oid,
                 version: del.version,
                 stable: false,
             },
@@ -246,7 +227,7 @@ fn write_step(op: SecOp, rw: SecRwOp, payload: &[u8], stable: bool) -> Step {
     Step::Submit(
         op,
         BsOp::Write {
-            oid: bs_oid(rw.oid),
+            oid: rw.oid,
             version: rw.version,
             offset: rw.offset,
             // O_DIRECT needs an aligned buffer; the decoder's payload is a plain Vec.
@@ -270,13 +251,7 @@ pub fn list_filter(list: &SecListOp) -> ListFilter {
     }
 }
 
-fn read_bmp_next(
-    id: u64,
-    opcode: Opcode,
-    list: Vec<BsObjVerId>,
-    next: usize,
-    out: Vec<u8>,
-) -> Step {
+fn read_bmp_next(id: u64, opcode: Opcode, list: Vec<ObjVerId>, next: usize, out: Vec<u8>) -> Step {
     match list.get(next).copied() {
         Some(ov) => Step::Submit(
             SecOp {
@@ -381,11 +356,9 @@ pub fn complete(op: SecOp, result: BsResult<BsReply>, geo: &StoreGeometry) -> St
             if total as u64 > MAX_SEC_LIST_ENTRIES {
                 return Step::Reply(ReplyMsg::error(id, opcode.code(), Errno::EINVAL));
             }
-            let mut wire = Vec::with_capacity(total);
-            wire_list(&stable, &mut wire);
-            wire_list(&unstable, &mut wire);
             let mut payload = Vec::new();
-            encode_obj_ver_ids(&wire, &mut payload);
+            encode_obj_ver_ids(&stable, &mut payload);
+            encode_obj_ver_ids(&unstable, &mut payload);
             let body = SecListReply {
                 stable_count: stable.len() as u64,
                 flags: 0,
@@ -456,7 +429,7 @@ pub(crate) fn protocol_errno(e: &vitastor_protocol::ProtocolError) -> Errno {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vitastor_protocol::{decode_reply, ObjVerId, SecStabOp, SecSyncOp};
+    use vitastor_protocol::{decode_reply, ObjectId, SecStabOp, SecSyncOp};
 
     const GEO: StoreGeometry = StoreGeometry { bitmap_bytes: 4 };
 
@@ -559,7 +532,7 @@ mod tests {
             op: RequestOp::SecList(list),
         };
         let (op, _) = submit(start(&req, &[], &GEO).unwrap());
-        let ov = |s, v| BsObjVerId::new(BsObjectId::new(1, s), v);
+        let ov = |s, v| ObjVerId::new(ObjectId::new(1, s), v);
         let result = Ok(BsReply::List {
             stable: vec![ov(0, 1), ov(1, 2)],
             unstable: vec![ov(2, 5)],

@@ -1,6 +1,8 @@
 //! Object identity on the wire: `object_id`, `obj_ver_id`, the pool bits of an
 //! inode number, and the `obj_ver_id[]` lists that follow SEC_STABILIZE,
-//! SEC_ROLLBACK, SEC_READ_BMP requests and SEC_LIST replies.
+//! SEC_ROLLBACK, SEC_READ_BMP requests and SEC_LIST replies. The blockstore keys
+//! its objects by these same types, so an id crosses from the wire to the store
+//! unchanged.
 //!
 //! List decoding borrows the caller's bytes and never allocates; a list whose
 //! length is not a whole number of entries is rejected, not truncated.
@@ -38,6 +40,13 @@ pub struct ObjectId {
     pub stripe: u64,
 }
 
+impl ObjectId {
+    /// The object `stripe` of `inode`.
+    pub const fn new(inode: u64, stripe: u64) -> ObjectId {
+        ObjectId { inode, stripe }
+    }
+}
+
 /// One version of one object: `{ inode u64, stripe u64, version u64 }`, 24 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct ObjVerId {
@@ -48,6 +57,11 @@ pub struct ObjVerId {
 }
 
 impl ObjVerId {
+    /// Version `version` of `oid`.
+    pub const fn new(oid: ObjectId, version: u64) -> ObjVerId {
+        ObjVerId { oid, version }
+    }
+
     /// Decodes one entry from exactly [`OBJ_VER_ID_SIZE`] bytes.
     pub fn from_bytes(bytes: &[u8; OBJ_VER_ID_SIZE]) -> ObjVerId {
         ObjVerId {
