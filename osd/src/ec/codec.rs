@@ -8,6 +8,7 @@
 //! error, never zeroes).
 
 use reed_solomon_erasure::galois_8::ReedSolomon;
+use vitastor_layout::{PoolConfig, Scheme};
 
 use super::EcError;
 
@@ -24,6 +25,16 @@ pub enum Codec {
 }
 
 impl Codec {
+    /// The code of an `xor` or `ec`/`jerasure` pool (`None` for a replicated one).
+    pub fn for_pool(pool: &PoolConfig) -> Option<Result<Codec, EcError>> {
+        let k = pool.data_chunks() as usize;
+        match pool.scheme {
+            Scheme::Replicated => None,
+            Scheme::Xor => Some(Codec::xor(k)),
+            Scheme::Ec => Some(Codec::reed_solomon(k, pool.parity_chunks as usize)),
+        }
+    }
+
     /// XOR over `k` data parts.
     pub fn xor(k: usize) -> Result<Codec, EcError> {
         if k == 0 {
@@ -191,6 +202,22 @@ mod tests {
         let mut s = vec![None, Some(vec![1u8]), None];
         assert!(c.reconstruct(&mut s).is_err());
         assert_eq!(s[0], None);
+    }
+
+    #[test]
+    fn pools_give_their_code() {
+        let pool = |v: serde_json::Value| PoolConfig::from_json(1, &v).unwrap();
+        let c = Codec::for_pool(&pool(serde_json::json!({"name":"x","scheme":"xor",
+            "pg_size":3,"pg_minsize":2,"pg_count":1})));
+        assert!(matches!(c, Some(Ok(Codec::Xor { k: 2 }))));
+        let c = Codec::for_pool(&pool(serde_json::json!({"name":"e","scheme":"jerasure",
+            "pg_size":6,"parity_chunks":2,"pg_minsize":4,"pg_count":1})))
+        .unwrap()
+        .unwrap();
+        assert_eq!((c.data_parts(), c.parity_parts()), (4, 2));
+        assert!(Codec::for_pool(&pool(serde_json::json!({"name":"r",
+            "pg_size":2,"pg_minsize":1,"pg_count":1})))
+        .is_none());
     }
 
     #[test]
