@@ -17,6 +17,7 @@ use vitastor_layout::OsdNum;
 use vitastor_protocol::errno::Errno;
 
 use crate::fanout::{self, Verdict};
+use crate::op_gate::{gate, Gate};
 
 /// What the executor knows when the delete gets its object lock.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -218,14 +219,10 @@ impl DeleteOp {
     }
 
     fn locked(&mut self, facts: Facts) -> Vec<Action> {
-        if !facts.active {
-            return self.finish(Err(Errno::EPIPE));
-        }
-        if facts.degraded {
-            return match facts.recovery_waits {
-                Some(e) => self.finish(Err(e)),
-                None => vec![Action::RecoverFirst],
-            };
+        match gate(facts.active, facts.degraded, facts.recovery_waits) {
+            Gate::Proceed => {}
+            Gate::RecoverFirst => return vec![Action::RecoverFirst],
+            Gate::Fail(e) => return self.finish(Err(e)),
         }
         self.targets = facts.targets;
         if self.background {

@@ -16,6 +16,7 @@ use vitastor_layout::OsdNum;
 use vitastor_protocol::errno::Errno;
 
 use crate::fanout::{self, Verdict};
+use crate::op_gate::{gate, Gate};
 
 /// What the executor knows when the write gets its object lock.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,14 +173,10 @@ impl WriteOp {
     }
 
     fn locked(&mut self, facts: Facts) -> Vec<Action> {
-        if !facts.active {
-            return self.fail(Errno::EPIPE);
-        }
-        if facts.degraded {
-            return match facts.recovery_waits {
-                Some(e) => self.fail(e),
-                None => vec![Action::RecoverFirst],
-            };
+        match gate(facts.active, facts.degraded, facts.recovery_waits) {
+            Gate::Proceed => {}
+            Gate::RecoverFirst => return vec![Action::RecoverFirst],
+            Gate::Fail(e) => return self.fail(e),
         }
         if self.cas != 0 && self.cas != facts.current + 1 {
             return self.fail(Errno::EINTR);
