@@ -63,6 +63,8 @@ use thiserror::Error;
 pub mod codec;
 pub mod geometry;
 pub mod read;
+#[cfg(test)]
+mod tests;
 pub mod torn;
 pub mod write;
 
