@@ -154,7 +154,10 @@ fn prepare_a_loop_device_and_serve_io_from_its_config() {
     let stats = etcd
         .etcdctl(&["get", "--keys-only", "--prefix", "/vitastor/osd/stats/"])
         .unwrap();
-    assert_eq!(stats.split_whitespace().collect::<Vec<_>>(), ["/vitastor/osd/stats/5"]);
+    assert_eq!(
+        stats.split_whitespace().collect::<Vec<_>>(),
+        ["/vitastor/osd/stats/5"]
+    );
 
     // read-sb takes the device positionally.
     let sb = ok(&disk, &["read-sb", &dev.0, "--json"], &conf);
@@ -171,7 +174,16 @@ fn prepare_a_loop_device_and_serve_io_from_its_config() {
     let _mon = spawn(&mon, &[], &conf, dir.path().join("mon.log"));
     ok(
         &cli,
-        &["create-pool", "p1", "-s", "1", "-n", "8", "--failure_domain", "osd"],
+        &[
+            "create-pool",
+            "p1",
+            "-s",
+            "1",
+            "-n",
+            "8",
+            "--failure_domain",
+            "osd",
+        ],
         &conf,
     );
     ok(&cli, &["create", "-s", "64M", "img"], &conf);
@@ -209,11 +221,27 @@ fn prepare_a_loop_device_and_serve_io_from_its_config() {
     assert_eq!(listed[0]["data_device"], dev.0.as_str());
     assert_eq!(listed[0]["store"], "ok");
 
-    // Purge refuses a running OSD and keeps everything.
+    // Purge refuses a running OSD and keeps everything: it is up in etcd, and without etcd
+    // (a host whose vitastor.conf names none) the OSD's device lock still says so.
     let refused = run(&disk, &["purge", &dev.0, "--no-systemd"], &conf);
     assert_eq!(refused.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("OSD 5 is up"));
+    let no_etcd = dir.path().join("none.conf");
+    let dir_s = dir.path().to_str().unwrap();
+    let refused = run(
+        &disk,
+        &["purge", &dev.0, "--no-systemd", "--config_dir", dir_s],
+        &no_etcd,
+    );
+    assert_eq!(refused.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("is in use") && err.contains("stop OSD 5"),
+        "{err}"
+    );
     assert!(osd_conf.exists());
+    let sb = ok(&disk, &["read-sb", &dev.0, "--json"], &conf);
+    assert!(sb.contains("\"data_superblock\": \"ok\""), "{sb}");
 
     osd.stop();
     // The stopped OSD's key goes with its lease (revoked on a clean stop, else its TTL).
@@ -225,7 +253,10 @@ fn prepare_a_loop_device_and_serve_io_from_its_config() {
         }
         let err = String::from_utf8_lossy(&o.stderr).into_owned();
         assert!(err.contains("is up"), "{err}");
-        assert!(std::time::Instant::now() < deadline, "OSD 5 stayed up: {err}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "OSD 5 stayed up: {err}"
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
     assert!(!osd_conf.exists());

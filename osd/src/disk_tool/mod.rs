@@ -75,12 +75,13 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Lay out a new OSD store on each device, reserve its OSD number in etcd (when the
-    /// cluster is known), write its config and enable its systemd unit
+    /// Lay out a new OSD store on each device, reserve its OSD number in etcd (when an etcd
+    /// address is known), write its config and enable its systemd unit
     Prepare(PrepareArgs),
     /// The OSD configs in the config directory and the state of their devices
     List(ListArgs),
-    /// Erase the store of a stopped OSD, disable its unit and remove its config
+    /// Erase the store of a stopped OSD (refused while it is up in etcd or holds its
+    /// devices), disable its unit and remove its config
     Purge(PurgeArgs),
     /// Print the superblock (geometry, uuid, format version)
     ReadSb(InspectArgs),
@@ -126,8 +127,7 @@ pub struct PrepareArgs {
 /// Which cluster and where the host's configs live.
 #[derive(Args, Debug)]
 pub struct ClusterArgs {
-    /// etcd endpoints [default: etcd_address of vitastor.conf]; without any, no OSD number
-    /// is reserved
+    /// etcd endpoints [default: etcd_address of vitastor.conf]
     #[arg(long = "etcd_address", value_name = "ADDRS")]
     etcd_address: Option<String>,
     /// Key prefix in etcd [default: etcd_prefix of vitastor.conf, else /vitastor]

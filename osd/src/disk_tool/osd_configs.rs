@@ -8,6 +8,7 @@
 //!   decided to lose them).
 
 use std::fs::OpenOptions;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -98,19 +99,49 @@ pub fn find_by_device(dir: &Path, device: &Path) -> Result<OsdConfigFile, ToolEr
 }
 
 /// Zeroes the store's superblock and its copy at the start of the data area, so neither
-/// the OSD nor `prepare` (without --force) takes the device for a store any more.
+/// the OSD nor `prepare` (without --force) takes the device for a store any more. Refused
+/// while a process holds the device lock every OSD takes at open, so a running OSD (even
+/// one etcd cannot be asked about) keeps its store.
 pub fn erase_superblocks(osd: &OsdConfigFile) -> Result<(), ToolError> {
     let s = &osd.store;
     let zeros = vec![0u8; SUPERBLOCK_WIPE];
-    for (path, offset) in [
+    let areas = [
         (s.meta_path(), s.meta_offset.unwrap_or(0)),
         (s.data_device.clone(), s.data_offset.unwrap_or(0)),
-    ] {
+    ];
+    // Every device locked before anything is written, each once (a second flock of the
+    // same file through another descriptor would conflict with our own first one); the
+    // locks go with the files.
+    let mut files: Vec<(PathBuf, std::fs::File)> = Vec::new();
+    for (path, _) in &areas {
+        if files.iter().any(|(p, _)| p == path) {
+            continue;
+        }
         let f = OpenOptions::new()
             .write(true)
-            .open(&path)
+            .open(path)
             .map_err(|e| ToolError::io(format!("open {}", path.display()), e))?;
-        f.write_all_at(&zeros, offset)
+        // SAFETY: flock on a descriptor owned by `f`, which outlives the call.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(if e.kind() == std::io::ErrorKind::WouldBlock {
+                ToolError::Invalid(format!(
+                    "{} is in use (a running OSD holds its lock); stop OSD {} first",
+                    path.display(),
+                    osd.osd_num
+                ))
+            } else {
+                ToolError::io(format!("lock {}", path.display()), e)
+            });
+        }
+        files.push((path.clone(), f));
+    }
+    for (path, offset) in &areas {
+        let (_, f) = files
+            .iter()
+            .find(|(p, _)| p == path)
+            .expect("every area's device was opened above");
+        f.write_all_at(&zeros, *offset)
             .and_then(|()| f.sync_all())
             .map_err(|e| ToolError::io(format!("erase the superblock of {}", path.display()), e))?;
     }
