@@ -16,7 +16,10 @@
 //!   the client syncs on its own past `client_max_dirty_bytes`/`client_max_dirty_ops`.
 //! - Ordering: ops start in submission order; a SYNC waits for the writes before it and holds
 //!   the ops after it; nothing new starts while unsynced writes are being replayed.
-//! - Image watches and the "ready" state (first etcd load).
+//! - Layered reads: a read of an image with parents starts on the top layer; each reply's
+//!   bitmap sends the granules that layer lacks one layer down (`layered_read`). Writes and
+//!   deletes go to the op's inode only, and never to a read-only layer (`-EROFS`).
+//! - The "ready" state (first etcd load); image watches live in `watches`.
 //!
 //! # What it must never do
 //! - Call a user callback while it holds itself borrowed: completions are queued and run by
@@ -37,7 +40,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use rustc_hash::{FxHashMap, FxHashSet};
-use vitastor_layout::{inode_with_pool, pool_of, ImmediateCommit, PoolConfig};
+use vitastor_layout::{pool_of, ImmediateCommit, PoolConfig};
 use vitastor_protocol::handshake::{
     ImmediateCommit as WireCommit, PoolExpectation, RequestFeatures, ShowConfigReplyJson,
     ShowConfigRequestJson,
@@ -50,10 +53,13 @@ use vitastor_protocol::{
 use crate::cluster::ClusterView;
 use crate::error::{is_retryable_osd_errno, ClientError};
 use crate::etcd::{EtcdAddress, EtcdWatcher};
-use crate::layers::{missing_runs, resolve_chain};
+use crate::layers::resolve_chain;
 use crate::mapping::{check_range, split};
 use crate::options::{ClientOptions, Resolved, Settings};
 use crate::sys::{self, copy_to_iov, sub_iov, Epoll, Io, IoVec, Timer};
+
+mod layered_read;
+mod watches;
 
 /// epoll token of the etcd wake-up fd.
 const TOKEN_ETCD: u64 = 0;
@@ -1705,49 +1711,6 @@ impl Client {
         Ok(())
     }
 
-    /// A layer answered part `p` of a layered read: the granules it lacks (clear in its
-    /// bitmap) are read from the next layer down, into the same place of the op's buffer.
-    /// Every such part is sent at once, so one level costs one round trip.
-    fn read_lower_layer(&mut self, idx: usize, p: Part, conn_idx: usize) {
-        let layer = p.layer + 1;
-        let lower = self.ops[idx].layers[usize::from(layer)];
-        let (Some(upper_pool), Some(lower_pool)) = (
-            self.view.pools.get(&p.pool),
-            self.view.pools.get(&pool_of(lower)),
-        ) else {
-            let op = &mut self.ops[idx];
-            op.error.get_or_insert(ClientError::BrokenLayers(format!(
-                "the pool of layer {lower:#x} disappeared during a read"
-            )));
-            return;
-        };
-        let g = u64::from(upper_pool.bitmap_granularity);
-        let first_bit = (p.offset - upper_pool.object_start(p.offset)) / g;
-        let bitmap = self.conns[conn_idx]
-            .as_ref()
-            .map_or(&[][..], |c| &c.payload);
-        let first_new = self.ops[idx].parts.len();
-        let parts = &mut self.ops[idx].parts;
-        missing_runs(bitmap, first_bit, g, u64::from(p.len), |off, len| {
-            split(lower_pool, p.offset + off, len, |s| {
-                parts.push(Part {
-                    pool: lower_pool.id,
-                    pg: s.pg,
-                    offset: s.offset,
-                    len: s.len,
-                    op_offset: p.op_offset + off + s.op_offset,
-                    osd: 0,
-                    direct: false,
-                    layer,
-                    state: PartState::Waiting,
-                })
-            });
-        });
-        for part in first_new..self.ops[idx].parts.len() {
-            self.dispatch(idx, part);
-        }
-    }
-
     /// The OSD may have lost the writes it acknowledged but did not sync: replay them.
     fn lose_unsynced(&mut self, osd: u64) {
         for d in self.dirty.values_mut() {
@@ -1907,71 +1870,6 @@ impl Client {
             op.callback = None;
             self.syncs_queued += 1;
             self.queue.push_back(idx);
-        }
-    }
-
-    // ---- watches ----
-
-    fn image_info(&self, name: &str) -> Result<ImageInfo, ClientError> {
-        let missing = || ClientError::NoSuchImage(name.to_string());
-        let inode = self.view.image(name).ok_or_else(missing)?;
-        let entry = self.view.inode(inode).ok_or_else(missing)?;
-        let pool_id = pool_of(inode);
-        let pool: Option<&PoolConfig> = self.view.pools.get(&pool_id);
-        let c = &entry.config;
-        let parent_pool = if c.parent_pool != 0 {
-            u32::try_from(c.parent_pool).unwrap_or(pool_id)
-        } else {
-            pool_id
-        };
-        Ok(ImageInfo {
-            name: name.to_string(),
-            inode,
-            size: c.size,
-            parent_id: if c.parent_id == 0 {
-                0
-            } else {
-                inode_with_pool(parent_pool, c.parent_id)
-            },
-            readonly: c.readonly,
-            meta: entry
-                .raw
-                .get("meta")
-                .and_then(|m| CString::new(m.to_string()).ok()),
-            mod_revision: entry.mod_revision,
-            block_size: pool.map_or(0, |p| p.block_size),
-            bitmap_granularity: pool.map_or(0, |p| p.bitmap_granularity),
-            immediate_commit: pool.and_then(|p| {
-                p.immediate_commit
-                    .or(self.settings.default_immediate_commit)
-            }),
-        })
-    }
-
-    fn open_watch(&mut self, name: &str) -> WatchResult {
-        let info = Rc::new(RefCell::new(self.image_info(name)?));
-        let id = self.next_watch;
-        self.next_watch += 1;
-        self.watches.insert(id, Rc::clone(&info));
-        Ok(ImageWatch { id, info })
-    }
-
-    fn refresh_watches(&mut self) {
-        if !self.view.loaded {
-            return;
-        }
-        for (name, cb) in std::mem::take(&mut self.pending_watches) {
-            let result = self.open_watch(&name);
-            self.completions.push_back(Completion::Watch(cb, result));
-        }
-        for info in self.watches.values() {
-            let name = info.borrow().name.clone();
-            // A deleted or renamed image keeps its last known metadata. When the name moves
-            // to another inode (a snapshot was taken: the old inode became `IMAGE@SNAP`), the
-            // watch follows it, so the next writes go to the new top layer.
-            if let Ok(new) = self.image_info(&name) {
-                *info.borrow_mut() = new;
-            }
         }
     }
 }
