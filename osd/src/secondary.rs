@@ -82,7 +82,7 @@ pub struct SecOp {
 }
 
 impl SecOp {
-    /// The name this op is counted under in `osd/stats` `subop_stats`.
+    /// The name this op is counted under in `osd/stats` `op_stats`.
     pub fn stat_name(&self) -> &'static str {
         self.opcode.stat_name()
     }

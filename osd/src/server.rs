@@ -103,6 +103,14 @@ pub(crate) enum Owner {
     Stab((u32, u32), u64, u64),
 }
 
+/// A request sent to a peer, for `subop_stats`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sent {
+    name: &'static str,
+    start: std::time::Instant,
+    bytes: u64,
+}
+
 /// Where a sub-op runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
@@ -170,7 +178,9 @@ pub struct Server {
     conns: HashMap<ConnId, Connection>,
     next_conn: ConnId,
     bs_owner: HashMap<OpId, Owner>,
-    net_owner: HashMap<(u64, u64), Owner>,
+    /// Requests sent to peers, by (peer, request id): who waits, and what and when was sent
+    /// (for `subop_stats`).
+    net_owner: HashMap<(u64, u64), (Owner, Sent)>,
     completions: Vec<Completion>,
     incoming: Vec<Incoming>,
     pub(crate) cfg: ServerConfig,
@@ -423,9 +433,11 @@ impl Server {
                         payload,
                         ..
                     } => {
-                        let Some(owner) = self.net_owner.remove(&(osd, reply.id)) else {
+                        let Some((owner, sent)) = self.net_owner.remove(&(osd, reply.id)) else {
                             continue;
                         };
+                        // As the original: sub-ops this OSD sent, counted when answered.
+                        self.stats.subop(sent.name, sent.start, sent.bytes);
                         let res = if reply.retval < 0 {
                             let e = Errno::from_retval(reply.retval).unwrap_or(Errno::EIO);
                             SubRes::Net(Err(e))
@@ -444,7 +456,7 @@ impl Server {
                             .copied()
                             .collect();
                         for k in lost {
-                            if let Some(owner) = self.net_owner.remove(&k) {
+                            if let Some((owner, _)) = self.net_owner.remove(&k) {
                                 self.deliver(owner, SubRes::Net(Err(Errno::EPIPE)));
                             }
                         }
@@ -466,8 +478,8 @@ impl Server {
         match owner {
             Owner::Secondary(p) => {
                 let SubRes::Bs(result) = res else { return };
-                self.stats
-                    .subop(p.op.stat_name(), p.start, p.op.data_bytes());
+                // As the original: every op this OSD executed, a peer's included.
+                self.stats.op(p.op.stat_name(), p.start, p.op.data_bytes());
                 let geo = self.geo;
                 let step = secondary::complete(p.op, result, &geo);
                 self.apply(p.conn, p.cost, step);
@@ -498,9 +510,14 @@ impl Server {
         payload: Vec<u8>,
         data: Option<Rc<AlignedBuf>>,
     ) {
+        let sent = Sent {
+            name: request.op.opcode().stat_name(),
+            start: std::time::Instant::now(),
+            bytes: data.as_ref().map_or(0, |d| d.len() as u64),
+        };
         match self.peers.send(osd, request, &payload, data) {
             Some(id) => {
-                self.net_owner.insert((osd, id), owner);
+                self.net_owner.insert((osd, id), (owner, sent));
             }
             None => self.deferred.push((owner, SubRes::Net(Err(Errno::EPIPE)))),
         }

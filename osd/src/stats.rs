@@ -6,7 +6,9 @@
 //!
 //! `op_stats` and `subop_stats` are keyed by the original's op names
 //! ([`Opcode::stat_name`]: `primary_write`, `write_stable`, `sec_read_bmp`…) and list every
-//! op, zeros included, as the original does: its tools index them by name.
+//! op, zeros included, as the original does: its tools index them by name. As in the
+//! original, `op_stats` counts every op this OSD executed (clients' and peers'), and
+//! `subop_stats` the requests it sent to peers, counted when answered.
 //!
 //! It only counts and formats: recording is a few additions on the hot path, and the JSON
 //! is built once per report interval. It never talks to etcd itself.
@@ -83,12 +85,13 @@ pub struct OsdStats {
 }
 
 impl OsdStats {
-    /// A finished client op (`primary_read`, …) that started at `start`.
+    /// A finished op this OSD executed, a client's (`primary_read`, …) or a peer's
+    /// (`write_stable`, `sec_read_bmp`, …), that started at `start`.
     pub fn op(&mut self, name: &'static str, start: Instant, bytes: u64) {
         self.ops.entry(name).or_default().add(start, bytes);
     }
 
-    /// A finished secondary op (`read`, `write`, `sync`, …).
+    /// A sub-op this OSD sent to a peer (`write_stable`, `sync`, …), answered now.
     pub fn subop(&mut self, name: &'static str, start: Instant, bytes: u64) {
         self.subops.entry(name).or_default().add(start, bytes);
     }

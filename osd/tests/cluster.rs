@@ -411,3 +411,47 @@ fn etcd_outage_keeps_serving_until_the_lease_lapses() {
     verify_objects(&mut c, 8, 3);
     assert_eq!(cl.osds_running(), 3, "an OSD exited");
 }
+
+/// `osd/stats` counts as the original does: `op_stats` every op the OSD executed (a client's
+/// `primary_write`, a peer's `write_stable`), `subop_stats` the sub-ops it sent to peers.
+#[test]
+fn stats_count_executed_ops_and_sent_subops() {
+    let cl = cluster(2, 2, "all", 1);
+    let primary = cl.default_sets()[0][0];
+    let secondary = 3 - primary;
+    let mut c = TestClient::new(&cl);
+    write_objects(&mut c, 4, 1);
+    let count = |stats: &serde_json::Value, group: &str, op: &str| {
+        stats[group][op]["count"].as_u64().unwrap_or(0)
+    };
+    let deadline = Instant::now() + WAIT;
+    let (p, s) = loop {
+        let all = cl.get_prefix("osd/stats/").unwrap();
+        let of = |osd: u64| {
+            all.iter()
+                .find(|(k, _)| *k == format!("osd/stats/{osd}"))
+                .map(|(_, v)| v.clone())
+        };
+        if let (Some(p), Some(s)) = (of(primary), of(secondary)) {
+            if count(&p, "op_stats", "primary_write") >= 4 {
+                break (p, s);
+            }
+        }
+        assert!(Instant::now() < deadline, "no osd/stats with the writes");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        count(&p, "subop_stats", "write_stable") >= 4,
+        "primary sent: {p}"
+    );
+    assert_eq!(count(&p, "op_stats", "write_stable"), 0, "primary: {p}");
+    assert!(
+        count(&s, "op_stats", "write_stable") >= 4,
+        "secondary executed: {s}"
+    );
+    assert_eq!(
+        count(&s, "subop_stats", "write_stable"),
+        0,
+        "secondary: {s}"
+    );
+}
