@@ -151,6 +151,23 @@ fn prepare_a_loop_device_and_serve_io_from_its_config() {
     let again = run(&disk, &["prepare", &dev.0, "--no-systemd"], &conf);
     assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stderr).contains("already holds an OSD store"));
+    // A store run by hand (--write_config, as the test clusters do) takes no number either.
+    let manual = dir.path().join("manual.json");
+    let manual_img = dir.path().join("manual.img");
+    ok(
+        &disk,
+        &[
+            "prepare",
+            manual_img.to_str().unwrap(),
+            "--size",
+            "256M",
+            "--write_config",
+            manual.to_str().unwrap(),
+        ],
+        &conf,
+    );
+    let manual: Value = serde_json::from_str(&std::fs::read_to_string(&manual).unwrap()).unwrap();
+    assert!(manual.get("osd_num").is_none(), "{manual}");
     let stats = etcd
         .etcdctl(&["get", "--keys-only", "--prefix", "/vitastor/osd/stats/"])
         .unwrap();

@@ -107,8 +107,8 @@ pub struct PrepareArgs {
     /// Print the OSD options as a JSON object instead of --key value lines
     #[arg(long)]
     json: bool,
-    /// Also write the OSD options to this file as a JSON config [default with an OSD
-    /// number: CONFIG_DIR/osd<N>.json]
+    /// Write the OSD options to this file as a JSON config instead of CONFIG_DIR/osd<N>.json:
+    /// a store run by hand, for which no OSD number is reserved and no unit enabled
     #[arg(long = "write_config", value_name = "PATH")]
     write_config: Option<PathBuf>,
     /// Use this OSD number instead of reserving one in etcd
@@ -249,15 +249,17 @@ fn prepare_one(
     let mut opts = prepare::osd_options(&cfg, &layout)?;
     // After the layout, which is what fails on a wrong device: a reserved number whose
     // store never came to be would stay in the cluster as a down OSD.
-    let osd_num = match (a.osd_num, etcd_address) {
-        (Some(n), _) => Some(n),
-        (None, Some(address)) => Some(osd_number::allocate(address, etcd_prefix).map_err(|e| {
-            ToolError::Invalid(format!(
-                "{} is prepared, but no OSD number was reserved: {e}",
-                dev.display()
-            ))
-        })?),
-        (None, None) => None,
+    let osd_num = match (a.osd_num, &a.write_config, etcd_address) {
+        (Some(n), _, _) => Some(n),
+        (None, None, Some(address)) => {
+            Some(osd_number::allocate(address, etcd_prefix).map_err(|e| {
+                ToolError::Invalid(format!(
+                    "{} is prepared, but no OSD number was reserved: {e}",
+                    dev.display()
+                ))
+            })?)
+        }
+        _ => None,
     };
     if let Some(n) = osd_num {
         opts.insert(0, ("osd_num", n.into()));
@@ -291,7 +293,9 @@ fn prepare_one(
             )
         })?;
     }
-    if let (Some(n), false) = (osd_num, a.no_systemd) {
+    // The unit starts the OSD from CONFIG_DIR/osd<N>.json, so only a store configured there
+    // gets one.
+    if let (Some(n), None, false) = (osd_num, &a.write_config, a.no_systemd) {
         systemd::set_enabled(n, true)?;
     }
     if a.json {
