@@ -3,6 +3,9 @@ CARGO ?= cargo
 RELEASE_DIR := $(or $(CARGO_TARGET_DIR),target)/release
 # Tests append a line here for each skip (testkit's prereq module); `make test` lists them.
 SKIPPED := $(RELEASE_DIR)/skipped-tests.txt
+# Tests and local clusters never read this host's /etc/vitastor/vitastor.conf: a test OSD
+# started without --etcd_address would join the cluster it names (see vitastor_etcd::config_file).
+export VITASTOR_CONFIG_PATH ?= $(abspath $(RELEASE_DIR))/no-vitastor.conf
 
 # Every program and library (libvitastor.so, libfio_vitastor.so, block-vitastor.so with
 # vitastor-qemu-preload) in ONE cargo invocation: separate invocations resolve the shared
