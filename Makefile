@@ -51,6 +51,7 @@ bench: setup
 	scripts/bench-fio.sh
 	scripts/bench-nbd.sh
 	scripts/bench-qemu.sh
+	scripts/bench-layers.sh
 
 # Debian packages of the release build in target/debian/ (see README "Install on Debian").
 deb: build
