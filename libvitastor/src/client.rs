@@ -216,6 +216,8 @@ struct Op {
     parts: Vec<Part>,
     /// Reads: the inode's layers, top first (one entry for an image without parents).
     layers: Vec<u64>,
+    /// Writes and deletes: the read-only check was done at submission.
+    readonly_checked: bool,
     done_parts: usize,
     error: Option<ClientError>,
     version_out: u64,
@@ -669,6 +671,17 @@ impl Client {
         op.list_pg = req.list_pg;
         op.listed.clear();
         op.callback = Some(cb);
+        // Read-only is judged when the op is submitted, not when it starts: a write queued
+        // (behind a SYNC) when a snapshot turns its inode read-only was submitted before the
+        // snapshot and lands in it, rather than failing with -EROFS in the middle of a VM's
+        // I/O. Its data stays visible through the new top layer, which lacks those granules.
+        let write = matches!(req.kind, OpKind::Write | OpKind::Delete);
+        op.readonly_checked = write && self.view.loaded;
+        if op.readonly_checked {
+            if let Some(e) = self.readonly_check(req.inode) {
+                return self.fail_now(idx, e);
+            }
+        }
         if req.kind == OpKind::Sync {
             self.syncs_queued += 1;
         }
@@ -730,7 +743,7 @@ impl Client {
             return self.fail_now(idx, ClientError::InvalidRequest(reason));
         }
         if matches!(kind, OpKind::Write | OpKind::Delete) {
-            if let Some(e) = self.image_write_check(inode, offset, len) {
+            if let Some(e) = self.image_write_check(idx) {
                 return self.fail_now(idx, e);
             }
         }
@@ -800,21 +813,23 @@ impl Client {
 
     /// Writes must not touch a read-only layer (snapshot), and writes to an image opened by
     /// name must stay inside it.
-    fn image_write_check(&self, inode: u64, offset: u64, len: u64) -> Option<ClientError> {
-        let readonly = self
-            .view
-            .inode(inode)
-            .filter(|e| e.config.readonly && !self.readonly_writes);
-        if let Some(entry) = readonly {
-            return Some(ClientError::ReadOnlyImage(entry.config.name.clone()));
+    fn image_write_check(&self, idx: usize) -> Option<ClientError> {
+        let Op {
+            inode,
+            offset,
+            len,
+            readonly_checked,
+            ..
+        } = self.ops[idx];
+        if !readonly_checked {
+            if let Some(e) = self.readonly_check(inode) {
+                return Some(e);
+            }
         }
         for info in self.watches.values() {
             let info = info.borrow();
             if info.inode != inode {
                 continue;
-            }
-            if info.readonly && !self.readonly_writes {
-                return Some(ClientError::ReadOnlyImage(info.name.clone()));
             }
             if offset + len > info.size {
                 return Some(ClientError::InvalidRequest(format!(
@@ -824,6 +839,21 @@ impl Client {
             }
         }
         None
+    }
+
+    /// `-EROFS` for a write to a read-only layer (a snapshot), by its metadata or by a watch.
+    fn readonly_check(&self, inode: u64) -> Option<ClientError> {
+        if self.readonly_writes {
+            return None;
+        }
+        if let Some(entry) = self.view.inode(inode).filter(|e| e.config.readonly) {
+            return Some(ClientError::ReadOnlyImage(entry.config.name.clone()));
+        }
+        self.watches.values().find_map(|info| {
+            let info = info.borrow();
+            (info.inode == inode && info.readonly)
+                .then(|| ClientError::ReadOnlyImage(info.name.clone()))
+        })
     }
 
     fn start_list(&mut self, idx: usize, pool: &PoolConfig) {
