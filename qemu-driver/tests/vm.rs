@@ -123,6 +123,42 @@ fn initramfs(assets: &Path, dir: &Path, guest: &[u8]) -> PathBuf {
     image
 }
 
+/// Boots the VM on disk `spec` with `guest` in its initramfs; returns the console output.
+fn boot(assets: &Path, dir: &Path, spec: &str, guest: &[u8]) -> String {
+    let initrd = initramfs(assets, dir, guest);
+    let accel = accel();
+    eprintln!("booting with -accel {accel}");
+    let drive = format!("file={spec},format=raw,if=none,id=d0,cache=none");
+    qemu_ok(
+        "qemu-system-x86_64",
+        &[
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-serial",
+            "stdio",
+            "-no-reboot",
+            "-accel",
+            accel,
+            "-m",
+            "256",
+            "-kernel",
+            assets.join("vmlinuz").to_str().unwrap(),
+            "-initrd",
+            initrd.to_str().unwrap(),
+            "-append",
+            "console=ttyS0 panic=-1 quiet",
+            "-object",
+            "iothread,id=io0",
+            "-drive",
+            &drive,
+            "-device",
+            "virtio-blk-pci,drive=d0,iothread=io0",
+        ],
+    )
+}
+
 #[test]
 fn vm_boots_and_writes_to_a_vitastor_disk() {
     if !require_tools(&["qemu-system-x86_64", "qemu-img", "md5sum"]) {
@@ -152,39 +188,7 @@ fn vm_boots_and_writes_to_a_vitastor_disk() {
             &spec,
         ],
     );
-    let initrd = initramfs(&assets, tmp.path(), &guest_data);
-
-    let accel = accel();
-    eprintln!("booting with -accel {accel}");
-    let drive = format!("file={spec},format=raw,if=none,id=d0,cache=none");
-    let out = qemu_ok(
-        "qemu-system-x86_64",
-        &[
-            "-nodefaults",
-            "-no-user-config",
-            "-display",
-            "none",
-            "-serial",
-            "stdio",
-            "-no-reboot",
-            "-accel",
-            accel,
-            "-m",
-            "256",
-            "-kernel",
-            assets.join("vmlinuz").to_str().unwrap(),
-            "-initrd",
-            initrd.to_str().unwrap(),
-            "-append",
-            "console=ttyS0 panic=-1 quiet",
-            "-object",
-            "iothread,id=io0",
-            "-drive",
-            &drive,
-            "-device",
-            "virtio-blk-pci,drive=d0,iothread=io0",
-        ],
-    );
+    let out = boot(&assets, tmp.path(), &spec, &guest_data);
     let want = format!(
         "VITASTOR-VM-RESULT host={} guest={}",
         md5(&host_data, tmp.path()),
@@ -198,4 +202,77 @@ fn vm_boots_and_writes_to_a_vitastor_disk() {
     let line = format!("{}\n", want.replace("VITASTOR-VM-RESULT", "VITASTOR-VM"));
     assert_eq!(&record[..line.len()], line.as_bytes());
     assert!(read_image(&spec, tmp.path(), 0, MIB) == host_data);
+}
+
+/// The golden-image workflow: a disk is written into `base`, `snap-create base@golden`, two
+/// clones of it; a TCG (or KVM) VM runs on each clone: it reads the golden data through the
+/// layers, writes its own data, and the base stays unchanged. The VM boots its kernel and
+/// initramfs with -kernel (the assets have no bootloader disk); the clone is its only disk.
+#[test]
+fn vms_on_two_clones_of_a_golden_snapshot() {
+    if !require_tools(&["qemu-system-x86_64", "qemu-img", "md5sum"]) {
+        return;
+    }
+    let Some(assets) = require(vm_assets()) else {
+        return;
+    };
+    let cl = start_cluster();
+    let tmp = tempfile::tempdir().unwrap();
+    let golden = pattern(21, MIB as usize);
+    let golden_file = tmp.path().join("golden.raw");
+    fs::write(&golden_file, &golden).unwrap();
+    let base = image_spec(&cl, "base");
+    qemu_ok("qemu-img", &["create", "-f", "raw", &base, "16M"]);
+    qemu_ok(
+        "qemu-img",
+        &[
+            "convert",
+            "-n",
+            "-f",
+            "raw",
+            "-O",
+            "raw",
+            golden_file.to_str().unwrap(),
+            &base,
+        ],
+    );
+    let cli = |args: &[&str]| {
+        let out = Command::new(vitastor_testkit::artifacts::fresh_path("vitastor-cli"))
+            .args(["--etcd_address", &cl.etcd_address()])
+            .args(args)
+            .output()
+            .expect("vitastor-cli");
+        assert!(
+            out.status.success(),
+            "vitastor-cli {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    cli(&["snap-create", "base@golden"]);
+    cli(&["create", "--parent", "base@golden", "vm1"]);
+    cli(&["create", "--parent", "base@golden", "vm2"]);
+    for (i, name) in ["vm1", "vm2"].iter().enumerate() {
+        let dir = tmp.path().join(name);
+        fs::create_dir_all(&dir).unwrap();
+        let guest = pattern(30 + i as u64, GUEST_DATA);
+        let spec = image_spec(&cl, name);
+        let out = boot(&assets, &dir, &spec, &guest);
+        let want = format!(
+            "VITASTOR-VM-RESULT host={} guest={}",
+            md5(&golden, &dir),
+            md5(&guest, &dir)
+        );
+        assert!(
+            out.contains(&want),
+            "{name}: guest console lacks `{want}`:\n{out}"
+        );
+        assert!(read_image(&spec, &dir, 2 * MIB, GUEST_DATA as u64) == guest);
+        assert!(read_image(&spec, &dir, 0, MIB) == golden);
+    }
+    // The snapshot under both clones is unchanged: nothing past the golden data was written.
+    let snap = image_spec(&cl, "base@golden");
+    assert!(read_image(&snap, tmp.path(), 0, MIB) == golden);
+    assert!(read_image(&snap, tmp.path(), 2 * MIB, GUEST_DATA as u64)
+        .iter()
+        .all(|&b| b == 0));
 }
