@@ -23,6 +23,7 @@ pub mod etcd;
 pub mod fanout;
 pub mod op_delete;
 pub mod op_gate;
+pub mod op_list;
 pub mod op_read;
 pub mod op_recover;
 pub mod op_sync;

@@ -21,11 +21,12 @@ use vitastor_layout::{ImmediateCommit, OsdNum, PgId, Scheme};
 use vitastor_protocol::errno::Errno;
 use vitastor_protocol::{
     encode_obj_ver_ids, obj_ver_ids, DeleteReply, Reply, ReplyOp, Request, RequestOp, RwOp,
-    RwReply, SecDeleteOp, SecRwOp, SecStabOp, SecSyncOp,
+    RwReply, SecDeleteOp, SecListOp, SecListReply, SecRwOp, SecStabOp, SecSyncOp,
 };
 
 use crate::fanout;
 use crate::op_delete as delete;
+use crate::op_list as list;
 use crate::op_read as read;
 use crate::op_recover as recover;
 use crate::op_sync::{self as sync, SyncOp};
@@ -69,6 +70,16 @@ pub enum POp {
     },
     /// Background recovery of one object (also run before a write to a degraded object).
     Recover(RecoverOp),
+    /// A client's listing of a whole PG (SEC_LIST with `OSD_LIST_PRIMARY`).
+    List(PgListOp),
+}
+
+/// A listing of a whole PG: the request, beside the merge ([`list::ListOp`]).
+#[derive(Debug)]
+pub struct PgListOp {
+    client: ClientRef,
+    pg: (u32, u32),
+    steps: list::ListOp,
 }
 
 /// A client READ.
@@ -250,6 +261,7 @@ impl Server {
         match op {
             POp::Read(r) => self.client_error(r.client, errno),
             POp::Write(w) => self.client_error(w.client, errno),
+            POp::List(l) => self.client_error(l.client, errno),
             POp::Delete(d) if !d.steps.is_background() => self.client_error(d.client, errno),
             POp::Sync { client, mut op } => {
                 // The slot is already free: nothing more may be sent for this op.
@@ -450,6 +462,29 @@ impl Server {
                 let actions = op.advance(sync::Event::Sub { tag, result });
                 self.run_sync_actions(idx, client, actions);
             }
+            POp::List(l) => {
+                let result = match res {
+                    SubRes::Bs(Ok(BsReply::List {
+                        mut stable,
+                        unstable,
+                    })) => {
+                        stable.extend(unstable);
+                        Ok(stable)
+                    }
+                    SubRes::Net(Ok((reply, payload))) => match reply.op {
+                        ReplyOp::SecList(_) => parse_listing(&payload).ok_or(Errno::EIO),
+                        _ => Err(Errno::EIO),
+                    },
+                    other => Err(other.errno().unwrap_or(Errno::EIO)),
+                };
+                if let Some(answer) = l.steps.advance(tag, result) {
+                    let Some(POp::List(l)) = self.take_op(idx) else {
+                        unreachable!("matched above")
+                    };
+                    self.finish_pg_list(l, answer);
+                    self.release_if_done(idx);
+                }
+            }
             POp::Recover(_) => {
                 let Some(POp::Recover(mut r)) = self.take_op(idx) else {
                     unreachable!("matched above")
@@ -493,6 +528,9 @@ impl Server {
             }
             POp::Read(r) => {
                 self.ops[idx] = Some(POp::Read(r));
+            }
+            POp::List(l) => {
+                self.ops[idx] = Some(POp::List(l));
             }
         }
         self.release_if_done(idx);
@@ -953,6 +991,76 @@ impl Server {
         }
         self.sync_running = false;
         self.next_sync();
+    }
+
+    // ------------------------------------------------------------------ PG listings
+
+    /// Starts a listing of a whole PG for a client (SEC_LIST with `OSD_LIST_PRIMARY`): every
+    /// live member's store, and what peering found elsewhere. Returns false when this OSD
+    /// does not lead that PG, active, in the pool the client means; the request is then
+    /// served as a plain listing of this OSD's store, whose reply says so.
+    pub(crate) fn start_pg_list(&mut self, client: ClientRef, req: &SecListOp) -> bool {
+        let key = (vitastor_layout::pool_of(req.min_inode) as u32, req.list_pg);
+        let me = self.osd_num;
+        let Some(pg) = self.pgs.get_mut(&key) else {
+            return false;
+        };
+        if pg.phase != crate::pg::Phase::Active || pg.pool_cfg.pg_count != req.pg_count {
+            return false;
+        }
+        pg.inflight += 1;
+        let filter = crate::secondary::list_filter(req);
+        let mut members = vec![me];
+        members.extend(pg.live_members().into_iter().filter(|&o| o != me));
+        let known = pg
+            .objects
+            .objects
+            .iter()
+            .filter(|(oid, _)| filter.matches(oid))
+            .map(|(&oid, st)| ObjVerId::new(oid, st.version));
+        let steps = list::ListOp::new(members.len(), known, req.stable_limit);
+        let idx = self.insert_op(POp::List(PgListOp {
+            client,
+            pg: key,
+            steps,
+        }));
+        for (tag, osd) in (0u32..).zip(members) {
+            if osd == me {
+                self.sub_local(idx, tag, BsOp::List(filter));
+                continue;
+            }
+            let op = RequestOp::SecList(SecListOp {
+                stable_limit: 0,
+                flags: 0,
+                ..*req
+            });
+            self.sub_remote(idx, tag, osd, Request { id: 0, op }, Vec::new(), None);
+        }
+        true
+    }
+
+    fn finish_pg_list(&mut self, l: PgListOp, answer: Result<Vec<ObjVerId>, Errno>) {
+        match answer {
+            // The client's decoder refuses longer lists (and would drop the connection).
+            Ok(all) if all.len() as u64 <= vitastor_protocol::MAX_SEC_LIST_ENTRIES => {
+                self.stats.op("list", l.client.start, 0);
+                let msg = ReplyMsg::new(
+                    &Reply {
+                        id: l.client.id,
+                        retval: all.len() as i64,
+                        op: ReplyOp::SecList(SecListReply {
+                            stable_count: all.len() as u64,
+                            flags: vitastor_protocol::OSD_LIST_PRIMARY,
+                        }),
+                    },
+                    wire_list(&all),
+                );
+                self.reply(l.client.conn, l.client.cost, msg);
+            }
+            Ok(_) => self.client_error(l.client, Errno::EINVAL),
+            Err(e) => self.client_error(l.client, e),
+        }
+        self.op_done(l.pg);
     }
 
     // ------------------------------------------------------------------ recovery
@@ -1607,5 +1715,75 @@ mod full_store_tests {
         eprintln!("{acked} deletes in {:?}", start.elapsed());
         let id = b.write(0, &data);
         assert_eq!(b.reply(id, |_| 0).0.retval, BLOCK as i64);
+    }
+}
+
+#[cfg(test)]
+mod list_tests {
+    use vitastor_blockstore::{ObjVerId, ObjectId};
+    use vitastor_protocol::{ReplyOp, RequestOp, SecListOp, OSD_LIST_PRIMARY};
+
+    use crate::pg::ObjState;
+    use crate::testing::{Bench, Setup, BLOCK, INODE};
+
+    #[test]
+    fn a_primary_answers_a_pg_listing_for_the_whole_pg() {
+        let mut b = Bench::new(Setup::default());
+        let id = b.write(BLOCK, &[7u8; 4096]);
+        assert_eq!(b.reply(id, |_| 0).0.retval, 4096);
+        // Peering saw this object only on osd.2, which is down now.
+        let far = ObjectId::new(INODE, 3 * BLOCK);
+        let pg = b.server.pgs.get_mut(&(1, 1)).unwrap();
+        let st = ObjState {
+            version: 5,
+            holders: vec![2],
+            stale: vec![],
+        };
+        pg.objects.objects.insert(far, st);
+        pg.objects.degraded.insert(far);
+        let list = SecListOp {
+            list_pg: 1,
+            pg_count: 1,
+            pg_stripe_size: BLOCK,
+            min_inode: INODE,
+            max_inode: INODE,
+            flags: OSD_LIST_PRIMARY,
+            ..SecListOp::default()
+        };
+        let id = b.send(RequestOp::SecList(list), &[]);
+        let (reply, payload) = b.reply(id, |r| r.retval.max(0) as usize * 24);
+        let ReplyOp::SecList(h) = reply.op else {
+            panic!("not a listing: {reply:?}");
+        };
+        assert_eq!(h.flags & OSD_LIST_PRIMARY, OSD_LIST_PRIMARY, "answered for the PG");
+        let listed = crate::primary::parse_listing(&payload).unwrap();
+        assert_eq!(
+            listed,
+            [
+                ObjVerId::new(ObjectId::new(INODE, BLOCK), 1),
+                ObjVerId::new(far, 5)
+            ]
+        );
+        assert_eq!(h.stable_count, 2);
+        assert_eq!(b.server.pgs[&(1, 1)].inflight, 0);
+    }
+
+    #[test]
+    fn a_listing_of_a_pg_this_osd_does_not_lead_lists_its_store_only() {
+        let mut b = Bench::new(Setup::default());
+        let list = SecListOp {
+            list_pg: 2,
+            pg_count: 2,
+            min_inode: INODE,
+            max_inode: INODE,
+            flags: OSD_LIST_PRIMARY,
+            ..SecListOp::default()
+        };
+        let id = b.send(RequestOp::SecList(list), &[]);
+        let (reply, _) = b.reply(id, |r| r.retval.max(0) as usize * 24);
+        let ReplyOp::SecList(h) = reply.op else {
+            panic!("not a listing: {reply:?}");
+        };
+        assert_eq!(h.flags, 0, "says it listed its own store only");
     }
 }

@@ -803,6 +803,20 @@ impl Server {
             };
             return self.serve_client(client, &request, payload);
         }
+        if let RequestOp::SecList(list) = &request.op {
+            if list.flags & vitastor_protocol::OSD_LIST_PRIMARY != 0 {
+                let client = ClientRef {
+                    conn,
+                    id: request.id,
+                    opcode: request.opcode().code(),
+                    cost,
+                    start: Instant::now(),
+                };
+                if self.start_pg_list(client, list) {
+                    return;
+                }
+            }
+        }
         match secondary::start(&request, &payload, &geo) {
             Some(step) => self.apply(conn, cost, step),
             None => {
