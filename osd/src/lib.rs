@@ -3,16 +3,19 @@
 //! The daemon: [`server`] (listener, connection table, the single-threaded event loop on
 //! the blockstore's io_uring) over [`connection`] (per-connection framing, reply queue,
 //! back-pressure). Peers' SEC_* requests go to [`secondary`] (a pure request ↔ blockstore-op
-//! state machine). Clients' READ/WRITE/DELETE/SYNC on the PGs this OSD leads go to
-//! [`primary`], whose ops fan out to the local store and to [`peers`]; their decisions are
-//! pure: a READ's source in [`op_read`], the steps of a WRITE, a DELETE and a SYNC in the
-//! state machines [`op_write`], [`op_delete`] and [`op_sync`], what a fan-out left behind
-//! in [`fanout`]. [`peering`] takes the primary role through etcd, lists and classifies
-//! objects ([`pg`]) and schedules recovery, planned per object in [`recovery`]; failed
-//! attempts wait in [`backoff`]. [`etcd`] is the side thread (lease, state report,
-//! watches) feeding [`cluster`], the parsed view of etcd. The `vitastor-osd` binary starts
-//! it all with [`options`] and stops through [`shutdown`]; [`stats`] feeds `osd/stats`.
-//! `vitastor-disk` is [`disk_tool`].
+//! state machine). Clients' READ/WRITE/DELETE/SYNC and whole-PG listings on the PGs this
+//! OSD leads go to [`primary`], whose ops fan out to the local store and to [`peers`];
+//! every decision is pure and unit-tested without sockets: a READ's source in [`op_read`],
+//! the steps of a WRITE, a DELETE, a SYNC and a recovery in the state machines
+//! [`op_write`], [`op_delete`], [`op_sync`] and [`op_recover`] (their shared lock-time check
+//! in [`op_gate`], the per-object recovery plan in [`recovery`]), a listing's merge in
+//! [`op_list`], what a fan-out left behind in [`fanout`]; `primary.rs` only carries their
+//! actions out. [`peering`] takes the primary role through etcd and runs each peering
+//! round through the state machine [`peering_round`] (listings, stabilization, the object
+//! map of [`pg`]), then schedules recovery; failed attempts wait in [`backoff`]. [`etcd`]
+//! is the side thread (lease, state report, statistics, watches) feeding [`cluster`], the
+//! parsed view of etcd. The `vitastor-osd` binary starts it all with [`options`] and stops
+//! through [`shutdown`]; [`stats`] feeds `osd/stats`. `vitastor-disk` is [`disk_tool`].
 
 pub mod backoff;
 pub mod cluster;
