@@ -367,6 +367,7 @@ fn open_export(c: &ClusterArgs) -> Result<(Client, Export), NbdError> {
                 object: info.block_size.into(),
                 readonly: info.readonly,
             },
+            watch: Some(watch),
         };
         return Ok((client, export));
     }
@@ -393,6 +394,7 @@ fn open_export(c: &ClusterArgs) -> Result<(Client, Export), NbdError> {
             object: block_size.into(),
             readonly: false,
         },
+        watch: None,
     };
     Ok((client, export))
 }

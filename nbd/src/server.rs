@@ -31,7 +31,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
-use vitastor::{Client, ClientError, OpDone};
+use vitastor::{Client, ClientError, ImageWatch, OpDone};
 
 use crate::plan::{plan, Geometry, Plan, Range};
 use crate::proto::*;
@@ -69,9 +69,19 @@ pub struct Export {
     pub inode: u64,
     /// Size, alignment, object size, read-only.
     pub geometry: Geometry,
+    /// The image's watch when exported by name: after a snapshot the name is a new inode
+    /// over the old one (now read-only), and I/O follows it.
+    pub watch: Option<ImageWatch>,
 }
 
 impl Export {
+    /// The inode I/O goes to now.
+    pub fn current_inode(&self) -> u64 {
+        self.watch
+            .as_ref()
+            .map_or(self.inode, |w| w.with(|i| i.inode))
+    }
+
     /// Transmission flags for this export.
     pub fn flags(&self) -> u16 {
         let mut f = TFLAG_HAS_FLAGS | TFLAG_SEND_FLUSH | TFLAG_CAN_MULTI_CONN;
@@ -655,7 +665,7 @@ impl Server {
             geometry.size = c.session.export().size;
         }
         let fua = req.flags & CMD_FLAG_FUA != 0;
-        let inode = self.export.inode;
+        let inode = self.export.current_inode();
         match plan(&req, &geometry) {
             Plan::Reply(error) => self.reply(id, req.cookie, error, charge, Vec::new()),
             Plan::Disconnect => {
@@ -710,7 +720,7 @@ impl Server {
         self.slot(idx).deletes = (rest.len > 0).then_some(rest);
         let cb = self.callback(idx);
         self.client
-            .delete(self.export.inode, range.offset, len, 0, cb);
+            .delete(self.export.current_inode(), range.offset, len, 0, cb);
     }
 
     fn start(&mut self, conn: u64, cookie: u64, charge: usize, fua: bool) -> usize {
