@@ -367,7 +367,12 @@ pub fn modify(
         ));
     }
     if let Some(new) = &args.rename {
-        check_image_name(new)?;
+        // A snapshot may be renamed to another IMAGE@SNAP.
+        if new.contains('@') {
+            layers::split_snapshot(new)?;
+        } else {
+            check_image_name(new)?;
+        }
     }
     let pools = Pools::load(etcd)?;
     for _ in 0..MAX_TXN_ATTEMPTS {

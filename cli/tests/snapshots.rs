@@ -432,6 +432,9 @@ fn snapshots_and_clones() {
     ok(a, &["modify", "img@s1", "--readwrite"]);
     assert_eq!(layer(a, "img@s1")["readonly"], false);
     ok(a, &["modify", "img@s1", "--readonly"]);
+    ok(a, &["modify", "chain@c5", "--rename", "chain@last"]);
+    assert_eq!(layer(a, "chain")["parent_name"], "chain@last");
+    fails(a, &["modify", "chain@last", "--rename", "x@y@z"]);
 
     // Bad input: a cycle written by hand, a parent in a missing pool: clear errors.
     cluster

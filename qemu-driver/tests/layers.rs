@@ -55,6 +55,9 @@ fn clone_of_a_snapshot_through_qemu_io() {
     );
     assert!(!out.contains("Pattern verification failed"), "{out}");
     let snap = image_spec(&cl, "base@golden");
-    let out = qemu_ok("qemu-io", &["-r", "-f", "raw", "-c", "read -P 0x5a 0 8M", &snap]);
+    let out = qemu_ok(
+        "qemu-io",
+        &["-r", "-f", "raw", "-c", "read -P 0x5a 0 8M", &snap],
+    );
     assert!(!out.contains("Pattern verification failed"), "{out}");
 }
