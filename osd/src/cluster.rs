@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 use vitastor_layout::{
-    keys, parse_pg_config, parse_pools, ImmediateCommit, OsdState, PgConfigItem, PgHistory,
+    keys, parse_pg_config, parse_pools, ImmediateCommit, OsdState, PgConfigItem, PgHistory, PgId,
     PgState, PoolConfig,
 };
 
@@ -23,7 +23,7 @@ pub struct Changes {
     /// OSDs that went up or down (or changed address).
     pub osds: BTreeSet<u64>,
     /// PGs whose config or history changed.
-    pub pgs: BTreeSet<(u32, u32)>,
+    pub pgs: BTreeSet<PgId>,
 }
 
 impl Changes {
@@ -41,11 +41,11 @@ pub struct ClusterView {
     /// Valid pools.
     pub pools: BTreeMap<u32, PoolConfig>,
     /// `pg/config` items.
-    pub pg_config: BTreeMap<(u32, u32), PgConfigItem>,
+    pub pg_config: BTreeMap<PgId, PgConfigItem>,
     /// `pg/history` per PG, with the raw value (deleting it must compare against it).
-    pub pg_history: BTreeMap<(u32, u32), (PgHistory, Value)>,
+    pub pg_history: BTreeMap<PgId, (PgHistory, Value)>,
     /// `pg/state` per PG.
-    pub pg_state: BTreeMap<(u32, u32), PgState>,
+    pub pg_state: BTreeMap<PgId, PgState>,
     /// Up OSDs.
     pub osds: BTreeMap<u64, OsdState>,
 }
@@ -98,6 +98,7 @@ impl ClusterView {
             for e in errors {
                 tracing::error!("{e}");
             }
+            let items = items.into_iter().map(|(k, v)| (PgId::from(k), v)).collect();
             let old = std::mem::replace(&mut self.pg_config, items);
             for (k, item) in &self.pg_config {
                 if old.get(k) != Some(item) {
@@ -108,7 +109,7 @@ impl ClusterView {
                 .pgs
                 .extend(old.keys().filter(|k| !self.pg_config.contains_key(k)));
         } else if let Some((pool, pg)) = keys::parse_pair(key, keys::PG_HISTORY_PREFIX) {
-            let k = (pool, pg as u32);
+            let k = PgId::new(pool, pg as u32);
             match value.map(|v| PgHistory::from_json(key, v)) {
                 Some(Ok(h)) => {
                     self.pg_history.insert(k, (h, v.clone()));
@@ -120,7 +121,7 @@ impl ClusterView {
             }
             changes.pgs.insert(k);
         } else if let Some((pool, pg)) = keys::parse_pair(key, keys::PG_STATE_PREFIX) {
-            let k = (pool, pg as u32);
+            let k = PgId::new(pool, pg as u32);
             match value.map(|v| PgState::from_json(key, v)) {
                 Some(Ok(s)) => {
                     self.pg_state.insert(k, s);
@@ -179,7 +180,7 @@ impl ClusterView {
     }
 
     /// Every OSD that may hold data of a PG: its set, its history sets and `all_peers`.
-    pub fn pg_peers(&self, key: (u32, u32)) -> BTreeSet<u64> {
+    pub fn pg_peers(&self, key: PgId) -> BTreeSet<u64> {
         let mut peers = BTreeSet::new();
         if let Some(cfg) = self.pg_config.get(&key) {
             peers.extend(cfg.osd_set.iter().copied());
@@ -219,7 +220,10 @@ mod tests {
         );
         assert!(ch.all);
         assert_eq!(view.pools.len(), 1);
-        assert_eq!(view.pg_peers((1, 1)), BTreeSet::from([1, 2, 3, 4, 5]));
+        assert_eq!(
+            view.pg_peers(PgId::new(1, 1)),
+            BTreeSet::from([1, 2, 3, 4, 5])
+        );
         let mut ch = Changes::default();
         view.apply(
             &EtcdEvent::KeyChanged {
@@ -228,7 +232,7 @@ mod tests {
             },
             &mut ch,
         );
-        assert_eq!(ch.pgs, BTreeSet::from([(1, 2)]));
+        assert_eq!(ch.pgs, BTreeSet::from([PgId::new(1, 2)]));
         let mut ch = Changes::default();
         view.apply(
             &EtcdEvent::KeyChanged {

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
 use vitastor_blockstore::{BsOp, BsReply, ListFilter, ObjectId};
-use vitastor_layout::{keys, OsdNum, PgState, Scheme};
+use vitastor_layout::{keys, OsdNum, PgId, PgState, Scheme};
 use vitastor_protocol::{ReplyOp, Request, RequestOp, SecListOp, SecStabOp, SecSyncOp};
 
 use crate::cluster::Changes;
@@ -57,11 +57,11 @@ impl Server {
                     }
                 }
                 EtcdEvent::PgClaimed { pool, pg, granted } => {
-                    self.on_pg_claimed((*pool, *pg), *granted);
+                    self.on_pg_claimed(PgId::new(*pool, *pg), *granted);
                 }
                 EtcdEvent::PgLost { pool, pg } => {
                     tracing::error!("pg {pool}/{pg}: pg/state is not ours any more: stopping");
-                    self.stop_pg((*pool, *pg), false);
+                    self.stop_pg(PgId::new(*pool, *pg), false);
                 }
                 _ => {}
             }
@@ -73,7 +73,7 @@ impl Server {
     }
 
     /// The PGs this OSD must lead now, with their peers.
-    fn wanted_pgs(&self) -> BTreeMap<(u32, u32), BTreeSet<u64>> {
+    fn wanted_pgs(&self) -> BTreeMap<PgId, BTreeSet<u64>> {
         let mut out = BTreeMap::new();
         if self.lease_lost {
             return out;
@@ -82,10 +82,10 @@ impl Server {
             if item.primary != self.osd_num || item.pause {
                 continue;
             }
-            let Some(pool) = self.cluster.pools.get(&key.0) else {
+            let Some(pool) = self.cluster.pools.get(&key.pool) else {
                 continue;
             };
-            if key.1 == 0 || key.1 > pool.pg_count || pool.scheme != Scheme::Replicated {
+            if key.pg == 0 || key.pg > pool.pg_count || pool.scheme != Scheme::Replicated {
                 continue;
             }
             out.insert(key, self.cluster.pg_peers(key));
@@ -103,7 +103,7 @@ impl Server {
             }
         }
         let wanted = self.wanted_pgs();
-        let existing: Vec<(u32, u32)> = self.pgs.keys().copied().collect();
+        let existing: Vec<PgId> = self.pgs.keys().copied().collect();
         for key in existing {
             match wanted.get(&key) {
                 None => self.stop_pg(key, true),
@@ -122,7 +122,7 @@ impl Server {
                     }
                     let pg = &self.pgs[&key];
                     let cfg_changed = self.cluster.pg_config.get(&key) != Some(&pg.cfg)
-                        || self.cluster.pools.get(&key.0) != Some(&pg.pool_cfg);
+                        || self.cluster.pools.get(&key.pool) != Some(&pg.pool_cfg);
                     if changes.all
                         || cfg_changed
                         || changes.pgs.contains(&key)
@@ -138,7 +138,7 @@ impl Server {
             if self.pgs.contains_key(&key) {
                 continue;
             }
-            let pool = self.cluster.pools[&key.0].clone();
+            let pool = self.cluster.pools[&key.pool].clone();
             let cfg = self.cluster.pg_config[&key].clone();
             let block = self.bs.layout().block_size;
             let gran = self.bs.layout().bitmap_granularity;
@@ -149,19 +149,19 @@ impl Server {
                 );
                 continue;
             }
-            self.pgs.insert(key, Pg::new(pool, key.1, cfg, peers));
+            self.pgs.insert(key, Pg::new(pool, key.pg, cfg, peers));
             self.start_claim(key);
         }
         self.kick_recovery();
     }
 
     /// Refreshes a PG's config from the cluster view and asks etcd for its `pg/state`.
-    fn start_claim(&mut self, key: (u32, u32)) {
+    fn start_claim(&mut self, key: PgId) {
         let wanted = self.wanted_pgs();
         let Some(peers) = wanted.get(&key).cloned() else {
             return self.stop_pg(key, true);
         };
-        let pool = self.cluster.pools[&key.0].clone();
+        let pool = self.cluster.pools[&key.pool].clone();
         let cfg = self.cluster.pg_config[&key].clone();
         let me = self.osd_num;
         let Some(pg) = self.pgs.get_mut(&key) else {
@@ -182,19 +182,19 @@ impl Server {
         let state = PgState::new(me, &pg.state_names(), pg.peers.iter().copied().collect());
         pg.reported = pg.state_names();
         self.etcd_send(EtcdCommand::ClaimPg {
-            pool: key.0,
-            pg: key.1,
+            pool: key.pool,
+            pg: key.pg,
             state: state.to_json(),
         });
     }
 
-    fn on_pg_claimed(&mut self, key: (u32, u32), granted: bool) {
+    fn on_pg_claimed(&mut self, key: PgId, granted: bool) {
         let Some(pg) = self.pgs.get_mut(&key) else {
             if granted {
                 // Claimed after we stopped wanting it: give it back.
                 self.etcd_send(EtcdCommand::ReleasePg {
-                    pool: key.0,
-                    pg: key.1,
+                    pool: key.pool,
+                    pg: key.pg,
                 });
             }
             return;
@@ -207,15 +207,15 @@ impl Server {
             // pg/config changes.
             tracing::info!(
                 "pg {}/{}: pg/state is held by another OSD, waiting",
-                key.0,
-                key.1
+                key.pool,
+                key.pg
             );
             return;
         }
         tracing::debug!(
             "pg {}/{}: primary role granted, connecting to {:?}",
-            key.0,
-            key.1,
+            key.pool,
+            key.pg,
             pg.peers
         );
         pg.phase = Phase::Connecting;
@@ -230,7 +230,7 @@ impl Server {
             .map(|ip| SocketAddr::new(ip, st.port))
     }
 
-    fn connect_peers(&mut self, key: (u32, u32)) {
+    fn connect_peers(&mut self, key: PgId) {
         let peers: Vec<u64> = self.pgs[&key].peers.iter().copied().collect();
         let mut events = std::mem::take(&mut self.peer_events);
         for osd in peers {
@@ -246,7 +246,7 @@ impl Server {
     }
 
     /// Starts listing once every up peer is connected or has failed.
-    fn check_connected(&mut self, key: (u32, u32)) {
+    fn check_connected(&mut self, key: PgId) {
         let Some(pg) = self.pgs.get(&key) else { return };
         if pg.phase != Phase::Connecting {
             return;
@@ -261,7 +261,7 @@ impl Server {
     }
 
     /// Starts the peering round on the peers that are reachable now.
-    fn start_listing(&mut self, key: (u32, u32)) {
+    fn start_listing(&mut self, key: PgId) {
         let me = self.osd_num;
         let live: BTreeSet<u64> = self.pgs[&key]
             .peers
@@ -271,7 +271,7 @@ impl Server {
             .chain(std::iter::once(me))
             .collect();
         let pg = self.pgs.get_mut(&key).expect("checked by the caller");
-        tracing::debug!("pg {}/{}: listing on {live:?}", key.0, key.1);
+        tracing::debug!("pg {}/{}: listing on {live:?}", key.pool, key.pg);
         pg.live = live.clone();
         let reach = Reachable {
             live,
@@ -282,7 +282,7 @@ impl Server {
     }
 
     /// Feeds the PG's peering round one event and carries out what it decided.
-    fn step_round(&mut self, key: (u32, u32), event: RoundEvent) {
+    fn step_round(&mut self, key: PgId, event: RoundEvent) {
         let me = self.osd_num;
         let Some(pg) = self.pgs.get_mut(&key) else {
             return;
@@ -297,7 +297,7 @@ impl Server {
                 RoundAction::Incomplete { live_members } => {
                     tracing::warn!(
                         "pg {}/{}: only {live_members} of its OSDs are reachable (pg_minsize {}): incomplete",
-                        key.0, key.1, pg.pool_cfg.pg_minsize
+                        key.pool, key.pg, pg.pool_cfg.pg_minsize
                     );
                     pg.phase = Phase::Incomplete;
                     self.report_pg(key);
@@ -312,7 +312,7 @@ impl Server {
                     let max_inode = min_inode | ((1u64 << vitastor_layout::POOL_ID_BITS) - 1);
                     let filter = ListFilter {
                         pg_count: pool.pg_count,
-                        pg_num: key.1,
+                        pg_num: key.pg,
                         pg_stripe_size: pool.effective_stripe_size(),
                         min_inode,
                         max_inode,
@@ -367,8 +367,8 @@ impl Server {
                     pg.phase = Phase::Active;
                     tracing::info!(
                         "pg {}/{}: active on {:?} (versions listed per OSD: {listed:?}), {} degraded and {} misplaced objects",
-                        key.0,
-                        key.1,
+                        key.pool,
+                        key.pg,
                         pg.live_members(),
                         pg.objects.degraded.len(),
                         pg.objects.misplaced.len()
@@ -381,7 +381,7 @@ impl Server {
     }
 
     /// A listing of peering round `epoch` arrived from `osd`.
-    pub(crate) fn on_listing(&mut self, key: (u32, u32), osd: u64, epoch: u64, res: SubRes) {
+    pub(crate) fn on_listing(&mut self, key: PgId, osd: u64, epoch: u64, res: SubRes) {
         // A PG that stopped or started over meanwhile takes no listing.
         if self.pgs.get(&key).map(|pg| pg.phase) != Some(Phase::Listing) {
             return;
@@ -398,7 +398,7 @@ impl Server {
             _ => None,
         };
         if listing.is_none() {
-            tracing::warn!("pg {}/{}: listing osd.{osd} failed", key.0, key.1);
+            tracing::warn!("pg {}/{}: listing osd.{osd} failed", key.pool, key.pg);
         }
         let event = RoundEvent::Listed {
             osd,
@@ -409,13 +409,7 @@ impl Server {
     }
 
     /// A sync or stabilize of peering round `epoch` on `osd` finished.
-    pub(crate) fn on_peering_stabilized(
-        &mut self,
-        key: (u32, u32),
-        osd: u64,
-        epoch: u64,
-        res: SubRes,
-    ) {
+    pub(crate) fn on_peering_stabilized(&mut self, key: PgId, osd: u64, epoch: u64, res: SubRes) {
         if self.pgs.get(&key).map(|pg| pg.phase) != Some(Phase::Stabilizing) {
             return;
         }
@@ -424,7 +418,7 @@ impl Server {
     }
 
     /// Writes `pg/state` if the state names changed; deletes the PG's history once clean.
-    pub(crate) fn report_pg(&mut self, key: (u32, u32)) {
+    pub(crate) fn report_pg(&mut self, key: PgId) {
         let me = self.osd_num;
         let Some(pg) = self.pgs.get_mut(&key) else {
             return;
@@ -437,14 +431,14 @@ impl Server {
         let state = PgState::new(me, &names, pg.peers.iter().copied().collect());
         let clean = pg.phase == Phase::Active && pg.is_clean();
         self.etcd_send(EtcdCommand::PutPgState {
-            pool: key.0,
-            pg: key.1,
+            pool: key.pool,
+            pg: key.pg,
             state: state.to_json(),
         });
         if clean {
             if let Some((_, raw)) = self.cluster.pg_history.get(&key) {
                 self.etcd_send(EtcdCommand::DeleteIfUnchanged {
-                    key: keys::pg_history(key.0, key.1),
+                    key: keys::pg_history(key.pool, key.pg),
                     value: raw.clone(),
                 });
             }
@@ -452,13 +446,13 @@ impl Server {
     }
 
     /// A sub-op of an active PG failed: peer again.
-    pub(crate) fn peer_trouble(&mut self, key: (u32, u32)) {
+    pub(crate) fn peer_trouble(&mut self, key: PgId) {
         self.request_repeer(key);
     }
 
     /// Starts peering again: at once for a PG between steps, after draining for an active one,
     /// after the current step for one in the middle of peering.
-    pub(crate) fn request_repeer(&mut self, key: (u32, u32)) {
+    pub(crate) fn request_repeer(&mut self, key: PgId) {
         let Some(pg) = self.pgs.get_mut(&key) else {
             return;
         };
@@ -482,7 +476,7 @@ impl Server {
 
     /// Stops a PG: it drains, then is forgotten; `release` deletes its `pg/state` (when the
     /// lease is gone the key is gone with it).
-    pub(crate) fn stop_pg(&mut self, key: (u32, u32), release: bool) {
+    pub(crate) fn stop_pg(&mut self, key: PgId, release: bool) {
         let Some(pg) = self.pgs.get_mut(&key) else {
             return;
         };
@@ -494,7 +488,7 @@ impl Server {
     }
 
     /// Finishes draining a PG once no op runs on it.
-    pub(crate) fn pg_maybe_drained(&mut self, key: (u32, u32)) {
+    pub(crate) fn pg_maybe_drained(&mut self, key: PgId) {
         let Some(pg) = self.pgs.get(&key) else { return };
         let Phase::Draining { stop, release } = pg.phase else {
             return;
@@ -504,21 +498,21 @@ impl Server {
         }
         if stop {
             self.pgs.remove(&key);
-            self.backoff.forget_pg(key.into());
+            self.backoff.forget_pg(key);
             if release && !self.lease_lost {
                 self.etcd_send(EtcdCommand::ReleasePg {
-                    pool: key.0,
-                    pg: key.1,
+                    pool: key.pool,
+                    pg: key.pg,
                 });
             }
-            tracing::info!("pg {}/{}: stopped", key.0, key.1);
+            tracing::info!("pg {}/{}: stopped", key.pool, key.pg);
         } else {
             self.start_claim(key);
         }
     }
 
     pub(crate) fn on_peer_ready(&mut self, osd: u64) {
-        let keys: Vec<(u32, u32)> = self
+        let keys: Vec<PgId> = self
             .pgs
             .iter()
             .filter(|(_, pg)| pg.peers.contains(&osd))
@@ -537,7 +531,7 @@ impl Server {
     }
 
     pub(crate) fn on_peer_down(&mut self, osd: u64) {
-        let keys: Vec<(u32, u32)> = self
+        let keys: Vec<PgId> = self
             .pgs
             .iter()
             .filter(|(_, pg)| pg.peers.contains(&osd))
@@ -556,7 +550,7 @@ impl Server {
     /// Once a second: retry claims, reconnect to peers that are up in etcd but not
     /// connected, statistics.
     pub(crate) fn tick(&mut self) {
-        let keys: Vec<(u32, u32)> = self.pgs.keys().copied().collect();
+        let keys: Vec<PgId> = self.pgs.keys().copied().collect();
         for key in keys {
             let pg = &self.pgs[&key];
             match pg.phase {
@@ -631,13 +625,13 @@ impl Server {
         let mut report = Vec::new();
         let now = std::time::Instant::now();
         for (pg, oid) in self.backoff.due(now) {
-            if let Some(pg) = self.pgs.get_mut(&(pg.pool, pg.pg)) {
+            if let Some(pg) = self.pgs.get_mut(&pg) {
                 pg.objects.degraded.unpark(&oid);
                 pg.objects.misplaced.unpark(&oid);
             }
         }
         for pass in 0..3 {
-            let keys: Vec<(u32, u32)> = self.pgs.keys().copied().collect();
+            let keys: Vec<PgId> = self.pgs.keys().copied().collect();
             for key in keys {
                 if self.recovering.len() >= depth {
                     break;
@@ -673,7 +667,7 @@ impl Server {
                     if recovering.contains(&(key, oid)) || pg.locks.contains_key(&oid) {
                         continue;
                     }
-                    let waits = backoff.ready_at(&(key.into(), oid), now).or_else(|| {
+                    let waits = backoff.ready_at(&(key, oid), now).or_else(|| {
                         // A copy for an OSD that is out of space would only fail.
                         let st = pg.objects.objects.get(&oid)?;
                         full.iter()
@@ -691,7 +685,7 @@ impl Server {
                     for (oid, until) in park {
                         pg.objects.degraded.park(&oid);
                         pg.objects.misplaced.park(&oid);
-                        self.backoff.park((key.into(), oid), until);
+                        self.backoff.park((key, oid), until);
                     }
                 }
                 for oid in candidates {
@@ -715,6 +709,7 @@ impl Server {
 #[cfg(test)]
 mod tests {
     use vitastor_blockstore::{BsReply, ObjVerId, ObjectId};
+    use vitastor_layout::PgId;
 
     use crate::etcd::EtcdEvent;
     use crate::pg::Phase;
@@ -724,54 +719,58 @@ mod tests {
     #[test]
     fn a_listing_from_an_earlier_round_is_dropped() {
         let mut b = Bench::new(Setup::default());
-        let old = b.server.pgs[&(1, 1)].epoch;
-        b.server.request_repeer((1, 1));
+        let old = b.server.pgs[&PgId::new(1, 1)].epoch;
+        b.server.request_repeer(PgId::new(1, 1));
         b.etcd(vec![EtcdEvent::PgClaimed {
             pool: 1,
             pg: 1,
             granted: true,
         }]);
-        assert_eq!(b.server.pgs[&(1, 1)].phase, Phase::Listing);
-        assert!(b.server.pgs[&(1, 1)].epoch > old);
+        assert_eq!(b.server.pgs[&PgId::new(1, 1)].phase, Phase::Listing);
+        assert!(b.server.pgs[&PgId::new(1, 1)].epoch > old);
         // osd.2 answers the previous round's SEC_LIST only now, with an object nobody has.
         let phantom = ObjVerId::new(ObjectId::new(INODE, 5 * BLOCK), 99);
         let listing = BsReply::List {
             stable: vec![phantom],
             unstable: vec![],
         };
-        b.server
-            .deliver(Owner::List((1, 1), 2, old), SubRes::Bs(Ok(listing)));
-        assert_eq!(b.server.pgs[&(1, 1)].phase, Phase::Listing);
-        b.pump_until(|s| s.pgs[&(1, 1)].phase == Phase::Active);
-        assert!(b.server.pgs[&(1, 1)].objects.objects.is_empty());
+        b.server.deliver(
+            Owner::List(PgId::new(1, 1), 2, old),
+            SubRes::Bs(Ok(listing)),
+        );
+        assert_eq!(b.server.pgs[&PgId::new(1, 1)].phase, Phase::Listing);
+        b.pump_until(|s| s.pgs[&PgId::new(1, 1)].phase == Phase::Active);
+        assert!(b.server.pgs[&PgId::new(1, 1)].objects.objects.is_empty());
         assert_eq!(b.pg_states(), ["Active", "Degraded"]);
     }
 
     #[test]
     fn a_listing_from_a_dropped_incarnation_of_the_pg_is_dropped() {
         let mut b = Bench::new(Setup::default());
-        let old = b.server.pgs[&(1, 1)].epoch;
+        let old = b.server.pgs[&PgId::new(1, 1)].epoch;
         // The lease is lost: the PG stops and is forgotten. The next session creates it
         // again: a new `Pg`, whose rounds must not reuse the tags of the old one's.
         b.etcd(vec![EtcdEvent::LeaseLost]);
-        assert!(!b.server.pgs.contains_key(&(1, 1)));
+        assert!(!b.server.pgs.contains_key(&PgId::new(1, 1)));
         b.reload();
         b.etcd(vec![EtcdEvent::PgClaimed {
             pool: 1,
             pg: 1,
             granted: true,
         }]);
-        assert_eq!(b.server.pgs[&(1, 1)].phase, Phase::Listing);
+        assert_eq!(b.server.pgs[&PgId::new(1, 1)].phase, Phase::Listing);
         // osd.2 answers the old incarnation's SEC_LIST only now, with an object nobody has.
         let phantom = ObjVerId::new(ObjectId::new(INODE, 5 * BLOCK), 99);
         let listing = BsReply::List {
             stable: vec![phantom],
             unstable: vec![],
         };
-        b.server
-            .deliver(Owner::List((1, 1), 2, old), SubRes::Bs(Ok(listing)));
-        assert_eq!(b.server.pgs[&(1, 1)].phase, Phase::Listing);
-        b.pump_until(|s| s.pgs[&(1, 1)].phase == Phase::Active);
-        assert!(b.server.pgs[&(1, 1)].objects.objects.is_empty());
+        b.server.deliver(
+            Owner::List(PgId::new(1, 1), 2, old),
+            SubRes::Bs(Ok(listing)),
+        );
+        assert_eq!(b.server.pgs[&PgId::new(1, 1)].phase, Phase::Listing);
+        b.pump_until(|s| s.pgs[&PgId::new(1, 1)].phase == Phase::Active);
+        assert!(b.server.pgs[&PgId::new(1, 1)].objects.objects.is_empty());
     }
 }

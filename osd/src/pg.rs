@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use vitastor_blockstore::{ObjVerId, ObjectId};
-use vitastor_layout::{PgConfigItem, PgStateName, PoolConfig};
+use vitastor_layout::{PgConfigItem, PgId, PgStateName, PoolConfig};
 
 use crate::peering_round::PeeringRound;
 
@@ -238,8 +238,8 @@ impl Pg {
     }
 
     /// `(pool, pg)`.
-    pub fn key(&self) -> (u32, u32) {
-        (self.pool, self.num)
+    pub fn key(&self) -> PgId {
+        PgId::new(self.pool, self.num)
     }
 
     /// Members of the current set (nonzero slots).

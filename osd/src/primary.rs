@@ -78,7 +78,7 @@ pub enum POp {
 #[derive(Debug)]
 pub struct PgListOp {
     client: ClientRef,
-    pg: (u32, u32),
+    pg: PgId,
     steps: list::ListOp,
 }
 
@@ -95,7 +95,7 @@ pub struct ReadOp {
 #[derive(Debug)]
 pub struct WriteOp {
     client: ClientRef,
-    pg: (u32, u32),
+    pg: PgId,
     oid: ObjectId,
     offset: u32,
     data: Rc<AlignedBuf>,
@@ -107,7 +107,7 @@ pub struct WriteOp {
 #[derive(Debug)]
 pub struct DeleteOp {
     client: ClientRef,
-    pg: (u32, u32),
+    pg: PgId,
     oid: ObjectId,
     steps: delete::DeleteOp,
 }
@@ -117,7 +117,7 @@ pub struct DeleteOp {
 #[derive(Debug)]
 pub struct RecoverOp {
     start: std::time::Instant,
-    pg: (u32, u32),
+    pg: PgId,
     oid: ObjectId,
     bitmap: Vec<u8>,
     data: Option<Rc<AlignedBuf>>,
@@ -168,7 +168,7 @@ impl Server {
             return Err(Errno::EINVAL);
         }
         let stripe = pool.object_start(rw.offset);
-        let key = (pool_id, pool.pg_of(stripe));
+        let key = PgId::new(pool_id, pool.pg_of(stripe));
         let in_obj = (rw.offset - stripe) as u32;
         let block = self.geo_block_size();
         if u64::from(in_obj) + u64::from(rw.len) > u64::from(block) {
@@ -217,7 +217,7 @@ impl Server {
     }
 
     /// Takes the object lock for op `idx` and runs it, or queues it behind the holder.
-    pub(crate) fn lock_and_run(&mut self, key: (u32, u32), oid: ObjectId, idx: usize) {
+    pub(crate) fn lock_and_run(&mut self, key: PgId, oid: ObjectId, idx: usize) {
         let Some(pg) = self.pgs.get_mut(&key) else {
             return self.abort_op(idx, Errno::EPIPE);
         };
@@ -231,7 +231,7 @@ impl Server {
     }
 
     /// Releases the object lock held by a finished op; the next queued op runs.
-    fn unlock(&mut self, key: (u32, u32), oid: ObjectId) {
+    fn unlock(&mut self, key: PgId, oid: ObjectId) {
         let Some(pg) = self.pgs.get_mut(&key) else {
             return;
         };
@@ -248,7 +248,7 @@ impl Server {
     }
 
     /// An op finished on its PG.
-    fn op_done(&mut self, key: (u32, u32)) {
+    fn op_done(&mut self, key: PgId) {
         if let Some(pg) = self.pgs.get_mut(&key) {
             pg.inflight -= 1;
         }
@@ -278,14 +278,7 @@ impl Server {
 
     // ------------------------------------------------------------------ reads
 
-    fn start_read(
-        &mut self,
-        client: ClientRef,
-        key: (u32, u32),
-        oid: ObjectId,
-        offset: u32,
-        len: u32,
-    ) {
+    fn start_read(&mut self, client: ClientRef, key: PgId, oid: ObjectId, offset: u32, len: u32) {
         let me = OsdNum(self.osd_num);
         let st = self.pgs[&key].objects.objects.get(&oid);
         let source = read::first(me, st, |o| self.peers.is_ready(o.0));
@@ -537,7 +530,7 @@ impl Server {
     }
 
     /// The next version of `oid`: above everything this OSD has and everything peering saw.
-    fn next_version(&self, key: (u32, u32), oid: ObjectId) -> u64 {
+    fn next_version(&self, key: PgId, oid: ObjectId) -> u64 {
         let known = self
             .pgs
             .get(&key)
@@ -548,7 +541,7 @@ impl Server {
 
     /// Starts recovery of `oid` ahead of the op `idx` that holds its lock: the recovery takes
     /// the lock over and `idx` runs again right after it.
-    fn recover_first(&mut self, key: (u32, u32), oid: ObjectId, idx: usize) {
+    fn recover_first(&mut self, key: PgId, oid: ObjectId, idx: usize) {
         if let Some(q) = self.pgs.get_mut(&key).and_then(|pg| pg.locks.get_mut(&oid)) {
             q.push_front(idx);
         }
@@ -561,7 +554,7 @@ impl Server {
     }
 
     /// What a write that just got its lock needs to know of its PG and object.
-    fn write_facts(&self, key: (u32, u32), oid: ObjectId) -> write::Facts {
+    fn write_facts(&self, key: PgId, oid: ObjectId) -> write::Facts {
         let me = self.osd_num;
         let pg = self.pgs.get(&key);
         let mut targets = vec![OsdNum(me)];
@@ -581,7 +574,7 @@ impl Server {
             targets,
             current: self.next_version(key, oid) - 1,
             purged_up_to: pg.map_or(0, |pg| pg.purged_up_to),
-            stable: self.pool_commit(key.0) == ImmediateCommit::All,
+            stable: self.pool_commit(key.pool) == ImmediateCommit::All,
         }
     }
 
@@ -699,7 +692,7 @@ impl Server {
     // ------------------------------------------------------------------ deletes
 
     /// What a delete that just got its lock needs to know of its PG and object.
-    fn delete_facts(&self, key: (u32, u32), oid: ObjectId) -> delete::Facts {
+    fn delete_facts(&self, key: PgId, oid: ObjectId) -> delete::Facts {
         let w = self.write_facts(key, oid);
         delete::Facts {
             active: w.active,
@@ -854,7 +847,7 @@ impl Server {
     }
 
     /// Whether every OSD that may hold data of the PG is live and a member.
-    pub(crate) fn can_purge(&self, key: (u32, u32)) -> bool {
+    pub(crate) fn can_purge(&self, key: PgId) -> bool {
         self.pgs.get(&key).is_some_and(|pg| {
             let members = pg.members();
             members.len() == pg.pool_cfg.pg_size as usize
@@ -866,7 +859,7 @@ impl Server {
     }
 
     /// Purges one tombstone of a clean PG in the background.
-    pub(crate) fn start_purge(&mut self, key: (u32, u32), oid: ObjectId) {
+    pub(crate) fn start_purge(&mut self, key: PgId, oid: ObjectId) {
         let Some(pg) = self.pgs.get_mut(&key) else {
             return;
         };
@@ -910,7 +903,7 @@ impl Server {
             .pgs
             .iter_mut()
             .filter(|(_, pg)| !pg.dirty.is_empty())
-            .map(|(key, pg)| ((*key).into(), std::mem::take(&mut pg.dirty)))
+            .map(|(key, pg)| (*key, std::mem::take(&mut pg.dirty)))
             .collect();
         let mut op = SyncOp::new(taken);
         let actions = op.advance(sync::Event::Start);
@@ -952,7 +945,7 @@ impl Server {
                     self.sub_remote(idx, tag, osd.0, req, bytes, None);
                 }
                 sync::Action::GiveBack { pg, dirty, repeer } => {
-                    let key: (u32, u32) = pg.into();
+                    let key: PgId = pg;
                     if let Some(pg) = self.pgs.get_mut(&key) {
                         for (osd, list) in dirty {
                             pg.dirty.entry(osd).or_default().extend(list);
@@ -1000,7 +993,7 @@ impl Server {
     /// does not lead that PG, active, in the pool the client means; the request is then
     /// served as a plain listing of this OSD's store, whose reply says so.
     pub(crate) fn start_pg_list(&mut self, client: ClientRef, req: &SecListOp) -> bool {
-        let key = (vitastor_layout::pool_of(req.min_inode) as u32, req.list_pg);
+        let key = PgId::new(vitastor_layout::pool_of(req.min_inode) as u32, req.list_pg);
         let me = self.osd_num;
         let Some(pg) = self.pgs.get_mut(&key) else {
             return false;
@@ -1066,7 +1059,7 @@ impl Server {
     // ------------------------------------------------------------------ recovery
 
     /// What a recovery that just got its lock needs to know of its PG and object.
-    fn recover_facts(&self, key: (u32, u32), oid: ObjectId) -> recover::LockFacts {
+    fn recover_facts(&self, key: PgId, oid: ObjectId) -> recover::LockFacts {
         let pg = self.pgs.get(&key);
         recover::LockFacts {
             state: pg.and_then(|pg| pg.objects.objects.get(&oid).cloned()),
@@ -1078,7 +1071,7 @@ impl Server {
 
     /// What a recovery's cleanup needs to know of its PG once the live members hold the
     /// object.
-    fn cleanup_facts(&self, key: (u32, u32)) -> recover::CleanupFacts {
+    fn cleanup_facts(&self, key: PgId) -> recover::CleanupFacts {
         let pg = self.pgs.get(&key);
         let members = pg.map_or_else(Vec::new, |pg| pg.members());
         recover::CleanupFacts {
@@ -1092,7 +1085,7 @@ impl Server {
     }
 
     /// The PG's peers whose connection is up.
-    fn ready_peers(&self, key: (u32, u32)) -> Vec<u64> {
+    fn ready_peers(&self, key: PgId) -> Vec<u64> {
         self.pgs.get(&key).map_or_else(Vec::new, |pg| {
             pg.peers
                 .iter()
@@ -1258,7 +1251,7 @@ impl Server {
                     } => self.recovery_failed(&r, errno, &full, copied, repeer),
                     recover::Action::Finish { succeeded } => {
                         if succeeded {
-                            self.backoff.succeeded(&(key.into(), oid));
+                            self.backoff.succeeded(&(key, oid));
                         }
                         self.recovering.remove(&(key, oid));
                         self.unlock(key, oid);
@@ -1287,14 +1280,14 @@ impl Server {
         repeer: bool,
     ) {
         let now = std::time::Instant::now();
-        let delay = self.backoff.failed((r.pg.into(), r.oid), e, now);
+        let delay = self.backoff.failed((r.pg, r.oid), e, now);
         for &osd in full {
             self.backoff.osd_full(OsdNum(osd), now);
         }
         tracing::info!(
             "pg {}/{}: recovery of {:?} ({:?}) failed ({e}), next attempt in {delay:?}",
-            r.pg.0,
-            r.pg.1,
+            r.pg.pool,
+            r.pg.pg,
             r.oid,
             r.steps.state()
         );
@@ -1314,10 +1307,10 @@ impl Server {
     /// Why ops on `oid` fail now instead of recovering it first: its last recovery failed
     /// and its next attempt is not due. Out of space stays ENOSPC; anything else is EPIPE,
     /// which clients retry.
-    fn recovery_waits(&self, key: (u32, u32), oid: ObjectId) -> Option<Errno> {
+    fn recovery_waits(&self, key: PgId, oid: ObjectId) -> Option<Errno> {
         let e = self
             .backoff
-            .waiting(&(key.into(), oid), std::time::Instant::now())?;
+            .waiting(&(key, oid), std::time::Instant::now())?;
         Some(if e == Errno::ENOSPC { e } else { Errno::EPIPE })
     }
 
@@ -1325,7 +1318,7 @@ impl Server {
     /// degraded and recovered later) and, when unstable, in the unsynced writes.
     fn partial_version(
         &mut self,
-        key: (u32, u32),
+        key: PgId,
         oid: ObjectId,
         version: u64,
         holders: &[OsdNum],
@@ -1357,7 +1350,7 @@ impl Server {
     }
 
     /// Starts background recovery of one object of PG `key` (it takes the object lock).
-    pub(crate) fn start_recover(&mut self, key: (u32, u32), oid: ObjectId) {
+    pub(crate) fn start_recover(&mut self, key: PgId, oid: ObjectId) {
         let Some(pg) = self.pgs.get_mut(&key) else {
             return;
         };
@@ -1378,7 +1371,7 @@ impl Server {
 }
 
 impl DeleteOp {
-    fn new(client: ClientRef, pg: (u32, u32), oid: ObjectId, background: bool) -> DeleteOp {
+    fn new(client: ClientRef, pg: PgId, oid: ObjectId, background: bool) -> DeleteOp {
         DeleteOp {
             client,
             pg,
@@ -1389,7 +1382,7 @@ impl DeleteOp {
 }
 
 impl RecoverOp {
-    fn new(pg: (u32, u32), oid: ObjectId) -> RecoverOp {
+    fn new(pg: PgId, oid: ObjectId) -> RecoverOp {
         RecoverOp {
             start: std::time::Instant::now(),
             pg,
@@ -1466,7 +1459,7 @@ mod error_path_tests {
     /// Peering saw the object's only current copy on osd.2, which is gone now.
     fn lost_holder(b: &mut Bench) -> ObjectId {
         let oid = ObjectId::new(INODE, 0);
-        let pg = b.server.pgs.get_mut(&(1, 1)).unwrap();
+        let pg = b.server.pgs.get_mut(&PgId::new(1, 1)).unwrap();
         let st = ObjState {
             version: 3,
             holders: vec![2],
@@ -1508,10 +1501,10 @@ mod error_path_tests {
             start: std::time::Instant::now(),
         };
         for op in [
-            super::POp::Recover(super::RecoverOp::new((1, 1), oid)),
-            super::POp::Delete(super::DeleteOp::new(nobody, (1, 1), oid, true)),
+            super::POp::Recover(super::RecoverOp::new(PgId::new(1, 1), oid)),
+            super::POp::Delete(super::DeleteOp::new(nobody, PgId::new(1, 1), oid, true)),
         ] {
-            b.server.recovering.insert(((1, 1), oid));
+            b.server.recovering.insert((PgId::new(1, 1), oid));
             let idx = b.server.insert_op(op);
             b.server
                 .abort_op(idx, vitastor_protocol::errno::Errno::EPIPE);
@@ -1549,7 +1542,7 @@ mod error_path_tests {
         b.pump();
         // The first pass after the failure parks it: still degraded, out of the scan.
         b.server.kick_recovery();
-        let degraded = &b.server.pgs[&(1, 1)].objects.degraded;
+        let degraded = &b.server.pgs[&PgId::new(1, 1)].objects.degraded;
         assert!(degraded.contains(&oid));
         assert_eq!(degraded.ready().count(), 0, "parked until its deadline");
         b.server.backoff.expire_all();
@@ -1574,7 +1567,14 @@ mod error_path_tests {
         b.pump();
         let key = (PgId::new(1, 1), oid);
         assert_eq!(b.server.backoff.attempts(&key), 0, "no copy to a full OSD");
-        assert_eq!(b.server.pgs[&(1, 1)].objects.degraded.ready().count(), 0);
+        assert_eq!(
+            b.server.pgs[&PgId::new(1, 1)]
+                .objects
+                .degraded
+                .ready()
+                .count(),
+            0
+        );
         b.server.backoff.expire_all();
         b.server.kick_recovery();
         b.pump();
@@ -1618,18 +1618,18 @@ mod error_path_tests {
         assert_eq!(b.local_unstable().len(), 3);
         // The writes also reached osd.2, which has died since (its SYNC fails).
         let oid = ObjectId::new(INODE, 0);
-        let pg = b.server.pgs.get_mut(&(1, 1)).unwrap();
+        let pg = b.server.pgs.get_mut(&PgId::new(1, 1)).unwrap();
         pg.dirty.entry(2).or_default().push(ObjVerId::new(oid, 1));
         let id = b.sync();
         assert_eq!(b.reply(id, |_| 0).0.retval, -32);
         // The PG peers again (it claims first), which stabilizes what reached the live members.
-        assert_eq!(b.server.pgs[&(1, 1)].phase, Phase::Claiming);
+        assert_eq!(b.server.pgs[&PgId::new(1, 1)].phase, Phase::Claiming);
         b.etcd(vec![EtcdEvent::PgClaimed {
             pool: 1,
             pg: 1,
             granted: true,
         }]);
-        b.pump_until(|s| s.pgs[&(1, 1)].phase == Phase::Active);
+        b.pump_until(|s| s.pgs[&PgId::new(1, 1)].phase == Phase::Active);
         assert_eq!(b.local_unstable(), vec![]);
         let id = b.sync();
         assert_eq!(b.reply(id, |_| 0).0.retval, 0);
@@ -1721,6 +1721,7 @@ mod full_store_tests {
 #[cfg(test)]
 mod list_tests {
     use vitastor_blockstore::{ObjVerId, ObjectId};
+    use vitastor_layout::PgId;
     use vitastor_protocol::{ReplyOp, RequestOp, SecListOp, OSD_LIST_PRIMARY};
 
     use crate::pg::ObjState;
@@ -1733,7 +1734,7 @@ mod list_tests {
         assert_eq!(b.reply(id, |_| 0).0.retval, 4096);
         // Peering saw this object only on osd.2, which is down now.
         let far = ObjectId::new(INODE, 3 * BLOCK);
-        let pg = b.server.pgs.get_mut(&(1, 1)).unwrap();
+        let pg = b.server.pgs.get_mut(&PgId::new(1, 1)).unwrap();
         let st = ObjState {
             version: 5,
             holders: vec![2],
@@ -1755,7 +1756,11 @@ mod list_tests {
         let ReplyOp::SecList(h) = reply.op else {
             panic!("not a listing: {reply:?}");
         };
-        assert_eq!(h.flags & OSD_LIST_PRIMARY, OSD_LIST_PRIMARY, "answered for the PG");
+        assert_eq!(
+            h.flags & OSD_LIST_PRIMARY,
+            OSD_LIST_PRIMARY,
+            "answered for the PG"
+        );
         let listed = crate::primary::parse_listing(&payload).unwrap();
         assert_eq!(
             listed,
@@ -1765,7 +1770,7 @@ mod list_tests {
             ]
         );
         assert_eq!(h.stable_count, 2);
-        assert_eq!(b.server.pgs[&(1, 1)].inflight, 0);
+        assert_eq!(b.server.pgs[&PgId::new(1, 1)].inflight, 0);
     }
 
     #[test]

@@ -30,6 +30,7 @@ use vitastor_blockstore::{
     AlignedBuf, Blockstore, BsError, BsOp, BsReply, BsResult, Completion,
     ImmediateCommit as BsImmediateCommit, ObjectId, OpId,
 };
+use vitastor_layout::PgId;
 use vitastor_protocol::errno::Errno;
 use vitastor_protocol::handshake::{
     ImmediateCommit, ReplyFeatures, ShowConfigReplyJson, ShowConfigRequestJson,
@@ -97,10 +98,10 @@ pub(crate) enum Owner {
         tag: u32,
     },
     /// Peering: the listing of `osd` for PG `pg`, peering round `epoch`.
-    List((u32, u32), u64, u64),
+    List(PgId, u64, u64),
     /// Peering: syncing or stabilizing what the listing found unstable on `osd`, for PG
     /// `pg`, round `epoch`.
-    Stab((u32, u32), u64, u64),
+    Stab(PgId, u64, u64),
 }
 
 /// A request sent to a peer, for `subop_stats`.
@@ -189,14 +190,14 @@ pub struct Server {
     pub(crate) cluster: ClusterView,
     pub(crate) peers: Peers,
     pub(crate) peer_events: Vec<PeerEvent>,
-    pub(crate) pgs: BTreeMap<(u32, u32), Pg>,
+    pub(crate) pgs: BTreeMap<PgId, Pg>,
     pub(crate) ops: Vec<Option<POp>>,
     /// Serial number of the op in each slot of `ops`.
     op_serials: Vec<u64>,
     next_serial: u64,
     free_ops: Vec<usize>,
-    pub(crate) read_pgs: HashMap<usize, (u32, u32)>,
-    pub(crate) recovering: HashSet<((u32, u32), ObjectId)>,
+    pub(crate) read_pgs: HashMap<usize, PgId>,
+    pub(crate) recovering: HashSet<(PgId, ObjectId)>,
     /// Objects whose recovery failed, and when they may be tried again.
     pub(crate) backoff: RecoveryBackoff,
     /// A SYNC op is running; later SYNCs wait in `sync_queue`.

@@ -19,6 +19,8 @@ use vitastor_protocol::{
     decode_reply, encode_request, Reply, Request, RequestOp, RwOp, OSD_PACKET_SIZE,
 };
 
+use vitastor_layout::PgId;
+
 use crate::etcd::EtcdEvent;
 use crate::peers::PeerTimeouts;
 use crate::pg::Phase;
@@ -124,7 +126,7 @@ impl Bench {
         }]);
         bench.pump_until(|s| {
             s.pgs
-                .get(&(1, 1))
+                .get(&PgId::new(1, 1))
                 .is_some_and(|pg| pg.phase == Phase::Active)
         });
         bench
@@ -249,7 +251,7 @@ impl Bench {
 
     /// The PG's reported state names, for assertions.
     pub fn pg_states(&self) -> Vec<String> {
-        self.server.pgs[&(1, 1)]
+        self.server.pgs[&PgId::new(1, 1)]
             .state_names()
             .iter()
             .map(|n| format!("{n:?}"))
