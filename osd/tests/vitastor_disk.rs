@@ -144,8 +144,8 @@ fn prepare_inspect_open_write_and_dump() {
         "128K",
     ]));
     assert_eq!(sbj["block_size"], 131072);
-    assert_eq!(sbj["format_version"], 1);
-    assert_eq!(sbj["meta_entry_size"], 32);
+    assert_eq!(sbj["format_version"], 2);
+    assert_eq!(sbj["meta_entry_size"], 64);
     assert_eq!(sbj["uuid"].as_str().unwrap().len(), 32);
 
     // The written config opens the store, and data survives a write, sync and flush.

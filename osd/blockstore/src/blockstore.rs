@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use rustc_hash::FxHashSet;
 
 use crate::allocator::Allocator;
-use crate::bitmap::{is_set, set_range};
+use crate::bitmap::{is_set, next_allocation, set_range};
 use crate::config::{BlockstoreConfig, ImmediateCommit};
 use crate::error::{BsError, BsResult};
 use crate::fault::FaultPlan;
@@ -228,6 +228,7 @@ struct FlushJob {
     old: Option<u64>,
     superseded: Vec<u64>,
     bitmap: Vec<u8>,
+    attr: Vec<u8>,
     st: FlushSt,
     pending: u32,
     meta: Vec<MetaUpdate>,
@@ -445,7 +446,7 @@ impl<E: IoEngine> Blockstore<E> {
                             block: b,
                         },
                     );
-                    index.set_clean_bitmap(b, &e.bitmap);
+                    index.set_clean_bitmap(b, &e.bitmap, &e.attr);
                     alloc.set_used(b);
                 }
             }
@@ -711,11 +712,8 @@ impl<E: IoEngine> Blockstore<E> {
                             Some(d) if d.kind == DirtyKind::Delete => {
                                 vec![0; self.index.bitmap_bytes]
                             }
-                            Some(d) => d.bitmap.to_vec(),
-                            None => self
-                                .index
-                                .clean_bitmap(self.index.clean[&oid].block)
-                                .to_vec(),
+                            Some(d) => d.attr.to_vec(),
+                            None => self.index.clean_attr(self.index.clean[&oid].block).to_vec(),
                         };
                         Ok(BsReply::Bitmap { version: v, bitmap })
                     }
@@ -1008,9 +1006,9 @@ impl<E: IoEngine> Blockstore<E> {
     fn check_write(&self, offset: u32, len: usize, bitmap: Option<&[u8]>) -> BsResult<()> {
         let g = self.layout.bitmap_granularity as u64;
         let (off, len) = (offset as u64, len as u64);
-        if len == 0 || off % g != 0 || len % g != 0 || off + len > self.layout.block_size as u64 {
+        if off % g != 0 || len % g != 0 || off + len > self.layout.block_size as u64 {
             return Err(BsError::Invalid(format!(
-                "write of {len} bytes at {off}: must be non-empty, aligned to {g} and inside the {}-byte object",
+                "write of {len} bytes at {off}: must be aligned to {g} and inside the {}-byte object",
                 self.layout.block_size
             )));
         }
@@ -1419,7 +1417,6 @@ impl<E: IoEngine> Blockstore<E> {
         }
         let gran = self.layout.bitmap_granularity;
         let bb = self.index.bitmap_bytes;
-        let current = self.index.current_bitmap(ov.oid).map(|b| b.to_vec());
         if *delete {
             let e = Entry {
                 stable: *stable,
@@ -1435,6 +1432,7 @@ impl<E: IoEngine> Blockstore<E> {
                 0,
                 0,
                 vec![0; bb].into(),
+                vec![0; bb].into(),
                 *stable,
                 Some(a.sector),
             );
@@ -1442,19 +1440,29 @@ impl<E: IoEngine> Blockstore<E> {
             return Ok(true);
         }
         let len = data.len() as u32;
-        let is_big = (*offset == 0 && len == self.layout.block_size) || current.is_none();
-        let new_bitmap: Box<[u8]> = match bitmap.take() {
+        let current = self
+            .index
+            .current_bitmaps(ov.oid)
+            .map(|(a, e)| (a.to_vec(), e.to_vec()));
+        // A version without data never takes a data block: it is journaled like a small write.
+        let is_big =
+            len != 0 && ((*offset == 0 && len == self.layout.block_size) || current.is_none());
+        let (mut new_bitmap, prev_attr) = match current {
+            Some((alloc, attr)) if !is_big => (alloc, attr),
+            Some((_, attr)) => (vec![0; bb], attr),
+            None => (vec![0; bb], vec![0; bb]),
+        };
+        // Not taken: a write that finds no room is started again later with the same op.
+        let new_attr: Box<[u8]> = match bitmap.as_deref() {
             Some(b) => b.into(),
             None => {
-                let mut b = if is_big {
-                    vec![0; bb]
-                } else {
-                    current.clone().unwrap()
-                };
+                let mut b = prev_attr.clone();
                 set_range(&mut b, *offset, len, gran);
                 b.into()
             }
         };
+        next_allocation(&mut new_bitmap, &prev_attr, &new_attr, *offset, len, gran);
+        let new_bitmap: Box<[u8]> = new_bitmap.into();
         if is_big {
             if self.alloc.free_count() <= DATA_RESERVE_BLOCKS {
                 return Ok(false);
@@ -1468,6 +1476,7 @@ impl<E: IoEngine> Blockstore<E> {
                 stable: *stable,
                 pending: true,
                 bitmap: &new_bitmap,
+                attr: &new_attr,
                 ..Entry::record(Kind::BigWrite, ov.oid, version)
             };
             let Some(a) = self.journal.append(e, None, self.write_reserve()) else {
@@ -1482,6 +1491,7 @@ impl<E: IoEngine> Blockstore<E> {
                 *offset,
                 len,
                 new_bitmap,
+                new_attr,
                 *stable,
                 Some(a.sector),
             );
@@ -1505,19 +1515,23 @@ impl<E: IoEngine> Blockstore<E> {
             len,
             stable: *stable,
             bitmap: &new_bitmap,
+            attr: &new_attr,
             ..Entry::record(Kind::SmallWrite, ov.oid, version)
         };
         let Some(a) = self.journal.append(e, Some(data), self.write_reserve()) else {
             return Ok(false);
         };
         ov.version = version;
-        self.submit_jdata(&a, len);
+        if len != 0 {
+            self.submit_jdata(&a, len);
+        }
         self.insert_dirty(
             *ov,
             DirtyKind::Small { loc: a.data_loc },
             *offset,
             len,
             new_bitmap,
+            new_attr,
             *stable,
             Some(a.sector),
         );
@@ -1632,6 +1646,7 @@ impl<E: IoEngine> Blockstore<E> {
         offset: u32,
         len: u32,
         bitmap: Box<[u8]>,
+        attr: Box<[u8]>,
         stable: bool,
         sector: Option<u64>,
     ) {
@@ -1646,6 +1661,7 @@ impl<E: IoEngine> Blockstore<E> {
                 sector,
                 stable_sector: None,
                 bitmap,
+                attr,
             },
         );
     }
@@ -2118,6 +2134,7 @@ fn replay_entry(
         sector: Some(sector),
         stable_sector: None,
         bitmap: e.bitmap.to_vec().into(),
+        attr: e.attr.to_vec().into(),
     };
     let insert = |index: &mut Index, refs: &mut [u32], d: Dirty| {
         if ov.version <= clean_ver || index.dirty.contains_key(&ov) {

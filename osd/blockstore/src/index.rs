@@ -54,8 +54,10 @@ pub struct Dirty {
     pub sector: Option<u64>,
     /// Journal sector holding the stable record naming this version.
     pub stable_sector: Option<u64>,
-    /// Object bitmap after this version.
+    /// Allocation bitmap after this version.
     pub bitmap: Box<[u8]>,
+    /// External bitmap after this version.
+    pub attr: Box<[u8]>,
 }
 
 /// A clean object: flushed version and the data block holding it.
@@ -72,8 +74,10 @@ pub struct Clean {
 pub struct Index {
     /// Flushed objects.
     pub clean: FxHashMap<ObjectId, Clean>,
-    /// Bitmaps of clean objects, `bitmap_bytes` per data block.
+    /// Allocation bitmaps of clean objects, `bitmap_bytes` per data block.
     pub clean_bitmaps: Vec<u8>,
+    /// External bitmaps of clean objects, `bitmap_bytes` per data block.
+    pub clean_attrs: Vec<u8>,
     /// Dirty versions in (object, version) order.
     pub dirty: BTreeMap<ObjVerId, Dirty>,
     /// Bytes of one bitmap.
@@ -86,6 +90,7 @@ impl Index {
         Index {
             clean: FxHashMap::default(),
             clean_bitmaps: vec![0; blocks as usize * bitmap_bytes],
+            clean_attrs: vec![0; blocks as usize * bitmap_bytes],
             dirty: BTreeMap::new(),
             bitmap_bytes,
         }
@@ -97,10 +102,17 @@ impl Index {
         &self.clean_bitmaps[s..s + self.bitmap_bytes]
     }
 
-    /// Replace the bitmap of clean block `b`.
-    pub fn set_clean_bitmap(&mut self, b: u64, bitmap: &[u8]) {
+    /// External bitmap of clean block `b`.
+    pub fn clean_attr(&self, b: u64) -> &[u8] {
+        let s = b as usize * self.bitmap_bytes;
+        &self.clean_attrs[s..s + self.bitmap_bytes]
+    }
+
+    /// Replace the allocation and external bitmaps of clean block `b`.
+    pub fn set_clean_bitmap(&mut self, b: u64, bitmap: &[u8], attr: &[u8]) {
         let s = b as usize * self.bitmap_bytes;
         self.clean_bitmaps[s..s + self.bitmap_bytes].copy_from_slice(bitmap);
+        self.clean_attrs[s..s + self.bitmap_bytes].copy_from_slice(attr);
     }
 
     /// Dirty versions of `oid` up to `max_version`, newest first.
@@ -132,12 +144,15 @@ impl Index {
     }
 
     /// The newest state a new write builds on: `None` if the object does not exist (never
-    /// written, or deleted), else its bitmap.
-    pub fn current_bitmap(&self, oid: ObjectId) -> Option<&[u8]> {
+    /// written, or deleted), else its allocation and external bitmaps.
+    pub fn current_bitmaps(&self, oid: ObjectId) -> Option<(&[u8], &[u8])> {
         match self.dirty_desc(oid, u64::MAX).next() {
             Some((_, d)) if d.kind == DirtyKind::Delete => None,
-            Some((_, d)) => Some(&d.bitmap),
-            None => self.clean.get(&oid).map(|c| self.clean_bitmap(c.block)),
+            Some((_, d)) => Some((&d.bitmap, &d.attr)),
+            None => self
+                .clean
+                .get(&oid)
+                .map(|c| (self.clean_bitmap(c.block), self.clean_attr(c.block))),
         }
     }
 

@@ -4,11 +4,14 @@
 //! operation is acknowledged and never touches the index; the blockstore does.
 //!
 //! Format of an entry (little endian), packed inside one journal sector, never straddling it:
-//! `magic u32, crc32c u32, seq u64, epoch u64, kind u16, size u16, flags u32` then a body.
+//! `magic u32, crc32c u32, seq u64, epoch u64, kind u16, size u16, flags u32` then a body
+//! (`inode, stripe, version`; for writes also `offset, len, loc, data crc32c`, the allocation
+//! bitmap and the external bitmap of the new version).
 //! Each entry has `seq` = previous + 1; replay stops at the first entry that breaks the chain
 //! (bad magic, checksum, sequence, or an epoch going backwards), so torn and stale sectors end
 //! the log instead of being replayed. Small-write data lives in the journal right after the
-//! sector that describes it and is verified by a CRC32C in the entry.
+//! sector that describes it and is verified by a CRC32C in the entry; a zero-length small
+//! write (a version carrying only bitmaps) has no data, `loc` 0 and data CRC 0.
 
 use std::collections::VecDeque;
 
@@ -81,8 +84,10 @@ pub struct Entry<'a> {
     /// later [`Kind::Commit`] names it. Journaling it first keeps each object's entries in
     /// version order, so trimming past a record also trims every older version of the object.
     pub pending: bool,
-    /// Object bitmap after this version (writes only).
+    /// Allocation bitmap after this version (writes only).
     pub bitmap: &'a [u8],
+    /// External bitmap after this version (writes only; see [`crate::bitmap`]).
+    pub attr: &'a [u8],
 }
 
 impl<'a> Entry<'a> {
@@ -101,6 +106,7 @@ impl<'a> Entry<'a> {
             stable: false,
             pending: false,
             bitmap: &[],
+            attr: &[],
         }
     }
 }
@@ -108,7 +114,7 @@ impl<'a> Entry<'a> {
 /// Encoded size of an entry of `kind`.
 pub fn entry_size(kind: Kind, bitmap_bytes: usize) -> usize {
     match kind {
-        Kind::SmallWrite | Kind::BigWrite => (80 + bitmap_bytes).div_ceil(8) * 8,
+        Kind::SmallWrite | Kind::BigWrite => (80 + 2 * bitmap_bytes).div_ceil(8) * 8,
         Kind::Delete | Kind::Stable | Kind::Rollback | Kind::Commit => 56,
     }
 }
@@ -134,7 +140,9 @@ pub fn encode(out: &mut [u8], e: &Entry<'_>) {
         put32(out, 60, e.len);
         put64(out, 64, e.loc);
         put32(out, 72, e.data_crc);
-        out[80..80 + e.bitmap.len()].copy_from_slice(e.bitmap);
+        let bb = e.bitmap.len();
+        out[80..80 + bb].copy_from_slice(e.bitmap);
+        out[80 + bb..80 + 2 * bb].copy_from_slice(e.attr);
     }
     let crc = crc32c::crc32c(out);
     put32(out, 4, crc);
@@ -172,6 +180,11 @@ pub fn decode(b: &[u8], bitmap_bytes: usize) -> Option<Entry<'_>> {
         data_crc: if write { get32(b, 72) } else { 0 },
         bitmap: if write {
             &b[80..80 + bitmap_bytes]
+        } else {
+            &[]
+        },
+        attr: if write {
+            &b[80 + bitmap_bytes..80 + 2 * bitmap_bytes]
         } else {
             &[]
         },
@@ -297,7 +310,11 @@ impl Journal {
                 if e.seq != seq || e.epoch < epoch || e.epoch > max_epoch {
                     break;
                 }
-                if e.kind == Kind::SmallWrite {
+                if e.kind == Kind::SmallWrite && e.len == 0 {
+                    if e.loc != 0 || e.data_crc != 0 {
+                        break;
+                    }
+                } else if e.kind == Kind::SmallWrite {
                     let dlen = (e.len as u64).div_ceil(bs) * bs;
                     let dpos = wrap(data_cursor, dlen);
                     if dpos != e.loc || dlen == 0 && e.len != 0 || dpos + dlen > size {

@@ -10,15 +10,18 @@
 //! - data: block 0 holds a copy of the superblock (so a data device on its own can be
 //!   identified); blocks `1..` hold objects.
 //!
-//! A metadata entry is a power of two no larger than 512 bytes and never straddles a 512-byte
-//! sector, so a torn metadata write leaves every entry either old or new, never mixed.
+//! A metadata entry (`inode, stripe, version, crc32c`, the allocation bitmap, the external
+//! bitmap) is a power of two no larger than 512 bytes and never straddles a 512-byte sector,
+//! so a torn metadata write leaves every entry either old or new, never mixed.
 
 use crate::bitmap::bitmap_bytes;
 use crate::config::*;
 use crate::error::{BsError, BsResult};
 
-/// Format version written by this build; older or newer layouts are refused.
-pub const FORMAT_VERSION: u32 = 1;
+/// Format version written by this build; older or newer layouts are refused. Version 2 keeps
+/// an external bitmap beside the allocation bitmap in every journal write entry and metadata
+/// entry; version 1 had only the allocation bitmap.
+pub const FORMAT_VERSION: u32 = 2;
 const SB_MAGIC: &[u8; 8] = b"VITRSBLK";
 const JH_MAGIC: &[u8; 8] = b"VITRSJRN";
 /// Bytes of the superblock and journal header records (the rest of their block is zero).
@@ -132,6 +135,13 @@ impl Layout {
             ));
         }
         let version = get32(b, 8);
+        if version < FORMAT_VERSION {
+            return Err(BsError::Layout(format!(
+                "on-disk format version {version} was written by an older build; this build \
+                 reads only format {FORMAT_VERSION} (entries with an external bitmap): move the \
+                 data off this OSD and prepare it again"
+            )));
+        }
         if version != FORMAT_VERSION {
             return Err(BsError::Layout(format!(
                 "on-disk format version {version} is not supported by this build (expects {FORMAT_VERSION})"
@@ -240,9 +250,13 @@ impl Layout {
         {
             return Err("bitmap_granularity must be a multiple of journal_block_size".into());
         }
-        if self.meta_entry_size() > 512 || self.meta_entry_size() > self.meta_block_size as usize {
+        if self.meta_entry_size() > 512
+            || self.meta_entry_size() > self.meta_block_size as usize
+            || crate::journal::entry_size(crate::journal::Kind::SmallWrite, self.bitmap_bytes())
+                > self.journal_block_size as usize
+        {
             return Err(format!(
-                "block_size / bitmap_granularity = {} granules makes metadata entries too large",
+                "block_size / bitmap_granularity = {} granules makes metadata or journal entries too large",
                 self.block_size / self.bitmap_granularity
             ));
         }
@@ -465,9 +479,9 @@ impl Layout {
 }
 
 /// Size of a metadata entry for a given bitmap size: `inode, stripe, version` (24 bytes),
-/// CRC32C (4 bytes), bitmap, rounded up to a power of two.
+/// CRC32C (4 bytes), allocation bitmap, external bitmap, rounded up to a power of two.
 pub fn meta_entry_size(bitmap_bytes: usize) -> usize {
-    (28 + bitmap_bytes).next_power_of_two()
+    (28 + 2 * bitmap_bytes).next_power_of_two()
 }
 
 /// Bytes of metadata area needed for `blocks` data blocks (including the superblock block).
@@ -540,6 +554,8 @@ pub struct MetaEntry {
     pub version: u64,
     /// Allocation bitmap.
     pub bitmap: Vec<u8>,
+    /// External bitmap (see [`crate::bitmap`]).
+    pub attr: Vec<u8>,
 }
 
 /// Encode an entry into `out` (exactly `meta_entry_size` bytes), salted with the block number
@@ -549,7 +565,9 @@ pub fn encode_meta_entry(out: &mut [u8], block: u64, e: &MetaEntry) {
     put64(out, 0, e.inode);
     put64(out, 8, e.stripe);
     put64(out, 16, e.version);
-    out[28..28 + e.bitmap.len()].copy_from_slice(&e.bitmap);
+    let bb = e.bitmap.len();
+    out[28..28 + bb].copy_from_slice(&e.bitmap);
+    out[28 + bb..28 + 2 * bb].copy_from_slice(&e.attr);
     let crc = crc32c::crc32c_append(crc32c::crc32c(&block.to_le_bytes()), out);
     put32(out, 24, crc);
 }
@@ -577,6 +595,7 @@ pub fn decode_meta_entry(
         stripe: get64(b, 8),
         version: get64(b, 16),
         bitmap: b[28..28 + bitmap_bytes].to_vec(),
+        attr: b[28 + bitmap_bytes..28 + 2 * bitmap_bytes].to_vec(),
     }))
 }
 
@@ -618,8 +637,8 @@ mod tests {
         assert!(l.data.offset + l.data.size <= 256 << 20);
         assert_eq!(
             l.meta_entry_size(),
-            32,
-            "128K/4K objects cost 32 bytes of metadata"
+            64,
+            "128K/4K objects cost 64 bytes of metadata (two 4-byte bitmaps)"
         );
     }
 
@@ -642,6 +661,12 @@ mod tests {
         put32(&mut ver, 8, 99);
         let e = Layout::decode_sb(&ver, false).unwrap_err().to_string();
         assert!(e.contains("version 99"), "{e}");
+        put32(&mut ver, 8, 1);
+        let e = Layout::decode_sb(&ver, false).unwrap_err().to_string();
+        assert!(
+            e.contains("format version 1 was written by an older build"),
+            "{e}"
+        );
         assert!(Layout::decode_sb(&[0u8; 512], false).is_err());
     }
 
@@ -661,8 +686,9 @@ mod tests {
             stripe: 128 << 10,
             version: 9,
             bitmap: vec![0xff, 1, 0, 0],
+            attr: vec![0, 2, 0, 0x80],
         };
-        let mut buf = [0u8; 32];
+        let mut buf = [0u8; 64];
         encode_meta_entry(&mut buf, 17, &e);
         assert_eq!(decode_meta_entry(&buf, 17, 4), Ok(Some(e)));
         assert_eq!(
@@ -670,7 +696,7 @@ mod tests {
             Err(()),
             "salted with the block number"
         );
-        assert_eq!(decode_meta_entry(&[0u8; 32], 3, 4), Ok(None));
+        assert_eq!(decode_meta_entry(&[0u8; 64], 3, 4), Ok(None));
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! The blockstore: the crash-safe local storage engine under every OSD.
 //!
 //! One OSD stores fixed-size objects (`block_size`, 128 KiB by default) identified by
-//! `(inode, stripe)`, each with a version and an allocation bitmap. Small writes go through a
-//! circular journal; full-object writes and writes to new objects are redirected to a freshly
-//! allocated data block; a background flusher moves stable journaled data into place and
-//! frees journal space. Unstable versions can be stabilized or rolled back (two-phase writes
-//! for erasure-coded pools and lazy fsync).
+//! `(inode, stripe)`, each version with an allocation bitmap and an external bitmap (see
+//! [`bitmap`]). Small writes (and zero-length writes, versions that carry only bitmaps) go
+//! through a circular journal; full-object writes and writes to new objects are redirected to
+//! a freshly allocated data block; a background flusher moves stable journaled data into
+//! place and frees journal space. Unstable versions can be stabilized or rolled back
+//! (two-phase writes for erasure-coded pools and lazy fsync).
 //!
 //! The engine is single-threaded and poll-driven: [`Blockstore::submit`] queues an
 //! [`BsOp`], the caller feeds device completions back and calls [`Blockstore::run`]. It never

@@ -64,7 +64,8 @@ pub enum BsOp {
         /// Length (aligned to `disk_alignment`; 0 reads only version and bitmap).
         len: u32,
     },
-    /// Write a new version (unstable unless `stable`).
+    /// Write a new version (unstable unless `stable`). Empty `data` creates a version that
+    /// carries only its bitmaps (no data block, no data write).
     Write {
         /// Object.
         oid: ObjectId,
@@ -72,9 +73,11 @@ pub enum BsOp {
         version: u64,
         /// Byte offset inside the object (aligned to `bitmap_granularity`).
         offset: u32,
-        /// Data (length aligned to `bitmap_granularity`).
+        /// Data (length aligned to `bitmap_granularity`, possibly 0).
         data: AlignedBuf,
-        /// Object bitmap of the new version; default: the previous bitmap plus this range.
+        /// External bitmap of the new version (SEC_WRITE's `attr`); default: the previous
+        /// one plus this range. The allocation bitmap is the store's own: the previous one
+        /// plus this range, minus the granules whose external bit this write clears.
         bitmap: Option<Vec<u8>>,
         /// Create the version already stable (no separate stabilize needed).
         stable: bool,
@@ -96,7 +99,7 @@ pub enum BsOp {
     Rollback(Vec<ObjVerId>),
     /// List objects.
     List(ListFilter),
-    /// Bitmap of the newest written version not above `version`.
+    /// External bitmap of the newest written version not above `version`.
     ReadBitmap {
         /// Object.
         oid: ObjectId,
@@ -112,9 +115,9 @@ pub enum BsReply {
     Read {
         /// Version read.
         version: u64,
-        /// Object bitmap at that version.
+        /// External bitmap of that version.
         bitmap: Vec<u8>,
-        /// The requested bytes.
+        /// The requested bytes (zeroes where the allocation bitmap has no bytes).
         data: AlignedBuf,
     },
     /// A write or delete: the version created.
@@ -134,11 +137,11 @@ pub enum BsReply {
         /// Unstable versions.
         unstable: Vec<ObjVerId>,
     },
-    /// Bitmap and version.
+    /// External bitmap and version.
     Bitmap {
         /// Version.
         version: u64,
-        /// Bitmap.
+        /// External bitmap.
         bitmap: Vec<u8>,
     },
 }

@@ -1,5 +1,6 @@
 //! Model-based property test: random sequences of every blockstore operation and restarts,
-//! checked against an in-memory model of object versions.
+//! checked against an in-memory model of object versions (data and external bitmap), with
+//! zero-length writes and writes carrying an explicit external bitmap among them.
 
 mod common;
 
@@ -21,6 +22,8 @@ enum Action {
         first: u32,
         count: u32,
         stable: bool,
+        /// Explicit external bitmap (one byte: the object has 4 granules).
+        attr: Option<u8>,
     },
     Delete {
         obj: u64,
@@ -44,8 +47,13 @@ fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
         8 => (0..OBJECTS, 0..GRANULES, 1..=GRANULES, any::<bool>()).prop_map(|(obj, first, count, stable)| {
             let count = count.min(GRANULES - first);
-            Action::Write { obj, first, count, stable }
+            Action::Write { obj, first, count, stable, attr: None }
         }),
+        2 => (0..OBJECTS, 0..GRANULES, 0..=GRANULES, any::<bool>(), proptest::option::of(0u8..16))
+            .prop_map(|(obj, first, count, stable, attr)| {
+                let count = count.min(GRANULES - first);
+                Action::Write { obj, first, count, stable, attr }
+            }),
         1 => (0..OBJECTS).prop_map(|obj| Action::Delete { obj }),
         2 => Just(Action::Sync),
         2 => (0..OBJECTS).prop_map(|obj| Action::Stabilize { obj }),
@@ -62,6 +70,8 @@ struct Ver {
     version: u64,
     /// Granule writer ids; `None` = deleted.
     content: Option<Vec<u64>>,
+    /// External bitmap.
+    attr: u8,
     stable: bool,
     synced: bool,
 }
@@ -97,14 +107,31 @@ fn oid(obj: u64) -> ObjectId {
 }
 
 fn check_read(bs: &mut Blockstore<SimEngine>, m: &Model, obj: u64) {
-    let (version, data) = read_all(bs, oid(obj));
+    let (version, bitmap, data) = match bs
+        .exec(BsOp::Read {
+            oid: oid(obj),
+            version: vitastor_blockstore::NEWEST,
+            offset: 0,
+            len: BLOCK,
+        })
+        .expect("read")
+    {
+        BsReply::Read {
+            version,
+            bitmap,
+            data,
+        } => (version, bitmap, data.to_vec()),
+        other => panic!("unexpected reply {other:?}"),
+    };
     let expect = m.latest(obj);
     match expect {
         None => {
             assert_eq!(version, 0);
+            assert_eq!(bitmap, [0]);
             assert!(data.iter().all(|&b| b == 0));
         }
         Some(v) => {
+            assert_eq!(bitmap, [v.attr], "object {obj} bitmap");
             // A flushed deletion leaves nothing behind, not even its version.
             if !(v.content.is_none() && version == 0) {
                 assert_eq!(version, v.version, "object {obj}");
@@ -140,6 +167,7 @@ fn run(actions: Vec<Action>, seed: u64) {
                 first,
                 count,
                 stable,
+                attr,
             } => {
                 m.next_id += 1;
                 let id = m.next_id;
@@ -148,23 +176,33 @@ fn run(actions: Vec<Action>, seed: u64) {
                     version: 0,
                     offset: first * GRAN,
                     data: write_buf(id, first, count),
-                    bitmap: None,
+                    bitmap: attr.map(|a| vec![a]),
                     stable,
                 });
                 match r {
                     Ok(BsReply::Written { version, .. }) => {
-                        let mut content = match m.latest(obj) {
+                        let (mut content, prev_attr) = match m.latest(obj) {
                             Some(Ver {
-                                content: Some(c), ..
-                            }) => c.clone(),
-                            _ => vec![0; GRANULES as usize],
+                                content: Some(c),
+                                attr,
+                                ..
+                            }) => (c.clone(), *attr),
+                            _ => (vec![0; GRANULES as usize], 0),
                         };
-                        for g in first..first + count {
-                            content[g as usize] = id;
+                        let range: u8 = (first..first + count).map(|g| 1u8 << g).sum();
+                        let attr = attr.unwrap_or(prev_attr | range);
+                        for g in 0..GRANULES {
+                            if range & 1 << g != 0 {
+                                content[g as usize] = id;
+                            } else if prev_attr & !attr & 1 << g != 0 {
+                                // The write clears this granule's external bit: it is gone.
+                                content[g as usize] = 0;
+                            }
                         }
                         m.objs.entry(obj).or_default().push(Ver {
                             version,
                             content: Some(content),
+                            attr,
                             stable,
                             synced: immediate,
                         });
@@ -189,6 +227,7 @@ fn run(actions: Vec<Action>, seed: u64) {
                         m.objs.get_mut(&obj).unwrap().push(Ver {
                             version,
                             content: None,
+                            attr: 0,
                             stable: false,
                             synced: immediate,
                         })
@@ -315,8 +354,9 @@ fn long_fixed_sequence() {
         acts.push(Action::Write {
             obj,
             first: (i % 3) as u32,
-            count: 1 + (i % 2) as u32,
+            count: (i % 3) as u32,
             stable: i % 5 == 0,
+            attr: (i % 4 == 1).then_some((i % 16) as u8),
         });
         if i % 7 == 0 {
             acts.push(Action::Sync);

@@ -128,18 +128,27 @@ impl<E: IoEngine> Blockstore<E> {
             Some(DirtyKind::Delete) => None,
             _ => clean.map(|c| c.block),
         };
-        // The bitmap is rebuilt from what is really there: base plus journaled ranges (a
-        // version's recorded bitmap may include a base that a crash took away).
-        let mut bitmap = match base.map(|i| &entries[i].1) {
-            Some(d) if matches!(d.kind, DirtyKind::Big { .. }) => d.bitmap.to_vec(),
-            Some(_) => vec![0; self.index.bitmap_bytes],
+        // The allocation bitmap is rebuilt from what is really there: base plus journaled
+        // ranges, minus what their external bitmaps clear (a version's recorded allocation
+        // may include a base that a crash took away). The external bitmap is the newest
+        // version's, as written.
+        let zeroes = || vec![0; self.index.bitmap_bytes];
+        let (mut bitmap, mut attr) = match base.map(|i| &entries[i].1) {
+            Some(d) if matches!(d.kind, DirtyKind::Big { .. }) => {
+                (d.bitmap.to_vec(), d.attr.to_vec())
+            }
+            Some(_) => (zeroes(), zeroes()),
             None => match clean {
-                Some(c) => self.index.clean_bitmap(c.block).to_vec(),
-                None => vec![0; self.index.bitmap_bytes],
+                Some(c) => (
+                    self.index.clean_bitmap(c.block).to_vec(),
+                    self.index.clean_attr(c.block).to_vec(),
+                ),
+                None => (zeroes(), zeroes()),
             },
         };
         for (_, d) in &entries[from..] {
-            set_range(&mut bitmap, d.offset, d.len, gran);
+            next_allocation(&mut bitmap, &attr, &d.attr, d.offset, d.len, gran);
+            attr.copy_from_slice(&d.attr);
         }
         if matches!(base.map(|i| entries[i].1.kind), Some(DirtyKind::Delete)) && !has_small {
             bitmap.fill(0);
@@ -151,6 +160,7 @@ impl<E: IoEngine> Blockstore<E> {
             old: clean.map(|c| c.block),
             superseded,
             bitmap,
+            attr,
             st: FlushSt::Data,
             pending: 0,
             meta: Vec::new(),
@@ -202,6 +212,7 @@ impl<E: IoEngine> Blockstore<E> {
             stripe: oid.stripe,
             version: upto,
             bitmap: job.bitmap.clone(),
+            attr: job.attr.clone(),
         });
         if let Some(tb) = target {
             job.meta.push(MetaUpdate {
@@ -399,7 +410,7 @@ impl<E: IoEngine> Blockstore<E> {
                         block: tb,
                     },
                 );
-                self.index.set_clean_bitmap(tb, &job.bitmap);
+                self.index.set_clean_bitmap(tb, &job.bitmap, &job.attr);
             }
             None => {
                 self.index.clean.remove(&job.oid);

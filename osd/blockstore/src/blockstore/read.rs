@@ -44,13 +44,17 @@ impl<E: IoEngine> Blockstore<E> {
             });
             return;
         };
-        let bitmap = match top {
-            Some(d) if d.kind == DirtyKind::Delete => vec![0; self.index.bitmap_bytes],
-            Some(d) => d.bitmap.to_vec(),
-            None => self
-                .index
-                .clean_bitmap(self.index.clean[&oid].block)
-                .to_vec(),
+        // Reads report the external bitmap; the allocation bitmap says where bytes are.
+        let (alloc, bitmap) = match top {
+            Some(d) if d.kind == DirtyKind::Delete => (None, vec![0; self.index.bitmap_bytes]),
+            Some(d) => (Some(&d.bitmap[..]), d.attr.to_vec()),
+            None => {
+                let block = self.index.clean[&oid].block;
+                (
+                    Some(self.index.clean_bitmap(block)),
+                    self.index.clean_attr(block).to_vec(),
+                )
+            }
         };
         // Resolve each granule of the range, newest version first.
         let first_g = offset / gran;
@@ -60,9 +64,11 @@ impl<E: IoEngine> Blockstore<E> {
         } else {
             (end - 1) / gran - first_g + 1
         };
-        // Granules the visible version's bitmap does not have read as zeroes, whatever older
-        // versions held there: an explicit bitmap (recovery, tombstones) is the truth.
-        let mut covered: Vec<bool> = (0..ng).map(|gi| !is_set(&bitmap, first_g + gi)).collect();
+        // Granules the visible version's allocation bitmap does not have read as zeroes,
+        // whatever older versions held there (a write that clears external bits drops them).
+        let mut covered: Vec<bool> = (0..ng)
+            .map(|gi| alloc.is_none_or(|a| !is_set(a, first_g + gi)))
+            .collect();
         let mut reads: Vec<(u64, u32, u32)> = Vec::new(); // (device offset, buf offset, len)
         let mut terminal = false;
         for (ov, d) in self.index.dirty_desc(oid, ver) {
