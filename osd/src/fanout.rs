@@ -5,6 +5,7 @@
 //! never call a version written where a target failed, and never guess about a target whose
 //! connection was lost mid-op (it may or may not have the version).
 
+use vitastor_layout::OsdNum;
 use vitastor_protocol::errno::Errno;
 
 use crate::pg::ObjState;
@@ -21,12 +22,12 @@ pub enum Verdict {
     /// conflict): `holders` have the version, the other targets do not.
     Partial {
         /// Targets that hold the version (possibly none).
-        holders: Vec<u64>,
+        holders: Vec<OsdNum>,
     },
 }
 
 /// The verdict for a fan-out to `targets` where `failed` lists the targets that failed.
-pub fn verdict(targets: &[u64], failed: &[(u64, Errno)]) -> Verdict {
+pub fn verdict(targets: &[OsdNum], failed: &[(OsdNum, Errno)]) -> Verdict {
     if failed.is_empty() {
         return Verdict::Written;
     }
@@ -48,13 +49,13 @@ pub fn verdict(targets: &[u64], failed: &[(u64, Errno)]) -> Verdict {
 pub fn partial_state(
     prev: Option<&ObjState>,
     version: u64,
-    holders: &[u64],
-    failed: &[(u64, Errno)],
+    holders: &[OsdNum],
+    failed: &[(OsdNum, Errno)],
 ) -> Option<ObjState> {
     if holders.is_empty() {
         return None;
     }
-    let mut stale: Vec<u64> = prev
+    let mut stale: Vec<OsdNum> = prev
         .into_iter()
         .flat_map(|st| st.holders.iter().chain(&st.stale))
         .chain(failed.iter().map(|(o, _)| o))
@@ -74,48 +75,59 @@ pub fn partial_state(
 mod tests {
     use super::*;
 
+    fn o(list: &[u64]) -> Vec<OsdNum> {
+        list.iter().copied().map(OsdNum).collect()
+    }
+
+    fn f(list: &[(u64, Errno)]) -> Vec<(OsdNum, Errno)> {
+        list.iter().map(|&(n, e)| (OsdNum(n), e)).collect()
+    }
+
     #[test]
     fn every_target_written() {
-        assert_eq!(verdict(&[1, 2, 3], &[]), Verdict::Written);
+        assert_eq!(verdict(&o(&[1, 2, 3]), &[]), Verdict::Written);
     }
 
     #[test]
     fn a_store_refusal_leaves_the_others_holding_it() {
-        let v = verdict(&[1, 2, 3], &[(2, Errno::ENOSPC)]);
+        let v = verdict(&o(&[1, 2, 3]), &f(&[(2, Errno::ENOSPC)]));
         assert_eq!(
             v,
             Verdict::Partial {
-                holders: vec![1, 3]
+                holders: o(&[1, 3])
             }
         );
-        let v = verdict(&[1, 2], &[(1, Errno::EIO), (2, Errno::EROFS)]);
-        assert_eq!(v, Verdict::Partial { holders: vec![] });
+        let v = verdict(&o(&[1, 2]), &f(&[(1, Errno::EIO), (2, Errno::EROFS)]));
+        assert_eq!(v, Verdict::Partial { holders: o(&[]) });
     }
 
     #[test]
     fn a_lost_peer_means_peering_again() {
         let failed = [(2, Errno::ENOSPC), (3, Errno::EPIPE)];
-        assert_eq!(verdict(&[1, 2, 3], &failed), Verdict::Repeer);
+        assert_eq!(verdict(&o(&[1, 2, 3]), &f(&failed)), Verdict::Repeer);
     }
 
     #[test]
     fn the_partial_state_marks_everyone_else_stale() {
         let prev = ObjState {
             version: 4,
-            holders: vec![1, 2],
-            stale: vec![7],
+            holders: o(&[1, 2]),
+            stale: o(&[7]),
         };
-        let st = partial_state(Some(&prev), 5, &[1], &[(2, Errno::ENOSPC)]).unwrap();
+        let st = partial_state(Some(&prev), 5, &o(&[1]), &f(&[(2, Errno::ENOSPC)])).unwrap();
         assert_eq!(
             st,
             ObjState {
                 version: 5,
-                holders: vec![1],
-                stale: vec![2, 7],
+                holders: o(&[1]),
+                stale: o(&[2, 7]),
             }
         );
-        let st = partial_state(None, 1, &[2], &[(1, Errno::EIO)]).unwrap();
-        assert_eq!((st.holders, st.stale), (vec![2], vec![1]));
-        assert_eq!(partial_state(Some(&prev), 5, &[], &[(1, Errno::EIO)]), None);
+        let st = partial_state(None, 1, &o(&[2]), &f(&[(1, Errno::EIO)])).unwrap();
+        assert_eq!((st.holders, st.stale), (o(&[2]), o(&[1])));
+        assert_eq!(
+            partial_state(Some(&prev), 5, &o(&[]), &f(&[(1, Errno::EIO)])),
+            None
+        );
     }
 }

@@ -263,12 +263,10 @@ impl DeleteOp {
     fn round_done(&mut self, purgeable: bool) -> Vec<Action> {
         if let Some(e) = self.errno {
             let mut out = Vec::new();
-            let targets: Vec<u64> = self.targets.iter().map(|o| o.0).collect();
-            let failed: Vec<(u64, Errno)> = self.failed.iter().map(|&(o, e)| (o.0, e)).collect();
-            match (self.stage, fanout::verdict(&targets, &failed)) {
+            match (self.stage, fanout::verdict(&self.targets, &self.failed)) {
                 (Stage::Tombstone, Verdict::Partial { holders }) => out.push(Action::Partial {
                     version: self.version,
-                    holders: holders.into_iter().map(OsdNum).collect(),
+                    holders,
                     failed: std::mem::take(&mut self.failed),
                 }),
                 _ => out.push(Action::Repeer),

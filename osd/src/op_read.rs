@@ -30,10 +30,10 @@ pub enum Source {
 /// `None` when no holder of the current version is ready (the read fails with EIO).
 pub fn first(me: OsdNum, st: Option<&ObjState>, ready: impl Fn(OsdNum) -> bool) -> Option<Source> {
     match st {
-        Some(st) if !st.holders.contains(&me.0) => st
+        Some(st) if !st.holders.contains(&me) => st
             .holders
             .iter()
-            .map(|&o| OsdNum(o))
+            .copied()
             .find(|&o| ready(o))
             .map(|osd| Source::Osd {
                 osd,
@@ -54,7 +54,7 @@ pub fn after_local_failure(
     members
         .iter()
         .map(|&o| OsdNum(o))
-        .find(|&o| o != me && ready(o) && st.is_none_or(|st| st.holders.contains(&o.0)))
+        .find(|&o| o != me && ready(o) && st.is_none_or(|st| st.holders.contains(&o)))
         .map(|osd| Source::Osd {
             osd,
             version: st.map_or(NEWEST, |st| st.version),
@@ -72,8 +72,8 @@ mod tests {
     fn st(version: u64, holders: &[u64], stale: &[u64]) -> ObjState {
         ObjState {
             version,
-            holders: holders.to_vec(),
-            stale: stale.to_vec(),
+            holders: holders.iter().copied().map(OsdNum).collect(),
+            stale: stale.iter().copied().map(OsdNum).collect(),
         }
     }
 

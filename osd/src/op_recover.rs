@@ -13,6 +13,7 @@
 //! [`Action::Failed`] (the executor records the backoff) and [`Action::Finish`]; the next
 //! attempt is the event loop's, once the backoff allows it.
 
+use vitastor_layout::OsdNum;
 use vitastor_protocol::errno::Errno;
 
 use crate::pg::ObjState;
@@ -24,24 +25,24 @@ pub struct LockFacts {
     /// The object in the PG's map (`None`: it needs no recovery any more).
     pub state: Option<ObjState>,
     /// Live members of the PG.
-    pub live: Vec<u64>,
+    pub live: Vec<OsdNum>,
     /// This OSD.
-    pub me: u64,
+    pub me: OsdNum,
     /// Peers whose connection is up.
-    pub ready: Vec<u64>,
+    pub ready: Vec<OsdNum>,
 }
 
 /// What the executor knows of the PG once the live members hold the object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CleanupFacts {
     /// Members of the current set.
-    pub members: Vec<u64>,
+    pub members: Vec<OsdNum>,
     /// Every slot of the set has a member and no object of the PG is degraded.
     pub complete: bool,
     /// `no_rebalance` is set.
     pub no_rebalance: bool,
     /// Peers whose connection is up.
-    pub ready: Vec<u64>,
+    pub ready: Vec<OsdNum>,
 }
 
 /// What moves a recovery forward.
@@ -92,7 +93,7 @@ pub enum Action {
         /// Sub-op tag.
         tag: u32,
         /// Where.
-        osd: u64,
+        osd: OsdNum,
         /// The version.
         version: u64,
     },
@@ -104,7 +105,7 @@ pub enum Action {
         /// The object now.
         state: ObjState,
         /// Where it was copied.
-        targets: Vec<u64>,
+        targets: Vec<OsdNum>,
     },
     /// Answer with [`Event::Cleanup`] (the PG's facts after the copy).
     GatherCleanup,
@@ -123,7 +124,7 @@ pub enum Action {
         /// Sub-op tag.
         tag: u32,
         /// Where.
-        osd: u64,
+        osd: OsdNum,
         /// The version the delete creates.
         version: u64,
     },
@@ -132,14 +133,14 @@ pub enum Action {
         /// Sub-op tag.
         tag: u32,
         /// Where.
-        osd: u64,
+        osd: OsdNum,
     },
     /// Sub-op `tag`: SEC_STABILIZE of the delete `version` on `osd`.
     Stabilize {
         /// Sub-op tag.
         tag: u32,
         /// Where.
-        osd: u64,
+        osd: OsdNum,
         /// The delete's version.
         version: u64,
     },
@@ -152,9 +153,9 @@ pub enum Action {
         /// The first error.
         errno: Errno,
         /// Targets that answered ENOSPC.
-        full: Vec<u64>,
+        full: Vec<OsdNum>,
         /// The version and the targets that took it before the failure.
-        copied: Option<(u64, Vec<u64>)>,
+        copied: Option<(u64, Vec<OsdNum>)>,
         /// The PG must peer again.
         repeer: bool,
     },
@@ -183,16 +184,16 @@ pub struct RecoverOp {
     stage: Stage,
     state: Option<ObjState>,
     /// The OSDs of the current step's sub-ops; sub-op `base + i` went to `round[i]`.
-    round: Vec<u64>,
+    round: Vec<OsdNum>,
     base: u32,
     /// Where the copy goes, between the read and the writes.
-    targets: Vec<u64>,
+    targets: Vec<OsdNum>,
     /// Which of the current step's sub-ops have not answered.
     waiting: Vec<bool>,
     next_tag: u32,
     errno: Option<Errno>,
     /// Sub-ops of the current step that failed, and why.
-    failed: Vec<(u64, Errno)>,
+    failed: Vec<(OsdNum, Errno)>,
 }
 
 impl Default for RecoverOp {
@@ -293,7 +294,7 @@ impl RecoverOp {
     }
 
     /// Starts a step with one sub-op per OSD of `osds`; returns the first tag.
-    fn start_round(&mut self, stage: Stage, osds: Vec<u64>) -> u32 {
+    fn start_round(&mut self, stage: Stage, osds: Vec<OsdNum>) -> u32 {
         self.stage = stage;
         self.base = self.next_tag;
         self.next_tag += osds.len() as u32;
@@ -444,15 +445,21 @@ impl RecoverOp {
 mod tests {
     use vitastor_protocol::errno::Errno;
 
+    use vitastor_layout::OsdNum;
+
     use super::{Action, CleanupFacts, Event, LockFacts, RecoverOp};
     use crate::pg::ObjState;
     use crate::recovery::Source;
 
+    fn o(list: &[u64]) -> Vec<OsdNum> {
+        list.iter().copied().map(OsdNum).collect()
+    }
+
     fn st(holders: &[u64], stale: &[u64]) -> ObjState {
         ObjState {
             version: 7,
-            holders: holders.to_vec(),
-            stale: stale.to_vec(),
+            holders: o(holders),
+            stale: o(stale),
         }
     }
 
@@ -460,18 +467,18 @@ mod tests {
     fn lock(state: Option<ObjState>) -> Event {
         Event::Locked(LockFacts {
             state,
-            live: vec![1, 2, 3],
-            me: 1,
-            ready: vec![2, 3, 8],
+            live: o(&[1, 2, 3]),
+            me: OsdNum(1),
+            ready: o(&[2, 3, 8]),
         })
     }
 
     fn cleanup(complete: bool) -> Event {
         Event::Cleanup(CleanupFacts {
-            members: vec![1, 2, 3],
+            members: o(&[1, 2, 3]),
             complete,
             no_rebalance: false,
-            ready: vec![2, 3, 8],
+            ready: o(&[2, 3, 8]),
         })
     }
 
@@ -486,7 +493,7 @@ mod tests {
     fn write(tag: u32, osd: u64) -> Action {
         Action::Write {
             tag,
-            osd,
+            osd: OsdNum(osd),
             version: 7,
         }
     }
@@ -535,7 +542,7 @@ mod tests {
             [
                 Action::Copied {
                     state: st(&[1, 2, 3], &[]),
-                    targets: vec![2, 3]
+                    targets: o(&[2, 3])
                 },
                 Action::GatherCleanup
             ]
@@ -564,7 +571,7 @@ mod tests {
             op.advance(lock(Some(st(&[3], &[1])))),
             [Action::Read {
                 tag: 0,
-                source: Source::Osd(3),
+                source: Source::Osd(OsdNum(3)),
                 version: 7
             }]
         );
@@ -576,9 +583,9 @@ mod tests {
         let mut op = RecoverOp::new();
         let lost = Event::Locked(LockFacts {
             state: Some(st(&[5], &[])),
-            live: vec![1, 2],
-            me: 1,
-            ready: vec![2],
+            live: o(&[1, 2]),
+            me: OsdNum(1),
+            ready: o(&[2]),
         });
         // No read, no retry: the op ends; the next attempt is the event loop's.
         assert_eq!(
@@ -586,7 +593,7 @@ mod tests {
             [
                 Action::Failed {
                     errno: Errno::EPIPE,
-                    full: vec![],
+                    full: o(&[]),
                     copied: None,
                     repeer: false
                 },
@@ -606,8 +613,8 @@ mod tests {
             [
                 Action::Failed {
                     errno: Errno::ENOSPC,
-                    full: vec![2],
-                    copied: Some((7, vec![3])),
+                    full: o(&[2]),
+                    copied: Some((7, o(&[3]))),
                     repeer: false
                 },
                 Action::Finish { succeeded: false }
@@ -624,7 +631,7 @@ mod tests {
             [
                 Action::Failed {
                     errno: Errno::EIO,
-                    full: vec![],
+                    full: o(&[]),
                     copied: None,
                     repeer: false
                 },
@@ -668,20 +675,23 @@ mod tests {
                 Action::MovingOut,
                 Action::Delete {
                     tag: 0,
-                    osd: 8,
+                    osd: OsdNum(8),
                     version: 8
                 }
             ]
         );
         assert_eq!(
             op.advance(sub(0, Ok(()))),
-            [Action::SyncPeer { tag: 1, osd: 8 }]
+            [Action::SyncPeer {
+                tag: 1,
+                osd: OsdNum(8)
+            }]
         );
         assert_eq!(
             op.advance(sub(1, Ok(()))),
             [Action::Stabilize {
                 tag: 2,
-                osd: 8,
+                osd: OsdNum(8),
                 version: 8
             }]
         );
@@ -701,7 +711,7 @@ mod tests {
             [
                 Action::Failed {
                     errno: Errno::EPIPE,
-                    full: vec![],
+                    full: o(&[]),
                     copied: None,
                     repeer: false
                 },

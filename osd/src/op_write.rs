@@ -199,9 +199,11 @@ impl WriteOp {
 
     fn written(&mut self) -> Vec<Action> {
         self.stage = Stage::Done;
-        let targets: Vec<u64> = self.targets.iter().map(|o| o.0).collect();
-        let failed: Vec<(u64, Errno)> = self.failed.iter().map(|&(o, e)| (o.0, e)).collect();
-        let learned = match fanout::verdict(&targets, &failed) {
+        let reply = match self.failed.first() {
+            None => Ok(self.version),
+            Some(&(_, e)) => Err(e),
+        };
+        let learned = match fanout::verdict(&self.targets, &self.failed) {
             Verdict::Written => Action::Written {
                 version: self.version,
                 holders: self.targets.clone(),
@@ -209,15 +211,11 @@ impl WriteOp {
             },
             Verdict::Partial { holders } => Action::Partial {
                 version: self.version,
-                holders: holders.into_iter().map(OsdNum).collect(),
+                holders,
                 failed: std::mem::take(&mut self.failed),
                 stable: self.stable,
             },
             Verdict::Repeer => Action::Repeer,
-        };
-        let reply = match failed.first() {
-            None => Ok(self.version),
-            Some(&(_, e)) => Err(e),
         };
         vec![learned, Action::Reply(reply), Action::Unlock]
     }

@@ -643,10 +643,11 @@ impl Server {
                 report.push(key);
                 let room = depth - self.recovering.len();
                 let (recovering, backoff) = (&self.recovering, &self.backoff);
-                let full: Vec<(u64, std::time::Instant)> = pg
+                let full: Vec<(OsdNum, std::time::Instant)> = pg
                     .live_members()
                     .into_iter()
-                    .filter_map(|m| Some((m, backoff.osd_ready_at(OsdNum(m), now)?)))
+                    .map(OsdNum)
+                    .filter_map(|m| Some((m, backoff.osd_ready_at(m, now)?)))
                     .collect();
                 let source: Box<dyn Iterator<Item = &ObjectId>> = match pass {
                     0 if !no_recovery => Box::new(pg.objects.degraded.ready()),

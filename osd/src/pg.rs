@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use vitastor_blockstore::{ObjVerId, ObjectId};
-use vitastor_layout::{PgConfigItem, PgId, PgStateName, PoolConfig};
+use vitastor_layout::{OsdNum, PgConfigItem, PgId, PgStateName, PoolConfig};
 
 use crate::peering_round::PeeringRound;
 
@@ -42,9 +42,9 @@ pub struct ObjState {
     /// The newest version any peer has: the object's current version.
     pub version: u64,
     /// Peers holding exactly that version.
-    pub holders: Vec<u64>,
+    pub holders: Vec<OsdNum>,
     /// Peers holding an older version.
-    pub stale: Vec<u64>,
+    pub stale: Vec<OsdNum>,
 }
 
 /// The non-clean objects of a PG.
@@ -139,12 +139,12 @@ pub fn classify(members: &[u64], listings: &BTreeMap<u64, Vec<ObjVerId>>) -> Obj
             .values()
             .max()
             .expect("an object comes from some listing");
-        let holders: Vec<u64> = copies
+        let holders: Vec<OsdNum> = copies
             .iter()
             .filter(|(_, &v)| v == version)
-            .map(|(&o, _)| o)
+            .map(|(&o, _)| OsdNum(o))
             .collect();
-        let degraded = members.iter().any(|m| !holders.contains(m));
+        let degraded = members.iter().any(|&m| !holders.contains(&OsdNum(m)));
         let misplaced = copies.keys().any(|o| !members.contains(o));
         if !degraded && !misplaced {
             continue;
@@ -152,7 +152,7 @@ pub fn classify(members: &[u64], listings: &BTreeMap<u64, Vec<ObjVerId>>) -> Obj
         let stale = copies
             .iter()
             .filter(|(_, &v)| v != version)
-            .map(|(&o, _)| o)
+            .map(|(&o, _)| OsdNum(o))
             .collect();
         if degraded {
             map.degraded.insert(oid);
@@ -349,8 +349,8 @@ mod tests {
         let o1 = &map.objects[&ov(1, 0).oid];
         assert_eq!(
             (o1.version, o1.holders.clone(), o1.stale.clone()),
-            (2, vec![1], vec![2])
+            (2, vec![OsdNum(1)], vec![OsdNum(2)])
         );
-        assert_eq!(map.objects[&ov(4, 0).oid].holders, vec![7]);
+        assert_eq!(map.objects[&ov(4, 0).oid].holders, vec![OsdNum(7)]);
     }
 }

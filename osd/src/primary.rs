@@ -636,11 +636,10 @@ impl Server {
                     let Some(pg) = self.pgs.get_mut(&key) else {
                         continue;
                     };
-                    let holders: Vec<u64> = holders.into_iter().map(|o| o.0).collect();
                     if !stable {
                         for &osd in &holders {
                             pg.dirty
-                                .entry(osd)
+                                .entry(osd.0)
                                 .or_default()
                                 .push(ObjVerId::new(oid, version));
                         }
@@ -1063,8 +1062,10 @@ impl Server {
         let pg = self.pgs.get(&key);
         recover::LockFacts {
             state: pg.and_then(|pg| pg.objects.objects.get(&oid).cloned()),
-            live: pg.map_or_else(Vec::new, |pg| pg.live_members()),
-            me: self.osd_num,
+            live: pg.map_or_else(Vec::new, |pg| {
+                pg.live_members().into_iter().map(OsdNum).collect()
+            }),
+            me: OsdNum(self.osd_num),
             ready: self.ready_peers(key),
         }
     }
@@ -1073,7 +1074,9 @@ impl Server {
     /// object.
     fn cleanup_facts(&self, key: PgId) -> recover::CleanupFacts {
         let pg = self.pgs.get(&key);
-        let members = pg.map_or_else(Vec::new, |pg| pg.members());
+        let members: Vec<OsdNum> = pg.map_or_else(Vec::new, |pg| {
+            pg.members().into_iter().map(OsdNum).collect()
+        });
         recover::CleanupFacts {
             complete: pg.is_some_and(|pg| {
                 pg.objects.degraded.is_empty() && members.len() == pg.pool_cfg.pg_size as usize
@@ -1085,12 +1088,13 @@ impl Server {
     }
 
     /// The PG's peers whose connection is up.
-    fn ready_peers(&self, key: PgId) -> Vec<u64> {
+    fn ready_peers(&self, key: PgId) -> Vec<OsdNum> {
         self.pgs.get(&key).map_or_else(Vec::new, |pg| {
             pg.peers
                 .iter()
                 .copied()
                 .filter(|&o| self.peers.is_ready(o))
+                .map(OsdNum)
                 .collect()
         })
     }
@@ -1137,7 +1141,7 @@ impl Server {
                                 flags,
                             }),
                         };
-                        self.sub_remote(idx, tag, osd, req, Vec::new(), None);
+                        self.sub_remote(idx, tag, osd.0, req, Vec::new(), None);
                     }
                     recover::Action::Tombstone { version } => {
                         if let Some(pg) = self.pgs.get_mut(&key) {
@@ -1146,7 +1150,7 @@ impl Server {
                     }
                     recover::Action::Write { tag, osd, version } => {
                         let data = r.data.clone().expect("kept by a successful read");
-                        if osd == self.osd_num {
+                        if osd.0 == self.osd_num {
                             let op = BsOp::Write {
                                 oid,
                                 version,
@@ -1169,7 +1173,7 @@ impl Server {
                                 id: 0,
                                 op: RequestOp::SecWriteStable(rw),
                             };
-                            self.sub_remote(idx, tag, osd, req, r.bitmap.clone(), Some(data));
+                            self.sub_remote(idx, tag, osd.0, req, r.bitmap.clone(), Some(data));
                         }
                     }
                     recover::Action::NotDegraded => {
@@ -1179,7 +1183,7 @@ impl Server {
                     }
                     recover::Action::Copied { state, targets } => {
                         for &osd in &targets {
-                            self.backoff.osd_took(OsdNum(osd));
+                            self.backoff.osd_took(osd);
                         }
                         if let Some(pg) = self.pgs.get_mut(&key) {
                             if let Some(cur) = pg.objects.objects.get_mut(&oid) {
@@ -1221,11 +1225,11 @@ impl Server {
                                 flags,
                             }),
                         };
-                        self.sub_remote(idx, tag, osd, req, Vec::new(), None);
+                        self.sub_remote(idx, tag, osd.0, req, Vec::new(), None);
                     }
                     recover::Action::SyncPeer { tag, osd } => {
                         let op = RequestOp::SecSync(SecSyncOp { flags });
-                        self.sub_remote(idx, tag, osd, Request { id: 0, op }, Vec::new(), None);
+                        self.sub_remote(idx, tag, osd.0, Request { id: 0, op }, Vec::new(), None);
                     }
                     recover::Action::Stabilize { tag, osd, version } => {
                         // A peer's unstable delete can only be stabilized once it is synced.
@@ -1234,7 +1238,7 @@ impl Server {
                             len: list.len() as u64,
                             flags,
                         });
-                        self.sub_remote(idx, tag, osd, Request { id: 0, op }, list, None);
+                        self.sub_remote(idx, tag, osd.0, Request { id: 0, op }, list, None);
                     }
                     recover::Action::MovedOut => {
                         if let Some(pg) = self.pgs.get_mut(&key) {
@@ -1275,14 +1279,14 @@ impl Server {
         &mut self,
         r: &RecoverOp,
         e: Errno,
-        full: &[u64],
-        copied: Option<(u64, Vec<u64>)>,
+        full: &[OsdNum],
+        copied: Option<(u64, Vec<OsdNum>)>,
         repeer: bool,
     ) {
         let now = std::time::Instant::now();
         let delay = self.backoff.failed((r.pg, r.oid), e, now);
         for &osd in full {
-            self.backoff.osd_full(OsdNum(osd), now);
+            self.backoff.osd_full(osd, now);
         }
         tracing::info!(
             "pg {}/{}: recovery of {:?} ({:?}) failed ({e}), next attempt in {delay:?}",
@@ -1328,18 +1332,15 @@ impl Server {
         let Some(pg) = self.pgs.get_mut(&key) else {
             return;
         };
-        // The PG's object map still keeps OSD numbers bare.
-        let holders: Vec<u64> = holders.iter().map(|o| o.0).collect();
-        let failed: Vec<(u64, Errno)> = failed.iter().map(|&(o, e)| (o.0, e)).collect();
         let Some(st) =
-            fanout::partial_state(pg.objects.objects.get(&oid), version, &holders, &failed)
+            fanout::partial_state(pg.objects.objects.get(&oid), version, holders, failed)
         else {
             return;
         };
         if !stable {
-            for &osd in &holders {
+            for &osd in holders {
                 pg.dirty
-                    .entry(osd)
+                    .entry(osd.0)
                     .or_default()
                     .push(ObjVerId::new(oid, version));
             }
@@ -1462,7 +1463,7 @@ mod error_path_tests {
         let pg = b.server.pgs.get_mut(&PgId::new(1, 1)).unwrap();
         let st = ObjState {
             version: 3,
-            holders: vec![2],
+            holders: vec![vitastor_layout::OsdNum(2)],
             stale: vec![],
         };
         pg.objects.objects.insert(oid, st);
@@ -1737,7 +1738,7 @@ mod list_tests {
         let pg = b.server.pgs.get_mut(&PgId::new(1, 1)).unwrap();
         let st = ObjState {
             version: 5,
-            holders: vec![2],
+            holders: vec![vitastor_layout::OsdNum(2)],
             stale: vec![],
         };
         pg.objects.objects.insert(far, st);

@@ -9,6 +9,8 @@
 
 use vitastor_protocol::errno::Errno;
 
+use vitastor_layout::OsdNum;
+
 use crate::pg::ObjState;
 
 /// Where a copy is read from.
@@ -17,7 +19,7 @@ pub enum Source {
     /// This OSD's store.
     Local,
     /// A peer.
-    Osd(u64),
+    Osd(OsdNum),
 }
 
 /// The copy step.
@@ -30,7 +32,7 @@ pub enum Copy {
         /// Where to read.
         source: Source,
         /// Live members that lack the version.
-        targets: Vec<u64>,
+        targets: Vec<OsdNum>,
     },
     /// No holder of the current version is reachable now.
     NoSource,
@@ -38,8 +40,13 @@ pub enum Copy {
 
 /// Plans the copy of `st` onto the `live` members; `me` is this OSD, `ready` says whether a
 /// peer's connection is up.
-pub fn plan_copy(st: &ObjState, live: &[u64], me: u64, ready: impl Fn(u64) -> bool) -> Copy {
-    let targets: Vec<u64> = live
+pub fn plan_copy(
+    st: &ObjState,
+    live: &[OsdNum],
+    me: OsdNum,
+    ready: impl Fn(OsdNum) -> bool,
+) -> Copy {
+    let targets: Vec<OsdNum> = live
         .iter()
         .copied()
         .filter(|m| !st.holders.contains(m))
@@ -74,14 +81,14 @@ pub enum Cleanup {
         misplaced: bool,
     },
     /// Remove the copies on these OSDs outside the set.
-    MoveOut(Vec<u64>),
+    MoveOut(Vec<OsdNum>),
 }
 
 /// Facts about the PG a cleanup depends on.
 #[derive(Debug, Clone, Copy)]
 pub struct PgFacts<'a> {
     /// Members of the current set.
-    pub members: &'a [u64],
+    pub members: &'a [OsdNum],
     /// Every slot of the set has a member and no object of the PG is degraded.
     pub complete: bool,
     /// `no_rebalance` is set.
@@ -90,8 +97,8 @@ pub struct PgFacts<'a> {
 
 /// Plans the cleanup of `st`: copies outside the set go only when the object is complete on
 /// the set, the whole PG is complete, rebalancing is allowed and every such OSD is reachable.
-pub fn plan_cleanup(st: &ObjState, pg: PgFacts<'_>, ready: impl Fn(u64) -> bool) -> Cleanup {
-    let outside: Vec<u64> = st
+pub fn plan_cleanup(st: &ObjState, pg: PgFacts<'_>, ready: impl Fn(OsdNum) -> bool) -> Cleanup {
+    let outside: Vec<OsdNum> = st
         .holders
         .iter()
         .chain(&st.stale)
@@ -121,31 +128,39 @@ pub fn failure_needs_repeer(e: Errno) -> bool {
 mod tests {
     use super::*;
 
+    fn osds(list: &[u64]) -> Vec<OsdNum> {
+        list.iter().copied().map(OsdNum).collect()
+    }
+
     fn st(holders: &[u64], stale: &[u64]) -> ObjState {
         ObjState {
             version: 9,
-            holders: holders.to_vec(),
-            stale: stale.to_vec(),
+            holders: osds(holders),
+            stale: osds(stale),
         }
     }
 
     #[test]
     fn copies_go_to_the_live_members_that_lack_the_version() {
         let all = |_| true;
-        assert_eq!(plan_copy(&st(&[1, 2], &[]), &[1, 2], 1, all), Copy::Done);
         assert_eq!(
-            plan_copy(&st(&[1], &[2]), &[1, 2, 3], 1, all),
+            plan_copy(&st(&[1, 2], &[]), &osds(&[1, 2]), OsdNum(1), all),
+            Copy::Done
+        );
+        assert_eq!(
+            plan_copy(&st(&[1], &[2]), &osds(&[1, 2, 3]), OsdNum(1), all),
             Copy::From {
                 source: Source::Local,
-                targets: vec![2, 3]
+                targets: osds(&[2, 3])
             }
         );
         // Read from the first reachable holder when this OSD lacks it.
         assert_eq!(
-            plan_copy(&st(&[5, 6], &[]), &[1, 2], 1, |o| o == 6),
+            plan_copy(&st(&[5, 6], &[]), &osds(&[1, 2]), OsdNum(1), |o| o
+                == OsdNum(6)),
             Copy::From {
-                source: Source::Osd(6),
-                targets: vec![1, 2]
+                source: Source::Osd(OsdNum(6)),
+                targets: osds(&[1, 2])
             }
         );
     }
@@ -153,7 +168,7 @@ mod tests {
     #[test]
     fn no_reachable_holder_is_no_source() {
         assert_eq!(
-            plan_copy(&st(&[5], &[]), &[1, 2], 1, |_| false),
+            plan_copy(&st(&[5], &[]), &osds(&[1, 2]), OsdNum(1), |_| false),
             Copy::NoSource
         );
     }
@@ -161,7 +176,7 @@ mod tests {
     #[test]
     fn copies_outside_the_set_go_only_when_everything_allows() {
         let facts = |complete, no_rebalance| PgFacts {
-            members: &[1, 2],
+            members: &[OsdNum(1), OsdNum(2)],
             complete,
             no_rebalance,
         };
@@ -173,12 +188,15 @@ mod tests {
         let moved = st(&[1, 2, 7], &[8]);
         assert_eq!(
             plan_cleanup(&moved, facts(true, false), all),
-            Cleanup::MoveOut(vec![7, 8])
+            Cleanup::MoveOut(osds(&[7, 8]))
         );
         let keep = Cleanup::Keep { misplaced: true };
         assert_eq!(plan_cleanup(&moved, facts(false, false), all), keep);
         assert_eq!(plan_cleanup(&moved, facts(true, true), all), keep);
-        assert_eq!(plan_cleanup(&moved, facts(true, false), |o| o != 8), keep);
+        assert_eq!(
+            plan_cleanup(&moved, facts(true, false), |o| o != OsdNum(8)),
+            keep
+        );
         // Not on every member yet: nothing moves, and it is not merely misplaced.
         assert_eq!(
             plan_cleanup(&st(&[1, 7], &[]), facts(true, false), all),
