@@ -197,8 +197,16 @@ struct Part {
     direct: bool,
     /// Which layer of a layered read (index into `Op::layers`, 0 = the image itself).
     layer: u16,
+    /// A layered read's speculative pair (see `layered_read`): this part reads only the
+    /// bitmap (the top layer) or reads the parent at once; `NO_PAIR` otherwise.
+    pair: u32,
+    /// The pair's first answer: which granules of the range the answering layer holds.
+    held: u64,
     state: PartState,
 }
+
+/// `Part::pair` of a part without a speculative partner.
+const NO_PAIR: u32 = u32::MAX;
 
 /// One op slot; fields keep their capacity across reuse.
 #[derive(Default)]
@@ -363,6 +371,10 @@ pub struct Client {
     watches: FxHashMap<u64, Rc<RefCell<ImageInfo>>>,
     /// Writes to read-only layers are allowed (tools that merge layers).
     readonly_writes: bool,
+    /// Objects `(inode, object start)` of layered images whose top layer held nothing at
+    /// the last read: their next reads ask the top for its bitmap and read the parent at
+    /// once (one round trip instead of two). A hint only: the bitmaps decide.
+    empty_top: FxHashSet<(u64, u64)>,
     pending_watches: Vec<(String, Callback<WatchResult>)>,
     next_watch: u64,
     ready_waiters: Vec<Callback<OpDone>>,
@@ -442,6 +454,7 @@ impl Client {
             lost_write: None,
             watches: FxHashMap::default(),
             readonly_writes: false,
+            empty_top: FxHashSet::default(),
             pending_watches: Vec::new(),
             next_watch: 1,
             ready_waiters: Vec::new(),
@@ -803,9 +816,20 @@ impl Client {
                 osd: 0,
                 direct: false,
                 layer: 0,
+                pair: NO_PAIR,
+                held: 0,
                 state: PartState::Waiting,
             })
         });
+        match kind {
+            OpKind::Read if self.ops[idx].layers.len() > 1 => self.pair_empty_top(idx, &pool),
+            OpKind::Write | OpKind::Delete if !self.empty_top.is_empty() => {
+                for p in &self.ops[idx].parts {
+                    self.empty_top.remove(&(inode, pool.object_start(p.offset)));
+                }
+            }
+            _ => {}
+        }
         for part in 0..self.ops[idx].parts.len() {
             self.dispatch(idx, part);
         }
@@ -878,6 +902,8 @@ impl Client {
             osd: 0,
             direct: false,
             layer: 0,
+            pair: NO_PAIR,
+            held: 0,
             state: PartState::Waiting,
         });
         self.dispatch(idx, 0);
@@ -931,6 +957,8 @@ impl Client {
             osd,
             direct: false,
             layer: 0,
+            pair: NO_PAIR,
+            held: 0,
             state: PartState::Waiting,
         }));
         if osds.is_empty() {
@@ -1013,6 +1041,10 @@ impl Client {
             version: op.version,
         };
         let (request_op, data) = match kind {
+            // The top half of a speculative pair asks for the bitmap only.
+            OpKind::Read if part.pair != NO_PAIR && part.layer == 0 => {
+                (RequestOp::Read(RwOp { len: 0, ..rw }), SendData::None)
+            }
             OpKind::Read => (RequestOp::Read(rw), SendData::None),
             OpKind::ReadBitmap => (RequestOp::Read(RwOp { len: 0, ..rw }), SendData::None),
             OpKind::Write => (
@@ -1353,6 +1385,8 @@ impl Client {
                 osd: 0,
                 direct: false,
                 layer: 0,
+                pair: NO_PAIR,
+                held: 0,
                 state: PartState::Waiting,
             };
             let (inode, offset, len) = (d.inode, d.offset, d.len);
@@ -1673,7 +1707,13 @@ impl Client {
                 if p.layer == 0 {
                     o.version_out = r.version;
                 }
-                if usize::from(p.layer) + 1 < o.layers.len() {
+                if p.pair != NO_PAIR {
+                    self.join_pair(op, part, conn_idx);
+                } else if usize::from(p.layer) + 1 < o.layers.len() {
+                    if p.layer == 0 {
+                        let inode = o.inode;
+                        self.note_top_bitmap(inode, p, conn_idx);
+                    }
                     self.read_lower_layer(op, p, conn_idx);
                 }
             }

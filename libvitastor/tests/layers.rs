@@ -129,6 +129,18 @@ fn layered_reads_writes_and_broken_chains() {
     write(&mut client, &done, 20, 0, &flat);
     assert!(read(&mut client, &done, 20, 0, 2 * G).unwrap() == flat);
     assert!(read(&mut client, &done, 3, 0, SIZE).unwrap() == layers[3]);
+    // Object 3 of `top` was empty at the last reads, so this client now asks the top for
+    // its bitmap while it reads the layers below at once. Another client writes there: the
+    // bitmap, not the stale guess, decides (its granules come from the top).
+    let mut other = Client::new(&options).expect("second client");
+    let other_done: Slot = Rc::default();
+    let fresh = pattern(11, 2 * G);
+    write(&mut other, &other_done, 3, 3 * OBJ + 5 * G, &fresh);
+    layers[3][(3 * OBJ + 5 * G) as usize..(3 * OBJ + 7 * G) as usize].copy_from_slice(&fresh);
+    for _ in 0..2 {
+        assert!(read(&mut client, &done, 3, 0, SIZE).unwrap() == layers[3]);
+        assert!(read(&mut client, &done, 2, 0, SIZE).unwrap() == layers[2]);
+    }
     // Unaligned to objects, crossing them.
     let got = read(&mut client, &done, 3, OBJ - 2 * G, OBJ + 4 * G).unwrap();
     assert!(got[..] == layers[3][(OBJ - 2 * G) as usize..(2 * OBJ + 2 * G) as usize]);
