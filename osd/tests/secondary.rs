@@ -545,3 +545,47 @@ fn data_survives_restart() {
     assert_eq!(c.list(), (1, vec![(131072 * 3, 4)]));
     osd.stop();
 }
+
+/// What an erasure-coded write needs from a secondary: SEC_WRITE's attr is kept as the
+/// version's external bitmap (returned by SEC_READ) while every written byte stays readable,
+/// and a zero-length SEC_WRITE creates a version carrying only its attr; both survive a
+/// restart.
+#[test]
+fn attr_is_the_external_bitmap_and_versions_need_no_data() {
+    let dir = tmpdir();
+    let img = prepared(dir.path());
+    let a = pattern(6, 131072);
+    let stripe = 131072 * 5;
+    {
+        let osd = Osd::start(&img);
+        let (mut c, _) = Client::handshake(osd.addr, false);
+        // A parity-like part: all bytes written, the attr names granules 0 and 2 only.
+        let attr = [0b0101, 0, 0, 0];
+        assert_eq!(c.write(stripe, 1, 0, &a, &attr, true).retval, 131072);
+        assert_eq!(c.read(stripe, 131072), (1, attr.to_vec(), a.clone()));
+        // A version without data, unstable, then synced and stabilized.
+        let r = c.write(stripe, 2, 0, &[], &[0b0111, 0, 0, 0x80], false);
+        assert_eq!(
+            (r.retval, r.op),
+            (
+                0,
+                ReplyOp::SecWrite(SecRwReply {
+                    version: 2,
+                    attr_len: 0
+                })
+            )
+        );
+        assert_eq!(
+            c.read(stripe, 131072),
+            (2, vec![0b0111, 0, 0, 0x80], a.clone())
+        );
+        c.sync();
+        assert_eq!(c.list_op(RequestOp::SecStabilize, &[(stripe, 2)]), 0);
+        osd.stop();
+    }
+    let osd = Osd::start(&img);
+    let (mut c, _) = Client::handshake(osd.addr, false);
+    assert_eq!(c.read(stripe, 131072), (2, vec![0b0111, 0, 0, 0x80], a));
+    assert_eq!(c.list(), (1, vec![(stripe, 2)]));
+    osd.stop();
+}
