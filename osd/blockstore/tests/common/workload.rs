@@ -15,7 +15,8 @@ use super::{decode_pattern, write_buf, GRAN};
 /// What the workload did, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
-    /// Write `id` of granules `first..first+count` of `obj` submitted.
+    /// Write `id` of granules `first..first+count` of `obj` submitted (`count` 0: a version
+    /// without data).
     Write {
         id: u64,
         obj: u64,
@@ -212,8 +213,11 @@ impl Workload {
             } else {
                 self.rng.gen_range(1..=self.granules - first)
             };
+            // Some versions carry no data at all (as erasure-coded pools write them).
             let (first, count) = if self.rng.gen_bool(0.15) {
                 (0, self.granules)
+            } else if self.rng.gen_bool(0.05) {
+                (first, 0)
             } else {
                 (first, count)
             };
