@@ -26,14 +26,13 @@
 //!   `Rollback` → SEC_ROLLBACK; `Written` → the object is at the version on those parts
 //!   (unstable ones join the PG's unsynced list so the client's SYNC syncs and stabilizes
 //!   them, as for replicated lazy writes); `Repeer`, `Reply`, `Unlock` as in `op_write`.
-//! - **What the blockstore still lacks** for this: (1) zero-length writes that only create
-//!   a version (`check_write` refuses `len = 0` today); (2) a per-version attribute bitmap
-//!   kept apart from the allocation bitmap — the parity part's `attr`, returned by SEC_READ
-//!   of a parity part in place of its allocation bitmap (as the original keeps an external
-//!   bitmap beside its internal one). It cannot be the allocation bitmap itself: the store
-//!   reads granules outside its allocation bitmap as zeroes (`blockstore/read.rs`), and a
-//!   code bit is 0 where parity bytes are not. Without (2), degraded reads still return the
-//!   right data, but a rebuilt data part's bitmap is unknown.
+//! - **The blockstore side** (format 2): a zero-length write creates a version with no data
+//!   (the data parts a write does not touch), and every version keeps the external bitmap
+//!   it was written with apart from the allocation bitmap: SEC_WRITE's attr is stored as
+//!   the version's external bitmap and SEC_READ returns it, while reads zero-fill by the
+//!   allocation bitmap. A parity part's code bits therefore never hide its bytes, as long
+//!   as each parity write covers every column whose data bitmap changed (the allocation
+//!   drops only granules whose external bit a write clears outside its written range).
 //! - **Peering**: group SEC_LIST entries by logical object (`split_stripe`), build one
 //!   `torn::PartListing` per (part, OSD), call `torn::settle(k, ..)`; send its
 //!   `stabilize` and `rollback` lists, put `stale` parts in the degraded set and report
