@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 use vitastor_layout::{
-    keys, parse_pg_config, parse_pools, ImmediateCommit, OsdState, PgConfigItem, PgHistory, PgId,
-    PgState, PoolConfig,
+    keys, parse_pg_config, parse_pools, ImmediateCommit, OsdNum, OsdState, PgConfigItem, PgHistory,
+    PgId, PgState, PoolConfig,
 };
 
 use crate::etcd::EtcdEvent;
@@ -180,7 +180,7 @@ impl ClusterView {
     }
 
     /// Every OSD that may hold data of a PG: its set, its history sets and `all_peers`.
-    pub fn pg_peers(&self, key: PgId) -> BTreeSet<u64> {
+    pub fn pg_peers(&self, key: PgId) -> BTreeSet<OsdNum> {
         let mut peers = BTreeSet::new();
         if let Some(cfg) = self.pg_config.get(&key) {
             peers.extend(cfg.osd_set.iter().copied());
@@ -190,7 +190,7 @@ impl ClusterView {
             peers.extend(h.all_peers.iter().copied());
         }
         peers.remove(&0);
-        peers
+        peers.into_iter().map(OsdNum).collect()
     }
 }
 
@@ -222,7 +222,7 @@ mod tests {
         assert_eq!(view.pools.len(), 1);
         assert_eq!(
             view.pg_peers(PgId::new(1, 1)),
-            BTreeSet::from([1, 2, 3, 4, 5])
+            BTreeSet::from([1, 2, 3, 4, 5].map(OsdNum))
         );
         let mut ch = Changes::default();
         view.apply(

@@ -47,13 +47,13 @@ pub fn first(me: OsdNum, st: Option<&ObjState>, ready: impl Fn(OsdNum) -> bool) 
 /// `me` that holds the current version; `None` when there is none (the error stands).
 pub fn after_local_failure(
     me: OsdNum,
-    members: &[u64],
+    members: &[OsdNum],
     st: Option<&ObjState>,
     ready: impl Fn(OsdNum) -> bool,
 ) -> Option<Source> {
     members
         .iter()
-        .map(|&o| OsdNum(o))
+        .copied()
         .find(|&o| o != me && ready(o) && st.is_none_or(|st| st.holders.contains(&o)))
         .map(|osd| Source::Osd {
             osd,
@@ -101,7 +101,7 @@ mod tests {
     fn a_failed_local_read_goes_to_a_ready_member_holding_the_current_version() {
         let all = |_| true;
         assert_eq!(
-            after_local_failure(OsdNum(1), &[1, 2, 3], None, all),
+            after_local_failure(OsdNum(1), &[1, 2, 3].map(OsdNum), None, all),
             Some(Source::Osd {
                 osd: OsdNum(2),
                 version: NEWEST
@@ -109,7 +109,12 @@ mod tests {
         );
         // osd.2 is behind: osd.3 serves, asked for the version peering saw.
         assert_eq!(
-            after_local_failure(OsdNum(1), &[1, 2, 3], Some(&st(7, &[1, 3], &[2])), all),
+            after_local_failure(
+                OsdNum(1),
+                &[1, 2, 3].map(OsdNum),
+                Some(&st(7, &[1, 3], &[2])),
+                all
+            ),
             Some(Source::Osd {
                 osd: OsdNum(3),
                 version: 7
@@ -117,9 +122,17 @@ mod tests {
         );
         let not_3 = |o: OsdNum| o != OsdNum(3);
         assert_eq!(
-            after_local_failure(OsdNum(1), &[1, 2, 3], Some(&st(7, &[1, 3], &[2])), not_3),
+            after_local_failure(
+                OsdNum(1),
+                &[1, 2, 3].map(OsdNum),
+                Some(&st(7, &[1, 3], &[2])),
+                not_3
+            ),
             None
         );
-        assert_eq!(after_local_failure(OsdNum(1), &[1], None, all), None);
+        assert_eq!(
+            after_local_failure(OsdNum(1), &[OsdNum(1)], None, all),
+            None
+        );
     }
 }

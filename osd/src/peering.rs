@@ -73,7 +73,7 @@ impl Server {
     }
 
     /// The PGs this OSD must lead now, with their peers.
-    fn wanted_pgs(&self) -> BTreeMap<PgId, BTreeSet<u64>> {
+    fn wanted_pgs(&self) -> BTreeMap<PgId, BTreeSet<OsdNum>> {
         let mut out = BTreeMap::new();
         if self.lease_lost {
             return out;
@@ -115,7 +115,7 @@ impl Server {
                         && pg.is_clean()
                         && peers.is_subset(&pg.peers)
                         && self.cluster.pg_config.get(&key) == Some(&pg.cfg)
-                        && !changes.osds.iter().any(|o| peers.contains(o));
+                        && !changes.osds.iter().any(|&o| peers.contains(&OsdNum(o)));
                     if only_history_dropped {
                         pg.peers = peers.clone();
                         continue;
@@ -127,7 +127,7 @@ impl Server {
                         || cfg_changed
                         || changes.pgs.contains(&key)
                         || peers != &pg.peers
-                        || changes.osds.iter().any(|o| peers.contains(o))
+                        || changes.osds.iter().any(|&o| peers.contains(&OsdNum(o)))
                     {
                         self.request_repeer(key);
                     }
@@ -179,7 +179,11 @@ impl Server {
         pg.live.clear();
         pg.objects = Default::default();
         pg.dirty.clear();
-        let state = PgState::new(me, &pg.state_names(), pg.peers.iter().copied().collect());
+        let state = PgState::new(
+            me,
+            &pg.state_names(),
+            pg.peers.iter().map(|o| o.0).collect(),
+        );
         pg.reported = pg.state_names();
         self.etcd_send(EtcdCommand::ClaimPg {
             pool: key.pool,
@@ -231,7 +235,7 @@ impl Server {
     }
 
     fn connect_peers(&mut self, key: PgId) {
-        let peers: Vec<u64> = self.pgs[&key].peers.iter().copied().collect();
+        let peers: Vec<u64> = self.pgs[&key].peers.iter().map(|o| o.0).collect();
         let mut events = std::mem::take(&mut self.peer_events);
         for osd in peers {
             if osd == self.osd_num || self.peers.is_known(osd) {
@@ -251,10 +255,9 @@ impl Server {
         if pg.phase != Phase::Connecting {
             return;
         }
-        let waiting = pg
-            .peers
-            .iter()
-            .any(|&o| o != self.osd_num && self.peers.is_known(o) && !self.peers.is_ready(o));
+        let waiting = pg.peers.iter().any(|&OsdNum(o)| {
+            o != self.osd_num && self.peers.is_known(o) && !self.peers.is_ready(o)
+        });
         if !waiting {
             self.start_listing(key);
         }
@@ -262,12 +265,12 @@ impl Server {
 
     /// Starts the peering round on the peers that are reachable now.
     fn start_listing(&mut self, key: PgId) {
-        let me = self.osd_num;
-        let live: BTreeSet<u64> = self.pgs[&key]
+        let me = OsdNum(self.osd_num);
+        let live: BTreeSet<OsdNum> = self.pgs[&key]
             .peers
             .iter()
             .copied()
-            .filter(|&o| o == me || self.peers.is_ready(o))
+            .filter(|&o| o == me || self.peers.is_ready(o.0))
             .chain(std::iter::once(me))
             .collect();
         let pg = self.pgs.get_mut(&key).expect("checked by the caller");
@@ -283,7 +286,7 @@ impl Server {
 
     /// Feeds the PG's peering round one event and carries out what it decided.
     fn step_round(&mut self, key: PgId, event: RoundEvent) {
-        let me = self.osd_num;
+        let me = OsdNum(self.osd_num);
         let Some(pg) = self.pgs.get_mut(&key) else {
             return;
         };
@@ -338,7 +341,7 @@ impl Server {
                             flags: 0,
                         }),
                     };
-                    self.submit_remote(owner, osd, req, Vec::new(), None);
+                    self.submit_remote(owner, osd.0, req, Vec::new(), None);
                 }
                 RoundAction::Stabilizing => pg.phase = Phase::Stabilizing,
                 RoundAction::Sync { osd } if osd == me => {
@@ -347,7 +350,7 @@ impl Server {
                 RoundAction::Sync { osd } => {
                     let op = RequestOp::SecSync(SecSyncOp { flags: 0 });
                     let req = Request { id: 0, op };
-                    self.submit_remote(Owner::Stab(key, osd, epoch), osd, req, Vec::new(), None);
+                    self.submit_remote(Owner::Stab(key, osd, epoch), osd.0, req, Vec::new(), None);
                 }
                 RoundAction::Stabilize { osd, list } if osd == me => {
                     self.submit_local(Owner::Stab(key, osd, epoch), BsOp::Stabilize(list));
@@ -359,7 +362,7 @@ impl Server {
                         flags: 0,
                     });
                     let req = Request { id: 0, op };
-                    self.submit_remote(Owner::Stab(key, osd, epoch), osd, req, bytes, None);
+                    self.submit_remote(Owner::Stab(key, osd, epoch), osd.0, req, bytes, None);
                 }
                 RoundAction::Restart => self.start_claim(key),
                 RoundAction::Active { objects, listed } => {
@@ -381,7 +384,7 @@ impl Server {
     }
 
     /// A listing of peering round `epoch` arrived from `osd`.
-    pub(crate) fn on_listing(&mut self, key: PgId, osd: u64, epoch: u64, res: SubRes) {
+    pub(crate) fn on_listing(&mut self, key: PgId, osd: OsdNum, epoch: u64, res: SubRes) {
         // A PG that stopped or started over meanwhile takes no listing.
         if self.pgs.get(&key).map(|pg| pg.phase) != Some(Phase::Listing) {
             return;
@@ -409,7 +412,13 @@ impl Server {
     }
 
     /// A sync or stabilize of peering round `epoch` on `osd` finished.
-    pub(crate) fn on_peering_stabilized(&mut self, key: PgId, osd: u64, epoch: u64, res: SubRes) {
+    pub(crate) fn on_peering_stabilized(
+        &mut self,
+        key: PgId,
+        osd: OsdNum,
+        epoch: u64,
+        res: SubRes,
+    ) {
         if self.pgs.get(&key).map(|pg| pg.phase) != Some(Phase::Stabilizing) {
             return;
         }
@@ -428,7 +437,7 @@ impl Server {
             return;
         }
         pg.reported = names.clone();
-        let state = PgState::new(me, &names, pg.peers.iter().copied().collect());
+        let state = PgState::new(me, &names, pg.peers.iter().map(|o| o.0).collect());
         let clean = pg.phase == Phase::Active && pg.is_clean();
         self.etcd_send(EtcdCommand::PutPgState {
             pool: key.pool,
@@ -515,14 +524,14 @@ impl Server {
         let keys: Vec<PgId> = self
             .pgs
             .iter()
-            .filter(|(_, pg)| pg.peers.contains(&osd))
+            .filter(|(_, pg)| pg.peers.contains(&OsdNum(osd)))
             .map(|(k, _)| *k)
             .collect();
         for key in keys {
             let pg = &self.pgs[&key];
             match pg.phase {
                 Phase::Connecting => self.check_connected(key),
-                Phase::Active | Phase::Incomplete if !pg.live.contains(&osd) => {
+                Phase::Active | Phase::Incomplete if !pg.live.contains(&OsdNum(osd)) => {
                     self.request_repeer(key)
                 }
                 _ => {}
@@ -534,14 +543,14 @@ impl Server {
         let keys: Vec<PgId> = self
             .pgs
             .iter()
-            .filter(|(_, pg)| pg.peers.contains(&osd))
+            .filter(|(_, pg)| pg.peers.contains(&OsdNum(osd)))
             .map(|(k, _)| *k)
             .collect();
         for key in keys {
             let pg = &self.pgs[&key];
             match pg.phase {
                 Phase::Connecting => self.check_connected(key),
-                Phase::Active if pg.live.contains(&osd) => self.request_repeer(key),
+                Phase::Active if pg.live.contains(&OsdNum(osd)) => self.request_repeer(key),
                 _ => {}
             }
         }
@@ -560,6 +569,7 @@ impl Server {
                         .peers
                         .iter()
                         .copied()
+                        .map(|o| o.0)
                         .filter(|&o| o != self.osd_num && !self.peers.is_known(o))
                         .collect();
                     let mut events = std::mem::take(&mut self.peer_events);
@@ -646,7 +656,6 @@ impl Server {
                 let full: Vec<(OsdNum, std::time::Instant)> = pg
                     .live_members()
                     .into_iter()
-                    .map(OsdNum)
                     .filter_map(|m| Some((m, backoff.osd_ready_at(m, now)?)))
                     .collect();
                 let source: Box<dyn Iterator<Item = &ObjectId>> = match pass {
@@ -710,7 +719,7 @@ impl Server {
 #[cfg(test)]
 mod tests {
     use vitastor_blockstore::{BsReply, ObjVerId, ObjectId};
-    use vitastor_layout::PgId;
+    use vitastor_layout::{OsdNum, PgId};
 
     use crate::etcd::EtcdEvent;
     use crate::pg::Phase;
@@ -736,7 +745,7 @@ mod tests {
             unstable: vec![],
         };
         b.server.deliver(
-            Owner::List(PgId::new(1, 1), 2, old),
+            Owner::List(PgId::new(1, 1), OsdNum(2), old),
             SubRes::Bs(Ok(listing)),
         );
         assert_eq!(b.server.pgs[&PgId::new(1, 1)].phase, Phase::Listing);
@@ -767,7 +776,7 @@ mod tests {
             unstable: vec![],
         };
         b.server.deliver(
-            Owner::List(PgId::new(1, 1), 2, old),
+            Owner::List(PgId::new(1, 1), OsdNum(2), old),
             SubRes::Bs(Ok(listing)),
         );
         assert_eq!(b.server.pgs[&PgId::new(1, 1)].phase, Phase::Listing);

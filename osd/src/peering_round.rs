@@ -16,6 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use vitastor_blockstore::ObjVerId;
+use vitastor_layout::OsdNum;
 
 use crate::pg::{classify, ObjectMap};
 
@@ -23,9 +24,9 @@ use crate::pg::{classify, ObjectMap};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reachable {
     /// Every peer of the PG that is reachable now, this OSD included.
-    pub live: BTreeSet<u64>,
+    pub live: BTreeSet<OsdNum>,
     /// The members of the current set among them.
-    pub live_members: Vec<u64>,
+    pub live_members: Vec<OsdNum>,
     /// The pool's `pg_minsize`.
     pub pg_minsize: usize,
 }
@@ -41,7 +42,7 @@ pub enum Event {
     /// `osd` answered the listing of round `epoch` (`None`: it failed).
     Listed {
         /// The OSD.
-        osd: u64,
+        osd: OsdNum,
         /// The round the listing was sent in.
         epoch: u64,
         /// The listing.
@@ -50,7 +51,7 @@ pub enum Event {
     /// `osd` answered the sync or stabilize of round `epoch`.
     Stabilized {
         /// The OSD.
-        osd: u64,
+        osd: OsdNum,
         /// The round.
         epoch: u64,
         /// It succeeded.
@@ -74,19 +75,19 @@ pub enum Action {
     /// List the PG's objects on `osd` (this OSD's store when it is this OSD).
     List {
         /// Where.
-        osd: u64,
+        osd: OsdNum,
     },
     /// The PG stabilizes what the listings found unstable.
     Stabilizing,
     /// Sync `osd`, so its unstable versions can be stabilized.
     Sync {
         /// Where.
-        osd: u64,
+        osd: OsdNum,
     },
     /// Stabilize `list` on `osd`.
     Stabilize {
         /// Where.
-        osd: u64,
+        osd: OsdNum,
         /// The unstable versions it listed.
         list: Vec<ObjVerId>,
     },
@@ -97,7 +98,7 @@ pub enum Action {
         /// The degraded and misplaced objects.
         objects: ObjectMap,
         /// Versions listed per OSD (for the log).
-        listed: Vec<(u64, usize)>,
+        listed: Vec<(OsdNum, usize)>,
     },
 }
 
@@ -115,11 +116,11 @@ enum Stage {
 pub struct PeeringRound {
     epoch: u64,
     stage: Stage,
-    members: Vec<u64>,
+    members: Vec<OsdNum>,
     /// OSDs whose answer the current step waits for.
-    waiting: BTreeSet<u64>,
-    listings: BTreeMap<u64, Vec<ObjVerId>>,
-    unstable: BTreeMap<u64, Vec<ObjVerId>>,
+    waiting: BTreeSet<OsdNum>,
+    listings: BTreeMap<OsdNum, Vec<ObjVerId>>,
+    unstable: BTreeMap<OsdNum, Vec<ObjVerId>>,
     failed: bool,
     repeer: bool,
 }
@@ -258,6 +259,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use vitastor_blockstore::{ObjVerId, ObjectId};
+    use vitastor_layout::OsdNum;
 
     use super::{Action, Event, Listing, PeeringRound, Reachable};
 
@@ -271,17 +273,17 @@ mod tests {
     fn started() -> PeeringRound {
         let mut r = PeeringRound::new(EPOCH);
         let out = r.advance(Event::Start(Reachable {
-            live: BTreeSet::from([1, 2, 7]),
-            live_members: vec![1, 2],
+            live: BTreeSet::from([1, 2, 7].map(OsdNum)),
+            live_members: [1, 2].map(OsdNum).to_vec(),
             pg_minsize: 2,
         }));
         assert_eq!(
             out,
             [
                 Action::Listing,
-                Action::List { osd: 1 },
-                Action::List { osd: 2 },
-                Action::List { osd: 7 }
+                Action::List { osd: OsdNum(1) },
+                Action::List { osd: OsdNum(2) },
+                Action::List { osd: OsdNum(7) }
             ]
         );
         r
@@ -289,14 +291,18 @@ mod tests {
 
     fn listed(osd: u64, epoch: u64, listing: Option<Listing>) -> Event {
         Event::Listed {
-            osd,
+            osd: OsdNum(osd),
             epoch,
             listing,
         }
     }
 
     fn stabilized(osd: u64, epoch: u64, ok: bool) -> Event {
-        Event::Stabilized { osd, epoch, ok }
+        Event::Stabilized {
+            osd: OsdNum(osd),
+            epoch,
+            ok,
+        }
     }
 
     fn objects(out: &[Action]) -> (usize, usize) {
@@ -310,8 +316,8 @@ mod tests {
     fn too_few_live_members_is_incomplete() {
         let mut r = PeeringRound::new(EPOCH);
         let out = r.advance(Event::Start(Reachable {
-            live: BTreeSet::from([1, 7]),
-            live_members: vec![1],
+            live: BTreeSet::from([1, 7].map(OsdNum)),
+            live_members: [1].map(OsdNum).to_vec(),
             pg_minsize: 2,
         }));
         assert_eq!(out, [Action::Incomplete { live_members: 1 }]);
@@ -335,7 +341,7 @@ mod tests {
         let Action::Active { listed, .. } = &out[0] else {
             unreachable!()
         };
-        assert_eq!(listed, &[(1, 1), (2, 0), (7, 1)]);
+        assert_eq!(listed, &[(OsdNum(1), 1), (OsdNum(2), 0), (OsdNum(7), 1)]);
     }
 
     #[test]
@@ -391,8 +397,8 @@ mod tests {
             out,
             [
                 Action::Stabilizing,
-                Action::Sync { osd: 1 },
-                Action::Sync { osd: 2 }
+                Action::Sync { osd: OsdNum(1) },
+                Action::Sync { osd: OsdNum(2) }
             ]
         );
         assert_eq!(r.advance(stabilized(1, EPOCH - 1, true)), []);
@@ -402,11 +408,11 @@ mod tests {
             r.advance(stabilized(2, EPOCH, true)),
             [
                 Action::Stabilize {
-                    osd: 1,
+                    osd: OsdNum(1),
                     list: vec![ov(0, 3)]
                 },
                 Action::Stabilize {
-                    osd: 2,
+                    osd: OsdNum(2),
                     list: vec![ov(1, 1)]
                 }
             ]

@@ -125,8 +125,8 @@ impl ObjSet {
 /// live member lacks that version, misplaced when it is complete on the live members but a
 /// non-member still has a copy. Clean objects are not kept: memory stays proportional to
 /// what needs work.
-pub fn classify(members: &[u64], listings: &BTreeMap<u64, Vec<ObjVerId>>) -> ObjectMap {
-    let mut newest: HashMap<ObjectId, BTreeMap<u64, u64>> = HashMap::new();
+pub fn classify(members: &[OsdNum], listings: &BTreeMap<OsdNum, Vec<ObjVerId>>) -> ObjectMap {
+    let mut newest: HashMap<ObjectId, BTreeMap<OsdNum, u64>> = HashMap::new();
     for (&osd, list) in listings {
         for ov in list {
             let v = newest.entry(ov.oid).or_default().entry(osd).or_insert(0);
@@ -142,9 +142,9 @@ pub fn classify(members: &[u64], listings: &BTreeMap<u64, Vec<ObjVerId>>) -> Obj
         let holders: Vec<OsdNum> = copies
             .iter()
             .filter(|(_, &v)| v == version)
-            .map(|(&o, _)| OsdNum(o))
+            .map(|(&o, _)| o)
             .collect();
-        let degraded = members.iter().any(|&m| !holders.contains(&OsdNum(m)));
+        let degraded = members.iter().any(|m| !holders.contains(m));
         let misplaced = copies.keys().any(|o| !members.contains(o));
         if !degraded && !misplaced {
             continue;
@@ -152,7 +152,7 @@ pub fn classify(members: &[u64], listings: &BTreeMap<u64, Vec<ObjVerId>>) -> Obj
         let stale = copies
             .iter()
             .filter(|(_, &v)| v != version)
-            .map(|(&o, _)| OsdNum(o))
+            .map(|(&o, _)| o)
             .collect();
         if degraded {
             map.degraded.insert(oid);
@@ -192,9 +192,9 @@ pub struct Pg {
     /// round is dropped.
     pub epoch: u64,
     /// Every OSD that may hold data of the PG (set, history, all_peers).
-    pub peers: BTreeSet<u64>,
+    pub peers: BTreeSet<OsdNum>,
     /// Peers reachable when peering started (this OSD included).
-    pub live: BTreeSet<u64>,
+    pub live: BTreeSet<OsdNum>,
     /// The current peering round.
     pub round: PeeringRound,
     /// Non-clean objects.
@@ -216,7 +216,7 @@ pub struct Pg {
 
 impl Pg {
     /// A PG that is about to claim its primary role.
-    pub fn new(pool_cfg: PoolConfig, num: u32, cfg: PgConfigItem, peers: BTreeSet<u64>) -> Pg {
+    pub fn new(pool_cfg: PoolConfig, num: u32, cfg: PgConfigItem, peers: BTreeSet<OsdNum>) -> Pg {
         Pg {
             pool: pool_cfg.id,
             num,
@@ -243,17 +243,18 @@ impl Pg {
     }
 
     /// Members of the current set (nonzero slots).
-    pub fn members(&self) -> Vec<u64> {
+    pub fn members(&self) -> Vec<OsdNum> {
         self.cfg
             .osd_set
             .iter()
             .copied()
             .filter(|&o| o != 0)
+            .map(OsdNum)
             .collect()
     }
 
     /// Members that were reachable when peering started.
-    pub fn live_members(&self) -> Vec<u64> {
+    pub fn live_members(&self) -> Vec<OsdNum> {
         self.members()
             .into_iter()
             .filter(|o| self.live.contains(o))
@@ -330,11 +331,11 @@ mod tests {
     #[test]
     fn classification() {
         let listings = BTreeMap::from([
-            (1, vec![ov(0, 3), ov(1, 2), ov(2, 1), ov(3, 5)]),
-            (2, vec![ov(0, 3), ov(1, 1), ov(3, 5)]),
-            (7, vec![ov(3, 4), ov(4, 9)]),
+            (OsdNum(1), vec![ov(0, 3), ov(1, 2), ov(2, 1), ov(3, 5)]),
+            (OsdNum(2), vec![ov(0, 3), ov(1, 1), ov(3, 5)]),
+            (OsdNum(7), vec![ov(3, 4), ov(4, 9)]),
         ]);
-        let map = classify(&[1, 2], &listings);
+        let map = classify(&[OsdNum(1), OsdNum(2)], &listings);
         // 0: clean; 1: stale on 2; 2: missing on 2; 3: complete but old copy on 7;
         // 4: only on a non-member.
         assert!(!map.objects.contains_key(&ov(0, 0).oid));

@@ -559,12 +559,7 @@ impl Server {
         let pg = self.pgs.get(&key);
         let mut targets = vec![OsdNum(me)];
         if let Some(pg) = pg {
-            targets.extend(
-                pg.live_members()
-                    .into_iter()
-                    .filter(|&o| o != me)
-                    .map(OsdNum),
-            );
+            targets.extend(pg.live_members().into_iter().filter(|&o| o != OsdNum(me)));
         }
         let degraded = pg.is_some_and(|pg| pg.objects.degraded.contains(&oid));
         write::Facts {
@@ -850,9 +845,9 @@ impl Server {
         self.pgs.get(&key).is_some_and(|pg| {
             let members = pg.members();
             members.len() == pg.pool_cfg.pg_size as usize
-                && members
-                    .iter()
-                    .all(|m| pg.live.contains(m) && (*m == self.osd_num || self.peers.is_ready(*m)))
+                && members.iter().all(|m| {
+                    pg.live.contains(m) && (m.0 == self.osd_num || self.peers.is_ready(m.0))
+                })
                 && pg.peers.iter().all(|p| members.contains(p))
         })
     }
@@ -993,7 +988,7 @@ impl Server {
     /// served as a plain listing of this OSD's store, whose reply says so.
     pub(crate) fn start_pg_list(&mut self, client: ClientRef, req: &SecListOp) -> bool {
         let key = PgId::new(vitastor_layout::pool_of(req.min_inode) as u32, req.list_pg);
-        let me = self.osd_num;
+        let me = OsdNum(self.osd_num);
         let Some(pg) = self.pgs.get_mut(&key) else {
             return false;
         };
@@ -1026,7 +1021,7 @@ impl Server {
                 flags: 0,
                 ..*req
             });
-            self.sub_remote(idx, tag, osd, Request { id: 0, op }, Vec::new(), None);
+            self.sub_remote(idx, tag, osd.0, Request { id: 0, op }, Vec::new(), None);
         }
         true
     }
@@ -1062,9 +1057,7 @@ impl Server {
         let pg = self.pgs.get(&key);
         recover::LockFacts {
             state: pg.and_then(|pg| pg.objects.objects.get(&oid).cloned()),
-            live: pg.map_or_else(Vec::new, |pg| {
-                pg.live_members().into_iter().map(OsdNum).collect()
-            }),
+            live: pg.map_or_else(Vec::new, |pg| pg.live_members()),
             me: OsdNum(self.osd_num),
             ready: self.ready_peers(key),
         }
@@ -1074,9 +1067,7 @@ impl Server {
     /// object.
     fn cleanup_facts(&self, key: PgId) -> recover::CleanupFacts {
         let pg = self.pgs.get(&key);
-        let members: Vec<OsdNum> = pg.map_or_else(Vec::new, |pg| {
-            pg.members().into_iter().map(OsdNum).collect()
-        });
+        let members = pg.map_or_else(Vec::new, |pg| pg.members());
         recover::CleanupFacts {
             complete: pg.is_some_and(|pg| {
                 pg.objects.degraded.is_empty() && members.len() == pg.pool_cfg.pg_size as usize
@@ -1093,8 +1084,7 @@ impl Server {
             pg.peers
                 .iter()
                 .copied()
-                .filter(|&o| self.peers.is_ready(o))
-                .map(OsdNum)
+                .filter(|&o| self.peers.is_ready(o.0))
                 .collect()
         })
     }

@@ -30,7 +30,7 @@ use vitastor_blockstore::{
     AlignedBuf, Blockstore, BsError, BsOp, BsReply, BsResult, Completion,
     ImmediateCommit as BsImmediateCommit, ObjectId, OpId,
 };
-use vitastor_layout::PgId;
+use vitastor_layout::{OsdNum, PgId};
 use vitastor_protocol::errno::Errno;
 use vitastor_protocol::handshake::{
     ImmediateCommit, ReplyFeatures, ShowConfigReplyJson, ShowConfigRequestJson,
@@ -98,10 +98,10 @@ pub(crate) enum Owner {
         tag: u32,
     },
     /// Peering: the listing of `osd` for PG `pg`, peering round `epoch`.
-    List(PgId, u64, u64),
+    List(PgId, OsdNum, u64),
     /// Peering: syncing or stabilizing what the listing found unstable on `osd`, for PG
     /// `pg`, round `epoch`.
-    Stab(PgId, u64, u64),
+    Stab(PgId, OsdNum, u64),
 }
 
 /// A request sent to a peer, for `subop_stats`.

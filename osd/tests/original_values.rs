@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use serde_json::Value;
-use vitastor_layout::PgId;
+use vitastor_layout::{OsdNum, PgId};
 use vitastor_osd::cluster::{Changes, ClusterView};
 use vitastor_osd::etcd::EtcdEvent;
 
@@ -30,6 +30,9 @@ fn pgs_peers_and_osds_of_an_original_cluster() {
     assert_eq!(view.osds.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3]);
     assert_eq!(view.osds[&3].port, 43213);
     // PG 4 moved from {1,2} to {1,3}: its history names OSD 2 as a string.
-    assert_eq!(view.pg_peers(PgId::new(1, 4)), BTreeSet::from([1, 2, 3]));
+    assert_eq!(
+        view.pg_peers(PgId::new(1, 4)),
+        BTreeSet::from([1, 2, 3].map(OsdNum))
+    );
     assert_eq!(view.pg_state.len(), 4);
 }
