@@ -1,0 +1,12 @@
+//! The fault-injection suite's shared parts: fio under fault ([`fio`]), the figures each
+//! scenario prints ([`figures`]), how long scenarios run ([`duration`]) and what every
+//! scenario does the same way ([`scenario`]).
+//!
+//! The scenarios themselves are the tests in `faults/tests/`. They kill only processes they
+//! started (testkit's handles, by PID) and print figures; timings are never pass/fail — only
+//! verify errors and lost acknowledged writes are.
+
+pub mod duration;
+pub mod figures;
+pub mod fio;
+pub mod scenario;

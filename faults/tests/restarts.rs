@@ -1,0 +1,152 @@
+//! Daemons SIGKILLed and restarted in a loop while fio writes with `-verify=crc32c` through
+//! the fio engine (issue #16, scenarios 1–3): clients may pause, never lose a write.
+//!
+//! Each test runs `VITASTOR_FAULT_SECS` (30 s by default; `make test-faults` runs longer) and
+//! prints one `FAULTS` line of figures. Only processes the test started are killed, through
+//! testkit's handles; the cluster and fio are stopped on every path (drop).
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use rand::seq::SliceRandom;
+use rand::Rng;
+use vitastor_faults::duration::fault_time;
+use vitastor_faults::fio::{FioJob, FioLoop};
+use vitastor_testkit::Cluster;
+
+use vitastor_faults::scenario::{cluster, pause_until, rng, verdict};
+
+/// A random OSD SIGKILLed every 5–15 s, started again 1–3 s later.
+fn osd_kill_loop(scenario: &str, pg_size: usize) {
+    let mut cluster = cluster(3, pg_size, 1);
+    let mut rng = rng(scenario);
+    let fio = FioLoop::start(FioJob::new(cluster.etcd_address()));
+    let time = fault_time();
+    let deadline = Instant::now() + time;
+    let mut faults = 0;
+    while pause_until(&mut rng, 5.0..15.0, deadline) {
+        let osd = rng.gen_range(1..=3);
+        cluster.kill_osd(osd);
+        faults += 1;
+        std::thread::sleep(Duration::from_secs_f64(rng.gen_range(1.0..3.0)));
+        cluster.start_osd(osd).expect("restarting the OSD");
+    }
+    verdict(scenario, time, faults, fio);
+}
+
+#[test]
+fn osd_kill_loop_rep2() {
+    osd_kill_loop("osd-kill-loop rep2", 2);
+}
+
+#[test]
+fn osd_kill_loop_rep3() {
+    osd_kill_loop("osd-kill-loop rep3", 3);
+}
+
+/// What a whole-cluster restart starts again.
+#[derive(Debug, Clone, Copy)]
+enum Daemon {
+    Etcd,
+    Monitor,
+    Osd(u64),
+}
+
+/// Every OSD, etcd and the monitor SIGKILLed together every 5–15 s, down 1–3 s, started
+/// again in a random order.
+#[test]
+fn whole_cluster_restart() {
+    const SCENARIO: &str = "whole-cluster restart";
+    let mut cluster = cluster(3, 2, 1);
+    let mut rng = rng(SCENARIO);
+    let fio = FioLoop::start(FioJob::new(cluster.etcd_address()));
+    let time = fault_time();
+    let deadline = Instant::now() + time;
+    let (mut faults, mut mon) = (0, 0);
+    while pause_until(&mut rng, 5.0..15.0, deadline) {
+        for osd in 1..=3 {
+            cluster.kill_osd(osd);
+        }
+        cluster.kill_monitor(mon);
+        cluster.etcd.kill().expect("killing etcd");
+        faults += 1;
+        std::thread::sleep(Duration::from_secs_f64(rng.gen_range(1.0..3.0)));
+        let mut order = vec![Daemon::Etcd, Daemon::Monitor];
+        order.extend((1..=3).map(Daemon::Osd));
+        order.shuffle(&mut rng);
+        println!("{SCENARIO}: restart order {order:?}");
+        for daemon in order {
+            match daemon {
+                Daemon::Etcd => cluster.etcd.restart().expect("restarting etcd"),
+                Daemon::Monitor => mon = cluster.start_monitor().expect("restarting the monitor"),
+                Daemon::Osd(n) => cluster.start_osd(n).expect("restarting the OSD"),
+            }
+        }
+    }
+    verdict(SCENARIO, time, faults, fio);
+}
+
+/// etcd SIGKILLed every 5–15 s, started again 1–3 s later on the same ports and data.
+#[test]
+fn etcd_kill_loop() {
+    const SCENARIO: &str = "etcd kill loop";
+    let mut cluster = cluster(3, 2, 1);
+    let mut rng = rng(SCENARIO);
+    let fio = FioLoop::start(FioJob::new(cluster.etcd_address()));
+    let time = fault_time();
+    let deadline = Instant::now() + time;
+    let mut faults = 0;
+    while pause_until(&mut rng, 5.0..15.0, deadline) {
+        cluster.etcd.kill().expect("killing etcd");
+        faults += 1;
+        std::thread::sleep(Duration::from_secs_f64(rng.gen_range(1.0..3.0)));
+        cluster.etcd.restart().expect("restarting etcd");
+    }
+    verdict(SCENARIO, time, faults, fio);
+}
+
+/// The running monitor holding `mon/master`: the one whose log says it became master with
+/// the lease `mon/master` names.
+fn master_monitor(cluster: &Cluster, running: &[usize]) -> Option<usize> {
+    let (_, master) = cluster
+        .get_prefix("mon/master")
+        .ok()?
+        .into_iter()
+        .find(|(k, _)| k == "mon/master")?;
+    let lease = master["id"].as_u64()?;
+    let line = format!("became master (lease {lease:x})");
+    running.iter().copied().find(|i| {
+        fs::read_to_string(cluster.dir().join(format!("mon{i}.log")))
+            .map(|log| log.contains(&line))
+            .unwrap_or(false)
+    })
+}
+
+/// Two monitors; every 5–15 s the master is SIGKILLed (and a random OSD with it, so the new
+/// master has placement work) and a new monitor started, so two run again.
+#[test]
+fn monitor_master_kill_loop() {
+    const SCENARIO: &str = "monitor master kill loop";
+    let mut cluster = cluster(3, 2, 2);
+    let mut rng = rng(SCENARIO);
+    let fio = FioLoop::start(FioJob::new(cluster.etcd_address()));
+    let time = fault_time();
+    let deadline = Instant::now() + time;
+    let mut running = vec![0, 1];
+    let mut faults = 0;
+    while pause_until(&mut rng, 5.0..15.0, deadline) {
+        let Some(master) = master_monitor(&cluster, &running) else {
+            println!("{SCENARIO}: no master at the moment; next round");
+            continue;
+        };
+        cluster.kill_monitor(master);
+        running.retain(|&i| i != master);
+        let osd = rng.gen_range(1..=3);
+        cluster.kill_osd(osd);
+        faults += 1;
+        running.push(cluster.start_monitor().expect("starting a monitor"));
+        std::thread::sleep(Duration::from_secs_f64(rng.gen_range(1.0..3.0)));
+        cluster.start_osd(osd).expect("restarting the OSD");
+    }
+    verdict(SCENARIO, time, faults, fio);
+}
