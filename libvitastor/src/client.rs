@@ -59,7 +59,10 @@ use crate::options::{ClientOptions, Resolved, Settings};
 use crate::sys::{self, copy_to_iov, sub_iov, Epoll, Io, IoVec, Timer};
 
 mod layered_read;
+mod reply_wait;
 mod watches;
+
+use reply_wait::{Action, ReplyWait};
 
 /// epoll token of the etcd wake-up fd.
 const TOKEN_ETCD: u64 = 0;
@@ -269,7 +272,12 @@ enum ConnState {
 #[derive(Clone, Copy)]
 enum Target {
     Handshake,
-    Part { op: usize, part: usize },
+    /// The op timeout's probe: any answer proves the OSD alive.
+    Ping,
+    Part {
+        op: usize,
+        part: usize,
+    },
 }
 
 #[derive(Clone, Copy)]
@@ -331,6 +339,10 @@ struct Conn {
     rend: usize,
     /// Bitmap or handshake JSON of the reply being received.
     payload: Vec<u8>,
+    /// The op timeout's silence clock.
+    wait: ReplyWait,
+    /// A reply arrived during the current [`Client::read_conn`].
+    heard: bool,
 }
 
 /// What [`Client::work`] found to re-evaluate.
@@ -350,7 +362,8 @@ pub struct Client {
     etcd: EtcdWatcher,
     epoll: Epoll,
     timer: Timer,
-    timer_armed: bool,
+    /// When the armed timer fires, if armed.
+    timer_at: Option<Instant>,
     ops: Vec<Op>,
     free_ops: Vec<usize>,
     queue: VecDeque<usize>,
@@ -435,7 +448,7 @@ impl Client {
             etcd,
             epoll,
             timer,
-            timer_armed: false,
+            timer_at: None,
             ops: Vec::new(),
             free_ops: Vec::new(),
             queue: VecDeque::new(),
@@ -1171,6 +1184,8 @@ impl Client {
             rstart: 0,
             rend: 0,
             payload: Vec::new(),
+            wait: ReplyWait::default(),
+            heard: false,
         });
         self.by_osd.insert(osd, idx);
         None
@@ -1197,6 +1212,7 @@ impl Client {
         conn.send_q.push_back(SendItem { packet, data });
         conn.outstanding
             .insert(request.id, Outstanding { request, target });
+        conn.wait.requested(Instant::now);
     }
 
     // ---- the poll loop ----
@@ -1222,7 +1238,7 @@ impl Client {
                     }
                     TOKEN_TIMER => {
                         self.timer.clear();
-                        self.timer_armed = false;
+                        self.timer_at = None;
                         pending.tick = true;
                     }
                     t => {
@@ -1239,6 +1255,7 @@ impl Client {
         }
         if pending.tick {
             self.check_connect_timeouts(&mut pending);
+            self.check_op_timeouts(&mut pending);
         }
         if pending.view_changed || pending.tick {
             self.reevaluate();
@@ -1303,17 +1320,67 @@ impl Client {
         }
     }
 
+    /// Probes silent OSDs and drops those that did not answer the probe either (see
+    /// `reply_wait`); the dropped connections' parts go to the PG's primary of the moment.
+    fn check_op_timeouts(&mut self, pending: &mut Pending) {
+        let (now, timeout) = (Instant::now(), self.settings.op_timeout);
+        for idx in 0..self.conns.len() {
+            let Some(conn) = self.conns[idx].as_mut() else {
+                continue;
+            };
+            if !matches!(conn.state, ConnState::Ready(_)) {
+                continue;
+            }
+            match conn.wait.check(now, timeout) {
+                Action::Wait => {}
+                Action::Probe => {
+                    self.enqueue(idx, RequestOp::Ping, SendData::None, Target::Ping);
+                    if let Some(conn) = self.conns[idx].as_mut() {
+                        conn.wait.probed(now);
+                    }
+                    self.flush(idx);
+                }
+                Action::GiveUp { silent } => {
+                    let reason = format!(
+                        "no reply for {:.1} s (client_op_timeout {} s), PING unanswered",
+                        silent.as_secs_f64(),
+                        timeout.as_secs()
+                    );
+                    self.drop_conn(idx, &reason, pending);
+                }
+            }
+        }
+    }
+
+    /// Arms the timer for the next retry (when something waits for one) or op-timeout
+    /// check, unless it already fires sooner.
     fn arm_timer(&mut self) {
-        let needed = !self.waiting.is_empty()
+        let now = Instant::now();
+        let retry = !self.waiting.is_empty()
             || !self.down_until.is_empty()
             || self
                 .conns
                 .iter()
                 .flatten()
                 .any(|c| !matches!(c.state, ConnState::Ready(_)));
-        if needed && !self.timer_armed {
-            self.timer.arm(self.settings.retry_interval);
-            self.timer_armed = true;
+        let timeout = self.settings.op_timeout;
+        let op_check = self
+            .conns
+            .iter()
+            .flatten()
+            .filter(|c| matches!(c.state, ConnState::Ready(_)))
+            .filter_map(|c| c.wait.next_check(timeout))
+            .min();
+        let at = match (retry.then(|| now + self.settings.retry_interval), op_check) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => match a.or(b) {
+                Some(t) => t,
+                None => return,
+            },
+        };
+        if self.timer_at.map_or(true, |armed| at < armed) {
+            self.timer.arm(at.saturating_duration_since(now));
+            self.timer_at = Some(at);
         }
     }
 
@@ -1504,8 +1571,16 @@ impl Client {
         loop {
             match self.read_step(idx) {
                 Ok(true) => continue,
-                Ok(false) => return,
+                Ok(false) => break,
                 Err(reason) => return self.drop_conn(idx, &reason, pending),
+            }
+        }
+        // One clock read per batch of replies, not per reply.
+        if let Some(conn) = self.conns[idx].as_mut() {
+            if std::mem::take(&mut conn.heard) {
+                let busy =
+                    !conn.outstanding.is_empty() || matches!(conn.recv, Recv::Payload { .. });
+                conn.wait.heard(Instant::now(), busy);
             }
         }
     }
@@ -1643,6 +1718,7 @@ impl Client {
             return Ok(());
         };
         let osd = conn.osd;
+        conn.heard = true;
         let (op, part) = match out.target {
             Target::Handshake => {
                 if reply.retval < 0 {
@@ -1663,6 +1739,7 @@ impl Client {
                 }
                 return Ok(());
             }
+            Target::Ping => return Ok(()),
             Target::Part { op, part } => (op, part),
         };
         let conn_commit = match &conn.state {

@@ -34,6 +34,10 @@ pub const DEFAULT_RETRY_INTERVAL_MS: u64 = 50;
 /// Default `peer_connect_timeout` (s): a TCP connect plus handshake that takes longer is
 /// abandoned and retried.
 pub const DEFAULT_CONNECT_TIMEOUT_S: u64 = 5;
+/// Default `client_op_timeout` (s): an OSD that leaves requests unanswered and says nothing
+/// for this long is sent a PING; if the PING is not answered within it either, the
+/// connection is dropped and its requests go again to the PG's primary of the moment.
+pub const DEFAULT_OP_TIMEOUT_S: u64 = 5;
 
 /// Options as given (explicit values and the config file), before etcd is known.
 #[derive(Debug, Clone, Default)]
@@ -136,6 +140,8 @@ pub struct Settings {
     pub retry_interval: Duration,
     /// `peer_connect_timeout`.
     pub connect_timeout: Duration,
+    /// `client_op_timeout`.
+    pub op_timeout: Duration,
     /// `immediate_commit` of `config/global` (or local options), used for pools that do not
     /// set their own; `None` = trust what each OSD reports.
     pub default_immediate_commit: Option<ImmediateCommit>,
@@ -186,6 +192,7 @@ impl Resolved {
                 "peer_connect_timeout",
                 DEFAULT_CONNECT_TIMEOUT_S,
             )?),
+            op_timeout: Duration::from_secs(positive("client_op_timeout", DEFAULT_OP_TIMEOUT_S)?),
             default_immediate_commit,
         })
     }
@@ -220,6 +227,7 @@ impl Settings {
         max_dirty_ops: DEFAULT_MAX_DIRTY_OPS,
         retry_interval: Duration::from_millis(DEFAULT_RETRY_INTERVAL_MS),
         connect_timeout: Duration::from_secs(DEFAULT_CONNECT_TIMEOUT_S),
+        op_timeout: Duration::from_secs(DEFAULT_OP_TIMEOUT_S),
         default_immediate_commit: None,
     };
 }
@@ -245,6 +253,7 @@ mod tests {
         let o = opts(&[
             ("config_path", path.to_str().unwrap()),
             ("client_retry_interval", "11"),
+            ("client_op_timeout", "3"),
         ]);
         let r = o.resolve().unwrap();
         assert_eq!(r.etcd_address, "10.0.0.1:2379/v3");
@@ -264,6 +273,13 @@ mod tests {
             Duration::from_secs(DEFAULT_CONNECT_TIMEOUT_S)
         );
         assert_eq!(s.default_immediate_commit, Some(ImmediateCommit::None));
+        assert_eq!(s.op_timeout, Duration::from_secs(3));
+        let s = r.settings_with_global(&json!({"client_op_timeout": 0}));
+        assert_eq!(
+            s.op_timeout,
+            Duration::from_secs(3),
+            "a bad global value is ignored"
+        );
     }
 
     #[test]
@@ -273,6 +289,11 @@ mod tests {
             .resolve()
             .unwrap_err();
         assert!(e.to_string().contains("client_max_dirty_bytes"), "{e}");
+        let e = opts(&[("etcd_address", "a:1/v3"), ("client_op_timeout", "0")])
+            .resolve()
+            .and_then(|r| r.settings(&Map::new()))
+            .unwrap_err();
+        assert!(e.to_string().contains("client_op_timeout"), "{e}");
         let e = opts(&[
             ("etcd_address", "a:1/v3"),
             ("config_path", "/nonexistent/x"),
