@@ -4,8 +4,8 @@
 //! - The op table: every submitted op lives in a reusable slot until its callback is queued.
 //!   An op is split into parts ([`crate::mapping::split`]), one per object; each part goes to
 //!   the current primary of its PG and is retried — forever — whenever the cluster says it
-//!   cannot be served now (PG not active, OSD down, connection lost, `-EPIPE`). Other OSD
-//!   errors fail the op.
+//!   cannot be served now (PG not active, OSD down, connection lost, `-EPIPE`, or the OSD
+//!   silent past `client_op_timeout`, see `reply_wait`). Other OSD errors fail the op.
 //! - OSD connections: non-blocking connect, SHOW_CONFIG handshake with `check_sequencing`
 //!   (request ids then increase by exactly one), the send queue (written with one `sendmsg`
 //!   per batch straight from the op buffers) and the receive side (read data lands directly
