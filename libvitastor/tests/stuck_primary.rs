@@ -2,7 +2,7 @@
 //! writes with `-verify=crc32c` through the fio engine while the primary of a PG is stopped
 //! long enough for its etcd lease to expire and the monitor to move its PGs, then continued.
 //! fio must finish with no verify error, and the client must have given up on the stuck OSD
-//! by `client_op_timeout` rather than waiting for it to wake up.
+//! by `client_op_timeout` (set in `config/global`) rather than waiting for it to wake up.
 //!
 //! Only processes this test started are signalled or killed, by PID or handle; the cluster
 //! stops on drop.
@@ -17,6 +17,8 @@ use vitastor_testkit::{artifacts, require_tools, Cluster, ClusterOptions};
 /// How long the primary stays stopped: longer than its lease (10 s in testkit's cluster), so
 /// its PGs move, and longer than the client's op timeout.
 const STOPPED: Duration = Duration::from_secs(20);
+/// `client_op_timeout` for the test (the default is 5 s): well below [`STOPPED`].
+const OP_TIMEOUT_S: u64 = 3;
 /// A liveness bound only: fio needs well under a minute; past this the client hung.
 const FIO_DEADLINE: Duration = Duration::from_secs(240);
 
@@ -51,6 +53,13 @@ fn stuck_primary_does_not_hang_fio() {
     opts.write_pg_config = false;
     opts.osd_size = 256 << 20;
     let cluster = Cluster::start(opts).expect("starting the cluster");
+    // fio's client takes the option from etcd, as any client without a config file does.
+    cluster
+        .put_json(
+            "config/global",
+            &serde_json::json!({"immediate_commit": "all", "client_op_timeout": OP_TIMEOUT_S}),
+        )
+        .expect("writing config/global");
     let engine = artifacts::fresh_path("libfio_vitastor.so");
     artifacts::fresh_path("libvitastor.so");
 
@@ -118,7 +127,8 @@ fn stuck_primary_does_not_hang_fio() {
     assert_eq!(job["error"], 0, "fio job error; stderr: {stderr}");
     assert_eq!(job["total_err"], 0, "verify errors; stderr: {stderr}");
     assert!(
-        stderr.contains(&format!("OSD {primary}: no reply")),
+        stderr.contains(&format!("OSD {primary}: no reply"))
+            && stderr.contains(&format!("client_op_timeout {OP_TIMEOUT_S} s")),
         "the client waited for the stuck OSD {primary} instead of timing out; stderr: {stderr}"
     );
 }
