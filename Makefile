@@ -13,7 +13,7 @@ export VITASTOR_CONFIG_PATH ?= $(abspath $(RELEASE_DIR))/no-vitastor.conf
 # second `make build` was never a no-op. Keep every target here.
 BUILD := $(CARGO) build --release --workspace --lib --bins
 
-.PHONY: setup build run test test-long bench deb test-packages clean
+.PHONY: setup build run test test-long test-faults bench deb test-packages clean
 
 setup:
 	@scripts/setup.sh
@@ -44,6 +44,33 @@ test-long: setup
 	$(BUILD)
 	VITASTOR_CRASH_POINTS=1000 VITASTOR_POWERLOSS_ROUNDS=2000 \
 		$(CARGO) test --release -p vitastor-blockstore --test crash --test powerloss -- --nocapture
+
+# Opt-in fault-injection suite (issue #16; README "Reliability"), at most ~30 min: every
+# scenario of faults/tests for VITASTOR_FAULT_SECS (`make test` runs them for 30 s each),
+# then each fuzz target (protocol, nbd, layout) for FUZZ_RUNS inputs. cargo-fuzz is
+# installed when missing; it needs nightly features, which RUSTC_BOOTSTRAP=1 enables on the
+# stable toolchain. The figures table comes last.
+VITASTOR_FAULT_SECS ?= 240
+FUZZ_RUNS ?= 1000000
+FIGURES := $(RELEASE_DIR)/fault-figures.txt
+test-faults: setup
+	$(BUILD)
+	@rm -f $(FIGURES)
+	VITASTOR_FAULT_SECS=$(VITASTOR_FAULT_SECS) \
+		$(CARGO) test --release -p vitastor-faults -- --nocapture --test-threads=2 || \
+		{ echo "== fault-injection figures (a scenario failed):"; cat $(FIGURES); exit 1; }
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz
+	@for dir in protocol/fuzz nbd/fuzz layout/fuzz; do \
+		for target in $$(cd $$dir && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz list); do \
+			log=$(RELEASE_DIR)/fuzz-$$target.log; \
+			echo "== fuzz $$dir $$target: $(FUZZ_RUNS) inputs (log $$log)"; \
+			(cd $$dir && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run -O $$target -- \
+				-runs=$(FUZZ_RUNS) -print_final_stats=1) > $$log 2>&1 || \
+				{ tail -n 40 $$log; exit 1; }; \
+			echo "fuzz $$dir/$$target: $$(grep -m1 '^Done' $$log), no crash" >> $(FIGURES); \
+		done; \
+	done
+	@echo "== fault-injection figures:"; cat $(FIGURES)
 
 bench: setup
 	$(BUILD)

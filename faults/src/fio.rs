@@ -66,10 +66,13 @@ pub struct FioJob {
     pub rate: String,
     /// `-verify=pattern` with the run's number and offsets, else `-verify=crc32c`.
     pub pattern: bool,
+    /// The engine fio loads (`libvitastor.so.0` beside it).
+    pub engine: PathBuf,
 }
 
 impl FioJob {
-    /// 16 MiB of 4 KiB random crc32c-verified writes at 4 MiB/s on inode 1 of pool 1.
+    /// 16 MiB of 4 KiB random crc32c-verified writes at 4 MiB/s on inode 1 of pool 1, with
+    /// the workspace's engine (built first when stale).
     pub fn new(etcd: String) -> FioJob {
         FioJob {
             etcd,
@@ -78,14 +81,14 @@ impl FioJob {
             size: 16 << 20,
             rate: "4m".into(),
             pattern: false,
+            engine: artifacts::fresh_path("libfio_vitastor.so"),
         }
     }
 
     fn command(&self, seed: u64, verify_only: bool, dir: &std::path::Path) -> Command {
-        let engine = artifacts::fresh_path("libfio_vitastor.so");
         let mut cmd = Command::new(FIO);
         cmd.arg("-thread")
-            .arg(format!("-ioengine={}", engine.display()))
+            .arg(format!("-ioengine={}", self.engine.display()))
             .arg(format!("-etcd={}", self.etcd))
             .arg(format!("-pool={}", self.pool))
             .arg(format!("-inode={}", self.inode))
@@ -234,6 +237,9 @@ pub struct FioLoop {
     workers: Vec<Worker>,
     stop: Arc<AtomicBool>,
     abort: Arc<AtomicBool>,
+    /// Private copies of the engine and libvitastor: a rebuild of `target/` during a long
+    /// scenario must not swap the client library under it.
+    _engine_dir: tempfile::TempDir,
 }
 
 impl FioLoop {
@@ -244,9 +250,13 @@ impl FioLoop {
             PathBuf::from(FIO).exists(),
             "{FIO} is missing (make setup installs it)"
         );
-        // Built before the threads start, so a build failure fails the test here.
-        artifacts::fresh_path("libvitastor.so");
-        artifacts::fresh_path("libfio_vitastor.so");
+        let engine_dir = tempfile::tempdir().expect("temp dir for the engine");
+        let client = artifacts::fresh_path("libvitastor.so");
+        fs::copy(&client, engine_dir.path().join("libvitastor.so.0"))
+            .expect("copying libvitastor.so");
+        let engine = engine_dir.path().join("libfio_vitastor.so");
+        fs::copy(&job.engine, &engine).expect("copying the fio engine");
+        let job = FioJob { engine, ..job };
         let stop = Arc::new(AtomicBool::new(false));
         let abort = Arc::new(AtomicBool::new(false));
         let pattern = FioJob {
@@ -266,6 +276,7 @@ impl FioLoop {
             workers,
             stop,
             abort,
+            _engine_dir: engine_dir,
         }
     }
 
