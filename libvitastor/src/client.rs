@@ -341,8 +341,6 @@ struct Conn {
     payload: Vec<u8>,
     /// The op timeout's silence clock.
     wait: ReplyWait,
-    /// A reply arrived during the current [`Client::read_conn`].
-    heard: bool,
 }
 
 /// What [`Client::work`] found to re-evaluate.
@@ -1185,7 +1183,6 @@ impl Client {
             rend: 0,
             payload: Vec::new(),
             wait: ReplyWait::default(),
-            heard: false,
         });
         self.by_osd.insert(osd, idx);
         None
@@ -1568,20 +1565,19 @@ impl Client {
     // ---- receiving ----
 
     fn read_conn(&mut self, idx: usize, pending: &mut Pending) {
+        let mut heard = false;
         loop {
             match self.read_step(idx) {
-                Ok(true) => continue,
+                Ok(true) => heard = true,
                 Ok(false) => break,
                 Err(reason) => return self.drop_conn(idx, &reason, pending),
             }
         }
-        // One clock read per batch of replies, not per reply.
-        if let Some(conn) = self.conns[idx].as_mut() {
-            if std::mem::take(&mut conn.heard) {
-                let busy =
-                    !conn.outstanding.is_empty() || matches!(conn.recv, Recv::Payload { .. });
-                conn.wait.heard(Instant::now(), busy);
-            }
+        // Any bytes count as a sign of life, even part of a long payload; one clock read per
+        // batch, not per reply.
+        if let (true, Some(conn)) = (heard, self.conns[idx].as_mut()) {
+            let busy = !conn.outstanding.is_empty() || matches!(conn.recv, Recv::Payload { .. });
+            conn.wait.heard(Instant::now(), busy);
         }
     }
 
@@ -1718,7 +1714,6 @@ impl Client {
             return Ok(());
         };
         let osd = conn.osd;
-        conn.heard = true;
         let (op, part) = match out.target {
             Target::Handshake => {
                 if reply.retval < 0 {

@@ -3,11 +3,11 @@
 //! # What this module owns
 //! - The decision, per OSD connection, between "the OSD is working on it", "ask whether it
 //!   is alive" and "give up on it". Silence is what counts, not an op's age: an OSD that
-//!   keeps answering (other ops, or a PING) is alive and its slow ops are left alone, while
-//!   one that says nothing for `client_op_timeout` gets a PING, and if that PING is not
-//!   answered within `client_op_timeout` either, the connection is dropped; its requests are
-//!   then sent again to whichever OSD is the PG's primary by then (a stopped primary's PGs
-//!   move once its etcd lease expires).
+//!   keeps sending (replies to other ops, a long payload, a PING's reply) is alive and its
+//!   slow ops are left alone, while one that says nothing for `client_op_timeout` gets a
+//!   PING, and if that PING is not answered within `client_op_timeout` either, the
+//!   connection is dropped; its requests are then sent again to whichever OSD is the PG's
+//!   primary by then (a stopped primary's PGs move once its etcd lease expires).
 //!
 //! # What it must never do
 //! - Touch sockets or read the clock: the caller passes the time in and carries out the
@@ -47,8 +47,8 @@ impl ReplyWait {
         }
     }
 
-    /// Replies arrived: the OSD is alive. The clock restarts if requests are still
-    /// `outstanding`, else stops.
+    /// The OSD sent something (a reply or part of one): it is alive. The clock restarts if
+    /// requests are still `outstanding`, else stops.
     pub(super) fn heard(&mut self, now: Instant, outstanding: bool) {
         self.since = outstanding.then_some(now);
         self.probe = None;
