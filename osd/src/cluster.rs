@@ -21,7 +21,7 @@ pub struct Changes {
     /// Pools or global options changed: every PG is re-examined.
     pub all: bool,
     /// OSDs that went up or down (or changed address).
-    pub osds: BTreeSet<u64>,
+    pub osds: BTreeSet<OsdNum>,
     /// PGs whose config or history changed.
     pub pgs: BTreeSet<PgId>,
 }
@@ -47,7 +47,7 @@ pub struct ClusterView {
     /// `pg/state` per PG.
     pub pg_state: BTreeMap<PgId, PgState>,
     /// Up OSDs.
-    pub osds: BTreeMap<u64, OsdState>,
+    pub osds: BTreeMap<OsdNum, OsdState>,
 }
 
 impl ClusterView {
@@ -55,7 +55,7 @@ impl ClusterView {
     pub fn apply(&mut self, event: &EtcdEvent, changes: &mut Changes) {
         match event {
             EtcdEvent::InitialLoad { kvs } => {
-                let old_osds: BTreeSet<u64> = self.osds.keys().copied().collect();
+                let old_osds: BTreeSet<OsdNum> = self.osds.keys().copied().collect();
                 *self = ClusterView::default();
                 for (k, v) in kvs {
                     self.set(k, Some(v), &mut Changes::default());
@@ -132,6 +132,8 @@ impl ClusterView {
                 }
             }
         } else if let Some(osd) = keys::parse_num(key, keys::OSD_STATE_PREFIX) {
+            // The key's bare number becomes an `OsdNum` here, where it leaves etcd.
+            let osd = OsdNum(osd);
             let parsed = value.map(|v| OsdState::from_json(key, v));
             let new = match parsed {
                 Some(Ok(s)) if s.is_up() => Some(s),
@@ -241,7 +243,7 @@ mod tests {
             },
             &mut ch,
         );
-        assert_eq!(ch.osds, BTreeSet::from([1]));
+        assert_eq!(ch.osds, BTreeSet::from([OsdNum(1)]));
         assert!(view.osds.is_empty());
         assert_eq!(view.default_commit(), ImmediateCommit::All);
     }

@@ -92,7 +92,7 @@ pub struct SyncOp {
 impl SyncOp {
     /// A SYNC of the unsynced writes `taken` from the PGs (empty lists allowed).
     pub fn new(taken: Vec<(PgId, Dirty)>) -> SyncOp {
-        let mut by_osd: std::collections::BTreeMap<u64, Vec<ObjVerId>> = Default::default();
+        let mut by_osd: std::collections::BTreeMap<OsdNum, Vec<ObjVerId>> = Default::default();
         for (_, dirty) in &taken {
             for (osd, list) in dirty {
                 by_osd.entry(*osd).or_default().extend(list);
@@ -104,7 +104,7 @@ impl SyncOp {
             .map(|(osd, mut list)| {
                 list.sort_unstable();
                 list.dedup();
-                (OsdNum(osd), list)
+                (osd, list)
             })
             .collect();
         SyncOp {
@@ -181,7 +181,7 @@ impl SyncOp {
         let mut out: Vec<Action> = std::mem::take(&mut self.taken)
             .into_iter()
             .map(|(pg, dirty)| {
-                let repeer = dirty.keys().any(|o| failed.contains(&OsdNum(*o)));
+                let repeer = dirty.keys().any(|o| failed.contains(o));
                 Action::GiveBack { pg, dirty, repeer }
             })
             .collect();
@@ -208,7 +208,10 @@ mod tests {
     }
 
     fn dirty(entries: &[(u64, &[ObjVerId])]) -> Dirty {
-        entries.iter().map(|(o, l)| (*o, l.to_vec())).collect()
+        entries
+            .iter()
+            .map(|(o, l)| (OsdNum(*o), l.to_vec()))
+            .collect()
     }
 
     /// PG 1 wrote to OSDs 1 and 2, PG 2 to OSDs 1 and 3; PG 1's object 0 twice.

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use clap::{Arg, ArgMatches, Args, Command, FromArgMatches};
 use serde_json::{Map, Value};
 use vitastor_blockstore::{BlockstoreConfig, BsError};
+use vitastor_layout::OsdNum;
 
 /// Blockstore option names accepted as `--name value`.
 pub const BLOCKSTORE_OPTIONS: &[&str] = &[
@@ -93,7 +94,7 @@ pub struct OsdArgs {
 #[derive(Debug, Clone)]
 pub struct OsdOptions {
     /// This OSD's number.
-    pub osd_num: u64,
+    pub osd_num: OsdNum,
     /// Where to listen.
     pub bind: SocketAddr,
     /// `--etcd_address` as given.
@@ -242,7 +243,8 @@ pub fn from_matches(matches: &ArgMatches) -> Result<OsdOptions, OptionsError> {
         None => address,
     };
     Ok(OsdOptions {
-        osd_num,
+        // Typed from here on; it goes out bare only into etcd keys and the wire.
+        osd_num: OsdNum(osd_num),
         bind: SocketAddr::new(address, port),
         etcd_address,
         etcd_prefix,
@@ -323,7 +325,7 @@ mod tests {
             "7",
         ])
         .unwrap();
-        assert_eq!(o.osd_num, 3);
+        assert_eq!(o.osd_num, OsdNum(3));
         assert_eq!(o.bind, "127.0.0.1:7".parse().unwrap());
         assert_eq!(o.store.journal_size, Some(16 << 20));
         assert_eq!(o.store.data_device, PathBuf::from("/x"));
@@ -337,7 +339,7 @@ mod tests {
             .unwrap();
         let p = path.to_str().unwrap();
         let o = parse(&["osd", "--config_path", p, "--data_device", "/b"]).unwrap();
-        assert_eq!(o.osd_num, 5);
+        assert_eq!(o.osd_num, OsdNum(5));
         assert_eq!(o.store.data_device, PathBuf::from("/b"));
         assert_eq!(o.store.block_size, Some(131072));
         assert_eq!(

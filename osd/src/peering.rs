@@ -20,7 +20,9 @@ use vitastor_protocol::{ReplyOp, Request, RequestOp, SecListOp, SecStabOp, SecSy
 
 use crate::cluster::Changes;
 use crate::etcd::{EtcdCommand, EtcdEvent};
-use crate::peering_round::{Action as RoundAction, Event as RoundEvent, PeeringRound, Reachable};
+use crate::peering_round::{
+    Action as RoundAction, Claimed, Event as RoundEvent, Link, PeeringRound,
+};
 use crate::pg::{Pg, Phase};
 use crate::primary::{parse_listing, wire_list};
 use crate::server::{Owner, Server, SubRes};
@@ -79,7 +81,7 @@ impl Server {
             return out;
         }
         for (&key, item) in &self.cluster.pg_config {
-            if item.primary != self.osd_num || item.pause {
+            if OsdNum(item.primary) != self.osd_num || item.pause {
                 continue;
             }
             let Some(pool) = self.cluster.pools.get(&key.pool) else {
@@ -115,7 +117,7 @@ impl Server {
                         && pg.is_clean()
                         && peers.is_subset(&pg.peers)
                         && self.cluster.pg_config.get(&key) == Some(&pg.cfg)
-                        && !changes.osds.iter().any(|&o| peers.contains(&OsdNum(o)));
+                        && !changes.osds.iter().any(|o| peers.contains(o));
                     if only_history_dropped {
                         pg.peers = peers.clone();
                         continue;
@@ -127,7 +129,7 @@ impl Server {
                         || cfg_changed
                         || changes.pgs.contains(&key)
                         || peers != &pg.peers
-                        || changes.osds.iter().any(|&o| peers.contains(&OsdNum(o)))
+                        || changes.osds.iter().any(|o| peers.contains(o))
                     {
                         self.request_repeer(key);
                     }
@@ -180,7 +182,7 @@ impl Server {
         pg.objects = Default::default();
         pg.dirty.clear();
         let state = PgState::new(
-            me,
+            me.0,
             &pg.state_names(),
             pg.peers.iter().map(|o| o.0).collect(),
         );
@@ -223,10 +225,32 @@ impl Server {
             pg.peers
         );
         pg.phase = Phase::Connecting;
-        self.connect_peers(key);
+        let me = self.osd_num;
+        let peers = pg
+            .peers
+            .iter()
+            .filter(|&&o| o != me)
+            .map(|&o| {
+                let link = if self.peers.is_ready(o) {
+                    Link::Ready
+                } else if self.peers.is_known(o) {
+                    Link::Connecting
+                } else {
+                    Link::Absent
+                };
+                (o, link)
+            })
+            .collect();
+        let claimed = Claimed {
+            me,
+            peers,
+            members: pg.members(),
+            pg_minsize: pg.pool_cfg.pg_minsize as usize,
+        };
+        self.step_round(key, RoundEvent::Claimed(claimed));
     }
 
-    fn osd_addr(&self, osd: u64) -> Option<SocketAddr> {
+    fn osd_addr(&self, osd: OsdNum) -> Option<SocketAddr> {
         let st = self.cluster.osds.get(&osd)?;
         st.addresses
             .iter()
@@ -234,69 +258,56 @@ impl Server {
             .map(|ip| SocketAddr::new(ip, st.port))
     }
 
-    fn connect_peers(&mut self, key: PgId) {
-        let peers: Vec<u64> = self.pgs[&key].peers.iter().map(|o| o.0).collect();
-        let mut events = std::mem::take(&mut self.peer_events);
-        for osd in peers {
-            if osd == self.osd_num || self.peers.is_known(osd) {
-                continue;
-            }
-            if let Some(addr) = self.osd_addr(osd) {
-                self.peers.connect(osd, addr, &mut events);
-            }
-        }
-        self.peer_events = events;
-        self.check_connected(key);
-    }
-
-    /// Starts listing once every up peer is connected or has failed.
-    fn check_connected(&mut self, key: PgId) {
-        let Some(pg) = self.pgs.get(&key) else { return };
-        if pg.phase != Phase::Connecting {
-            return;
-        }
-        let waiting = pg.peers.iter().any(|&OsdNum(o)| {
-            o != self.osd_num && self.peers.is_known(o) && !self.peers.is_ready(o)
-        });
-        if !waiting {
-            self.start_listing(key);
-        }
-    }
-
-    /// Starts the peering round on the peers that are reachable now.
-    fn start_listing(&mut self, key: PgId) {
-        let me = OsdNum(self.osd_num);
-        let live: BTreeSet<OsdNum> = self.pgs[&key]
-            .peers
-            .iter()
-            .copied()
-            .filter(|&o| o == me || self.peers.is_ready(o.0))
-            .chain(std::iter::once(me))
-            .collect();
-        let pg = self.pgs.get_mut(&key).expect("checked by the caller");
-        tracing::debug!("pg {}/{}: listing on {live:?}", key.pool, key.pg);
-        pg.live = live.clone();
-        let reach = Reachable {
-            live,
-            live_members: pg.live_members(),
-            pg_minsize: pg.pool_cfg.pg_minsize as usize,
+    /// Starts connecting to `osd`; false if no connection could even be started (no
+    /// address in etcd, or the socket call failed).
+    fn connect_peer(&mut self, osd: OsdNum) -> bool {
+        let Some(addr) = self.osd_addr(osd) else {
+            return false;
         };
-        self.step_round(key, RoundEvent::Start(reach));
+        let mut events = std::mem::take(&mut self.peer_events);
+        self.peers.connect(osd, addr, &mut events);
+        self.peer_events = events;
+        self.peers.is_known(osd)
     }
 
     /// Feeds the PG's peering round one event and carries out what it decided.
     fn step_round(&mut self, key: PgId, event: RoundEvent) {
-        let me = OsdNum(self.osd_num);
-        let Some(pg) = self.pgs.get_mut(&key) else {
-            return;
-        };
-        let actions = pg.round.advance(event);
-        let epoch = pg.round.epoch();
+        let me = self.osd_num;
+        // Answers the executor owes the round (connects that could not start), fed to it
+        // after the current actions are carried out.
+        let mut events = vec![event];
+        while let Some(event) = events.pop() {
+            let Some(pg) = self.pgs.get_mut(&key) else {
+                return;
+            };
+            let actions = pg.round.advance(event);
+            let epoch = pg.round.epoch();
+            self.round_actions(key, me, epoch, actions, &mut events);
+        }
+    }
+
+    fn round_actions(
+        &mut self,
+        key: PgId,
+        me: OsdNum,
+        epoch: u64,
+        actions: Vec<RoundAction>,
+        events: &mut Vec<RoundEvent>,
+    ) {
         for action in actions {
             let Some(pg) = self.pgs.get_mut(&key) else {
                 return;
             };
             match action {
+                RoundAction::Connect { osd } => {
+                    if !self.connect_peer(osd) {
+                        events.push(RoundEvent::PeerDown(osd));
+                    }
+                }
+                RoundAction::Live(live) => {
+                    tracing::debug!("pg {}/{}: listing on {live:?}", key.pool, key.pg);
+                    pg.live = live;
+                }
                 RoundAction::Incomplete { live_members } => {
                     tracing::warn!(
                         "pg {}/{}: only {live_members} of its OSDs are reachable (pg_minsize {}): incomplete",
@@ -341,7 +352,7 @@ impl Server {
                             flags: 0,
                         }),
                     };
-                    self.submit_remote(owner, osd.0, req, Vec::new(), None);
+                    self.submit_remote(owner, osd, req, Vec::new(), None);
                 }
                 RoundAction::Stabilizing => pg.phase = Phase::Stabilizing,
                 RoundAction::Sync { osd } if osd == me => {
@@ -350,7 +361,7 @@ impl Server {
                 RoundAction::Sync { osd } => {
                     let op = RequestOp::SecSync(SecSyncOp { flags: 0 });
                     let req = Request { id: 0, op };
-                    self.submit_remote(Owner::Stab(key, osd, epoch), osd.0, req, Vec::new(), None);
+                    self.submit_remote(Owner::Stab(key, osd, epoch), osd, req, Vec::new(), None);
                 }
                 RoundAction::Stabilize { osd, list } if osd == me => {
                     self.submit_local(Owner::Stab(key, osd, epoch), BsOp::Stabilize(list));
@@ -362,7 +373,7 @@ impl Server {
                         flags: 0,
                     });
                     let req = Request { id: 0, op };
-                    self.submit_remote(Owner::Stab(key, osd, epoch), osd.0, req, bytes, None);
+                    self.submit_remote(Owner::Stab(key, osd, epoch), osd, req, bytes, None);
                 }
                 RoundAction::Restart => self.start_claim(key),
                 RoundAction::Active { objects, listed } => {
@@ -437,7 +448,8 @@ impl Server {
             return;
         }
         pg.reported = names.clone();
-        let state = PgState::new(me, &names, pg.peers.iter().map(|o| o.0).collect());
+        // `pg/state` is etcd's: the numbers go in bare.
+        let state = PgState::new(me.0, &names, pg.peers.iter().map(|o| o.0).collect());
         let clean = pg.phase == Phase::Active && pg.is_clean();
         self.etcd_send(EtcdCommand::PutPgState {
             pool: key.pool,
@@ -520,18 +532,18 @@ impl Server {
         }
     }
 
-    pub(crate) fn on_peer_ready(&mut self, osd: u64) {
+    pub(crate) fn on_peer_ready(&mut self, osd: OsdNum) {
         let keys: Vec<PgId> = self
             .pgs
             .iter()
-            .filter(|(_, pg)| pg.peers.contains(&OsdNum(osd)))
+            .filter(|(_, pg)| pg.peers.contains(&osd))
             .map(|(k, _)| *k)
             .collect();
         for key in keys {
             let pg = &self.pgs[&key];
             match pg.phase {
-                Phase::Connecting => self.check_connected(key),
-                Phase::Active | Phase::Incomplete if !pg.live.contains(&OsdNum(osd)) => {
+                Phase::Connecting => self.step_round(key, RoundEvent::PeerUp(osd)),
+                Phase::Active | Phase::Incomplete if !pg.live.contains(&osd) => {
                     self.request_repeer(key)
                 }
                 _ => {}
@@ -539,18 +551,18 @@ impl Server {
         }
     }
 
-    pub(crate) fn on_peer_down(&mut self, osd: u64) {
+    pub(crate) fn on_peer_down(&mut self, osd: OsdNum) {
         let keys: Vec<PgId> = self
             .pgs
             .iter()
-            .filter(|(_, pg)| pg.peers.contains(&OsdNum(osd)))
+            .filter(|(_, pg)| pg.peers.contains(&osd))
             .map(|(k, _)| *k)
             .collect();
         for key in keys {
             let pg = &self.pgs[&key];
             match pg.phase {
-                Phase::Connecting => self.check_connected(key),
-                Phase::Active if pg.live.contains(&OsdNum(osd)) => self.request_repeer(key),
+                Phase::Connecting => self.step_round(key, RoundEvent::PeerDown(osd)),
+                Phase::Active if pg.live.contains(&osd) => self.request_repeer(key),
                 _ => {}
             }
         }
@@ -565,20 +577,15 @@ impl Server {
             match pg.phase {
                 Phase::Claiming => self.start_claim(key),
                 Phase::Active | Phase::Incomplete => {
-                    let missing: Vec<u64> = pg
+                    let missing: Vec<OsdNum> = pg
                         .peers
                         .iter()
                         .copied()
-                        .map(|o| o.0)
                         .filter(|&o| o != self.osd_num && !self.peers.is_known(o))
                         .collect();
-                    let mut events = std::mem::take(&mut self.peer_events);
                     for osd in missing {
-                        if let Some(addr) = self.osd_addr(osd) {
-                            self.peers.connect(osd, addr, &mut events);
-                        }
+                        self.connect_peer(osd);
                     }
-                    self.peer_events = events;
                 }
                 _ => {}
             }
@@ -607,7 +614,8 @@ impl Server {
             bitmap_granularity: layout.bitmap_granularity,
             immediate_commit: self.bs.config().immediate_commit.as_str(),
         });
-        let me = self.osd_num;
+        // Statistics keys are etcd's: the number goes in bare.
+        let me = self.osd_num.0;
         self.etcd_send(EtcdCommand::Put {
             key: keys::osd_stats(me),
             value: osd,

@@ -1,9 +1,10 @@
-//! One peering round of a PG on its primary, as a state machine: once the PG's reachable
-//! peers are known it declares the PG incomplete (too few live members) or lists the PG's
-//! objects on every reachable peer, stabilizes what the listings found unstable (SEC_SYNC,
-//! then SEC_STABILIZE, on each OSD holding such versions), and declares the PG active with
-//! its map of degraded and misplaced objects — or starts over when a step failed or
-//! something changed meanwhile.
+//! One peering round of a PG on its primary, as a state machine: once the PG is claimed it
+//! connects to the peers not connected yet and waits until every peer is connected or has
+//! failed (a connect or handshake that times out is a failure: the peer table drops it), then
+//! declares the PG incomplete (too few live members) or lists the PG's objects on every
+//! reachable peer, stabilizes what the listings found unstable (SEC_SYNC, then SEC_STABILIZE,
+//! on each OSD holding such versions), and declares the PG active with its map of degraded
+//! and misplaced objects — or starts over when a step failed or something changed meanwhile.
 //!
 //! This module does no I/O and never touches the server: [`PeeringRound::advance`] takes an
 //! [`Event`] and returns the [`Action`]s `peering.rs` carries out. Every reply carries the
@@ -20,13 +21,26 @@ use vitastor_layout::OsdNum;
 
 use crate::pg::{classify, ObjectMap};
 
-/// What the executor knows once the PG's peers are connected (or failed to connect).
+/// Where the connection to a peer stands when the round starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// Connected and past the handshake.
+    Ready,
+    /// A connection is being made (for another PG, or earlier).
+    Connecting,
+    /// No connection: the round asks for one.
+    Absent,
+}
+
+/// What the executor knows once the PG is claimed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reachable {
-    /// Every peer of the PG that is reachable now, this OSD included.
-    pub live: BTreeSet<OsdNum>,
-    /// The members of the current set among them.
-    pub live_members: Vec<OsdNum>,
+pub struct Claimed {
+    /// This OSD.
+    pub me: OsdNum,
+    /// Every other peer that may hold the PG's data, and its connection.
+    pub peers: BTreeMap<OsdNum, Link>,
+    /// The members of the current set (reachable or not).
+    pub members: Vec<OsdNum>,
     /// The pool's `pg_minsize`.
     pub pg_minsize: usize,
 }
@@ -37,8 +51,12 @@ pub type Listing = (Vec<ObjVerId>, Vec<ObjVerId>);
 /// What moves a round forward.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// The peers are connected, or failed to connect: the round starts.
-    Start(Reachable),
+    /// The PG's `pg/state` is granted: the round connects to its peers.
+    Claimed(Claimed),
+    /// The connection to `osd` is ready.
+    PeerUp(OsdNum),
+    /// The connection to `osd` failed, timed out or was lost (or none can be made).
+    PeerDown(OsdNum),
     /// `osd` answered the listing of round `epoch` (`None`: it failed).
     Listed {
         /// The OSD.
@@ -65,6 +83,15 @@ pub enum Event {
 /// What the executor does for a round.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
+    /// Connect to `osd`; if no connection can even be started, answer with
+    /// [`Event::PeerDown`].
+    Connect {
+        /// The peer.
+        osd: OsdNum,
+    },
+    /// Every peer is connected or failed: these OSDs (this one included) are the PG's live
+    /// OSDs for this round.
+    Live(BTreeSet<OsdNum>),
     /// Too few members are reachable: the PG is incomplete until the cluster changes.
     Incomplete {
         /// Live members.
@@ -117,12 +144,17 @@ pub struct PeeringRound {
     epoch: u64,
     stage: Stage,
     members: Vec<OsdNum>,
+    pg_minsize: usize,
+    /// Peers connected so far, this OSD included.
+    ready: BTreeSet<OsdNum>,
     /// OSDs whose answer the current step waits for.
     waiting: BTreeSet<OsdNum>,
     listings: BTreeMap<OsdNum, Vec<ObjVerId>>,
     unstable: BTreeMap<OsdNum, Vec<ObjVerId>>,
     failed: bool,
     repeer: bool,
+    claimed: bool,
+    me: OsdNum,
 }
 
 impl PeeringRound {
@@ -132,11 +164,15 @@ impl PeeringRound {
             epoch,
             stage: Stage::Connecting,
             members: Vec::new(),
+            pg_minsize: 0,
+            ready: BTreeSet::new(),
             waiting: BTreeSet::new(),
             listings: BTreeMap::new(),
             unstable: BTreeMap::new(),
             failed: false,
             repeer: false,
+            claimed: false,
+            me: OsdNum(0),
         }
     }
 
@@ -153,7 +189,19 @@ impl PeeringRound {
                 self.repeer = true;
                 Vec::new()
             }
-            (Stage::Connecting, Event::Start(reach)) => self.start(reach),
+            (Stage::Connecting, Event::Claimed(claim)) if !self.claimed => self.claim(claim),
+            (Stage::Connecting, Event::PeerUp(osd)) if self.waiting.remove(&osd) => {
+                self.ready.insert(osd);
+                self.maybe_start()
+            }
+            (Stage::Connecting, Event::PeerDown(osd)) => {
+                // A peer ready at the claim may be lost before the round starts.
+                let was_ready = osd != self.me && self.ready.remove(&osd);
+                if self.waiting.remove(&osd) || was_ready {
+                    return self.maybe_start();
+                }
+                Vec::new()
+            }
             (
                 Stage::Listing,
                 Event::Listed {
@@ -208,18 +256,59 @@ impl PeeringRound {
         }
     }
 
-    fn start(&mut self, reach: Reachable) -> Vec<Action> {
-        if reach.live_members.len() < reach.pg_minsize {
+    fn claim(&mut self, claim: Claimed) -> Vec<Action> {
+        self.claimed = true;
+        self.me = claim.me;
+        self.members = claim.members;
+        self.pg_minsize = claim.pg_minsize;
+        self.ready.insert(claim.me);
+        let mut out = Vec::new();
+        for (osd, link) in claim.peers {
+            if osd == claim.me {
+                continue;
+            }
+            match link {
+                Link::Ready => {
+                    self.ready.insert(osd);
+                }
+                Link::Connecting => {
+                    self.waiting.insert(osd);
+                }
+                Link::Absent => {
+                    self.waiting.insert(osd);
+                    out.push(Action::Connect { osd });
+                }
+            }
+        }
+        out.extend(self.maybe_start());
+        out
+    }
+
+    /// Starts listing once no peer is still connecting.
+    fn maybe_start(&mut self) -> Vec<Action> {
+        if !self.waiting.is_empty() {
+            return Vec::new();
+        }
+        let live = std::mem::take(&mut self.ready);
+        let live_members: Vec<OsdNum> = self
+            .members
+            .iter()
+            .copied()
+            .filter(|m| live.contains(m))
+            .collect();
+        let mut out = vec![Action::Live(live.clone())];
+        if live_members.len() < self.pg_minsize {
             self.stage = Stage::Done;
-            return vec![Action::Incomplete {
-                live_members: reach.live_members.len(),
-            }];
+            out.push(Action::Incomplete {
+                live_members: live_members.len(),
+            });
+            return out;
         }
         self.stage = Stage::Listing;
-        self.members = reach.live_members;
-        self.waiting = reach.live.clone();
-        let mut out = vec![Action::Listing];
-        out.extend(reach.live.into_iter().map(|osd| Action::List { osd }));
+        self.members = live_members;
+        self.waiting = live.clone();
+        out.push(Action::Listing);
+        out.extend(live.into_iter().map(|osd| Action::List { osd }));
         out
     }
 
@@ -256,12 +345,12 @@ impl PeeringRound {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
+    use std::collections::BTreeMap;
 
     use vitastor_blockstore::{ObjVerId, ObjectId};
     use vitastor_layout::OsdNum;
 
-    use super::{Action, Event, Listing, PeeringRound, Reachable};
+    use super::{Action, Claimed, Event, Link, Listing, PeeringRound};
 
     const EPOCH: u64 = 5;
 
@@ -269,17 +358,38 @@ mod tests {
         ObjVerId::new(ObjectId::new(1 << 48, stripe), version)
     }
 
-    /// OSDs 1 and 2 (members) and 7 (history) are reachable.
+    fn live(osds: &[u64]) -> Action {
+        Action::Live(osds.iter().map(|&o| OsdNum(o)).collect())
+    }
+
+    /// This is OSD 1; the set is OSDs 1, 2 and 3 (pg_minsize 2); OSD 7 holds history.
+    fn claimed(peers: &[(u64, Link)]) -> Event {
+        Event::Claimed(Claimed {
+            me: OsdNum(1),
+            peers: peers
+                .iter()
+                .map(|&(o, l)| (OsdNum(o), l))
+                .collect::<BTreeMap<_, _>>(),
+            members: [1, 2, 3].map(OsdNum).to_vec(),
+            pg_minsize: 2,
+        })
+    }
+
+    /// OSDs 1 and 2 (members) and 7 (history) are reachable, 3 is not.
     fn started() -> PeeringRound {
         let mut r = PeeringRound::new(EPOCH);
-        let out = r.advance(Event::Start(Reachable {
-            live: BTreeSet::from([1, 2, 7].map(OsdNum)),
-            live_members: [1, 2].map(OsdNum).to_vec(),
-            pg_minsize: 2,
-        }));
+        let out = r.advance(claimed(&[
+            (1, Link::Ready),
+            (2, Link::Ready),
+            (3, Link::Connecting),
+            (7, Link::Ready),
+        ]));
+        assert_eq!(out, []);
+        let out = r.advance(Event::PeerDown(OsdNum(3)));
         assert_eq!(
             out,
             [
+                live(&[1, 2, 7]),
                 Action::Listing,
                 Action::List { osd: OsdNum(1) },
                 Action::List { osd: OsdNum(2) },
@@ -287,6 +397,89 @@ mod tests {
             ]
         );
         r
+    }
+
+    #[test]
+    fn absent_peers_are_connected_and_listing_waits_for_every_answer() {
+        let mut r = PeeringRound::new(EPOCH);
+        let out = r.advance(claimed(&[
+            (1, Link::Ready),
+            (2, Link::Absent),
+            (3, Link::Absent),
+            (7, Link::Connecting),
+        ]));
+        assert_eq!(
+            out,
+            [
+                Action::Connect { osd: OsdNum(2) },
+                Action::Connect { osd: OsdNum(3) }
+            ]
+        );
+        assert_eq!(r.advance(Event::PeerUp(OsdNum(2))), []);
+        // Twice, or from an OSD the round does not wait for: nothing moves.
+        assert_eq!(r.advance(Event::PeerUp(OsdNum(2))), []);
+        assert_eq!(r.advance(Event::PeerUp(OsdNum(9))), []);
+        assert_eq!(r.advance(Event::PeerDown(OsdNum(9))), []);
+        // osd.3's connect fails (or cannot start), osd.7's times out.
+        assert_eq!(r.advance(Event::PeerDown(OsdNum(3))), []);
+        let out = r.advance(Event::PeerDown(OsdNum(7)));
+        assert_eq!(
+            out,
+            [
+                live(&[1, 2]),
+                Action::Listing,
+                Action::List { osd: OsdNum(1) },
+                Action::List { osd: OsdNum(2) }
+            ]
+        );
+        // Connection news after the round started are the executor's business, not the round's.
+        assert_eq!(r.advance(Event::PeerUp(OsdNum(3))), []);
+        assert_eq!(r.advance(Event::PeerDown(OsdNum(2))), []);
+    }
+
+    #[test]
+    fn with_every_peer_connected_listing_starts_at_once() {
+        let mut r = PeeringRound::new(EPOCH);
+        let out = r.advance(claimed(&[
+            (1, Link::Ready),
+            (2, Link::Ready),
+            (3, Link::Ready),
+        ]));
+        assert_eq!(out[0], live(&[1, 2, 3]));
+        assert_eq!(out[1], Action::Listing);
+        assert_eq!(out.len(), 5);
+        // A second claim event is not a second start.
+        assert_eq!(r.advance(claimed(&[(1, Link::Ready)])), []);
+    }
+
+    #[test]
+    fn a_peer_lost_before_the_round_starts_is_not_live() {
+        let mut r = PeeringRound::new(EPOCH);
+        r.advance(claimed(&[(2, Link::Ready), (3, Link::Connecting)]));
+        assert_eq!(r.advance(Event::PeerDown(OsdNum(2))), []);
+        // This OSD itself never drops out of its own round.
+        assert_eq!(r.advance(Event::PeerDown(OsdNum(1))), []);
+        let out = r.advance(Event::PeerUp(OsdNum(3)));
+        assert_eq!(out[0], live(&[1, 3]));
+        assert_eq!(out[1], Action::Listing);
+    }
+
+    #[test]
+    fn too_few_members_connected_is_incomplete() {
+        let mut r = PeeringRound::new(EPOCH);
+        let out = r.advance(claimed(&[
+            (2, Link::Absent),
+            (3, Link::Absent),
+            (7, Link::Ready),
+        ]));
+        assert_eq!(out.len(), 2);
+        assert_eq!(r.advance(Event::PeerDown(OsdNum(2))), []);
+        assert_eq!(
+            r.advance(Event::PeerDown(OsdNum(3))),
+            [live(&[1, 7]), Action::Incomplete { live_members: 1 }]
+        );
+        assert_eq!(r.advance(Event::PeerUp(OsdNum(2))), []);
+        assert_eq!(r.advance(listed(1, EPOCH, Some((vec![], vec![])))), []);
     }
 
     fn listed(osd: u64, epoch: u64, listing: Option<Listing>) -> Event {
@@ -310,18 +503,6 @@ mod tests {
             [Action::Active { objects, .. }] => (objects.degraded.len(), objects.misplaced.len()),
             other => panic!("not active: {other:?}"),
         }
-    }
-
-    #[test]
-    fn too_few_live_members_is_incomplete() {
-        let mut r = PeeringRound::new(EPOCH);
-        let out = r.advance(Event::Start(Reachable {
-            live: BTreeSet::from([1, 7].map(OsdNum)),
-            live_members: [1].map(OsdNum).to_vec(),
-            pg_minsize: 2,
-        }));
-        assert_eq!(out, [Action::Incomplete { live_members: 1 }]);
-        assert_eq!(r.advance(listed(1, EPOCH, Some((vec![], vec![])))), []);
     }
 
     #[test]

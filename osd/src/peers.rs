@@ -14,6 +14,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use vitastor_blockstore::AlignedBuf;
+use vitastor_layout::OsdNum;
 use vitastor_protocol::handshake::{RequestFeatures, ShowConfigRequestJson};
 use vitastor_protocol::{Frame, Reply, Request, RequestOp, ShowConfigOp};
 
@@ -51,13 +52,13 @@ struct Peer {
 #[derive(Debug)]
 pub enum PeerEvent {
     /// The handshake finished; requests may be sent.
-    Ready(u64),
+    Ready(OsdNum),
     /// The peer is gone; every request sent to it is lost.
-    Down(u64, String),
+    Down(OsdNum, String),
     /// A reply to a request sent with [`Peers::send`].
     Reply {
         /// The OSD that answered.
-        osd: u64,
+        osd: OsdNum,
         /// The reply.
         reply: Reply,
         /// Its payload.
@@ -67,12 +68,12 @@ pub enum PeerEvent {
 
 /// All outgoing peer connections. See the module docs.
 pub struct Peers {
-    me: u64,
+    me: OsdNum,
     next_serial: u64,
     /// Connection serial → OSD, for routing poll events.
-    by_serial: HashMap<u64, u64>,
+    by_serial: HashMap<u64, OsdNum>,
     timeouts: PeerTimeouts,
-    peers: HashMap<u64, Peer>,
+    peers: HashMap<OsdNum, Peer>,
     incoming: Vec<Incoming>,
 }
 
@@ -100,7 +101,7 @@ fn socket_error(stream: &TcpStream) -> io::Result<()> {
 
 impl Peers {
     /// No peers yet; `me` is announced in handshakes.
-    pub fn new(me: u64, timeouts: PeerTimeouts) -> Peers {
+    pub fn new(me: OsdNum, timeouts: PeerTimeouts) -> Peers {
         Peers {
             me,
             next_serial: 1,
@@ -113,7 +114,7 @@ impl Peers {
 
     /// Starts connecting to `osd` unless a connection exists or is being made. A failure to
     /// even start is reported as [`PeerEvent::Down`].
-    pub fn connect(&mut self, osd: u64, addr: SocketAddr, out: &mut Vec<PeerEvent>) {
+    pub fn connect(&mut self, osd: OsdNum, addr: SocketAddr, out: &mut Vec<PeerEvent>) {
         if self.peers.contains_key(&osd) {
             return;
         }
@@ -141,21 +142,21 @@ impl Peers {
     }
 
     /// Whether requests can be sent to `osd`.
-    pub fn is_ready(&self, osd: u64) -> bool {
+    pub fn is_ready(&self, osd: OsdNum) -> bool {
         self.peers
             .get(&osd)
             .is_some_and(|p| matches!(p.state, State::Ready))
     }
 
     /// Whether a connection to `osd` exists or is being made.
-    pub fn is_known(&self, osd: u64) -> bool {
+    pub fn is_known(&self, osd: OsdNum) -> bool {
         self.peers.contains_key(&osd)
     }
 
     /// Sends a request to a ready peer; returns its id, or `None` if the peer is not ready.
     pub fn send(
         &mut self,
-        osd: u64,
+        osd: OsdNum,
         request: Request,
         payload: &[u8],
         data: Option<Rc<AlignedBuf>>,
@@ -168,7 +169,7 @@ impl Peers {
     }
 
     /// Drops the connection to `osd` (e.g. it is down in etcd); reported as [`PeerEvent::Down`].
-    pub fn drop_peer(&mut self, osd: u64, why: &str, out: &mut Vec<PeerEvent>) {
+    pub fn drop_peer(&mut self, osd: OsdNum, why: &str, out: &mut Vec<PeerEvent>) {
         if let Some(peer) = self.peers.remove(&osd) {
             self.by_serial.remove(&peer.serial);
             out.push(PeerEvent::Down(osd, why.to_string()));
@@ -199,7 +200,7 @@ impl Peers {
     }
 
     /// Handles poll results for `osd` (or staged input when `revents` is 0).
-    pub fn handle(&mut self, osd: u64, revents: i16, out: &mut Vec<PeerEvent>) {
+    pub fn handle(&mut self, osd: OsdNum, revents: i16, out: &mut Vec<PeerEvent>) {
         if let Err(e) = self.handle_inner(osd, revents, out) {
             self.drop_peer(osd, &e, out);
         }
@@ -207,7 +208,7 @@ impl Peers {
 
     fn handle_inner(
         &mut self,
-        osd: u64,
+        osd: OsdNum,
         revents: i16,
         out: &mut Vec<PeerEvent>,
     ) -> Result<(), String> {
@@ -221,7 +222,8 @@ impl Peers {
             }
             socket_error(peer.conn.stream()).map_err(|e| format!("connect: {e}"))?;
             let json = ShowConfigRequestJson {
-                osd_num: Some(me),
+                // The handshake's JSON is the wire edge: the number goes out bare.
+                osd_num: Some(me.0),
                 features: RequestFeatures::default(),
             }
             .to_json();
@@ -249,7 +251,7 @@ impl Peers {
     }
 
     fn take_replies(
-        osd: u64,
+        osd: OsdNum,
         peer: &mut Peer,
         incoming: &mut Vec<Incoming>,
         out: &mut Vec<PeerEvent>,
@@ -279,7 +281,7 @@ impl Peers {
 
     /// Writes whatever is queued on every peer connection.
     pub fn flush_all(&mut self, out: &mut Vec<PeerEvent>) {
-        let failed: Vec<(u64, String)> = self
+        let failed: Vec<(OsdNum, String)> = self
             .peers
             .iter_mut()
             .filter(|(_, p)| {

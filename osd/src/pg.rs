@@ -172,7 +172,7 @@ pub fn classify(members: &[OsdNum], listings: &BTreeMap<OsdNum, Vec<ObjVerId>>) 
 }
 
 /// Unstable versions by the OSD that holds them.
-pub type Dirty = BTreeMap<u64, Vec<ObjVerId>>;
+pub type Dirty = BTreeMap<OsdNum, Vec<ObjVerId>>;
 
 /// One PG this OSD is (becoming) primary of.
 #[derive(Debug)]

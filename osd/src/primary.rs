@@ -279,9 +279,9 @@ impl Server {
     // ------------------------------------------------------------------ reads
 
     fn start_read(&mut self, client: ClientRef, key: PgId, oid: ObjectId, offset: u32, len: u32) {
-        let me = OsdNum(self.osd_num);
+        let me = self.osd_num;
         let st = self.pgs[&key].objects.objects.get(&oid);
-        let source = read::first(me, st, |o| self.peers.is_ready(o.0));
+        let source = read::first(me, st, |o| self.peers.is_ready(o));
         let idx = self.insert_op(POp::Read(ReadOp {
             client,
             oid,
@@ -305,7 +305,7 @@ impl Server {
                 },
             ),
             Some(read::Source::Osd { osd, version }) => {
-                self.read_remote(idx, osd.0, oid, version, offset, len)
+                self.read_remote(idx, osd, oid, version, offset, len)
             }
         }
     }
@@ -313,7 +313,7 @@ impl Server {
     fn read_remote(
         &mut self,
         idx: usize,
-        osd: u64,
+        osd: OsdNum,
         oid: ObjectId,
         version: u64,
         offset: u32,
@@ -346,12 +346,12 @@ impl Server {
         };
         let st = pg.objects.objects.get(&oid);
         let members = pg.live_members();
-        let me = OsdNum(self.osd_num);
-        let source = read::after_local_failure(me, &members, st, |o| self.peers.is_ready(o.0));
+        let me = self.osd_num;
+        let source = read::after_local_failure(me, &members, st, |o| self.peers.is_ready(o));
         let Some(read::Source::Osd { osd, version }) = source else {
             return false;
         };
-        self.read_remote(idx, osd.0, oid, version, offset, len);
+        self.read_remote(idx, osd, oid, version, offset, len);
         true
     }
 
@@ -557,9 +557,9 @@ impl Server {
     fn write_facts(&self, key: PgId, oid: ObjectId) -> write::Facts {
         let me = self.osd_num;
         let pg = self.pgs.get(&key);
-        let mut targets = vec![OsdNum(me)];
+        let mut targets = vec![me];
         if let Some(pg) = pg {
-            targets.extend(pg.live_members().into_iter().filter(|&o| o != OsdNum(me)));
+            targets.extend(pg.live_members().into_iter().filter(|&o| o != me));
         }
         let degraded = pg.is_some_and(|pg| pg.objects.degraded.contains(&oid));
         write::Facts {
@@ -590,7 +590,7 @@ impl Server {
                     osd,
                     version,
                     stable,
-                } if osd.0 == self.osd_num => {
+                } if osd == self.osd_num => {
                     let op = BsOp::Write {
                         oid,
                         version,
@@ -621,7 +621,7 @@ impl Server {
                         RequestOp::SecWrite(rw)
                     };
                     let req = Request { id: 0, op };
-                    self.sub_remote(idx, tag, osd.0, req, Vec::new(), Some(Rc::clone(&data)));
+                    self.sub_remote(idx, tag, osd, req, Vec::new(), Some(Rc::clone(&data)));
                 }
                 write::Action::Written {
                     version,
@@ -634,7 +634,7 @@ impl Server {
                     if !stable {
                         for &osd in &holders {
                             pg.dirty
-                                .entry(osd.0)
+                                .entry(osd)
                                 .or_default()
                                 .push(ObjVerId::new(oid, version));
                         }
@@ -718,7 +718,7 @@ impl Server {
                 delete::Action::Tombstone { tag, osd, version } => {
                     let gran = self.bs.layout().bitmap_granularity as usize;
                     let bmp_bytes = self.bs.layout().bitmap_bytes();
-                    if osd.0 == self.osd_num {
+                    if osd == self.osd_num {
                         let op = BsOp::Write {
                             oid,
                             version,
@@ -742,7 +742,7 @@ impl Server {
                             op: RequestOp::SecWriteStable(rw),
                         };
                         let zero = Rc::new(AlignedBuf::new(gran));
-                        self.sub_remote(idx, tag, osd.0, req, vec![0; bmp_bytes], Some(zero));
+                        self.sub_remote(idx, tag, osd, req, vec![0; bmp_bytes], Some(zero));
                     }
                 }
                 delete::Action::Tombstoned => {
@@ -761,7 +761,7 @@ impl Server {
                         pg.purged_up_to = pg.purged_up_to.max(version);
                     }
                 }
-                delete::Action::Purge { tag, osd, version } if osd.0 == self.osd_num => {
+                delete::Action::Purge { tag, osd, version } if osd == self.osd_num => {
                     let op = BsOp::Delete {
                         oid,
                         version,
@@ -778,14 +778,14 @@ impl Server {
                             flags: 0,
                         }),
                     };
-                    self.sub_remote(idx, tag, osd.0, req, Vec::new(), None);
+                    self.sub_remote(idx, tag, osd, req, Vec::new(), None);
                 }
                 delete::Action::SyncPeer { tag, osd } => {
                     let req = Request {
                         id: 0,
                         op: RequestOp::SecSync(SecSyncOp { flags: 0 }),
                     };
-                    self.sub_remote(idx, tag, osd.0, req, Vec::new(), None);
+                    self.sub_remote(idx, tag, osd, req, Vec::new(), None);
                 }
                 delete::Action::StabilizePeer { tag, osd, version } => {
                     let list = wire_list(&[ObjVerId::new(oid, version)]);
@@ -796,7 +796,7 @@ impl Server {
                             flags: 0,
                         }),
                     };
-                    self.sub_remote(idx, tag, osd.0, req, list, None);
+                    self.sub_remote(idx, tag, osd, req, list, None);
                 }
                 delete::Action::Purged => {
                     if let Some(pg) = self.pgs.get_mut(&key) {
@@ -845,9 +845,9 @@ impl Server {
         self.pgs.get(&key).is_some_and(|pg| {
             let members = pg.members();
             members.len() == pg.pool_cfg.pg_size as usize
-                && members.iter().all(|m| {
-                    pg.live.contains(m) && (m.0 == self.osd_num || self.peers.is_ready(m.0))
-                })
+                && members
+                    .iter()
+                    .all(|m| pg.live.contains(m) && (*m == self.osd_num || self.peers.is_ready(*m)))
                 && pg.peers.iter().all(|p| members.contains(p))
         })
     }
@@ -914,7 +914,7 @@ impl Server {
     fn run_sync_actions(&mut self, idx: usize, client: ClientRef, actions: Vec<sync::Action>) {
         for action in actions {
             match action {
-                sync::Action::Sync { tag, osd } if osd.0 == self.osd_num => {
+                sync::Action::Sync { tag, osd } if osd == self.osd_num => {
                     self.sub_local(idx, tag, BsOp::Sync);
                 }
                 sync::Action::Sync { tag, osd } => {
@@ -922,9 +922,9 @@ impl Server {
                         id: 0,
                         op: RequestOp::SecSync(SecSyncOp { flags: 0 }),
                     };
-                    self.sub_remote(idx, tag, osd.0, req, Vec::new(), None);
+                    self.sub_remote(idx, tag, osd, req, Vec::new(), None);
                 }
-                sync::Action::Stabilize { tag, osd, versions } if osd.0 == self.osd_num => {
+                sync::Action::Stabilize { tag, osd, versions } if osd == self.osd_num => {
                     self.sub_local(idx, tag, BsOp::Stabilize(versions));
                 }
                 sync::Action::Stabilize { tag, osd, versions } => {
@@ -936,7 +936,7 @@ impl Server {
                             flags: 0,
                         }),
                     };
-                    self.sub_remote(idx, tag, osd.0, req, bytes, None);
+                    self.sub_remote(idx, tag, osd, req, bytes, None);
                 }
                 sync::Action::GiveBack { pg, dirty, repeer } => {
                     let key: PgId = pg;
@@ -988,7 +988,7 @@ impl Server {
     /// served as a plain listing of this OSD's store, whose reply says so.
     pub(crate) fn start_pg_list(&mut self, client: ClientRef, req: &SecListOp) -> bool {
         let key = PgId::new(vitastor_layout::pool_of(req.min_inode) as u32, req.list_pg);
-        let me = OsdNum(self.osd_num);
+        let me = self.osd_num;
         let Some(pg) = self.pgs.get_mut(&key) else {
             return false;
         };
@@ -1021,7 +1021,7 @@ impl Server {
                 flags: 0,
                 ..*req
             });
-            self.sub_remote(idx, tag, osd.0, Request { id: 0, op }, Vec::new(), None);
+            self.sub_remote(idx, tag, osd, Request { id: 0, op }, Vec::new(), None);
         }
         true
     }
@@ -1058,7 +1058,7 @@ impl Server {
         recover::LockFacts {
             state: pg.and_then(|pg| pg.objects.objects.get(&oid).cloned()),
             live: pg.map_or_else(Vec::new, |pg| pg.live_members()),
-            me: OsdNum(self.osd_num),
+            me: self.osd_num,
             ready: self.ready_peers(key),
         }
     }
@@ -1084,7 +1084,7 @@ impl Server {
             pg.peers
                 .iter()
                 .copied()
-                .filter(|&o| self.peers.is_ready(o.0))
+                .filter(|&o| self.peers.is_ready(o))
                 .collect()
         })
     }
@@ -1131,7 +1131,7 @@ impl Server {
                                 flags,
                             }),
                         };
-                        self.sub_remote(idx, tag, osd.0, req, Vec::new(), None);
+                        self.sub_remote(idx, tag, osd, req, Vec::new(), None);
                     }
                     recover::Action::Tombstone { version } => {
                         if let Some(pg) = self.pgs.get_mut(&key) {
@@ -1140,7 +1140,7 @@ impl Server {
                     }
                     recover::Action::Write { tag, osd, version } => {
                         let data = r.data.clone().expect("kept by a successful read");
-                        if osd.0 == self.osd_num {
+                        if osd == self.osd_num {
                             let op = BsOp::Write {
                                 oid,
                                 version,
@@ -1163,7 +1163,7 @@ impl Server {
                                 id: 0,
                                 op: RequestOp::SecWriteStable(rw),
                             };
-                            self.sub_remote(idx, tag, osd.0, req, r.bitmap.clone(), Some(data));
+                            self.sub_remote(idx, tag, osd, req, r.bitmap.clone(), Some(data));
                         }
                     }
                     recover::Action::NotDegraded => {
@@ -1215,11 +1215,11 @@ impl Server {
                                 flags,
                             }),
                         };
-                        self.sub_remote(idx, tag, osd.0, req, Vec::new(), None);
+                        self.sub_remote(idx, tag, osd, req, Vec::new(), None);
                     }
                     recover::Action::SyncPeer { tag, osd } => {
                         let op = RequestOp::SecSync(SecSyncOp { flags });
-                        self.sub_remote(idx, tag, osd.0, Request { id: 0, op }, Vec::new(), None);
+                        self.sub_remote(idx, tag, osd, Request { id: 0, op }, Vec::new(), None);
                     }
                     recover::Action::Stabilize { tag, osd, version } => {
                         // A peer's unstable delete can only be stabilized once it is synced.
@@ -1228,7 +1228,7 @@ impl Server {
                             len: list.len() as u64,
                             flags,
                         });
-                        self.sub_remote(idx, tag, osd.0, Request { id: 0, op }, list, None);
+                        self.sub_remote(idx, tag, osd, Request { id: 0, op }, list, None);
                     }
                     recover::Action::MovedOut => {
                         if let Some(pg) = self.pgs.get_mut(&key) {
@@ -1330,7 +1330,7 @@ impl Server {
         if !stable {
             for &osd in holders {
                 pg.dirty
-                    .entry(osd.0)
+                    .entry(osd)
                     .or_default()
                     .push(ObjVerId::new(oid, version));
             }
@@ -1610,7 +1610,10 @@ mod error_path_tests {
         // The writes also reached osd.2, which has died since (its SYNC fails).
         let oid = ObjectId::new(INODE, 0);
         let pg = b.server.pgs.get_mut(&PgId::new(1, 1)).unwrap();
-        pg.dirty.entry(2).or_default().push(ObjVerId::new(oid, 1));
+        pg.dirty
+            .entry(OsdNum(2))
+            .or_default()
+            .push(ObjVerId::new(oid, 1));
         let id = b.sync();
         assert_eq!(b.reply(id, |_| 0).0.retval, -32);
         // The PG peers again (it claims first), which stabilizes what reached the live members.

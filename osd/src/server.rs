@@ -112,15 +112,6 @@ pub(crate) struct Sent {
     bytes: u64,
 }
 
-/// Where a sub-op runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Target {
-    /// The local blockstore.
-    Local,
-    /// A peer OSD.
-    Osd(u64),
-}
-
 /// The result of a sub-op.
 #[derive(Debug)]
 pub enum SubRes {
@@ -161,7 +152,7 @@ fn gen_bits(gen: u16) -> u64 {
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// This OSD's number.
-    pub osd_num: u64,
+    pub osd_num: OsdNum,
     /// Peer liveness.
     pub peer_timeouts: PeerTimeouts,
     /// Objects recovered at once.
@@ -181,11 +172,11 @@ pub struct Server {
     bs_owner: HashMap<OpId, Owner>,
     /// Requests sent to peers, by (peer, request id): who waits, and what and when was sent
     /// (for `subop_stats`).
-    net_owner: HashMap<(u64, u64), (Owner, Sent)>,
+    net_owner: HashMap<(OsdNum, u64), (Owner, Sent)>,
     completions: Vec<Completion>,
     incoming: Vec<Incoming>,
     pub(crate) cfg: ServerConfig,
-    pub(crate) osd_num: u64,
+    pub(crate) osd_num: OsdNum,
     pub(crate) etcd: Option<EtcdThread>,
     pub(crate) cluster: ClusterView,
     pub(crate) peers: Peers,
@@ -258,7 +249,8 @@ impl Server {
             .map_err(ServerError::Listen)?;
         let layout = bs.layout();
         let show_config = ShowConfigReplyJson {
-            osd_num: Some(osd_num),
+            // SHOW_CONFIG's JSON is the wire edge: the number goes out bare.
+            osd_num: Some(osd_num.0),
             protocol_version: PROTOCOL_VERSION,
             block_size: layout.block_size,
             bitmap_granularity: layout.bitmap_granularity,
@@ -449,8 +441,8 @@ impl Server {
                     }
                     PeerEvent::Ready(osd) => self.on_peer_ready(osd),
                     PeerEvent::Down(osd, why) => {
-                        tracing::warn!("peer osd.{osd} lost: {why}");
-                        let lost: Vec<(u64, u64)> = self
+                        tracing::warn!("peer {osd} lost: {why}");
+                        let lost: Vec<(OsdNum, u64)> = self
                             .net_owner
                             .keys()
                             .filter(|(o, _)| *o == osd)
@@ -506,7 +498,7 @@ impl Server {
     pub(crate) fn submit_remote(
         &mut self,
         owner: Owner,
-        osd: u64,
+        osd: OsdNum,
         request: Request,
         payload: Vec<u8>,
         data: Option<Rc<AlignedBuf>>,
@@ -535,7 +527,7 @@ impl Server {
         &mut self,
         idx: usize,
         tag: u32,
-        osd: u64,
+        osd: OsdNum,
         request: Request,
         payload: Vec<u8>,
         data: Option<Rc<AlignedBuf>>,

@@ -19,7 +19,7 @@ use vitastor_protocol::{
     decode_reply, encode_request, Reply, Request, RequestOp, RwOp, OSD_PACKET_SIZE,
 };
 
-use vitastor_layout::PgId;
+use vitastor_layout::{OsdNum, PgId};
 
 use crate::etcd::EtcdEvent;
 use crate::peers::PeerTimeouts;
@@ -80,7 +80,7 @@ impl Bench {
         let listener = TcpListener::bind("127.0.0.1:0").expect("loopback listener");
         let addr = listener.local_addr().expect("listener address");
         let server_cfg = ServerConfig {
-            osd_num: setup.osd_num,
+            osd_num: OsdNum(setup.osd_num),
             peer_timeouts: PeerTimeouts {
                 connect: Duration::from_secs(5),
                 ping: Duration::from_secs(5),

@@ -8,6 +8,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use vitastor_layout::OsdNum;
 use vitastor_osd::etcd::{
     osd_state_json, EtcdAddress, EtcdCommand, EtcdConfig, EtcdEvent, EtcdThread,
 };
@@ -21,7 +22,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(1);
 
 fn config(address: &str) -> EtcdConfig {
     let state = osd_state_json(&["127.0.0.1".to_string()], 43211, "node1", true, true);
-    let mut cfg = EtcdConfig::new(EtcdAddress::parse(address).unwrap(), 1, state);
+    let mut cfg = EtcdConfig::new(EtcdAddress::parse(address).unwrap(), OsdNum(1), state);
     cfg.report_interval = INTERVAL;
     cfg.lease_ttl = Some(TTL);
     cfg.call_timeout = CALL_TIMEOUT;

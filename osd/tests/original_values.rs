@@ -27,8 +27,11 @@ fn pgs_peers_and_osds_of_an_original_cluster() {
     assert_eq!(view.pg_config.len(), 4);
     assert_eq!(view.pg_config[&PgId::new(1, 3)].osd_set, vec![3, 1]);
     assert_eq!(view.pg_config[&PgId::new(1, 3)].primary, 3);
-    assert_eq!(view.osds.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3]);
-    assert_eq!(view.osds[&3].port, 43213);
+    assert_eq!(
+        view.osds.keys().copied().collect::<Vec<_>>(),
+        [1, 2, 3].map(OsdNum)
+    );
+    assert_eq!(view.osds[&OsdNum(3)].port, 43213);
     // PG 4 moved from {1,2} to {1,3}: its history names OSD 2 as a string.
     assert_eq!(
         view.pg_peers(PgId::new(1, 4)),

@@ -296,7 +296,8 @@ impl Runner {
     }
 
     async fn put_state(&mut self, client: &mut Client, lease: &Lease) -> Result<(), EtcdError> {
-        let key = self.key(&format!("osd/state/{}", self.cfg.osd_num));
+        // The etcd key is an edge: the number goes in bare.
+        let key = self.key(&format!("osd/state/{}", self.cfg.osd_num.0));
         let put = client.put(key, self.cfg.state.to_string(), Some(lease.put_options()));
         vitastor_etcd::bounded(self.cfg.call_timeout, "put osd state", put).await?;
         Ok(())

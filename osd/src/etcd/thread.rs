@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
+use vitastor_layout::OsdNum;
 
 use super::event::{EventSink, WakeFd};
 use super::session::Runner;
@@ -29,7 +30,7 @@ pub struct EtcdConfig {
     /// Key prefix (`etcd_prefix`), without a trailing slash.
     pub prefix: String,
     /// This OSD's number: the state key is `<prefix>/osd/state/<osd_num>`.
-    pub osd_num: u64,
+    pub osd_num: OsdNum,
     /// The value of the state key, written verbatim (see [`osd_state_json`]).
     pub state: Value,
     /// `etcd_report_interval`: keepalive period.
@@ -44,7 +45,7 @@ pub struct EtcdConfig {
 
 impl EtcdConfig {
     /// Defaults: prefix `/vitastor`, 5 s report interval, derived TTL, 5 s call timeout.
-    pub fn new(address: EtcdAddress, osd_num: u64, state: Value) -> EtcdConfig {
+    pub fn new(address: EtcdAddress, osd_num: OsdNum, state: Value) -> EtcdConfig {
         EtcdConfig {
             address,
             prefix: DEFAULT_PREFIX.to_string(),
@@ -203,7 +204,7 @@ mod tests {
     fn cfg() -> EtcdConfig {
         EtcdConfig::new(
             EtcdAddress::parse("127.0.0.1:2379/v3").unwrap(),
-            1,
+            OsdNum(1),
             json!({}),
         )
     }
