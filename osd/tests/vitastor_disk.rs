@@ -222,7 +222,7 @@ fn prepare_inspect_open_write_and_dump() {
         .find(|l| l.contains(&format!("inode={INODE:#x} stripe=0x0")))
         .unwrap_or_else(|| panic!("{mt}"));
     assert!(
-        line.contains("version=2") && line.ends_with("bitmap=05000000"),
+        line.contains("version=2") && line.ends_with(" bitmap=05000000 ext_bitmap=05000000"),
         "{line}"
     );
     assert!(mt.contains("1 entries, 0 corrupted"), "{mt}");
@@ -230,6 +230,7 @@ fn prepare_inspect_open_write_and_dump() {
     assert_eq!(mj["count"], 1);
     assert_eq!(mj["entries"][0]["version"], 2);
     assert_eq!(mj["entries"][0]["bitmap"], "05000000");
+    assert_eq!(mj["entries"][0]["ext_bitmap"], "05000000");
 
     // After the flush the journal was trimmed; the old entries are only visible with --all.
     let all = json(&ok(&[

@@ -246,6 +246,7 @@ impl Store {
                     stripe: e.stripe,
                     version: e.version,
                     bitmap: e.bitmap,
+                    attr: e.attr,
                 }))?,
                 Err(()) => row(MetaSlot::Corrupted { block: b })?,
             }
@@ -279,8 +280,10 @@ pub struct JournalRow {
     pub stable: bool,
     /// Redirect write waiting for its commit record.
     pub pending: bool,
-    /// Object bitmap after this version (writes only).
+    /// Allocation bitmap after this version (writes only).
     pub bitmap: Vec<u8>,
+    /// External bitmap after this version (writes only): what reads report.
+    pub attr: Vec<u8>,
     /// Journal offset of the sector holding the entry.
     pub sector_pos: u64,
     /// Whether replay reaches it (false for leftovers shown by `--all`).
@@ -306,6 +309,7 @@ impl JournalRow {
             stable: e.stable,
             pending: e.pending,
             bitmap: e.bitmap.to_vec(),
+            attr: e.attr.to_vec(),
             sector_pos,
             live,
         }
@@ -342,6 +346,8 @@ pub struct MetaRow {
     pub version: u64,
     /// Allocation bitmap.
     pub bitmap: Vec<u8>,
+    /// External bitmap: what reads report.
+    pub attr: Vec<u8>,
 }
 
 /// What a non-empty metadata slot holds.

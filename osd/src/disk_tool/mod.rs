@@ -441,6 +441,7 @@ fn journal_row_json(r: &JournalRow) -> Value {
         "stable": r.stable,
         "pending": r.pending,
         "bitmap": hex(&r.bitmap),
+        "ext_bitmap": hex(&r.attr),
         "sector": r.sector_pos,
         "live": r.live,
     })
@@ -460,12 +461,20 @@ fn journal_row_text(r: &JournalRow) -> String {
     );
     match r.kind {
         Kind::SmallWrite => s.push_str(&format!(
-            " off={} len={} loc=journal:{}",
-            r.offset, r.len, r.loc
+            " off={} len={} loc=journal:{} bitmap={} ext_bitmap={}",
+            r.offset,
+            r.len,
+            r.loc,
+            hex(&r.bitmap),
+            hex(&r.attr)
         )),
         Kind::BigWrite => s.push_str(&format!(
-            " off={} len={} loc=block:{}",
-            r.offset, r.len, r.loc
+            " off={} len={} loc=block:{} bitmap={} ext_bitmap={}",
+            r.offset,
+            r.len,
+            r.loc,
+            hex(&r.bitmap),
+            hex(&r.attr)
         )),
         _ => {}
     }
@@ -544,19 +553,20 @@ fn dump_meta(a: &InspectArgs, out: &mut dyn Write) -> Result<(), ToolError> {
         match slot {
             MetaSlot::Entry(r) if a.json => {
                 let v = json!({"block": r.block, "inode": format!("{:#x}", r.inode), "stripe": format!("{:#x}", r.stripe),
-                    "version": r.version, "bitmap": hex(&r.bitmap)});
+                    "version": r.version, "bitmap": hex(&r.bitmap), "ext_bitmap": hex(&r.attr)});
                 write!(out, "{}\n{v}", if count == 0 { "" } else { "," })?;
                 count += 1;
             }
             MetaSlot::Entry(r) => {
                 writeln!(
                     out,
-                    "block={} inode={:#x} stripe={:#x} version={} bitmap={}",
+                    "block={} inode={:#x} stripe={:#x} version={} bitmap={} ext_bitmap={}",
                     r.block,
                     r.inode,
                     r.stripe,
                     r.version,
-                    hex(&r.bitmap)
+                    hex(&r.bitmap),
+                    hex(&r.attr)
                 )?;
                 count += 1;
             }
