@@ -39,7 +39,10 @@ bool etcd_conn_init(EtcdConn *conn, const char *config_path, const char *etcd_ho
                     const char *etcd_prefix, Error **errp)
 {
     g_autoptr(QDict) config = NULL;
-    const char *path = config_path ? config_path : DEFAULT_CONFIG_PATH;
+    const char *env_path = getenv("VITASTOR_CONFIG_PATH");
+    /* The same file as libvitastor and every other program reads (etcd/src/config_file.rs). */
+    const char *path = config_path ? config_path
+                       : (env_path && *env_path) ? env_path : DEFAULT_CONFIG_PATH;
     g_autofree char *text = NULL;
     gsize len = 0;
 

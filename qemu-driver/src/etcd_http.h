@@ -29,8 +29,9 @@ typedef struct EtcdConn {
 
 /*
  * Fills @conn from @etcd_host / @etcd_prefix when given, else from the JSON config file
- * (@config_path, or /etc/vitastor/vitastor.conf when it exists): its "etcd_address" (a
- * comma-separated string or a list) and "etcd_prefix".
+ * (@config_path, which must exist; else $VITASTOR_CONFIG_PATH or /etc/vitastor/vitastor.conf,
+ * read when it exists): its "etcd_address" (a comma-separated string or a list) and
+ * "etcd_prefix".
  */
 bool etcd_conn_init(EtcdConn *conn, const char *config_path, const char *etcd_host,
                     const char *etcd_prefix, Error **errp);

@@ -228,3 +228,49 @@ fn unreachable_etcd_fails_within_the_timeout() {
     let err = stderr_of("qemu-img", &["create", "-f", "raw", &spec, "1M"]);
     assert!(err.contains("cannot connect to etcd"), "{err}");
 }
+
+/// With only `image=` in the filename, create and info find etcd through the config file
+/// named by `VITASTOR_CONFIG_PATH`, like every other program (the driver's own etcd calls
+/// for create and resize included).
+#[test]
+fn create_and_resize_use_vitastor_config_path() {
+    if !require_tools(&["qemu-img"]) {
+        return;
+    }
+    let cl = start_cluster();
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = tmp.path().join("vitastor.conf");
+    fs::write(
+        &conf,
+        json!({"etcd_address": cl.etcd_address()}).to_string(),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = process::output_within(
+            Command::new("qemu-img")
+                .args(args)
+                .env("LD_PRELOAD", driver())
+                .env("VITASTOR_CONFIG_PATH", &conf)
+                .stdin(Stdio::null()),
+            RUN_TIMEOUT,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            out.status.success(),
+            "qemu-img {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    run(&["create", "-f", "raw", "vitastor:image=byconf", "8M"]);
+    run(&["resize", "-f", "raw", "vitastor:image=byconf", "16M"]);
+    let i: serde_json::Value = serde_json::from_str(&run(&[
+        "info",
+        "-f",
+        "raw",
+        "--output=json",
+        "vitastor:image=byconf",
+    ]))
+    .unwrap();
+    assert_eq!(i["virtual-size"], json!(16 * MIB), "{i}");
+}
