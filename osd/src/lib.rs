@@ -10,9 +10,10 @@
 //! [`op_write`], [`op_delete`], [`op_sync`] and [`op_recover`] (their shared lock-time check
 //! in [`op_gate`], the per-object recovery plan in [`recovery`]), a listing's merge in
 //! [`op_list`], what a fan-out left behind in [`fanout`]; `primary.rs` only carries their
-//! actions out. [`peering`] takes the primary role through etcd and runs each peering
-//! round through the state machine [`peering_round`] (listings, stabilization, the object
-//! map of [`pg`]), then schedules recovery; failed attempts wait in [`backoff`]. [`etcd`]
+//! actions out. [`peering`] carries out a PG's lifecycle, decided by the state machine
+//! [`pg_lifecycle`] (claiming the primary role through etcd, draining, stopping), and each
+//! peering round, decided by the state machine [`peering_round`] (connections, listings,
+//! stabilization, the object map of [`pg`]), then schedules recovery; failed attempts wait in [`backoff`]. [`etcd`]
 //! is the side thread (lease, state report, statistics, watches) feeding [`cluster`], the
 //! parsed view of etcd. The `vitastor-osd` binary starts it all with [`options`] and stops
 //! through [`shutdown`]; [`stats`] feeds `osd/stats`. `vitastor-disk` is [`disk_tool`].
@@ -36,6 +37,7 @@ pub mod peering;
 pub mod peering_round;
 pub mod peers;
 pub mod pg;
+pub mod pg_lifecycle;
 pub mod primary;
 pub mod recovery;
 pub mod secondary;

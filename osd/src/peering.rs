@@ -1,7 +1,9 @@
 //! PG lifecycle on this OSD: which PGs it must lead (from `pg/config`), taking the primary
 //! role through etcd, connecting to and listing every peer that may hold the PG's data,
 //! deciding per object which copies are current, reporting `pg/state`, and starting over
-//! whenever the peers change. Also schedules background recovery.
+//! whenever the peers change. Also schedules background recovery. The decisions are the
+//! state machines' ([`crate::pg_lifecycle`] for a PG's phases, [`crate::peering_round`] for
+//! one round); this module does their etcd, peer and blockstore I/O.
 //!
 //! Life of a PG: `Claiming` → `Connecting` → `Listing` → (`Stabilizing`) → `Active` or
 //! `Incomplete`; any relevant change (set, history, a peer up or down, a failed sub-op)
@@ -24,6 +26,7 @@ use crate::peering_round::{
     Action as RoundAction, Claimed, Event as RoundEvent, Link, PeeringRound,
 };
 use crate::pg::{Pg, Phase};
+use crate::pg_lifecycle::{self, Action as LifeAction, Event as LifeEvent};
 use crate::primary::{parse_listing, wire_list};
 use crate::server::{Owner, Server, SubRes};
 
@@ -195,7 +198,7 @@ impl Server {
     }
 
     fn on_pg_claimed(&mut self, key: PgId, granted: bool) {
-        let Some(pg) = self.pgs.get_mut(&key) else {
+        if !self.pgs.contains_key(&key) {
             if granted {
                 // Claimed after we stopped wanting it: give it back.
                 self.etcd_send(EtcdCommand::ReleasePg {
@@ -204,27 +207,71 @@ impl Server {
                 });
             }
             return;
+        }
+        self.pg_event(key, LifeEvent::ClaimAnswered { granted });
+    }
+
+    /// Moves a PG's lifecycle by one event and carries out what it decided.
+    fn pg_event(&mut self, key: PgId, event: LifeEvent) {
+        let Some(pg) = self.pgs.get_mut(&key) else {
+            return;
         };
-        if pg.phase != Phase::Claiming {
-            return;
+        for action in pg_lifecycle::step(&mut pg.phase, event) {
+            match action {
+                LifeAction::Claim => self.start_claim(key),
+                LifeAction::Report => self.report_pg(key),
+                LifeAction::CheckDrained => {
+                    let Some(pg) = self.pgs.get(&key) else { return };
+                    let drain = LifeEvent::Drain {
+                        inflight: pg.inflight,
+                        lease_lost: self.lease_lost,
+                    };
+                    self.pg_event(key, drain);
+                }
+                LifeAction::Forget { release } => {
+                    self.pgs.remove(&key);
+                    self.backoff.forget_pg(key);
+                    if release {
+                        self.etcd_send(EtcdCommand::ReleasePg {
+                            pool: key.pool,
+                            pg: key.pg,
+                        });
+                    }
+                    tracing::info!("pg {}/{}: stopped", key.pool, key.pg);
+                }
+                // Retried from the timer until the holder lets go or pg/config changes.
+                LifeAction::HeldElsewhere => tracing::info!(
+                    "pg {}/{}: pg/state is held by another OSD, waiting",
+                    key.pool,
+                    key.pg
+                ),
+                LifeAction::StartRound => self.start_round(key),
+                LifeAction::Round(event) => self.step_round(key, event),
+                LifeAction::Reconnect => {
+                    let Some(pg) = self.pgs.get(&key) else { return };
+                    let missing: Vec<OsdNum> = pg
+                        .peers
+                        .iter()
+                        .copied()
+                        .filter(|&o| o != self.osd_num && !self.peers.is_known(o))
+                        .collect();
+                    for osd in missing {
+                        self.connect_peer(osd);
+                    }
+                }
+            }
         }
-        if !granted {
-            // Another OSD holds the PG; retried from the timer until it lets go or
-            // pg/config changes.
-            tracing::info!(
-                "pg {}/{}: pg/state is held by another OSD, waiting",
-                key.pool,
-                key.pg
-            );
-            return;
-        }
+    }
+
+    /// Hands a claimed PG to its peering round, with the state of its peer connections.
+    fn start_round(&mut self, key: PgId) {
+        let Some(pg) = self.pgs.get(&key) else { return };
         tracing::debug!(
             "pg {}/{}: primary role granted, connecting to {:?}",
             key.pool,
             key.pg,
             pg.peers
         );
-        pg.phase = Phase::Connecting;
         let me = self.osd_num;
         let peers = pg
             .peers
@@ -474,97 +521,43 @@ impl Server {
     /// Starts peering again: at once for a PG between steps, after draining for an active one,
     /// after the current step for one in the middle of peering.
     pub(crate) fn request_repeer(&mut self, key: PgId) {
-        let Some(pg) = self.pgs.get_mut(&key) else {
-            return;
-        };
-        match pg.phase {
-            Phase::Active => {
-                pg.phase = Phase::Draining {
-                    stop: false,
-                    release: false,
-                };
-                self.report_pg(key);
-                self.pg_maybe_drained(key);
-            }
-            // Claims are idempotent: asking again is the simplest restart.
-            Phase::Incomplete | Phase::Connecting | Phase::Claiming => self.start_claim(key),
-            Phase::Listing | Phase::Stabilizing => {
-                pg.round.advance(RoundEvent::Repeer);
-            }
-            Phase::Draining { .. } => {}
-        }
+        self.pg_event(key, LifeEvent::Repeer);
     }
 
     /// Stops a PG: it drains, then is forgotten; `release` deletes its `pg/state` (when the
     /// lease is gone the key is gone with it).
     pub(crate) fn stop_pg(&mut self, key: PgId, release: bool) {
-        let Some(pg) = self.pgs.get_mut(&key) else {
-            return;
-        };
-        pg.phase = Phase::Draining {
-            stop: true,
-            release,
-        };
-        self.pg_maybe_drained(key);
+        self.pg_event(key, LifeEvent::Stop { release });
     }
 
     /// Finishes draining a PG once no op runs on it.
     pub(crate) fn pg_maybe_drained(&mut self, key: PgId) {
         let Some(pg) = self.pgs.get(&key) else { return };
-        let Phase::Draining { stop, release } = pg.phase else {
-            return;
+        let drain = LifeEvent::Drain {
+            inflight: pg.inflight,
+            lease_lost: self.lease_lost,
         };
-        if pg.inflight > 0 {
-            return;
-        }
-        if stop {
-            self.pgs.remove(&key);
-            self.backoff.forget_pg(key);
-            if release && !self.lease_lost {
-                self.etcd_send(EtcdCommand::ReleasePg {
-                    pool: key.pool,
-                    pg: key.pg,
-                });
-            }
-            tracing::info!("pg {}/{}: stopped", key.pool, key.pg);
-        } else {
-            self.start_claim(key);
-        }
+        self.pg_event(key, drain);
     }
 
     pub(crate) fn on_peer_ready(&mut self, osd: OsdNum) {
-        let keys: Vec<PgId> = self
-            .pgs
-            .iter()
-            .filter(|(_, pg)| pg.peers.contains(&osd))
-            .map(|(k, _)| *k)
-            .collect();
-        for key in keys {
-            let pg = &self.pgs[&key];
-            match pg.phase {
-                Phase::Connecting => self.step_round(key, RoundEvent::PeerUp(osd)),
-                Phase::Active | Phase::Incomplete if !pg.live.contains(&osd) => {
-                    self.request_repeer(key)
-                }
-                _ => {}
-            }
-        }
+        self.on_peer(osd, |live| LifeEvent::PeerUp { osd, live });
     }
 
     pub(crate) fn on_peer_down(&mut self, osd: OsdNum) {
-        let keys: Vec<PgId> = self
+        self.on_peer(osd, |live| LifeEvent::PeerDown { osd, live });
+    }
+
+    /// Tells every PG `osd` may hold data of that its connection changed.
+    fn on_peer(&mut self, osd: OsdNum, event: impl Fn(bool) -> LifeEvent) {
+        let keys: Vec<(PgId, bool)> = self
             .pgs
             .iter()
             .filter(|(_, pg)| pg.peers.contains(&osd))
-            .map(|(k, _)| *k)
+            .map(|(k, pg)| (*k, pg.live.contains(&osd)))
             .collect();
-        for key in keys {
-            let pg = &self.pgs[&key];
-            match pg.phase {
-                Phase::Connecting => self.step_round(key, RoundEvent::PeerDown(osd)),
-                Phase::Active if pg.live.contains(&osd) => self.request_repeer(key),
-                _ => {}
-            }
+        for (key, live) in keys {
+            self.pg_event(key, event(live));
         }
     }
 
@@ -573,22 +566,7 @@ impl Server {
     pub(crate) fn tick(&mut self) {
         let keys: Vec<PgId> = self.pgs.keys().copied().collect();
         for key in keys {
-            let pg = &self.pgs[&key];
-            match pg.phase {
-                Phase::Claiming => self.start_claim(key),
-                Phase::Active | Phase::Incomplete => {
-                    let missing: Vec<OsdNum> = pg
-                        .peers
-                        .iter()
-                        .copied()
-                        .filter(|&o| o != self.osd_num && !self.peers.is_known(o))
-                        .collect();
-                    for osd in missing {
-                        self.connect_peer(osd);
-                    }
-                }
-                _ => {}
-            }
+            self.pg_event(key, LifeEvent::Tick);
         }
         self.kick_recovery();
         if self.last_stats.elapsed() >= self.cfg.stats_interval {
