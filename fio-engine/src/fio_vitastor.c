@@ -47,6 +47,10 @@ struct vitastor_fio_options {
 	char *config_path;
 	char *etcd_address;
 	char *etcd_prefix;
+	/* Client options, passed to libvitastor as given: it validates them. */
+	char *client_op_timeout;
+	char *client_retry_interval;
+	char *peer_connect_timeout;
 	char *image;
 	unsigned int pool;
 	unsigned long long inode;
@@ -78,6 +82,33 @@ static struct fio_option vitastor_fio_options[] = {
 		.type = FIO_OPT_STR_STORE,
 		.off1 = offsetof(struct vitastor_fio_options, etcd_prefix),
 		.help = "Prefix of vitastor keys in etcd (default /vitastor)",
+		.category = FIO_OPT_C_ENGINE,
+		.group = FIO_OPT_G_FILENAME,
+	},
+	{
+		.name = "client_op_timeout",
+		.lname = "Vitastor client op timeout",
+		.type = FIO_OPT_STR_STORE,
+		.off1 = offsetof(struct vitastor_fio_options, client_op_timeout),
+		.help = "Seconds an OSD may stay silent on requests before it is pinged, then dropped",
+		.category = FIO_OPT_C_ENGINE,
+		.group = FIO_OPT_G_FILENAME,
+	},
+	{
+		.name = "client_retry_interval",
+		.lname = "Vitastor client retry interval",
+		.type = FIO_OPT_STR_STORE,
+		.off1 = offsetof(struct vitastor_fio_options, client_retry_interval),
+		.help = "Milliseconds before a failed request part is tried again",
+		.category = FIO_OPT_C_ENGINE,
+		.group = FIO_OPT_G_FILENAME,
+	},
+	{
+		.name = "peer_connect_timeout",
+		.lname = "Vitastor OSD connect timeout",
+		.type = FIO_OPT_STR_STORE,
+		.off1 = offsetof(struct vitastor_fio_options, peer_connect_timeout),
+		.help = "Seconds a connection to an OSD may take before it is retried",
 		.category = FIO_OPT_C_ENGINE,
 		.group = FIO_OPT_G_FILENAME,
 	},
@@ -172,21 +203,26 @@ static int vitastor_fio_wait(vitastor_c *cli, struct vitastor_fio_wait *w)
 static vitastor_c *vitastor_fio_client(struct thread_data *td)
 {
 	struct vitastor_fio_options *o = td->eo;
-	const char *kv[8];
+	const struct {
+		const char *name;
+		const char *value;
+	} given[] = {
+		{ "config_path", o->config_path },
+		{ "etcd_address", o->etcd_address },
+		{ "etcd_prefix", o->etcd_prefix },
+		{ "client_op_timeout", o->client_op_timeout },
+		{ "client_retry_interval", o->client_retry_interval },
+		{ "peer_connect_timeout", o->peer_connect_timeout },
+	};
+	const char *kv[2 * sizeof(given) / sizeof(given[0])];
 	int n = 0;
 	vitastor_c *cli;
 
-	if (o->config_path) {
-		kv[n++] = "config_path";
-		kv[n++] = o->config_path;
-	}
-	if (o->etcd_address) {
-		kv[n++] = "etcd_address";
-		kv[n++] = o->etcd_address;
-	}
-	if (o->etcd_prefix) {
-		kv[n++] = "etcd_prefix";
-		kv[n++] = o->etcd_prefix;
+	for (size_t i = 0; i < sizeof(given) / sizeof(given[0]); i++) {
+		if (given[i].value) {
+			kv[n++] = given[i].name;
+			kv[n++] = given[i].value;
+		}
 	}
 	cli = vitastor_c_create_epoll_json(kv, n);
 	if (!cli)

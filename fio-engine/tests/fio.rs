@@ -266,7 +266,8 @@ fn engine_on_cluster() {
     let job = &run.ok_jobs()[0];
     assert_eq!(bytes_of(job, "write"), 64 * MIB, "randwrite bytes");
     assert_eq!(bytes_of(job, "read"), 64 * MIB, "verify bytes");
-    // A new client reads the same blocks back and checks them again...
+    // A new client (given valid client options, which libvitastor checks) reads the same
+    // blocks back and checks them again...
     let run = fio(
         &cluster,
         &[
@@ -277,6 +278,9 @@ fn engine_on_cluster() {
             "-iodepth=16",
             "-rw=read",
             "-verify=crc32c",
+            "-client_op_timeout=3",
+            "-client_retry_interval=20",
+            "-peer_connect_timeout=2",
         ],
     );
     assert_eq!(
@@ -597,6 +601,39 @@ fn bad_options_fail_clearly() {
             "-size is required",
         ),
         ("127.0.0.1:1/v3", vec!["-rw=read", "-size=1M"], "image"),
+        (
+            "127.0.0.1:1/v3",
+            vec![
+                "-pool=1",
+                "-inode=1",
+                "-size=1M",
+                "-rw=read",
+                "-client_op_timeout=0",
+            ],
+            "invalid option client_op_timeout: must be positive",
+        ),
+        (
+            "127.0.0.1:1/v3",
+            vec![
+                "-pool=1",
+                "-inode=1",
+                "-size=1M",
+                "-rw=read",
+                "-client_retry_interval=x",
+            ],
+            "client_retry_interval",
+        ),
+        (
+            "127.0.0.1:1/v3",
+            vec![
+                "-pool=1",
+                "-inode=1",
+                "-size=1M",
+                "-rw=read",
+                "-peer_connect_timeout=0",
+            ],
+            "peer_connect_timeout",
+        ),
     ] {
         let run = fio_start_etcd(etcd, &args).wait(Duration::from_secs(60));
         assert!(!run.status.success(), "fio must fail for {etcd:?} {args:?}");

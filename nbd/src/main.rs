@@ -87,6 +87,16 @@ struct ClusterArgs {
     /// etcd key prefix (default /vitastor).
     #[arg(long = "etcd_prefix")]
     etcd_prefix: Option<String>,
+    /// Seconds an OSD may leave requests unanswered before it is pinged, then dropped
+    /// (libvitastor's default 5).
+    #[arg(long = "client_op_timeout")]
+    client_op_timeout: Option<String>,
+    /// Milliseconds before a failed request part is tried again (libvitastor's default 50).
+    #[arg(long = "client_retry_interval")]
+    client_retry_interval: Option<String>,
+    /// Seconds a connection to an OSD may take before it is retried (libvitastor's default 5).
+    #[arg(long = "peer_connect_timeout")]
+    peer_connect_timeout: Option<String>,
     /// Image name (also the NBD export name).
     #[arg(long, conflicts_with_all = ["pool", "inode"])]
     image: Option<String>,
@@ -324,6 +334,10 @@ fn open_export(c: &ClusterArgs) -> Result<(Client, Export), NbdError> {
         ("etcd_address", &c.etcd_address),
         ("config_path", &c.config_path),
         ("etcd_prefix", &c.etcd_prefix),
+        // Passed as given: libvitastor checks them like the same keys of the config file.
+        ("client_op_timeout", &c.client_op_timeout),
+        ("client_retry_interval", &c.client_retry_interval),
+        ("peer_connect_timeout", &c.peer_connect_timeout),
     ] {
         if let Some(v) = v {
             opts.set(k, v);

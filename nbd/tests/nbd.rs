@@ -428,3 +428,63 @@ fn sigterm_finishes_in_flight_and_exits_cleanly() {
         assert!(c.call(CMD_READ, 0, i * 65536, 65536, &[]).1 == pattern(65536, i));
     }
 }
+
+/// Client options on the command line reach libvitastor: bad values (zero, not a number)
+/// stop `serve` with an error naming the option; good ones serve the image.
+#[test]
+fn client_options_pass_through() {
+    let dir = scratch("clientopts");
+    create_image("nbd-clientopts", 4 * MIB);
+    let etcd = cluster().etcd_address();
+    let socket = dir.path().join("nbd.sock");
+    let socket = socket.to_str().unwrap();
+    let base = [
+        "serve",
+        "--etcd_address",
+        &etcd,
+        "--image",
+        "nbd-clientopts",
+        "--socket",
+        socket,
+    ];
+    for (name, bad) in [
+        ("--client_op_timeout", "0"),
+        ("--client_retry_interval", "soon"),
+        ("--peer_connect_timeout", "0"),
+    ] {
+        let mut args = base.to_vec();
+        args.extend([name, bad]);
+        let out = run(60, env!("CARGO_BIN_EXE_vitastor-nbd"), &args);
+        assert!(!out.status.success(), "{name} {bad} must be refused");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("invalid option {}", &name[2..])),
+            "{name} {bad}: {err}"
+        );
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vitastor-nbd"))
+        .args(base)
+        .args(["--client_op_timeout", "3", "--client_retry_interval", "20"])
+        .args(["--peer_connect_timeout", "2"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawning vitastor-nbd serve");
+    let mut serve = Serve {
+        child: None,
+        socket: socket.into(),
+        image: "nbd-clientopts".into(),
+    };
+    let line = vitastor_testkit::process::first_line_within(&mut child, Duration::from_secs(60));
+    serve.child = Some(child);
+    assert!(
+        matches!(&line, Ok(Some(l)) if l.starts_with("listening on unix:")),
+        "{line:?}"
+    );
+    assert_eq!(
+        RawClient::open(&serve.socket, "nbd-clientopts").size,
+        4 * MIB
+    );
+    assert!(serve.terminate().success());
+}

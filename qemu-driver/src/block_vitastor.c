@@ -3,14 +3,15 @@
  * License: GPL-2.0-or-later.
  *
  * Design:
- * - One libvitastor client per open image, created with vitastor_c_create_qemu(): the client
- *   registers its fd through our vitastor_set_fd_handler(), which forwards it to the image's
+ * - One libvitastor client per open image, created with vitastor_c_create_epoll_json() (the
+ *   only constructor that takes client options such as client_op_timeout); its fd is
+ *   registered through our vitastor_set_fd_handler(), which forwards it to the image's
  *   AioContext. Every op is submitted from the request's coroutine and completes from that
  *   fd's handler (or synchronously inside the submit call), so all I/O runs on QEMU's own
  *   loop: no thread, no polling loop, no bottom half on the data path.
  * - The client retries forever while OSDs or PGs are unavailable, so cluster trouble makes
  *   requests wait, never fail: the VM sees latency, not I/O errors.
- * - fd registrations are remembered here because the client registers once, at creation:
+ * - fd registrations are remembered here because the fd is registered once, at creation:
  *   detach/attach of an AioContext (iothreads, blockdev moves) re-registers them.
  * - Image metadata writes (create, resize) go to etcd over its HTTP gateway (etcd_http.c):
  *   vitastor_c.h has no call for them.
@@ -74,6 +75,8 @@ typedef struct BDRVVitastorState {
     char *config_path;
     char *etcd_host;
     char *etcd_prefix;
+    /* libvitastor's client options as given (NULL = config file, etcd or default). */
+    char *client_opts[3];
     uint64_t inode;
     uint64_t size;
     /* etcd revision of our own last resize: the watch is stale until it passes it. */
@@ -94,6 +97,16 @@ static const char *const vitastor_strong_opts[] = {
     "image", "inode", "pool", "size", "etcd-host", "etcd-prefix", "config-path", NULL
 };
 
+/*
+ * Client options passed through to libvitastor, which checks them: the QEMU spelling (also
+ * a field of BDRVVitastorState.client_opts, same order) and the library's.
+ */
+static const char *const vitastor_client_opts[][2] = {
+    { "client-op-timeout", "client_op_timeout" },
+    { "client-retry-interval", "client_retry_interval" },
+    { "peer-connect-timeout", "peer_connect_timeout" },
+};
+
 static QemuOptsList vitastor_runtime_opts = {
     .name = "vitastor",
     .head = QTAILQ_HEAD_INITIALIZER(vitastor_runtime_opts.head),
@@ -105,6 +118,12 @@ static QemuOptsList vitastor_runtime_opts = {
         { .name = "etcd-host", .type = QEMU_OPT_STRING, .help = "etcd address(es) host:port/v3" },
         { .name = "etcd-prefix", .type = QEMU_OPT_STRING, .help = "etcd key prefix" },
         { .name = "config-path", .type = QEMU_OPT_STRING, .help = "vitastor.conf path" },
+        { .name = "client-op-timeout", .type = QEMU_OPT_STRING,
+          .help = "seconds an OSD may leave requests unanswered before it is pinged, then dropped" },
+        { .name = "client-retry-interval", .type = QEMU_OPT_STRING,
+          .help = "milliseconds before a failed request part is tried again" },
+        { .name = "peer-connect-timeout", .type = QEMU_OPT_STRING,
+          .help = "seconds a connection to an OSD may take before it is retried" },
         { /* end of list */ }
     },
 };
@@ -157,7 +176,7 @@ static void coroutine_fn vitastor_co_wait(VitastorWait *w)
 
 /* ---- the client's fds on QEMU's loop ---- */
 
-/* vitastor_c_create_qemu's registration callback; @opaque is our state. */
+/* Registers (or with NULL handlers unregisters) one client fd; @opaque is our state. */
 static void vitastor_set_fd_handler(void *opaque, int fd, int is_external,
                                     vitastor_c_IOHandler fd_read, vitastor_c_IOHandler fd_write,
                                     void *poll_fn, void *handler_opaque)
@@ -183,6 +202,14 @@ static void vitastor_set_fd_handler(void *opaque, int fd, int is_external,
     if (s->ctx) {
         aio_set_fd_handler(s->ctx, fd, fd_read, fd_write, NULL, NULL, handler_opaque);
     }
+}
+
+/* The client's fd is readable: do its ready work and run the completions. */
+static void vitastor_fd_read(void *opaque)
+{
+    BDRVVitastorState *s = opaque;
+
+    vitastor_c_epoll_handle_events(s->client, 0);
 }
 
 static void vitastor_detach_aio_context(BlockDriverState *bs)
@@ -288,6 +315,9 @@ static void vitastor_rename_underscores(QDict *options)
         { "etcd_host", "etcd-host" },
         { "etcd_prefix", "etcd-prefix" },
         { "config_path", "config-path" },
+        { "client_op_timeout", "client-op-timeout" },
+        { "client_retry_interval", "client-retry-interval" },
+        { "peer_connect_timeout", "peer-connect-timeout" },
     };
     size_t i;
 
@@ -331,7 +361,11 @@ static void vitastor_close(BlockDriverState *bs)
         vitastor_c_close_watch(s->client, s->watch);
         s->watch = NULL;
     }
-    /* Unregisters its fd through vitastor_set_fd_handler. */
+    if (s->client) {
+        /* Off QEMU's loop first, so it never calls into a freed client. */
+        vitastor_set_fd_handler(s, vitastor_c_epoll_get_fd(s->client), 0, NULL, NULL, NULL,
+                                NULL);
+    }
     vitastor_c_destroy(s->client);
     s->client = NULL;
     g_free(s->fds);
@@ -341,6 +375,9 @@ static void vitastor_close(BlockDriverState *bs)
     g_free(s->config_path);
     g_free(s->etcd_host);
     g_free(s->etcd_prefix);
+    for (size_t i = 0; i < ARRAY_SIZE(s->client_opts); i++) {
+        g_free(s->client_opts[i]);
+    }
 }
 
 static int vitastor_open(BlockDriverState *bs, QDict *options, int flags, Error **errp)
@@ -362,6 +399,9 @@ static int vitastor_open(BlockDriverState *bs, QDict *options, int flags, Error 
     s->config_path = g_strdup(qemu_opt_get(opts, "config-path"));
     s->etcd_host = g_strdup(qemu_opt_get(opts, "etcd-host"));
     s->etcd_prefix = g_strdup(qemu_opt_get(opts, "etcd-prefix"));
+    for (size_t i = 0; i < ARRAY_SIZE(s->client_opts); i++) {
+        s->client_opts[i] = g_strdup(qemu_opt_get(opts, vitastor_client_opts[i][0]));
+    }
     s->inode = qemu_opt_get_number(opts, "inode", 0);
     pool = qemu_opt_get_number(opts, "pool", 0);
     s->size = qemu_opt_get_size(opts, "size", 0);
@@ -385,13 +425,33 @@ static int vitastor_open(BlockDriverState *bs, QDict *options, int flags, Error 
     }
 
     s->ctx = bdrv_get_aio_context(bs);
-    s->client = vitastor_c_create_qemu(vitastor_set_fd_handler, s, s->config_path, s->etcd_host,
-                                       s->etcd_prefix, 0, NULL, 0, 0, 0, 0);
+    {
+        const char *given[][2] = {
+            { "config_path", s->config_path },
+            { "etcd_address", s->etcd_host },
+            { "etcd_prefix", s->etcd_prefix },
+            { vitastor_client_opts[0][1], s->client_opts[0] },
+            { vitastor_client_opts[1][1], s->client_opts[1] },
+            { vitastor_client_opts[2][1], s->client_opts[2] },
+        };
+        const char *kv[2 * ARRAY_SIZE(given)];
+        int n = 0;
+
+        for (size_t i = 0; i < ARRAY_SIZE(given); i++) {
+            if (given[i][1]) {
+                kv[n++] = given[i][0];
+                kv[n++] = given[i][1];
+            }
+        }
+        s->client = vitastor_c_create_epoll_json(kv, n);
+    }
     if (!s->client) {
-        error_setg(errp, "vitastor: cannot create the client (bad config_path or etcd_host?)");
+        error_setg(errp, "vitastor: cannot create the client (the reason is logged above)");
         ret = -EINVAL;
         goto fail;
     }
+    vitastor_set_fd_handler(s, vitastor_c_epoll_get_fd(s->client), 0, vitastor_fd_read, NULL,
+                            NULL, s);
     if (s->image) {
         vitastor_c_watch_inode(s->client, s->image, vitastor_io_cb, &w);
     } else {
@@ -499,6 +559,9 @@ static void vitastor_refresh_filename(BlockDriverState *bs)
         { "etcd_host", s->etcd_host },
         { "etcd_prefix", s->etcd_prefix },
         { "config_path", s->config_path },
+        { vitastor_client_opts[0][1], s->client_opts[0] },
+        { vitastor_client_opts[1][1], s->client_opts[1] },
+        { vitastor_client_opts[2][1], s->client_opts[2] },
     };
     size_t i;
 

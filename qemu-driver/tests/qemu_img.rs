@@ -203,6 +203,60 @@ fn create_info_resize_readonly_and_errors() {
         err.contains("unknown vitastor filename option 'imag'"),
         "{err}"
     );
+
+    // Client options reach libvitastor, which refuses bad values by name (filename keys,
+    // json: and --image-opts alike) and serves with good ones.
+    for bad in [
+        "client_op_timeout=0",
+        "client_retry_interval=soon",
+        "peer_connect_timeout=0",
+    ] {
+        let err = stderr_of("qemu-img", &["info", &format!("{spec}:{bad}")]);
+        let name = bad.split('=').next().unwrap();
+        assert!(err.contains(&format!("invalid option {name}")), "{err}");
+    }
+    let err = stderr_of(
+        "qemu-img",
+        &[
+            "info",
+            &format!(
+                "json:{}",
+                json!({"driver": "vitastor", "image": "made",
+                       "etcd_host": cl.etcd_address(), "client_op_timeout": "x"})
+            ),
+        ],
+    );
+    assert!(err.contains("invalid option client_op_timeout"), "{err}");
+    let err = stderr_of(
+        "qemu-img",
+        &[
+            "info",
+            "--image-opts",
+            &format!(
+                "driver=vitastor,image=made,etcd-host={},peer-connect-timeout=0",
+                cl.etcd_address()
+            ),
+        ],
+    );
+    assert!(err.contains("invalid option peer_connect_timeout"), "{err}");
+    let good =
+        format!("{spec}:client_op_timeout=3:client_retry_interval=20:peer_connect_timeout=2");
+    qemu_ok(
+        "qemu-io",
+        &["-f", "raw", "-c", "read -P 0x77 40M 1000K", &good],
+    );
+    assert_eq!(info(&good)["virtual-size"], json!(64 * MIB));
+    qemu_ok(
+        "qemu-img",
+        &[
+            "info",
+            "--image-opts",
+            &format!(
+                "driver=vitastor,image=made,etcd-host={},client-op-timeout=3",
+                cl.etcd_address()
+            ),
+        ],
+    );
 }
 
 #[test]
