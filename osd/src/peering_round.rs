@@ -145,6 +145,8 @@ pub struct PeeringRound {
     stage: Stage,
     members: Vec<OsdNum>,
     pg_minsize: usize,
+    /// The PG's peers other than this OSD.
+    peers: BTreeSet<OsdNum>,
     /// Peers connected so far, this OSD included.
     ready: BTreeSet<OsdNum>,
     /// OSDs whose answer the current step waits for.
@@ -154,7 +156,6 @@ pub struct PeeringRound {
     failed: bool,
     repeer: bool,
     claimed: bool,
-    me: OsdNum,
 }
 
 impl PeeringRound {
@@ -165,6 +166,7 @@ impl PeeringRound {
             stage: Stage::Connecting,
             members: Vec::new(),
             pg_minsize: 0,
+            peers: BTreeSet::new(),
             ready: BTreeSet::new(),
             waiting: BTreeSet::new(),
             listings: BTreeMap::new(),
@@ -172,7 +174,6 @@ impl PeeringRound {
             failed: false,
             repeer: false,
             claimed: false,
-            me: OsdNum(0),
         }
     }
 
@@ -190,17 +191,17 @@ impl PeeringRound {
                 Vec::new()
             }
             (Stage::Connecting, Event::Claimed(claim)) if !self.claimed => self.claim(claim),
-            (Stage::Connecting, Event::PeerUp(osd)) if self.waiting.remove(&osd) => {
+            // Any peer of the PG ready when the round starts is live, also one that failed
+            // and was connected again meanwhile (for another PG).
+            (Stage::Connecting, Event::PeerUp(osd)) if self.peers.contains(&osd) => {
                 self.ready.insert(osd);
+                self.waiting.remove(&osd);
                 self.maybe_start()
             }
-            (Stage::Connecting, Event::PeerDown(osd)) => {
-                // A peer ready at the claim may be lost before the round starts.
-                let was_ready = osd != self.me && self.ready.remove(&osd);
-                if self.waiting.remove(&osd) || was_ready {
-                    return self.maybe_start();
-                }
-                Vec::new()
+            (Stage::Connecting, Event::PeerDown(osd)) if self.peers.contains(&osd) => {
+                self.ready.remove(&osd);
+                self.waiting.remove(&osd);
+                self.maybe_start()
             }
             (
                 Stage::Listing,
@@ -258,7 +259,6 @@ impl PeeringRound {
 
     fn claim(&mut self, claim: Claimed) -> Vec<Action> {
         self.claimed = true;
-        self.me = claim.me;
         self.members = claim.members;
         self.pg_minsize = claim.pg_minsize;
         self.ready.insert(claim.me);
@@ -267,6 +267,7 @@ impl PeeringRound {
             if osd == claim.me {
                 continue;
             }
+            self.peers.insert(osd);
             match link {
                 Link::Ready => {
                     self.ready.insert(osd);
@@ -416,20 +417,23 @@ mod tests {
             ]
         );
         assert_eq!(r.advance(Event::PeerUp(OsdNum(2))), []);
-        // Twice, or from an OSD the round does not wait for: nothing moves.
+        // Twice, or from an OSD that is not the PG's: nothing moves.
         assert_eq!(r.advance(Event::PeerUp(OsdNum(2))), []);
         assert_eq!(r.advance(Event::PeerUp(OsdNum(9))), []);
         assert_eq!(r.advance(Event::PeerDown(OsdNum(9))), []);
-        // osd.3's connect fails (or cannot start), osd.7's times out.
+        // osd.3's connect fails (or cannot start); then another PG connects it again.
         assert_eq!(r.advance(Event::PeerDown(OsdNum(3))), []);
+        assert_eq!(r.advance(Event::PeerUp(OsdNum(3))), []);
+        // osd.7's connect times out: the round starts with osd.3, ready by then.
         let out = r.advance(Event::PeerDown(OsdNum(7)));
         assert_eq!(
             out,
             [
-                live(&[1, 2]),
+                live(&[1, 2, 3]),
                 Action::Listing,
                 Action::List { osd: OsdNum(1) },
-                Action::List { osd: OsdNum(2) }
+                Action::List { osd: OsdNum(2) },
+                Action::List { osd: OsdNum(3) }
             ]
         );
         // Connection news after the round started are the executor's business, not the round's.
