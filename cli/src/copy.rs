@@ -12,13 +12,20 @@
 //! overwriting the client's. A target that already holds a granule is never written there,
 //! so an interrupted run simply runs again: done objects are skipped by their bitmaps.
 //!
+//! The one exception is an overwriting copy ([`CopyJob::overwrite`], `rm`'s merge of a small
+//! child down into its snapshot): the source lies *above* the target, so every granule the
+//! source holds is written, the target's own included, with data from a layered read of the
+//! source and the compare-and-set version from a read of the target. Both layers are
+//! read-only or stopped, so re-running writes the same bytes again.
+//!
 //! # What this module owns
 //! - The per-object state machine ([`ObjectCopy`], pure) and the loop driving it on the
 //!   client library, at most `iodepth` objects at a time, with progress on a terminal or as
 //!   JSON lines.
 //!
 //! # What it must never do
-//! - Write a granule the target holds, or write without the compare-and-set version.
+//! - Write a granule the target holds (unless the job says the source overwrites it), or
+//!   write without the compare-and-set version.
 //! - Touch etcd: the callers change metadata once the data is in place.
 
 use std::cell::RefCell;
@@ -58,6 +65,9 @@ pub struct CopyJob {
     pub stall_timeout: Duration,
     /// Progress as JSON lines on stdout instead of a bar.
     pub json_progress: bool,
+    /// The one source lies above the target and wins: every granule it holds is written
+    /// (see the module docs).
+    pub overwrite: bool,
 }
 
 /// What a copy did.
@@ -78,8 +88,10 @@ pub struct CopyStats {
 pub enum Io {
     /// Bitmap-only read of layer `layer` (0 = target, then the sources in order).
     Bitmap { layer: usize },
-    /// Layered read of the target's object.
+    /// Layered read of the target's object (its version; and the data unless overwriting).
     Read,
+    /// Layered read of the first source's object: the data of an overwriting copy.
+    ReadSource,
     /// Write `len` bytes at `offset` (within the object) with compare-and-set `version`.
     Write { offset: u64, len: u64, version: u64 },
 }
@@ -91,7 +103,9 @@ pub struct ObjectCopy {
     granularity: u64,
     len: u64,
     layers: usize,
+    overwrite: bool,
     bitmaps_left: usize,
+    reads_left: usize,
     own: Vec<u8>,
     merged: Vec<u8>,
     runs: Vec<(u64, u64)>,
@@ -115,13 +129,16 @@ pub enum Step {
 }
 
 impl ObjectCopy {
-    /// An object of `len` bytes over `layers` layers (target + sources).
-    pub fn new(len: u64, granularity: u64, layers: usize) -> ObjectCopy {
+    /// An object of `len` bytes over `layers` layers (target + sources); `overwrite` as in
+    /// [`CopyJob::overwrite`].
+    pub fn new(len: u64, granularity: u64, layers: usize, overwrite: bool) -> ObjectCopy {
         ObjectCopy {
             granularity,
             len,
             layers,
+            overwrite,
             bitmaps_left: 0,
+            reads_left: 0,
             own: Vec::new(),
             merged: Vec::new(),
             runs: Vec::new(),
@@ -163,15 +180,16 @@ impl ObjectCopy {
             v.get((i / 8) as usize)
                 .is_some_and(|b| b & (1 << (i % 8)) != 0)
         };
+        let wanted = |i: u64| bit(&self.merged, i) && (self.overwrite || !bit(&self.own, i));
         let granules = self.len / self.granularity;
         let mut i = 0;
         while i < granules {
-            if !bit(&self.merged, i) || bit(&self.own, i) {
+            if !wanted(i) {
                 i += 1;
                 continue;
             }
             let start = i;
-            while i < granules && bit(&self.merged, i) && !bit(&self.own, i) {
+            while i < granules && wanted(i) {
                 i += 1;
             }
             self.runs
@@ -179,14 +197,31 @@ impl ObjectCopy {
         }
         if self.runs.is_empty() {
             Step::Done
+        } else if self.overwrite {
+            self.reads_left = 2;
+            Step::Issue(vec![Io::Read, Io::ReadSource])
         } else {
+            self.reads_left = 1;
             Step::Issue(vec![Io::Read])
         }
     }
 
-    /// The layered read returned the object's version in the target.
+    /// The layered read of the target returned the object's version in the target.
     pub fn read(&mut self, version: u64) -> Step {
         self.version = version;
+        self.read_done()
+    }
+
+    /// The layered read of the source (overwriting copies) returned the data.
+    pub fn source_read(&mut self) -> Step {
+        self.read_done()
+    }
+
+    fn read_done(&mut self) -> Step {
+        self.reads_left -= 1;
+        if self.reads_left > 0 {
+            return Step::Wait;
+        }
         self.next_write()
     }
 
@@ -222,6 +257,7 @@ impl ObjectCopy {
 enum Answer {
     Bitmap(usize, OpDone),
     Read(OpDone),
+    SourceRead(OpDone),
     Written(OpDone),
 }
 
@@ -246,7 +282,7 @@ pub fn copy_missing(client: &mut Client, job: &CopyJob) -> Result<CopyStats> {
         while inflight < job.iodepth && next < total {
             let offset = next * job.block;
             let len = job.block.min(job.size - offset);
-            let mut obj = ObjectCopy::new(len, job.granularity, layers.len());
+            let mut obj = ObjectCopy::new(len, job.granularity, layers.len(), job.overwrite);
             let step = obj.start();
             let slot = next;
             next += 1;
@@ -271,9 +307,16 @@ pub fn copy_missing(client: &mut Client, job: &CopyJob) -> Result<CopyStats> {
                 }
                 Answer::Read(done) => {
                     let version = done.version;
-                    *data = done.buf;
+                    if !job.overwrite {
+                        *data = done.buf;
+                    }
                     done.result.map_err(|e| fail(job, offset, e))?;
                     obj.read(version)
+                }
+                Answer::SourceRead(done) => {
+                    *data = done.buf;
+                    done.result.map_err(|e| fail(job, offset, e))?;
+                    obj.source_read()
                 }
                 Answer::Written(done) => match done.result {
                     Ok(_) => obj.written(false),
@@ -360,6 +403,9 @@ fn issue(
             Io::Read => client.read(layers[0], offset, vec![0; len as usize], move |d| {
                 a.borrow_mut().push((slot, Answer::Read(d)))
             }),
+            Io::ReadSource => client.read(layers[1], offset, vec![0; len as usize], move |d| {
+                a.borrow_mut().push((slot, Answer::SourceRead(d)))
+            }),
             Io::Write {
                 offset: at,
                 len: n,
@@ -397,7 +443,7 @@ mod tests {
 
     #[test]
     fn only_granules_a_source_holds_and_the_target_lacks() {
-        let mut o = ObjectCopy::new(8 * G, G, 3);
+        let mut o = ObjectCopy::new(8 * G, G, 3, false);
         assert_eq!(
             o.start(),
             Step::Issue((0..3).map(|layer| Io::Bitmap { layer }).collect())
@@ -442,17 +488,44 @@ mod tests {
         assert_eq!(o.bytes, 2 * G);
     }
 
+    #[test]
+    fn an_overwriting_copy_writes_every_granule_the_source_holds() {
+        let mut o = ObjectCopy::new(8 * G, G, 2, true);
+        o.start();
+        assert_eq!(o.bitmap(0, &[0b0000_0110]), Step::Wait);
+        assert_eq!(
+            o.bitmap(1, &[0b1000_0011]),
+            Step::Issue(vec![Io::Read, Io::ReadSource])
+        );
+        // Granule 1 is the target's own, and the source's wins there too.
+        assert_eq!(o.runs(), &[(0, 2 * G), (7 * G, G)]);
+        assert_eq!(o.source_read(), Step::Wait);
+        assert_eq!(
+            o.read(5),
+            Step::Issue(vec![Io::Write {
+                offset: 0,
+                len: 2 * G,
+                version: 6
+            }])
+        );
+        // A source holding nothing costs no read.
+        let mut empty = ObjectCopy::new(8 * G, G, 2, true);
+        empty.start();
+        empty.bitmap(0, &[0xff]);
+        assert_eq!(empty.bitmap(1, &[0]), Step::Done);
+    }
+
     fn o_start(layers: usize) -> Step {
         Step::Issue((0..layers).map(|layer| Io::Bitmap { layer }).collect())
     }
 
     #[test]
     fn a_full_target_or_empty_sources_cost_no_read() {
-        let mut full = ObjectCopy::new(8 * G, G, 2);
+        let mut full = ObjectCopy::new(8 * G, G, 2, false);
         full.start();
         full.bitmap(1, &[0xff]);
         assert_eq!(full.bitmap(0, &[0xff]), Step::Done);
-        let mut empty = ObjectCopy::new(8 * G, G, 2);
+        let mut empty = ObjectCopy::new(8 * G, G, 2, false);
         empty.start();
         empty.bitmap(0, &[]);
         assert_eq!(empty.bitmap(1, &[]), Step::Done);

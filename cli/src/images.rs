@@ -20,7 +20,7 @@ use crate::etcd::{Check, Etcd, Write};
 use crate::format;
 use crate::layers;
 use crate::options::Resolved;
-use crate::remove::{remove_data, remove_listed, Limits};
+use crate::remove::{count_objects, remove_data, remove_listed, Limits};
 use crate::state::{
     check_image_name, find_image, load_images, num, Image, Pools, MAX_TXN_ATTEMPTS,
 };
@@ -459,9 +459,22 @@ pub fn rm(etcd: &mut Etcd, resolved: &Resolved, args: &RmArgs, json_out: bool) -
             .filter(|c| c.parent() == Some((img.pool, img.id)))
             .collect();
         let removed = match children.as_slice() {
-            // A snapshot inside a chain: its data moves into its only child first.
+            // A snapshot inside a chain: its data moves into its only child first, or the
+            // child's down into it when that moves less (layers::merge_down says when).
             [child] if img.cfg.readonly => {
-                layers::rm_merged(etcd, resolved, &img, child, args.limits)?
+                let pool = pools
+                    .valid
+                    .get(&img.pool)
+                    .ok_or_else(|| CliError::NoSuchPool(img.pool.to_string()))?;
+                let count = |i: &Image| count_objects(resolved, pool, i.inode(), args.limits);
+                if child.cfg.readonly
+                    && child.pool == img.pool
+                    && layers::merge_down(&img, child, count(&img)?, count(child)?)
+                {
+                    layers::rm_inverse(etcd, resolved, &img, child, args.limits)?
+                } else {
+                    layers::rm_merged(etcd, resolved, &img, child, args.limits)?
+                }
             }
             [] => {
                 let pool = pools

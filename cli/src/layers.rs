@@ -11,7 +11,9 @@
 //!   images with one name, or none.
 //! - Walking a layer's chain (refusing unknown parents and cycles).
 //! - The metadata steps around [`crate::copy`]: a parent is dropped, or a snapshot removed,
-//!   only after the data it provided is in place.
+//!   only after the data it provided is in place. `rm` of a snapshot in a chain moves the
+//!   smaller side: the snapshot's data up into its child, or a small read-only child's data
+//!   down into the snapshot, whose inode then takes the child's name ([`merge_down`]).
 //!
 //! # What it must never do
 //! - Change a layer's parent before the data it would lose has been copied.
@@ -245,7 +247,7 @@ pub fn flatten(
         etcd,
         resolved,
         &img,
-        &chain,
+        Sources::Below(&chain),
         args.copy,
         args.stall_timeout,
         json_out,
@@ -278,7 +280,7 @@ pub fn merge_data(
         etcd,
         resolved,
         &to,
-        &chain[..=pos],
+        Sources::Below(&chain[..=pos]),
         args.copy,
         args.stall_timeout,
         json_out,
@@ -286,15 +288,26 @@ pub fn merge_data(
     report(json_out, &args.to, "merged", stats)
 }
 
+/// The layers a copy reads: below the target (it gets the granules it lacks), or the one
+/// layer right above it (every granule that one holds wins, see [`CopyJob::overwrite`]).
+enum Sources<'a> {
+    Below(&'a [Image]),
+    Above(&'a Image),
+}
+
 fn copy_from(
     etcd: &mut Etcd,
     resolved: &Resolved,
     target: &Image,
-    sources: &[Image],
+    sources: Sources<'_>,
     copy: CopyLimits,
     stall_timeout: u64,
     json_out: bool,
 ) -> Result<CopyStats> {
+    let (sources, overwrite) = match sources {
+        Sources::Below(s) => (s, false),
+        Sources::Above(s) => (std::slice::from_ref(s), true),
+    };
     let pools = Pools::load(etcd)?;
     let pool = pools
         .valid
@@ -324,6 +337,7 @@ fn copy_from(
         iodepth: copy.copy_iodepth,
         stall_timeout: Duration::from_secs(stall_timeout),
         json_progress: json_out,
+        overwrite,
     };
     copy_missing(&mut client, &job)
 }
@@ -407,7 +421,7 @@ pub fn rm_merged(
         etcd,
         resolved,
         child,
-        std::slice::from_ref(img),
+        Sources::Below(std::slice::from_ref(img)),
         CopyLimits {
             copy_iodepth: limits.iodepth,
         },
@@ -427,6 +441,110 @@ pub fn rm_merged(
         .get(&img.pool)
         .ok_or_else(|| CliError::NoSuchPool(img.pool.to_string()))?;
     remove_listed(resolved, pool, img.inode(), 0, limits)
+}
+
+/// Whether `rm` of the read-only layer `img` should merge its only child down into it
+/// ([`rm_inverse`]) rather than its data up into the child: only when that moves less data
+/// (the child has fewer objects) and the child can change inode number under nobody.
+///
+/// A writable child may be open in a running VM, whose client keeps writing to the child's
+/// inode number: after the switch those writes would land in a deleted inode. Nothing in
+/// etcd says whether an image is open, so a writable child always takes the data itself.
+pub fn merge_down(img: &Image, child: &Image, img_objects: u64, child_objects: u64) -> bool {
+    child.cfg.readonly
+        && child.pool == img.pool
+        && child.cfg.size == img.cfg.size
+        && child_objects < img_objects
+}
+
+/// `rm` of a read-only layer whose only child is read-only and holds less data: the
+/// child's data goes down into the layer (overwriting the layer's own where both hold
+/// it), then one transaction gives the layer's inode the child's name, size and flags,
+/// re-parents the child's children onto it and drops the child's inode; the child's data
+/// is removed last. Returns the objects removed.
+pub fn rm_inverse(
+    etcd: &mut Etcd,
+    resolved: &Resolved,
+    img: &Image,
+    child: &Image,
+    limits: Limits,
+) -> Result<u64> {
+    copy_from(
+        etcd,
+        resolved,
+        img,
+        Sources::Above(child),
+        CopyLimits {
+            copy_iodepth: limits.iodepth,
+        },
+        limits.stall_timeout,
+        false,
+    )?;
+    let (img_name, child_name) = (&img.cfg.name, &child.cfg.name);
+    for _ in 0..MAX_TXN_ATTEMPTS {
+        let (cur_img, img_index_rev) = find_image(etcd, img_name)?;
+        let (cur_child, child_index_rev) = find_image(etcd, child_name)?;
+        if (cur_img.pool, cur_img.id, cur_child.pool, cur_child.id)
+            != (img.pool, img.id, child.pool, child.id)
+            || cur_child.parent() != Some((img.pool, img.id))
+        {
+            return Err(CliError::Refused(format!(
+                "{img_name} or {child_name} changed while the data was merged; run again"
+            )));
+        }
+        let grandchildren: Vec<Image> = load_images(etcd, None)?
+            .into_iter()
+            .filter(|c| c.parent() == Some((child.pool, child.id)))
+            .collect();
+        // The child's config (name, size, flags, anything else) on the layer's inode, under
+        // the layer's parent.
+        let mut merged = cur_child.raw.as_object().cloned().unwrap_or_default();
+        let below = cur_img.raw.as_object().cloned().unwrap_or_default();
+        for field in ["parent_pool", "parent_id"] {
+            match below.get(field) {
+                Some(v) => merged.insert(field.into(), v.clone()),
+                None => merged.remove(field),
+            };
+        }
+        let mut checks = vec![
+            Check::ModRevision(keys::index_image(img_name), img_index_rev),
+            Check::ModRevision(keys::index_image(child_name), child_index_rev),
+            Check::ModRevision(cur_img.key(), cur_img.mod_revision),
+            Check::ModRevision(cur_child.key(), cur_child.mod_revision),
+        ];
+        let mut writes = vec![
+            Write::Put(cur_img.key(), Value::Object(merged)),
+            Write::Put(
+                keys::index_image(child_name),
+                json!(ImageIndex {
+                    id: img.id,
+                    pool_id: img.pool
+                }),
+            ),
+            Write::Delete(keys::index_image(img_name)),
+            Write::Delete(cur_child.key()),
+        ];
+        for g in &grandchildren {
+            let mut raw = g.raw.as_object().cloned().unwrap_or_default();
+            if g.pool == img.pool {
+                raw.remove("parent_pool");
+            } else {
+                raw.insert("parent_pool".into(), json!(img.pool));
+            }
+            raw.insert("parent_id".into(), json!(img.id));
+            checks.push(Check::ModRevision(g.key(), g.mod_revision));
+            writes.push(Write::Put(g.key(), Value::Object(raw)));
+        }
+        if etcd.txn("merging the child into the snapshot", &checks, &writes)? {
+            let pools = Pools::load(etcd)?;
+            let pool = pools
+                .valid
+                .get(&child.pool)
+                .ok_or_else(|| CliError::NoSuchPool(child.pool.to_string()))?;
+            return remove_listed(resolved, pool, child.inode(), 0, limits);
+        }
+    }
+    Err(CliError::Conflict("rm", MAX_TXN_ATTEMPTS))
 }
 
 /// `ls --tree`: every layer under its parent.

@@ -113,6 +113,17 @@ pub fn remove_listed(
     )
 }
 
+/// How many objects `inode` (with pool bits) has on the OSDs of `pool`, by listing them.
+pub(crate) fn count_objects(
+    resolved: &Resolved,
+    pool: &PoolConfig,
+    inode: u64,
+    limits: Limits,
+) -> Result<u64> {
+    let mut client = ready_client(resolved)?;
+    Ok(list_objects(&mut client, pool, inode, limits)?.len() as u64)
+}
+
 /// A client library instance with the cluster state loaded.
 pub(crate) fn ready_client(resolved: &Resolved) -> Result<Client> {
     let mut client = Client::new(&resolved.client_options())?;

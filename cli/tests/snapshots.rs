@@ -314,6 +314,51 @@ fn snapshots_and_clones() {
     ok(a, &["merge-data", "chain@c1", "chain@c4"]);
     check_all(&mut io, &expect);
 
+    // A middle snapshot with much data under a small read-only child: the child's data
+    // moves down instead, and the snapshot's inode takes the child's name. Every layer
+    // reads the same, the writable top's inode included.
+    ok(a, &["create", "-s", "16M", "inv"]);
+    let mut cur = vec![0u8; SIZE as usize];
+    let mut inv_expect: Vec<(String, Vec<u8>)> = Vec::new();
+    for (name, off, len, seed) in [
+        ("inv@big", 0, 4 * MIB, 0x31u8),
+        ("inv@small", 4096, 8192, 0x32),
+    ] {
+        let ino = inode(a, "inv");
+        io.settle(ino);
+        let data = fill(seed, len);
+        io.write(ino, off, data.clone());
+        cur[off as usize..(off + len) as usize].copy_from_slice(&data);
+        ok(a, &["snap-create", name]);
+        inv_expect.push((name.to_string(), cur.clone()));
+    }
+    let top = inode(a, "inv");
+    io.settle(top);
+    io.write(top, 3 * MIB, vec![0x33; 4096]);
+    cur[3 * MIB as usize..3 * MIB as usize + 4096].fill(0x33);
+    inv_expect.push(("inv".into(), cur.clone()));
+    check_all(&mut io, &inv_expect);
+    let big = inode(a, "inv@big");
+    ok(a, &["rm", "inv@big"]);
+    inv_expect.retain(|(n, _)| n != "inv@big");
+    assert!(ls(a).iter().all(|i| i["name"] != "inv@big"));
+    assert_eq!(
+        inode(a, "inv@small"),
+        big,
+        "inv@small moved down onto inv@big's inode"
+    );
+    assert_eq!(layer(a, "inv@small")["readonly"], true);
+    assert_eq!(layer(a, "inv")["parent_name"], "inv@small");
+    assert_eq!(inode(a, "inv"), top);
+    check_all(&mut io, &inv_expect);
+    // The writable top is small too, but may be open: the snapshot's data moves up into it
+    // and it keeps its inode.
+    ok(a, &["rm", "inv@small"]);
+    inv_expect.retain(|(n, _)| n != "inv@small");
+    assert_eq!(inode(a, "inv"), top);
+    assert!(layer(a, "inv")["parent_name"].is_null());
+    check_all(&mut io, &inv_expect);
+
     // Clones of one snapshot diverge independently; the parent is unchanged.
     fails(a, &["create", "--parent", "img", "bad"]); // writable parent
     let e = fails(a, &["create", "--parent", "nosuch@x", "bad"]);
