@@ -5,69 +5,19 @@
 //! wait is a generous deadline on a condition, never a fixed sleep that decides the result.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, GetOptions, PutOptions};
 use serde_json::{json, Value};
-use tempfile::TempDir;
 use vitastor_testkit::etcd::{EtcdOptions, EtcdServer};
 
-const PREFIX: &str = "/vitastor";
+mod common;
+use common::{get, key, wait_within, Mon, PREFIX};
+
 /// Upper bound of every wait: far above what a healthy run needs.
 const WAIT: Duration = Duration::from_secs(20);
-
-/// One monitor process, killed (SIGKILL, by its own child handle) on drop.
-struct Mon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Mon {
-    fn start(etcd: &EtcdServer, dir: &TempDir, name: &str, extra: &[&str]) -> Mon {
-        let log = dir.path().join(format!("{name}.log"));
-        let out = File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_vitastor-mon"))
-            .args([
-                "--etcd_address",
-                &etcd.etcd_address(),
-                "--etcd_prefix",
-                PREFIX,
-            ])
-            .args(["--etcd_mon_ttl", "3", "--mon_change_timeout", "200"])
-            .args(["--mon_stats_interval", "1"])
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(out)
-            .spawn()
-            .unwrap();
-        Mon { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-}
-
-impl Drop for Mon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("---- {} ----\n{}", self.log.display(), self.log());
-        }
-    }
-}
 
 fn etcd() -> EtcdServer {
     EtcdServer::start(EtcdOptions::default()).unwrap()
@@ -75,10 +25,6 @@ fn etcd() -> EtcdServer {
 
 async fn client(etcd: &EtcdServer) -> Client {
     Client::connect([etcd.client_url()], None).await.unwrap()
-}
-
-fn key(k: &str) -> String {
-    format!("{PREFIX}/{k}")
 }
 
 async fn put(c: &mut Client, k: &str, v: impl ToString) {
@@ -93,13 +39,6 @@ async fn put_leased(c: &mut Client, k: &str, v: &Value, lease: i64) {
     )
     .await
     .unwrap();
-}
-
-async fn get(c: &mut Client, k: &str) -> Option<Value> {
-    let r = c.get(key(k), None).await.unwrap();
-    r.kvs()
-        .first()
-        .and_then(|kv| serde_json::from_slice(kv.value()).ok())
 }
 
 async fn get_prefix(c: &mut Client, k: &str) -> BTreeMap<String, Value> {
@@ -119,19 +58,12 @@ async fn get_prefix(c: &mut Client, k: &str) -> BTreeMap<String, Value> {
 }
 
 /// Polls `check` until it returns `Some` or [`WAIT`] passes.
-async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
+async fn wait_for<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_within(what, WAIT, check).await
 }
 
 /// The OSD sets of pool `pool` in `pg/config`: pg → (set, primary, pause).
@@ -194,7 +126,7 @@ async fn placement_down_out_and_back() {
     let mut c = client(&etcd).await;
     let leases = cluster(&mut c, 3).await;
     put(&mut c, "config/pools", json!({"1":{"name":"p","scheme":"replicated","pg_size":2,"pg_minsize":1,"pg_count":24,"failure_domain":"host"}})).await;
-    let _mon = Mon::start(&etcd, &dir, "mon", &["--osd_out_time", "4"]);
+    let _mon = Mon::quick(&etcd, &dir, "mon", &["--osd_out_time", "4"]);
 
     let cfg = wait_for("pg/config", || {
         let mut c = c.clone();
@@ -306,14 +238,14 @@ async fn two_monitors_one_master_and_takeover() {
         json!({"1":{"name":"p","pg_size":2,"pg_minsize":1,"pg_count":8}}),
     )
     .await;
-    let mut a = Mon::start(&etcd, &dir, "a", &[]);
+    let mut a = Mon::quick(&etcd, &dir, "a", &[]);
     wait_for("a is master", || {
         let log = a.log();
         async move { log.contains("became master").then_some(()) }
     })
     .await;
     let first = get(&mut c, "mon/master").await.unwrap();
-    let mut b = Mon::start(&etcd, &dir, "b", &[]);
+    let mut b = Mon::quick(&etcd, &dir, "b", &[]);
     wait_for("b stands by", || {
         let log = b.log();
         async move { log.contains("standing by").then_some(()) }
@@ -333,8 +265,7 @@ async fn two_monitors_one_master_and_takeover() {
 
     // kill -9 the master: b takes over once the lease (3 s) expires.
     let killed = Instant::now();
-    a.child.kill().unwrap();
-    a.child.wait().unwrap();
+    a.kill();
     wait_for("b takes over", || {
         let log = b.log();
         async move { log.contains("became master").then_some(()) }
@@ -398,7 +329,7 @@ async fn bad_values_are_skipped() {
         }),
     )
     .await;
-    let mut mon = Mon::start(&etcd, &dir, "mon", &[]);
+    let mut mon = Mon::quick(&etcd, &dir, "mon", &[]);
     let cfg = wait_for("good pool placed", || {
         let mut c = c.clone();
         async move {
@@ -522,7 +453,7 @@ async fn stats_and_metrics() {
         .await;
     }
     let port = free_port();
-    let _mon = Mon::start(
+    let _mon = Mon::quick(
         &etcd,
         &dir,
         "mon",
@@ -602,7 +533,7 @@ async fn online_pg_count_change() {
     cluster(&mut c, 3).await;
     let pool = |count: u32| json!({"1":{"name":"p","pg_size":2,"pg_minsize":1,"pg_count":count}});
     put(&mut c, "config/pools", pool(4)).await;
-    let _mon = Mon::start(&etcd, &dir, "mon", &[]);
+    let _mon = Mon::quick(&etcd, &dir, "mon", &[]);
     let cfg = wait_for("pg/config", || {
         let mut c = c.clone();
         async move {
@@ -681,7 +612,7 @@ async fn deposed_master_stops_and_campaigns_again() {
         json!({"1":{"name":"p","pg_size":2,"pg_minsize":1,"pg_count":8}}),
     )
     .await;
-    let mut mon = Mon::start(&etcd, &dir, "mon", &[]);
+    let mut mon = Mon::quick(&etcd, &dir, "mon", &[]);
     wait_for("pg/config", || {
         let mut c = c.clone();
         async move {

@@ -7,79 +7,21 @@
 //! Waits are deadlines on conditions, never sleeps that decide the result.
 
 use std::collections::BTreeSet;
-use std::fs::File;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, PutOptions};
 use serde_json::{json, Value};
-use tempfile::TempDir;
 use vitastor_testkit::etcd::{EtcdOptions, EtcdServer};
 
-const PREFIX: &str = "/vitastor";
+mod common;
+use common::{get, key, Mon};
+
 /// Upper bound of every wait: far above what a healthy run needs.
 const WAIT: Duration = Duration::from_secs(20);
-
-/// One monitor process, killed (by its own child handle) on drop.
-struct Mon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Mon {
-    fn start(etcd: &EtcdServer, dir: &TempDir) -> Mon {
-        let log = dir.path().join("mon.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_vitastor-mon"))
-            .args([
-                "--etcd_address",
-                &etcd.etcd_address(),
-                "--etcd_prefix",
-                PREFIX,
-            ])
-            .args(["--etcd_mon_ttl", "3", "--mon_change_timeout", "200"])
-            .args(["--mon_stats_interval", "1"])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Mon { child, log }
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-}
-
-impl Drop for Mon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "---- mon log ----\n{}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-        }
-    }
-}
-
-fn key(k: &str) -> String {
-    format!("{PREFIX}/{k}")
-}
 
 async fn put(c: &mut Client, k: &str, v: &Value, lease: Option<i64>) {
     let opts = lease.map(|l| PutOptions::new().with_lease(l));
     c.put(key(k), v.to_string(), opts).await.unwrap();
-}
-
-async fn get(c: &mut Client, k: &str) -> Option<Value> {
-    let r = c.get(key(k), None).await.unwrap();
-    r.kvs()
-        .first()
-        .and_then(|kv| serde_json::from_slice(kv.value()).ok())
 }
 
 /// Polls `k` until `check` accepts its value or [`WAIT`] passes.
@@ -122,7 +64,7 @@ async fn ec_pools_are_placed_by_part_or_refused_with_a_reason() {
         "7": {"name":"xor21","scheme":"xor","pg_size":3,"pg_minsize":2,"pg_count":8},
     });
     put(&mut c, "config/pools", &pools, None).await;
-    let mut mon = Mon::start(&etcd, &dir);
+    let mut mon = Mon::quick(&etcd, &dir, "mon", &[]);
 
     let cfg = wait_key(&mut c, "pg/config", |v| {
         ["1", "6", "7"]

@@ -6,18 +6,16 @@
 //! Waits are generous deadlines on conditions, never fixed sleeps that decide the result.
 
 use std::collections::BTreeSet;
-use std::fs::File;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use etcd_client::{Client, GetOptions, PutOptions, Txn, TxnOp};
 use serde_json::{json, Value};
-use tempfile::TempDir;
 use vitastor_etcd::watch::MAX_REPLY_BYTES;
 use vitastor_testkit::etcd::{EtcdOptions, EtcdServer};
 
-const PREFIX: &str = "/vitastor";
+mod common;
+use common::{key, wait_within, Mon};
+
 const OSDS: u64 = 10_000;
 const OSDS_PER_HOST: u64 = 10;
 const PGS: usize = 65_536;
@@ -26,57 +24,18 @@ const GONE: [u64; 11] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15];
 /// Upper bound of every wait: far above what a healthy run needs.
 const WAIT: Duration = Duration::from_secs(90);
 /// Room for a 65,536-PG `pg/config` (and the large reads the monitor makes) in one request.
+/// Timings for 10,000 OSDs: a longer lease and stats interval, OSDs out after 1 s down.
+const MON_ARGS: [&str; 8] = [
+    "--etcd_mon_ttl",
+    "10",
+    "--mon_change_timeout",
+    "500",
+    "--mon_stats_interval",
+    "5",
+    "--osd_out_time",
+    "1",
+];
 const MAX_REQUEST_BYTES: &str = "--max-request-bytes=10485760";
-
-struct Mon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Mon {
-    fn start(etcd: &EtcdServer, dir: &TempDir) -> Mon {
-        let log = dir.path().join("mon.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_vitastor-mon"))
-            .args([
-                "--etcd_address",
-                &etcd.etcd_address(),
-                "--etcd_prefix",
-                PREFIX,
-            ])
-            .args(["--etcd_mon_ttl", "10", "--mon_change_timeout", "500"])
-            .args(["--mon_stats_interval", "5", "--osd_out_time", "1"])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Mon { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Mon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            let log = self.log();
-            let tail: Vec<&str> = log.lines().rev().take(40).collect();
-            eprintln!("---- mon.log (last lines) ----");
-            for l in tail.into_iter().rev() {
-                eprintln!("{l}");
-            }
-        }
-    }
-}
-
-fn key(k: &str) -> String {
-    format!("{PREFIX}/{k}")
-}
 
 fn host_of(osd: u64) -> u64 {
     osd.div_ceil(OSDS_PER_HOST)
@@ -127,19 +86,12 @@ async fn pool_sets(c: &mut Client) -> Option<Vec<Vec<u64>>> {
     Some(sets)
 }
 
-async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
+async fn wait_for<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    wait_within(what, WAIT, check).await
 }
 
 fn check_sets(sets: &[Vec<u64>]) {
@@ -166,7 +118,7 @@ async fn placement_of_65536_pgs_on_10000_osds_commits() {
     c.put(key("config/pools"), pools.to_string(), None)
         .await
         .unwrap();
-    let _mon = Mon::start(&etcd, &dir);
+    let _mon = Mon::start(&etcd, &dir, "mon", &MON_ARGS);
 
     let sets = wait_for("pg/config with every PG", || {
         let mut c = c.clone();
@@ -232,7 +184,7 @@ async fn too_large_pg_config_is_reported_once_with_the_flag() {
     c.put(key("config/pools"), pools.to_string(), None)
         .await
         .unwrap();
-    let mon = Mon::start(&etcd, &dir);
+    let mon = Mon::start(&etcd, &dir, "mon", &MON_ARGS);
 
     let line = wait_for("the monitor's report", || {
         let log = mon.log();
