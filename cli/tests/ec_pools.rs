@@ -178,90 +178,26 @@ fn ec_and_xor_pools_are_created_checked_listed_and_sized() {
     );
 
     // Impossible shapes and unknown schemes: a clear usage error, nothing written.
-    let e = fails(
-        a,
-        &[
-            "create-pool",
-            "bad",
-            "-s",
-            "3",
-            "--scheme",
-            "ec",
-            "--parity_chunks",
-            "3",
-            "-n",
-            "4",
-        ],
-    );
-    assert!(
-        e.contains("parity_chunks (3) must be less than pg_size (3)"),
-        "{e}"
-    );
-    let e = fails(
-        a,
-        &[
-            "create-pool",
-            "bad",
-            "-s",
-            "3",
-            "--scheme",
-            "raid5",
-            "-n",
-            "4",
-        ],
-    );
-    assert!(e.contains("unknown --scheme \"raid5\""), "{e}");
-    let e = fails(
-        a,
-        &[
-            "create-pool",
-            "bad",
-            "-s",
-            "4",
-            "--scheme",
-            "xor",
-            "--parity_chunks",
-            "2",
-            "-n",
-            "4",
-        ],
-    );
-    assert!(e.contains("exactly 1 parity chunk"), "{e}");
-    let e = fails(
-        a,
-        &["create-pool", "bad", "-s", "3", "--scheme", "ec", "-n", "4"],
-    );
-    assert!(e.contains("--parity_chunks"), "{e}");
-    let e = fails(
-        a,
-        &[
-            "create-pool",
-            "bad",
-            "-s",
-            "3",
-            "--parity_chunks",
-            "1",
-            "-n",
-            "4",
-        ],
-    );
-    assert!(e.contains("xor and ec pools only"), "{e}");
-    let e = fails(
-        a,
-        &[
-            "create-pool",
-            "bad",
-            "--ec",
-            "2+1",
-            "--scheme",
-            "xor",
-            "--parity_chunks",
-            "2",
-            "-n",
-            "4",
-        ],
-    );
-    assert!(e.contains("contradicts"), "{e}");
+    let refused = [
+        (
+            "-s 3 --scheme ec --parity_chunks 3",
+            "parity_chunks (3) must be less than pg_size (3)",
+        ),
+        ("-s 3 --scheme raid5", "unknown --scheme \"raid5\""),
+        (
+            "-s 4 --scheme xor --parity_chunks 2",
+            "exactly 1 parity chunk",
+        ),
+        ("-s 3 --scheme ec", "--parity_chunks"),
+        ("-s 3 --parity_chunks 1", "xor and ec pools only"),
+        ("--ec 2+1 --scheme xor --parity_chunks 2", "contradicts"),
+    ];
+    for (options, reason) in refused {
+        let mut args = vec!["create-pool", "bad", "-n", "4"];
+        args.extend(options.split(' '));
+        let e = fails(a, &args);
+        assert!(e.contains(reason), "{args:?}: {e}");
+    }
     assert!(json_of(a, &["ls-pools"])
         .as_array()
         .unwrap()
