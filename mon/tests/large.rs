@@ -102,13 +102,9 @@ fn check_sets(sets: &[Vec<u64>]) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn placement_of_65536_pgs_on_10000_osds_commits() {
-    let etcd = EtcdServer::start(EtcdOptions {
-        extra_args: vec![MAX_REQUEST_BYTES.to_owned()],
-        ..EtcdOptions::default()
-    })
-    .unwrap();
+/// The fake OSDs (under a lease that outlives the test) and the one big pool, before any
+/// monitor runs; a client of `etcd` and a directory for the monitor's log.
+async fn fake_cluster(etcd: &EtcdServer) -> (Client, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut c = Client::connect([etcd.client_url()], None).await.unwrap();
     let all = c.lease_grant(600, None).await.unwrap().id();
@@ -118,6 +114,17 @@ async fn placement_of_65536_pgs_on_10000_osds_commits() {
     c.put(key("config/pools"), pools.to_string(), None)
         .await
         .unwrap();
+    (c, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placement_of_65536_pgs_on_10000_osds_commits() {
+    let etcd = EtcdServer::start(EtcdOptions {
+        extra_args: vec![MAX_REQUEST_BYTES.to_owned()],
+        ..EtcdOptions::default()
+    })
+    .unwrap();
+    let (mut c, dir) = fake_cluster(&etcd).await;
     let _mon = Mon::start(&etcd, &dir, "mon", &MON_ARGS);
 
     let sets = wait_for("pg/config with every PG", || {
@@ -175,15 +182,7 @@ async fn placement_of_65536_pgs_on_10000_osds_commits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_large_pg_config_is_reported_once_with_the_flag() {
     let etcd = EtcdServer::start(EtcdOptions::default()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut c = Client::connect([etcd.client_url()], None).await.unwrap();
-    let all = c.lease_grant(600, None).await.unwrap().id();
-    fake_osds(&mut c, all).await;
-    let pools = json!({"1":{"name":"big","scheme":"replicated","pg_size":3,"pg_minsize":2,
-                            "pg_count":PGS,"failure_domain":"host"}});
-    c.put(key("config/pools"), pools.to_string(), None)
-        .await
-        .unwrap();
+    let (mut c, dir) = fake_cluster(&etcd).await;
     let mon = Mon::start(&etcd, &dir, "mon", &MON_ARGS);
 
     let line = wait_for("the monitor's report", || {
