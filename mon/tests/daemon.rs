@@ -273,7 +273,10 @@ async fn two_monitors_one_master_and_takeover() {
     .await;
     // How long the takeover took is a figure to read, not a pass/fail bound (a loaded
     // machine stretches it); `wait_for`'s deadline is the only limit.
-    eprintln!("takeover after kill -9 of the master: {:?}", killed.elapsed());
+    eprintln!(
+        "takeover after kill -9 of the master: {:?}",
+        killed.elapsed()
+    );
     let second = get(&mut c, "mon/master").await.unwrap();
     assert_ne!(second["id"], first["id"]);
 
