@@ -91,6 +91,19 @@ fn pool_pgs(cfg: &Value, pool: u32) -> BTreeMap<u32, (Vec<u64>, u64, bool)> {
         .collect()
 }
 
+/// Waits until `pg/config` holds `pgs` PGs of pool `pool`; returns that `pg/config`.
+async fn wait_placed(c: &Client, what: &str, pool: u32, pgs: usize) -> Value {
+    wait_for(what, || {
+        let mut c = c.clone();
+        async move {
+            get(&mut c, "pg/config")
+                .await
+                .filter(|v| pool_pgs(v, pool).len() == pgs)
+        }
+    })
+    .await
+}
+
 /// Starts OSD `n` on `host`: a leased `osd/state` and a 1 GiB `osd/stats`. Returns the lease.
 async fn osd_up(c: &mut Client, n: u64, host: &str) -> i64 {
     let lease = c.lease_grant(60, None).await.unwrap().id();
@@ -128,15 +141,7 @@ async fn placement_down_out_and_back() {
     put(&mut c, "config/pools", json!({"1":{"name":"p","scheme":"replicated","pg_size":2,"pg_minsize":1,"pg_count":24,"failure_domain":"host"}})).await;
     let _mon = Mon::quick(&etcd, &dir, "mon", &["--osd_out_time", "4"]);
 
-    let cfg = wait_for("pg/config", || {
-        let mut c = c.clone();
-        async move {
-            get(&mut c, "pg/config")
-                .await
-                .filter(|v| pool_pgs(v, 1).len() == 24)
-        }
-    })
-    .await;
+    let cfg = wait_placed(&c, "pg/config", 1, 24).await;
     let pgs = pool_pgs(&cfg, 1);
     let mut load: BTreeMap<u64, usize> = BTreeMap::new();
     for (set, primary, pause) in pgs.values() {
@@ -251,15 +256,7 @@ async fn two_monitors_one_master_and_takeover() {
         async move { log.contains("standing by").then_some(()) }
     })
     .await;
-    wait_for("pg/config", || {
-        let mut c = c.clone();
-        async move {
-            get(&mut c, "pg/config")
-                .await
-                .filter(|v| pool_pgs(v, 1).len() == 8)
-        }
-    })
-    .await;
+    wait_placed(&c, "pg/config", 1, 8).await;
     assert!(!b.log().contains("became master"));
     assert_eq!(get(&mut c, "mon/master").await.unwrap(), first);
 
@@ -288,15 +285,7 @@ async fn two_monitors_one_master_and_takeover() {
                                       "2":{"name":"q","pg_size":3,"pg_minsize":2,"pg_count":4}}),
     )
     .await;
-    wait_for("pool 2 placed by b", || {
-        let mut c = c.clone();
-        async move {
-            get(&mut c, "pg/config")
-                .await
-                .filter(|v| pool_pgs(v, 2).len() == 4)
-        }
-    })
-    .await;
+    wait_placed(&c, "pool 2 placed by b", 2, 4).await;
     assert!(b.alive());
 }
 
@@ -334,15 +323,7 @@ async fn bad_values_are_skipped() {
     )
     .await;
     let mut mon = Mon::quick(&etcd, &dir, "mon", &[]);
-    let cfg = wait_for("good pool placed", || {
-        let mut c = c.clone();
-        async move {
-            get(&mut c, "pg/config")
-                .await
-                .filter(|v| pool_pgs(v, 1).len() == 8)
-        }
-    })
-    .await;
+    let cfg = wait_placed(&c, "good pool placed", 1, 8).await;
     assert_eq!(cfg["items"].as_object().unwrap().len(), 1, "{cfg}");
     for (pool, word) in [(2, "raid5"), (3, "pg_minsize"), (4, "failure domains")] {
         let st = wait_for("pool error note", || {
@@ -379,15 +360,7 @@ async fn bad_values_are_skipped() {
         }),
     )
     .await;
-    wait_for("pool 2 placed", || {
-        let mut c = c.clone();
-        async move {
-            get(&mut c, "pg/config")
-                .await
-                .filter(|v| pool_pgs(v, 2).len() == 8)
-        }
-    })
-    .await;
+    wait_placed(&c, "pool 2 placed", 2, 8).await;
     wait_for("pool 2 stats without error", || {
         let mut c = c.clone();
         async move {
@@ -538,15 +511,7 @@ async fn online_pg_count_change() {
     let pool = |count: u32| json!({"1":{"name":"p","pg_size":2,"pg_minsize":1,"pg_count":count}});
     put(&mut c, "config/pools", pool(4)).await;
     let _mon = Mon::quick(&etcd, &dir, "mon", &[]);
-    let cfg = wait_for("pg/config", || {
-        let mut c = c.clone();
-        async move {
-            get(&mut c, "pg/config")
-                .await
-                .filter(|v| pool_pgs(v, 1).len() == 4)
-        }
-    })
-    .await;
+    let cfg = wait_placed(&c, "pg/config", 1, 4).await;
     let old = pool_pgs(&cfg, 1);
     // Primaries run the PGs (leased pg/state, as OSDs do).
     let pg_lease = c.lease_grant(60, None).await.unwrap().id();
@@ -571,15 +536,7 @@ async fn online_pg_count_change() {
     .await;
     // The primaries stop their PGs.
     c.lease_revoke(pg_lease).await.unwrap();
-    let cfg = wait_for("128 PGs", || {
-        let mut c = c.clone();
-        async move {
-            get(&mut c, "pg/config")
-                .await
-                .filter(|v| pool_pgs(v, 1).len() == 128)
-        }
-    })
-    .await;
+    let cfg = wait_placed(&c, "128 PGs", 1, 128).await;
     let new = pool_pgs(&cfg, 1);
     assert!(new.values().all(|(s, _, pause)| !pause && s.len() == 2));
     let history = get_prefix(&mut c, "pg/history/1/").await;
@@ -617,15 +574,7 @@ async fn deposed_master_stops_and_campaigns_again() {
     )
     .await;
     let mut mon = Mon::quick(&etcd, &dir, "mon", &[]);
-    wait_for("pg/config", || {
-        let mut c = c.clone();
-        async move {
-            get(&mut c, "pg/config")
-                .await
-                .filter(|v| pool_pgs(v, 1).len() == 8)
-        }
-    })
-    .await;
+    wait_placed(&c, "pg/config", 1, 8).await;
     // Someone else holds mon/master now (as after a lease loss and a takeover).
     let other = c.lease_grant(60, None).await.unwrap().id();
     c.delete(key("mon/master"), None).await.unwrap();
@@ -648,15 +597,7 @@ async fn deposed_master_stops_and_campaigns_again() {
     assert_eq!(get(&mut c, "pg/config").await.unwrap(), before);
     // The other master goes away: it takes over again and places pool 2.
     c.lease_revoke(other).await.unwrap();
-    wait_for("pool 2 placed", || {
-        let mut c = c.clone();
-        async move {
-            get(&mut c, "pg/config")
-                .await
-                .filter(|v| pool_pgs(v, 2).len() == 4)
-        }
-    })
-    .await;
+    wait_placed(&c, "pool 2 placed", 2, 4).await;
     assert_eq!(mon.log().matches("became master").count(), 2);
     assert!(mon.alive());
 }
