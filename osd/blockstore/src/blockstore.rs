@@ -687,6 +687,12 @@ impl<E: IoEngine> Blockstore<E> {
         self.engine.plan()
     }
 
+    /// The negative errno of the device write or fsync that made the store read-only, if
+    /// one did: from then on nothing can be stored, so its owner should stop serving.
+    pub fn device_failure(&self) -> Option<i32> {
+        self.failed
+    }
+
     /// Queue an operation; its completion appears after some `run`/`poll` calls.
     pub fn submit(&mut self, op: BsOp) -> OpId {
         let id = self.next_id;
