@@ -128,16 +128,28 @@ async fn cluster(c: &mut Client, hosts: u64) -> BTreeMap<u64, i64> {
     leases
 }
 
+/// A fresh etcd, a temporary directory for monitor logs, a client, and OSDs 1..=2*hosts
+/// (see [`cluster`]) with their leases.
+async fn setup(hosts: u64) -> (EtcdServer, tempfile::TempDir, Client, BTreeMap<u64, i64>) {
+    let etcd = etcd();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = client(&etcd).await;
+    let leases = cluster(&mut c, hosts).await;
+    (etcd, dir, c, leases)
+}
+
+/// `config/pools` with pool 1 `p`: rep2, pg_minsize 1, `pg_count` PGs.
+fn pool_p(pg_count: u32) -> Value {
+    json!({"1":{"name":"p","pg_size":2,"pg_minsize":1,"pg_count":pg_count}})
+}
+
 fn host_of(osd: u64) -> u64 {
     osd.div_ceil(2)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn placement_down_out_and_back() {
-    let etcd = etcd();
-    let dir = tempfile::tempdir().unwrap();
-    let mut c = client(&etcd).await;
-    let leases = cluster(&mut c, 3).await;
+    let (etcd, dir, mut c, leases) = setup(3).await;
     put(&mut c, "config/pools", json!({"1":{"name":"p","scheme":"replicated","pg_size":2,"pg_minsize":1,"pg_count":24,"failure_domain":"host"}})).await;
     let _mon = Mon::quick(&etcd, &dir, "mon", &["--osd_out_time", "4"]);
 
@@ -233,16 +245,8 @@ async fn placement_down_out_and_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_monitors_one_master_and_takeover() {
-    let etcd = etcd();
-    let dir = tempfile::tempdir().unwrap();
-    let mut c = client(&etcd).await;
-    cluster(&mut c, 3).await;
-    put(
-        &mut c,
-        "config/pools",
-        json!({"1":{"name":"p","pg_size":2,"pg_minsize":1,"pg_count":8}}),
-    )
-    .await;
+    let (etcd, dir, mut c, _) = setup(3).await;
+    put(&mut c, "config/pools", pool_p(8)).await;
     let mut a = Mon::quick(&etcd, &dir, "a", &[]);
     wait_for("a is master", || {
         let log = a.log();
@@ -291,10 +295,7 @@ async fn two_monitors_one_master_and_takeover() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_values_are_skipped() {
-    let etcd = etcd();
-    let dir = tempfile::tempdir().unwrap();
-    let mut c = client(&etcd).await;
-    cluster(&mut c, 3).await;
+    let (etcd, dir, mut c, _) = setup(3).await;
     // Garbage everywhere the monitor looks.
     put(&mut c, "config/osd/2", "{not json").await;
     put(&mut c, "config/osd/3", json!({"reweight": "heavy"})).await;
@@ -392,10 +393,7 @@ fn http_get(port: u16, path: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_and_metrics() {
-    let etcd = etcd();
-    let dir = tempfile::tempdir().unwrap();
-    let mut c = client(&etcd).await;
-    cluster(&mut c, 1).await;
+    let (etcd, dir, mut c, _) = setup(1).await;
     put(
         &mut c,
         "config/pools",
@@ -504,12 +502,8 @@ async fn stats_and_metrics() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn online_pg_count_change() {
-    let etcd = etcd();
-    let dir = tempfile::tempdir().unwrap();
-    let mut c = client(&etcd).await;
-    cluster(&mut c, 3).await;
-    let pool = |count: u32| json!({"1":{"name":"p","pg_size":2,"pg_minsize":1,"pg_count":count}});
-    put(&mut c, "config/pools", pool(4)).await;
+    let (etcd, dir, mut c, _) = setup(3).await;
+    put(&mut c, "config/pools", pool_p(4)).await;
     let _mon = Mon::quick(&etcd, &dir, "mon", &[]);
     let cfg = wait_placed(&c, "pg/config", 1, 4).await;
     let old = pool_pgs(&cfg, 1);
@@ -524,7 +518,7 @@ async fn online_pg_count_change() {
         )
         .await;
     }
-    put(&mut c, "config/pools", pool(128)).await;
+    put(&mut c, "config/pools", pool_p(128)).await;
     wait_for("PGs paused", || {
         let mut c = c.clone();
         async move {
@@ -563,16 +557,8 @@ async fn online_pg_count_change() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deposed_master_stops_and_campaigns_again() {
-    let etcd = etcd();
-    let dir = tempfile::tempdir().unwrap();
-    let mut c = client(&etcd).await;
-    cluster(&mut c, 3).await;
-    put(
-        &mut c,
-        "config/pools",
-        json!({"1":{"name":"p","pg_size":2,"pg_minsize":1,"pg_count":8}}),
-    )
-    .await;
+    let (etcd, dir, mut c, _) = setup(3).await;
+    put(&mut c, "config/pools", pool_p(8)).await;
     let mut mon = Mon::quick(&etcd, &dir, "mon", &[]);
     wait_placed(&c, "pg/config", 1, 8).await;
     // Someone else holds mon/master now (as after a lease loss and a takeover).
