@@ -10,6 +10,10 @@
 //! - `randread_4k_q128`: 4 KiB random reads, 128 in flight.
 //! - `write_128k_q32`: whole-object (128 KiB) sequential writes, 32 in flight.
 //! - `write_4m`: 4 MiB sequential writes, each 32 whole-object writes in flight together.
+//! - `read_4k_t1q1_flushing`: `read_4k_t1q1` with immediate_commit none right after a backlog
+//!   of whole-object writes (a quarter of the working set, then a SYNC) that the flusher has
+//!   not moved yet, as on an OSD just after a client wrote an image: the reads run while the
+//!   flusher drains, and must not wait for it.
 //!
 //! The write tests without SYNC run with immediate_commit all and the fsyncs disabled, the
 //! configuration the original prescribes for drives with power-loss protection (and what the
@@ -17,7 +21,9 @@
 //!
 //! Besides IOPS and latency it reports, per operation, the device writes (write
 //! amplification), the fsyncs and the `io_uring_enter` calls, counted by a thin wrapper around
-//! the io_uring engine, so that a regression in any of them shows in the table.
+//! the io_uring engine; the heap allocations (a counting global allocator); and, for reads,
+//! how many background writes and fsyncs were in flight when each read went to the device
+//! (what a read may queue behind), so that a regression in any of them shows in the table.
 //!
 //! Before the tests every object of the working set is written once and flushed, so reads hit
 //! real data and small writes take the journaled path, as on a long-running OSD. Each test
@@ -28,6 +34,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -52,6 +59,39 @@ const OBJECTS_PER_4M: usize = 32;
 const WORKING_SET_PERCENT: u64 = 75;
 /// Rounds of polling with nothing in flight after which the store is declared stuck.
 const STUCK_ROUNDS: u32 = 10_000;
+/// Share of the working set the flushing-read test writes (and leaves unflushed) first.
+const BACKLOG_PERCENT: u64 = 25;
+
+/// The system allocator, counting allocations (per-operation heap churn is a regression).
+struct CountingAlloc;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards every call unchanged to the system allocator.
+unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's contract is the system allocator's.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { std::alloc::System.alloc_zeroed(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: as above.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { std::alloc::System.realloc(ptr, layout, new) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
 
 #[derive(Parser, Debug)]
 #[command(about = "Benchmark the blockstore through io_uring on a file")]
@@ -103,38 +143,45 @@ struct Test {
     depth: usize,
     /// Durability mode the test runs with.
     commit: ImmediateCommit,
+    /// Leave a backlog of unflushed whole-object writes before measuring.
+    backlog: bool,
 }
 
-const TESTS: [Test; 6] = [
+const TESTS: [Test; 7] = [
     Test {
         name: "write_sync_4k_t1q1",
         pattern: Pattern::WriteSync,
         depth: 1,
         commit: ImmediateCommit::None,
+        backlog: false,
     },
     Test {
         name: "read_4k_t1q1",
         pattern: Pattern::RandRead,
         depth: 1,
         commit: ImmediateCommit::All,
+        backlog: false,
     },
     Test {
         name: "randwrite_4k_q128",
         pattern: Pattern::RandWrite,
         depth: 128,
         commit: ImmediateCommit::All,
+        backlog: false,
     },
     Test {
         name: "randread_4k_q128",
         pattern: Pattern::RandRead,
         depth: 128,
         commit: ImmediateCommit::All,
+        backlog: false,
     },
     Test {
         name: "write_128k_q32",
         pattern: Pattern::SeqWrite { group: 1 },
         depth: 32,
         commit: ImmediateCommit::All,
+        backlog: false,
     },
     Test {
         name: "write_4m",
@@ -143,6 +190,14 @@ const TESTS: [Test; 6] = [
         },
         depth: 1,
         commit: ImmediateCommit::All,
+        backlog: false,
+    },
+    Test {
+        name: "read_4k_t1q1_flushing",
+        pattern: Pattern::RandRead,
+        depth: 1,
+        commit: ImmediateCommit::None,
+        backlog: true,
     },
 ];
 
@@ -306,6 +361,8 @@ struct IoCounts {
     write_bytes: u64,
     /// `io_uring_enter` calls: submits with something queued, and waits.
     enters: u64,
+    /// Writes and fsyncs in flight when each read was queued, summed over the reads.
+    bg_at_read: u64,
 }
 
 impl IoCounts {
@@ -316,6 +373,7 @@ impl IoCounts {
             fsyncs: self.fsyncs - start.fsyncs,
             write_bytes: self.write_bytes - start.write_bytes,
             enters: self.enters - start.enters,
+            bg_at_read: self.bg_at_read - start.bg_at_read,
         }
     }
 }
@@ -326,17 +384,27 @@ struct Counting {
     counts: IoCounts,
     /// Requests pushed since the last `io_uring_enter`.
     queued: usize,
+    /// Tokens of the writes and fsyncs in flight (a token may be in flight more than once).
+    bg: HashMap<u64, u32>,
+    bg_count: u64,
 }
 
 impl IoEngine for Counting {
     unsafe fn push(&mut self, req: IoReq) {
         match req.kind {
-            IoKind::Read => self.counts.reads += 1,
+            IoKind::Read => {
+                self.counts.reads += 1;
+                self.counts.bg_at_read += self.bg_count;
+            }
             IoKind::Write => {
                 self.counts.writes += 1;
                 self.counts.write_bytes += req.len as u64;
             }
             IoKind::Fsync => self.counts.fsyncs += 1,
+        }
+        if req.kind != IoKind::Read {
+            *self.bg.entry(req.token).or_default() += 1;
+            self.bg_count += 1;
         }
         self.queued += 1;
         // SAFETY: forwarded unchanged; our caller upholds the buffer contract.
@@ -351,7 +419,17 @@ impl IoEngine for Counting {
         self.inner.submit()
     }
     fn reap(&mut self, out: &mut Vec<(u64, i32)>) {
-        self.inner.reap(out)
+        let from = out.len();
+        self.inner.reap(out);
+        for &(token, _) in &out[from..] {
+            if let Some(n) = self.bg.get_mut(&token) {
+                *n -= 1;
+                self.bg_count -= 1;
+                if *n == 0 {
+                    self.bg.remove(&token);
+                }
+            }
+        }
     }
     fn wait(&mut self) -> std::io::Result<()> {
         // The engine returns at once with nothing in flight; otherwise it submits and waits
@@ -384,6 +462,7 @@ struct Measured {
     seconds: f64,
     hist: Hist,
     io: IoCounts,
+    allocs: u64,
 }
 
 type Store = Blockstore<Counting>;
@@ -420,7 +499,9 @@ fn drive(
     let begin = Instant::now();
     let deadline = begin + runtime;
     let io_start = bs.engine_mut().counts;
+    let allocs_start = ALLOCS.load(Ordering::Relaxed);
     let mut io_end = None;
+    let mut allocs_end = None;
     let mut slots = vec![
         Slot {
             start: begin,
@@ -456,6 +537,7 @@ fn drive(
         let now = Instant::now();
         if now >= deadline && io_end.is_none() {
             io_end = Some(bs.engine_mut().counts);
+            allocs_end = Some(ALLOCS.load(Ordering::Relaxed));
         }
         for c in done.drain(..) {
             let s = owner
@@ -495,11 +577,13 @@ fn drive(
         bs.advance();
     }
     let io = io_end.unwrap_or(bs.engine_mut().counts).since(io_start);
+    let allocs = allocs_end.unwrap_or_else(|| ALLOCS.load(Ordering::Relaxed)) - allocs_start;
     Ok(Measured {
         ops: hist.count,
         seconds: runtime.as_secs_f64(),
         hist,
         io,
+        allocs,
     })
 }
 
@@ -568,6 +652,8 @@ fn open(args: &Args, commit: ImmediateCommit) -> Store {
                     inner,
                     counts: IoCounts::default(),
                     queued: 0,
+                    bg: HashMap::new(),
+                    bg_count: 0,
                 },
                 devs,
                 &cfg,
@@ -626,16 +712,31 @@ fn main() {
 
     let mut results = serde_json::Map::new();
     println!(
-        "{:<20} {:>10} {:>11} {:>11} {:>10} {:>9} {:>9} {:>9} {:>9}",
-        "test", "IOPS", "lat_us", "p99_us", "MiB/s", "wr/op", "KiBwr/op", "fsync/op", "enter/op"
+        "{:<22} {:>10} {:>11} {:>11} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "test",
+        "IOPS",
+        "lat_us",
+        "p99_us",
+        "MiB/s",
+        "wr/op",
+        "KiBwr/op",
+        "fsync/op",
+        "enter/op",
+        "alloc/op",
+        "bg/read"
     );
     for test in TESTS
         .iter()
         .filter(|t| args.tests.is_empty() || args.tests.iter().any(|n| n == t.name))
     {
         let mut bs = open(&args, test.commit);
-        gen.pattern = test.pattern;
         gen.next_object = 0;
+        if test.backlog {
+            gen.pattern = Pattern::SeqWrite { group: 1 };
+            backlog(&mut bs, &mut gen, objects * BACKLOG_PERCENT / 100)
+                .unwrap_or_else(|e| die(format!("{}: backlog: {e}", test.name)));
+        }
+        gen.pattern = test.pattern;
         let m = drive(&mut bs, &mut gen, test.depth, runtime)
             .unwrap_or_else(|e| die(format!("{}: {e}", test.name)));
         // The next test starts from a clean journal.
@@ -652,15 +753,21 @@ fn main() {
                 n as f64 / m.ops as f64
             }
         };
-        let (wr, kib, fsyncs, enters) = (
+        let (wr, kib, fsyncs, enters, allocs) = (
             per_op(m.io.writes),
             per_op(m.io.write_bytes) / 1024.0,
             per_op(m.io.fsyncs),
             per_op(m.io.enters),
+            per_op(m.allocs),
         );
+        let bg_per_read = if m.io.reads == 0 {
+            0.0
+        } else {
+            m.io.bg_at_read as f64 / m.io.reads as f64
+        };
         println!(
-            "{:<20} {:>10.0} {:>11.1} {:>11.1} {:>10.1} {:>9.2} {:>9.1} {:>9.2} {:>9.2}",
-            test.name, iops, mean, p99, mibps, wr, kib, fsyncs, enters
+            "{:<22} {:>10.0} {:>11.1} {:>11.1} {:>10.1} {:>9.2} {:>9.1} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+            test.name, iops, mean, p99, mibps, wr, kib, fsyncs, enters, allocs, bg_per_read
         );
         std::io::stdout().flush().ok();
         results.insert(
@@ -671,8 +778,8 @@ fn main() {
                 "immediate_commit": test.commit.as_str(),
                 "fsync": test.commit != ImmediateCommit::All || args.keep_fsync,
                 "device_writes_per_op": wr, "device_write_kib_per_op": kib, "fsyncs_per_op": fsyncs,
-                "uring_enters_per_op": enters,
-                "device_reads_per_op": per_op(m.io.reads),
+                "uring_enters_per_op": enters, "allocs_per_op": allocs,
+                "device_reads_per_op": per_op(m.io.reads), "bg_io_in_flight_per_read": bg_per_read,
             }),
         );
     }
@@ -689,6 +796,14 @@ fn main() {
         let write = File::create(path).and_then(|mut f| writeln!(f, "{v:#}"));
         write.unwrap_or_else(|e| die(format!("write {}: {e}", path.display())));
     }
+}
+
+/// Write objects `0..count` with whole-object writes and SYNC them, leaving the flusher
+/// their whole backlog (nothing waits for it here).
+fn backlog(bs: &mut Store, gen: &mut OpGen, count: u64) -> Result<(), String> {
+    fill(bs, gen, count)?;
+    bs.exec(BsOp::Sync).map_err(|e| format!("sync: {e}"))?;
+    Ok(())
 }
 
 /// Write objects `0..count` once with whole-object writes, 32 in flight.
