@@ -278,25 +278,7 @@ pub fn create(etcd: &mut Etcd, args: &CreateArgs, json_out: bool) -> Result<()> 
     // other tools), so the loop cannot retry the same taken id forever.
     let mut taken_floor = 0;
     for _ in 0..MAX_TXN_ATTEMPTS {
-        let (maxid, maxid_rev) = match etcd.get(&maxid_key)? {
-            Some(kv) => (
-                tolerant::u64_of(&kv.value).ok_or_else(|| CliError::BadValue {
-                    key: kv.key.clone(),
-                    reason: format!("expected a number, got {}", kv.value),
-                })?,
-                kv.mod_revision,
-            ),
-            // No counter yet: start above every existing image of the pool.
-            None => (
-                load_images(etcd, Some(pool.id))?
-                    .iter()
-                    .map(|i| i.id)
-                    .max()
-                    .unwrap_or(0),
-                0,
-            ),
-        };
-        let id = maxid.max(taken_floor) + 1;
+        let (id, maxid_rev) = next_id(etcd, pool.id, taken_floor)?;
         let config_key = keys::config_inode(pool.id, id);
         let index = ImageIndex {
             id,
@@ -562,4 +544,29 @@ pub fn rm_data(
         );
     }
     Ok(())
+}
+
+/// The next free inode number of `pool`, with the revision of `index/maxid/<pool>` (0 when
+/// absent) for the transaction's check.
+pub(crate) fn next_id(etcd: &mut Etcd, pool: u32, floor: u64) -> Result<(u64, i64)> {
+    let key = keys::index_maxid(pool);
+    let (maxid, rev) = match etcd.get(&key)? {
+        Some(kv) => (
+            tolerant::u64_of(&kv.value).ok_or_else(|| CliError::BadValue {
+                key: kv.key.clone(),
+                reason: format!("expected a number, got {}", kv.value),
+            })?,
+            kv.mod_revision,
+        ),
+        // No counter yet: start above every existing image of the pool.
+        None => (
+            load_images(etcd, Some(pool))?
+                .iter()
+                .map(|i| i.id)
+                .max()
+                .unwrap_or(0),
+            0,
+        ),
+    };
+    Ok((maxid.max(floor) + 1, rev))
 }

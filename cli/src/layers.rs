@@ -24,11 +24,12 @@ use std::time::Duration;
 
 use clap::Args;
 use serde_json::{json, Value};
-use vitastor_layout::{inode_with_pool, keys, tolerant, ImageIndex, InodeConfig};
+use vitastor_layout::{inode_with_pool, keys, ImageIndex, InodeConfig};
 
 use crate::copy::{copy_missing, CopyJob, CopyStats};
 use crate::error::{CliError, Result};
 use crate::etcd::{Check, Etcd, Write};
+use crate::images::next_id;
 use crate::options::Resolved;
 use crate::remove::{ready_client, remove_listed, Limits};
 use crate::state::{check_image_name, find_image, load_images, Image, Pools, MAX_TXN_ATTEMPTS};
@@ -113,30 +114,6 @@ pub fn chain_of(all: &[Image], img: &Image) -> Result<Vec<Image>> {
         cur = (*p).clone();
     }
     Ok(out)
-}
-
-/// The next free inode number of `pool`, with the revision of `index/maxid/<pool>` (0 when
-/// absent) for the transaction's check.
-fn next_id(etcd: &mut Etcd, pool: u32, floor: u64) -> Result<(u64, i64)> {
-    let key = keys::index_maxid(pool);
-    let (maxid, rev) = match etcd.get(&key)? {
-        Some(kv) => (
-            tolerant::u64_of(&kv.value).ok_or_else(|| CliError::BadValue {
-                key: kv.key.clone(),
-                reason: format!("expected a number, got {}", kv.value),
-            })?,
-            kv.mod_revision,
-        ),
-        None => (
-            load_images(etcd, Some(pool))?
-                .iter()
-                .map(|i| i.id)
-                .max()
-                .unwrap_or(0),
-            0,
-        ),
-    };
-    Ok((maxid.max(floor) + 1, rev))
 }
 
 /// `snap-create IMAGE@SNAP` (and `create --snapshot SNAP IMAGE`).
