@@ -11,8 +11,10 @@
 //! rule   := target ':' fault [':' param (',' param)*]
 //! target := read | write | fsync | wait
 //! fault  := eio | enospc | short              for read, write (short: not for fsync)
+//!         | delay                             for read, write, fsync
 //!         | eio | eintr | ebusy               for wait
 //! param  := after=N      let the first N matching I/Os through (default 0)
+//!         | ms=N         how long `delay` holds the I/O, milliseconds (default 1000)
 //!         | count=N      fault at most N times (default: every matching I/O after `after`)
 //!         | area=data|meta|journal            only I/O to that area
 //!         | prob=P       fault each eligible I/O with probability P in [0, 1] (default 1)
@@ -34,6 +36,10 @@
 //!   nothing: the worst case the blockstore must survive.
 //! - `short` transfers the first half of the request rounded down to 4096 bytes (nothing for
 //!   requests of 4 KiB or less), as a device may legitimately do.
+//! - `delay` holds the I/O for `ms` before the device sees it, then it runs normally: a slow
+//!   device with a small `ms`, a hung one with a large `ms`. It counts as in flight while held;
+//!   it is handed to the device on the blockstore's next submit or reap after its time (the
+//!   OSD's loop turns at least once a second), so the added latency is at least `ms`.
 //! - `wait` counts the blockstore's blocking waits for completions (`exec`, `wait_idle`,
 //!   `poll(true)`, and the wait for in-flight I/O when the store is dropped); a faulted wait
 //!   returns the error without waiting. The OSD's own event-loop wait is not affected.
@@ -75,6 +81,8 @@ pub enum Fault {
     Eintr,
     /// Fails with EBUSY (waits).
     Ebusy,
+    /// Holds the I/O this many milliseconds before the device sees it (reads, writes, fsyncs).
+    Delay(u32),
 }
 
 impl Fault {
@@ -83,7 +91,7 @@ impl Fault {
         match self {
             Fault::Eio => -libc::EIO,
             Fault::Enospc => -libc::ENOSPC,
-            Fault::Short => 0,
+            Fault::Short | Fault::Delay(_) => 0,
             Fault::Eintr => -libc::EINTR,
             Fault::Ebusy => -libc::EBUSY,
         }
@@ -240,8 +248,11 @@ impl FaultPlan {
 
 fn check_combination(target: Target, fault: Fault) -> Result<(), String> {
     let ok = match target {
-        Target::Read | Target::Write => matches!(fault, Fault::Eio | Fault::Enospc | Fault::Short),
-        Target::Fsync => matches!(fault, Fault::Eio | Fault::Enospc),
+        Target::Read | Target::Write => matches!(
+            fault,
+            Fault::Eio | Fault::Enospc | Fault::Short | Fault::Delay(_)
+        ),
+        Target::Fsync => matches!(fault, Fault::Eio | Fault::Enospc | Fault::Delay(_)),
         Target::Wait => matches!(fault, Fault::Eio | Fault::Eintr | Fault::Ebusy),
     };
     if ok {
@@ -271,6 +282,7 @@ fn fault_name(f: Fault) -> &'static str {
         Fault::Short => "short",
         Fault::Eintr => "eintr",
         Fault::Ebusy => "ebusy",
+        Fault::Delay(_) => "delay",
     }
 }
 
@@ -297,6 +309,7 @@ fn parse_rule(text: &str) -> Result<FaultRule, String> {
         Some("short") => Fault::Short,
         Some("eintr") => Fault::Eintr,
         Some("ebusy") => Fault::Ebusy,
+        Some("delay") => Fault::Delay(1000),
         Some(f) => return Err(format!("unknown fault {f:?}")),
         None => return Err("missing fault after the target".into()),
     };
@@ -317,6 +330,15 @@ fn parse_rule(text: &str) -> Result<FaultRule, String> {
             "after" => rule.after = number()?,
             "count" => rule.count = number()?,
             "seed" => seed = number()?,
+            "ms" => match rule.fault {
+                Fault::Delay(_) => {
+                    rule.fault =
+                        Fault::Delay(u32::try_from(number()?).map_err(|_| {
+                            format!("ms must be at most {} (about 49 days)", u32::MAX)
+                        })?)
+                }
+                _ => return Err("ms applies to delay only".into()),
+            },
             "prob" => {
                 prob = value
                     .parse::<f64>()
@@ -369,6 +391,9 @@ impl fmt::Display for FaultRule {
         }
         if let Some(a) = self.area {
             write!(f, ",area={}", region_name(a))?;
+        }
+        if let Fault::Delay(ms) = self.fault {
+            write!(f, ",ms={ms}")?;
         }
         if self.prob < 1.0 {
             write!(f, ",prob={},seed={}", self.prob, self.seed)?;
@@ -457,11 +482,27 @@ mod tests {
             "read:eio:prob=2",
             "read:eio:area=swap",
             "read:eio:colour=red",
+            "read:eio:ms=5",
+            "wait:delay",
+            "write:delay:ms=-1",
         ] {
             let e = bad.parse::<FaultPlan>().unwrap_err().to_string();
             assert!(e.contains(bad), "{bad}: {e}");
         }
         assert_eq!("".parse::<FaultPlan>().unwrap().rules().len(), 0);
+    }
+
+    #[test]
+    fn delay_takes_its_time_in_milliseconds() {
+        let mut p: FaultPlan = "write:delay:ms=250,count=1;fsync:delay".parse().unwrap();
+        assert_eq!(
+            p.to_string(),
+            "write:delay:after=0,count=1,ms=250;fsync:delay:after=0,ms=1000"
+        );
+        assert_eq!(p.decide(Target::Write, DATA), Some(Fault::Delay(250)));
+        assert_eq!(p.decide(Target::Write, DATA), None);
+        assert_eq!(p.decide(Target::Fsync, DATA), Some(Fault::Delay(1000)));
+        assert_eq!(Fault::Delay(5).errno(), 0);
     }
 
     #[test]

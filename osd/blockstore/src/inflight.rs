@@ -4,7 +4,9 @@
 //!
 //! - a short transfer (`0 <= res < len`) is never reported as success: the remainder is
 //!   resubmitted, and after [`MAX_SHORT_RESUBMITS`] resubmissions the I/O fails with EIO;
-//! - an optional [`FaultPlan`] fails or shortens chosen I/Os and waits.
+//! - an optional [`FaultPlan`] fails, shortens or delays chosen I/Os and fails waits; a
+//!   delayed I/O is held here (counted in flight) until its time, then handed to the engine
+//!   on the next submit or wait.
 //!
 //! The fault layer is always compiled in and inert unless a plan is set: the OSD binary the
 //! multi-process tests start is the release binary, and the cost of an unset plan is one
@@ -16,6 +18,7 @@
 
 use std::io;
 use std::ptr::NonNull;
+use std::time::{Duration, Instant};
 
 use crate::fault::{Fault, FaultPlan, Region, Target};
 use crate::io::{DevId, IoEngine, IoKind, IoReq, IO_ALIGN};
@@ -45,6 +48,8 @@ pub(crate) struct Tracked<E> {
     regions: Vec<(DevId, Region, u64, u64)>,
     plan: Option<FaultPlan>,
     scratch: Vec<(u64, i32)>,
+    /// I/Os a `delay` fault holds back: when each may go, and its slot.
+    held: Vec<(Instant, usize)>,
 }
 
 impl<E: IoEngine> Tracked<E> {
@@ -64,6 +69,7 @@ impl<E: IoEngine> Tracked<E> {
             regions,
             plan: None,
             scratch: Vec::new(),
+            held: Vec::new(),
         }
     }
 
@@ -124,6 +130,11 @@ impl<E: IoEngine> Tracked<E> {
         };
         match self.decide(&req) {
             None => {}
+            Some(Fault::Delay(ms)) => {
+                let due = Instant::now() + Duration::from_millis(u64::from(ms));
+                self.held.push((due, slot));
+                return;
+            }
             Some(Fault::Short) => req.len = req.len / 2 / IO_ALIGN * IO_ALIGN,
             // A failed I/O transfers nothing. It still goes through the engine, as an empty
             // read, so that its completion arrives (and wakes a waiting ring) like any other.
@@ -136,6 +147,26 @@ impl<E: IoEngine> Tracked<E> {
         }
         // SAFETY: the caller keeps the buffer valid; an empty read touches no memory.
         unsafe { self.inner.push(req) };
+    }
+
+    /// Hands the engine every held I/O whose time has come by `now`.
+    fn release_held(&mut self, now: Instant) {
+        let mut i = 0;
+        while i < self.held.len() {
+            if self.held[i].0 > now {
+                i += 1;
+                continue;
+            }
+            let (_, slot) = self.held.swap_remove(i);
+            let s = self.slots[slot].as_ref().expect("a held I/O's slot");
+            let req = IoReq {
+                token: slot as u64,
+                ..s.req
+            };
+            // SAFETY: the blockstore keeps the buffer until this I/O's final completion,
+            // which cannot have come: the engine never saw it.
+            unsafe { self.inner.push(req) };
+        }
     }
 }
 
@@ -162,6 +193,9 @@ impl<E: IoEngine> IoEngine for Tracked<E> {
     }
 
     fn submit(&mut self) -> io::Result<()> {
+        if !self.held.is_empty() {
+            self.release_held(Instant::now());
+        }
         self.inner.submit()
     }
 
@@ -223,11 +257,20 @@ impl<E: IoEngine> IoEngine for Tracked<E> {
                 return Err(io::Error::from_raw_os_error(-f.errno()));
             }
         }
+        if !self.held.is_empty() {
+            // Nothing the engine runs can wake the wait: sleep until a held I/O may go.
+            if self.inner.in_flight() == 0 {
+                if let Some(due) = self.held.iter().map(|&(due, _)| due).min() {
+                    std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                }
+            }
+            self.release_held(Instant::now());
+        }
         self.inner.wait()
     }
 
     fn in_flight(&self) -> usize {
-        self.inner.in_flight()
+        self.inner.in_flight() + self.held.len()
     }
 
     fn dev_size(&self, dev: DevId) -> u64 {
