@@ -543,11 +543,13 @@ fn drive(
             let s = owner
                 .remove(&c.id)
                 .ok_or_else(|| format!("completion for unknown op {}", c.id))?;
-            if let BsReply::Written {
-                data: Some(buf), ..
-            } = c.result.map_err(|e| format!("operation failed: {e}"))?
-            {
-                gen.pool.push(buf);
+            match c.result.map_err(|e| format!("operation failed: {e}"))? {
+                BsReply::Written {
+                    data: Some(buf), ..
+                } => gen.pool.push(buf),
+                // As an OSD does once the reply is sent.
+                BsReply::Read { data, bitmap, .. } => bs.recycle_read(data, bitmap),
+                _ => {}
             }
             let slot = &mut slots[s];
             slot.pending -= 1;

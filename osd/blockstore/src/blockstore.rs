@@ -303,6 +303,10 @@ pub struct Blockstore<E: IoEngine> {
     reaped: Vec<(u64, i32)>,
     waiting_space: bool,
     stats: Stats,
+    /// Flusher data and metadata I/O in flight; its fsyncs start once this is 0.
+    flush_io: u32,
+    flush_requeue: Vec<ObjectId>,
+    read_scratch: read::Scratch,
 }
 
 /// Wait errors after which waiting again is right: a signal, or a completion queue that must
@@ -616,6 +620,9 @@ impl<E: IoEngine> Blockstore<E> {
             reaped: Vec::new(),
             waiting_space: false,
             stats: Stats::default(),
+            flush_io: 0,
+            flush_requeue: Vec::new(),
+            read_scratch: Default::default(),
             layout,
         };
         let oids: Vec<ObjectId> = bs
@@ -1188,6 +1195,7 @@ impl<E: IoEngine> Blockstore<E> {
             T_FLUSH | T_META => {
                 let slot = (low >> 40) as usize;
                 let mblock = low & LOW40;
+                self.flush_io = self.flush_io.saturating_sub(1);
                 if !ok {
                     self.fail(res);
                 }
@@ -1313,7 +1321,7 @@ impl<E: IoEngine> Blockstore<E> {
         }
         self.sector_writes = writes;
         let mut fsyncs = std::mem::take(&mut self.fsync_out);
-        self.fsyncs.take_due(&mut fsyncs);
+        self.fsyncs.take_due(&mut fsyncs, self.flush_io == 0);
         for (dev, number) in fsyncs.drain(..) {
             // SAFETY: fsync carries no buffer.
             unsafe {

@@ -7,6 +7,13 @@
 //! Several fsyncs of one device may be in flight, so that a write completing during an fsync
 //! waits for one more, not for two in a row.
 //!
+//! Background tickets (the flusher's) do not start an fsync by themselves: they wait until
+//! the caller says background writes have settled ([`Fsyncs::take_due`]'s `background`), or
+//! ride on the next fsync a client operation starts. Flush jobs finish their writes at
+//! different moments; an fsync per completion cost one fsync per job and step where a round
+//! of jobs needs one per step, and every extra fsync is one more thing a client read queues
+//! behind on the device.
+//!
 //! It only decides; it never submits or waits (the blockstore turns [`Fsyncs::take_due`] into
 //! device I/O and feeds completions back with [`Fsyncs::completed`]).
 
@@ -36,8 +43,10 @@ struct DevFsync {
     /// Highest number completed: it covers every ticket up to it (a later fsync covers all
     /// an earlier one does, so out-of-order completions only ever raise it).
     completed: u64,
-    /// Highest ticket handed out.
+    /// Highest ticket handed out for a client operation.
     wanted: u64,
+    /// Highest background ticket handed out.
+    wanted_bg: u64,
     in_flight: u32,
 }
 
@@ -75,6 +84,7 @@ impl Fsyncs {
                         submitted: 0,
                         completed: 0,
                         wanted: 0,
+                        wanted_bg: 0,
                         in_flight: 0,
                     });
                     devs.len() - 1
@@ -97,6 +107,23 @@ impl Fsyncs {
         t
     }
 
+    /// A background ticket: like [`Fsyncs::ticket`], but its fsync starts only with a client's
+    /// or once background writes have settled.
+    pub(crate) fn ticket_background(&mut self, area: Area) -> u64 {
+        let Some(d) = self.areas[area_index(area)] else {
+            return 0;
+        };
+        let d = &mut self.devs[d];
+        let t = d.submitted + 1;
+        d.wanted_bg = d.wanted_bg.max(t);
+        t
+    }
+
+    /// Whether any fsync is in flight.
+    pub(crate) fn any_in_flight(&self) -> bool {
+        self.devs.iter().any(|d| d.in_flight > 0)
+    }
+
     /// Whether ticket `t` of `area` is durable.
     pub(crate) fn done(&self, area: Area, t: u64) -> bool {
         match self.areas[area_index(area)] {
@@ -106,10 +133,12 @@ impl Fsyncs {
     }
 
     /// Fsyncs to submit now, as `(device, number)`: one per device that has a ticket no
-    /// submitted fsync covers, unless too many are in flight already.
-    pub(crate) fn take_due(&mut self, out: &mut Vec<(DevId, u64)>) {
+    /// submitted fsync covers, unless too many are in flight already. Background tickets
+    /// count only when `background` says their writes have settled.
+    pub(crate) fn take_due(&mut self, out: &mut Vec<(DevId, u64)>, background: bool) {
         for d in self.devs.iter_mut() {
-            if d.wanted > d.submitted && d.in_flight < MAX_IN_FLIGHT {
+            let due = d.wanted > d.submitted || (background && d.wanted_bg > d.submitted);
+            if due && d.in_flight < MAX_IN_FLIGHT {
                 d.submitted += 1;
                 d.in_flight += 1;
                 out.push((d.dev, d.submitted));
@@ -135,8 +164,37 @@ mod tests {
 
     fn submit(f: &mut Fsyncs) -> Vec<(DevId, u64)> {
         let mut v = Vec::new();
-        f.take_due(&mut v);
+        f.take_due(&mut v, false);
         v
+    }
+
+    #[test]
+    fn background_tickets_wait_until_their_writes_settle_or_ride_on_a_client_fsync() {
+        let mut f = Fsyncs::new([(J, true), (J, true), (J, true)]);
+        let a = f.ticket_background(Area::Data);
+        let b = f.ticket_background(Area::Meta);
+        assert!(
+            submit(&mut f).is_empty(),
+            "other flush writes may still come"
+        );
+        let mut v = Vec::new();
+        f.take_due(&mut v, true);
+        assert_eq!(v, vec![(J, 1)], "one fsync for both once they settle");
+        f.completed(J, 1);
+        assert!(f.done(Area::Data, a) && f.done(Area::Meta, b));
+        let c = f.ticket_background(Area::Meta);
+        let j = f.ticket(Area::Journal);
+        assert_eq!(
+            submit(&mut f),
+            vec![(J, 2)],
+            "a client's fsync starts at once"
+        );
+        f.completed(J, 2);
+        assert!(
+            f.done(Area::Meta, c) && f.done(Area::Journal, j),
+            "and covers both"
+        );
+        assert!(!f.any_in_flight());
     }
 
     #[test]

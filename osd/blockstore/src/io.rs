@@ -116,6 +116,11 @@ impl AlignedBuf {
         self.ptr.as_ptr()
     }
 
+    /// Bytes allocated (the length rounded up to the alignment).
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
     /// Shrink or grow the visible length within the allocated capacity.
     pub fn set_len(&mut self, len: usize) {
         assert!(len <= self.cap, "AlignedBuf::set_len beyond capacity");

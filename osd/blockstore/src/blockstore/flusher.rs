@@ -46,12 +46,27 @@ impl<E: IoEngine> Blockstore<E> {
         self.waiting_space || self.journal.free_bytes() < self.journal.capacity() / 2
     }
 
+    /// Without journal pressure the flusher works in the background: it keeps at most one
+    /// device I/O of its own in flight (a write or its fsync), so that a client read, arriving
+    /// at any moment, queues behind one background I/O at most, never behind a round's worth
+    /// of them. Its rounds still share their fsyncs. Under pressure writes wait for the room
+    /// it makes, and it runs at full width.
+    fn flusher_in_background(&self) -> bool {
+        !self.journal_pressure() && !self.force_flush
+    }
+
+    /// Whether the flusher may queue device I/O now.
+    fn flusher_may_push(&self, background: bool) -> bool {
+        !background || (self.flush_io == 0 && !self.fsyncs.any_in_flight())
+    }
+
     pub(super) fn run_flusher(&mut self) -> bool {
         let mut progress = false;
+        let background = self.flusher_in_background();
         let limit = self.flusher_limit();
         let mut active = self.jobs.iter().filter(|j| j.is_some()).count();
-        let mut requeue = Vec::new();
-        while active < limit {
+        let mut requeue = std::mem::take(&mut self.flush_requeue);
+        while active < limit && self.flusher_may_push(background) {
             let Some(oid) = self.flush_queue.pop_front() else {
                 break;
             };
@@ -74,11 +89,12 @@ impl<E: IoEngine> Blockstore<E> {
             active += 1;
             progress = true;
         }
-        for oid in requeue {
+        for oid in requeue.drain(..) {
             self.queue_flush(oid);
         }
+        self.flush_requeue = requeue;
         for slot in 0..self.jobs.len() {
-            if self.jobs[slot].is_some() {
+            if self.jobs[slot].is_some() && self.flusher_may_push(background) {
                 progress |= self.advance_flush(slot);
             }
         }
@@ -203,6 +219,7 @@ impl<E: IoEngine> Blockstore<E> {
                         token: tok(T_FLUSH, (slot as u64) << 40),
                     });
                 }
+                self.flush_io += 1;
                 job.pending += 1;
                 g += n;
             }
@@ -250,7 +267,7 @@ impl<E: IoEngine> Blockstore<E> {
                         && job.target != job.old
                         || job.meta.iter().any(|m| m.entry.is_some());
                     job.st = FlushSt::DataFsync(if needs_sync {
-                        self.fsyncs.ticket(Area::Data)
+                        self.fsyncs.ticket_background(Area::Data)
                     } else {
                         0
                     });
@@ -271,7 +288,7 @@ impl<E: IoEngine> Blockstore<E> {
                     job.st = FlushSt::MetaFsync(
                         phase,
                         if any {
-                            self.fsyncs.ticket(Area::Meta)
+                            self.fsyncs.ticket_background(Area::Meta)
                         } else {
                             0
                         },
@@ -394,6 +411,7 @@ impl<E: IoEngine> Blockstore<E> {
                 token: tok(T_META, (slot as u64) << 40 | mblock),
             });
         }
+        self.flush_io += 1;
     }
 
     fn complete_flush(&mut self, job: FlushJob) {

@@ -7,7 +7,64 @@
 
 use super::*;
 
+/// Read buffers handed back by the caller, kept for later reads (see
+/// [`Blockstore::recycle_read`]): at most this many of each.
+const READ_POOL: usize = 64;
+
+/// Working memory of `start_read`, kept between reads so that a read allocates nothing but
+/// what its reply carries (and nothing at all when the caller recycles those).
+#[derive(Default)]
+pub(super) struct Scratch {
+    /// Per granule of the range: already resolved by a newer version.
+    covered: Vec<bool>,
+    /// Device reads: (device offset, buffer offset, length).
+    pieces: Vec<(u64, u32, u32)>,
+    buffers: Vec<AlignedBuf>,
+    bitmaps: Vec<Vec<u8>>,
+}
+
+impl Scratch {
+    /// A copy of `src` (zeroes of `bytes` when `None`) as a reply bitmap, recycled when one
+    /// is pooled.
+    fn bitmap(&mut self, src: Option<&[u8]>, bytes: usize) -> Vec<u8> {
+        let mut b = self.bitmaps.pop().unwrap_or_default();
+        b.clear();
+        match src {
+            Some(s) => b.extend_from_slice(s),
+            None => b.resize(bytes, 0),
+        }
+        b
+    }
+}
+
 impl<E: IoEngine> Blockstore<E> {
+    /// Give a read's reply buffers back once the caller is done with them: later reads take
+    /// them instead of allocating.
+    pub fn recycle_read(&mut self, data: AlignedBuf, bitmap: Vec<u8>) {
+        let sc = &mut self.read_scratch;
+        if data.capacity() > 0 && sc.buffers.len() < READ_POOL {
+            sc.buffers.push(data);
+        }
+        if bitmap.capacity() >= self.index.bitmap_bytes && sc.bitmaps.len() < READ_POOL {
+            sc.bitmaps.push(bitmap);
+        }
+    }
+
+    /// A zeroed buffer of `len` bytes, recycled when one fits.
+    fn read_buffer(&mut self, len: usize) -> AlignedBuf {
+        let want = len.div_ceil(crate::io::IO_ALIGN) * crate::io::IO_ALIGN;
+        let pool = &mut self.read_scratch.buffers;
+        match pool.iter().rposition(|b| b.capacity() == want) {
+            Some(i) => {
+                let mut b = pool.swap_remove(i);
+                b.set_len(len);
+                b.fill(0);
+                b
+            }
+            None => AlignedBuf::new(len),
+        }
+    }
+
     pub(super) fn start_read(
         &mut self,
         id: OpId,
@@ -30,10 +87,10 @@ impl<E: IoEngine> Blockstore<E> {
             });
             return;
         }
-        let mut data = AlignedBuf::new(len as usize);
+        let mut data = self.read_buffer(len as usize);
         let gran = self.layout.bitmap_granularity;
         let Some((ver, top)) = self.index.visible_version(oid, version) else {
-            let bitmap = vec![0; self.index.bitmap_bytes];
+            let bitmap = self.read_scratch.bitmap(None, self.index.bitmap_bytes);
             self.done.push(Completion {
                 id,
                 result: Ok(BsReply::Read {
@@ -45,17 +102,16 @@ impl<E: IoEngine> Blockstore<E> {
             return;
         };
         // Reads report the external bitmap; the allocation bitmap says where bytes are.
-        let (alloc, bitmap) = match top {
-            Some(d) if d.kind == DirtyKind::Delete => (None, vec![0; self.index.bitmap_bytes]),
-            Some(d) => (Some(&d.bitmap[..]), d.attr.to_vec()),
+        let (alloc_block, bitmap) = match top {
+            Some(d) if d.kind == DirtyKind::Delete => (None, None),
+            Some(d) => (Some(None), Some(&d.attr[..])),
             None => {
                 let block = self.index.clean[&oid].block;
-                (
-                    Some(self.index.clean_bitmap(block)),
-                    self.index.clean_attr(block).to_vec(),
-                )
+                (Some(Some(block)), Some(self.index.clean_attr(block)))
             }
         };
+        let mut sc = std::mem::take(&mut self.read_scratch);
+        let bitmap = sc.bitmap(bitmap, self.index.bitmap_bytes);
         // Resolve each granule of the range, newest version first.
         let first_g = offset / gran;
         let end = offset + len;
@@ -66,10 +122,16 @@ impl<E: IoEngine> Blockstore<E> {
         };
         // Granules the visible version's allocation bitmap does not have read as zeroes,
         // whatever older versions held there (a write that clears external bits drops them).
-        let mut covered: Vec<bool> = (0..ng)
-            .map(|gi| alloc.is_none_or(|a| !is_set(a, first_g + gi)))
-            .collect();
-        let mut reads: Vec<(u64, u32, u32)> = Vec::new(); // (device offset, buf offset, len)
+        let alloc: Option<&[u8]> = match alloc_block {
+            None => None,
+            Some(None) => top.map(|d| &d.bitmap[..]),
+            Some(Some(block)) => Some(self.index.clean_bitmap(block)),
+        };
+        let covered = &mut sc.covered;
+        covered.clear();
+        covered.extend((0..ng).map(|gi| alloc.is_none_or(|a| !is_set(a, first_g + gi))));
+        let reads = &mut sc.pieces;
+        reads.clear();
         let mut terminal = false;
         for (ov, d) in self.index.dirty_desc(oid, ver) {
             if d.state == DState::InFlight || ov.version > ver {
@@ -127,6 +189,7 @@ impl<E: IoEngine> Blockstore<E> {
             }
         }
         if reads.is_empty() {
+            self.read_scratch = sc;
             self.done.push(Completion {
                 id,
                 result: Ok(BsReply::Read {
@@ -137,24 +200,28 @@ impl<E: IoEngine> Blockstore<E> {
             });
             return;
         }
-        // Coalesce adjacent pieces into single device reads.
+        // Coalesce adjacent pieces into single device reads, in place.
         reads.sort_unstable_by_key(|r| r.1);
-        let mut merged: Vec<(u64, u32, u32)> = Vec::with_capacity(reads.len());
-        for r in reads {
-            if let Some(last) = merged.last_mut() {
+        let mut n = 0;
+        for i in 0..reads.len() {
+            let r = reads[i];
+            if n > 0 {
+                let last = &mut reads[n - 1];
                 if last.0 + last.2 as u64 == r.0 && last.1 + last.2 == r.1 {
                     last.2 += r.2;
                     continue;
                 }
             }
-            merged.push(r);
+            reads[n] = r;
+            n += 1;
         }
+        reads.truncate(n);
         let epoch = self.read_epoch;
         match self.reads_inflight.back_mut() {
             Some((e, n)) if *e == epoch => *n += 1,
             _ => self.reads_inflight.push_back((epoch, 1)),
         }
-        let pending = merged.len() as u32;
+        let pending = sc.pieces.len() as u32;
         let ptr = data.as_mut_ptr();
         let slot = self.alloc_slot(Op {
             id,
@@ -167,7 +234,7 @@ impl<E: IoEngine> Blockstore<E> {
                 err: 0,
             },
         });
-        for (dev_off, buf_off, l) in merged {
+        for &(dev_off, buf_off, l) in &sc.pieces {
             // SAFETY: `data` lives in the op slot until every read of this op completes.
             unsafe {
                 self.engine.push(IoReq {
@@ -180,6 +247,7 @@ impl<E: IoEngine> Blockstore<E> {
                 });
             }
         }
+        self.read_scratch = sc;
     }
 
     pub(super) fn read_done(&mut self, epoch: u64) {
