@@ -48,6 +48,9 @@ pub struct ClusterView {
     pub pg_state: BTreeMap<PgId, PgState>,
     /// Up OSDs.
     pub osds: BTreeMap<OsdNum, OsdState>,
+    /// Pools (or PGs) this OSD refuses to serve and why, as last logged: a reason is
+    /// logged once, not at every change. Kept across etcd sessions.
+    pub refused: BTreeMap<PgId, String>,
 }
 
 impl ClusterView {
@@ -56,7 +59,9 @@ impl ClusterView {
         match event {
             EtcdEvent::InitialLoad { kvs } => {
                 let old_osds: BTreeSet<OsdNum> = self.osds.keys().copied().collect();
+                let refused = std::mem::take(&mut self.refused);
                 *self = ClusterView::default();
+                self.refused = refused;
                 for (k, v) in kvs {
                     self.set(k, Some(v), &mut Changes::default());
                 }

@@ -21,6 +21,7 @@
 pub mod backoff;
 pub mod cluster;
 pub mod connection;
+pub mod debug_crash;
 pub mod disk_tool;
 pub mod ec;
 pub mod etcd;
@@ -39,6 +40,7 @@ pub mod peers;
 pub mod pg;
 pub mod pg_lifecycle;
 pub mod primary;
+pub mod primary_ec;
 pub mod recovery;
 pub mod secondary;
 pub mod server;

@@ -88,6 +88,10 @@ pub struct OsdArgs {
     /// Address announced to peers and clients [default: the bind address, or 127.0.0.1]
     #[arg(long = "public_address", value_name = "ADDR")]
     pub public_address: Option<IpAddr>,
+    /// Tests only: abort at `<point>:<n>` of the n-th EC write this OSD leads
+    /// (`after_first_part_write`, `before_stabilize`)
+    #[arg(long = "debug_ec_crash", value_name = "POINT:N", hide = true)]
+    pub debug_ec_crash: Option<String>,
 }
 
 /// Everything the daemon needs to start.
@@ -115,6 +119,8 @@ pub struct OsdOptions {
     pub public_address: IpAddr,
     /// The store to serve.
     pub store: BlockstoreConfig,
+    /// `--debug_ec_crash` (tests only).
+    pub debug_ec_crash: Option<crate::debug_crash::EcCrash>,
 }
 
 /// Why the options cannot be used.
@@ -256,6 +262,12 @@ pub fn from_matches(matches: &ArgMatches) -> Result<OsdOptions, OptionsError> {
             as usize,
         public_address,
         store: BlockstoreConfig::from_map(&map)?,
+        debug_ec_crash: args
+            .debug_ec_crash
+            .as_deref()
+            .map(crate::debug_crash::EcCrash::parse)
+            .transpose()
+            .map_err(OptionsError::Invalid)?,
     })
 }
 
@@ -369,5 +381,34 @@ mod tests {
         ])
         .is_err());
         assert!(parse(&["osd", "--osd_num", "0", "--data_device", "/x"]).is_err());
+        assert!(parse(&[
+            "osd",
+            "--osd_num",
+            "1",
+            "--data_device",
+            "/x",
+            "--debug_ec_crash",
+            "soon:1"
+        ])
+        .unwrap_err()
+        .to_string()
+        .contains("debug_ec_crash"));
+    }
+
+    #[test]
+    fn the_ec_crash_hook_is_hidden_but_accepted() {
+        let o = parse(&[
+            "osd",
+            "--osd_num",
+            "1",
+            "--data_device",
+            "/x",
+            "--debug_ec_crash",
+            "before_stabilize:2",
+        ])
+        .unwrap();
+        assert!(o.debug_ec_crash.is_some());
+        let help = command().render_long_help().to_string();
+        assert!(!help.contains("debug_ec_crash"), "hidden from --help");
     }
 }

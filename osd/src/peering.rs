@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
 use vitastor_blockstore::{BsOp, BsReply, ListFilter, ObjectId};
-use vitastor_layout::{keys, OsdNum, PgId, PgState, Scheme};
+use vitastor_layout::{keys, OsdNum, PgId, PgState};
 use vitastor_protocol::{ReplyOp, Request, RequestOp, SecListOp, SecStabOp, SecSyncOp};
 
 use crate::cluster::Changes;
@@ -25,7 +25,7 @@ use crate::etcd::{EtcdCommand, EtcdEvent};
 use crate::peering_round::{
     Action as RoundAction, Claimed, Event as RoundEvent, Link, PeeringRound,
 };
-use crate::pg::{Pg, Phase};
+use crate::pg::{self, Pg, Phase};
 use crate::pg_lifecycle::{self, Action as LifeAction, Event as LifeEvent};
 use crate::primary::{parse_listing, wire_list};
 use crate::server::{Owner, Server, SubRes};
@@ -79,10 +79,21 @@ impl Server {
 
     /// The PGs this OSD must lead now, with their peers.
     fn wanted_pgs(&self) -> BTreeMap<PgId, BTreeSet<OsdNum>> {
+        self.wanted_and_refused().0
+    }
+
+    /// The PGs this OSD must lead now, with their peers, and why it refuses others (by
+    /// pool: `pg` 0; by PG otherwise).
+    fn wanted_and_refused(&self) -> (BTreeMap<PgId, BTreeSet<OsdNum>>, BTreeMap<PgId, String>) {
         let mut out = BTreeMap::new();
+        let mut refused = BTreeMap::new();
         if self.lease_lost {
-            return out;
+            return (out, refused);
         }
+        let (block, gran) = (
+            self.bs.layout().block_size,
+            self.bs.layout().bitmap_granularity,
+        );
         for (&key, item) in &self.cluster.pg_config {
             if OsdNum(item.primary) != self.osd_num || item.pause {
                 continue;
@@ -90,12 +101,35 @@ impl Server {
             let Some(pool) = self.cluster.pools.get(&key.pool) else {
                 continue;
             };
-            if key.pg == 0 || key.pg > pool.pg_count || pool.scheme != Scheme::Replicated {
+            if key.pg == 0 || key.pg > pool.pg_count {
+                continue;
+            }
+            if let Some(why) = pg::pool_refusal(pool, block, gran) {
+                refused.insert(PgId::new(key.pool, 0), why);
+                continue;
+            }
+            if let Some(why) = pg::pg_refusal(pool, item) {
+                refused.insert(key, why);
                 continue;
             }
             out.insert(key, self.cluster.pg_peers(key));
         }
-        out
+        (out, refused)
+    }
+
+    /// Logs each new reason to refuse a pool or PG once (not at every etcd change).
+    fn log_refusals(&mut self, refused: BTreeMap<PgId, String>) {
+        for (key, why) in &refused {
+            if self.cluster.refused.get(key) == Some(why) {
+                continue;
+            }
+            if key.pg == 0 {
+                tracing::error!("pool {}: not serving its PGs: {why}", key.pool);
+            } else {
+                tracing::error!("pg {}/{}: not serving it: {why}", key.pool, key.pg);
+            }
+        }
+        self.cluster.refused = refused;
     }
 
     /// Starts, re-peers or stops PGs after a change in etcd.
@@ -107,7 +141,8 @@ impl Server {
                 self.peer_events = events;
             }
         }
-        let wanted = self.wanted_pgs();
+        let (wanted, refused) = self.wanted_and_refused();
+        self.log_refusals(refused);
         let existing: Vec<PgId> = self.pgs.keys().copied().collect();
         for key in existing {
             match wanted.get(&key) {
@@ -145,15 +180,6 @@ impl Server {
             }
             let pool = self.cluster.pools[&key.pool].clone();
             let cfg = self.cluster.pg_config[&key].clone();
-            let block = self.bs.layout().block_size;
-            let gran = self.bs.layout().bitmap_granularity;
-            if pool.block_size != block || pool.bitmap_granularity != gran {
-                tracing::error!(
-                    "pool {}: block_size {} / bitmap_granularity {} differ from this OSD's {block} / {gran}: not serving its PGs",
-                    pool.id, pool.block_size, pool.bitmap_granularity
-                );
-                continue;
-            }
             self.pgs.insert(key, Pg::new(pool, key.pg, cfg, peers));
             self.start_claim(key);
         }
@@ -172,7 +198,7 @@ impl Server {
         let Some(pg) = self.pgs.get_mut(&key) else {
             return;
         };
-        pg.pool_cfg = pool;
+        pg.set_pool(pool);
         pg.cfg = cfg;
         pg.peers = peers;
         pg.phase = Phase::Claiming;
@@ -293,6 +319,7 @@ impl Server {
             peers,
             members: pg.members(),
             pg_minsize: pg.pool_cfg.pg_minsize as usize,
+            ec: pg.ec.as_ref().map(|ec| (ec.geo, pg.set())),
         };
         self.step_round(key, RoundEvent::Claimed(claimed));
     }
@@ -402,6 +429,33 @@ impl Server {
                     self.submit_remote(owner, osd, req, Vec::new(), None);
                 }
                 RoundAction::Stabilizing => pg.phase = Phase::Stabilizing,
+                RoundAction::Rollback { osd, list } if osd == me => {
+                    self.submit_local(Owner::Stab(key, osd, epoch), BsOp::Rollback(list));
+                }
+                RoundAction::Rollback { osd, list } => {
+                    let bytes = wire_list(&list);
+                    let op = RequestOp::SecRollback(SecStabOp {
+                        len: bytes.len() as u64,
+                        flags: 0,
+                    });
+                    let req = Request { id: 0, op };
+                    self.submit_remote(Owner::Stab(key, osd, epoch), osd, req, bytes, None);
+                }
+                RoundAction::Lost(lost) => {
+                    let first = &lost[0];
+                    tracing::error!(
+                        "pg {}/{}: {} objects cannot be read (their newest stable version is on fewer than {} parts; first {:?} v{} on {} parts): incomplete until more OSDs come back",
+                        key.pool,
+                        key.pg,
+                        lost.len(),
+                        pg.ec.as_ref().map_or(0, |e| e.geo.data_parts),
+                        first.oid,
+                        first.stable,
+                        first.parts
+                    );
+                    pg.phase = Phase::Incomplete;
+                    self.report_pg(key);
+                }
                 RoundAction::Sync { osd } if osd == me => {
                     self.submit_local(Owner::Stab(key, osd, epoch), BsOp::Sync);
                 }
@@ -644,7 +698,10 @@ impl Server {
                     .into_iter()
                     .filter_map(|m| Some((m, backoff.osd_ready_at(m, now)?)))
                     .collect();
+                // EC/XOR objects are rebuilt from parts, not copied.
+                let ec = pg.ec.is_some();
                 let source: Box<dyn Iterator<Item = &ObjectId>> = match pass {
+                    0 | 1 if ec => Box::new(std::iter::empty()),
                     0 if !no_recovery => Box::new(pg.objects.degraded.ready()),
                     1 if !no_rebalance && pg.objects.degraded.is_empty() => {
                         Box::new(pg.objects.misplaced.ready())

@@ -19,6 +19,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use vitastor_blockstore::ObjVerId;
 use vitastor_layout::OsdNum;
 
+use crate::ec::geometry::Geometry;
+use crate::ec::peer::{Lost, Peered};
 use crate::pg::{classify, ObjectMap};
 
 /// Where the connection to a peer stands when the round starts.
@@ -43,6 +45,8 @@ pub struct Claimed {
     pub members: Vec<OsdNum>,
     /// The pool's `pg_minsize`.
     pub pg_minsize: usize,
+    /// EC/XOR PGs: the stripe shape and the set by position (`OsdNum(0)`: empty slot).
+    pub ec: Option<(Geometry, Vec<OsdNum>)>,
 }
 
 /// A listing: stable versions, unstable versions.
@@ -111,6 +115,16 @@ pub enum Action {
         /// Where.
         osd: OsdNum,
     },
+    /// EC/XOR PGs: roll back `list` on `osd` (parts of versions no `k` parts hold).
+    Rollback {
+        /// Where.
+        osd: OsdNum,
+        /// Part versions to go back to.
+        list: Vec<ObjVerId>,
+    },
+    /// EC/XOR PGs: these objects' newest stable versions are on fewer than `k` parts, so
+    /// they cannot be read: the PG is incomplete until more OSDs come back.
+    Lost(Vec<Lost>),
     /// Stabilize `list` on `osd`.
     Stabilize {
         /// Where.
@@ -133,6 +147,7 @@ pub enum Action {
 enum Stage {
     Connecting,
     Listing,
+    RollingBack,
     Syncing,
     Stabilizing,
     Done,
@@ -153,6 +168,11 @@ pub struct PeeringRound {
     waiting: BTreeSet<OsdNum>,
     listings: BTreeMap<OsdNum, Vec<ObjVerId>>,
     unstable: BTreeMap<OsdNum, Vec<ObjVerId>>,
+    ec: Option<(Geometry, Vec<OsdNum>)>,
+    /// EC/XOR PGs: each OSD's listing as it came (stable, unstable).
+    ec_listings: BTreeMap<OsdNum, Listing>,
+    /// EC/XOR PGs: what peering decided, once every listing is in.
+    ec_peered: Option<Peered>,
     failed: bool,
     repeer: bool,
     claimed: bool,
@@ -171,6 +191,9 @@ impl PeeringRound {
             waiting: BTreeSet::new(),
             listings: BTreeMap::new(),
             unstable: BTreeMap::new(),
+            ec: None,
+            ec_listings: BTreeMap::new(),
+            ec_peered: None,
             failed: false,
             repeer: false,
             claimed: false,
@@ -212,6 +235,9 @@ impl PeeringRound {
                 },
             ) if epoch == self.epoch && self.waiting.remove(&osd) => {
                 match listing {
+                    Some(l) if self.ec.is_some() => {
+                        self.ec_listings.insert(osd, l);
+                    }
                     Some((mut stable, unstable)) => {
                         if !unstable.is_empty() {
                             self.unstable.insert(osd, unstable.clone());
@@ -227,6 +253,9 @@ impl PeeringRound {
                 if self.failed || self.repeer {
                     return self.restart();
                 }
+                if self.ec.is_some() {
+                    return self.ec_settle();
+                }
                 if self.unstable.is_empty() {
                     return self.active();
                 }
@@ -237,7 +266,7 @@ impl PeeringRound {
                 out
             }
             (
-                stage @ (Stage::Syncing | Stage::Stabilizing),
+                stage @ (Stage::RollingBack | Stage::Syncing | Stage::Stabilizing),
                 Event::Stabilized { osd, epoch, ok },
             ) if epoch == self.epoch && self.waiting.remove(&osd) => {
                 self.failed |= !ok;
@@ -246,6 +275,12 @@ impl PeeringRound {
                 }
                 if self.failed || self.repeer {
                     return self.restart();
+                }
+                if stage == Stage::RollingBack {
+                    if self.unstable.is_empty() {
+                        return self.active();
+                    }
+                    return self.stab_round(Stage::Syncing);
                 }
                 if stage == Stage::Syncing {
                     return self.stab_round(Stage::Stabilizing);
@@ -259,6 +294,7 @@ impl PeeringRound {
 
     fn claim(&mut self, claim: Claimed) -> Vec<Action> {
         self.claimed = true;
+        self.ec = claim.ec;
         self.members = claim.members;
         self.pg_minsize = claim.pg_minsize;
         self.ready.insert(claim.me);
@@ -333,8 +369,52 @@ impl PeeringRound {
         vec![Action::Restart]
     }
 
+    /// EC/XOR PGs, every listing in: settle each object, then roll back, sync and
+    /// stabilize what that needs before going active.
+    fn ec_settle(&mut self) -> Vec<Action> {
+        let Some((geo, set)) = &self.ec else {
+            return self.restart();
+        };
+        let live: BTreeSet<OsdNum> = self.members.iter().copied().collect();
+        let mut peered = crate::ec::peer::classify(geo, set, &live, &self.ec_listings);
+        if !peered.lost.is_empty() {
+            self.stage = Stage::Done;
+            return vec![Action::Lost(std::mem::take(&mut peered.lost))];
+        }
+        self.unstable = std::mem::take(&mut peered.stabilize);
+        let rollback = std::mem::take(&mut peered.rollback);
+        self.ec_peered = Some(peered);
+        if rollback.is_empty() && self.unstable.is_empty() {
+            return self.active();
+        }
+        let mut out = vec![Action::Stabilizing];
+        if rollback.is_empty() {
+            out.extend(self.stab_round(Stage::Syncing));
+            return out;
+        }
+        self.stage = Stage::RollingBack;
+        self.waiting = rollback.keys().copied().collect();
+        out.extend(
+            rollback
+                .into_iter()
+                .map(|(osd, list)| Action::Rollback { osd, list }),
+        );
+        out
+    }
+
     fn active(&mut self) -> Vec<Action> {
         self.stage = Stage::Done;
+        if let Some(peered) = self.ec_peered.take() {
+            let listed = self
+                .ec_listings
+                .iter()
+                .map(|(o, l)| (*o, l.0.len() + l.1.len()))
+                .collect();
+            return vec![Action::Active {
+                objects: peered.objects,
+                listed,
+            }];
+        }
         let listings = std::mem::take(&mut self.listings);
         let listed = listings.iter().map(|(o, l)| (*o, l.len())).collect();
         vec![Action::Active {
@@ -373,6 +453,7 @@ mod tests {
                 .collect::<BTreeMap<_, _>>(),
             members: [1, 2, 3].map(OsdNum).to_vec(),
             pg_minsize: 2,
+            ec: None,
         })
     }
 

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use vitastor_blockstore::{ObjVerId, ObjectId};
 use vitastor_layout::{OsdNum, PgConfigItem, PgId, PgStateName, PoolConfig};
 
+use crate::ec::EcPool;
 use crate::peering_round::PeeringRound;
 
 /// Where a PG is in its life on this OSD.
@@ -56,6 +57,10 @@ pub struct ObjectMap {
     pub degraded: ObjSet,
     /// Objects complete on the live members but also present elsewhere.
     pub misplaced: ObjSet,
+    /// EC/XOR PGs: for each object above, the `(part, OSD)` copies at its version (on the
+    /// part's own position or elsewhere); an object absent here is whole on every live
+    /// member.
+    pub ec_parts: HashMap<ObjectId, Vec<(u32, OsdNum)>>,
 }
 
 /// A set of objects recovery works through. Objects whose recovery must wait (a backoff)
@@ -171,6 +176,36 @@ pub fn classify(members: &[OsdNum], listings: &BTreeMap<OsdNum, Vec<ObjVerId>>) 
     map
 }
 
+/// Why this OSD cannot serve a pool's PGs (`None`: it can): a stripe shape no code serves,
+/// or a block size or bitmap granularity other than this OSD's store has.
+pub fn pool_refusal(pool: &PoolConfig, block_size: u32, granularity: u32) -> Option<String> {
+    if pool.block_size != block_size || pool.bitmap_granularity != granularity {
+        return Some(format!(
+            "block_size {} / bitmap_granularity {} differ from this OSD's {block_size} / {granularity}",
+            pool.block_size, pool.bitmap_granularity
+        ));
+    }
+    match EcPool::of_pool(pool) {
+        Some(Err(e)) => Some(format!("{:?} pool cannot be served: {e}", pool.scheme)),
+        _ => None,
+    }
+}
+
+/// Why this OSD cannot serve one PG of a valid pool: an EC/XOR set must have one slot per
+/// part.
+pub fn pg_refusal(pool: &PoolConfig, cfg: &PgConfigItem) -> Option<String> {
+    (pool.scheme != vitastor_layout::Scheme::Replicated
+        && cfg.osd_set.len() != pool.pg_size as usize)
+        .then(|| {
+            format!(
+                "its pg/config set {:?} has {} slots, the pool's pg_size is {}",
+                cfg.osd_set,
+                cfg.osd_set.len(),
+                pool.pg_size
+            )
+        })
+}
+
 /// Unstable versions by the OSD that holds them.
 pub type Dirty = BTreeMap<OsdNum, Vec<ObjVerId>>;
 
@@ -212,11 +247,14 @@ pub struct Pg {
     pub locks: HashMap<ObjectId, std::collections::VecDeque<usize>>,
     /// State last written to etcd.
     pub reported: Vec<PgStateName>,
+    /// EC/XOR PGs: the pool's stripe shape and code (`None`: replicated).
+    pub ec: Option<std::rc::Rc<EcPool>>,
 }
 
 impl Pg {
     /// A PG that is about to claim its primary role.
     pub fn new(pool_cfg: PoolConfig, num: u32, cfg: PgConfigItem, peers: BTreeSet<OsdNum>) -> Pg {
+        let pool_cfg_ec = pool_cfg.clone();
         Pg {
             pool: pool_cfg.id,
             num,
@@ -234,7 +272,40 @@ impl Pg {
             tombstones: BTreeMap::new(),
             locks: HashMap::new(),
             reported: Vec::new(),
+            ec: None,
         }
+        .with_pool(pool_cfg_ec)
+    }
+
+    /// Takes the pool's config (and EC shape) as it is now.
+    pub fn with_pool(mut self, pool_cfg: PoolConfig) -> Pg {
+        self.set_pool(pool_cfg);
+        self
+    }
+
+    /// Refreshes the pool's config and, when it changed, its EC shape.
+    pub fn set_pool(&mut self, pool_cfg: PoolConfig) {
+        if self.ec.is_none() || self.pool_cfg != pool_cfg {
+            self.ec = EcPool::of_pool(&pool_cfg)
+                .and_then(Result::ok)
+                .map(std::rc::Rc::new);
+        }
+        self.pool_cfg = pool_cfg;
+    }
+
+    /// The PG's set by position (`OsdNum(0)` for an empty slot): part `i` of an EC object
+    /// lives on `set()[i]`.
+    pub fn set(&self) -> Vec<OsdNum> {
+        self.cfg.osd_set.iter().map(|&o| OsdNum(o)).collect()
+    }
+
+    /// The part an EC PG keeps on `osd` (its position in the set).
+    pub fn part_of(&self, osd: OsdNum) -> Option<u32> {
+        self.cfg
+            .osd_set
+            .iter()
+            .position(|&o| o != 0 && OsdNum(o) == osd)
+            .map(|p| p as u32)
     }
 
     /// `(pool, pg)`.

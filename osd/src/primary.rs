@@ -72,6 +72,10 @@ pub enum POp {
     Recover(RecoverOp),
     /// A client's listing of a whole PG (SEC_LIST with `OSD_LIST_PRIMARY`).
     List(PgListOp),
+    /// Client READ of an EC/XOR object.
+    EcRead(crate::primary_ec::EcReadOp),
+    /// Client WRITE of an EC/XOR object.
+    EcWrite(crate::primary_ec::EcWrite),
 }
 
 /// A listing of a whole PG: the request, beside the merge ([`list::ListOp`]).
@@ -164,8 +168,8 @@ impl Server {
             return Err(Errno::EPIPE);
         };
         if pool.scheme != Scheme::Replicated {
-            // EC/XOR primaries are not served by this OSD yet: never pretend.
-            return Err(Errno::EINVAL);
+            let pool = pool.clone();
+            return self.start_ec_rw(client, op, rw, payload, &pool);
         }
         let stripe = pool.object_start(rw.offset);
         let key = PgId::new(pool_id, pool.pg_of(stripe));
@@ -231,7 +235,7 @@ impl Server {
     }
 
     /// Releases the object lock held by a finished op; the next queued op runs.
-    fn unlock(&mut self, key: PgId, oid: ObjectId) {
+    pub(crate) fn unlock(&mut self, key: PgId, oid: ObjectId) {
         let Some(pg) = self.pgs.get_mut(&key) else {
             return;
         };
@@ -248,7 +252,7 @@ impl Server {
     }
 
     /// An op finished on its PG.
-    fn op_done(&mut self, key: PgId) {
+    pub(crate) fn op_done(&mut self, key: PgId) {
         if let Some(pg) = self.pgs.get_mut(&key) {
             pg.inflight -= 1;
         }
@@ -262,6 +266,7 @@ impl Server {
             POp::Read(r) => self.client_error(r.client, errno),
             POp::Write(w) => self.client_error(w.client, errno),
             POp::List(l) => self.client_error(l.client, errno),
+            op @ (POp::EcRead(_) | POp::EcWrite(_)) => self.abort_ec(op, errno),
             POp::Delete(d) if !d.steps.is_background() => self.client_error(d.client, errno),
             POp::Sync { client, mut op } => {
                 // The slot is already free: nothing more may be sent for this op.
@@ -399,6 +404,7 @@ impl Server {
             _ => {}
         }
         match op {
+            POp::EcRead(_) | POp::EcWrite(_) => self.on_ec_sub(idx, tag, res),
             POp::Read(_) => {
                 if let SubRes::Bs(Err(e)) = &res {
                     if self.read_elsewhere(idx) {
@@ -519,8 +525,12 @@ impl Server {
                 };
                 self.step_recover(idx, r, event);
             }
+            POp::EcWrite(w) => self.ec_write_locked(idx, w),
             POp::Read(r) => {
                 self.ops[idx] = Some(POp::Read(r));
+            }
+            POp::EcRead(r) => {
+                self.ops[idx] = Some(POp::EcRead(r));
             }
             POp::List(l) => {
                 self.ops[idx] = Some(POp::List(l));
@@ -530,18 +540,18 @@ impl Server {
     }
 
     /// The next version of `oid`: above everything this OSD has and everything peering saw.
-    fn next_version(&self, key: PgId, oid: ObjectId) -> u64 {
+    pub(crate) fn next_version(&self, key: PgId, oid: ObjectId) -> u64 {
         let known = self
             .pgs
             .get(&key)
             .and_then(|pg| pg.objects.objects.get(&oid))
             .map_or(0, |s| s.version);
-        self.bs.object_version(oid).max(known) + 1
+        self.bs.object_version(self.local_oid(key, oid)).max(known) + 1
     }
 
     /// Starts recovery of `oid` ahead of the op `idx` that holds its lock: the recovery takes
     /// the lock over and `idx` runs again right after it.
-    fn recover_first(&mut self, key: PgId, oid: ObjectId, idx: usize) {
+    pub(crate) fn recover_first(&mut self, key: PgId, oid: ObjectId, idx: usize) {
         if let Some(q) = self.pgs.get_mut(&key).and_then(|pg| pg.locks.get_mut(&oid)) {
             q.push_front(idx);
         }
@@ -687,13 +697,17 @@ impl Server {
 
     /// What a delete that just got its lock needs to know of its PG and object.
     fn delete_facts(&self, key: PgId, oid: ObjectId) -> delete::Facts {
-        let w = self.write_facts(key, oid);
+        let mut w = self.write_facts(key, oid);
+        if let Some(pg) = self.pgs.get(&key).filter(|pg| pg.ec.is_some()) {
+            // An EC/XOR PG keeps parts only on its set's positions.
+            w.targets.retain(|&o| pg.part_of(o).is_some());
+        }
         delete::Facts {
             active: w.active,
             degraded: w.degraded,
             recovery_waits: w.recovery_waits,
             targets: w.targets,
-            local_version: self.bs.object_version(oid),
+            local_version: self.bs.object_version(self.local_oid(key, oid)),
             known: self
                 .pgs
                 .get(&key)
@@ -716,6 +730,7 @@ impl Server {
             match action {
                 delete::Action::RecoverFirst => self.recover_first(key, oid, idx),
                 delete::Action::Tombstone { tag, osd, version } => {
+                    let oid = self.part_oid(key, oid, osd).unwrap_or(oid);
                     let gran = self.bs.layout().bitmap_granularity as usize;
                     let bmp_bytes = self.bs.layout().bitmap_bytes();
                     if osd == self.osd_num {
@@ -747,6 +762,7 @@ impl Server {
                 }
                 delete::Action::Tombstoned => {
                     if let Some(pg) = self.pgs.get_mut(&key) {
+                        pg.objects.ec_parts.remove(&oid);
                         pg.objects.objects.remove(&oid);
                         pg.objects.misplaced.remove(&oid);
                     }
@@ -762,6 +778,7 @@ impl Server {
                     }
                 }
                 delete::Action::Purge { tag, osd, version } if osd == self.osd_num => {
+                    let oid = self.local_oid(key, oid);
                     let op = BsOp::Delete {
                         oid,
                         version,
@@ -770,6 +787,7 @@ impl Server {
                     self.sub_local(idx, tag, op);
                 }
                 delete::Action::Purge { tag, osd, version } => {
+                    let oid = self.part_oid(key, oid, osd).unwrap_or(oid);
                     let req = Request {
                         id: 0,
                         op: RequestOp::SecDelete(SecDeleteOp {
@@ -788,6 +806,7 @@ impl Server {
                     self.sub_remote(idx, tag, osd, req, Vec::new(), None);
                 }
                 delete::Action::StabilizePeer { tag, osd, version } => {
+                    let oid = self.part_oid(key, oid, osd).unwrap_or(oid);
                     let list = wire_list(&[ObjVerId::new(oid, version)]);
                     let req = Request {
                         id: 0,
@@ -1301,7 +1320,7 @@ impl Server {
     /// Why ops on `oid` fail now instead of recovering it first: its last recovery failed
     /// and its next attempt is not due. Out of space stays ENOSPC; anything else is EPIPE,
     /// which clients retry.
-    fn recovery_waits(&self, key: PgId, oid: ObjectId) -> Option<Errno> {
+    pub(crate) fn recovery_waits(&self, key: PgId, oid: ObjectId) -> Option<Errno> {
         let e = self
             .backoff
             .waiting(&(key, oid), std::time::Instant::now())?;
@@ -1327,13 +1346,28 @@ impl Server {
         else {
             return;
         };
+        let parts: Vec<(u32, OsdNum)> = holders
+            .iter()
+            .filter_map(|&o| Some((pg.part_of(o)?, o)))
+            .collect();
         if !stable {
             for &osd in holders {
-                pg.dirty
-                    .entry(osd)
-                    .or_default()
-                    .push(ObjVerId::new(oid, version));
+                let part = match &pg.ec {
+                    None => Some(oid),
+                    Some(ec) => pg
+                        .part_of(osd)
+                        .map(|p| ObjectId::new(oid.inode, ec.geo.part_stripe(oid.stripe, p))),
+                };
+                if let Some(part) = part {
+                    pg.dirty
+                        .entry(osd)
+                        .or_default()
+                        .push(ObjVerId::new(part, version));
+                }
             }
+        }
+        if pg.ec.is_some() {
+            pg.objects.ec_parts.insert(oid, parts);
         }
         pg.objects.objects.insert(oid, st);
         pg.objects.misplaced.remove(&oid);
@@ -1351,7 +1385,7 @@ impl Server {
         self.lock_and_run(key, oid, idx);
     }
 
-    fn pool_commit(&self, pool: u32) -> ImmediateCommit {
+    pub(crate) fn pool_commit(&self, pool: u32) -> ImmediateCommit {
         self.cluster
             .pools
             .get(&pool)
@@ -1362,7 +1396,7 @@ impl Server {
 }
 
 impl DeleteOp {
-    fn new(client: ClientRef, pg: PgId, oid: ObjectId, background: bool) -> DeleteOp {
+    pub(crate) fn new(client: ClientRef, pg: PgId, oid: ObjectId, background: bool) -> DeleteOp {
         DeleteOp {
             client,
             pg,

@@ -159,6 +159,8 @@ pub struct ServerConfig {
     pub recovery_queue_depth: usize,
     /// How often `osd/stats` is written.
     pub stats_interval: Duration,
+    /// `--debug_ec_crash` (tests only): where an EC write aborts the process.
+    pub debug_ec_crash: Option<crate::debug_crash::EcCrash>,
 }
 
 /// The server. See the module docs.

@@ -48,6 +48,10 @@ pub(crate) struct Setup {
     pub osd_set: Vec<u64>,
     pub pg_minsize: u32,
     pub immediate_commit: ImmediateCommit,
+    /// `replicated`, `xor` or `ec`.
+    pub scheme: &'static str,
+    /// Parity parts of an `ec`/`xor` pool.
+    pub parity_chunks: u32,
 }
 
 impl Default for Setup {
@@ -58,6 +62,8 @@ impl Default for Setup {
             osd_set: vec![1, 2],
             pg_minsize: 1,
             immediate_commit: ImmediateCommit::All,
+            scheme: "replicated",
+            parity_chunks: 0,
         }
     }
 }
@@ -87,6 +93,7 @@ impl Bench {
             },
             recovery_queue_depth: 4,
             stats_interval: Duration::from_secs(3600),
+            debug_ec_crash: None,
         };
         let server =
             Server::with_listener(listener, server_cfg, bs, None).expect("server on loopback");
@@ -108,8 +115,9 @@ impl Bench {
         let kvs: Vec<(String, Value)> = vec![
             (
                 "config/pools".into(),
-                json!({"1": {"name": "p", "scheme": "replicated",
+                json!({"1": {"name": "p", "scheme": setup.scheme,
                     "pg_size": setup.osd_set.len(), "pg_minsize": setup.pg_minsize,
+                    "parity_chunks": setup.parity_chunks,
                     "pg_count": 1, "immediate_commit": commit}}),
             ),
             (
@@ -193,6 +201,29 @@ impl Bench {
             version: 0,
         });
         self.send(op, data)
+    }
+
+    /// A client READ of `len` bytes at `offset` of [`INODE`]: its retval, bitmap and data
+    /// (`bitmap_bytes` of bitmap: the test knows the object's shape).
+    pub fn read(&mut self, offset: u64, len: u32, bitmap_bytes: usize) -> (i64, Vec<u8>, Vec<u8>) {
+        let op = RequestOp::Read(RwOp {
+            inode: INODE,
+            offset,
+            len,
+            flags: 0,
+            meta_revision: 0,
+            version: 0,
+        });
+        let id = self.send(op, &[]);
+        let (reply, mut payload) = self.reply(id, |r| {
+            if r.retval >= 0 {
+                bitmap_bytes + r.retval as usize
+            } else {
+                0
+            }
+        });
+        let data = payload.split_off(payload.len().min(bitmap_bytes));
+        (reply.retval, payload, data)
     }
 
     /// A client SYNC.

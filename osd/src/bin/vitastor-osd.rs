@@ -50,6 +50,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         },
         recovery_queue_depth: opts.recovery_queue_depth,
         stats_interval: opts.etcd_stats_interval,
+        debug_ec_crash: opts.debug_ec_crash.clone(),
     };
     let listener = std::net::TcpListener::bind(opts.bind)?;
     let port = listener.local_addr()?.port();

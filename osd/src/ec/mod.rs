@@ -61,11 +61,31 @@ use thiserror::Error;
 
 pub mod codec;
 pub mod geometry;
+pub mod peer;
 pub mod read;
 #[cfg(test)]
 mod tests;
 pub mod torn;
 pub mod write;
+
+/// An EC/XOR pool's stripe shape and parity code, built once per PG from its pool.
+#[derive(Debug)]
+pub struct EcPool {
+    /// Where bytes and bitmap bits live.
+    pub geo: geometry::Geometry,
+    /// The parity code.
+    pub codec: codec::Codec,
+}
+
+impl EcPool {
+    /// The shape of an `ec`/`xor` pool (`None` for a replicated one; an error for a shape
+    /// no code can serve).
+    pub fn of_pool(pool: &vitastor_layout::PoolConfig) -> Option<Result<EcPool, EcError>> {
+        let geo = geometry::Geometry::of_pool(pool)?;
+        let codec = codec::Codec::for_pool(pool)?;
+        Some(geo.and_then(|geo| Ok(EcPool { geo, codec: codec? })))
+    }
+}
 
 /// Why an EC computation could not be done.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]

@@ -1,0 +1,748 @@
+//! Client READ and WRITE on the EC/XOR PGs this OSD leads: the same lock cycle, sub-op
+//! plumbing and replies as [`crate::primary`], with the plans of [`crate::ec`] — a read
+//! is a set of part reads put together (or rebuilt) by [`ec::read::ReadPlan`], a write is
+//! [`ec::write::EcWriteOp`]'s read-modify-write, unstable part writes, then its stabilize.
+//! DELETE and SYNC are the replicated machines' ([`crate::op_delete`], [`crate::op_sync`]):
+//! only the object each OSD is sent changes (its part, see [`Server::part_oid`]).
+//!
+//! Sub-op tags of a write: the part number for writes, stabilizes and rollbacks,
+//! [`READ_TAG`] + the sub-read's number for its reads.
+//!
+//! What it must never do: answer a read with bytes it neither read nor rebuilt, or let a
+//! write's versions reach the unsynced list of a PG other than its own.
+
+use std::rc::Rc;
+
+use vitastor_blockstore::{AlignedBuf, BsOp, BsReply, ObjVerId, ObjectId, NEWEST};
+use vitastor_layout::{ImmediateCommit, OsdNum, PgId, PoolConfig};
+use vitastor_protocol::errno::Errno;
+use vitastor_protocol::{Reply, ReplyOp, Request, RequestOp, RwOp, RwReply, SecRwOp, SecStabOp};
+
+use crate::debug_crash::{self, CrashPoint};
+use crate::ec::read::{self as ec_read, PartData, ReadPlan};
+use crate::ec::write::{self as ec_write, EcWriteOp};
+use crate::ec::EcPool;
+use crate::primary::{wire_list, ClientRef, DeleteOp, POp};
+use crate::secondary::ReplyMsg;
+use crate::server::{Server, SubRes};
+use crate::stats::InodeOp;
+
+/// Tags of a write's sub-reads start here (below are part numbers).
+pub const READ_TAG: u32 = 1 << 16;
+
+/// A client READ of an EC/XOR object.
+#[derive(Debug)]
+pub struct EcReadOp {
+    client: ClientRef,
+    pg: PgId,
+    inode: u64,
+    offset: u64,
+    len: u64,
+    ec: Rc<EcPool>,
+    plan: ReadPlan,
+    replies: Vec<Option<PartData>>,
+    pending: usize,
+    version: u64,
+    failed: Option<Errno>,
+}
+
+/// A client WRITE of an EC/XOR object, beside its decisions ([`EcWriteOp`]).
+#[derive(Debug)]
+pub struct EcWrite {
+    client: ClientRef,
+    pg: PgId,
+    oid: ObjectId,
+    len: usize,
+    /// Its number among this primary's EC writes (for `--debug_ec_crash`).
+    seq: u64,
+    first_written: bool,
+    ec: Rc<EcPool>,
+    steps: EcWriteOp,
+}
+
+/// The bytes and bitmap of a part read, from the store or a peer.
+fn part_data(res: SubRes) -> Result<(u64, PartData), Errno> {
+    match res {
+        SubRes::Bs(Ok(BsReply::Read {
+            version,
+            bitmap,
+            data,
+        })) => Ok((
+            version,
+            PartData {
+                bitmap,
+                data: data.to_vec(),
+            },
+        )),
+        SubRes::Net(Ok((reply, mut payload))) => match reply.op {
+            ReplyOp::SecRead(r) if payload.len() >= r.attr_len as usize => {
+                let data = payload.split_off(r.attr_len as usize);
+                Ok((
+                    r.version,
+                    PartData {
+                        bitmap: payload,
+                        data,
+                    },
+                ))
+            }
+            _ => Err(Errno::EIO),
+        },
+        other => Err(other.errno().unwrap_or(Errno::EIO)),
+    }
+}
+
+impl Server {
+    /// The object OSD `osd` stores for `oid` in PG `key`: `oid` itself in a replicated PG,
+    /// the part of `osd`'s position in an EC/XOR one (`None`: `osd` holds no part).
+    pub(crate) fn part_oid(&self, key: PgId, oid: ObjectId, osd: OsdNum) -> Option<ObjectId> {
+        let pg = self.pgs.get(&key)?;
+        match &pg.ec {
+            None => Some(oid),
+            Some(ec) => {
+                let part = pg.part_of(osd)?;
+                Some(ObjectId::new(
+                    oid.inode,
+                    ec.geo.part_stripe(oid.stripe, part),
+                ))
+            }
+        }
+    }
+
+    /// The object this OSD's store keeps for `oid` (its part in an EC/XOR PG).
+    pub(crate) fn local_oid(&self, key: PgId, oid: ObjectId) -> ObjectId {
+        self.part_oid(key, oid, self.osd_num).unwrap_or(oid)
+    }
+
+    /// Per part of `oid`: the live OSD at its position holding the object's current
+    /// version (`None`: down, empty, or behind).
+    fn ec_members(&self, key: PgId, oid: ObjectId) -> Vec<Option<OsdNum>> {
+        let Some(pg) = self.pgs.get(&key) else {
+            return Vec::new();
+        };
+        let parts = pg.objects.ec_parts.get(&oid);
+        let me = self.osd_num;
+        pg.set()
+            .into_iter()
+            .enumerate()
+            .map(|(i, osd)| {
+                let up =
+                    osd.0 != 0 && pg.live.contains(&osd) && (osd == me || self.peers.is_ready(osd));
+                let current = parts.is_none_or(|p| p.contains(&(i as u32, osd)));
+                (up && current).then_some(osd)
+            })
+            .collect()
+    }
+
+    /// Starts a client READ, WRITE or DELETE on an EC/XOR pool.
+    pub(crate) fn start_ec_rw(
+        &mut self,
+        client: ClientRef,
+        op: &RequestOp,
+        rw: RwOp,
+        payload: Vec<u8>,
+        pool: &PoolConfig,
+    ) -> Result<(), Errno> {
+        let stripe = pool.object_start(rw.offset);
+        let key = PgId::new(pool.id, pool.pg_of(stripe));
+        let in_obj = rw.offset - stripe;
+        let Some(pg) = self.pgs.get_mut(&key) else {
+            return Err(Errno::EPIPE);
+        };
+        if pg.phase != crate::pg::Phase::Active {
+            return Err(Errno::EPIPE);
+        }
+        let Some(ec) = pg.ec.clone() else {
+            return Err(Errno::EPIPE);
+        };
+        if in_obj + u64::from(rw.len) > ec.geo.object_size() {
+            return Err(Errno::EINVAL);
+        }
+        let oid = ObjectId::new(rw.inode, stripe);
+        match op {
+            RequestOp::Read(_) => {
+                let align = u64::from(self.bs.layout().disk_alignment);
+                if !in_obj.is_multiple_of(align) || !u64::from(rw.len).is_multiple_of(align) {
+                    return Err(Errno::EINVAL);
+                }
+                pg.inflight += 1;
+                self.start_ec_read(client, key, oid, ec, in_obj, u64::from(rw.len));
+            }
+            RequestOp::Write(_) => {
+                let gran = u64::from(self.bs.layout().bitmap_granularity);
+                if !in_obj.is_multiple_of(gran)
+                    || !u64::from(rw.len).is_multiple_of(gran)
+                    || rw.len == 0
+                {
+                    return Err(Errno::EINVAL);
+                }
+                pg.inflight += 1;
+                let seq = self
+                    .cfg
+                    .debug_ec_crash
+                    .as_ref()
+                    .map_or(0, |h| h.next_write());
+                let w = EcWrite {
+                    client,
+                    pg: key,
+                    oid,
+                    len: payload.len(),
+                    seq,
+                    first_written: false,
+                    steps: EcWriteOp::new(ec.geo, rw.version, in_obj, payload),
+                    ec,
+                };
+                let idx = self.insert_op(POp::EcWrite(w));
+                self.lock_and_run(key, oid, idx);
+            }
+            _ => {
+                pg.inflight += 1;
+                let idx = self.insert_op(POp::Delete(DeleteOp::new(client, key, oid, false)));
+                self.lock_and_run(key, oid, idx);
+            }
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------ reads
+
+    fn start_ec_read(
+        &mut self,
+        client: ClientRef,
+        key: PgId,
+        oid: ObjectId,
+        ec: Rc<EcPool>,
+        offset: u64,
+        len: u64,
+    ) {
+        let members = self.ec_members(key, oid);
+        let reachable: Vec<bool> = members.iter().map(Option::is_some).collect();
+        let pg = &self.pgs[&key];
+        let local = pg.part_of(self.osd_num).filter(|&p| reachable[p as usize]);
+        let version = pg.objects.objects.get(&oid).map_or(NEWEST, |s| s.version);
+        let plan = match ec_read::plan_range(&ec.geo, offset, len, &reachable, local) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!("pg {}/{}: read of {oid:?}: {e}", key.pool, key.pg);
+                self.client_error(client, Errno::EIO);
+                return self.op_done(key);
+            }
+        };
+        let reads = plan.reads.clone();
+        let idx = self.insert_op(POp::EcRead(EcReadOp {
+            client,
+            pg: key,
+            inode: oid.inode,
+            offset,
+            len,
+            replies: vec![None; reads.len()],
+            pending: reads.len(),
+            plan,
+            version: 0,
+            failed: None,
+            ec: Rc::clone(&ec),
+        }));
+        for (tag, r) in (0u32..).zip(reads) {
+            let osd = members[r.part as usize].expect("planned from reachable parts");
+            let part = ObjectId::new(oid.inode, ec.geo.part_stripe(oid.stripe, r.part));
+            self.read_part(idx, tag, osd, part, version, r.range.clone());
+        }
+    }
+
+    /// One part read (bitmap included) of op `idx`, from the store or a peer.
+    fn read_part(
+        &mut self,
+        idx: usize,
+        tag: u32,
+        osd: OsdNum,
+        part: ObjectId,
+        version: u64,
+        range: std::ops::Range<u32>,
+    ) {
+        if osd == self.osd_num {
+            let op = BsOp::Read {
+                oid: part,
+                version,
+                offset: range.start,
+                len: range.len() as u32,
+            };
+            return self.sub_local(idx, tag, op);
+        }
+        let req = Request {
+            id: 0,
+            op: RequestOp::SecRead(SecRwOp {
+                oid: part,
+                // The wire's 0 is the newest version.
+                version: if version == NEWEST { 0 } else { version },
+                offset: range.start,
+                len: range.len() as u32,
+                attr_len: self.bs.layout().bitmap_bytes() as u32,
+                flags: 0,
+            }),
+        };
+        self.sub_remote(idx, tag, osd, req, Vec::new(), None);
+    }
+
+    fn on_ec_read(&mut self, idx: usize, tag: u32, res: SubRes) {
+        let Some(POp::EcRead(r)) = self.ops.get_mut(idx).and_then(Option::as_mut) else {
+            return;
+        };
+        let Some(slot) = r.replies.get_mut(tag as usize) else {
+            return;
+        };
+        if slot.is_some() {
+            return;
+        }
+        r.pending -= 1;
+        match part_data(res) {
+            Ok((version, d)) => {
+                r.version = r.version.max(version);
+                *slot = Some(d);
+            }
+            Err(e) => {
+                r.failed.get_or_insert(e);
+                *slot = Some(PartData::default());
+            }
+        }
+        if r.pending > 0 {
+            return;
+        }
+        let Some(POp::EcRead(r)) = self.take_op(idx) else {
+            unreachable!("matched above")
+        };
+        self.release_if_done(idx);
+        let result = match r.failed {
+            Some(e) => Err(e),
+            None => {
+                let replies: Vec<PartData> = r.replies.into_iter().flatten().collect();
+                r.plan
+                    .assemble(&r.ec.codec, &replies, r.offset, r.len)
+                    .map_err(|e| {
+                        tracing::warn!("pg {}/{}: EC read: {e}", r.pg.pool, r.pg.pg);
+                        Errno::EIO
+                    })
+            }
+        };
+        match result {
+            Ok((bitmap, data)) => {
+                self.stats.op("primary_read", r.client.start, r.len);
+                self.stats
+                    .inode(r.inode, InodeOp::Read, r.client.start, r.len);
+                let mut msg = ReplyMsg::new(
+                    &Reply {
+                        id: r.client.id,
+                        retval: r.len as i64,
+                        op: ReplyOp::Read(RwReply {
+                            bitmap_len: bitmap.len() as u32,
+                            version: r.version,
+                        }),
+                    },
+                    bitmap,
+                );
+                msg.data = Some(AlignedBuf::from_slice(&data));
+                self.reply(r.client.conn, r.client.cost, msg);
+            }
+            Err(e) => self.client_error(r.client, e),
+        }
+        self.op_done(r.pg);
+    }
+
+    // ------------------------------------------------------------------ writes
+
+    /// What an EC write that just got its lock needs to know.
+    fn ec_write_facts(&self, key: PgId, oid: ObjectId) -> ec_write::Facts {
+        let pg = self.pgs.get(&key);
+        let degraded = pg.is_some_and(|pg| pg.objects.degraded.contains(&oid));
+        let members = self.ec_members(key, oid);
+        ec_write::Facts {
+            active: pg.is_some_and(|pg| pg.phase == crate::pg::Phase::Active),
+            degraded,
+            recovery_waits: degraded.then(|| self.recovery_waits(key, oid)).flatten(),
+            local: pg
+                .and_then(|pg| pg.part_of(self.osd_num))
+                .filter(|&p| members.get(p as usize).copied().flatten().is_some()),
+            members,
+            current: self.next_version(key, oid) - 1,
+            purged_up_to: pg.map_or(0, |pg| pg.purged_up_to),
+            stabilize_now: self.pool_commit(key.pool) == ImmediateCommit::All,
+        }
+    }
+
+    /// An EC write got its object lock.
+    pub(crate) fn ec_write_locked(&mut self, idx: usize, w: EcWrite) {
+        let facts = self.ec_write_facts(w.pg, w.oid);
+        self.step_ec_write(idx, w, ec_write::Event::Locked(facts));
+    }
+
+    fn on_ec_write(&mut self, idx: usize, tag: u32, res: SubRes) {
+        let Some(POp::EcWrite(mut w)) = self.take_op(idx) else {
+            return;
+        };
+        let event = if tag >= READ_TAG {
+            ec_write::Event::Read {
+                tag: tag - READ_TAG,
+                result: part_data(res).map(|(_, d)| d),
+            }
+        } else {
+            let result = res.errno().map_or(Ok(()), Err);
+            if result.is_ok() && !w.first_written {
+                w.first_written = true;
+                let hook = self.cfg.debug_ec_crash.as_ref();
+                debug_crash::check(hook, CrashPoint::AfterFirstPartWrite, w.seq);
+            }
+            ec_write::Event::Sub { part: tag, result }
+        };
+        self.step_ec_write(idx, w, event);
+        self.release_if_done(idx);
+    }
+
+    /// Feeds EC write `idx` (taken out of its slot) one event and carries out what it
+    /// decided; puts it back unless it is over.
+    fn step_ec_write(&mut self, idx: usize, mut w: EcWrite, event: ec_write::Event) {
+        let actions = w.steps.advance(&w.ec.codec, event);
+        let (client, key, oid, len, seq) = (w.client, w.pg, w.oid, w.len, w.seq);
+        let ec = Rc::clone(&w.ec);
+        if !w.steps.is_done() {
+            self.ops[idx] = Some(POp::EcWrite(w));
+        }
+        let part_oid = |part: u32| ObjectId::new(oid.inode, ec.geo.part_stripe(oid.stripe, part));
+        let all_written = actions.iter().any(|a| {
+            matches!(
+                a,
+                ec_write::Action::Stabilize { .. } | ec_write::Action::Written { .. }
+            )
+        });
+        if all_written {
+            debug_crash::check(
+                self.cfg.debug_ec_crash.as_ref(),
+                CrashPoint::BeforeStabilize,
+                seq,
+            );
+        }
+        for action in actions {
+            match action {
+                ec_write::Action::RecoverFirst => {
+                    // EC recovery is not driven yet: the client retries.
+                    let e = vitastor_protocol::errno::Errno::EPIPE;
+                    if let Some(POp::EcWrite(w)) = self.take_op(idx) {
+                        self.client_error(w.client, e);
+                    }
+                    self.unlock(key, oid);
+                    self.op_done(key);
+                }
+                ec_write::Action::Read {
+                    tag,
+                    part,
+                    osd,
+                    version,
+                    range,
+                } => self.read_part(idx, READ_TAG + tag, osd, part_oid(part), version, range),
+                ec_write::Action::Write {
+                    part,
+                    osd,
+                    version,
+                    offset,
+                    data,
+                    attr,
+                } => {
+                    if osd == self.osd_num {
+                        let op = BsOp::Write {
+                            oid: part_oid(part),
+                            version,
+                            offset,
+                            data: AlignedBuf::from_slice(&data),
+                            bitmap: attr,
+                            stable: false,
+                        };
+                        self.sub_local(idx, part, op);
+                        continue;
+                    }
+                    let attr = attr.unwrap_or_default();
+                    let rw = SecRwOp {
+                        oid: part_oid(part),
+                        version,
+                        offset,
+                        len: data.len() as u32,
+                        attr_len: attr.len() as u32,
+                        flags: 0,
+                    };
+                    let req = Request {
+                        id: 0,
+                        op: RequestOp::SecWrite(rw),
+                    };
+                    let data = Rc::new(AlignedBuf::from_slice(&data));
+                    self.sub_remote(idx, part, osd, req, attr, Some(data));
+                }
+                ec_write::Action::Stabilize { part, osd, version } => {
+                    let list = vec![ObjVerId::new(part_oid(part), version)];
+                    self.part_list_op(idx, part, osd, list, false);
+                }
+                ec_write::Action::Rollback { part, osd, version } => {
+                    let list = vec![ObjVerId::new(part_oid(part), version)];
+                    self.part_list_op(idx, part, osd, list, true);
+                }
+                ec_write::Action::Written {
+                    version,
+                    holders,
+                    stable,
+                } => {
+                    let Some(pg) = self.pgs.get_mut(&key) else {
+                        continue;
+                    };
+                    if !stable {
+                        for &(part, osd) in &holders {
+                            pg.dirty
+                                .entry(osd)
+                                .or_default()
+                                .push(ObjVerId::new(part_oid(part), version));
+                        }
+                    }
+                    if let Some(st) = pg.objects.objects.get_mut(&oid) {
+                        st.version = version;
+                        let on: Vec<OsdNum> = holders.iter().map(|h| h.1).collect();
+                        st.stale
+                            .extend(st.holders.iter().filter(|h| !on.contains(h)));
+                        st.stale.retain(|h| !on.contains(h));
+                        st.holders = on;
+                        pg.objects.ec_parts.insert(oid, holders);
+                    }
+                    pg.tombstones.remove(&oid);
+                }
+                ec_write::Action::Repeer => self.peer_trouble(key),
+                ec_write::Action::Reply(Ok(version)) => {
+                    self.stats.op("primary_write", client.start, len as u64);
+                    self.stats
+                        .inode(oid.inode, InodeOp::Write, client.start, len as u64);
+                    let msg = ReplyMsg::new(
+                        &Reply {
+                            id: client.id,
+                            retval: len as i64,
+                            op: ReplyOp::Write(RwReply {
+                                bitmap_len: 0,
+                                version,
+                            }),
+                        },
+                        Vec::new(),
+                    );
+                    self.reply(client.conn, client.cost, msg);
+                }
+                ec_write::Action::Reply(Err(e)) => self.client_error(client, e),
+                ec_write::Action::Unlock => {
+                    self.unlock(key, oid);
+                    self.op_done(key);
+                }
+            }
+        }
+    }
+
+    /// SEC_STABILIZE (or SEC_ROLLBACK) of `list` on `osd` as sub-op `tag` of op `idx`.
+    fn part_list_op(
+        &mut self,
+        idx: usize,
+        tag: u32,
+        osd: OsdNum,
+        list: Vec<ObjVerId>,
+        rollback: bool,
+    ) {
+        if osd == self.osd_num {
+            let op = if rollback {
+                BsOp::Rollback(list)
+            } else {
+                BsOp::Stabilize(list)
+            };
+            return self.sub_local(idx, tag, op);
+        }
+        let bytes = wire_list(&list);
+        let stab = SecStabOp {
+            len: bytes.len() as u64,
+            flags: 0,
+        };
+        let op = if rollback {
+            RequestOp::SecRollback(stab)
+        } else {
+            RequestOp::SecStabilize(stab)
+        };
+        self.sub_remote(idx, tag, osd, Request { id: 0, op }, bytes, None);
+    }
+
+    /// Moves an EC op forward with the result of its sub-op `tag`.
+    pub(crate) fn on_ec_sub(&mut self, idx: usize, tag: u32, res: SubRes) {
+        match self.ops.get(idx).and_then(Option::as_ref) {
+            Some(POp::EcRead(_)) => self.on_ec_read(idx, tag, res),
+            Some(POp::EcWrite(_)) => self.on_ec_write(idx, tag, res),
+            _ => {}
+        }
+    }
+
+    /// An EC op is dropped before its end (its PG went away).
+    pub(crate) fn abort_ec(&mut self, op: POp, errno: Errno) {
+        match op {
+            POp::EcRead(r) => self.client_error(r.client, errno),
+            POp::EcWrite(w) => self.client_error(w.client, errno),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use vitastor_blockstore::{BsOp, BsReply, ImmediateCommit, ObjectId, NEWEST};
+    use vitastor_layout::PgId;
+    use vitastor_protocol::{RequestOp, RwOp};
+
+    use crate::ec::codec::Codec;
+    use crate::testing::{Bench, Setup, BLOCK, INODE};
+
+    /// An EC 1+1 PG whose other OSD is down: `set` puts this OSD (osd.1) on the data part
+    /// (`[1, 2]`) or on the parity part (`[2, 1]`).
+    fn ec11(set: [u64; 2], commit: ImmediateCommit) -> Bench {
+        Bench::new(Setup {
+            osd_set: set.to_vec(),
+            scheme: "ec",
+            parity_chunks: 1,
+            immediate_commit: commit,
+            ..Setup::default()
+        })
+    }
+
+    /// The object's bitmap of a 1+1 pool: one part of 32 granules.
+    const BMP: usize = 4;
+
+    fn local_part(b: &mut Bench, part: u64) -> (u64, Vec<u8>, Vec<u8>) {
+        let op = BsOp::Read {
+            oid: ObjectId::new(INODE, part),
+            version: NEWEST,
+            offset: 0,
+            len: BLOCK as u32,
+        };
+        match b.server.bs.exec(op) {
+            Ok(BsReply::Read {
+                version,
+                bitmap,
+                data,
+            }) => (version, bitmap, data.to_vec()),
+            other => panic!("local read: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_ec_pg_goes_active_with_pg_minsize_parts_and_serves_writes_and_reads() {
+        let mut b = ec11([1, 2], ImmediateCommit::All);
+        assert_eq!(b.pg_states(), ["Active", "Degraded"]);
+        let id = b.write(8192, &[7; 8192]);
+        assert_eq!(b.reply(id, |_| 0).0.retval, 8192);
+        // A partial overwrite reads the old columns back (read-modify-write).
+        let id = b.write(12288, &[9; 4096]);
+        assert_eq!(b.reply(id, |_| 0).0.retval, 4096);
+        let (ret, bitmap, data) = b.read(0, 16384, BMP);
+        assert_eq!(ret, 16384);
+        assert_eq!(bitmap, [0b1100, 0, 0, 0]);
+        assert_eq!(&data[..8192], &[0; 8192]);
+        assert_eq!(&data[8192..12288], &[7; 4096]);
+        assert_eq!(&data[12288..], &[9; 4096]);
+        // The data part is stored as the part object `object start + 0`, stable.
+        let (version, _, stored) = local_part(&mut b, 0);
+        assert_eq!(version, 2);
+        assert_eq!(&stored[8192..12288], &[7; 4096]);
+        assert_eq!(b.local_unstable(), []);
+    }
+
+    #[test]
+    fn a_read_of_a_missing_data_part_is_rebuilt_from_parity() {
+        let mut b = ec11([2, 1], ImmediateCommit::All);
+        let data: Vec<u8> = (0..8192u32).map(|i| (i * 7 % 251) as u8).collect();
+        let id = b.write(4096, &data);
+        assert_eq!(b.reply(id, |_| 0).0.retval, 8192);
+        // Only the parity part exists here; its bytes are the code of the data.
+        let (_, attr, parity) = local_part(&mut b, 1);
+        let mut shards = vec![vec![0u8; BLOCK as usize], vec![0u8; BLOCK as usize]];
+        shards[0][4096..12288].copy_from_slice(&data);
+        let codec = Codec::reed_solomon(1, 1).unwrap();
+        let mut refs: Vec<&mut [u8]> = shards.iter_mut().map(|s| s.as_mut_slice()).collect();
+        codec.encode(&mut refs).unwrap();
+        assert_eq!(parity, shards[1]);
+        assert_ne!(
+            attr, [0; BMP],
+            "the parity part carries the code of the bitmaps"
+        );
+        let (ret, bitmap, got) = b.read(0, 16384, BMP);
+        assert_eq!(ret, 16384);
+        assert_eq!(
+            bitmap,
+            [0b0110, 0, 0, 0],
+            "the rebuilt bitmap is the data part's"
+        );
+        assert_eq!(&got[4096..12288], &data[..]);
+        assert_eq!(&got[..4096], &[0; 4096]);
+    }
+
+    #[test]
+    fn lazy_ec_writes_wait_for_the_clients_sync() {
+        let mut b = ec11([1, 2], ImmediateCommit::None);
+        for k in 0..3u64 {
+            let id = b.write(k * 2 * BLOCK, &[k as u8 + 1; 4096]);
+            assert_eq!(b.reply(id, |_| 0).0.retval, 4096);
+        }
+        assert_eq!(b.local_unstable().len(), 3, "unstable until the SYNC");
+        let id = b.sync();
+        assert_eq!(b.reply(id, |_| 0).0.retval, 0);
+        assert_eq!(b.local_unstable(), []);
+    }
+
+    #[test]
+    fn a_deleted_ec_object_reads_as_zeroes() {
+        let mut b = ec11([1, 2], ImmediateCommit::All);
+        let id = b.write(0, &[5; 4096]);
+        assert_eq!(b.reply(id, |_| 0).0.retval, 4096);
+        let op = RequestOp::Delete(RwOp {
+            inode: INODE,
+            offset: 0,
+            len: 0,
+            flags: 0,
+            meta_revision: 0,
+            version: 0,
+        });
+        let id = b.send(op, &[]);
+        assert_eq!(b.reply(id, |_| 0).0.retval, 0);
+        let (ret, bitmap, data) = b.read(0, 4096, BMP);
+        assert_eq!(ret, 4096);
+        assert_eq!(bitmap, [0; BMP]);
+        assert_eq!(data, [0; 4096]);
+        // Written again after the delete: a version above the tombstone.
+        let id = b.write(0, &[6; 4096]);
+        assert_eq!(b.reply(id, |_| 0).0.retval, 4096);
+        assert_eq!(b.read(0, 4096, BMP).2, [6; 4096]);
+    }
+
+    #[test]
+    fn peering_stabilizes_an_ec_version_held_by_k_parts() {
+        let mut b = ec11([1, 2], ImmediateCommit::All);
+        // A write that a previous primary left unstable on this part (k = 1 part holds it).
+        let op = BsOp::Write {
+            oid: ObjectId::new(INODE, 0),
+            version: 4,
+            offset: 0,
+            data: vitastor_blockstore::AlignedBuf::from_slice(&[3; 4096]),
+            bitmap: None,
+            stable: false,
+        };
+        b.server.bs.exec(op).unwrap();
+        b.server.request_repeer(PgId::new(1, 1));
+        b.etcd(vec![crate::etcd::EtcdEvent::PgClaimed {
+            pool: 1,
+            pg: 1,
+            granted: true,
+        }]);
+        b.pump_until(|s| s.pgs[&PgId::new(1, 1)].phase == crate::pg::Phase::Active);
+        assert_eq!(b.local_unstable(), []);
+        assert_eq!(b.read(0, 4096, BMP).2, [3; 4096]);
+    }
+
+    #[test]
+    fn an_unaligned_or_oversized_ec_request_is_refused() {
+        let mut b = ec11([1, 2], ImmediateCommit::All);
+        let id = b.write(100, &[1; 4096]);
+        assert_eq!(b.reply(id, |_| 0).0.retval, -22);
+        let id = b.write(BLOCK - 4096, &[1; 8192]);
+        assert_eq!(b.reply(id, |_| 0).0.retval, -22, "crosses the object's end");
+    }
+}
