@@ -516,8 +516,10 @@ static int vitastor_fio_getevents(struct thread_data *td, unsigned int min, unsi
 	}
 	if (t)
 		deadline = vitastor_fio_now_ms() + t->tv_sec * 1000 + t->tv_nsec / 1000000;
-	/* Whatever is ready now, without blocking. */
-	vitastor_c_epoll_handle_events(d->cli, 0);
+	/* Whatever is ready now, without blocking; when fio needs completions the wait below
+	 * does that too (it returns at once when something is ready), in one epoll_wait. */
+	if (d->done_count >= min)
+		vitastor_c_epoll_handle_events(d->cli, 0);
 	while (d->done_count < min) {
 		int wait_ms = -1;
 

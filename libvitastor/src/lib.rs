@@ -33,7 +33,7 @@ pub mod options;
 pub mod capi;
 mod sys;
 
-pub use client::{Callback, Client, ImageInfo, ImageWatch, OpDone, WatchResult};
+pub use client::{Callback, Client, ImageInfo, ImageWatch, IoCounts, OpDone, WatchResult};
 pub use error::ClientError;
 pub use options::{ClientOptions, Settings};
 

@@ -167,3 +167,68 @@ fn io_with_immediate_commit_all() {
 fn io_with_immediate_commit_none() {
     run("none");
 }
+
+/// The client's own system calls per op, as it counts them ([`Client::io_counts`]): a 4 KiB
+/// op at depth 1 costs one wait, one send and one receive; the 32 parts of a 4 MiB write
+/// leave in one `sendmsg` per OSD connection (more only when a socket buffer fills), not one
+/// per part; a 4 MiB read receives each object's data straight into the caller's buffer.
+#[test]
+fn syscalls_per_op() {
+    let cluster = Cluster::up(devcluster(), "all");
+    let mut options = ClientOptions::new();
+    options.set("etcd_address", &cluster.etcd_address);
+    let mut client = Client::new(&options).expect("client");
+    let done: Slot = Rc::default();
+    const BIG: u64 = 4 << 20;
+    // Connects to every OSD: 32 objects over all PGs.
+    client.write(INODE, 0, pattern(1, BIG as usize), 0, sink(&done));
+    wait_for(&mut client, &done, 1)[0]
+        .result
+        .as_ref()
+        .expect("first write");
+
+    const N: u64 = 100;
+    let before = client.io_counts();
+    for i in 0..N {
+        client.write(INODE, i * 4096, pattern(i, 4096), 0, sink(&done));
+        wait_for(&mut client, &done, 1)[0]
+            .result
+            .as_ref()
+            .expect("4k write");
+        client.read(INODE, i * 4096, vec![0; 4096], sink(&done));
+        let d = wait_for(&mut client, &done, 1).remove(0);
+        assert!(d.buf == pattern(i, 4096), "4k read {i} differs");
+    }
+    let small = client.io_counts() - before;
+    let per_op = |n: u64| n as f64 / (2 * N) as f64;
+    eprintln!("4 KiB ops at depth 1, per op: {small:?}");
+    // A stray extra call (a reply split by the network) is allowed for; two per op is not.
+    assert!(per_op(small.waits) <= 1.2, "epoll waits per op: {small:?}");
+    assert!(per_op(small.sends) <= 1.2, "sends per op: {small:?}");
+    assert!(per_op(small.receives) <= 1.2, "receives per op: {small:?}");
+
+    let before = client.io_counts();
+    client.write(INODE, BIG, pattern(2, BIG as usize), 0, sink(&done));
+    wait_for(&mut client, &done, 1)[0]
+        .result
+        .as_ref()
+        .expect("4M write");
+    let big = client.io_counts() - before;
+    eprintln!("one 4 MiB write: {big:?}");
+    assert!(
+        big.sends < 16,
+        "a 4 MiB write took {} sendmsg calls",
+        big.sends
+    );
+
+    let before = client.io_counts();
+    client.read(INODE, BIG, vec![0; BIG as usize], sink(&done));
+    let d = wait_for(&mut client, &done, 1).remove(0);
+    assert!(d.buf == pattern(2, BIG as usize), "4M read differs");
+    let big = client.io_counts() - before;
+    eprintln!("one 4 MiB read: {big:?}");
+    assert_eq!(
+        big.copied, 0,
+        "read data copied through the receive buffer: {big:?}"
+    );
+}
