@@ -26,6 +26,8 @@ pub const EPIPE: i64 = -32;
 pub struct TestClient {
     etcd_url: String,
     pg_count: u32,
+    /// Image bytes of one object (more than one part's 128 KiB in an EC/XOR pool).
+    object_size: u64,
     /// Last primary seen per PG, used while etcd cannot be read.
     primaries: HashMap<u32, u64>,
     conns: HashMap<u64, (TcpStream, u64)>,
@@ -58,6 +60,7 @@ impl TestClient {
         TestClient {
             etcd_url: cluster.etcd.client_url(),
             pg_count: cluster.opts.pg_count,
+            object_size: cluster.object_size(),
             primaries: HashMap::new(),
             conns: HashMap::new(),
             retry_for: Duration::from_secs(60),
@@ -177,9 +180,9 @@ impl TestClient {
         }
     }
 
-    /// PG of the object holding `offset` (replicated pool 1, 128 KiB objects).
+    /// PG of the object holding `offset` (pool 1, its smallest `pg_stripe_size`).
     pub fn pg_of(&self, offset: u64) -> u32 {
-        ((offset / (128 << 10)) % self.pg_count as u64) as u32 + 1
+        ((offset / self.object_size) % self.pg_count as u64) as u32 + 1
     }
 
     /// WRITE; returns the version written.
@@ -245,7 +248,8 @@ impl TestClient {
         Ok(())
     }
 
-    /// SEC_READ of a whole 128 KiB object straight from OSD `osd` (newest version), for
+    /// SEC_READ of a whole 128 KiB object (or EC/XOR part) straight from OSD `osd` (newest
+    /// version), for
     /// checking replicas: `(version, data)`; version 0 means the OSD does not have it.
     pub fn read_replica(
         &mut self,

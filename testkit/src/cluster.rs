@@ -1,5 +1,6 @@
 //! A whole local cluster for tests and `devcluster`: one etcd, N `vitastor-osd` processes on
-//! sparse files, a replicated pool and its `pg/config` (until the monitor writes it).
+//! sparse files, pool 1 (replicated, XOR or EC) and its `pg/config` (until the monitor
+//! writes it).
 //!
 //! Like the rest of the kit it only signals processes it spawned, by PID, while it holds
 //! their unreaped [`Child`]; OSDs are spawned tied to the process (PDEATHSIG), so nothing
@@ -28,6 +29,11 @@ pub struct ClusterOptions {
     pub osds: usize,
     /// Pool `pg_size`.
     pub pg_size: usize,
+    /// Pool `scheme`: `replicated`, or `xor` / `ec` (then a PG's set is positional: part `i`
+    /// of each object lives on its `i`-th OSD).
+    pub scheme: String,
+    /// Pool `parity_chunks` (`xor` / `ec` only; `pg_size - parity_chunks` data parts).
+    pub parity_chunks: usize,
     /// Pool `pg_minsize` (default `pg_size - 1`, at least 1).
     pub pg_minsize: Option<usize>,
     /// Pool `pg_count`.
@@ -69,6 +75,8 @@ impl ClusterOptions {
         ClusterOptions {
             osds: 3,
             pg_size: 2,
+            scheme: "replicated".into(),
+            parity_chunks: 0,
             pg_minsize: None,
             pg_count: 32,
             immediate_commit: "all".into(),
@@ -159,12 +167,14 @@ impl Cluster {
             .opts
             .pg_minsize
             .unwrap_or(cluster.opts.pg_size.saturating_sub(1).max(1));
-        cluster.put_json(
-            "config/pools",
-            &json!({"1": {"name": "testpool", "scheme": "replicated", "pg_size": cluster.opts.pg_size,
-                "pg_minsize": minsize, "pg_count": cluster.opts.pg_count, "failure_domain": "osd",
-                "immediate_commit": cluster.opts.immediate_commit}}),
-        )?;
+        let mut pool = json!({"name": "testpool", "scheme": cluster.opts.scheme,
+            "pg_size": cluster.opts.pg_size, "pg_minsize": minsize,
+            "pg_count": cluster.opts.pg_count, "failure_domain": "osd",
+            "immediate_commit": cluster.opts.immediate_commit});
+        if cluster.opts.scheme != "replicated" {
+            pool["parity_chunks"] = json!(cluster.opts.parity_chunks);
+        }
+        cluster.put_json("config/pools", &json!({ "1": pool }))?;
         for i in 0..cluster.opts.osds {
             let num = i as u64 + 1;
             let config = cluster.prepare_osd(num)?;
@@ -533,6 +543,15 @@ impl Cluster {
             }
             thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Image bytes one object of pool 1 covers: 128 KiB times its data parts.
+    pub fn object_size(&self) -> u64 {
+        let data_parts = match self.opts.scheme.as_str() {
+            "replicated" => 1,
+            _ => self.opts.pg_size - self.opts.parity_chunks,
+        };
+        (128 << 10) * data_parts as u64
     }
 
     /// Waits until every PG of pool 1 is active.
