@@ -249,8 +249,8 @@ impl TestClient {
     }
 
     /// SEC_READ of a whole 128 KiB object (or EC/XOR part) straight from OSD `osd` (newest
-    /// version), for
-    /// checking replicas: `(version, data)`; version 0 means the OSD does not have it.
+    /// version), for checking replicas and parts: `(version, data)`; version 0 means the OSD
+    /// does not have it.
     pub fn read_replica(
         &mut self,
         osd: u64,
