@@ -110,6 +110,8 @@ pub struct Connection {
     /// arrive: the decoder frames a reply with the request it answers.
     outstanding: HashMap<u64, Request>,
     next_request_id: u64,
+    /// `read` calls made on the socket.
+    reads: u64,
 }
 
 /// Bytes a request pins while in progress: its payload, and the data its reply will carry.
@@ -140,6 +142,7 @@ impl Connection {
             next_id: None,
             outstanding: HashMap::new(),
             next_request_id: 1,
+            reads: 0,
         })
     }
 
@@ -206,10 +209,14 @@ impl Connection {
         Ok(())
     }
 
-    /// Reads and decodes what the socket has, appending complete frames to `into`. Stops at
-    /// `EAGAIN`, after [`FRAMES_PER_ROUND`] frames, or once over [`CONN_BUFFER_LIMIT`].
+    /// Reads and decodes what the socket has, appending complete frames to `into`. Stops when
+    /// the socket is empty, after [`FRAMES_PER_ROUND`] frames, or once over
+    /// [`CONN_BUFFER_LIMIT`]. A staging read that returns less than it asked for has emptied
+    /// the socket: the poll re-armed after this call reports what comes next, so no read is
+    /// made just to see `EAGAIN`.
     pub fn receive(&mut self, into: &mut Vec<Incoming>) -> Result<(), ConnError> {
         let mut taken = 0;
+        let mut drained = false;
         // Replies to our own requests are always read: holding them back cannot slow the
         // peer down and could deadlock two OSDs that both stopped reading.
         while taken < FRAMES_PER_ROUND && (!self.over_limit() || !self.outstanding.is_empty()) {
@@ -226,12 +233,17 @@ impl Connection {
                 }
                 continue;
             }
+            if drained {
+                return Ok(());
+            }
             let direct = self.decoder.wanted() >= STAGE_SIZE;
             let buf = if direct {
                 self.decoder.read_buf()?
             } else {
                 &mut self.stage[..]
             };
+            let asked = buf.len();
+            self.reads += 1;
             let n = match self.stream.read(buf) {
                 Ok(0) => return Err(ConnError::Eof),
                 Ok(n) => n,
@@ -239,6 +251,9 @@ impl Connection {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e.into()),
             };
+            // Only a short read into the staging buffer shows the socket empty: a payload read
+            // straight into place is usually still arriving, and reading on beats a poll round.
+            drained = !direct && n < asked;
             if direct {
                 let outstanding = &mut self.outstanding;
                 if let Some(frame) = self.decoder.advance(n, &mut |id| outstanding.remove(&id))? {
@@ -351,5 +366,60 @@ impl Connection {
             self.out_sent = 0;
             self.out.pop_front();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::net::{TcpListener, TcpStream};
+    use vitastor_protocol::RwOp;
+
+    fn pair() -> (TcpStream, Connection) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        (peer, Connection::new(accepted).unwrap())
+    }
+
+    fn write_request(id: u64, len: u32) -> Vec<u8> {
+        let request = Request {
+            id,
+            op: RequestOp::Write(RwOp {
+                inode: 1,
+                offset: 0,
+                len,
+                ..RwOp::default()
+            }),
+        };
+        let mut packet = [0u8; OSD_PACKET_SIZE];
+        encode_request(&request, &mut packet);
+        let mut bytes = packet.to_vec();
+        bytes.extend(std::iter::repeat_n(id as u8, len as usize));
+        bytes
+    }
+
+    /// Requests that arrived together are taken with one `read`: the short read shows the
+    /// socket is empty, so no second read is made only to get `EAGAIN`.
+    #[test]
+    fn pipelined_requests_cost_one_read() {
+        let (mut peer, mut conn) = pair();
+        let bytes: Vec<u8> = (1..=3).flat_map(|id| write_request(id, 4096)).collect();
+        peer.write_all(&bytes).unwrap();
+        let mut into = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while into.len() < 3 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "requests did not arrive"
+            );
+            conn.receive(&mut into).unwrap();
+        }
+        for (i, inc) in into.iter().enumerate() {
+            assert!(matches!(inc.frame, Frame::Request(Request { id, .. }) if id == i as u64 + 1));
+            assert_eq!(inc.payload, vec![i as u8 + 1; 4096]);
+        }
+        assert_eq!(conn.reads, 1, "reads for 3 pipelined requests");
     }
 }
