@@ -14,9 +14,20 @@
 # 2 round trips + 1 raw write; lazy write + fsync = 4 round trips + 1 raw write + 1 raw fsync.
 # Results are kept in target/bench/fio-<date>.json.
 #
+# Counters (when `perf` can count tracepoints, e.g. as root): every cluster job runs under
+# `perf stat` on the fio client and on the three OSDs, and a second table per mode prints,
+# per fio op, the system calls, `epoll_wait`s, `io_uring_enter`s and io_uring submissions
+# (SQEs), and the context switches (each one a sleep, so a wake-up) of the client, of the
+# OSDs' main threads and of the kernel's io-wq workers (disk I/O that io_uring could not
+# issue without blocking). The OSD figures are the sum of all OSDs: a replicated 4k write is
+# one primary plus one secondary. Ops are counted as fio's IOPS × (runtime + ramp), since
+# perf counts the ramp too. A regression in the data path shows here as a larger count even
+# when the shared machine's timings are noise.
+#
 # Environment: BENCH_RUNTIME (seconds per test, default 15), BENCH_IMAGE_SIZE (default 2G),
 # BENCH_MODES (default "all none"), BENCH_BASELINE (a directory with an older build's
-# devcluster, vitastor-osd and libfio_vitastor.so, e.g. a saved target/release: its figures
+# devcluster, vitastor-osd, vitastor-disk, libfio_vitastor.so and the libvitastor.so.0 it
+# loads, e.g. a saved target/release: its figures
 # are printed beside ours), BENCH_DIR (work directory, default target/bench; must not be
 # tmpfs), CARGO_TARGET_DIR (where the binaries are, default target).
 set -euo pipefail
@@ -38,7 +49,7 @@ for f in "$ENGINE" "$BIN/devcluster" "$BIN/vitastor-osd"; do
 done
 if [ -n "$BASELINE" ]; then
     BASELINE="$(cd "$BASELINE" && pwd)"
-    for f in libfio_vitastor.so devcluster vitastor-osd; do
+    for f in libfio_vitastor.so libvitastor.so.0 devcluster vitastor-osd vitastor-disk; do
         [ -e "$BASELINE/$f" ] || { echo "bench-fio: BENCH_BASELINE has no $f" >&2; exit 1; }
     done
 fi
@@ -74,15 +85,36 @@ JOBS=(
     "randread-q128|-rw=randread -bs=4k -iodepth=128"
 )
 
-run_jobs() { # SIDE FIO-ARGS...: every job; JSON to $RUN/SIDE-NAME.json
+# perf stat events for the counters table (see above), if perf can count them here.
+PERF_EVENTS="raw_syscalls:sys_enter,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_io_uring_enter,io_uring:io_uring_submit_req,context-switches"
+COUNT=""
+if command -v perf >/dev/null && perf stat -x, -e "$PERF_EVENTS" -o /dev/null true 2>/dev/null; then
+    COUNT=1
+else
+    echo "bench-fio: perf cannot count syscall tracepoints here: no counters table" >&2
+fi
+OSD_PIDS="" # the OSDs of the running devcluster, comma-separated, for the counters
+
+run_jobs() { # SIDE FIO-ARGS...: every job; JSON to $RUN/SIDE-NAME.json (+ .cli/.osd counters)
     local side="$1"
     shift
     for j in "${JOBS[@]}"; do
         local name="${j%%|*}" args="${j#*|}"
         echo "bench-fio: $side $name (${RUNTIME}s)" >&2
+        local perf=() osd_perf=""
+        if [ -n "$COUNT" ] && [ -n "$OSD_PIDS" ]; then
+            perf=(perf stat -x, -e "$PERF_EVENTS" -o "$RUN/$side-$name.cli" --)
+            perf stat -x, -e "$PERF_EVENTS" --per-thread -p "$OSD_PIDS" \
+                -o "$RUN/$side-$name.osd" &
+            osd_perf=$!
+        fi
         # shellcheck disable=SC2086
-        fio "$@" -name="$name" -direct=1 -runtime="$RUNTIME" -time_based -ramp_time=1 \
-            -output-format=json $args >"$RUN/$side-$name.json"
+        ${perf[@]+"${perf[@]}"} fio "$@" -name="$name" -direct=1 -runtime="$RUNTIME" -time_based \
+            -ramp_time=1 -output-format=json $args >"$RUN/$side-$name.json"
+        if [ -n "$osd_perf" ]; then
+            kill -INT "$osd_perf"
+            wait "$osd_perf" || true
+        fi
     done
 }
 
@@ -136,6 +168,7 @@ cluster_jobs() { # BIN-DIR SIDE MODE: a fresh devcluster of that build, image wr
         ${osd_args[@]+"${osd_args[@]/#/--osd-arg=}"} >"$RUN/up.env"
     local etcd
     etcd="$(sed -n 's/^etcd_address=//p' "$RUN/up.env")"
+    OSD_PIDS="$(sed -n 's/^osd[0-9]*_pid=//p' "$RUN/up.env" | paste -sd, -)"
     [ -n "$etcd" ] || { echo "bench-fio: devcluster printed no etcd_address" >&2; exit 1; }
     local engine=(-thread -ioengine="$bin/libfio_vitastor.so" -etcd="$etcd" -pool=1 -inode=1
         -size="$IMAGE_SIZE")
@@ -143,6 +176,7 @@ cluster_jobs() { # BIN-DIR SIDE MODE: a fresh devcluster of that build, image wr
     fio "${engine[@]}" -name=prefill -direct=1 -rw=write -bs=4M -iodepth=32 \
         -output-format=json >"$RUN/$side-$mode-prefill.json"
     run_jobs "$side-$mode" "${engine[@]}"
+    OSD_PIDS=""
     "$bin/devcluster" down --dir "$RUN/cluster" >/dev/null
     CLUSTER_BIN=""
 }
@@ -154,10 +188,11 @@ for mode in $MODES; do
     fi
 done
 
-python3 - "$RUN" "$OUT" "$MODES" "$BASELINE" <<'PY'
-import json, sys
+python3 - "$RUN" "$OUT" "$MODES" "$BASELINE" "$RUNTIME" <<'PY'
+import collections, json, os, sys
 
 run, out, modes, baseline = sys.argv[1], sys.argv[2], sys.argv[3].split(), sys.argv[4]
+runtime = float(sys.argv[5])
 rtt = float(open(f"{run}/rtt").read())
 names = ["write-4M", "read-4M", "randwrite-t1q1-fsync", "randread-t1q1", "randwrite-q128", "randread-q128"]
 
@@ -175,6 +210,48 @@ def job(side, name):
     sync_lat = sync["lat_ns"]["mean"] / 1000 if sync.get("total_ios", 0) > 0 else 0.0
     return {"iops": d["iops"], "mbs": d["bw_bytes"] / 1e6, "lat_us": lat + sync_lat,
             "write_lat_us": lat, "sync_lat_us": sync_lat, "p99_us": p99}
+
+def perf_counts(path, per_thread):
+    """perf stat -x, output: {group: {event: count}}; groups are client, osd (main threads)
+    and io-wq (the kernel's iou-wrk-* workers)."""
+    c = collections.defaultdict(lambda: collections.defaultdict(float))
+    if not os.path.exists(path):
+        return None
+    for line in open(path):
+        p = line.strip().split(",")
+        if len(p) < 4 or line.startswith("#"):
+            continue
+        if per_thread:
+            thread, value, event = p[0], p[1], p[3]
+            group = "io-wq" if thread.startswith("iou-wrk") else "osd"
+        else:
+            group, value, event = "client", p[0], p[2]
+        try:
+            c[group][event.split(":")[-1]] += float(value)
+        except ValueError:
+            pass  # <not counted> / <not supported>
+    return c
+
+def counters(side, name, r):
+    """Per-op counts of one job, or None without perf."""
+    cli = perf_counts(f"{run}/{side}-{name}.cli", False)
+    osd = perf_counts(f"{run}/{side}-{name}.osd", True)
+    if cli is None or osd is None:
+        return None
+    ops = r["iops"] * (runtime + 1)
+    if ops <= 0:
+        return None
+    per = lambda g, e: (cli if g == "client" else osd)[g][e] / ops
+    return {
+        "client_syscalls": per("client", "sys_enter"),
+        "client_epoll_waits": per("client", "sys_enter_epoll_wait"),
+        "client_cs": per("client", "context-switches"),
+        "osd_syscalls": per("osd", "sys_enter"),
+        "osd_uring_enters": per("osd", "sys_enter_io_uring_enter"),
+        "osd_sqes": per("osd", "io_uring_submit_req"),
+        "osd_cs": per("osd", "context-switches"),
+        "iowq_cs": per("io-wq", "context-switches"),
+    }
 
 def metric(name, r):
     """The row's figure: latency for T1Q1, MB/s for 4M, IOPS for Q128."""
@@ -201,9 +278,11 @@ for mode in modes:
     rows = []
     for n in names:
         ours = job(f"vitastor-{mode}", n)
+        ours["counters"] = counters(f"vitastor-{mode}", n, ours)
         row = {"test": n, "vitastor": ours, "floor_us": floor(n, raw[n], mode)}
         if baseline:
             row["baseline"] = job(f"baseline-{mode}", n)
+            row["baseline"]["counters"] = counters(f"baseline-{mode}", n, row["baseline"])
         rows.append(row)
     report["modes"][mode] = rows
     opts = ("the seed's OSD options: disable_data_fsync, flusher_count 8, "
@@ -226,6 +305,22 @@ for mode in modes:
             b = metric(n, row["baseline"])
             line += f" {b:.0f} | {o / b:.2f} |"
         print(line)
+    if any(row["vitastor"]["counters"] for row in rows):
+        keys = ["client_syscalls", "client_epoll_waits", "client_cs", "osd_syscalls",
+                "osd_uring_enters", "osd_sqes", "osd_cs", "iowq_cs"]
+        print(f"\nper fio op (4M rows: per 4 MiB op), immediate_commit {mode}: client syscalls / "
+              "epoll_wait / context switches; OSDs (all three, main threads) syscalls / "
+              "io_uring_enter / SQEs / context switches; io-wq worker context switches"
+              + ("; `ours (previous)`" if baseline else ""))
+        print("| test | client sys | client waits | client cs | OSD sys | OSD uring_enter | "
+              "OSD SQEs | OSD cs | io-wq cs |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for row in rows:
+            c = row["vitastor"]["counters"] or {}
+            b = (row.get("baseline") or {}).get("counters") or {}
+            cells = [f"{c[k]:.2f}" + (f" ({b[k]:.2f})" if k in b else "") if k in c else "—"
+                     for k in keys]
+            print(f"| {row['test']} | " + " | ".join(cells) + " |")
 print("\nours ÷ raw and ours ÷ floor: latency rows want small numbers (1.00 = at the floor), "
       "throughput rows large ones; ours ÷ previous likewise.")
 json.dump(report, open(out, "w"), indent=1)
