@@ -232,3 +232,37 @@ fn syscalls_per_op() {
         "read data copied through the receive buffer: {big:?}"
     );
 }
+
+/// With `immediate_commit none`, a SYNC after a 4 KiB write is one request to the one OSD
+/// that took the write, and nothing else goes out; a SYNC with nothing unsynced sends
+/// nothing at all.
+#[test]
+fn sync_sends_one_request_per_osd_with_unsynced_writes() {
+    let cluster = Cluster::up(devcluster(), "none");
+    let mut options = ClientOptions::new();
+    options.set("etcd_address", &cluster.etcd_address);
+    let mut client = Client::new(&options).expect("client");
+    let done: Slot = Rc::default();
+    for i in 0..20u64 {
+        client.write(INODE, i * 4096, pattern(i, 4096), 0, sink(&done));
+        wait_for(&mut client, &done, 1)[0]
+            .result
+            .as_ref()
+            .expect("write");
+        let before = client.io_counts();
+        client.sync(sink(&done));
+        wait_for(&mut client, &done, 1)[0]
+            .result
+            .as_ref()
+            .expect("sync");
+        let sync = client.io_counts() - before;
+        assert_eq!(sync.sends, 1, "SYNC {i} after one write: {sync:?}");
+    }
+    let before = client.io_counts();
+    client.sync(sink(&done));
+    wait_for(&mut client, &done, 1)[0]
+        .result
+        .as_ref()
+        .expect("empty sync");
+    assert_eq!((client.io_counts() - before).sends, 0, "SYNC with nothing unsynced");
+}
