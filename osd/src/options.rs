@@ -82,6 +82,17 @@ pub struct OsdArgs {
     /// Seconds to connect to a peer and finish the handshake [default: 5]
     #[arg(long = "peer_connect_timeout", value_name = "SECS")]
     pub peer_connect_timeout: Option<u64>,
+    /// Seconds a peer may leave a request unanswered before it is dropped from its PGs (they
+    /// re-peer without it) [default: 10]
+    #[arg(long = "osd_op_timeout", value_name = "SECS")]
+    pub osd_op_timeout: Option<u64>,
+    /// Seconds before a peer dropped for a timeout is connected again [default: 5]
+    #[arg(long = "peer_connect_interval", value_name = "SECS")]
+    pub peer_connect_interval: Option<u64>,
+    /// Seconds after which an op in progress counts as slow (`slow_ops_*` in osd/stats) and
+    /// between logs of the slow ops [default: 10]
+    #[arg(long = "slow_log_interval", value_name = "SECS")]
+    pub slow_log_interval: Option<u64>,
     /// Objects recovered in parallel [default: 4]
     #[arg(long = "recovery_queue_depth", value_name = "N")]
     pub recovery_queue_depth: Option<u64>,
@@ -113,6 +124,12 @@ pub struct OsdOptions {
     pub osd_ping_timeout: std::time::Duration,
     /// Peer connect timeout.
     pub peer_connect_timeout: std::time::Duration,
+    /// Sub-op timeout: a peer leaving a request unanswered this long is dropped.
+    pub osd_op_timeout: std::time::Duration,
+    /// Hold before reconnecting a peer dropped for a timeout.
+    pub peer_connect_interval: std::time::Duration,
+    /// Age from which an op is slow, and the period of the slow-op log.
+    pub slow_log_interval: std::time::Duration,
     /// Objects recovered in parallel.
     pub recovery_queue_depth: usize,
     /// Address announced in `osd/state`.
@@ -258,6 +275,9 @@ pub fn from_matches(matches: &ArgMatches) -> Result<OsdOptions, OptionsError> {
         etcd_stats_interval: secs(args.etcd_stats_interval, "etcd_stats_interval", 30)?,
         osd_ping_timeout: secs(args.osd_ping_timeout, "osd_ping_timeout", 5)?,
         peer_connect_timeout: secs(args.peer_connect_timeout, "peer_connect_timeout", 5)?,
+        osd_op_timeout: secs(args.osd_op_timeout, "osd_op_timeout", 10)?,
+        peer_connect_interval: secs(args.peer_connect_interval, "peer_connect_interval", 5)?,
+        slow_log_interval: secs(args.slow_log_interval, "slow_log_interval", 10)?,
         recovery_queue_depth: num(args.recovery_queue_depth, "recovery_queue_depth", 4)?.max(1)
             as usize,
         public_address,
@@ -410,5 +430,33 @@ mod tests {
         assert!(o.debug_ec_crash.is_some());
         let help = command().render_long_help().to_string();
         assert!(!help.contains("debug_ec_crash"), "hidden from --help");
+    }
+
+    #[test]
+    fn failure_detection_timeouts_have_defaults_and_come_from_the_config_file() {
+        let o = parse(&["osd", "--osd_num", "1", "--data_device", "/x"]).unwrap();
+        assert_eq!(o.osd_op_timeout, std::time::Duration::from_secs(10));
+        assert_eq!(o.peer_connect_interval, std::time::Duration::from_secs(5));
+        assert_eq!(o.slow_log_interval, std::time::Duration::from_secs(10));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("osd.json");
+        std::fs::write(
+            &path,
+            r#"{"osd_num": 1, "data_device": "/a", "osd_op_timeout": 3, "slow_log_interval": 2}"#,
+        )
+        .unwrap();
+        let o = parse(&["osd", "--config_path", path.to_str().unwrap()]).unwrap();
+        assert_eq!(o.osd_op_timeout, std::time::Duration::from_secs(3));
+        assert_eq!(o.slow_log_interval, std::time::Duration::from_secs(2));
+        let e = parse(&[
+            "osd",
+            "--osd_num",
+            "1",
+            "--data_device",
+            "/x",
+            "--osd_op_timeout",
+            "0",
+        ]);
+        assert!(e.unwrap_err().to_string().contains("osd_op_timeout"));
     }
 }

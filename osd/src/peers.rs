@@ -4,8 +4,13 @@
 //! It owns sockets and their liveness, nothing else: which op a reply belongs to is the
 //! caller's business (it keys its table by `(osd, request id)`), and so is what a lost peer
 //! means for PGs. A peer is dropped on any socket or protocol error, on a connect or handshake
-//! that takes longer than the connect timeout, and when a PING goes unanswered for the ping
-//! timeout; the caller then gets [`PeerEvent::Down`] and fails that peer's outstanding requests.
+//! that takes longer than the connect timeout, when a PING goes unanswered for the ping
+//! timeout, and when a request goes unanswered for the op timeout (a peer that answers PINGs
+//! but whose disk hangs); the caller then gets [`PeerEvent::Down`] and fails that peer's
+//! outstanding requests. A peer dropped for a timeout is not connected again for the retry
+//! interval: a stuck peer accepts TCP connections in its kernel, and reconnecting at once would
+//! put it back into its PGs only to stall them again. What a tick decides for a peer is
+//! [`judge`], a pure function of its clocks.
 
 use std::collections::HashMap;
 use std::io;
@@ -27,6 +32,10 @@ pub struct PeerTimeouts {
     pub connect: Duration,
     /// How often an idle peer is pinged, and how long a PING may go unanswered.
     pub ping: Duration,
+    /// How long a request may go unanswered (`osd_op_timeout`).
+    pub op: Duration,
+    /// How long a peer dropped for a timeout is left alone (`peer_connect_interval`).
+    pub retry: Duration,
 }
 
 #[derive(Debug)]
@@ -44,6 +53,70 @@ struct Peer {
     started: Instant,
     last_ping: Instant,
     ping: Option<(u64, Instant)>,
+    /// Requests sent and not answered yet: id → when sent. Entries are removed, never the
+    /// table, so a warm connection allocates nothing per request.
+    sent: HashMap<u64, Instant>,
+}
+
+/// Where a peer's connection is, as [`judge`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Connecting or handshaking since the instant given.
+    Connecting(Instant),
+    /// Ready for requests.
+    Ready,
+}
+
+/// The clocks a peer's liveness is judged by.
+#[derive(Debug, Clone, Copy)]
+pub struct Clocks {
+    /// The connection's phase.
+    pub phase: Phase,
+    /// When the last PING was sent (or the connection made).
+    pub last_ping: Instant,
+    /// When the PING still unanswered was sent.
+    pub ping_sent: Option<Instant>,
+    /// When the oldest request still unanswered was sent.
+    pub oldest_request: Option<Instant>,
+}
+
+/// What a tick does with a peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Nothing.
+    Fine,
+    /// Send a PING.
+    Ping,
+    /// Drop the connection, for this reason; the peer is left alone for the retry interval.
+    Drop(String),
+}
+
+/// Decides what a tick at `now` does with a peer whose clocks are `c`.
+pub fn judge(c: &Clocks, now: Instant, t: &PeerTimeouts) -> Verdict {
+    let since = |then: Instant| now.saturating_duration_since(then);
+    match c.phase {
+        Phase::Connecting(started) if since(started) > t.connect => {
+            Verdict::Drop(format!("connect/handshake timed out ({:?})", t.connect))
+        }
+        Phase::Connecting(_) => Verdict::Fine,
+        Phase::Ready => {
+            if let Some(sent) = c.oldest_request.filter(|&s| since(s) > t.op) {
+                return Verdict::Drop(format!(
+                    "a request unanswered for {:.1} s (osd_op_timeout {:?})",
+                    since(sent).as_secs_f64(),
+                    t.op
+                ));
+            }
+            match c.ping_sent {
+                Some(sent) if since(sent) > t.ping => {
+                    Verdict::Drop(format!("no PING reply in {:?}", t.ping))
+                }
+                Some(_) => Verdict::Fine,
+                None if since(c.last_ping) >= t.ping / 2 => Verdict::Ping,
+                None => Verdict::Fine,
+            }
+        }
+    }
 }
 
 /// What happened to peers during [`Peers::handle`] or [`Peers::tick`].
@@ -74,6 +147,8 @@ pub struct Peers {
     by_serial: HashMap<u64, OsdNum>,
     timeouts: PeerTimeouts,
     peers: HashMap<OsdNum, Peer>,
+    /// Peers dropped for a timeout: not connected again before the instant given.
+    held: HashMap<OsdNum, Instant>,
     incoming: Vec<Incoming>,
 }
 
@@ -108,14 +183,20 @@ impl Peers {
             by_serial: HashMap::new(),
             timeouts,
             peers: HashMap::new(),
+            held: HashMap::new(),
             incoming: Vec::new(),
         }
     }
 
-    /// Starts connecting to `osd` unless a connection exists or is being made. A failure to
-    /// even start is reported as [`PeerEvent::Down`].
+    /// Starts connecting to `osd` unless a connection exists or is being made, or `osd` was
+    /// dropped for a timeout less than the retry interval ago (then nothing happens and
+    /// [`Peers::is_known`] stays false). A failure to even start is reported as
+    /// [`PeerEvent::Down`].
     pub fn connect(&mut self, osd: OsdNum, addr: SocketAddr, out: &mut Vec<PeerEvent>) {
         if self.peers.contains_key(&osd) {
+            return;
+        }
+        if !self.may_connect(osd, Instant::now()) {
             return;
         }
         let conn = connect_nonblocking(addr).and_then(Connection::new);
@@ -134,10 +215,23 @@ impl Peers {
                         started: now,
                         last_ping: now,
                         ping: None,
+                        sent: HashMap::new(),
                     },
                 );
             }
             Err(e) => out.push(PeerEvent::Down(osd, format!("connect to {addr}: {e}"))),
+        }
+    }
+
+    /// Whether `osd`'s retry hold, if any, is over at `now` (and forgets it then).
+    fn may_connect(&mut self, osd: OsdNum, now: Instant) -> bool {
+        match self.held.get(&osd) {
+            Some(&until) if now < until => false,
+            Some(_) => {
+                self.held.remove(&osd);
+                true
+            }
+            None => true,
         }
     }
 
@@ -165,7 +259,9 @@ impl Peers {
         if !matches!(peer.state, State::Ready) {
             return None;
         }
-        Some(peer.conn.send_request(request, payload, data))
+        let id = peer.conn.send_request(request, payload, data);
+        peer.sent.insert(id, Instant::now());
+        Some(id)
     }
 
     /// Drops the connection to `osd` (e.g. it is down in etcd); reported as [`PeerEvent::Down`].
@@ -269,11 +365,14 @@ impl Peers {
                     out.push(PeerEvent::Ready(osd));
                 }
                 _ if peer.ping.is_some_and(|(id, _)| id == reply.id) => peer.ping = None,
-                _ => out.push(PeerEvent::Reply {
-                    osd,
-                    reply,
-                    payload: inc.payload,
-                }),
+                _ => {
+                    peer.sent.remove(&reply.id);
+                    out.push(PeerEvent::Reply {
+                        osd,
+                        reply,
+                        payload: inc.payload,
+                    })
+                }
             }
         }
         Ok(())
@@ -294,39 +393,145 @@ impl Peers {
         }
     }
 
-    /// Connect/handshake timeouts, PINGs and ping timeouts; call about once a second.
+    /// Connect/handshake timeouts, PINGs, ping and op timeouts; call about once a second.
     pub fn tick(&mut self, now: Instant, out: &mut Vec<PeerEvent>) {
         let mut dead = Vec::new();
         for (osd, p) in self.peers.iter_mut() {
-            match p.state {
-                State::Connecting | State::Handshaking(_) => {
-                    if now.duration_since(p.started) > self.timeouts.connect {
-                        dead.push((*osd, "connect/handshake timed out".to_string()));
-                    }
-                }
-                State::Ready => match p.ping {
-                    Some((_, sent)) if now.duration_since(sent) > self.timeouts.ping => {
-                        dead.push((*osd, format!("no PING reply in {:?}", self.timeouts.ping)))
-                    }
-                    Some(_) => {}
-                    None if now.duration_since(p.last_ping) >= self.timeouts.ping / 2 => {
-                        let id = p.conn.send_request(
-                            Request {
-                                id: 0,
-                                op: RequestOp::Ping,
-                            },
-                            &[],
-                            None,
-                        );
-                        p.ping = Some((id, now));
-                        p.last_ping = now;
-                    }
-                    None => {}
+            let clocks = Clocks {
+                phase: match p.state {
+                    State::Connecting | State::Handshaking(_) => Phase::Connecting(p.started),
+                    State::Ready => Phase::Ready,
                 },
+                last_ping: p.last_ping,
+                ping_sent: p.ping.map(|(_, sent)| sent),
+                oldest_request: p.sent.values().min().copied(),
+            };
+            match judge(&clocks, now, &self.timeouts) {
+                Verdict::Fine => {}
+                Verdict::Ping => {
+                    let id = p.conn.send_request(
+                        Request {
+                            id: 0,
+                            op: RequestOp::Ping,
+                        },
+                        &[],
+                        None,
+                    );
+                    p.ping = Some((id, now));
+                    p.last_ping = now;
+                }
+                Verdict::Drop(why) => dead.push((*osd, why)),
             }
+        }
+        for (osd, _) in &dead {
+            self.held.insert(*osd, now + self.timeouts.retry);
         }
         for (osd, why) in dead {
             self.drop_peer(osd, &why, out);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: PeerTimeouts = PeerTimeouts {
+        connect: Duration::from_secs(5),
+        ping: Duration::from_secs(5),
+        op: Duration::from_secs(10),
+        retry: Duration::from_secs(5),
+    };
+
+    fn ready(t0: Instant) -> Clocks {
+        Clocks {
+            phase: Phase::Ready,
+            last_ping: t0,
+            ping_sent: None,
+            oldest_request: None,
+        }
+    }
+
+    fn at(t0: Instant, secs: u64) -> Instant {
+        t0 + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn an_idle_peer_is_pinged_every_half_ping_timeout() {
+        let t0 = Instant::now();
+        assert_eq!(judge(&ready(t0), at(t0, 1), &T), Verdict::Fine);
+        assert_eq!(judge(&ready(t0), at(t0, 3), &T), Verdict::Ping);
+    }
+
+    #[test]
+    fn an_unanswered_ping_drops_the_peer_after_the_ping_timeout() {
+        let t0 = Instant::now();
+        let c = Clocks {
+            ping_sent: Some(t0),
+            ..ready(t0)
+        };
+        assert_eq!(judge(&c, at(t0, 5), &T), Verdict::Fine);
+        assert!(matches!(judge(&c, at(t0, 6), &T), Verdict::Drop(w) if w.contains("PING")));
+    }
+
+    /// A peer whose disk hangs answers PINGs (they need no disk) but not requests.
+    #[test]
+    fn a_request_unanswered_past_the_op_timeout_drops_a_peer_that_answers_pings() {
+        let t0 = Instant::now();
+        let c = Clocks {
+            oldest_request: Some(t0),
+            last_ping: at(t0, 9),
+            ..ready(t0)
+        };
+        assert_eq!(judge(&c, at(t0, 10), &T), Verdict::Fine);
+        let v = judge(&c, at(t0, 11), &T);
+        assert!(
+            matches!(&v, Verdict::Drop(w) if w.contains("osd_op_timeout")),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn a_slow_connect_is_dropped_after_the_connect_timeout() {
+        let t0 = Instant::now();
+        let c = Clocks {
+            phase: Phase::Connecting(t0),
+            ..ready(t0)
+        };
+        assert_eq!(judge(&c, at(t0, 5), &T), Verdict::Fine);
+        assert!(matches!(judge(&c, at(t0, 6), &T), Verdict::Drop(_)));
+        // Requests are never sent before the handshake, so no op timeout applies.
+        let c = Clocks {
+            oldest_request: Some(t0),
+            ..c
+        };
+        assert_eq!(judge(&c, at(t0, 4), &T), Verdict::Fine);
+    }
+
+    /// The retry hold: a peer dropped for a timeout is not connected again at once, and is
+    /// once the retry interval has passed.
+    #[test]
+    fn a_peer_dropped_for_a_timeout_is_held_off_for_the_retry_interval() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let t = PeerTimeouts {
+            retry: Duration::from_secs(3600),
+            ..T
+        };
+        let mut peers = Peers::new(OsdNum(1), t);
+        let mut out = Vec::new();
+        peers.connect(OsdNum(2), addr, &mut out);
+        assert!(peers.is_known(OsdNum(2)));
+        // Never polled: the handshake cannot finish, so the connect timeout drops it.
+        let dropped = Instant::now() + T.connect + Duration::from_secs(1);
+        peers.tick(dropped, &mut out);
+        assert!(matches!(out.as_slice(), [PeerEvent::Down(OsdNum(2), _)]));
+        assert!(!peers.is_known(OsdNum(2)));
+        peers.connect(OsdNum(2), addr, &mut out);
+        assert!(!peers.is_known(OsdNum(2)), "reconnected during the hold");
+        assert!(!peers.may_connect(OsdNum(2), dropped + t.retry / 2));
+        assert!(peers.may_connect(OsdNum(2), dropped + t.retry));
+        // A peer lost to a socket error (not a timeout) is never held.
+        assert!(peers.may_connect(OsdNum(3), dropped));
     }
 }

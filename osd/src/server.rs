@@ -17,6 +17,15 @@
 //! progress finish and their replies are sent (for at most [`SHUTDOWN_GRACE`]); the
 //! blockstore finishes its in-flight I/O; dropping the etcd thread revokes the lease, so the
 //! OSD and its PGs show down at once.
+//!
+//! A device write or fsync failing (the store turns read-only) stops the OSD the same way,
+//! except that the lease is revoked at once, so its PGs move to other OSDs while the ops in
+//! progress fail; [`Server::run`] then returns [`ServerError::DeviceFailed`]. Nothing the
+//! store could not write is acknowledged: the store fails every op from that moment.
+//!
+//! Every `slow_log_interval` the loop counts the ops in progress for longer than that (as a
+//! primary, and as a secondary on the local store), logs them and reports the counts in
+//! `osd/stats` (an appearance or disappearance of slow ops is reported at the next tick).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
@@ -70,6 +79,12 @@ pub enum ServerError {
     /// The blockstore failed as a whole (not one op).
     #[error("blockstore: {0}")]
     Blockstore(#[from] BsError),
+    /// A device write or fsync failed with this errno: the OSD stopped serving.
+    #[error(
+        "device error ({}) on a write or fsync: the store cannot promise durability, the OSD stopped serving",
+        io::Error::from_raw_os_error(*.0)
+    )]
+    DeviceFailed(i32),
 }
 
 /// Inbound connection id.
@@ -159,6 +174,8 @@ pub struct ServerConfig {
     pub recovery_queue_depth: usize,
     /// How often `osd/stats` is written.
     pub stats_interval: Duration,
+    /// Ops in progress for longer are slow; also how often they are counted and logged.
+    pub slow_log_interval: Duration,
     /// `--debug_ec_crash` (tests only): where an EC write aborts the process.
     pub debug_ec_crash: Option<crate::debug_crash::EcCrash>,
 }
@@ -187,6 +204,10 @@ pub struct Server {
     pub(crate) ops: Vec<Option<POp>>,
     /// Serial number of the op in each slot of `ops`.
     op_serials: Vec<u64>,
+    /// When the op in each slot of `ops` started (for slow-op counting).
+    op_started: Vec<Instant>,
+    /// When slow ops were last counted.
+    last_slow_check: Instant,
     next_serial: u64,
     free_ops: Vec<usize>,
     pub(crate) read_pgs: HashMap<usize, PgId>,
@@ -287,6 +308,8 @@ impl Server {
             pgs: BTreeMap::new(),
             ops: Vec::new(),
             op_serials: Vec::new(),
+            op_started: Vec::new(),
+            last_slow_check: Instant::now(),
             next_serial: 0,
             free_ops: Vec::new(),
             read_pgs: HashMap::new(),
@@ -323,7 +346,19 @@ impl Server {
     pub fn run(&mut self, shutdown: &Shutdown) -> Result<(), ServerError> {
         let mut draining_since: Option<Instant> = None;
         let mut last_tick = Instant::now();
+        let mut device_failed = None;
         loop {
+            if let (Some(res), None) = (self.bs.device_failure(), draining_since) {
+                tracing::error!(
+                    "device error ({}) on a write or fsync: stopping; the lease is revoked so that other OSDs take this OSD's PGs, and the {} ops in progress fail",
+                    io::Error::from_raw_os_error(-res),
+                    self.bs_owner.len() + self.ops.iter().flatten().count()
+                );
+                device_failed = Some(-res);
+                self.listener = None;
+                self.etcd = None;
+                draining_since = Some(Instant::now());
+            }
             if shutdown.requested() && draining_since.is_none() {
                 tracing::info!(
                     "shutting down: finishing {} ops in progress",
@@ -395,6 +430,10 @@ impl Server {
                 self.peer_events = events;
                 self.process_peer_events();
                 self.tick();
+                if last_tick.duration_since(self.last_slow_check) >= self.cfg.slow_log_interval {
+                    self.last_slow_check = last_tick;
+                    self.count_slow_ops(last_tick);
+                }
             }
             self.bs.run();
             // Ops that finish inside `run` (a SYNC with nothing left to flush, a read served
@@ -410,10 +449,54 @@ impl Server {
         }
         // Let the blockstore finish the I/O it started (flushes, journal trims): its buffers
         // must outlive the I/O, and a clean stop leaves less to replay.
-        self.bs.wait_idle()?;
+        let idle = self.bs.wait_idle();
         // Revokes the lease: the OSD and its PGs show down at once.
         self.etcd = None;
+        if let Some(errno) = device_failed {
+            return Err(ServerError::DeviceFailed(errno));
+        }
+        idle?;
         Ok(())
+    }
+
+    /// Counts, logs and records the ops in progress for longer than `slow_log_interval`.
+    fn count_slow_ops(&mut self, now: Instant) {
+        let limit = self.cfg.slow_log_interval;
+        let primary = crate::stats::count_slow(
+            self.ops
+                .iter()
+                .zip(&self.op_started)
+                .filter(|(op, _)| op.is_some())
+                .map(|(_, &t)| t),
+            now,
+            limit,
+        );
+        let secondary = crate::stats::count_slow(
+            self.bs_owner.values().filter_map(|o| match o {
+                Owner::Secondary(p) => Some(p.start),
+                _ => None,
+            }),
+            now,
+            limit,
+        );
+        for (kind, slow) in [("primary", primary), ("secondary", secondary)] {
+            if let Some(oldest) = slow.oldest {
+                tracing::warn!(
+                    "{} slow {kind} ops (in progress for more than {limit:?}), the oldest for {:.1} s",
+                    slow.count,
+                    now.saturating_duration_since(oldest).as_secs_f64()
+                );
+            }
+        }
+        let counts = crate::stats::SlowOps {
+            primary: primary.count,
+            secondary: secondary.count,
+        };
+        if self.stats.set_slow_ops(counts) {
+            // Slow ops appearing or going away is news for `vitastor-cli status`: report at
+            // the next tick instead of waiting out the stats interval.
+            self.last_stats = now.checked_sub(self.cfg.stats_interval).unwrap_or(now);
+        }
     }
 
     /// Handles peer events, deferred sub-op results and recovery kicks until none are left
@@ -545,11 +628,13 @@ impl Server {
             Some(i) => {
                 self.ops[i] = Some(op);
                 self.op_serials[i] = self.next_serial;
+                self.op_started[i] = Instant::now();
                 i
             }
             None => {
                 self.ops.push(Some(op));
                 self.op_serials.push(self.next_serial);
+                self.op_started.push(Instant::now());
                 self.ops.len() - 1
             }
         }

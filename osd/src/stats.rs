@@ -10,11 +10,15 @@
 //! original, `op_stats` counts every op this OSD executed (clients' and peers'), and
 //! `subop_stats` the requests it sent to peers, counted when answered.
 //!
+//! `slow_ops_primary` and `slow_ops_secondary` are gauges, not counters: the ops in progress
+//! for longer than `slow_log_interval` when they were last counted (client and recovery ops
+//! this OSD leads, and peers' ops on its store). `vitastor-cli status` warns about them.
+//!
 //! It only counts and formats: recording is a few additions on the hot path, and the JSON
 //! is built once per report interval. It never talks to etcd itself.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 use vitastor_protocol::Opcode;
@@ -61,6 +65,34 @@ pub struct StoreReport<'a> {
     pub immediate_commit: &'a str,
 }
 
+/// Ops in progress for longer than `slow_log_interval`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SlowOps {
+    /// Ops this OSD leads (clients' and recovery).
+    pub primary: u64,
+    /// Peers' ops on the local store.
+    pub secondary: u64,
+}
+
+/// How many of some ops in progress are slow, and since when the oldest one runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Slow {
+    /// Ops started more than the limit ago.
+    pub count: u64,
+    /// The start of the oldest of them.
+    pub oldest: Option<Instant>,
+}
+
+/// Counts the ops, given by their starts, that have run for more than `limit` at `now`.
+pub fn count_slow(starts: impl Iterator<Item = Instant>, now: Instant, limit: Duration) -> Slow {
+    starts
+        .filter(|&t| now.saturating_duration_since(t) > limit)
+        .fold(Slow::default(), |s, t| Slow {
+            count: s.count + 1,
+            oldest: Some(s.oldest.map_or(t, |o| o.min(t))),
+        })
+}
+
 /// Kinds of per-image primary ops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InodeOp {
@@ -82,6 +114,7 @@ pub struct OsdStats {
     pub recovered_degraded: Counter,
     /// Misplaced objects moved and their bytes.
     pub recovered_misplaced: Counter,
+    slow: SlowOps,
 }
 
 impl OsdStats {
@@ -115,6 +148,13 @@ impl OsdStats {
         c.add(start, bytes);
     }
 
+    /// Records the slow ops just counted; true when slow ops appeared or went away.
+    pub fn set_slow_ops(&mut self, slow: SlowOps) -> bool {
+        let was = self.slow != SlowOps::default();
+        self.slow = slow;
+        was != (slow != SlowOps::default())
+    }
+
     /// `osd/stats/<osd>`. Only a started store reports, so `blockstore_ready` is always true.
     pub fn osd_json(&self, store: &StoreReport) -> Value {
         let group = |m: &BTreeMap<&'static str, Counter>| -> Value {
@@ -145,6 +185,8 @@ impl OsdStats {
                 "degraded": self.recovered_degraded.to_json(),
                 "misplaced": self.recovered_misplaced.to_json(),
             },
+            "slow_ops_primary": self.slow.primary,
+            "slow_ops_secondary": self.slow.secondary,
         })
     }
 
@@ -219,6 +261,55 @@ mod tests {
         assert_eq!(s.inode_json()["1"]["5"]["write"]["bytes"], 4096);
         let sp = space_json([((1 << 48) | 5, 10), ((1 << 48) | 5, 5), ((2 << 48) | 1, 7)]);
         assert_eq!(sp, json!({"1":{"5":15},"2":{"1":7}}));
+    }
+
+    #[test]
+    fn counts_only_ops_older_than_the_limit() {
+        let now = Instant::now();
+        let ago = |s: u64| now - Duration::from_secs(s);
+        let slow = count_slow(
+            [ago(1), ago(11), ago(30), ago(10)].into_iter(),
+            now,
+            Duration::from_secs(10),
+        );
+        assert_eq!(
+            slow,
+            Slow {
+                count: 2,
+                oldest: Some(ago(30))
+            }
+        );
+        assert_eq!(
+            count_slow(std::iter::empty(), now, Duration::from_secs(10)),
+            Slow::default()
+        );
+    }
+
+    #[test]
+    fn slow_ops_are_reported_and_their_coming_and_going_is_news() {
+        let mut s = OsdStats::default();
+        assert_eq!(s.osd_json(&store())["slow_ops_primary"], 0);
+        assert!(s.set_slow_ops(SlowOps {
+            primary: 2,
+            secondary: 0
+        }));
+        assert!(
+            !s.set_slow_ops(SlowOps {
+                primary: 3,
+                secondary: 1
+            }),
+            "still slow: no news"
+        );
+        let v = s.osd_json(&store());
+        assert_eq!(
+            (
+                v["slow_ops_primary"].as_u64(),
+                v["slow_ops_secondary"].as_u64()
+            ),
+            (Some(3), Some(1))
+        );
+        assert!(s.set_slow_ops(SlowOps::default()));
+        assert!(!s.set_slow_ops(SlowOps::default()));
     }
 
     /// The fields and op names the original Vitastor's monitor, CLI and dashboards read.

@@ -90,9 +90,12 @@ impl Bench {
             peer_timeouts: PeerTimeouts {
                 connect: Duration::from_secs(5),
                 ping: Duration::from_secs(5),
+                op: Duration::from_secs(10),
+                retry: Duration::from_secs(5),
             },
             recovery_queue_depth: 4,
             stats_interval: Duration::from_secs(3600),
+            slow_log_interval: Duration::from_secs(10),
             debug_ec_crash: None,
         };
         let server =

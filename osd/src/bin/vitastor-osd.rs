@@ -10,7 +10,7 @@ use vitastor_blockstore::Blockstore;
 use vitastor_osd::etcd::{osd_state_json, EtcdAddress, EtcdConfig, EtcdThread};
 use vitastor_osd::options::{command, from_matches, hostname};
 use vitastor_osd::peers::PeerTimeouts;
-use vitastor_osd::server::{Server, ServerConfig};
+use vitastor_osd::server::{Server, ServerConfig, ServerError};
 use vitastor_osd::shutdown::Shutdown;
 
 fn main() -> ExitCode {
@@ -26,7 +26,14 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("vitastor-osd: {e}");
-            ExitCode::FAILURE
+            // A failed device exits with its errno (5 for EIO), so a supervisor or an
+            // operator tells a broken disk from any other failure.
+            match e.downcast_ref::<ServerError>() {
+                Some(ServerError::DeviceFailed(errno)) => {
+                    ExitCode::from(u8::try_from(*errno).unwrap_or(1))
+                }
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }
@@ -47,9 +54,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         peer_timeouts: PeerTimeouts {
             connect: opts.peer_connect_timeout,
             ping: opts.osd_ping_timeout,
+            op: opts.osd_op_timeout,
+            retry: opts.peer_connect_interval,
         },
         recovery_queue_depth: opts.recovery_queue_depth,
         stats_interval: opts.etcd_stats_interval,
+        slow_log_interval: opts.slow_log_interval,
         debug_ec_crash: opts.debug_ec_crash.clone(),
     };
     let listener = std::net::TcpListener::bind(opts.bind)?;
