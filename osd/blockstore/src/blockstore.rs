@@ -225,7 +225,9 @@ struct MetaUpdate {
     /// Index of the metadata block (0 = superblock).
     mblock: u64,
     buf: Option<AlignedBuf>,
-    state: u8, // 0 = to do, 1 = reading, 2 = writing, 3 = done
+    /// 0 = to do, 1 = reading, 2 = writing, 3 = done, 4 = read, to patch and write,
+    /// 5 = riding on another job's write of the block.
+    state: u8,
 }
 
 struct FlushJob {
@@ -271,6 +273,9 @@ pub struct Blockstore<E: IoEngine> {
     journal: Journal,
     meta_image: Option<AlignedBuf>,
     meta_busy: FxHashSet<u64>,
+    /// Flush jobs whose metadata updates ride on another job's write of a block:
+    /// `(metadata block, job slot)`.
+    meta_riders: Vec<(u64, usize)>,
     ops: Vec<Option<Op>>,
     free_slots: Vec<usize>,
     next_id: OpId,
@@ -842,6 +847,7 @@ impl<E: IoEngine> Blockstore<E> {
                 if !ok {
                     self.fail(res);
                 }
+                let mut block_written = false;
                 if let Some(job) = self.jobs[slot].as_mut() {
                     if kind == T_FLUSH {
                         job.pending -= 1;
@@ -854,12 +860,16 @@ impl<E: IoEngine> Blockstore<E> {
                             m.state = 4; // read done, patch and write next
                         } else {
                             m.state = 3;
-                            self.meta_busy.remove(&mblock);
+                            block_written = true;
                         }
                     }
                     if !ok {
                         job.err = res;
                     }
+                }
+                if block_written {
+                    self.meta_busy.remove(&mblock);
+                    self.meta_block_written(mblock, res);
                 }
             }
             T_HEADER => {
@@ -939,6 +949,7 @@ impl<E: IoEngine> Blockstore<E> {
         for j in self.jobs.iter_mut() {
             *j = None;
         }
+        self.meta_riders.clear();
         self.trim = TrimSt::Idle;
     }
 

@@ -93,9 +93,13 @@ impl<E: IoEngine> Blockstore<E> {
             self.queue_flush(oid);
         }
         self.flush_requeue = requeue;
-        for slot in 0..self.jobs.len() {
-            if self.jobs[slot].is_some() && self.flusher_may_push(background) {
-                progress |= self.advance_flush(slot);
+        // Two passes: a job that enters a metadata phase in the first writes in the second,
+        // with the jobs that entered it beside it (see `advance_flush`).
+        for _ in 0..2 {
+            for slot in 0..self.jobs.len() {
+                if self.jobs[slot].is_some() && self.flusher_may_push(background) {
+                    progress |= self.advance_flush(slot);
+                }
             }
         }
         progress
@@ -277,8 +281,14 @@ impl<E: IoEngine> Blockstore<E> {
                     if !self.fsyncs.done(Area::Data, t) {
                         break false;
                     }
+                    // Its metadata writes start on the flusher's next pass, once the other
+                    // jobs of the round that waited for the same fsync are in this phase too
+                    // and can ride on the same block writes.
                     job.st = FlushSt::Meta(0);
                     progress = true;
+                    if job.meta.iter().any(|m| m.entry.is_some()) {
+                        break false;
+                    }
                 }
                 FlushSt::Meta(phase) => {
                     if !self.advance_meta_writes(slot, &mut job, phase) {
@@ -304,6 +314,9 @@ impl<E: IoEngine> Blockstore<E> {
                     }
                     job.st = FlushSt::Meta(1);
                     progress = true;
+                    if job.meta.iter().any(|m| m.entry.is_none()) {
+                        break false;
+                    }
                 }
             }
         };
@@ -368,19 +381,37 @@ impl<E: IoEngine> Blockstore<E> {
         mbs: usize,
         esz: usize,
     ) {
-        // Updates of the same job to the same block go in one write.
+        // Updates of the same job to the same block go in one write, and so do those of other
+        // jobs waiting to write this block in the same phase (adjacent objects of one round
+        // share metadata blocks): they ride on this write, done when it is. Each job's own
+        // order holds: a job is in its clearing phase only once its new entry is durable.
         let mblock = job.meta[i].mblock;
         let setting = job.meta[i].entry.is_some();
+        let phase = if setting { 0 } else { 1 };
         let mut buf = job.meta[i].buf.take().unwrap();
         for m in job.meta.iter() {
             if m.mblock != mblock || m.entry.is_some() != setting {
                 continue;
             }
             let (_, off) = self.layout.meta_pos(m.block);
-            let slot_bytes = &mut buf[off..off + esz];
-            match &m.entry {
-                Some(e) => encode_meta_entry(slot_bytes, m.block, e),
-                None => slot_bytes.fill(0),
+            encode_meta_update(&mut buf[off..off + esz], m);
+        }
+        for (other, j) in self.jobs.iter_mut().enumerate() {
+            let Some(j) = j.as_mut() else { continue };
+            if !matches!(j.st, FlushSt::Meta(p) if p == phase) {
+                continue;
+            }
+            let mut rides = false;
+            for m in j.meta.iter_mut() {
+                if m.mblock == mblock && m.entry.is_some() == setting && m.state == 0 {
+                    let (_, off) = self.layout.meta_pos(m.block);
+                    encode_meta_update(&mut buf[off..off + esz], m);
+                    m.state = 5;
+                    rides = true;
+                }
+            }
+            if rides {
+                self.meta_riders.push((mblock, other));
             }
         }
         if let Some(img) = self.meta_image.as_mut() {
@@ -394,6 +425,30 @@ impl<E: IoEngine> Blockstore<E> {
         job.meta[i].state = 2;
         self.push_meta_io(IoKind::Write, slot, mblock, &mut buf);
         job.meta[i].buf = Some(buf);
+    }
+
+    /// A write of metadata block `mblock` completed (`res`): the updates of other jobs that
+    /// rode on it are done too.
+    pub(super) fn meta_block_written(&mut self, mblock: u64, res: i32) {
+        let mut i = 0;
+        while i < self.meta_riders.len() {
+            let (b, slot) = self.meta_riders[i];
+            if b != mblock {
+                i += 1;
+                continue;
+            }
+            self.meta_riders.swap_remove(i);
+            if let Some(job) = self.jobs[slot].as_mut() {
+                for m in job.meta.iter_mut() {
+                    if m.mblock == mblock && m.state == 5 {
+                        m.state = 3;
+                    }
+                }
+                if res < 0 {
+                    job.err = res;
+                }
+            }
+        }
     }
 
     /// Read or write one metadata block for flush job `slot`. The buffer must stay in the job
@@ -527,5 +582,13 @@ impl<E: IoEngine> Blockstore<E> {
                 true
             }
         }
+    }
+}
+
+/// Write one metadata update into its slot of a metadata block.
+fn encode_meta_update(slot_bytes: &mut [u8], m: &MetaUpdate) {
+    match &m.entry {
+        Some(e) => encode_meta_entry(slot_bytes, m.block, e),
+        None => slot_bytes.fill(0),
     }
 }

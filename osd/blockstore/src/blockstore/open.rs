@@ -400,6 +400,7 @@ impl<E: IoEngine> Blockstore<E> {
             journal,
             meta_image: cfg.inmemory_metadata.then_some(meta_image),
             meta_busy: FxHashSet::default(),
+            meta_riders: Vec::new(),
             ops: Vec::new(),
             free_slots: Vec::new(),
             next_id: 1,
