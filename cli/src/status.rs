@@ -5,6 +5,8 @@
 //!   `offline` when no primary reports it (the monitor's convention in `pool/stats`).
 //! - The `pg-list` filter syntax: each argument is `state+state+^state` (all listed states
 //!   present, `^` ones absent); a PG is listed when it matches any argument.
+//! - The slow-ops warning of `status`: the OSDs that are up and report `slow_ops_primary` or
+//!   `slow_ops_secondary` above zero in `osd/stats` (a down OSD's last report is stale).
 //!
 //! # What it must never do
 //! - Write to etcd.
@@ -16,7 +18,7 @@ use serde_json::{json, Value};
 use vitastor_layout::{keys, parse_pg_config, OsdState, PgConfigItem, PgState, PgStateName};
 
 use crate::error::{CliError, Result};
-use crate::etcd::Etcd;
+use crate::etcd::{Etcd, Kv};
 use crate::format;
 use crate::state::{num, Pools};
 
@@ -172,20 +174,48 @@ pub fn pg_list(etcd: &mut Etcd, args: &PgListArgs, json_out: bool) -> Result<()>
     Ok(())
 }
 
+/// An up OSD with ops in progress for longer than its `slow_log_interval`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SlowOsd {
+    osd: u64,
+    primary: u64,
+    secondary: u64,
+}
+
+/// The up OSDs whose `osd/stats` report slow ops, by OSD number.
+fn slow_osds(osd_stats: &[Kv], up: &std::collections::BTreeSet<u64>) -> Vec<SlowOsd> {
+    let mut slow: Vec<SlowOsd> = osd_stats
+        .iter()
+        .filter_map(|kv| {
+            let osd = keys::parse_num(&kv.key, keys::OSD_STATS_PREFIX)?;
+            let s = SlowOsd {
+                osd,
+                primary: num(&kv.value, "slow_ops_primary"),
+                secondary: num(&kv.value, "slow_ops_secondary"),
+            };
+            (up.contains(&osd) && s.primary + s.secondary > 0).then_some(s)
+        })
+        .collect();
+    slow.sort_by_key(|s| s.osd);
+    slow
+}
+
 /// `status`.
 pub fn status(etcd: &mut Etcd, json_out: bool) -> Result<()> {
     let master = etcd.get(keys::MON_MASTER)?.map(|kv| kv.value);
-    let mut osd_up = 0;
+    let mut up = std::collections::BTreeSet::new();
     let mut osd_nums = std::collections::BTreeSet::new();
     for kv in etcd.get_prefix(keys::OSD_STATE_PREFIX)? {
         if let Some(n) = keys::parse_num(&kv.key, keys::OSD_STATE_PREFIX) {
             osd_nums.insert(n);
             if OsdState::from_json(&kv.key, &kv.value).is_ok_and(|s| s.is_up()) {
-                osd_up += 1;
+                up.insert(n);
             }
         }
     }
+    let osd_up = up.len();
     let osd_stats = etcd.get_prefix(keys::OSD_STATS_PREFIX)?;
+    let slow = slow_osds(&osd_stats, &up);
     osd_nums.extend(
         osd_stats
             .iter()
@@ -211,7 +241,9 @@ pub fn status(etcd: &mut Etcd, json_out: bool) -> Result<()> {
             "{}",
             json!({"mon_master": master, "osd_count": osd_nums.len(), "osd_up": osd_up,
                    "pool_count": pools.valid.len(), "total_raw": total_raw,
-                   "free_raw": free_raw, "used_raw": used_raw, "pg_states": pg_states})
+                   "free_raw": free_raw, "used_raw": used_raw, "pg_states": pg_states,
+                   "slow_ops": slow.iter().map(|s| json!({"osd": s.osd,
+                       "primary": s.primary, "secondary": s.secondary})).collect::<Vec<_>>()})
         );
         return Ok(());
     }
@@ -230,6 +262,20 @@ pub fn status(etcd: &mut Etcd, json_out: bool) -> Result<()> {
     println!("  cluster:");
     println!("    mon:   {master_text}");
     println!("    osd:   {osd_up} / {} up", osd_nums.len());
+    if !slow.is_empty() {
+        let list: Vec<String> = slow
+            .iter()
+            .map(|s| {
+                format!(
+                    "osd.{} ({} primary, {} secondary)",
+                    s.osd, s.primary, s.secondary
+                )
+            })
+            .collect();
+        println!();
+        println!("  warnings:");
+        println!("    slow ops on {}", list.join(", "));
+    }
     println!();
     println!("  data:");
     println!(
@@ -251,4 +297,46 @@ pub fn status(etcd: &mut Etcd, json_out: bool) -> Result<()> {
         println!("           {total_pgs} total");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod slow_tests {
+    use super::*;
+
+    fn kv(osd: u64, value: Value) -> Kv {
+        Kv {
+            key: format!("{}{osd}", keys::OSD_STATS_PREFIX),
+            value,
+            mod_revision: 0,
+        }
+    }
+
+    #[test]
+    fn only_up_osds_with_slow_ops_are_named() {
+        let stats = [
+            kv(3, json!({"slow_ops_primary": 2, "slow_ops_secondary": 0})),
+            kv(1, json!({"slow_ops_primary": 0, "slow_ops_secondary": "4"})),
+            kv(2, json!({"slow_ops_primary": 0, "slow_ops_secondary": 0})),
+            kv(4, json!({})),
+            // Down: its last report is stale.
+            kv(5, json!({"slow_ops_primary": 9})),
+        ];
+        let up = [1, 2, 3, 4].into_iter().collect();
+        let slow = slow_osds(&stats, &up);
+        assert_eq!(
+            slow,
+            [
+                SlowOsd {
+                    osd: 1,
+                    primary: 0,
+                    secondary: 4
+                },
+                SlowOsd {
+                    osd: 3,
+                    primary: 2,
+                    secondary: 0
+                }
+            ]
+        );
+    }
 }
