@@ -188,6 +188,42 @@ for mode in $MODES; do
     fi
 done
 
+# EC 2+1 beside rep2 (#13): the same six jobs, in the same run on the same disk, on a
+# devcluster of the same 3 OSDs and options whose pool 1 is erasure-coded 2+1 (2 data parts
+# and a Reed-Solomon parity part per 256 KiB object); its rows and their ratios to rep2 are
+# printed after the main tables and kept in target/bench/fio-<date>-ec.json. BENCH_EC=0
+# skips it.
+BENCH_EC="${BENCH_EC:-1}"
+ec_cluster_jobs() { # MODE: like cluster_jobs, for an EC 2+1 pool; JSON to $RUN/ec21-MODE-NAME.json
+    local mode="$1"
+    local osd_args=()
+    if [ "$mode" = all ]; then
+        osd_args=(--disable_data_fsync true --flusher_count 8
+            --journal_no_same_sector_overwrites true --journal_sector_buffer_count 1024)
+    fi
+    echo "bench-fio: starting a devcluster (EC 2+1, immediate_commit=$mode)" >&2
+    rm -rf "$RUN/cluster"
+    CLUSTER_BIN="$BIN"
+    "$BIN/devcluster" up --dir "$RUN/cluster" --osds 3 --ec 2+1 --immediate-commit "$mode" \
+        ${osd_args[@]+"${osd_args[@]/#/--osd-arg=}"} >"$RUN/up.env"
+    local etcd
+    etcd="$(sed -n 's/^etcd_address=//p' "$RUN/up.env")"
+    [ -n "$etcd" ] || { echo "bench-fio: devcluster printed no etcd_address" >&2; exit 1; }
+    local engine=(-thread -ioengine="$BIN/libfio_vitastor.so" -etcd="$etcd" -pool=1 -inode=1
+        -size="$IMAGE_SIZE")
+    echo "bench-fio: EC 2+1 $mode: writing the whole image ($IMAGE_SIZE)" >&2
+    fio "${engine[@]}" -name=prefill -direct=1 -rw=write -bs=4M -iodepth=32 \
+        -output-format=json >"$RUN/ec21-$mode-prefill.json"
+    run_jobs "ec21-$mode" "${engine[@]}"
+    "$BIN/devcluster" down --dir "$RUN/cluster" >/dev/null
+    CLUSTER_BIN=""
+}
+if [ "$BENCH_EC" != 0 ]; then
+    for mode in $MODES; do
+        ec_cluster_jobs "$mode"
+    done
+fi
+
 python3 - "$RUN" "$OUT" "$MODES" "$BASELINE" "$RUNTIME" <<'PY'
 import collections, json, os, sys
 
@@ -326,3 +362,54 @@ print("\nours ÷ raw and ours ÷ floor: latency rows want small numbers (1.00 = 
 json.dump(report, open(out, "w"), indent=1)
 print(f"\n(saved to {out})")
 PY
+
+# The EC 2+1 rows beside rep2 with the ratios and the goals of #13.
+if [ "$BENCH_EC" != 0 ]; then
+python3 - "$RUN" "${OUT%.json}-ec.json" "$MODES" <<'PY'
+import json, sys
+
+run, out, modes = sys.argv[1], sys.argv[2], sys.argv[3].split()
+names = ["write-4M", "read-4M", "randwrite-t1q1-fsync", "randread-t1q1", "randwrite-q128", "randread-q128"]
+# (goal of EC ÷ rep2, True when the ratio must stay at or below it)
+goals = {"randwrite-t1q1-fsync": (1.8, True), "randread-t1q1": (1.1, True),
+         "randwrite-q128": (0.5, False), "write-4M": (1.0, False)}
+
+def figure(side, name):
+    """Latency in us (write + fsync) for T1Q1, MB/s for 4M, IOPS for Q128; and the p99."""
+    text = open(f"{run}/{side}-{name}.json").read()
+    j = json.loads(text[text.index("{"):])["jobs"][0]
+    if j["error"]:
+        sys.exit(f"bench-fio: {side} {name} failed with error {j['error']}")
+    d = j["write" if "write" in name else "read"]
+    p99 = d["clat_ns"].get("percentile", {}).get("99.000000", 0) / 1000
+    if "t1q1" in name:
+        sync = j.get("sync", {})
+        lat = d["lat_ns"]["mean"] / 1000
+        if sync.get("total_ios", 0) > 0:
+            lat += sync["lat_ns"]["mean"] / 1000
+        return lat, p99
+    return (d["bw_bytes"] / 1e6 if "4M" in name else d["iops"]), p99
+
+report = {}
+for mode in modes:
+    print(f"\nEC 2+1 beside rep2, immediate_commit {mode} (same run, same disk, 3 OSDs; T1Q1 "
+          f"rows mean latency in us, 4M rows MB/s, Q128 rows IOPS)")
+    print("| test | rep2 (p99 µs) | EC 2+1 (p99 µs) | EC ÷ rep2 | goal |")
+    print("|---|---|---|---|---|")
+    rows = []
+    for n in names:
+        (rep, rep_p99), (ec, ec_p99) = figure(f"vitastor-{mode}", n), figure(f"ec21-{mode}", n)
+        ratio = ec / rep
+        goal = ""
+        if n in goals:
+            g, at_most = goals[n]
+            ok = ratio <= g if at_most else ratio >= g
+            goal = f"{'≤' if at_most else '≥'} {g}: {'pass' if ok else 'MISS'}"
+        rows.append({"test": n, "rep2": rep, "ec21": ec, "ratio": ratio, "goal": goal})
+        print(f"| {n} | {rep:.0f} ({rep_p99:.0f}) | {ec:.0f} ({ec_p99:.0f}) | {ratio:.2f} | "
+              f"{goal or '—'} |")
+    report[mode] = rows
+json.dump(report, open(out, "w"), indent=1)
+print(f"\n(saved to {out})")
+PY
+fi

@@ -1,7 +1,7 @@
 //! `devcluster`: a local cluster for development and demos.
 //!
-//! `devcluster up --dir DIR [--osds 3] [--pg-size 2] [--pg-count 32] [--immediate-commit all]`
-//! starts a supervisor in the background (etcd on a free loopback port, the OSDs on sparse
+//! `devcluster up --dir DIR [--osds 3] [--pg-size 2] [--pg-count 32] [--immediate-commit all]
+//! [--ec K+M | --xor K+1]` starts a supervisor in the background (etcd on a free loopback port, the OSDs on sparse
 //! files in DIR, pool 1 `testpool` and its `pg/config`), waits until every PG is active,
 //! prints `key=value` lines (`etcd_address=127.0.0.1:PORT/v3`, pids, data dir) and exits,
 //! leaving the cluster running. `devcluster down --dir DIR` stops it: the supervisor stops
@@ -32,9 +32,15 @@ struct UpArgs {
     /// Number of OSDs
     #[arg(long, default_value_t = 3)]
     osds: usize,
-    /// Replicas per PG
+    /// Replicas per PG (a replicated pool; --ec and --xor set it to K+M)
     #[arg(long = "pg-size", default_value_t = 2)]
     pg_size: usize,
+    /// An erasure-coded pool (Reed-Solomon) of K data and M parity parts, e.g. 2+1
+    #[arg(long, value_name = "K+M", conflicts_with = "xor")]
+    ec: Option<String>,
+    /// An XOR pool of K data parts and one parity part, e.g. 2+1
+    #[arg(long, value_name = "K+1")]
+    xor: Option<String>,
     /// PGs in the pool
     #[arg(long = "pg-count", default_value_t = 32)]
     pg_count: u32,
@@ -88,6 +94,14 @@ fn main() -> ExitCode {
     }
 }
 
+/// `K+M` with K, M >= 1.
+fn parse_shape(s: &str) -> Result<(usize, usize), String> {
+    let parse = |x: &str| x.trim().parse::<usize>().ok().filter(|&n| n >= 1);
+    s.split_once('+')
+        .and_then(|(k, m)| Some((parse(k)?, parse(m)?)))
+        .ok_or_else(|| format!("{s:?}: expected K+M (data and parity parts), e.g. 2+1"))
+}
+
 fn env_file(dir: &Path) -> PathBuf {
     dir.join("cluster.env")
 }
@@ -99,6 +113,9 @@ fn pid_file(dir: &Path) -> PathBuf {
 fn up(args: &UpArgs) -> Result<(), String> {
     if !["all", "none"].contains(&args.immediate_commit.as_str()) {
         return Err("--immediate-commit must be all or none".into());
+    }
+    for shape in args.ec.iter().chain(&args.xor) {
+        parse_shape(shape)?;
     }
     fs::create_dir_all(&args.dir).map_err(|e| format!("{}: {e}", args.dir.display()))?;
     let dir = args.dir.canonicalize().map_err(|e| e.to_string())?;
@@ -118,6 +135,8 @@ fn up(args: &UpArgs) -> Result<(), String> {
         .args(["--osds", &args.osds.to_string()])
         .args(["--pg-size", &args.pg_size.to_string()])
         .args(["--pg-count", &args.pg_count.to_string()])
+        .args(args.ec.iter().flat_map(|s| ["--ec", s.as_str()]))
+        .args(args.xor.iter().flat_map(|s| ["--xor", s.as_str()]))
         .args(["--immediate-commit", &args.immediate_commit])
         .args(["--osd-size", &args.osd_size.to_string()])
         .args(["--image-size", &args.image_size.to_string()])
@@ -205,6 +224,18 @@ fn serve(args: &UpArgs) -> Result<(), String> {
     let mut opts = ClusterOptions::new(bin_dir);
     opts.osds = args.osds;
     opts.pg_size = args.pg_size;
+    if let Some((scheme, shape)) =
+        (args.ec.as_ref().map(|s| ("ec", s))).or_else(|| args.xor.as_ref().map(|s| ("xor", s)))
+    {
+        let (k, m) = parse_shape(shape)?;
+        if scheme == "xor" && m != 1 {
+            return Err(format!("--xor {shape}: an XOR pool has one parity part"));
+        }
+        opts.scheme = scheme.into();
+        opts.pg_size = k + m;
+        opts.parity_chunks = m;
+        opts.pg_minsize = Some(k);
+    }
     opts.pg_count = args.pg_count;
     opts.immediate_commit = args.immediate_commit.clone();
     opts.osd_size = args.osd_size;
