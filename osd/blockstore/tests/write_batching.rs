@@ -21,6 +21,7 @@ const OBJECTS: u64 = 16;
 struct Counting {
     inner: SimEngine,
     writes: u64,
+    fsyncs: u64,
     /// Calls that would be an `io_uring_enter` on the real engine: a submit with something
     /// queued, or a wait with something pending.
     enters: u64,
@@ -29,8 +30,10 @@ struct Counting {
 
 impl IoEngine for Counting {
     unsafe fn push(&mut self, req: IoReq) {
-        if req.kind == IoKind::Write {
-            self.writes += 1;
+        match req.kind {
+            IoKind::Write => self.writes += 1,
+            IoKind::Fsync => self.fsyncs += 1,
+            IoKind::Read => {}
         }
         self.queued += 1;
         // SAFETY: forwarded unchanged; our caller upholds the buffer contract.
@@ -96,6 +99,7 @@ fn open_counting(
     let engine = Counting {
         inner,
         writes: 0,
+        fsyncs: 0,
         enters: 0,
         queued: 0,
     };
@@ -229,5 +233,53 @@ fn a_flush_round_of_adjacent_objects_writes_each_metadata_block_once_per_phase()
             let got = decode_pattern(&data[(g * GRAN) as usize..((g + 1) * GRAN) as usize], g);
             assert_eq!(got, Some(200 + i), "object {i} granule {g}");
         }
+    }
+}
+
+#[test]
+fn concurrent_syncs_share_one_journal_fsync() {
+    let mut cfg = small_cfg(BLOCK, 1 << 20);
+    cfg.immediate_commit = vitastor_blockstore::ImmediateCommit::None;
+    // The flusher stays out of the way: this counts the SYNCs' own fsyncs.
+    cfg.flusher_batch = 1000;
+    let disks = sim_disks(&cfg, 8 << 20);
+    let mut bs = open_counting(&cfg, disks);
+    for i in 0..OBJECTS {
+        bs.exec(write(i, 100 + i, 0, BLOCK / GRAN))
+            .expect("full write");
+    }
+    bs.exec(BsOp::Sync).expect("sync");
+    bs.flush_all().expect("flush");
+    // Clients each write, then SYNC at the same moment, like T1Q1 fio jobs on one OSD (a
+    // SYNC covers the writes completed before it).
+    let before = bs.engine_mut().fsyncs;
+    for i in 0..OBJECTS {
+        bs.submit(write(i, 200 + i, 1, 1));
+    }
+    bs.wait_idle().expect("writes");
+    for _ in 0..OBJECTS {
+        bs.submit(BsOp::Sync);
+    }
+    bs.run();
+    let mut done: Vec<Completion> = Vec::new();
+    while done.len() < 2 * OBJECTS as usize {
+        bs.poll(true).expect("poll");
+        bs.take_completions(&mut done);
+        bs.run();
+    }
+    assert!(done.iter().all(|c| c.result.is_ok()), "{done:?}");
+    let fsyncs = bs.engine_mut().fsyncs - before;
+    assert!(
+        fsyncs <= 2,
+        "{OBJECTS} concurrent SYNCs took {fsyncs} fsyncs"
+    );
+    // Every SYNC was acknowledged: all of it survives a power loss.
+    let disks = bs.engine_mut().inner.power_loss(9);
+    drop(bs);
+    let mut bs = open_sim(&cfg, disks, 8);
+    for i in 0..OBJECTS {
+        let (_, data) = read_all(&mut bs, oid(i));
+        let got = decode_pattern(&data[GRAN as usize..2 * GRAN as usize], 1);
+        assert_eq!(got, Some(200 + i), "object {i}");
     }
 }
