@@ -1,4 +1,8 @@
-//! The client: ops, their parts, OSD connections and the poll loop that drives them.
+//! The client: the API, the op table, dispatch of parts and the poll loop that drives them.
+//! The other concerns live in submodules, each saying what it owns: OSD connections and
+//! their I/O (`conn_io`), what a reply means for its part (`replies`), unsynced writes,
+//! SYNC and replay (`unsynced`), the op timeout's decisions (`reply_wait`), layered reads
+//! (`layered_read`) and image watches (`watches`).
 //!
 //! # What this module owns
 //! - The op table: every submitted op lives in a reusable slot until its callback is queued.
@@ -6,20 +10,13 @@
 //!   the current primary of its PG and is retried — forever — whenever the cluster says it
 //!   cannot be served now (PG not active, OSD down, connection lost, `-EPIPE`, or the OSD
 //!   silent past `client_op_timeout`, see `reply_wait`). Other OSD errors fail the op.
-//! - OSD connections: non-blocking connect, SHOW_CONFIG handshake with `check_sequencing`
-//!   (request ids then increase by exactly one), the send queue (written with one `sendmsg`
-//!   per batch straight from the op buffers) and the receive side (read data lands directly
-//!   in the op's buffers once past the small receive buffer).
-//! - Unsynced writes: with an `immediate_commit` other than `all`, a copy of every
-//!   acknowledged, unsynced write is kept and replayed to the new primary when its OSD
-//!   connection is lost or its PG moves; SYNC fans out to every OSD holding such writes, and
-//!   the client syncs on its own past `client_max_dirty_bytes`/`client_max_dirty_ops`.
+//! - Dispatch: every part of an op is queued on its connection before any is sent, so a
+//!   large op leaves in one `sendmsg` per OSD.
+//! - The poll loop: one `epoll_wait` per wake-up, whose events are the ones handled.
 //! - Ordering: ops start in submission order; a SYNC waits for the writes before it and holds
 //!   the ops after it; nothing new starts while unsynced writes are being replayed.
-//! - Layered reads: a read of an image with parents starts on the top layer; each reply's
-//!   bitmap sends the granules that layer lacks one layer down (`layered_read`). Writes and
-//!   deletes go to the op's inode only, and never to a read-only layer (`-EROFS`).
-//! - The "ready" state (first etcd load); image watches live in `watches`.
+//! - Writes and deletes go to the op's inode only, and never to a read-only layer
+//!   (`-EROFS`); the "ready" state (first etcd load).
 //!
 //! # What it must never do
 //! - Call a user callback while it holds itself borrowed: completions are queued and run by
@@ -34,35 +31,37 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::ffi::CString;
-use std::net::IpAddr;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 use vitastor_layout::{pool_of, ImmediateCommit, PoolConfig};
 use vitastor_protocol::handshake::{
-    ImmediateCommit as WireCommit, PoolExpectation, RequestFeatures, ShowConfigReplyJson,
-    ShowConfigRequestJson,
+    ImmediateCommit as WireCommit, PoolExpectation, ShowConfigReplyJson,
 };
 use vitastor_protocol::{
-    decode_reply, encode_request, obj_ver_ids, Reply, ReplyOp, Request, RequestOp, RwOp, SecListOp,
-    ShowConfigOp, OSD_LIST_PRIMARY, OSD_PACKET_SIZE,
+    Reply, Request, RequestOp, RwOp, SecListOp, OSD_LIST_PRIMARY, OSD_PACKET_SIZE,
 };
 
 use crate::cluster::ClusterView;
-use crate::error::{is_retryable_osd_errno, ClientError};
+use crate::error::ClientError;
 use crate::etcd::{EtcdAddress, EtcdWatcher};
 use crate::layers::resolve_chain;
 use crate::mapping::{check_range, split};
 use crate::options::{ClientOptions, Resolved, Settings};
-use crate::sys::{self, copy_to_iov, sub_iov, Epoll, Io, IoVec, Timer};
+use crate::sys::{self, Epoll, IoVec, Timer};
 
+mod conn_io;
 mod layered_read;
+mod replies;
 mod reply_wait;
+mod unsynced;
 mod watches;
 
-use reply_wait::{Action, ReplyWait};
+pub use conn_io::IoCounts;
+
+use reply_wait::ReplyWait;
 
 /// epoll token of the etcd wake-up fd.
 const TOKEN_ETCD: u64 = 0;
@@ -70,45 +69,8 @@ const TOKEN_ETCD: u64 = 0;
 const TOKEN_TIMER: u64 = 1;
 /// epoll tokens of connections start here (token = slot + this).
 const TOKEN_CONN_BASE: u64 = 2;
-/// Receive buffer per connection: holds many 128-byte replies per `read`, and small read
-/// payloads, so a busy connection costs one syscall per batch rather than per reply.
-const RECV_BUF: usize = 64 << 10;
-/// Payloads at least this long are read straight into the op's buffer instead of through
-/// the receive buffer (saves a copy; below it the extra syscall costs more than the copy).
-const DIRECT_READ_MIN: usize = 16 << 10;
-/// Most send-queue entries gathered into one `sendmsg`.
-const SEND_BATCH: usize = 64;
 /// Events taken from epoll per call.
 const EPOLL_BATCH: usize = 64;
-
-/// The client's own system calls and copies since it was created, counted where they are
-/// made, so a regression in the data path shows as a number rather than as noise in a
-/// latency figure. Subtract two readings to get what happened in between.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct IoCounts {
-    /// `epoll_wait` calls.
-    pub waits: u64,
-    /// `sendmsg` calls to OSDs.
-    pub sends: u64,
-    /// `read`/`readv` calls on OSD sockets.
-    pub receives: u64,
-    /// Bytes of read data copied from the receive buffer into op buffers (the rest landed
-    /// there directly).
-    pub copied: u64,
-}
-
-impl std::ops::Sub for IoCounts {
-    type Output = IoCounts;
-
-    fn sub(self, earlier: IoCounts) -> IoCounts {
-        IoCounts {
-            waits: self.waits - earlier.waits,
-            sends: self.sends - earlier.sends,
-            receives: self.receives - earlier.receives,
-            copied: self.copied - earlier.copied,
-        }
-    }
-}
 
 /// What an op finished with.
 #[derive(Debug)]
@@ -768,14 +730,6 @@ impl Client {
         self.ops[idx].kind != OpKind::Sync || self.inflight_writes == 0
     }
 
-    fn replaying(&self) -> bool {
-        self.replays_running > 0
-            || self
-                .dirty
-                .values()
-                .any(|d| d.state == DirtyState::NeedsReplay)
-    }
-
     fn start_queued(&mut self) {
         while let Some(&idx) = self.queue.front() {
             if !self.can_start(idx) {
@@ -995,41 +949,6 @@ impl Client {
         }
     }
 
-    fn start_sync(&mut self, idx: usize) {
-        let mut osds: Vec<u64> = self
-            .dirty
-            .values()
-            .filter(|d| d.state == DirtyState::Acked)
-            .map(|d| d.osd)
-            .collect::<FxHashSet<u64>>()
-            .into_iter()
-            .collect();
-        osds.sort_unstable();
-        let op = &mut self.ops[idx];
-        op.parts.clear();
-        op.restart = false;
-        op.parts.extend(osds.iter().map(|&osd| Part {
-            pool: 0,
-            pg: 0,
-            offset: 0,
-            len: 0,
-            op_offset: 0,
-            osd,
-            direct: false,
-            layer: 0,
-            pair: NO_PAIR,
-            held: 0,
-            state: PartState::Waiting,
-        }));
-        if osds.is_empty() {
-            return self.finish_op(idx);
-        }
-        self.sync_running = true;
-        for part in 0..osds.len() {
-            self.dispatch(idx, part);
-        }
-    }
-
     fn fail_now(&mut self, idx: usize, e: ClientError) {
         self.ops[idx].error = Some(e);
         self.ops[idx].parts.clear();
@@ -1165,109 +1084,6 @@ impl Client {
         })
     }
 
-    /// The connection to `osd` if it is ready; otherwise starts connecting (unless the OSD
-    /// is down or failed recently) and returns `None`.
-    fn ready_conn(&mut self, osd: u64) -> Option<usize> {
-        if let Some(&idx) = self.by_osd.get(&osd) {
-            let ready = matches!(
-                self.conns[idx].as_ref().map(|c| &c.state),
-                Some(ConnState::Ready(_))
-            );
-            return ready.then_some(idx);
-        }
-        if self
-            .down_until
-            .get(&osd)
-            .is_some_and(|t| Instant::now() < *t)
-        {
-            return None;
-        }
-        self.down_until.remove(&osd);
-        let state = self.view.osd(osd)?;
-        let Some(ip) = state
-            .addresses
-            .iter()
-            .find_map(|a| a.parse::<IpAddr>().ok())
-        else {
-            crate::log(format_args!(
-                "OSD {osd} has no usable address: {:?}",
-                state.addresses
-            ));
-            self.mark_down(osd);
-            return None;
-        };
-        let port = state.port;
-        let fd = match sys::connect(ip, port) {
-            Ok(fd) => fd,
-            Err(e) => {
-                crate::log(format_args!("connecting to OSD {osd} at {ip}:{port}: {e}"));
-                self.mark_down(osd);
-                return None;
-            }
-        };
-        let idx = self.free_conns.pop().unwrap_or_else(|| {
-            self.conns.push(None);
-            self.conns.len() - 1
-        });
-        if let Err(e) = self
-            .epoll
-            .add(fd.as_raw_fd(), idx as u64 + TOKEN_CONN_BASE, true)
-        {
-            crate::log(format_args!("watching the socket of OSD {osd}: {e}"));
-            self.free_conns.push(idx);
-            self.mark_down(osd);
-            return None;
-        }
-        self.conns[idx] = Some(Conn {
-            osd,
-            fd,
-            state: ConnState::Connecting,
-            since: Instant::now(),
-            next_id: 1,
-            outstanding: FxHashMap::default(),
-            send_q: VecDeque::new(),
-            send_off: 0,
-            want_write: true,
-            recv: Recv::Header,
-            rbuf: vec![0; RECV_BUF].into_boxed_slice(),
-            rstart: 0,
-            rend: 0,
-            payload: Vec::new(),
-            drained: false,
-            big_reads: 0,
-            wait: ReplyWait::default(),
-        });
-        self.by_osd.insert(osd, idx);
-        None
-    }
-
-    fn mark_down(&mut self, osd: u64) {
-        self.down_until
-            .insert(osd, Instant::now() + self.settings.retry_interval);
-    }
-
-    /// Appends a request with the connection's next id (ids are consecutive, as
-    /// `check_sequencing` requires).
-    fn enqueue(&mut self, conn_idx: usize, op: RequestOp, data: SendData, target: Target) {
-        let Some(conn) = self.conns[conn_idx].as_mut() else {
-            return;
-        };
-        let request = Request {
-            id: conn.next_id,
-            op,
-        };
-        conn.next_id += 1;
-        if matches!(op, RequestOp::Read(rw) if rw.len as usize >= DIRECT_READ_MIN) {
-            conn.big_reads += 1;
-        }
-        let mut packet = [0u8; OSD_PACKET_SIZE];
-        encode_request(&request, &mut packet);
-        conn.send_q.push_back(SendItem { packet, data });
-        conn.outstanding
-            .insert(request.id, Outstanding { request, target });
-        conn.wait.requested(Instant::now);
-    }
-
     // ---- the poll loop ----
 
     /// Non-blocking work: etcd events, socket I/O, retries. Completions are only queued.
@@ -1282,10 +1098,10 @@ impl Client {
         let mut pending = Pending::default();
         let mut timeout = timeout;
         loop {
-            let n = self.epoll.wait(
-                &mut self.events,
-                std::mem::replace(&mut timeout, Some(Duration::ZERO)),
-            );
+            // The first wait may sleep; the rest only take what is left.
+            let n = self
+                .epoll
+                .wait(&mut self.events, timeout.replace(Duration::ZERO));
             self.counts.waits += 1;
             for i in 0..n {
                 let ev = self.events[i];
@@ -1327,94 +1143,6 @@ impl Client {
         }
         self.start_queued();
         self.arm_timer();
-    }
-
-    fn conn_event(&mut self, idx: usize, flags: u32, pending: &mut Pending) {
-        let error = flags & (libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0;
-        let connecting = matches!(
-            self.conns[idx].as_ref().map(|c| &c.state),
-            Some(ConnState::Connecting)
-        );
-        if connecting {
-            if flags & libc::EPOLLOUT as u32 == 0 && !error {
-                return;
-            }
-            let Some(conn) = self.conns[idx].as_mut() else {
-                return;
-            };
-            if let Err(e) = sys::socket_error(conn.fd.as_raw_fd()) {
-                return self.drop_conn(idx, &format!("connect failed: {e}"), pending);
-            }
-            conn.state = ConnState::Handshaking;
-            let json = ShowConfigRequestJson {
-                osd_num: None,
-                features: RequestFeatures {
-                    check_sequencing: true,
-                },
-            }
-            .to_json();
-            let op = RequestOp::ShowConfig(ShowConfigOp {
-                json_len: json.len() as u64,
-            });
-            self.enqueue(idx, op, SendData::Json(json), Target::Handshake);
-            self.flush(idx);
-            return;
-        }
-        if flags & (libc::EPOLLIN | libc::EPOLLRDHUP) as u32 != 0 || error {
-            self.read_conn(idx, pending);
-        }
-        if flags & libc::EPOLLOUT as u32 != 0 && self.conns[idx].is_some() {
-            self.flush(idx);
-        }
-    }
-
-    fn check_connect_timeouts(&mut self, pending: &mut Pending) {
-        let timeout = self.settings.connect_timeout;
-        let expired: Vec<usize> = self
-            .conns
-            .iter()
-            .enumerate()
-            .filter_map(|(i, c)| {
-                let c = c.as_ref()?;
-                let slow = !matches!(c.state, ConnState::Ready(_)) && c.since.elapsed() > timeout;
-                slow.then_some(i)
-            })
-            .collect();
-        for idx in expired {
-            self.drop_conn(idx, "connect/handshake timed out", pending);
-        }
-    }
-
-    /// Probes silent OSDs and drops those that did not answer the probe either (see
-    /// `reply_wait`); the dropped connections' parts go to the PG's primary of the moment.
-    fn check_op_timeouts(&mut self, pending: &mut Pending) {
-        let (now, timeout) = (Instant::now(), self.settings.op_timeout);
-        for idx in 0..self.conns.len() {
-            let Some(conn) = self.conns[idx].as_mut() else {
-                continue;
-            };
-            if !matches!(conn.state, ConnState::Ready(_)) {
-                continue;
-            }
-            match conn.wait.check(now, timeout) {
-                Action::Wait => {}
-                Action::Probe => {
-                    self.enqueue(idx, RequestOp::Ping, SendData::None, Target::Ping);
-                    if let Some(conn) = self.conns[idx].as_mut() {
-                        conn.wait.probed(now);
-                    }
-                    self.flush(idx);
-                }
-                Action::GiveUp { silent } => {
-                    let reason = format!(
-                        "no reply for {:.1} s (client_op_timeout {} s), PING unanswered",
-                        silent.as_secs_f64(),
-                        timeout.as_secs()
-                    );
-                    self.drop_conn(idx, &reason, pending);
-                }
-            }
-        }
     }
 
     /// Arms the timer for the next retry (when something waits for one) or op-timeout
@@ -1478,568 +1206,6 @@ impl Client {
                 self.completions.push_back(Completion::Op(cb, ok_done(0)));
             }
         }
-    }
-
-    fn start_replays(&mut self) {
-        let todo: Vec<u64> = self
-            .dirty
-            .iter()
-            .filter(|(_, d)| d.state == DirtyState::NeedsReplay)
-            .map(|(&k, _)| k)
-            .collect();
-        for key in todo {
-            let Some(d) = self.dirty.get_mut(&key) else {
-                continue;
-            };
-            d.state = DirtyState::Replaying;
-            let (kind, iov) = match &d.data {
-                Some((data, off)) => (
-                    OpKind::Write,
-                    IoVec {
-                        iov_base: data.as_ptr().cast_mut().wrapping_add(*off as usize).cast(),
-                        iov_len: d.len as usize,
-                    },
-                ),
-                None => (
-                    OpKind::Delete,
-                    IoVec {
-                        iov_base: std::ptr::null_mut(),
-                        iov_len: 0,
-                    },
-                ),
-            };
-            let part = Part {
-                pool: d.pool,
-                pg: d.pg,
-                offset: d.offset,
-                len: d.len,
-                op_offset: 0,
-                osd: 0,
-                direct: false,
-                layer: 0,
-                pair: NO_PAIR,
-                held: 0,
-                state: PartState::Waiting,
-            };
-            let (inode, offset, len) = (d.inode, d.offset, d.len);
-            let keep = d.data.as_ref().map(|(data, _)| Rc::clone(data));
-            let idx = self.free_ops.pop().unwrap_or_else(|| {
-                self.ops.push(Op::default());
-                self.ops.len() - 1
-            });
-            let op = &mut self.ops[idx];
-            op.active = true;
-            op.kind = kind;
-            op.inode = inode;
-            op.offset = offset;
-            op.len = len.into();
-            op.version = 0;
-            op.iov.clear();
-            op.iov.push(iov);
-            op.copy = keep;
-            op.parts.clear();
-            op.parts.push(part);
-            op.replay_of = Some(key);
-            self.replays_running += 1;
-            self.dispatch(idx, 0);
-        }
-    }
-
-    // ---- sending ----
-
-    /// Sends what [`Client::dispatch`] queued, one batch per connection. A failed send drops
-    /// its connection, whose parts may be dispatched again elsewhere: repeat until none is
-    /// left.
-    fn flush_queued(&mut self) {
-        while let Some(conn_idx) = self.to_flush.pop() {
-            self.flush(conn_idx);
-        }
-    }
-
-    fn flush(&mut self, conn_idx: usize) {
-        let Client {
-            conns,
-            ops,
-            iov_scratch,
-            epoll,
-            counts,
-            ..
-        } = self;
-        let Some(conn) = conns[conn_idx].as_mut() else {
-            return;
-        };
-        if matches!(conn.state, ConnState::Connecting) {
-            return;
-        }
-        let mut failed = None;
-        let mut segs: Vec<IoVec> = Vec::new();
-        while !conn.send_q.is_empty() {
-            segs.clear();
-            let mut skip = conn.send_off;
-            for item in conn.send_q.iter().take(SEND_BATCH) {
-                if skip < OSD_PACKET_SIZE {
-                    segs.push(IoVec {
-                        iov_base: item.packet[skip..].as_ptr().cast_mut().cast(),
-                        iov_len: OSD_PACKET_SIZE - skip,
-                    });
-                    skip = 0;
-                } else {
-                    skip -= OSD_PACKET_SIZE;
-                }
-                match &item.data {
-                    SendData::None => {}
-                    SendData::Json(j) => segs.push(IoVec {
-                        iov_base: j[skip..].as_ptr().cast_mut().cast(),
-                        iov_len: j.len() - skip,
-                    }),
-                    SendData::Op { op, off, len } => {
-                        sub_iov(
-                            &ops[*op].iov,
-                            off + skip as u64,
-                            len - skip as u64,
-                            iov_scratch,
-                        );
-                        segs.extend_from_slice(iov_scratch);
-                    }
-                }
-                skip = 0;
-            }
-            counts.sends += 1;
-            match sys::writev(conn.fd.as_raw_fd(), &segs) {
-                Ok(Io::Done(mut n)) => {
-                    while n > 0 {
-                        let Some(front) = conn.send_q.front() else {
-                            break;
-                        };
-                        let left = OSD_PACKET_SIZE + front.data_len() - conn.send_off;
-                        if n >= left {
-                            n -= left;
-                            conn.send_off = 0;
-                            conn.send_q.pop_front();
-                        } else {
-                            conn.send_off += n;
-                            n = 0;
-                        }
-                    }
-                }
-                Ok(Io::WouldBlock) | Ok(Io::Closed) => break,
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
-            }
-        }
-        let want = !conn.send_q.is_empty() && failed.is_none();
-        if want != conn.want_write {
-            conn.want_write = want;
-            // A failure here leaves the socket watched for reads only; the next flush retries.
-            let _ = epoll.modify(conn.fd.as_raw_fd(), conn_idx as u64 + TOKEN_CONN_BASE, want);
-        }
-        if let Some(e) = failed {
-            let mut pending = Pending::default();
-            self.drop_conn(conn_idx, &format!("send failed: {e}"), &mut pending);
-        }
-    }
-
-    // ---- receiving ----
-
-    fn read_conn(&mut self, idx: usize, pending: &mut Pending) {
-        if let Some(conn) = self.conns[idx].as_mut() {
-            conn.drained = false;
-        }
-        let mut heard = false;
-        loop {
-            match self.read_step(idx) {
-                Ok(true) => heard = true,
-                Ok(false) => break,
-                Err(reason) => return self.drop_conn(idx, &reason, pending),
-            }
-        }
-        // Any bytes count as a sign of life, even part of a long payload; one clock read per
-        // batch, not per reply.
-        if let (true, Some(conn)) = (heard, self.conns[idx].as_mut()) {
-            let busy = !conn.outstanding.is_empty() || matches!(conn.recv, Recv::Payload { .. });
-            conn.wait.heard(Instant::now(), busy);
-        }
-    }
-
-    /// Reads more bytes into the receive buffer; false when nothing is available now. While
-    /// large reads are outstanding it reads no further than the current header.
-    fn fill(conn: &mut Conn, counts: &mut IoCounts) -> Result<bool, String> {
-        if conn.drained {
-            return Ok(false);
-        }
-        if conn.rstart == conn.rend {
-            conn.rstart = 0;
-            conn.rend = 0;
-        } else if conn.rstart > 0 && conn.rbuf.len() - conn.rend < OSD_PACKET_SIZE {
-            conn.rbuf.copy_within(conn.rstart..conn.rend, 0);
-            conn.rend -= conn.rstart;
-            conn.rstart = 0;
-        }
-        let end = if conn.big_reads > 0 && matches!(conn.recv, Recv::Header) {
-            conn.rstart + OSD_PACKET_SIZE
-        } else {
-            conn.rbuf.len()
-        };
-        let want = end - conn.rend;
-        counts.receives += 1;
-        match sys::read(conn.fd.as_raw_fd(), &mut conn.rbuf[conn.rend..end]) {
-            Ok(Io::Done(n)) => {
-                conn.rend += n;
-                conn.drained = n < want;
-                Ok(true)
-            }
-            Ok(Io::WouldBlock) => Ok(false),
-            Ok(Io::Closed) => Err("connection closed by the OSD".into()),
-            Err(e) => Err(format!("receive failed: {e}")),
-        }
-    }
-
-    /// One step of the receive state machine; Ok(false) when it must wait for the socket.
-    fn read_step(&mut self, idx: usize) -> Result<bool, String> {
-        let Client {
-            conns,
-            ops,
-            iov_scratch,
-            counts,
-            ..
-        } = self;
-        let Some(conn) = conns[idx].as_mut() else {
-            return Ok(false);
-        };
-        match &mut conn.recv {
-            Recv::Header => {
-                if conn.rend - conn.rstart < OSD_PACKET_SIZE {
-                    return Self::fill(conn, counts);
-                }
-                let mut packet = [0u8; OSD_PACKET_SIZE];
-                packet.copy_from_slice(&conn.rbuf[conn.rstart..conn.rstart + OSD_PACKET_SIZE]);
-                conn.rstart += OSD_PACKET_SIZE;
-                let reply = decode_reply(&packet).map_err(|e| format!("bad reply: {e}"))?;
-                let out = conn
-                    .outstanding
-                    .remove(&reply.id)
-                    .ok_or_else(|| format!("reply id {} matches no request", reply.id))?;
-                if matches!(out.request.op, RequestOp::Read(rw) if rw.len as usize >= DIRECT_READ_MIN)
-                {
-                    conn.big_reads -= 1;
-                }
-                let len = match reply.payload_len(&out.request) {
-                    Ok(len) => len,
-                    Err(e) => {
-                        // Put it back so the drop retries the part.
-                        conn.outstanding.insert(reply.id, out);
-                        return Err(format!("bad reply: {e}"));
-                    }
-                };
-                let bitmap_left = match reply.op {
-                    ReplyOp::Read(r) if reply.retval >= 0 => r.bitmap_len as usize,
-                    ReplyOp::ShowConfig | ReplyOp::SecList(_) => len,
-                    _ => 0,
-                };
-                conn.payload.clear();
-                conn.payload.reserve(bitmap_left);
-                conn.recv = Recv::Payload {
-                    out,
-                    reply,
-                    bitmap_left,
-                    data_left: len - bitmap_left,
-                };
-                Ok(true)
-            }
-            Recv::Payload {
-                out,
-                reply,
-                bitmap_left,
-                data_left,
-            } => {
-                if *bitmap_left > 0 {
-                    let avail = conn.rend - conn.rstart;
-                    let big = match out.target {
-                        Target::Part { op, part } => {
-                            ops[op].parts[part].len as usize >= DIRECT_READ_MIN
-                        }
-                        _ => false,
-                    };
-                    if avail == 0 && *data_left > 0 && big {
-                        // The bitmap and the data in one call, the data into the op.
-                        let Target::Part { op, part } = out.target else {
-                            return Err("handshake reply with data".into());
-                        };
-                        if conn.drained {
-                            return Ok(false);
-                        }
-                        let p = ops[op].parts[part];
-                        let at = p.op_offset + (p.len as usize - *data_left) as u64;
-                        sub_iov(&ops[op].iov, at, *data_left as u64, iov_scratch);
-                        let have = conn.payload.len();
-                        conn.payload.resize(have + *bitmap_left, 0);
-                        iov_scratch.insert(
-                            0,
-                            IoVec {
-                                iov_base: conn.payload[have..].as_mut_ptr().cast(),
-                                iov_len: *bitmap_left,
-                            },
-                        );
-                        counts.receives += 1;
-                        let got = sys::readv(conn.fd.as_raw_fd(), iov_scratch);
-                        let n = match got {
-                            Ok(Io::Done(n)) => n,
-                            _ => 0,
-                        };
-                        let bits = n.min(*bitmap_left);
-                        conn.payload.truncate(have + bits);
-                        *bitmap_left -= bits;
-                        *data_left -= n - bits;
-                        conn.drained = n < iov_scratch.iter().map(|v| v.iov_len).sum();
-                        return match got {
-                            Ok(Io::Done(_)) => Ok(true),
-                            Ok(Io::WouldBlock) => Ok(false),
-                            Ok(Io::Closed) => Err("connection closed by the OSD".into()),
-                            Err(e) => Err(format!("receive failed: {e}")),
-                        };
-                    }
-                    if avail == 0 {
-                        return Self::fill(conn, counts);
-                    }
-                    let n = avail.min(*bitmap_left);
-                    conn.payload
-                        .extend_from_slice(&conn.rbuf[conn.rstart..conn.rstart + n]);
-                    conn.rstart += n;
-                    *bitmap_left -= n;
-                    return Ok(true);
-                }
-                if *data_left > 0 {
-                    let Target::Part { op, part } = out.target else {
-                        return Err("handshake reply with data".into());
-                    };
-                    let p = ops[op].parts[part];
-                    let total = p.len as usize;
-                    let at = p.op_offset + (total - *data_left) as u64;
-                    let avail = conn.rend - conn.rstart;
-                    if avail > 0 {
-                        let n = avail.min(*data_left);
-                        counts.copied += n as u64;
-                        copy_to_iov(
-                            &ops[op].iov,
-                            at,
-                            &conn.rbuf[conn.rstart..conn.rstart + n],
-                            iov_scratch,
-                        );
-                        conn.rstart += n;
-                        *data_left -= n;
-                        return Ok(true);
-                    }
-                    // A large part's data always goes straight to the op, its tail included:
-                    // reading a tail through the buffer would pull the next reply's data in.
-                    if total < DIRECT_READ_MIN {
-                        return Self::fill(conn, counts);
-                    }
-                    if conn.drained {
-                        return Ok(false);
-                    }
-                    sub_iov(&ops[op].iov, at, *data_left as u64, iov_scratch);
-                    counts.receives += 1;
-                    return match sys::readv(conn.fd.as_raw_fd(), iov_scratch) {
-                        Ok(Io::Done(n)) => {
-                            conn.drained = n < *data_left;
-                            *data_left -= n;
-                            Ok(true)
-                        }
-                        Ok(Io::WouldBlock) => Ok(false),
-                        Ok(Io::Closed) => Err("connection closed by the OSD".into()),
-                        Err(e) => Err(format!("receive failed: {e}")),
-                    };
-                }
-                let (out, reply) = (*out, *reply);
-                conn.recv = Recv::Header;
-                self.on_reply(idx, out, reply)?;
-                Ok(true)
-            }
-        }
-    }
-
-    fn on_reply(&mut self, conn_idx: usize, out: Outstanding, reply: Reply) -> Result<(), String> {
-        let Some(conn) = self.conns[conn_idx].as_mut() else {
-            return Ok(());
-        };
-        let osd = conn.osd;
-        let (op, part) = match out.target {
-            Target::Handshake => {
-                if reply.retval < 0 {
-                    return Err(format!("SHOW_CONFIG failed with {}", reply.retval));
-                }
-                let cfg = ShowConfigReplyJson::parse(&conn.payload)
-                    .map_err(|e| format!("handshake: {e}"))?;
-                conn.payload = Vec::new();
-                conn.state = ConnState::Ready(cfg);
-                // Parts parked for this connection can go now.
-                let waiting = std::mem::take(&mut self.waiting);
-                for (op, part) in waiting {
-                    if self.ops[op].active
-                        && self.ops[op].parts.get(part).map(|p| p.state) == Some(PartState::Waiting)
-                    {
-                        self.dispatch(op, part);
-                    }
-                }
-                return Ok(());
-            }
-            Target::Ping => return Ok(()),
-            Target::Part { op, part } => (op, part),
-        };
-        let conn_commit = match &conn.state {
-            ConnState::Ready(cfg) => cfg.immediate_commit,
-            _ => WireCommit::None,
-        };
-        let o = &mut self.ops[op];
-        if reply.retval < 0 {
-            let errno = i32::try_from(-reply.retval).unwrap_or(i32::MAX);
-            if is_retryable_osd_errno(errno) {
-                if o.kind == OpKind::Sync {
-                    o.restart = true;
-                    self.lose_unsynced(osd);
-                    self.part_done(op, part);
-                    return Ok(());
-                }
-                o.parts[part].state = PartState::Waiting;
-                self.waiting.push((op, part));
-                return Ok(());
-            }
-            o.error.get_or_insert(ClientError::Osd { osd, errno });
-            self.part_done(op, part);
-            return Ok(());
-        }
-        let p = o.parts[part];
-        let mut primary_listed_own_store_only = false;
-        match (o.kind, reply.op) {
-            (OpKind::List, ReplyOp::SecList(h)) => {
-                let payload = self.conns[conn_idx]
-                    .as_ref()
-                    .map_or(&[][..], |c| &c.payload);
-                let ids = obj_ver_ids(payload).map_err(|e| format!("bad listing: {e}"))?;
-                if let Some(pool) = self.view.pools.get(&p.pool) {
-                    o.listed.extend(
-                        ids.filter(|v| v.oid.inode == o.inode)
-                            .map(|v| pool.object_start(v.oid.stripe)),
-                    );
-                }
-                primary_listed_own_store_only = !p.direct && h.flags & OSD_LIST_PRIMARY == 0;
-            }
-            (OpKind::Read, ReplyOp::Read(r)) => {
-                if p.layer == 0 {
-                    o.version_out = r.version;
-                }
-                if p.pair != NO_PAIR {
-                    self.join_pair(op, part, conn_idx);
-                } else if usize::from(p.layer) + 1 < o.layers.len() {
-                    if p.layer == 0 {
-                        let inode = o.inode;
-                        self.note_top_bitmap(inode, p, conn_idx);
-                    }
-                    self.read_lower_layer(op, p, conn_idx);
-                }
-            }
-            (OpKind::ReadBitmap, ReplyOp::Read(_)) => {
-                if let Some(pool) = self.view.pools.get(&p.pool) {
-                    let g = u64::from(pool.bitmap_granularity);
-                    let first = (p.offset - pool.object_start(p.offset)) / g;
-                    let dst_first = p.op_offset / g;
-                    for i in 0..u64::from(p.len) / g {
-                        let src = first + i;
-                        let bit = self.conns[conn_idx]
-                            .as_ref()
-                            .and_then(|c| c.payload.get((src / 8) as usize))
-                            .is_some_and(|b| b & (1 << (src % 8)) != 0);
-                        if bit {
-                            let dst = dst_first + i;
-                            if let Some(b) = o.bitmap.get_mut((dst / 8) as usize) {
-                                *b |= 1 << (dst % 8);
-                            }
-                        }
-                    }
-                }
-            }
-            (OpKind::Write | OpKind::Delete, _) if o.replay_of.is_some() => {
-                let key = o.replay_of.unwrap_or_default();
-                if conn_commit == WireCommit::All {
-                    // Durable where it landed: nothing left to sync.
-                    if let Some(d) = self.dirty.remove(&key) {
-                        self.dirty_bytes -= u64::from(d.len);
-                    }
-                } else if let Some(d) = self.dirty.get_mut(&key) {
-                    d.osd = osd;
-                    d.state = DirtyState::Acked;
-                }
-            }
-            (OpKind::Write | OpKind::Delete, _) if conn_commit != WireCommit::All => {
-                let data = match (o.kind, &o.copy) {
-                    (OpKind::Write, Some(copy)) => Some((Rc::clone(copy), p.op_offset)),
-                    _ => None,
-                };
-                if o.kind == OpKind::Delete || data.is_some() {
-                    self.dirty_bytes += u64::from(p.len);
-                    self.dirty.insert(
-                        self.next_dirty,
-                        Dirty {
-                            pool: p.pool,
-                            pg: p.pg,
-                            osd,
-                            inode: o.inode,
-                            offset: p.offset,
-                            len: p.len,
-                            data,
-                            state: DirtyState::Acked,
-                        },
-                    );
-                    self.next_dirty += 1;
-                }
-            }
-            _ => {}
-        }
-        if primary_listed_own_store_only {
-            self.list_peers_too(op, p, osd);
-        }
-        self.part_done(op, part);
-        Ok(())
-    }
-
-    /// The OSD may have lost the writes it acknowledged but did not sync: replay them.
-    fn lose_unsynced(&mut self, osd: u64) {
-        for d in self.dirty.values_mut() {
-            if d.osd == osd && d.state == DirtyState::Acked {
-                d.state = DirtyState::NeedsReplay;
-            }
-        }
-    }
-
-    fn drop_conn(&mut self, idx: usize, reason: &str, pending: &mut Pending) {
-        let Some(conn) = self.conns[idx].take() else {
-            return;
-        };
-        crate::log(format_args!("OSD {}: {reason}; will retry", conn.osd));
-        self.free_conns.push(idx);
-        self.by_osd.remove(&conn.osd);
-        self.mark_down(conn.osd);
-        self.lose_unsynced(conn.osd);
-        let mut lost: Vec<Outstanding> = conn.outstanding.into_values().collect();
-        if let Recv::Payload { out, .. } = conn.recv {
-            lost.push(out);
-        }
-        // Closing the fd (dropping `conn`) also removes it from epoll.
-        for out in lost {
-            let Target::Part { op, part } = out.target else {
-                continue;
-            };
-            if self.ops[op].kind == OpKind::Sync {
-                self.ops[op].restart = true;
-                self.part_done(op, part);
-            } else {
-                self.ops[op].parts[part].state = PartState::Waiting;
-                self.waiting.push((op, part));
-            }
-        }
-        pending.view_changed = true;
     }
 
     // ---- completion ----
@@ -2145,25 +1311,6 @@ impl Client {
         op.iov.clear();
         op.layers.clear();
         self.free_ops.push(idx);
-    }
-
-    /// Past the dirty limits the client syncs on its own, bounding the memory held for
-    /// replay.
-    fn maybe_auto_sync(&mut self) {
-        let over = self.dirty_bytes >= self.settings.max_dirty_bytes
-            || self.dirty.len() as u64 >= self.settings.max_dirty_ops;
-        if over && !self.sync_running && self.syncs_queued == 0 {
-            let idx = self.free_ops.pop().unwrap_or_else(|| {
-                self.ops.push(Op::default());
-                self.ops.len() - 1
-            });
-            let op = &mut self.ops[idx];
-            op.active = true;
-            op.kind = OpKind::Sync;
-            op.callback = None;
-            self.syncs_queued += 1;
-            self.queue.push_back(idx);
-        }
     }
 }
 
