@@ -264,5 +264,9 @@ fn sync_sends_one_request_per_osd_with_unsynced_writes() {
         .result
         .as_ref()
         .expect("empty sync");
-    assert_eq!((client.io_counts() - before).sends, 0, "SYNC with nothing unsynced");
+    assert_eq!(
+        (client.io_counts() - before).sends,
+        0,
+        "SYNC with nothing unsynced"
+    );
 }
