@@ -21,7 +21,10 @@
 //! A device write or fsync failing (the store turns read-only) stops the OSD the same way,
 //! except that the lease is revoked at once, so its PGs move to other OSDs while the ops in
 //! progress fail; [`Server::run`] then returns [`ServerError::DeviceFailed`]. Nothing the
-//! store could not write is acknowledged: the store fails every op from that moment.
+//! store could not write is acknowledged: the store fails every op from that moment. ENOSPC
+//! from the device (a thin-provisioned one out of space) is the exception: the OSD stays up
+//! and every op gets a clean per-op error, since moving its PGs would only fill the next
+//! OSD's share of the same pool.
 //!
 //! Every `slow_log_interval` the loop counts the ops in progress for longer than that (as a
 //! primary, and as a secondary on the local store), logs them and reports the counts in
@@ -348,7 +351,8 @@ impl Server {
         let mut last_tick = Instant::now();
         let mut device_failed = None;
         loop {
-            if let (Some(res), None) = (self.bs.device_failure(), draining_since) {
+            let failure = self.bs.device_failure().filter(|&e| e != -libc::ENOSPC);
+            if let (Some(res), None) = (failure, draining_since) {
                 tracing::error!(
                     "device error ({}) on a write or fsync: stopping; the lease is revoked so that other OSDs take this OSD's PGs, and the {} ops in progress fail",
                     io::Error::from_raw_os_error(-res),

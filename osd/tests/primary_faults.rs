@@ -1,8 +1,10 @@
 //! Device faults under a primary (issue #11), with real etcd and real `vitastor-osd`
 //! processes: OSD 1's blockstore fails one journal write (EIO or ENOSPC, injected with the
 //! hidden `inject_faults` option). Every write a client sees succeed must survive — readable
-//! at once, and on both replicas once OSD 1 is restarted without faults and recovered — and
-//! a write that hit the fault is never reported as a success.
+//! at once (ENOSPC: OSD 1 stays up), and on both replicas once OSD 1 is restarted without
+//! faults and recovered — and a write that hit the fault is never reported as a success.
+//! After EIO, OSD 1 stops serving (issue #16); with no monitor here nothing else leads its
+//! PGs, so the writes stop at the first failure and OSD 1 must have exited.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -43,7 +45,7 @@ fn restart_osd1(cl: &mut Cluster, plan: Option<&str>) {
     cl.wait_active(WAIT).expect("PGs active");
 }
 
-fn fault_under_primary(plan: &str, expected: &[i64]) {
+fn fault_under_primary(plan: &str, expected: &[i64], stops: bool) {
     let mut o = ClusterOptions::new(bin_dir());
     o.osds = 2;
     o.pg_size = 2;
@@ -69,6 +71,9 @@ fn fault_under_primary(plan: &str, expected: &[i64]) {
             Err(e) => {
                 assert!(expected.contains(&e), "write {o}: unexpected error {e}");
                 failed.push(o);
+                if stops {
+                    break;
+                }
             }
         }
     }
@@ -77,9 +82,20 @@ fn fault_under_primary(plan: &str, expected: &[i64]) {
         "the injected fault never reached a client"
     );
     assert!(acked.len() > 10, "only {} writes succeeded", acked.len());
-    for &o in &acked {
-        let got = c.read(INODE, o * OBJ, 4096).expect("read after the fault");
-        assert!(got == block(o), "object {o} differs after the fault");
+    if stops {
+        let deadline = std::time::Instant::now() + WAIT;
+        while cl.osds_running() > 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "OSD 1 still runs after EIO"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    } else {
+        for &o in &acked {
+            let got = c.read(INODE, o * OBJ, 4096).expect("read after the fault");
+            assert!(got == block(o), "object {o} differs after the fault");
+        }
     }
 
     // Without the fault OSD 1 comes back, recovers, and both replicas hold every acked write.
@@ -100,7 +116,7 @@ fn fault_under_primary(plan: &str, expected: &[i64]) {
 #[test]
 fn a_journal_write_failing_with_eio_is_never_acknowledged() {
     // EIO for the ops in flight, EROFS once the store went read-only.
-    fault_under_primary("write:eio:area=journal,after=40,count=1", &[-5, -30]);
+    fault_under_primary("write:eio:area=journal,after=40,count=1", &[-5, -30], true);
 }
 
 #[test]
@@ -108,5 +124,6 @@ fn a_journal_write_failing_with_enospc_is_never_acknowledged() {
     fault_under_primary(
         "write:enospc:area=journal,after=40,count=1",
         &[-28, -5, -30],
+        false,
     );
 }
