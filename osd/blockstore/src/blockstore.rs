@@ -276,6 +276,10 @@ pub struct Blockstore<E: IoEngine> {
     /// Flush jobs whose metadata updates ride on another job's write of a block:
     /// `(metadata block, job slot)`.
     meta_riders: Vec<(u64, usize)>,
+    /// Metadata block buffers of finished flush jobs, for the next ones.
+    meta_bufs: Vec<AlignedBuf>,
+    /// Per granule of a block being flushed: where its newest journaled bytes are.
+    flush_src: Vec<Option<u64>>,
     ops: Vec<Option<Op>>,
     free_slots: Vec<usize>,
     next_id: OpId,

@@ -190,7 +190,9 @@ impl<E: IoEngine> Blockstore<E> {
         // the newest version's bytes.
         if let Some(tb) = target {
             let ng = (self.layout.block_size / gran) as usize;
-            let mut src: Vec<Option<u64>> = vec![None; ng];
+            let mut src = std::mem::take(&mut self.flush_src);
+            src.clear();
+            src.resize(ng, None);
             for (_, d) in entries[from..].iter().rev() {
                 if let DirtyKind::Small { loc } = d.kind {
                     for g in d.offset / gran..(d.offset + d.len) / gran {
@@ -227,6 +229,7 @@ impl<E: IoEngine> Blockstore<E> {
                 job.pending += 1;
                 g += n;
             }
+            self.flush_src = src;
         }
         let entry = target.map(|_| MetaEntry {
             inode: oid.inode,
@@ -347,7 +350,8 @@ impl<E: IoEngine> Blockstore<E> {
                         continue;
                     }
                     self.meta_busy.insert(mblock);
-                    let mut buf = AlignedBuf::new(mbs);
+                    // Filled whole below (from the in-memory image or by a read).
+                    let mut buf = self.meta_bufs.pop().unwrap_or_else(|| AlignedBuf::new(mbs));
                     if let Some(img) = &self.meta_image {
                         buf.copy_from_slice(
                             &img[mblock as usize * mbs..(mblock as usize + 1) * mbs],
@@ -469,8 +473,16 @@ impl<E: IoEngine> Blockstore<E> {
         self.flush_io += 1;
     }
 
-    fn complete_flush(&mut self, job: FlushJob) {
+    fn complete_flush(&mut self, mut job: FlushJob) {
         self.flushing.remove(&job.oid);
+        // Every metadata I/O of the job is done: its block buffers serve later jobs.
+        for m in job.meta.iter_mut() {
+            if let Some(b) = m.buf.take() {
+                if self.meta_bufs.len() < self.jobs.len() * 2 {
+                    self.meta_bufs.push(b);
+                }
+            }
+        }
         if job.err < 0 {
             return;
         }

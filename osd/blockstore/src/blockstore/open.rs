@@ -401,6 +401,8 @@ impl<E: IoEngine> Blockstore<E> {
             meta_image: cfg.inmemory_metadata.then_some(meta_image),
             meta_busy: FxHashSet::default(),
             meta_riders: Vec::new(),
+            meta_bufs: Vec::new(),
+            flush_src: Vec::new(),
             ops: Vec::new(),
             free_slots: Vec::new(),
             next_id: 1,
