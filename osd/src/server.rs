@@ -18,10 +18,12 @@
 //! blockstore finishes its in-flight I/O; dropping the etcd thread revokes the lease, so the
 //! OSD and its PGs show down at once.
 //!
-//! A device write or fsync failing (the store turns read-only) stops the OSD the same way,
-//! except that the lease is revoked at once, so its PGs move to other OSDs while the ops in
-//! progress fail; [`Server::run`] then returns [`ServerError::DeviceFailed`]. Nothing the
-//! store could not write is acknowledged: the store fails every op from that moment. ENOSPC
+//! A device write or fsync failing (the store turns read-only) stops the OSD at once: no
+//! result reached after the failure is delivered (so nothing the store could not write is
+//! acknowledged, and the ops in progress get no error either: their clients and primaries
+//! see the connection close and retry on the PG's next primary, as after a crash), the
+//! blockstore finishes its in-flight I/O, the lease is revoked so that the PGs move, and
+//! [`Server::run`] returns [`ServerError::DeviceFailed`]. ENOSPC
 //! from the device (a thin-provisioned one out of space) is the exception: the OSD stays up
 //! and every op gets a clean per-op error, since moving its PGs would only fill the next
 //! OSD's share of the same pool.
@@ -351,17 +353,14 @@ impl Server {
         let mut last_tick = Instant::now();
         let mut device_failed = None;
         loop {
-            let failure = self.bs.device_failure().filter(|&e| e != -libc::ENOSPC);
-            if let (Some(res), None) = (failure, draining_since) {
+            if let Some(res) = self.device_failed() {
                 tracing::error!(
-                    "device error ({}) on a write or fsync: stopping; the lease is revoked so that other OSDs take this OSD's PGs, and the {} ops in progress fail",
+                    "device error ({}) on a write or fsync: stopping at once; the lease is revoked so that other OSDs take this OSD's PGs, and the {} ops in progress are left to their clients' retries",
                     io::Error::from_raw_os_error(-res),
                     self.bs_owner.len() + self.ops.iter().flatten().count()
                 );
                 device_failed = Some(-res);
-                self.listener = None;
-                self.etcd = None;
-                draining_since = Some(Instant::now());
+                break;
             }
             if shutdown.requested() && draining_since.is_none() {
                 tracing::info!(
@@ -461,6 +460,11 @@ impl Server {
         }
         idle?;
         Ok(())
+    }
+
+    /// The errno (negative) of a device failure that stops the OSD, if one happened.
+    fn device_failed(&self) -> Option<i32> {
+        self.bs.device_failure().filter(|&e| e != -libc::ENOSPC)
     }
 
     /// Counts, logs and records the ops in progress for longer than `slow_log_interval`.
@@ -974,6 +978,10 @@ impl Server {
     }
 
     pub(crate) fn drain_completions(&mut self) {
+        // After a device failure no result goes out: `run` stops at its next turn.
+        if self.device_failed().is_some() {
+            return;
+        }
         loop {
             self.bs.take_completions(&mut self.completions);
             if self.completions.is_empty() {
