@@ -698,10 +698,7 @@ impl Server {
                     .into_iter()
                     .filter_map(|m| Some((m, backoff.osd_ready_at(m, now)?)))
                     .collect();
-                // EC/XOR objects are rebuilt from parts, not copied.
-                let ec = pg.ec.is_some();
                 let source: Box<dyn Iterator<Item = &ObjectId>> = match pass {
-                    0 | 1 if ec => Box::new(std::iter::empty()),
                     0 if !no_recovery => Box::new(pg.objects.degraded.ready()),
                     1 if !no_rebalance && pg.objects.degraded.is_empty() => {
                         Box::new(pg.objects.misplaced.ready())

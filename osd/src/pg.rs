@@ -61,6 +61,8 @@ pub struct ObjectMap {
     /// part's own position or elsewhere); an object absent here is whole on every live
     /// member.
     pub ec_parts: HashMap<ObjectId, Vec<(u32, OsdNum)>>,
+    /// EC/XOR PGs: for each object above, the `(part, OSD)` copies at older versions.
+    pub ec_stale: HashMap<ObjectId, Vec<(u32, OsdNum)>>,
 }
 
 /// A set of objects recovery works through. Objects whose recovery must wait (a backoff)

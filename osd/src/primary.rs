@@ -76,6 +76,8 @@ pub enum POp {
     EcRead(crate::primary_ec::EcReadOp),
     /// Client WRITE of an EC/XOR object.
     EcWrite(crate::primary_ec::EcWrite),
+    /// Background recovery of one EC/XOR object (also run before a write to a degraded one).
+    EcRecover(crate::primary_ec::EcRecover),
 }
 
 /// A listing of a whole PG: the request, beside the merge ([`list::ListOp`]).
@@ -266,7 +268,7 @@ impl Server {
             POp::Read(r) => self.client_error(r.client, errno),
             POp::Write(w) => self.client_error(w.client, errno),
             POp::List(l) => self.client_error(l.client, errno),
-            op @ (POp::EcRead(_) | POp::EcWrite(_)) => self.abort_ec(op, errno),
+            op @ (POp::EcRead(_) | POp::EcWrite(_) | POp::EcRecover(_)) => self.abort_ec(op, errno),
             POp::Delete(d) if !d.steps.is_background() => self.client_error(d.client, errno),
             POp::Sync { client, mut op } => {
                 // The slot is already free: nothing more may be sent for this op.
@@ -404,7 +406,7 @@ impl Server {
             _ => {}
         }
         match op {
-            POp::EcRead(_) | POp::EcWrite(_) => self.on_ec_sub(idx, tag, res),
+            POp::EcRead(_) | POp::EcWrite(_) | POp::EcRecover(_) => self.on_ec_sub(idx, tag, res),
             POp::Read(_) => {
                 if let SubRes::Bs(Err(e)) = &res {
                     if self.read_elsewhere(idx) {
@@ -526,6 +528,7 @@ impl Server {
                 self.step_recover(idx, r, event);
             }
             POp::EcWrite(w) => self.ec_write_locked(idx, w),
+            POp::EcRecover(r) => self.ec_recover_locked(idx, r),
             POp::Read(r) => {
                 self.ops[idx] = Some(POp::Read(r));
             }
@@ -558,7 +561,7 @@ impl Server {
         if let Some(pg) = self.pgs.get_mut(&key) {
             pg.inflight += 1;
         }
-        let r = self.insert_op(POp::Recover(RecoverOp::new(key, oid)));
+        let r = self.insert_op(self.new_recover_op(key, oid));
         self.recovering.insert((key, oid));
         self.advance(r);
     }
@@ -1381,7 +1384,7 @@ impl Server {
         };
         pg.inflight += 1;
         self.recovering.insert((key, oid));
-        let idx = self.insert_op(POp::Recover(RecoverOp::new(key, oid)));
+        let idx = self.insert_op(self.new_recover_op(key, oid));
         self.lock_and_run(key, oid, idx);
     }
 
@@ -1407,7 +1410,7 @@ impl DeleteOp {
 }
 
 impl RecoverOp {
-    fn new(pg: PgId, oid: ObjectId) -> RecoverOp {
+    pub(crate) fn new(pg: PgId, oid: ObjectId) -> RecoverOp {
         RecoverOp {
             start: std::time::Instant::now(),
             pg,

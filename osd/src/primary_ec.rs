@@ -20,6 +20,7 @@ use vitastor_protocol::{Reply, ReplyOp, Request, RequestOp, RwOp, RwReply, SecRw
 
 use crate::debug_crash::{self, CrashPoint};
 use crate::ec::read::{self as ec_read, PartData, ReadPlan};
+use crate::ec::recover::{self as ec_recover, EcRecoverOp};
 use crate::ec::write::{self as ec_write, EcWriteOp};
 use crate::ec::EcPool;
 use crate::primary::{wire_list, ClientRef, DeleteOp, POp};
@@ -58,6 +59,16 @@ pub struct EcWrite {
     first_written: bool,
     ec: Rc<EcPool>,
     steps: EcWriteOp,
+}
+
+/// Recovery of one EC/XOR object, beside its decisions ([`EcRecoverOp`]).
+#[derive(Debug)]
+pub struct EcRecover {
+    start: std::time::Instant,
+    pg: PgId,
+    oid: ObjectId,
+    ec: Rc<EcPool>,
+    steps: EcRecoverOp,
 }
 
 /// The bytes and bitmap of a part read, from the store or a peer.
@@ -113,9 +124,9 @@ impl Server {
         self.part_oid(key, oid, self.osd_num).unwrap_or(oid)
     }
 
-    /// Per part of `oid`: the live OSD at its position holding the object's current
-    /// version (`None`: down, empty, or behind).
-    fn ec_members(&self, key: PgId, oid: ObjectId) -> Vec<Option<OsdNum>> {
+    /// Per part of `oid`: the live OSD at its position (`None`: down or empty), and with
+    /// `current`, only if it holds the object's current version.
+    fn ec_members(&self, key: PgId, oid: ObjectId, current: bool) -> Vec<Option<OsdNum>> {
         let Some(pg) = self.pgs.get(&key) else {
             return Vec::new();
         };
@@ -127,8 +138,8 @@ impl Server {
             .map(|(i, osd)| {
                 let up =
                     osd.0 != 0 && pg.live.contains(&osd) && (osd == me || self.peers.is_ready(osd));
-                let current = parts.is_none_or(|p| p.contains(&(i as u32, osd)));
-                (up && current).then_some(osd)
+                let holds = !current || parts.is_none_or(|p| p.contains(&(i as u32, osd)));
+                (up && holds).then_some(osd)
             })
             .collect()
     }
@@ -214,7 +225,7 @@ impl Server {
         offset: u64,
         len: u64,
     ) {
-        let members = self.ec_members(key, oid);
+        let members = self.ec_members(key, oid, true);
         let reachable: Vec<bool> = members.iter().map(Option::is_some).collect();
         let pg = &self.pgs[&key];
         let local = pg.part_of(self.osd_num).filter(|&p| reachable[p as usize]);
@@ -352,7 +363,7 @@ impl Server {
     fn ec_write_facts(&self, key: PgId, oid: ObjectId) -> ec_write::Facts {
         let pg = self.pgs.get(&key);
         let degraded = pg.is_some_and(|pg| pg.objects.degraded.contains(&oid));
-        let members = self.ec_members(key, oid);
+        let members = self.ec_members(key, oid, false);
         ec_write::Facts {
             active: pg.is_some_and(|pg| pg.phase == crate::pg::Phase::Active),
             degraded,
@@ -420,15 +431,7 @@ impl Server {
         }
         for action in actions {
             match action {
-                ec_write::Action::RecoverFirst => {
-                    // EC recovery is not driven yet: the client retries.
-                    let e = vitastor_protocol::errno::Errno::EPIPE;
-                    if let Some(POp::EcWrite(w)) = self.take_op(idx) {
-                        self.client_error(w.client, e);
-                    }
-                    self.unlock(key, oid);
-                    self.op_done(key);
-                }
+                ec_write::Action::RecoverFirst => self.recover_first(key, oid, idx),
                 ec_write::Action::Read {
                     tag,
                     part,
@@ -569,6 +572,7 @@ impl Server {
         match self.ops.get(idx).and_then(Option::as_ref) {
             Some(POp::EcRead(_)) => self.on_ec_read(idx, tag, res),
             Some(POp::EcWrite(_)) => self.on_ec_write(idx, tag, res),
+            Some(POp::EcRecover(_)) => self.on_ec_recover(idx, tag, res),
             _ => {}
         }
     }
@@ -578,7 +582,235 @@ impl Server {
         match op {
             POp::EcRead(r) => self.client_error(r.client, errno),
             POp::EcWrite(w) => self.client_error(w.client, errno),
+            // Background work counts in `recovering` until it ends.
+            POp::EcRecover(r) => {
+                self.recovering.remove(&(r.pg, r.oid));
+            }
             _ => {}
+        }
+    }
+
+    // ------------------------------------------------------------------ recovery
+
+    /// The recovery op for `oid` of PG `key`: parts rebuilt in an EC/XOR PG, copies in a
+    /// replicated one.
+    pub(crate) fn new_recover_op(&self, key: PgId, oid: ObjectId) -> POp {
+        match self.pgs.get(&key).and_then(|pg| pg.ec.clone()) {
+            Some(ec) => POp::EcRecover(EcRecover {
+                start: std::time::Instant::now(),
+                pg: key,
+                oid,
+                steps: EcRecoverOp::new(ec.geo),
+                ec,
+            }),
+            None => POp::Recover(crate::primary::RecoverOp::new(key, oid)),
+        }
+    }
+
+    /// What an EC recovery that just got its lock needs to know (`None`: the object needs
+    /// nothing any more).
+    fn ec_recover_facts(&self, key: PgId, oid: ObjectId) -> Option<ec_recover::Facts> {
+        let pg = self.pgs.get(&key)?;
+        let st = pg.objects.objects.get(&oid)?;
+        let me = self.osd_num;
+        Some(ec_recover::Facts {
+            version: st.version,
+            holders: pg.objects.ec_parts.get(&oid).cloned().unwrap_or_default(),
+            stale: pg.objects.ec_stale.get(&oid).cloned().unwrap_or_default(),
+            set: pg.set(),
+            up: pg
+                .live
+                .iter()
+                .copied()
+                .filter(|&o| o == me || self.peers.is_ready(o))
+                .collect(),
+            me,
+            no_rebalance: self.cluster.global_flag("no_rebalance"),
+        })
+    }
+
+    /// An EC recovery got its object lock.
+    pub(crate) fn ec_recover_locked(&mut self, idx: usize, r: EcRecover) {
+        let facts = self.ec_recover_facts(r.pg, r.oid);
+        self.step_ec_recover(idx, r, ec_recover::Event::Locked(facts));
+    }
+
+    fn on_ec_recover(&mut self, idx: usize, tag: u32, res: SubRes) {
+        let Some(POp::EcRecover(r)) = self.take_op(idx) else {
+            return;
+        };
+        let event = if r.steps.awaits_read(tag) {
+            ec_recover::Event::Read {
+                tag,
+                result: part_data(res).map(|(_, d)| d),
+            }
+        } else {
+            ec_recover::Event::Sub {
+                tag,
+                result: res.errno().map_or(Ok(()), Err),
+            }
+        };
+        self.step_ec_recover(idx, r, event);
+        self.release_if_done(idx);
+    }
+
+    fn step_ec_recover(&mut self, idx: usize, mut r: EcRecover, event: ec_recover::Event) {
+        let actions = r.steps.advance(&r.ec.codec, event);
+        let (key, oid, start) = (r.pg, r.oid, r.start);
+        let ec = Rc::clone(&r.ec);
+        if !r.steps.is_done() {
+            self.ops[idx] = Some(POp::EcRecover(r));
+        }
+        let part_oid = |part: u32| ObjectId::new(oid.inode, ec.geo.part_stripe(oid.stripe, part));
+        let flags = vitastor_protocol::OSD_OP_RECOVERY_RELATED;
+        for action in actions {
+            match action {
+                ec_recover::Action::Read {
+                    tag,
+                    part,
+                    osd,
+                    version,
+                } => self.read_part(idx, tag, osd, part_oid(part), version, 0..ec.geo.block_size),
+                ec_recover::Action::Write {
+                    tag,
+                    part,
+                    osd,
+                    version,
+                    data,
+                    bitmap,
+                } => {
+                    if osd == self.osd_num {
+                        let op = BsOp::Write {
+                            oid: part_oid(part),
+                            version,
+                            offset: 0,
+                            data: AlignedBuf::from_slice(&data),
+                            bitmap: Some(bitmap),
+                            stable: true,
+                        };
+                        self.sub_local(idx, tag, op);
+                        continue;
+                    }
+                    let rw = SecRwOp {
+                        oid: part_oid(part),
+                        version,
+                        offset: 0,
+                        len: data.len() as u32,
+                        attr_len: bitmap.len() as u32,
+                        flags,
+                    };
+                    let req = Request {
+                        id: 0,
+                        op: RequestOp::SecWriteStable(rw),
+                    };
+                    let data = Rc::new(AlignedBuf::from_slice(&data));
+                    self.sub_remote(idx, tag, osd, req, bitmap, Some(data));
+                }
+                ec_recover::Action::Rebuilt { parts } => {
+                    self.stats.recovered(
+                        false,
+                        start,
+                        u64::from(ec.geo.block_size) * parts.len() as u64,
+                    );
+                    for &(_, osd) in &parts {
+                        self.backoff.osd_took(osd);
+                    }
+                    if let Some(pg) = self.pgs.get_mut(&key) {
+                        if let Some(st) = pg.objects.objects.get_mut(&oid) {
+                            for &(_, osd) in &parts {
+                                if !st.holders.contains(&osd) {
+                                    st.holders.push(osd);
+                                }
+                                st.stale.retain(|&o| o != osd);
+                            }
+                        }
+                        pg.objects.ec_parts.entry(oid).or_default().extend(parts);
+                        pg.objects.degraded.remove(&oid);
+                    }
+                }
+                ec_recover::Action::Delete {
+                    tag,
+                    part,
+                    osd,
+                    version,
+                } => {
+                    if osd == self.osd_num {
+                        let op = BsOp::Delete {
+                            oid: part_oid(part),
+                            version,
+                            stable: false,
+                        };
+                        self.sub_local(idx, tag, op);
+                        continue;
+                    }
+                    let req = Request {
+                        id: 0,
+                        op: RequestOp::SecDelete(vitastor_protocol::SecDeleteOp {
+                            oid: part_oid(part),
+                            version,
+                            flags,
+                        }),
+                    };
+                    self.sub_remote(idx, tag, osd, req, Vec::new(), None);
+                }
+                ec_recover::Action::Sync { tag, osd } if osd == self.osd_num => {
+                    self.sub_local(idx, tag, BsOp::Sync);
+                }
+                ec_recover::Action::Sync { tag, osd } => {
+                    let op = RequestOp::SecSync(vitastor_protocol::SecSyncOp { flags });
+                    self.sub_remote(idx, tag, osd, Request { id: 0, op }, Vec::new(), None);
+                }
+                ec_recover::Action::Stabilize {
+                    tag,
+                    part,
+                    osd,
+                    version,
+                } => {
+                    let list = vec![ObjVerId::new(part_oid(part), version)];
+                    self.part_list_op(idx, tag, osd, list, false);
+                }
+                ec_recover::Action::Clean => {
+                    if let Some(pg) = self.pgs.get_mut(&key) {
+                        pg.objects.objects.remove(&oid);
+                        pg.objects.degraded.remove(&oid);
+                        pg.objects.misplaced.remove(&oid);
+                        pg.objects.ec_parts.remove(&oid);
+                        pg.objects.ec_stale.remove(&oid);
+                    }
+                }
+                ec_recover::Action::Keep { misplaced } => {
+                    if let Some(pg) = self.pgs.get_mut(&key) {
+                        pg.objects.degraded.remove(&oid);
+                        if misplaced {
+                            pg.objects.misplaced.insert(oid);
+                        } else {
+                            pg.objects.misplaced.remove(&oid);
+                        }
+                    }
+                }
+                ec_recover::Action::Failed { errno, repeer } => {
+                    let delay = self
+                        .backoff
+                        .failed((key, oid), errno, std::time::Instant::now());
+                    tracing::info!(
+                        "pg {}/{}: recovery of EC object {oid:?} failed ({errno}), next attempt in {delay:?}",
+                        key.pool,
+                        key.pg
+                    );
+                    if repeer {
+                        self.peer_trouble(key);
+                    }
+                }
+                ec_recover::Action::Finish { succeeded } => {
+                    if succeeded {
+                        self.backoff.succeeded(&(key, oid));
+                    }
+                    self.recovering.remove(&(key, oid));
+                    self.unlock(key, oid);
+                    self.op_done(key);
+                    self.recovery_kick = true;
+                }
+            }
         }
     }
 }
@@ -744,5 +976,84 @@ mod tests {
         assert_eq!(b.reply(id, |_| 0).0.retval, -22);
         let id = b.write(BLOCK - 4096, &[1; 8192]);
         assert_eq!(b.reply(id, |_| 0).0.retval, -22, "crosses the object's end");
+    }
+
+    /// `pg/config` moves PG 1/1 to `set` (this OSD stays primary) and it peers again.
+    fn move_pg(b: &mut Bench, set: &[u64]) {
+        b.etcd(vec![crate::etcd::EtcdEvent::KeyChanged {
+            key: "pg/config".into(),
+            value: Some(serde_json::json!({"items": {"1": {"1": {"osd_set": set, "primary": 1}}}})),
+        }]);
+        b.etcd(vec![crate::etcd::EtcdEvent::PgClaimed {
+            pool: 1,
+            pg: 1,
+            granted: true,
+        }]);
+        b.pump_until(|s| s.pgs[&PgId::new(1, 1)].phase == crate::pg::Phase::Active);
+    }
+
+    #[test]
+    fn a_part_that_moves_to_another_position_is_rebuilt_there() {
+        let mut b = ec11([1, 2], ImmediateCommit::All);
+        let data: Vec<u8> = (0..8192u32).map(|i| (i % 241) as u8).collect();
+        let id = b.write(0, &data);
+        assert_eq!(b.reply(id, |_| 0).0.retval, 8192);
+        // This OSD now holds the parity position; its data part is the only source.
+        move_pg(&mut b, &[2, 1]);
+        let pg = &b.server.pgs[&PgId::new(1, 1)];
+        assert!(pg.objects.degraded.contains(&ObjectId::new(INODE, 0)));
+        b.pump_until(|s| s.pgs[&PgId::new(1, 1)].objects.degraded.is_empty());
+        let (version, attr, parity) = local_part(&mut b, 1);
+        assert_eq!(version, 1, "the rebuilt part is at the object's version");
+        assert_ne!(attr, [0; BMP]);
+        assert_eq!(&parity[..8192], &data[..], "1+1 parity of data is the data");
+        // The old copy stays while a position is down: the PG is not clean.
+        assert_eq!(b.pg_states(), ["Active", "Degraded"]);
+        assert!(!b.server.pgs[&PgId::new(1, 1)].is_clean());
+        let (ret, bitmap, got) = b.read(0, 8192, BMP);
+        assert_eq!((ret, bitmap), (8192, vec![0b11, 0, 0, 0]));
+        assert_eq!(got, data);
+    }
+
+    #[test]
+    fn a_write_to_a_degraded_ec_object_recovers_it_first() {
+        let mut b = ec11([1, 2], ImmediateCommit::All);
+        let id = b.write(0, &[4; 4096]);
+        assert_eq!(b.reply(id, |_| 0).0.retval, 4096);
+        b.server.cfg.recovery_queue_depth = 0;
+        move_pg(&mut b, &[2, 1]);
+        let id = b.write(4096, &[5; 4096]);
+        assert_eq!(b.reply(id, |_| 0).0.retval, 4096);
+        let (version, _, parity) = local_part(&mut b, 1);
+        assert_eq!(version, 2);
+        assert_eq!(&parity[..8192], [[4u8; 4096], [5u8; 4096]].concat());
+    }
+
+    #[test]
+    fn a_pool_no_code_can_serve_is_ignored_with_its_reason() {
+        // A set with one slot too many for the pool's pg_size.
+        let mut b = ec11([1, 2], ImmediateCommit::All);
+        b.etcd(vec![crate::etcd::EtcdEvent::KeyChanged {
+            key: "pg/config".into(),
+            value: Some(
+                serde_json::json!({"items": {"1": {"1": {"osd_set": [1, 2, 3], "primary": 1}}}}),
+            ),
+        }]);
+        b.pump_until(|s| !s.pgs.contains_key(&PgId::new(1, 1)));
+        let why = b.server.cluster.refused[&PgId::new(1, 1)].clone();
+        assert!(why.contains("pg_size is 2"), "{why}");
+        // Unknown schemes and parity_chunks >= pg_size never become pools at all.
+        b.etcd(vec![crate::etcd::EtcdEvent::KeyChanged {
+            key: "config/pools".into(),
+            value: Some(serde_json::json!({
+                "1": {"name": "p", "scheme": "lrc", "pg_size": 2, "pg_minsize": 1, "pg_count": 1},
+                "2": {"name": "q", "scheme": "ec", "pg_size": 2, "parity_chunks": 2, "pg_minsize": 1, "pg_count": 1}
+            })),
+        }]);
+        for _ in 0..10 {
+            b.pump();
+        }
+        assert!(b.server.pgs.is_empty());
+        assert!(b.server.cluster.pools.is_empty());
     }
 }

@@ -63,6 +63,7 @@ pub mod codec;
 pub mod geometry;
 pub mod peer;
 pub mod read;
+pub mod recover;
 #[cfg(test)]
 mod tests;
 pub mod torn;

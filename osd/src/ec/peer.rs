@@ -151,6 +151,7 @@ pub fn classify(
                     },
                 );
                 out.objects.ec_parts.insert(oid, holders);
+                out.objects.ec_stale.insert(oid, stale);
             }
         }
     }
