@@ -41,10 +41,47 @@ pub fn pause_until(rng: &mut StdRng, secs: std::ops::Range<f64>, deadline: Insta
     Instant::now() < deadline
 }
 
+/// Restarts OSD `osd` with `plan` as its hidden `inject_faults` option (the blockstore's
+/// device faults, `vitastor_blockstore::FaultPlan`'s grammar), or without faults for `None`.
+/// The option goes into the OSD's config file, which the restart reads.
+pub fn restart_osd_with_faults(cluster: &mut Cluster, osd: u64, plan: Option<&str>) {
+    cluster.kill_osd(osd);
+    let path = cluster.osds[(osd - 1) as usize].config.clone();
+    let text = std::fs::read(&path).expect("reading the OSD's config");
+    let mut cfg: serde_json::Value = serde_json::from_slice(&text).expect("OSD config JSON");
+    let map = cfg.as_object_mut().expect("OSD config is a JSON object");
+    match plan {
+        Some(p) => map.insert("inject_faults".into(), serde_json::Value::from(p)),
+        None => map.remove("inject_faults"),
+    };
+    std::fs::write(&path, serde_json::to_vec(&cfg).expect("JSON")).expect("writing the config");
+    cluster.start_osd(osd).expect("restarting the OSD");
+}
+
 /// Finishes fio, prints the figures line and fails on any verify error, lost write or failed
 /// fio run (never on a timing).
 pub fn verdict(scenario: &str, duration: Duration, faults: u64, fio: FioLoop) -> FioFigures {
-    let (fio, lost) = fio.finish();
+    verdict_allowing(scenario, duration, faults, fio, |_| false)
+}
+
+/// [`verdict`], except that fio runs whose failure `expected` accepts (a clean per-op error
+/// the scenario provokes, by fio's message) are counted and printed, not failed.
+pub fn verdict_allowing(
+    scenario: &str,
+    duration: Duration,
+    faults: u64,
+    fio: FioLoop,
+    expected: impl Fn(&str) -> bool,
+) -> FioFigures {
+    let (mut fio, lost) = fio.finish();
+    let before = fio.failures.len();
+    fio.failures.retain(|f| !expected(f));
+    if before > fio.failures.len() {
+        println!(
+            "{scenario}: {} fio runs ended by the expected per-op error",
+            before - fio.failures.len()
+        );
+    }
     Figures {
         scenario: scenario.into(),
         duration,

@@ -1,0 +1,176 @@
+//! A stuck OSD and failing devices under fio `-verify` (issue #16, scenarios 5 and 6): clients
+//! pause, never lose a write, and see only the errors the fault is allowed to cause.
+//!
+//! - `stuck osd`: a random OSD SIGSTOPped for 30 s (cut at the scenario's end), then
+//!   continued; its peers drop it after `osd_ping_timeout`, clients after
+//!   `client_op_timeout`, the monitor moves its PGs once its lease expires.
+//! - `device eio`: a random OSD restarted with a device that fails one write or fsync with
+//!   EIO; it must stop by itself (its PGs move), and it is started again without the fault.
+//! - `device enospc`: a random OSD's device fails a write with ENOSPC: the OSD stays up and
+//!   its ops fail with a clean ENOSPC/EROFS (fio runs ended by that are expected, nothing else
+//!   is), until it is restarted without the fault; every fault ends at least 15 s before the
+//!   scenario does, so the final verify pass checks runs that completed.
+//! - `slow device`: a random OSD's device holds a share of writes and fsyncs 20–300 ms for
+//!   5–15 s, then it is restarted without the fault.
+//!
+//! Each prints one `FAULTS` line. Only processes the test started are signalled or killed
+//! (by PID, through testkit's handles); a stopped OSD is continued on every path.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use vitastor_faults::duration::fault_time;
+use vitastor_faults::fio::{FioJob, FioLoop};
+use vitastor_faults::scenario::{
+    cluster, pause_until, restart_osd_with_faults, rng, verdict, verdict_allowing,
+};
+use vitastor_testkit::Cluster;
+
+/// How long a stuck OSD stays stopped.
+const STOPPED: Duration = Duration::from_secs(30);
+/// A liveness bound for an OSD to stop by itself after its device failed.
+const EXIT_WAIT: Duration = Duration::from_secs(30);
+
+fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("running kill");
+    assert!(status.success(), "kill {sig} {pid}");
+}
+
+/// An OSD process this test stopped; continued when dropped, also on a failed assertion.
+struct Stopped(u32);
+
+impl Stopped {
+    fn new(pid: u32) -> Stopped {
+        signal(pid, "-STOP");
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        signal(self.0, "-CONT");
+    }
+}
+
+fn osd_pid(cluster: &Cluster, osd: u64) -> u32 {
+    cluster
+        .osd_pids()
+        .into_iter()
+        .find_map(|(o, pid)| (o == osd).then_some(pid))
+        .expect("the OSD's PID")
+}
+
+#[test]
+fn stuck_osd() {
+    const SCENARIO: &str = "stuck osd (SIGSTOP 30 s)";
+    let cluster = cluster(3, 2, 1);
+    let mut rng = rng(SCENARIO);
+    let fio = FioLoop::start(FioJob::new(cluster.etcd_address()));
+    let time = fault_time();
+    let deadline = Instant::now() + time;
+    let mut faults = 0;
+    while pause_until(&mut rng, 3.0..6.0, deadline) {
+        let osd = rng.gen_range(1..=3);
+        let stopped = Stopped::new(osd_pid(&cluster, osd));
+        faults += 1;
+        let left = deadline.saturating_duration_since(Instant::now());
+        std::thread::sleep(STOPPED.min(left.max(Duration::from_secs(10))));
+        drop(stopped);
+    }
+    verdict(SCENARIO, time, faults, fio);
+}
+
+/// Waits until fewer than `before` OSDs run (one stopped by itself); false after the bound.
+fn one_exits(cluster: &mut Cluster, before: usize) -> bool {
+    let deadline = Instant::now() + EXIT_WAIT;
+    while Instant::now() < deadline {
+        if cluster.osds_running() < before {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+#[test]
+fn device_eio() {
+    const SCENARIO: &str = "device eio";
+    let mut cluster = cluster(3, 2, 1);
+    let mut rng = rng(SCENARIO);
+    let fio = FioLoop::start(FioJob::new(cluster.etcd_address()));
+    let time = fault_time();
+    let deadline = Instant::now() + time;
+    let mut faults = 0;
+    while pause_until(&mut rng, 3.0..8.0, deadline) {
+        let osd = rng.gen_range(1..=3);
+        let target = if rng.gen_bool(0.5) { "write" } else { "fsync" };
+        let plan = format!("{target}:eio:after={},count=1", rng.gen_range(10..200));
+        println!("{SCENARIO}: osd.{osd} with {plan}");
+        restart_osd_with_faults(&mut cluster, osd, Some(&plan));
+        if one_exits(&mut cluster, 3) {
+            faults += 1;
+        } else {
+            // An fsync fault needs fsyncs, which immediate_commit all may never issue.
+            println!("{SCENARIO}: osd.{osd}'s fault did not fire in {EXIT_WAIT:?}");
+        }
+        restart_osd_with_faults(&mut cluster, osd, None);
+    }
+    verdict(SCENARIO, time, faults, fio);
+}
+
+#[test]
+fn device_enospc() {
+    const SCENARIO: &str = "device enospc";
+    let mut cluster = cluster(3, 2, 1);
+    let mut rng = rng(SCENARIO);
+    let fio = FioLoop::start(FioJob::new(cluster.etcd_address()));
+    let time = fault_time().max(Duration::from_secs(30));
+    let deadline = Instant::now() + time;
+    let last_fault = deadline - Duration::from_secs(15);
+    let mut faults = 0;
+    while pause_until(&mut rng, 3.0..8.0, last_fault) {
+        let osd = rng.gen_range(1..=3);
+        let plan = format!("write:enospc:after={},count=1", rng.gen_range(10..200));
+        println!("{SCENARIO}: osd.{osd} with {plan}");
+        restart_osd_with_faults(&mut cluster, osd, Some(&plan));
+        faults += 1;
+        std::thread::sleep(Duration::from_secs_f64(rng.gen_range(3.0..6.0)));
+        assert_eq!(cluster.osds_running(), 3, "an OSD stopped on ENOSPC");
+        restart_osd_with_faults(&mut cluster, osd, None);
+    }
+    let left = deadline.saturating_duration_since(Instant::now());
+    std::thread::sleep(left);
+    verdict_allowing(SCENARIO, time, faults, fio, |failure| {
+        failure.contains("No space left on device") || failure.contains("Read-only file system")
+    });
+}
+
+#[test]
+fn slow_device() {
+    const SCENARIO: &str = "slow device";
+    let mut cluster = cluster(3, 2, 1);
+    let mut rng = rng(SCENARIO);
+    let fio = FioLoop::start(FioJob::new(cluster.etcd_address()));
+    let time = fault_time();
+    let deadline = Instant::now() + time;
+    let mut faults = 0;
+    while pause_until(&mut rng, 2.0..5.0, deadline) {
+        let osd = rng.gen_range(1..=3);
+        let seed: u64 = rng.gen();
+        let plan = format!(
+            "write:delay:ms={},prob=0.2,seed={seed};fsync:delay:ms={},prob=0.5,seed={seed}",
+            rng.gen_range(20..300),
+            rng.gen_range(20..300)
+        );
+        println!("{SCENARIO}: osd.{osd} with {plan}");
+        restart_osd_with_faults(&mut cluster, osd, Some(&plan));
+        faults += 1;
+        pause_until(&mut rng, 5.0..15.0, deadline);
+        restart_osd_with_faults(&mut cluster, osd, None);
+    }
+    verdict(SCENARIO, time, faults, fio);
+}
