@@ -325,7 +325,7 @@ impl EcWriteOp {
             // Nothing stored yet: the old data and bitmaps are zeroes.
             return self.write(codec);
         }
-        let columns = self.geo.columns(self.offset, self.data.len() as u64);
+        let columns = self.parity_columns(codec);
         let mut wanted = vec![columns.clone(); k];
         for p in self.geo.data_ranges(self.offset, self.data.len() as u64) {
             wanted[p.part as usize] = old_columns(&columns, &p.range);
@@ -357,7 +357,7 @@ impl EcWriteOp {
         let geo = self.geo;
         let k = geo.data_parts as usize;
         let len = self.data.len() as u64;
-        let columns = geo.columns(self.offset, len);
+        let columns = self.parity_columns(codec);
         let bb = geo.part_bitmap_bytes();
         let old: Vec<PartData> = match &self.plan {
             None => vec![
@@ -479,6 +479,26 @@ impl EcWriteOp {
                     .collect()
             }
         }
+    }
+
+    /// The columns the parity parts are rewritten over: the touched columns, and for
+    /// Reed-Solomon the whole bitmap bytes around them. A byte of the code of the bitmaps
+    /// mixes its 8 granules, so a changed data bit may clear attribute bits of neighbouring
+    /// columns, and the store drops the bytes of granules whose attribute bit a write clears
+    /// outside its range: the parity write must cover them. (XOR codes bit by bit.)
+    fn parity_columns(&self, codec: &Codec) -> Range<u32> {
+        let columns = self.geo.columns(self.offset, self.data.len() as u64);
+        if matches!(codec, Codec::Xor { .. }) || columns.is_empty() {
+            return columns;
+        }
+        let byte = self.geo.granularity * 8;
+        let start = columns.start - columns.start % byte;
+        let end = columns
+            .end
+            .div_ceil(byte)
+            .saturating_mul(byte)
+            .min(self.geo.block_size);
+        start..end
     }
 
     fn done_action(&mut self, stable: bool) -> Action {
@@ -661,6 +681,54 @@ mod tests {
         let mut refs: Vec<&mut [u8]> = bm.iter_mut().map(Vec::as_mut_slice).collect();
         codec.encode(&mut refs).unwrap();
         data.into_iter().zip(bm).collect()
+    }
+
+    /// The store drops a parity part's bytes in granules whose attribute bit a write clears
+    /// outside its range: every parity write must cover each granule whose bit changes.
+    #[test]
+    fn every_attribute_bit_a_parity_write_changes_is_inside_its_range() {
+        for codec in [
+            Codec::reed_solomon(2, 2).unwrap(),
+            Codec::reed_solomon(2, 1).unwrap(),
+        ] {
+            let geo = Geometry::new(2, codec.parity_parts() as u32, 65536, 4096).unwrap();
+            let mut stored = empty_stripe(&geo);
+            for (i, off) in [
+                (0u8, 4096u64),
+                (1, 65536 + 8192),
+                (2, 20480),
+                (3, 65536 + 40960),
+                (4, 0),
+            ] {
+                let before: Vec<Vec<u8>> =
+                    stored.iter().flatten().map(|s| s.bitmap.clone()).collect();
+                let log = run(&geo, &codec, &mut stored, off, vec![i + 1; 4096], true);
+                for a in &log {
+                    let Action::Write {
+                        part,
+                        offset,
+                        data,
+                        attr: Some(attr),
+                        ..
+                    } = a
+                    else {
+                        continue;
+                    };
+                    let old = &before[*part as usize];
+                    for g in 0..geo.part_granules() {
+                        let bit = |b: &[u8]| b[(g / 8) as usize] >> (g % 8) & 1;
+                        let at = g * geo.granularity;
+                        if bit(old) != bit(attr) {
+                            assert!(
+                                at >= *offset && at < *offset + data.len() as u32,
+                                "write {i}: part {part} granule {g} changes its attribute bit outside {offset}+{}",
+                                data.len()
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]
