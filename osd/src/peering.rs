@@ -478,7 +478,7 @@ impl Server {
                 }
                 RoundAction::Restart => self.start_claim(key),
                 RoundAction::Active { objects, listed } => {
-                    pg.objects = objects;
+                    pg.objects = *objects;
                     pg.phase = Phase::Active;
                     tracing::info!(
                         "pg {}/{}: active on {:?} (versions listed per OSD: {listed:?}), {} degraded and {} misplaced objects",

@@ -137,7 +137,7 @@ pub enum Action {
     /// Every listing is in and nothing is unstable: the PG is active with `objects`.
     Active {
         /// The degraded and misplaced objects.
-        objects: ObjectMap,
+        objects: Box<ObjectMap>,
         /// Versions listed per OSD (for the log).
         listed: Vec<(OsdNum, usize)>,
     },
@@ -411,14 +411,14 @@ impl PeeringRound {
                 .map(|(o, l)| (*o, l.0.len() + l.1.len()))
                 .collect();
             return vec![Action::Active {
-                objects: peered.objects,
+                objects: Box::new(peered.objects),
                 listed,
             }];
         }
         let listings = std::mem::take(&mut self.listings);
         let listed = listings.iter().map(|(o, l)| (*o, l.len())).collect();
         vec![Action::Active {
-            objects: classify(&self.members, &listings),
+            objects: Box::new(classify(&self.members, &listings)),
             listed,
         }]
     }

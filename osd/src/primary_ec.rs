@@ -886,7 +886,7 @@ mod tests {
         assert_eq!(b.reply(id, |_| 0).0.retval, 8192);
         // Only the parity part exists here; its bytes are the code of the data.
         let (_, attr, parity) = local_part(&mut b, 1);
-        let mut shards = vec![vec![0u8; BLOCK as usize], vec![0u8; BLOCK as usize]];
+        let mut shards = [vec![0u8; BLOCK as usize], vec![0u8; BLOCK as usize]];
         shards[0][4096..12288].copy_from_slice(&data);
         let codec = Codec::reed_solomon(1, 1).unwrap();
         let mut refs: Vec<&mut [u8]> = shards.iter_mut().map(|s| s.as_mut_slice()).collect();

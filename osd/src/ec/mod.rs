@@ -4,7 +4,7 @@
 //! read-modify-write state machine ([`write`]), and peering's decision for versions torn by
 //! a crash ([`torn`]). None of it does I/O; the primary drives it.
 //!
-//! # How the primary drives it (the wiring still to do)
+//! # How the primary drives it (`primary_ec.rs`, peering in `peer.rs`, recovery in `recover.rs`)
 //!
 //! Naming follows the spec: a logical object covers `block_size × k` image bytes and part
 //! `i` is the object `{inode, stripe: object start + i}` on `osd_set[i]` (a PG's set is
@@ -31,8 +31,10 @@
 //!   it was written with apart from the allocation bitmap: SEC_WRITE's attr is stored as
 //!   the version's external bitmap and SEC_READ returns it, while reads zero-fill by the
 //!   allocation bitmap. A parity part's code bits therefore never hide its bytes, as long
-//!   as each parity write covers every column whose data bitmap changed (the allocation
-//!   drops only granules whose external bit a write clears outside its written range).
+//!   as each parity write covers every granule whose code bit changes (the allocation
+//!   drops only granules whose external bit a write clears outside its written range):
+//!   the touched columns for XOR, which codes bit by bit, and those columns rounded out to
+//!   whole bitmap bytes (8 granules) for Reed-Solomon, whose code mixes a byte's bits.
 //! - **Peering**: group SEC_LIST entries by logical object (`split_stripe`), build one
 //!   `torn::PartListing` per (part, OSD), call `torn::settle(k, ..)`; send its
 //!   `stabilize` and `rollback` lists, put `stale` parts in the degraded set and report
