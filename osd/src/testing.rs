@@ -155,10 +155,11 @@ impl Bench {
         self.server.process_peer_events();
     }
 
-    /// One loop round without sockets to poll: disk completions, deferred sub-op results,
-    /// replies written.
+    /// One loop round without sockets to poll: the client connection read (as its poll
+    /// would), disk completions, deferred sub-op results, replies written.
     pub fn pump(&mut self) {
         let s = &mut self.server;
+        s.receive(0);
         s.bs.run();
         s.bs.engine_mut()
             .wait_for(Some(Duration::from_millis(2)))
