@@ -6,11 +6,14 @@
 //! but unsent plus requests still in the blockstore), so a peer that sends faster than it
 //! reads, or than the disks keep up, is slowed down by TCP instead of growing our memory.
 //! Small replies are coalesced into one buffer; read data is sent from the blockstore's own
-//! buffer. Nothing here blocks.
+//! buffer. Payloads are received into buffers of the owner's type: the OSD's inbound
+//! connections use the blockstore's [`AlignedBuf`], so a client's write data is written to
+//! disk (and sent to the replicas) from the buffer it arrived in. Nothing here blocks.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read};
 use std::net::TcpStream;
+use std::ops::DerefMut;
 use std::os::unix::io::AsRawFd;
 use std::rc::Rc;
 
@@ -66,11 +69,11 @@ pub enum ConnError {
 
 /// A decoded frame with its payload and the bytes it pins until answered.
 #[derive(Debug)]
-pub struct Incoming {
+pub struct Incoming<B = Vec<u8>> {
     /// The frame.
     pub frame: Frame,
     /// Its payload.
-    pub payload: Vec<u8>,
+    pub payload: B,
     /// Bytes to release with [`Connection::queue_reply`] once it is answered.
     pub cost: usize,
 }
@@ -92,10 +95,10 @@ impl Chunk {
     }
 }
 
-/// One peer connection. See the module docs.
-pub struct Connection {
+/// One peer connection, receiving payloads into `B` buffers. See the module docs.
+pub struct Connection<B = Vec<u8>> {
     stream: TcpStream,
-    decoder: FrameDecoder,
+    decoder: FrameDecoder<B>,
     stage: Box<[u8]>,
     stage_start: usize,
     stage_end: usize,
@@ -123,15 +126,27 @@ fn request_cost(request: &Request, payload_len: usize) -> usize {
     payload_len + reply_data
 }
 
+fn zeroed_vec(len: usize) -> Vec<u8> {
+    vec![0; len]
+}
+
 impl Connection {
-    /// Wraps an accepted socket, switching it to non-blocking mode.
+    /// Wraps a socket, switching it to non-blocking mode; payloads arrive in `Vec`s.
     pub fn new(stream: TcpStream) -> io::Result<Connection> {
+        Connection::with_buffers(stream, zeroed_vec)
+    }
+}
+
+impl<B: DerefMut<Target = [u8]>> Connection<B> {
+    /// Wraps a socket, switching it to non-blocking mode; payloads arrive in buffers from
+    /// `alloc(len)` (exactly `len` bytes; `alloc(0)` must not allocate).
+    pub fn with_buffers(stream: TcpStream, alloc: fn(usize) -> B) -> io::Result<Connection<B>> {
         stream.set_nonblocking(true)?;
         // Replies are small and latency matters more than packet count.
         stream.set_nodelay(true)?;
         Ok(Connection {
             stream,
-            decoder: FrameDecoder::new(),
+            decoder: FrameDecoder::with_buffers(alloc),
             stage: vec![0u8; STAGE_SIZE].into_boxed_slice(),
             stage_start: 0,
             stage_end: 0,
@@ -186,7 +201,7 @@ impl Connection {
         Ok(())
     }
 
-    fn accept_frame(&mut self, frame: Frame, into: &mut Vec<Incoming>) -> Result<(), ConnError> {
+    fn accept_frame(&mut self, frame: Frame, into: &mut Vec<Incoming<B>>) -> Result<(), ConnError> {
         let payload = self.decoder.take_payload();
         let cost = match &frame {
             Frame::Request(request) => {
@@ -214,7 +229,7 @@ impl Connection {
     /// [`CONN_BUFFER_LIMIT`]. A staging read that returns less than it asked for has emptied
     /// the socket: the poll re-armed after this call reports what comes next, so no read is
     /// made just to see `EAGAIN`.
-    pub fn receive(&mut self, into: &mut Vec<Incoming>) -> Result<(), ConnError> {
+    pub fn receive(&mut self, into: &mut Vec<Incoming<B>>) -> Result<(), ConnError> {
         let mut taken = 0;
         let mut drained = false;
         // Replies to our own requests are always read: holding them back cannot slow the
@@ -421,5 +436,41 @@ mod tests {
             assert_eq!(inc.payload, vec![i as u8 + 1; 4096]);
         }
         assert_eq!(conn.reads, 1, "reads for 3 pipelined requests");
+    }
+
+    /// Write data lands in aligned buffers, small (through the staging buffer) and large
+    /// (read straight into place) alike: the store writes from them without a copy.
+    #[test]
+    fn payloads_arrive_in_aligned_buffers() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        let mut conn = Connection::with_buffers(accepted, AlignedBuf::new).unwrap();
+        let sizes = [4096u32, 128 << 10, 8192];
+        let writer = std::thread::spawn(move || {
+            for (i, len) in sizes.into_iter().enumerate() {
+                peer.write_all(&write_request(i as u64 + 1, len)).unwrap();
+            }
+            peer
+        });
+        let mut into: Vec<Incoming<AlignedBuf>> = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while into.len() < sizes.len() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "requests did not arrive"
+            );
+            conn.receive(&mut into).unwrap();
+        }
+        drop(writer.join().unwrap());
+        for (i, inc) in into.iter().enumerate() {
+            assert_eq!(inc.payload.len(), sizes[i] as usize);
+            assert!(inc.payload.iter().all(|&b| b == i as u8 + 1), "payload {i}");
+            assert_eq!(
+                inc.payload.as_ptr() as usize % 4096,
+                0,
+                "payload {i} is aligned"
+            );
+        }
     }
 }

@@ -138,7 +138,12 @@ pub(crate) fn wire_list(list: &[ObjVerId]) -> Vec<u8> {
 
 impl Server {
     /// Entry point for READ / WRITE / DELETE / SYNC from a client.
-    pub(crate) fn serve_client(&mut self, client: ClientRef, request: &Request, payload: Vec<u8>) {
+    pub(crate) fn serve_client(
+        &mut self,
+        client: ClientRef,
+        request: &Request,
+        payload: AlignedBuf,
+    ) {
         match request.op {
             RequestOp::Sync => self.start_sync(client),
             RequestOp::Read(rw) | RequestOp::Write(rw) | RequestOp::Delete(rw) => {
@@ -163,7 +168,7 @@ impl Server {
         client: ClientRef,
         op: &RequestOp,
         rw: RwOp,
-        payload: Vec<u8>,
+        payload: AlignedBuf,
     ) -> Result<(), Errno> {
         let pool_id = vitastor_layout::pool_of(rw.inode);
         let Some(pool) = self.cluster.pools.get(&pool_id) else {
@@ -171,7 +176,7 @@ impl Server {
         };
         if pool.scheme != Scheme::Replicated {
             let pool = pool.clone();
-            return self.start_ec_rw(client, op, rw, payload, &pool);
+            return self.start_ec_rw(client, op, rw, payload.to_vec(), &pool);
         }
         let stripe = pool.object_start(rw.offset);
         let key = PgId::new(pool_id, pool.pg_of(stripe));
@@ -207,7 +212,8 @@ impl Server {
                     pg: key,
                     oid,
                     offset: in_obj,
-                    data: Rc::new(AlignedBuf::from_slice(&payload)),
+                    // Received into an aligned buffer: written and sent from where it arrived.
+                    data: Rc::new(payload),
                     steps: write::WriteOp::new(rw.version),
                 };
                 let idx = self.insert_op(POp::Write(w));

@@ -191,14 +191,14 @@ pub struct Server {
     pub(crate) bs: Blockstore<UringEngine>,
     geo: StoreGeometry,
     show_config: Vec<u8>,
-    conns: HashMap<ConnId, Connection>,
+    conns: HashMap<ConnId, Connection<AlignedBuf>>,
     next_conn: ConnId,
     bs_owner: HashMap<OpId, Owner>,
     /// Requests sent to peers, by (peer, request id): who waits, and what and when was sent
     /// (for `subop_stats`).
     net_owner: HashMap<(OsdNum, u64), (Owner, Sent)>,
     completions: Vec<Completion>,
-    incoming: Vec<Incoming>,
+    incoming: Vec<Incoming<AlignedBuf>>,
     pub(crate) cfg: ServerConfig,
     pub(crate) osd_num: OsdNum,
     pub(crate) etcd: Option<EtcdThread>,
@@ -787,7 +787,7 @@ impl Server {
         };
         for _ in 0..ACCEPTS_PER_ROUND {
             match listener.accept() {
-                Ok((stream, _)) => match Connection::new(stream) {
+                Ok((stream, _)) => match Connection::with_buffers(stream, AlignedBuf::new) {
                     Ok(conn) => {
                         self.conns.insert(self.next_conn, conn);
                         self.next_conn += 1;
@@ -860,7 +860,7 @@ impl Server {
         }
     }
 
-    fn serve(&mut self, conn: ConnId, inc: Incoming) {
+    fn serve(&mut self, conn: ConnId, inc: Incoming<AlignedBuf>) {
         let Incoming {
             frame,
             payload,

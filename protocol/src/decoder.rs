@@ -8,6 +8,12 @@
 //! most one packet and one payload, and sizes the payload buffer only from a
 //! length that has passed its limit check. After a fatal error it refuses all
 //! further input: the connection must be dropped.
+//!
+//! Payload buffers come from the owner's allocator
+//! ([`FrameDecoder::with_buffers`]), so an OSD receives write data straight
+//! into the aligned buffer its store writes from, with no copy in between.
+
+use std::ops::DerefMut;
 
 use crate::error::ProtocolError;
 use crate::packet::{Header, Packet, OSD_PACKET_SIZE};
@@ -57,13 +63,17 @@ enum State {
 /// arrives, the decoder calls the caller's lookup with its id, and the
 /// caller returns (and usually forgets) the outstanding request with that id.
 /// `None` means the stream is broken ([`ProtocolError::UnknownReplyId`]).
+///
+/// `B` is the payload buffer: `Vec<u8>` by default, or any buffer type the
+/// owner allocates ([`FrameDecoder::with_buffers`]).
 #[derive(Debug)]
-pub struct FrameDecoder {
+pub struct FrameDecoder<B = Vec<u8>> {
     packet: Packet,
     state: State,
     filled: usize,
-    payload: Vec<u8>,
+    payload: B,
     payload_len: usize,
+    alloc: fn(usize) -> B,
 }
 
 impl Default for FrameDecoder {
@@ -72,16 +82,30 @@ impl Default for FrameDecoder {
     }
 }
 
+fn zeroed_vec(len: usize) -> Vec<u8> {
+    vec![0; len]
+}
+
 impl FrameDecoder {
-    /// A decoder at the start of a stream. Allocates nothing until the first
-    /// payload.
+    /// A decoder at the start of a stream, with `Vec<u8>` payloads. Allocates
+    /// nothing until the first payload.
     pub fn new() -> FrameDecoder {
+        FrameDecoder::with_buffers(zeroed_vec)
+    }
+}
+
+impl<B: DerefMut<Target = [u8]>> FrameDecoder<B> {
+    /// A decoder at the start of a stream whose payloads are received into
+    /// buffers from `alloc(len)`, which must return exactly `len` bytes
+    /// (`alloc(0)` must not allocate: it stands for "no payload").
+    pub fn with_buffers(alloc: fn(usize) -> B) -> FrameDecoder<B> {
         FrameDecoder {
             packet: [0; OSD_PACKET_SIZE],
             state: State::Header,
             filled: 0,
-            payload: Vec::new(),
+            payload: alloc(0),
             payload_len: 0,
+            alloc,
         }
     }
 
@@ -174,15 +198,14 @@ impl FrameDecoder {
     /// decoder, so it can outlive the next frame; the decoder allocates a new
     /// buffer for the next payload. Empty while a frame is still being
     /// received.
-    pub fn take_payload(&mut self) -> Vec<u8> {
+    pub fn take_payload(&mut self) -> B {
         match self.state {
-            State::Header => {
-                let mut payload = std::mem::take(&mut self.payload);
-                payload.truncate(self.payload_len);
+            // The buffer is exactly the payload (see `on_packet`).
+            State::Header if self.payload_len > 0 => {
                 self.payload_len = 0;
-                payload
+                std::mem::replace(&mut self.payload, (self.alloc)(0))
             }
-            State::Payload(_) | State::Failed => Vec::new(),
+            _ => (self.alloc)(0),
         }
     }
 
@@ -223,10 +246,11 @@ impl FrameDecoder {
         if len == 0 {
             return Ok(Some(frame));
         }
-        if self.payload.len() < len {
-            // A fresh zeroed allocation is lazily zeroed by the allocator,
-            // unlike growing in place; `len` has passed its limit check.
-            self.payload = vec![0; len];
+        if self.payload.len() != len {
+            // Exactly `len`, so a taken payload needs no trimming; a fresh
+            // zeroed allocation is lazily zeroed by the allocator, unlike
+            // growing in place; `len` has passed its limit check.
+            self.payload = (self.alloc)(len);
         }
         self.payload_len = len;
         self.state = State::Payload(frame);
@@ -540,6 +564,43 @@ mod tests {
         assert_eq!(decoder.payload(), &data[..]);
         assert_eq!(decoder.take_payload(), data);
         assert!(decoder.payload().is_empty());
+    }
+
+    /// A payload buffer of the owner's own type, as an OSD's aligned buffers.
+    #[derive(Debug)]
+    struct Owned(Vec<u8>);
+
+    impl std::ops::Deref for Owned {
+        type Target = [u8];
+        fn deref(&self) -> &[u8] {
+            &self.0
+        }
+    }
+
+    impl std::ops::DerefMut for Owned {
+        fn deref_mut(&mut self) -> &mut [u8] {
+            &mut self.0
+        }
+    }
+
+    #[test]
+    fn payloads_land_in_the_owners_buffers() {
+        let messages = request_messages(1);
+        let mut decoder = FrameDecoder::with_buffers(|len| Owned(vec![0; len]));
+        let mut got = Vec::new();
+        for piece in stream_of(&messages).chunks(1000) {
+            let mut rest = piece;
+            while !rest.is_empty() {
+                let (used, frame) = decoder.feed(rest, &mut |_| None).unwrap();
+                rest = &rest[used..];
+                if let Some(frame) = frame {
+                    let payload: Owned = decoder.take_payload();
+                    assert!(decoder.take_payload().is_empty(), "taken once");
+                    got.push((frame, payload.0));
+                }
+            }
+        }
+        assert_eq!(got, frames_of(&messages));
     }
 
     #[test]
