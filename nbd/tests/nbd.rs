@@ -3,7 +3,8 @@
 //! kernel's loop device and ext4 (over nbdfuse), and a hand-written client for malformed
 //! input. The tools are required (`make setup` installs them; see testkit's
 //! `require_tools`); what this machine cannot do (no NBD kernel module, not root) is skipped
-//! and listed in the run's skip summary (testkit's `skip_unavailable`).
+//! and listed in the run's skip summary (testkit's `skip_unavailable`). The nbdcopy round
+//! trip also runs once on an erasure-coded (EC 2+1) image of a second cluster.
 
 mod common;
 
@@ -33,11 +34,26 @@ fn nbdinfo_and_nbdcopy_round_trip() {
     assert_eq!(export["can_trim"], true, "{info}");
     assert_eq!(export["can_zero"], true, "{info}");
     assert_eq!(export["is_read_only"], false, "{info}");
+    nbdcopy_round_trip(&serve, dir.path());
+}
 
-    // 24 MiB of data at the start; the rest of the 64 MiB export must read back as zeroes.
+/// The nbdcopy round trip on an image of an erasure-coded 2+1 pool (issue #13).
+#[test]
+fn nbdcopy_round_trip_on_an_ec_image() {
+    if !require_tools(&["nbdcopy"]) {
+        return;
+    }
+    let dir = scratch("ec-copy");
+    let serve = Serve::start_on(ec_cluster(), dir.path(), "nbd-ec", 64 * MIB);
+    nbdcopy_round_trip(&serve, dir.path());
+}
+
+/// 24 MiB of data copied into the start of the 64 MiB export and all of it copied back:
+/// the data, then zeroes.
+fn nbdcopy_round_trip(serve: &Serve, dir: &Path) {
     let data = pattern(24 * MIB as usize, 1);
-    let src = dir.path().join("src.bin");
-    let out = dir.path().join("out.bin");
+    let src = dir.join("src.bin");
+    let out = dir.join("out.bin");
     fs::write(&src, &data).unwrap();
     run_ok(60, "nbdcopy", &[src.to_str().unwrap(), &serve.uri()]);
     run_ok(60, "nbdcopy", &[&serve.uri(), out.to_str().unwrap()]);

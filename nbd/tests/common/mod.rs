@@ -26,14 +26,32 @@ pub fn cluster() -> &'static Cluster {
     })
 }
 
+/// A second cluster for the tests that need an erasure-coded image: 3 OSDs, pool 1 EC 2+1
+/// (pg_minsize 2), 256 KiB objects of two 128 KiB data parts and a parity part.
+pub fn ec_cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        let mut opts = ClusterOptions::from_workspace();
+        opts.osd_size = 512 * MIB;
+        opts.pg_size = 3;
+        opts.scheme = "ec".into();
+        opts.parity_chunks = 1;
+        opts.pg_minsize = Some(2);
+        Cluster::start(opts).expect("starting the EC cluster")
+    })
+}
+
 /// Creates `image` in pool 1. Serialized: the testkit picks the next inode number with a
 /// read then a write, so two tests creating images at once could get the same inode.
 pub fn create_image(image: &str, size: u64) {
+    create_image_on(cluster(), image, size);
+}
+
+/// [`create_image`] on `cl`.
+pub fn create_image_on(cl: &Cluster, image: &str, size: u64) {
     static LOCK: Mutex<()> = Mutex::new(());
     let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    cluster()
-        .create_image(image, size)
-        .expect("creating the image");
+    cl.create_image(image, size).expect("creating the image");
 }
 
 /// A fresh scratch directory for one test.
@@ -54,13 +72,18 @@ pub struct Serve {
 impl Serve {
     /// Creates `image` (if needed) and serves it on `dir/nbd.sock`.
     pub fn start(dir: &Path, image: &str, size: u64) -> Serve {
-        create_image(image, size);
+        Serve::start_on(cluster(), dir, image, size)
+    }
+
+    /// [`Serve::start`] on `cl`.
+    pub fn start_on(cl: &Cluster, dir: &Path, image: &str, size: u64) -> Serve {
+        create_image_on(cl, image, size);
         let socket = dir.join("nbd.sock");
         let mut child = Command::new(env!("CARGO_BIN_EXE_vitastor-nbd"))
             .args([
                 "serve",
                 "--etcd_address",
-                &cluster().etcd_address(),
+                &cl.etcd_address(),
                 "--image",
                 image,
             ])

@@ -40,6 +40,19 @@ pub fn start_cluster() -> Cluster {
     Cluster::start(opts).expect("cluster starts")
 }
 
+/// 3 OSDs, pool 1 erasure-coded 2+1 (pg_minsize 2), 16 PGs, 256 KiB objects (two 128 KiB
+/// data parts and a parity part).
+pub fn start_ec_cluster() -> Cluster {
+    let mut opts = ClusterOptions::from_workspace();
+    opts.pg_size = 3;
+    opts.scheme = "ec".into();
+    opts.parity_chunks = 1;
+    opts.pg_minsize = Some(2);
+    opts.pg_count = 16;
+    opts.osd_size = 768 << 20;
+    Cluster::start(opts).expect("cluster starts")
+}
+
 /// `vitastor:image=NAME:etcd_host=127.0.0.1\:PORT/v3`.
 pub fn image_spec(cl: &Cluster, name: &str) -> String {
     format!(
