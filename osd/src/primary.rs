@@ -540,6 +540,7 @@ impl Server {
             }
             POp::EcRead(r) => {
                 self.ops[idx] = Some(POp::EcRead(r));
+                self.send_ec_read(idx, true);
             }
             POp::List(l) => {
                 self.ops[idx] = Some(POp::List(l));

@@ -36,11 +36,13 @@ pub const READ_TAG: u32 = 1 << 16;
 pub struct EcReadOp {
     client: ClientRef,
     pg: PgId,
-    inode: u64,
+    oid: ObjectId,
     offset: u64,
     len: u64,
     ec: Rc<EcPool>,
-    plan: ReadPlan,
+    /// Holds the object's lock (a read that rebuilds a part takes it).
+    locked: bool,
+    plan: Option<ReadPlan>,
     replies: Vec<Option<PartData>>,
     pending: usize,
     version: u64,
@@ -225,37 +227,66 @@ impl Server {
         offset: u64,
         len: u64,
     ) {
-        let members = self.ec_members(key, oid, true);
-        let reachable: Vec<bool> = members.iter().map(Option::is_some).collect();
-        let pg = &self.pgs[&key];
-        let local = pg.part_of(self.osd_num).filter(|&p| reachable[p as usize]);
-        let version = pg.objects.objects.get(&oid).map_or(NEWEST, |s| s.version);
-        let plan = match ec_read::plan_range(&ec.geo, offset, len, &reachable, local) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!("pg {}/{}: read of {oid:?}: {e}", key.pool, key.pg);
-                self.client_error(client, Errno::EIO);
-                return self.op_done(key);
-            }
-        };
-        let reads = plan.reads.clone();
         let idx = self.insert_op(POp::EcRead(EcReadOp {
             client,
             pg: key,
-            inode: oid.inode,
+            oid,
             offset,
             len,
-            replies: vec![None; reads.len()],
-            pending: reads.len(),
-            plan,
+            ec,
+            locked: false,
+            plan: None,
+            replies: Vec::new(),
+            pending: 0,
             version: 0,
             failed: None,
-            ec: Rc::clone(&ec),
         }));
-        for (tag, r) in (0u32..).zip(reads) {
-            let osd = members[r.part as usize].expect("planned from reachable parts");
-            let part = ObjectId::new(oid.inode, ec.geo.part_stripe(oid.stripe, r.part));
-            self.read_part(idx, tag, osd, part, version, r.range.clone());
+        self.send_ec_read(idx, false);
+    }
+
+    /// Plans read `idx` and sends its part reads. A read that rebuilds a part first waits
+    /// for the object's lock (`locked`: it holds it): parts read while a write is between
+    /// them would mix versions, and a mix rebuilds garbage.
+    pub(crate) fn send_ec_read(&mut self, idx: usize, locked: bool) {
+        let Some(POp::EcRead(mut r)) = self.take_op(idx) else {
+            return;
+        };
+        let (key, oid) = (r.pg, r.oid);
+        let Some(pg) = self.pgs.get(&key) else {
+            self.client_error(r.client, Errno::EPIPE);
+            return self.release_if_done(idx);
+        };
+        let members = self.ec_members(key, oid, true);
+        let reachable: Vec<bool> = members.iter().map(Option::is_some).collect();
+        let local = pg.part_of(self.osd_num).filter(|&p| reachable[p as usize]);
+        let version = pg.objects.objects.get(&oid).map_or(NEWEST, |s| s.version);
+        let plan = match ec_read::plan_range(&r.ec.geo, r.offset, r.len, &reachable, local) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!("pg {}/{}: read of {oid:?}: {e}", key.pool, key.pg);
+                self.client_error(r.client, Errno::EIO);
+                self.release_if_done(idx);
+                if locked {
+                    self.unlock(key, oid);
+                }
+                return self.op_done(key);
+            }
+        };
+        if !plan.rebuilt.is_empty() && !locked {
+            self.ops[idx] = Some(POp::EcRead(r));
+            return self.lock_and_run(key, oid, idx);
+        }
+        let reads = plan.reads.clone();
+        let ec = Rc::clone(&r.ec);
+        r.locked = locked;
+        r.replies = vec![None; reads.len()];
+        r.pending = reads.len();
+        r.plan = Some(plan);
+        self.ops[idx] = Some(POp::EcRead(r));
+        for (tag, part) in (0u32..).zip(reads) {
+            let osd = members[part.part as usize].expect("planned from reachable parts");
+            let part_oid = ObjectId::new(oid.inode, ec.geo.part_stripe(oid.stripe, part.part));
+            self.read_part(idx, tag, osd, part_oid, version, part.range.clone());
         }
     }
 
@@ -321,12 +352,15 @@ impl Server {
             unreachable!("matched above")
         };
         self.release_if_done(idx);
-        let result = match r.failed {
-            Some(e) => Err(e),
-            None => {
+        if r.locked {
+            self.unlock(r.pg, r.oid);
+        }
+        let result = match (r.failed, &r.plan) {
+            (Some(e), _) => Err(e),
+            (None, None) => Err(Errno::EIO),
+            (None, Some(plan)) => {
                 let replies: Vec<PartData> = r.replies.into_iter().flatten().collect();
-                r.plan
-                    .assemble(&r.ec.codec, &replies, r.offset, r.len)
+                plan.assemble(&r.ec.codec, &replies, r.offset, r.len)
                     .map_err(|e| {
                         tracing::warn!("pg {}/{}: EC read: {e}", r.pg.pool, r.pg.pg);
                         Errno::EIO
@@ -337,7 +371,7 @@ impl Server {
             Ok((bitmap, data)) => {
                 self.stats.op("primary_read", r.client.start, r.len);
                 self.stats
-                    .inode(r.inode, InodeOp::Read, r.client.start, r.len);
+                    .inode(r.oid.inode, InodeOp::Read, r.client.start, r.len);
                 let mut msg = ReplyMsg::new(
                     &Reply {
                         id: r.client.id,
@@ -580,7 +614,12 @@ impl Server {
     /// An EC op is dropped before its end (its PG went away).
     pub(crate) fn abort_ec(&mut self, op: POp, errno: Errno) {
         match op {
-            POp::EcRead(r) => self.client_error(r.client, errno),
+            POp::EcRead(r) => {
+                if r.locked {
+                    self.unlock(r.pg, r.oid);
+                }
+                self.client_error(r.client, errno);
+            }
             POp::EcWrite(w) => self.client_error(w.client, errno),
             // Background work counts in `recovering` until it ends.
             POp::EcRecover(r) => {
@@ -905,6 +944,14 @@ mod tests {
         );
         assert_eq!(&got[4096..12288], &data[..]);
         assert_eq!(&got[..4096], &[0; 4096]);
+        // The rebuilding read held the object's lock (no write between its part reads)
+        // and gave it back.
+        let pg = &b.server.pgs[&PgId::new(1, 1)];
+        assert!(pg.locks.is_empty());
+        assert_eq!(pg.inflight, 0);
+        let id = b.write(0, &[1; 4096]);
+        assert_eq!(b.reply(id, |_| 0).0.retval, 4096);
+        assert_eq!(b.read(0, 4096, BMP).2, [1; 4096]);
     }
 
     #[test]
