@@ -1,12 +1,15 @@
 //! EC and XOR pools served by real `vitastor-osd` processes over real etcd (issue #13), in
 //! small: 3 OSDs, pool 1 as XOR 2+1 or EC 2+1; whole-object, partial, part-crossing and
 //! overwriting writes, a delete, reads of all of it, then every part read straight from the
-//! OSD of its position and compared with a fresh encode of the logical data.
+//! OSD of its position and compared with a fresh encode of the logical data; then the sets
+//! rotate (every part moves): the parts are rebuilt on their new positions and gone from
+//! the old ones.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use vitastor_osd::ec::codec::Codec;
+use vitastor_protocol::{obj_ver_ids, RequestOp, SecListOp};
 use vitastor_testkit::{Cluster, ClusterOptions, TestClient};
 
 const INODE: u64 = (1 << 48) | 1;
@@ -32,6 +35,12 @@ fn cluster(scheme: &str, commit: &str) -> Cluster {
     o.pg_count = 2;
     o.immediate_commit = commit.into();
     o.osd_size = 256 << 20;
+    // For post-mortems: keep data and logs of the cluster in this directory.
+    if let Ok(dir) = std::env::var("VITASTOR_TEST_DIR") {
+        let dir = PathBuf::from(dir).join(format!("{}-ec-basic-{scheme}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        o.dir = Some(dir);
+    }
     Cluster::start(o).expect("cluster starts")
 }
 
@@ -50,6 +59,113 @@ fn write(c: &mut TestClient, model: &mut [u8], offset: u64, data: &[u8]) {
 
 fn first_difference(got: &[u8], want: &[u8]) -> Option<usize> {
     got.iter().zip(want).position(|(a, b)| a != b)
+}
+
+fn codec(scheme: &str) -> Codec {
+    match scheme {
+        "xor" => Codec::xor(K),
+        _ => Codec::reed_solomon(K, 1),
+    }
+    .expect("a 2+1 code")
+}
+
+/// The part stripes OSD `osd` stores for PG `pg` of pool 1 (deleted ones excluded).
+fn stored_parts(c: &mut TestClient, osd: u64, pg: u32) -> Vec<u64> {
+    let op = RequestOp::SecList(SecListOp {
+        list_pg: pg,
+        pg_count: 2,
+        pg_stripe_size: OBJ,
+        min_inode: INODE,
+        max_inode: INODE,
+        ..Default::default()
+    });
+    let (reply, payload) = c.call(osd, op, &[], &[]).expect("listing");
+    assert!(reply.retval >= 0, "listing osd.{osd}: {}", reply.retval);
+    obj_ver_ids(&payload)
+        .expect("a listing")
+        .map(|e| e.oid.stripe)
+        .collect()
+}
+
+/// Every part of every object on the OSD of its position in `sets` equals a fresh encode
+/// of `model`; with `old`, the OSDs that held a part before and no longer do lack it.
+fn check_parts(
+    c: &mut TestClient,
+    scheme: &str,
+    model: &[u8],
+    sets: &[Vec<u64>],
+    old: Option<&[Vec<u64>]>,
+) {
+    let codec = codec(scheme);
+    for o in 0..OBJECTS {
+        let start = o * OBJ;
+        let pg = (c.pg_of(start) - 1) as usize;
+        let set = &sets[pg];
+        let mut parts: Vec<Vec<u8>> = (0..K)
+            .map(|j| {
+                let at = (start + j as u64 * PART) as usize;
+                model[at..at + PART as usize].to_vec()
+            })
+            .collect();
+        parts.push(vec![0u8; PART as usize]);
+        let mut refs: Vec<&mut [u8]> = parts.iter_mut().map(Vec::as_mut_slice).collect();
+        codec.encode(&mut refs).expect("encode");
+        for (i, want) in parts.iter().enumerate() {
+            let (version, got) = c
+                .read_replica(set[i], INODE, start + i as u64)
+                .expect("part read");
+            // A deleted object's parts may be purged already.
+            let deleted = model[start as usize..(start + OBJ) as usize]
+                .iter()
+                .all(|&b| b == 0);
+            assert!(
+                version > 0 || deleted,
+                "{scheme}: object {o} part {i} exists on osd.{}",
+                set[i]
+            );
+            assert_eq!(
+                first_difference(&got, want),
+                None,
+                "{scheme}: object {o} part {i} on osd.{} is the encode of the data",
+                set[i]
+            );
+            if let Some(old) = old {
+                let was = old[pg][i];
+                assert!(
+                    deleted || stored_parts(c, set[i], pg as u32 + 1).contains(&(start + i as u64)),
+                    "{scheme}: object {o} part {i} is listed on osd.{}",
+                    set[i]
+                );
+                if was != set[i] {
+                    assert!(
+                        !stored_parts(c, was, pg as u32 + 1).contains(&(start + i as u64)),
+                        "{scheme}: object {o} part {i} left osd.{was}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Waits until every PG is clean under the first OSD of its set in `sets`.
+fn wait_clean_on(cl: &Cluster, sets: &[Vec<u64>]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let states = cl.pg_states().expect("pg/state");
+        let done = states.len() == sets.len()
+            && states.iter().all(|(pg, v)| {
+                v["primary"] == sets[*pg as usize - 1][0]
+                    && v["state"] == serde_json::json!(["active"])
+            });
+        if done {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never clean on the new sets: {states:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn run(scheme: &str, commit: &str) {
@@ -90,41 +206,24 @@ fn run(scheme: &str, commit: &str) {
         small,
         model[(OBJ + PART - 4096) as usize..(OBJ + PART + 4096) as usize]
     );
-    // Every part on the OSD of its position equals a fresh encode of the logical object.
-    let codec = match scheme {
-        "xor" => Codec::xor(K),
-        _ => Codec::reed_solomon(K, 1),
-    }
-    .expect("a 2+1 code");
     let sets = cl.default_sets();
+    check_parts(&mut c, scheme, &model, &sets, None);
+    // Every set rotates by one: each part moves to another OSD (and each PG's primary).
+    let rotated: Vec<Vec<u64>> = sets
+        .iter()
+        .map(|s| s.iter().map(|&o| o % 3 + 1).collect())
+        .collect();
+    cl.write_pg_config(&rotated).expect("pg/config");
+    wait_clean_on(&cl, &rotated);
+    check_parts(&mut c, scheme, &model, &rotated, Some(&sets));
     for o in 0..OBJECTS {
-        let start = o * OBJ;
-        let set = &sets[(c.pg_of(start) - 1) as usize];
-        let mut parts: Vec<Vec<u8>> = (0..K)
-            .map(|j| {
-                let at = (start + j as u64 * PART) as usize;
-                model[at..at + PART as usize].to_vec()
-            })
-            .collect();
-        parts.push(vec![0u8; PART as usize]);
-        let mut refs: Vec<&mut [u8]> = parts.iter_mut().map(Vec::as_mut_slice).collect();
-        codec.encode(&mut refs).expect("encode");
-        for (i, want) in parts.iter().enumerate() {
-            let (version, got) = c
-                .read_replica(set[i], INODE, start + i as u64)
-                .expect("part read");
-            assert!(
-                version > 0,
-                "{scheme}: object {o} part {i} exists on osd.{}",
-                set[i]
-            );
-            assert_eq!(
-                first_difference(&got, want),
-                None,
-                "{scheme}: object {o} part {i} on osd.{} is the encode of the data",
-                set[i]
-            );
-        }
+        let got = c.read(INODE, o * OBJ, OBJ as u32).expect("read");
+        let want = &model[(o * OBJ) as usize..((o + 1) * OBJ) as usize];
+        assert_eq!(
+            first_difference(&got, want),
+            None,
+            "{scheme}: object {o} after the move"
+        );
     }
 }
 
