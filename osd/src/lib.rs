@@ -13,7 +13,10 @@
 //! actions out. [`peering`] carries out a PG's lifecycle, decided by the state machine
 //! [`pg_lifecycle`] (claiming the primary role through etcd, draining, stopping), and each
 //! peering round, decided by the state machine [`peering_round`] (connections, listings,
-//! stabilization, the object map of [`pg`]), then schedules recovery; failed attempts wait in [`backoff`]. [`etcd`]
+//! stabilization, the object map of [`pg`]), then schedules recovery; failed attempts wait in [`backoff`].
+//! EC/XOR pools: [`primary_ec`] carries out the pure core of [`ec`] (part reads and rebuilds,
+//! read-modify-write, torn-stripe settling at peering, part recovery), and the hidden
+//! `--debug_ec_crash` test hook is [`debug_crash`]. [`etcd`]
 //! is the side thread (lease, state report, statistics, watches) feeding [`cluster`], the
 //! parsed view of etcd. The `vitastor-osd` binary starts it all with [`options`] and stops
 //! through [`shutdown`]; [`stats`] feeds `osd/stats`. `vitastor-disk` is [`disk_tool`].
