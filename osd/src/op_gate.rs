@@ -3,8 +3,8 @@
 //! first — unless its last recovery failed and the next attempt is not due, when the op
 //! fails at once instead of queueing one more doomed recovery.
 //!
-//! Pure: it reads facts [`crate::op_write`] and [`crate::op_delete`] were given and
-//! returns a verdict; it never decides anything about the op's own steps.
+//! Pure: it reads facts [`crate::op_write`], [`crate::op_delete`] and [`crate::ec::write`]
+//! were given and returns a verdict; it never decides anything about the op's own steps.
 
 use vitastor_protocol::errno::Errno;
 

@@ -34,6 +34,7 @@ use vitastor_protocol::errno::Errno;
 use super::codec::Codec;
 use super::geometry::Geometry;
 use super::read::{self, PartData, ReadPlan};
+use crate::op_gate::{gate, Gate};
 use crate::op_write::version_after;
 
 /// What the executor knows when the write gets its object lock.
@@ -299,14 +300,13 @@ impl EcWriteOp {
 
     fn locked(&mut self, codec: &Codec, facts: Facts) -> Vec<Action> {
         let k = self.geo.data_parts as usize;
-        if !facts.active || facts.members.iter().flatten().count() < k {
-            return self.finish(Vec::new(), Err(Errno::EPIPE));
-        }
-        if facts.degraded {
-            return match facts.recovery_waits {
-                Some(e) => self.finish(Vec::new(), Err(e)),
-                None => vec![Action::RecoverFirst],
-            };
+        // Fewer than k live parts cannot hold a new version: as for an inactive PG, the
+        // client retries once the PG has peered again.
+        let writable = facts.active && facts.members.iter().flatten().count() >= k;
+        match gate(writable, facts.degraded, facts.recovery_waits) {
+            Gate::Proceed => {}
+            Gate::RecoverFirst => return vec![Action::RecoverFirst],
+            Gate::Fail(e) => return self.finish(Vec::new(), Err(e)),
         }
         if self.cas != 0 && self.cas != facts.current + 1 {
             return self.finish(Vec::new(), Err(Errno::EINTR));
