@@ -451,23 +451,6 @@ mod tests {
         o.iter().map(|&o| OsdNum(o)).collect()
     }
 
-    /// A stored 2+1 stripe (data and bitmaps encoded).
-    fn stripe(codec: &Codec) -> Vec<PartData> {
-        let mut parts: Vec<PartData> = (0..3u8)
-            .map(|p| PartData {
-                bitmap: vec![0b1010 ^ p; 1],
-                data: (0..16384u32)
-                    .map(|i| (i as u8).wrapping_mul(p + 3))
-                    .collect(),
-            })
-            .collect();
-        let mut d: Vec<&mut [u8]> = parts.iter_mut().map(|p| p.data.as_mut_slice()).collect();
-        codec.encode(&mut d).unwrap();
-        let mut b: Vec<&mut [u8]> = parts.iter_mut().map(|p| p.bitmap.as_mut_slice()).collect();
-        codec.encode(&mut b).unwrap();
-        parts
-    }
-
     fn facts(holders: &[(u32, u64)], set: &[u64], up: &[u64]) -> Facts {
         Facts {
             version: 7,
@@ -514,7 +497,7 @@ mod tests {
     #[test]
     fn a_lost_data_part_is_rebuilt_and_written_to_its_position() {
         let codec = Codec::xor(2).unwrap();
-        let stored = stripe(&codec);
+        let stored = read::tests::stripe(&geo(), &codec, 0);
         let mut op = EcRecoverOp::new(geo());
         let f = facts(&[(1, 2), (2, 3)], &[1, 2, 3], &[1, 2, 3]);
         let all = run(&mut op, &codec, f, &stored);
@@ -552,7 +535,7 @@ mod tests {
     #[test]
     fn a_moved_part_is_rebuilt_on_the_new_position_and_removed_from_the_old() {
         let codec = Codec::reed_solomon(2, 1).unwrap();
-        let stored = stripe(&codec);
+        let stored = read::tests::stripe(&geo(), &codec, 0);
         let mut op = EcRecoverOp::new(geo());
         // Part 2 moved from osd.4 to osd.3.
         let f = facts(&[(0, 1), (1, 2), (2, 4)], &[1, 2, 3], &[1, 2, 3, 4]);
@@ -586,7 +569,7 @@ mod tests {
     #[test]
     fn copies_elsewhere_stay_while_a_position_is_down() {
         let codec = Codec::xor(2).unwrap();
-        let stored = stripe(&codec);
+        let stored = read::tests::stripe(&geo(), &codec, 0);
         let mut op = EcRecoverOp::new(geo());
         let f = facts(&[(0, 1), (2, 4)], &[1, 2, 3], &[1, 3, 4]);
         let all = run(&mut op, &codec, f, &stored);
