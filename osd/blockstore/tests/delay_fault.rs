@@ -8,21 +8,17 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use vitastor_blockstore::{
-    Blockstore, BlockstoreConfig, BsOp, FaultPlan, ImmediateCommit, ObjectId,
-};
+use vitastor_blockstore::{Blockstore, BsOp, FaultPlan, ImmediateCommit, ObjectId};
 
 const BLOCK: u32 = 131072;
 
 fn write(n: u64) -> BsOp {
-    BsOp::Write {
-        oid: ObjectId::new(1 << 48 | 5, n * BLOCK as u64),
-        version: 0,
-        offset: 0,
-        data: write_buf(n, 0, BLOCK / GRAN),
-        bitmap: None,
-        stable: true,
-    }
+    stable_write(
+        ObjectId::new(1 << 48 | 5, n * BLOCK as u64),
+        n,
+        0,
+        BLOCK / GRAN,
+    )
 }
 
 fn check<E: vitastor_blockstore::IoEngine>(bs: &mut Blockstore<E>) {
@@ -55,16 +51,7 @@ fn a_delayed_write_waits_then_completes_on_simulated_disks() {
 #[test]
 fn a_delayed_write_waits_then_completes_with_io_uring() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("osd.img");
-    std::fs::File::create(&path)
-        .unwrap()
-        .set_len(16 << 20)
-        .unwrap();
-    let mut c = BlockstoreConfig::new(&path);
-    c.block_size = Some(BLOCK);
-    c.journal_size = Some(1 << 20);
-    c.immediate_commit = ImmediateCommit::All;
-    vitastor_blockstore::prepare::prepare(&c, false).unwrap();
+    let c = prepared_file(&dir.path().join("osd.img"), BLOCK);
     let mut bs = Blockstore::open(&c).unwrap();
     check(&mut bs);
 }

@@ -310,16 +310,7 @@ fn random_faults_lose_nothing_acknowledged() {
 #[test]
 fn io_uring_engine_gets_the_same_faults() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("osd.img");
-    std::fs::File::create(&path)
-        .unwrap()
-        .set_len(16 << 20)
-        .unwrap();
-    let mut c = BlockstoreConfig::new(&path);
-    c.block_size = Some(BLOCK);
-    c.journal_size = Some(1 << 20);
-    c.immediate_commit = ImmediateCommit::All;
-    vitastor_blockstore::prepare::prepare(&c, false).unwrap();
+    let c = prepared_file(&dir.path().join("osd.img"), BLOCK);
     {
         let mut bs = Blockstore::open(&c).unwrap();
         bs.set_fault_plan(plan("write:short:count=4;read:short:count=2"));

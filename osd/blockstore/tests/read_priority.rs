@@ -8,12 +8,11 @@ mod common;
 use std::cell::Cell;
 use std::collections::HashMap;
 
+use common::tap::{open_tapped, Observer, Tap};
 use common::*;
 use vitastor_blockstore::io::{IoKind, IoReq};
-use vitastor_blockstore::simdisk::SimEngine;
 use vitastor_blockstore::{
-    device_paths, Blockstore, BsOp, BsReply, Completion, DevId, ImmediateCommit, IoEngine,
-    ObjectId, NEWEST,
+    Blockstore, BsOp, BsReply, Completion, ImmediateCommit, ObjectId, NEWEST,
 };
 
 const BLOCK: u32 = 32768;
@@ -58,10 +57,9 @@ fn allocs() -> u64 {
     ALLOCS.with(|a| a.get())
 }
 
-/// The simulated engine, recording how much background I/O (writes and fsyncs) is in flight
-/// while reads are.
+/// How much background I/O (writes and fsyncs) is in flight while reads are.
+#[derive(Default)]
 struct Watching {
-    inner: SimEngine,
     reads: HashMap<u64, u32>,
     background: HashMap<u64, u32>,
     /// Most writes and fsyncs in flight at any moment a read was in flight too.
@@ -72,35 +70,22 @@ fn count(m: &HashMap<u64, u32>) -> usize {
     m.values().map(|&n| n as usize).sum()
 }
 
-impl Watching {
-    fn note(&mut self) {
-        if count(&self.reads) > 0 {
-            self.max_background_beside_reads = self
-                .max_background_beside_reads
-                .max(count(&self.background));
-        }
-    }
-}
-
-impl IoEngine for Watching {
-    unsafe fn push(&mut self, req: IoReq) {
+impl Observer for Watching {
+    fn pushed(&mut self, req: &IoReq) {
         let m = if req.kind == IoKind::Read {
             &mut self.reads
         } else {
             &mut self.background
         };
         *m.entry(req.token).or_default() += 1;
-        self.note();
-        // SAFETY: forwarded unchanged; our caller upholds the buffer contract.
-        unsafe { self.inner.push(req) }
+        if count(&self.reads) > 0 {
+            self.max_background_beside_reads = self
+                .max_background_beside_reads
+                .max(count(&self.background));
+        }
     }
-    fn submit(&mut self) -> std::io::Result<()> {
-        self.inner.submit()
-    }
-    fn reap(&mut self, out: &mut Vec<(u64, i32)>) {
-        let from = out.len();
-        self.inner.reap(out);
-        for &(token, _) in &out[from..] {
+    fn reaped(&mut self, done: &[(u64, i32)]) {
+        for &(token, _) in done {
             for m in [&mut self.reads, &mut self.background] {
                 if let Some(n) = m.get_mut(&token) {
                     *n -= 1;
@@ -112,24 +97,6 @@ impl IoEngine for Watching {
             }
         }
     }
-    fn wait(&mut self) -> std::io::Result<()> {
-        self.inner.wait()
-    }
-    fn in_flight(&self) -> usize {
-        self.inner.in_flight()
-    }
-    fn dev_size(&self, dev: DevId) -> u64 {
-        self.inner.dev_size(dev)
-    }
-    fn read_at(&mut self, dev: DevId, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
-        self.inner.read_at(dev, offset, buf)
-    }
-    fn write_at(&mut self, dev: DevId, offset: u64, buf: &[u8]) -> std::io::Result<()> {
-        self.inner.write_at(dev, offset, buf)
-    }
-    fn sync_dev(&mut self, dev: DevId) -> std::io::Result<()> {
-        self.inner.sync_dev(dev)
-    }
 }
 
 fn oid(i: u64) -> ObjectId {
@@ -137,29 +104,15 @@ fn oid(i: u64) -> ObjectId {
 }
 
 fn write(i: u64, id: u64, granule: u32, granules: u32) -> BsOp {
-    BsOp::Write {
-        oid: oid(i),
-        version: 0,
-        offset: granule * GRAN,
-        data: write_buf(id, granule, granules),
-        bitmap: None,
-        stable: true,
-    }
+    stable_write(oid(i), id, granule, granules)
 }
 
 /// A store in lazy mode (every fsync on) whose objects are all written and flushed.
-fn store() -> Blockstore<Watching> {
+fn store() -> Blockstore<Tap<Watching>> {
     let mut cfg = small_cfg(BLOCK, 1 << 20);
     cfg.immediate_commit = ImmediateCommit::None;
     let disks = sim_disks(&cfg, 8 << 20);
-    let (_, devs) = device_paths(&cfg);
-    let engine = Watching {
-        inner: SimEngine::new(disks, 7),
-        reads: HashMap::new(),
-        background: HashMap::new(),
-        max_background_beside_reads: 0,
-    };
-    let mut bs = Blockstore::open_with(engine, devs, &cfg).expect("open");
+    let mut bs = open_tapped(&cfg, disks, Watching::default(), false);
     for i in 0..OBJECTS {
         bs.exec(write(i, 100 + i, 0, BLOCK / GRAN))
             .expect("full write");
@@ -172,7 +125,7 @@ fn store() -> Blockstore<Watching> {
 /// One read at a time, like an OSD serving a T1Q1 client: submit, advance, wait, take the
 /// completion, hand the buffers back. Returns which write produced the granule read; the
 /// store's allocations (submit to completion) add up in `STORE_ALLOCS`.
-fn read_one(bs: &mut Blockstore<Watching>, done: &mut Vec<Completion>, i: u64, g: u32) -> u64 {
+fn read_one(bs: &mut Blockstore<Tap<Watching>>, done: &mut Vec<Completion>, i: u64, g: u32) -> u64 {
     let before = allocs();
     bs.submit(BsOp::Read {
         oid: oid(i),
@@ -206,7 +159,7 @@ fn the_flusher_yields_to_reads_but_still_drains() {
     }
     bs.exec(BsOp::Sync).expect("sync");
     assert!(bs.dirty_count() as u64 >= OBJECTS);
-    bs.engine_mut().max_background_beside_reads = 0;
+    bs.engine_mut().seen.max_background_beside_reads = 0;
 
     let mut done = Vec::with_capacity(4);
     let mut reads = 0;
@@ -218,7 +171,7 @@ fn the_flusher_yields_to_reads_but_still_drains() {
         assert_eq!(read_one(&mut bs, &mut done, i, g), want);
         reads += 1;
     }
-    let most = bs.engine_mut().max_background_beside_reads;
+    let most = bs.engine_mut().seen.max_background_beside_reads;
     assert!(
         most <= 1,
         "reads shared the device with {most} background writes/fsyncs at once"

@@ -7,19 +7,17 @@
 
 mod common;
 
+use common::tap::{open_tapped, Observer, Tap};
 use common::*;
 use vitastor_blockstore::io::{IoKind, IoReq};
-use vitastor_blockstore::simdisk::SimEngine;
-use vitastor_blockstore::{
-    device_paths, Blockstore, BsOp, BsReply, Completion, DevId, IoEngine, ObjectId,
-};
+use vitastor_blockstore::{Blockstore, BlockstoreConfig, BsOp, BsReply, Completion, ObjectId};
 
 const BLOCK: u32 = 32768;
 const OBJECTS: u64 = 16;
 
-/// The simulated engine, counting the writes it is asked for.
+/// The writes and fsyncs the store asks for.
+#[derive(Default)]
 struct Counting {
-    inner: SimEngine,
     writes: u64,
     fsyncs: u64,
     /// Calls that would be an `io_uring_enter` on the real engine: a submit with something
@@ -28,48 +26,26 @@ struct Counting {
     queued: u64,
 }
 
-impl IoEngine for Counting {
-    unsafe fn push(&mut self, req: IoReq) {
+impl Observer for Counting {
+    fn pushed(&mut self, req: &IoReq) {
         match req.kind {
             IoKind::Write => self.writes += 1,
             IoKind::Fsync => self.fsyncs += 1,
             IoKind::Read => {}
         }
         self.queued += 1;
-        // SAFETY: forwarded unchanged; our caller upholds the buffer contract.
-        unsafe { self.inner.push(req) }
     }
-    fn submit(&mut self) -> std::io::Result<()> {
+    fn submitting(&mut self) {
         if self.queued > 0 {
             self.enters += 1;
             self.queued = 0;
         }
-        self.inner.submit()
     }
-    fn reap(&mut self, out: &mut Vec<(u64, i32)>) {
-        self.inner.reap(out)
-    }
-    fn wait(&mut self) -> std::io::Result<()> {
-        if self.inner.in_flight() > 0 {
+    fn waiting(&mut self, in_flight: usize) {
+        if in_flight > 0 {
             self.enters += 1;
             self.queued = 0;
         }
-        self.inner.wait()
-    }
-    fn in_flight(&self) -> usize {
-        self.inner.in_flight()
-    }
-    fn dev_size(&self, dev: DevId) -> u64 {
-        self.inner.dev_size(dev)
-    }
-    fn read_at(&mut self, dev: DevId, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
-        self.inner.read_at(dev, offset, buf)
-    }
-    fn write_at(&mut self, dev: DevId, offset: u64, buf: &[u8]) -> std::io::Result<()> {
-        self.inner.write_at(dev, offset, buf)
-    }
-    fn sync_dev(&mut self, dev: DevId) -> std::io::Result<()> {
-        self.inner.sync_dev(dev)
     }
 }
 
@@ -78,47 +54,31 @@ fn oid(i: u64) -> ObjectId {
 }
 
 fn write(i: u64, id: u64, granule: u32, granules: u32) -> BsOp {
-    BsOp::Write {
-        oid: oid(i),
-        version: 0,
-        offset: granule * GRAN,
-        data: write_buf(id, granule, granules),
-        bitmap: None,
-        stable: true,
-    }
+    stable_write(oid(i), id, granule, granules)
 }
 
-fn open_counting(
-    cfg: &vitastor_blockstore::BlockstoreConfig,
-    disks: Vec<vitastor_blockstore::simdisk::SimDisk>,
-) -> Blockstore<Counting> {
-    let (_, devs) = device_paths(cfg);
-    let mut inner = SimEngine::new(disks, 7);
-    // Every submitted I/O completes by the next reap, as a fast disk would within one wait.
-    inner.deliver_prob = 1.0;
-    let engine = Counting {
-        inner,
-        writes: 0,
-        fsyncs: 0,
-        enters: 0,
-        queued: 0,
-    };
-    Blockstore::open_with(engine, devs, cfg).expect("open")
+/// A counted store whose objects are all written whole (redirect writes, write ids
+/// `100 + i`), stable and flushed.
+fn store(cfg: &BlockstoreConfig) -> Blockstore<Tap<Counting>> {
+    let mut bs = open_tapped(cfg, sim_disks(cfg, 8 << 20), Counting::default(), true);
+    for i in 0..OBJECTS {
+        bs.exec(write(i, 100 + i, 0, BLOCK / GRAN))
+            .expect("full write");
+    }
+    if cfg.immediate_commit == vitastor_blockstore::ImmediateCommit::None {
+        bs.exec(BsOp::Sync).expect("sync");
+    }
+    bs.flush_all().expect("flush");
+    bs
 }
 
 #[test]
 fn one_operation_at_a_time_enters_the_kernel_once_per_device_round_trip() {
     let mut cfg = small_cfg(BLOCK, 1 << 20);
     cfg.immediate_commit = vitastor_blockstore::ImmediateCommit::All;
-    let disks = sim_disks(&cfg, 8 << 20);
-    let mut bs = open_counting(&cfg, disks);
-    for i in 0..OBJECTS {
-        bs.exec(write(i, 100 + i, 0, BLOCK / GRAN))
-            .expect("full write");
-    }
-    bs.flush_all().expect("flush");
+    let mut bs = store(&cfg);
     // A client loop like the OSD's: submit, advance, wait (which submits), take completions.
-    let before = bs.engine_mut().enters;
+    let before = bs.engine_mut().seen.enters;
     let mut done: Vec<Completion> = Vec::new();
     for i in 0..OBJECTS {
         bs.submit(BsOp::Read {
@@ -135,7 +95,7 @@ fn one_operation_at_a_time_enters_the_kernel_once_per_device_round_trip() {
         assert!(matches!(done[0].result, Ok(BsReply::Read { .. })));
         done.clear();
     }
-    let enters = bs.engine_mut().enters - before;
+    let enters = bs.engine_mut().seen.enters - before;
     assert_eq!(
         enters, OBJECTS,
         "{OBJECTS} reads one at a time took {enters} kernel entries"
@@ -147,21 +107,15 @@ fn small_writes_of_one_turn_share_device_writes_and_survive_power_loss() {
     let mut cfg = small_cfg(BLOCK, 1 << 20);
     // Every write durable at once, fsyncs on: acknowledged means fsynced.
     cfg.immediate_commit = vitastor_blockstore::ImmediateCommit::All;
-    let disks = sim_disks(&cfg, 8 << 20);
-    let mut bs = open_counting(&cfg, disks);
     // Whole objects first (redirect writes), so that the 4 KiB writes below are journaled.
-    for i in 0..OBJECTS {
-        bs.exec(write(i, 100 + i, 0, BLOCK / GRAN))
-            .expect("full write");
-    }
-    bs.flush_all().expect("flush");
+    let mut bs = store(&cfg);
 
-    let before = bs.engine_mut().writes;
+    let before = bs.engine_mut().seen.writes;
     for i in 0..OBJECTS {
         bs.submit(write(i, 200 + i, 1, 1));
     }
     bs.run();
-    let writes = bs.engine_mut().writes - before;
+    let writes = bs.engine_mut().seen.writes - before;
     // One journal sector holds every entry; their data is one run. Before batching each
     // write's data was a device write of its own (OBJECTS + 1 in all).
     assert!(
@@ -202,21 +156,15 @@ fn a_flush_round_of_adjacent_objects_writes_each_metadata_block_once_per_phase()
     cfg.flusher_count = OBJECTS as u32;
     // No rounds of their own: flush_all below flushes every object at once.
     cfg.flusher_batch = 1000;
-    let disks = sim_disks(&cfg, 8 << 20);
-    let mut bs = open_counting(&cfg, disks);
-    for i in 0..OBJECTS {
-        bs.exec(write(i, 100 + i, 0, BLOCK / GRAN))
-            .expect("full write");
-    }
-    bs.flush_all().expect("flush");
+    let mut bs = store(&cfg);
     // Redirect writes again: flushing each sets its new metadata entry, then clears the old.
     for i in 0..OBJECTS {
         bs.submit(write(i, 200 + i, 0, BLOCK / GRAN));
     }
     bs.wait_idle().expect("writes");
-    let before = bs.engine_mut().writes;
+    let before = bs.engine_mut().seen.writes;
     bs.flush_all().expect("flush");
-    let writes = bs.engine_mut().writes - before;
+    let writes = bs.engine_mut().seen.writes - before;
     // The entries of 16 adjacent blocks lie in one or two metadata blocks: one write of each
     // per phase, plus the journal header (3 here). Before, every job wrote the block on its
     // own: 33.
@@ -242,17 +190,10 @@ fn concurrent_syncs_share_one_journal_fsync() {
     cfg.immediate_commit = vitastor_blockstore::ImmediateCommit::None;
     // The flusher stays out of the way: this counts the SYNCs' own fsyncs.
     cfg.flusher_batch = 1000;
-    let disks = sim_disks(&cfg, 8 << 20);
-    let mut bs = open_counting(&cfg, disks);
-    for i in 0..OBJECTS {
-        bs.exec(write(i, 100 + i, 0, BLOCK / GRAN))
-            .expect("full write");
-    }
-    bs.exec(BsOp::Sync).expect("sync");
-    bs.flush_all().expect("flush");
+    let mut bs = store(&cfg);
     // Clients each write, then SYNC at the same moment, like T1Q1 fio jobs on one OSD (a
     // SYNC covers the writes completed before it).
-    let before = bs.engine_mut().fsyncs;
+    let before = bs.engine_mut().seen.fsyncs;
     for i in 0..OBJECTS {
         bs.submit(write(i, 200 + i, 1, 1));
     }
@@ -268,7 +209,7 @@ fn concurrent_syncs_share_one_journal_fsync() {
         bs.run();
     }
     assert!(done.iter().all(|c| c.result.is_ok()), "{done:?}");
-    let fsyncs = bs.engine_mut().fsyncs - before;
+    let fsyncs = bs.engine_mut().seen.fsyncs - before;
     assert!(
         fsyncs <= 2,
         "{OBJECTS} concurrent SYNCs took {fsyncs} fsyncs"

@@ -2,12 +2,16 @@
 //! which write produced each granule.
 #![allow(dead_code)]
 
+pub mod tap;
 pub mod workload;
+
+use std::path::Path;
 
 use vitastor_blockstore::prepare::prepare_images;
 use vitastor_blockstore::simdisk::{SimDisk, SimEngine};
 use vitastor_blockstore::{
-    device_paths, AlignedBuf, Blockstore, BlockstoreConfig, BsOp, BsReply, ObjectId,
+    device_paths, AlignedBuf, Blockstore, BlockstoreConfig, BsOp, BsReply, ImmediateCommit,
+    ObjectId,
 };
 
 pub const GRAN: u32 = 4096;
@@ -67,6 +71,34 @@ pub fn write_buf(write_id: u64, first_granule: u32, granules: u32) -> AlignedBuf
         b[s..s + GRAN as usize].copy_from_slice(&pattern(write_id, first_granule + i));
     }
     b
+}
+
+/// A stable write of granules `first..first + granules` of `oid`, each holding the pattern of
+/// write `id`.
+pub fn stable_write(oid: ObjectId, id: u64, first: u32, granules: u32) -> BsOp {
+    BsOp::Write {
+        oid,
+        version: 0,
+        offset: first * GRAN,
+        data: write_buf(id, first, granules),
+        bitmap: None,
+        stable: true,
+    }
+}
+
+/// A store prepared on a 16 MiB file at `path` (a 1 MiB journal, every write durable at
+/// once), for the io_uring engine.
+pub fn prepared_file(path: &Path, block_size: u32) -> BlockstoreConfig {
+    std::fs::File::create(path)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
+    let mut c = BlockstoreConfig::new(path);
+    c.block_size = Some(block_size);
+    c.journal_size = Some(1 << 20);
+    c.immediate_commit = ImmediateCommit::All;
+    vitastor_blockstore::prepare::prepare(&c, false).unwrap();
+    c
 }
 
 pub fn read_all<E: vitastor_blockstore::IoEngine>(
