@@ -343,6 +343,12 @@ mod tests {
         from_matches(&m)
     }
 
+    /// OSD 1 on `/x` with `extra` options.
+    fn parse_osd1(extra: &[&str]) -> Result<OsdOptions, OptionsError> {
+        let base = ["osd", "--osd_num", "1", "--data_device", "/x"];
+        parse(&[&base[..], extra].concat())
+    }
+
     #[test]
     fn command_line_blockstore_options() {
         let o = parse(&[
@@ -390,43 +396,17 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("data_device"));
-        assert!(parse(&[
-            "osd",
-            "--osd_num",
-            "1",
-            "--data_device",
-            "/x",
-            "--immediate_commit",
-            "maybe"
-        ])
-        .is_err());
+        assert!(parse_osd1(&["--immediate_commit", "maybe"]).is_err());
         assert!(parse(&["osd", "--osd_num", "0", "--data_device", "/x"]).is_err());
-        assert!(parse(&[
-            "osd",
-            "--osd_num",
-            "1",
-            "--data_device",
-            "/x",
-            "--debug_ec_crash",
-            "soon:1"
-        ])
-        .unwrap_err()
-        .to_string()
-        .contains("debug_ec_crash"));
+        assert!(parse_osd1(&["--debug_ec_crash", "soon:1"])
+            .unwrap_err()
+            .to_string()
+            .contains("debug_ec_crash"));
     }
 
     #[test]
     fn the_ec_crash_hook_is_hidden_but_accepted() {
-        let o = parse(&[
-            "osd",
-            "--osd_num",
-            "1",
-            "--data_device",
-            "/x",
-            "--debug_ec_crash",
-            "before_stabilize:2",
-        ])
-        .unwrap();
+        let o = parse_osd1(&["--debug_ec_crash", "before_stabilize:2"]).unwrap();
         assert!(o.debug_ec_crash.is_some());
         let help = command().render_long_help().to_string();
         assert!(!help.contains("debug_ec_crash"), "hidden from --help");
@@ -434,7 +414,7 @@ mod tests {
 
     #[test]
     fn failure_detection_timeouts_have_defaults_and_come_from_the_config_file() {
-        let o = parse(&["osd", "--osd_num", "1", "--data_device", "/x"]).unwrap();
+        let o = parse_osd1(&[]).unwrap();
         assert_eq!(o.osd_op_timeout, std::time::Duration::from_secs(10));
         assert_eq!(o.peer_connect_interval, std::time::Duration::from_secs(5));
         assert_eq!(o.slow_log_interval, std::time::Duration::from_secs(10));
@@ -448,15 +428,7 @@ mod tests {
         let o = parse(&["osd", "--config_path", path.to_str().unwrap()]).unwrap();
         assert_eq!(o.osd_op_timeout, std::time::Duration::from_secs(3));
         assert_eq!(o.slow_log_interval, std::time::Duration::from_secs(2));
-        let e = parse(&[
-            "osd",
-            "--osd_num",
-            "1",
-            "--data_device",
-            "/x",
-            "--osd_op_timeout",
-            "0",
-        ]);
+        let e = parse_osd1(&["--osd_op_timeout", "0"]);
         assert!(e.unwrap_err().to_string().contains("osd_op_timeout"));
     }
 }
