@@ -8,13 +8,15 @@
 //! Life of a PG: `Claiming` → `Connecting` → `Listing` → (`Stabilizing`) → `Active` or
 //! `Incomplete`; any relevant change (set, history, a peer up or down, a failed sub-op)
 //! drains the PG (`Draining`: new ops get `-EPIPE`, ops in flight finish) and peering starts
-//! again; losing the lease or the `pg/state` key stops it.
+//! again; losing the lease (as etcd reports it, or at its deadline by this thread's own
+//! clock: [`crate::pg_lifecycle::LeaseWatch`]) or the `pg/state` key stops it.
 //!
 //! What it must never do: serve a PG whose `pg/state` etcd has not granted to this OSD, or
 //! keep serving once the lease cannot be proven.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
 
 use vitastor_blockstore::{BsOp, BsReply, ListFilter, ObjectId};
 use vitastor_layout::{keys, OsdNum, PgId, PgState};
@@ -26,7 +28,9 @@ use crate::peering_round::{
     Action as RoundAction, Claimed, Event as RoundEvent, Link, PeeringRound,
 };
 use crate::pg::{self, Pg, Phase};
-use crate::pg_lifecycle::{self, Action as LifeAction, Event as LifeEvent};
+use crate::pg_lifecycle::{
+    self, Action as LifeAction, Event as LifeEvent, LeaseAction, LeaseEvent,
+};
 use crate::primary::{parse_listing, wire_list};
 use crate::server::{Owner, Server, SubRes};
 
@@ -45,16 +49,25 @@ impl Server {
                 EtcdEvent::Connected => {
                     tracing::info!("etcd session up");
                 }
+                EtcdEvent::LeaseRenewed { expires } => {
+                    let now = Instant::now();
+                    let renewed = LeaseEvent::Renewed {
+                        expires: *expires,
+                        now,
+                    };
+                    if let Some(action) = self.lease.step(renewed) {
+                        tracing::info!("etcd lease kept alive after all: leading PGs again");
+                        self.on_lease_action(action, &mut changes);
+                    }
+                }
                 EtcdEvent::LeaseLost => {
-                    tracing::error!("etcd lease lost: stopping every PG");
-                    self.lease_lost = true;
-                    let keys: Vec<_> = self.pgs.keys().copied().collect();
-                    for k in keys {
-                        self.stop_pg(k, false);
+                    if let Some(action) = self.lease.step(LeaseEvent::Lost) {
+                        tracing::error!("etcd lease lost: stopping every PG");
+                        self.on_lease_action(action, &mut changes);
                     }
                 }
                 EtcdEvent::InitialLoad { .. } => {
-                    self.lease_lost = false;
+                    self.lease.step(LeaseEvent::Loaded);
                     // The lease may be new: every PG claims again.
                     let keys: Vec<_> = self.pgs.keys().copied().collect();
                     for k in keys {
@@ -77,6 +90,38 @@ impl Server {
         }
     }
 
+    /// Stops leading PGs once the lease's deadline has passed by this thread's clock, even if
+    /// the etcd thread has not noticed yet (see [`crate::pg_lifecycle::LeaseWatch`]). One
+    /// clock read; called after every wait and before the loop sends what it queued.
+    pub(crate) fn check_lease(&mut self) {
+        if let Some(action) = self.lease.step(LeaseEvent::Check(Instant::now())) {
+            tracing::error!(
+                "etcd lease expired by this OSD's clock (no keepalive got through in time): stopping every PG"
+            );
+            self.on_lease_action(action, &mut Changes::default());
+        }
+    }
+
+    fn on_lease_action(&mut self, action: LeaseAction, changes: &mut Changes) {
+        match action {
+            LeaseAction::StopAll => {
+                let keys: Vec<_> = self.pgs.keys().copied().collect();
+                for k in keys {
+                    self.stop_pg(k, false);
+                }
+                // Requests queued to peers but not sent yet must not leave: their ops get
+                // -EPIPE through the peers' Down events, and the clients retry elsewhere.
+                let osds: Vec<OsdNum> = self.cluster.osds.keys().copied().collect();
+                let mut events = std::mem::take(&mut self.peer_events);
+                for osd in osds {
+                    self.peers.drop_peer(osd, "etcd lease expired", &mut events);
+                }
+                self.peer_events = events;
+            }
+            LeaseAction::ResumeAll => changes.all = true,
+        }
+    }
+
     /// The PGs this OSD must lead now, with their peers.
     fn wanted_pgs(&self) -> BTreeMap<PgId, BTreeSet<OsdNum>> {
         self.wanted_and_refused().0
@@ -87,7 +132,7 @@ impl Server {
     fn wanted_and_refused(&self) -> (BTreeMap<PgId, BTreeSet<OsdNum>>, BTreeMap<PgId, String>) {
         let mut out = BTreeMap::new();
         let mut refused = BTreeMap::new();
-        if self.lease_lost {
+        if !self.lease.held() {
             return (out, refused);
         }
         let (block, gran) = (
@@ -250,7 +295,7 @@ impl Server {
                     let Some(pg) = self.pgs.get(&key) else { return };
                     let drain = LifeEvent::Drain {
                         inflight: pg.inflight,
-                        lease_lost: self.lease_lost,
+                        lease_lost: !self.lease.held(),
                     };
                     self.pg_event(key, drain);
                 }
@@ -589,7 +634,7 @@ impl Server {
         let Some(pg) = self.pgs.get(&key) else { return };
         let drain = LifeEvent::Drain {
             inflight: pg.inflight,
-            lease_lost: self.lease_lost,
+            lease_lost: !self.lease.held(),
         };
         self.pg_event(key, drain);
     }

@@ -6,6 +6,18 @@
 //! [`Action`]s `peering.rs` carries out (etcd claims and releases, reports, connections, the
 //! peering round). What it must never do: let a draining PG peer again or stop while an op
 //! still runs on it, or release `pg/state` under a lease that is gone.
+//!
+//! [`LeaseWatch`] decides whether the OSD may lead PGs at all: the etcd thread posts the
+//! lease's expiry after every grant and keepalive, and the data path stops every PG at that
+//! deadline (less [`LEASE_MARGIN`]) by its own clock, without waiting for the etcd thread to
+//! notice. A process stopped (SIGSTOP, a long stall) past its lease then executes nothing
+//! that waited in its sockets, because the server checks the deadline after every wait,
+//! before it reads a request, and again before it sends the sub-ops it queued (a monotonic
+//! clock, which runs on under SIGSTOP). What remains is a stop between that last check and
+//! the sends in the same loop turn (a few microseconds of work): sub-ops queued in that turn
+//! may still leave, and blockstore writes submitted in it still run.
+
+use std::time::{Duration, Instant};
 
 use vitastor_layout::OsdNum;
 
@@ -138,11 +150,99 @@ pub fn step(phase: &mut Phase, event: Event) -> Vec<Action> {
     }
 }
 
+/// How long before the lease's computed expiry the data path stops leading PGs. The expiry
+/// already counts from when the last keepalive was sent (never later than etcd's own view);
+/// the margin covers scheduling delays between a clock read and what follows it.
+pub const LEASE_MARGIN: Duration = Duration::from_millis(500);
+
+/// What happens to the lease, as the data path sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseEvent {
+    /// The etcd thread granted or kept the lease alive: etcd keeps it until `expires`.
+    Renewed {
+        /// The lease's expiry.
+        expires: Instant,
+        /// The data path's clock now.
+        now: Instant,
+    },
+    /// The etcd thread reports the lease gone (it will get a new one).
+    Lost,
+    /// A session's initial load arrived: the lease is held and the view of etcd is current.
+    Loaded,
+    /// The data path's clock, read once per loop turn.
+    Check(Instant),
+}
+
+/// What the server does about the lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseAction {
+    /// Stop every PG at once and drop the requests queued to peers: nothing more is done
+    /// as primary.
+    StopAll,
+    /// The deadline had passed here but the lease turned out alive (a keepalive got
+    /// through): the PGs are led again.
+    ResumeAll,
+}
+
+/// The data path's view of its etcd lease. Starts without a lease.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LeaseWatch {
+    expires: Option<Instant>,
+    held: bool,
+    /// Stopped by the deadline here, not by the etcd thread: a renewal resumes.
+    expired_here: bool,
+}
+
+impl LeaseWatch {
+    /// Whether PGs may be led.
+    pub fn held(&self) -> bool {
+        self.held
+    }
+
+    fn past(expires: Instant, now: Instant) -> bool {
+        now + LEASE_MARGIN >= expires
+    }
+
+    /// Moves the view by `event`; returns what to do.
+    pub fn step(&mut self, event: LeaseEvent) -> Option<LeaseAction> {
+        match event {
+            LeaseEvent::Renewed { expires, now } => {
+                self.expires = Some(expires);
+                if self.expired_here && !Self::past(expires, now) {
+                    self.expired_here = false;
+                    self.held = true;
+                    return Some(LeaseAction::ResumeAll);
+                }
+                None
+            }
+            LeaseEvent::Lost => {
+                self.expired_here = false;
+                std::mem::replace(&mut self.held, false).then_some(LeaseAction::StopAll)
+            }
+            LeaseEvent::Loaded => {
+                self.expired_here = false;
+                self.held = true;
+                None
+            }
+            LeaseEvent::Check(now) => {
+                if self.held && self.expires.is_some_and(|e| Self::past(e, now)) {
+                    self.held = false;
+                    self.expired_here = true;
+                    return Some(LeaseAction::StopAll);
+                }
+                None
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, Instant};
+
     use vitastor_layout::OsdNum;
 
-    use super::{step, Action, Event};
+    use super::{step, Action, Event, LeaseAction, LeaseEvent, LeaseWatch, LEASE_MARGIN};
     use crate::peering_round::Event as RoundEvent;
     use crate::pg::Phase;
 
@@ -261,5 +361,75 @@ mod tests {
         for phase in [Phase::Connecting, Phase::Listing, DRAIN_REPEER] {
             assert_eq!(run(phase, Event::Tick).1, []);
         }
+    }
+
+    fn held_until(expires: Instant, now: Instant) -> LeaseWatch {
+        let mut w = LeaseWatch::default();
+        assert_eq!(w.step(LeaseEvent::Renewed { expires, now }), None);
+        assert_eq!(w.step(LeaseEvent::Loaded), None);
+        assert!(w.held());
+        w
+    }
+
+    #[test]
+    fn the_deadline_stops_every_pg_by_the_data_paths_own_clock() {
+        let t0 = Instant::now();
+        let ttl = Duration::from_secs(10);
+        let mut w = held_until(t0 + ttl, t0);
+        assert_eq!(w.step(LeaseEvent::Check(t0 + Duration::from_secs(9))), None);
+        assert!(w.held());
+        // Within the margin of the expiry: stop, once.
+        let late = t0 + ttl - LEASE_MARGIN;
+        assert_eq!(w.step(LeaseEvent::Check(late)), Some(LeaseAction::StopAll));
+        assert!(!w.held());
+        assert_eq!(w.step(LeaseEvent::Check(late + ttl)), None);
+        // A renewal whose expiry has passed too (a keepalive sent before the stall) does
+        // not resume; the etcd thread's verdict then changes nothing more.
+        let stale = LeaseEvent::Renewed {
+            expires: t0 + ttl,
+            now: late + ttl,
+        };
+        assert_eq!(w.step(stale), None);
+        assert!(!w.held());
+        assert_eq!(w.step(LeaseEvent::Lost), None);
+        // The next session's load leads again.
+        assert_eq!(w.step(LeaseEvent::Loaded), None);
+        assert!(w.held());
+    }
+
+    #[test]
+    fn a_keepalive_that_got_through_after_the_deadline_resumes() {
+        let t0 = Instant::now();
+        let mut w = held_until(t0 + Duration::from_secs(10), t0);
+        let late = t0 + Duration::from_millis(9800);
+        assert_eq!(w.step(LeaseEvent::Check(late)), Some(LeaseAction::StopAll));
+        let renewed = LeaseEvent::Renewed {
+            expires: late + Duration::from_secs(10),
+            now: late,
+        };
+        assert_eq!(w.step(renewed), Some(LeaseAction::ResumeAll));
+        assert!(w.held());
+        assert_eq!(w.step(renewed), None);
+    }
+
+    #[test]
+    fn the_etcd_threads_verdict_stops_without_a_deadline_and_needs_a_new_load() {
+        let t0 = Instant::now();
+        let mut w = held_until(t0 + Duration::from_secs(10), t0);
+        assert_eq!(w.step(LeaseEvent::Lost), Some(LeaseAction::StopAll));
+        assert_eq!(w.step(LeaseEvent::Lost), None);
+        // The new lease's grant alone does not lead PGs: its load does.
+        let granted = LeaseEvent::Renewed {
+            expires: t0 + Duration::from_secs(20),
+            now: t0 + Duration::from_secs(10),
+        };
+        assert_eq!(w.step(granted), None);
+        assert!(!w.held());
+        assert_eq!(w.step(LeaseEvent::Loaded), None);
+        assert!(w.held());
+        // Without any lease yet, nothing is led and nothing expires.
+        let mut fresh = LeaseWatch::default();
+        assert_eq!(fresh.step(LeaseEvent::Check(t0)), None);
+        assert!(!fresh.held());
     }
 }

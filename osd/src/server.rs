@@ -5,13 +5,14 @@
 //! One io_uring for everything: the blockstore's ring carries the disk I/O and also one-shot
 //! polls of the listener, the inbound connections, the outgoing peer connections and the
 //! etcd eventfd, so one `io_uring_enter` waits for all of them (with the shutdown signals
-//! unblocked only inside that wait). One loop round: wait; reap disk completions and fired
-//! polls; accept; read and decode; start or continue ops; route every finished sub-op
-//! (blockstore op or peer reply) to its owner; once a second run timers (peer pings and
-//! connect timeouts, retries of PGs that could not claim or peer, statistics); write replies
-//! and requests; re-arm the polls that fired. Only when the blockstore has queued work but no
-//! I/O in flight (work that progresses without a completion) does the wait time out after at
-//! most [`BS_BUSY_POLL_TIMEOUT`].
+//! unblocked only inside that wait). One loop round: wait; check the etcd lease's deadline
+//! (see [`crate::pg_lifecycle::LeaseWatch`]); reap disk completions and fired polls;
+//! accept; read and decode; start or continue ops; route every finished sub-op (blockstore
+//! op or peer reply) to its owner; once a second run timers (peer pings and connect
+//! timeouts, retries of PGs that could not claim or peer, statistics); check the deadline
+//! again; write replies and requests; re-arm the polls that fired. Only when the blockstore
+//! has queued work but no I/O in flight (work that progresses without a completion) does the
+//! wait time out after at most [`BS_BUSY_POLL_TIMEOUT`].
 //!
 //! Shutdown (SIGTERM/SIGINT): the listener is closed and no more requests are read; ops in
 //! progress finish and their replies are sent (for at most [`SHUTDOWN_GRACE`]); the
@@ -232,8 +233,9 @@ pub struct Server {
     pub(crate) stats: crate::stats::OsdStats,
     /// Sub-op results to deliver outside the call that produced them.
     deferred: Vec<(Owner, SubRes)>,
-    /// The etcd lease is gone: no PG may be served until a new session.
-    pub(crate) lease_lost: bool,
+    /// Whether the etcd lease is held, by etcd's word and this thread's clock: no PG is
+    /// served without it.
+    pub(crate) lease: crate::pg_lifecycle::LeaseWatch,
     pub(crate) last_stats: Instant,
     /// Ring polls armed: key → (generation, events).
     armed: HashMap<u64, (u16, i16)>,
@@ -326,7 +328,7 @@ impl Server {
             peering_epoch: 0,
             stats: Default::default(),
             deferred: Vec::new(),
-            lease_lost: true,
+            lease: Default::default(),
             last_stats: Instant::now(),
             armed: HashMap::new(),
             next_gen: 0,
@@ -387,6 +389,9 @@ impl Server {
                 .engine_mut()
                 .wait_for(Some(timeout))
                 .map_err(ServerError::Poll)?;
+            // Before anything that arrived during the wait is read: a process stopped past
+            // its lease must not act on requests that waited in its sockets meanwhile.
+            self.check_lease();
             // Reaps disk completions and keeps the fired socket polls aside.
             self.bs.poll(false)?;
             let mut fired = std::mem::take(&mut self.fired);
@@ -438,6 +443,8 @@ impl Server {
                     self.count_slow_ops(last_tick);
                 }
             }
+            // Again right before the sub-ops queued in this turn leave.
+            self.check_lease();
             self.bs.run();
             // Ops that finish inside `run` (a SYNC with nothing left to flush, a read served
             // from memory) complete without any I/O to wake the next wait: take them now,

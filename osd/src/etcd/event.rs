@@ -16,6 +16,15 @@ pub enum EtcdEvent {
     /// A session with etcd is up: the lease is granted and the state key is written. An
     /// [`EtcdEvent::InitialLoad`] follows.
     Connected,
+    /// The lease was granted, taken up again or kept alive: etcd keeps it until `expires`
+    /// (counted from when the request was sent). Sent before [`EtcdEvent::Connected`] for a
+    /// new session and after every keepalive, so the data path can stop leading PGs at the
+    /// deadline by its own clock even if this thread is late to report
+    /// [`EtcdEvent::LeaseLost`].
+    LeaseRenewed {
+        /// The lease's expiry (monotonic clock).
+        expires: std::time::Instant,
+    },
     /// No keepalive succeeded for a whole lease TTL: etcd considers the OSD down, so it must
     /// stop its PGs. Reported at the TTL, or at most one call timeout later if a call to an
     /// unresponsive etcd was in progress then. The thread keeps reconnecting with a new

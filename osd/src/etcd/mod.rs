@@ -16,7 +16,9 @@
 //! - Block the data path: the data path only reads the eventfd and drains channels
 //!   ([`EtcdThread::drain`]); sending a command never waits. Every etcd call on the side
 //!   thread is bounded by [`EtcdConfig::call_timeout`], so a stuck etcd shows up as
-//!   [`EtcdEvent::LeaseLost`] rather than as a hang.
+//!   [`EtcdEvent::LeaseLost`] rather than as a hang. Since this thread may itself be late
+//!   (a stalled process), it also posts the lease's expiry ([`EtcdEvent::LeaseRenewed`]) so
+//!   the data path can stop at the deadline by its own clock.
 //! - Panic or exit the process on a network error or on a bad value in etcd: unreachable
 //!   etcd means retrying, a value that is not JSON becomes [`EtcdEvent::BadValue`].
 //! - Decide anything about PGs: it reports what etcd says, the data path acts on it.

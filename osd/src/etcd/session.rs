@@ -129,11 +129,14 @@ impl Runner {
         format!("{}/{rel}", self.cfg.prefix)
     }
 
-    /// Remembers the lease's expiry for the time between sessions.
+    /// Remembers the lease's expiry for the time between sessions and tells the data path.
     fn hold(&mut self, lease: &Lease) {
         self.held = Some(Held {
             id: lease.id(),
             expires: lease.expires(),
+        });
+        self.events.send(EtcdEvent::LeaseRenewed {
+            expires: lease.expires().into_std(),
         });
     }
 
