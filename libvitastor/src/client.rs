@@ -202,6 +202,25 @@ struct Part {
 /// `Part::pair` of a part without a speculative partner.
 const NO_PAIR: u32 = u32::MAX;
 
+impl Default for Part {
+    /// A part of the image itself, not sent yet, without a speculative partner.
+    fn default() -> Part {
+        Part {
+            pool: 0,
+            pg: 0,
+            offset: 0,
+            len: 0,
+            op_offset: 0,
+            osd: 0,
+            direct: false,
+            layer: 0,
+            pair: NO_PAIR,
+            held: 0,
+            state: PartState::Waiting,
+        }
+    }
+}
+
 /// One op slot; fields keep their capacity across reuse.
 #[derive(Default)]
 struct Op {
@@ -688,13 +707,8 @@ impl Client {
 
     /// Queues an op; it starts when the ops before it allow (see the module docs).
     pub(crate) fn submit(&mut self, req: OpRequest<'_>, cb: Callback<OpDone>) {
-        let idx = self.free_ops.pop().unwrap_or_else(|| {
-            self.ops.push(Op::default());
-            self.ops.len() - 1
-        });
+        let idx = self.take_op_slot(req.kind);
         let op = &mut self.ops[idx];
-        op.active = true;
-        op.kind = req.kind;
         op.inode = req.inode;
         op.offset = req.offset;
         op.len = req.len;
@@ -827,12 +841,7 @@ impl Client {
                 offset: p.offset,
                 len: p.len,
                 op_offset: p.op_offset,
-                osd: 0,
-                direct: false,
-                layer: 0,
-                pair: NO_PAIR,
-                held: 0,
-                state: PartState::Waiting,
+                ..Part::default()
             })
         });
         match kind {
@@ -910,15 +919,7 @@ impl Client {
         op.parts.push(Part {
             pool: pool.id,
             pg,
-            offset: 0,
-            len: 0,
-            op_offset: 0,
-            osd: 0,
-            direct: false,
-            layer: 0,
-            pair: NO_PAIR,
-            held: 0,
-            state: PartState::Waiting,
+            ..Part::default()
         });
         self.dispatch(idx, 0);
     }
@@ -1298,6 +1299,18 @@ impl Client {
             self.maybe_auto_sync();
         }
         self.start_queued();
+    }
+
+    /// A free op slot (reused, or a new one), active as an op of `kind`.
+    fn take_op_slot(&mut self, kind: OpKind) -> usize {
+        let idx = self.free_ops.pop().unwrap_or_else(|| {
+            self.ops.push(Op::default());
+            self.ops.len() - 1
+        });
+        let op = &mut self.ops[idx];
+        op.active = true;
+        op.kind = kind;
+        idx
     }
 
     fn free_op(&mut self, idx: usize) {

@@ -47,12 +47,8 @@ impl Client {
                     offset: s.offset,
                     len: s.len,
                     op_offset: p.op_offset + off + s.op_offset,
-                    osd: 0,
-                    direct: false,
                     layer,
-                    pair: NO_PAIR,
-                    held: 0,
-                    state: PartState::Waiting,
+                    ..Part::default()
                 })
             });
         });
@@ -223,12 +219,8 @@ impl Client {
                                 offset: s.offset,
                                 len: s.len,
                                 op_offset: top_part.op_offset + off + s.op_offset,
-                                osd: 0,
-                                direct: false,
                                 layer: 2,
-                                pair: NO_PAIR,
-                                held: 0,
-                                state: PartState::Waiting,
+                                ..Part::default()
                             })
                         });
                     });

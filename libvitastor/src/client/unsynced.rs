@@ -16,7 +16,7 @@ use std::rc::Rc;
 
 use rustc_hash::FxHashSet;
 
-use super::{Client, DirtyState, Op, OpKind, Part, PartState, NO_PAIR};
+use super::{Client, DirtyState, OpKind, Part};
 use crate::sys::IoVec;
 
 impl Client {
@@ -42,17 +42,8 @@ impl Client {
         op.parts.clear();
         op.restart = false;
         op.parts.extend(osds.iter().map(|&osd| Part {
-            pool: 0,
-            pg: 0,
-            offset: 0,
-            len: 0,
-            op_offset: 0,
             osd,
-            direct: false,
-            layer: 0,
-            pair: NO_PAIR,
-            held: 0,
-            state: PartState::Waiting,
+            ..Part::default()
         }));
         if osds.is_empty() {
             return self.finish_op(idx);
@@ -96,23 +87,12 @@ impl Client {
                 pg: d.pg,
                 offset: d.offset,
                 len: d.len,
-                op_offset: 0,
-                osd: 0,
-                direct: false,
-                layer: 0,
-                pair: NO_PAIR,
-                held: 0,
-                state: PartState::Waiting,
+                ..Part::default()
             };
             let (inode, offset, len) = (d.inode, d.offset, d.len);
             let keep = d.data.as_ref().map(|(data, _)| Rc::clone(data));
-            let idx = self.free_ops.pop().unwrap_or_else(|| {
-                self.ops.push(Op::default());
-                self.ops.len() - 1
-            });
+            let idx = self.take_op_slot(kind);
             let op = &mut self.ops[idx];
-            op.active = true;
-            op.kind = kind;
             op.inode = inode;
             op.offset = offset;
             op.len = len.into();
@@ -143,13 +123,8 @@ impl Client {
         let over = self.dirty_bytes >= self.settings.max_dirty_bytes
             || self.dirty.len() as u64 >= self.settings.max_dirty_ops;
         if over && !self.sync_running && self.syncs_queued == 0 {
-            let idx = self.free_ops.pop().unwrap_or_else(|| {
-                self.ops.push(Op::default());
-                self.ops.len() - 1
-            });
+            let idx = self.take_op_slot(OpKind::Sync);
             let op = &mut self.ops[idx];
-            op.active = true;
-            op.kind = OpKind::Sync;
             op.callback = None;
             self.syncs_queued += 1;
             self.queue.push_back(idx);
