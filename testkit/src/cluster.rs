@@ -10,6 +10,7 @@ use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -88,6 +89,19 @@ impl ClusterOptions {
             write_pg_config: true,
             monitors: 0,
             mon_args: Vec::new(),
+        }
+    }
+
+    /// For post-mortems: with `VITASTOR_TEST_DIR` set, the cluster's data, configs and logs
+    /// go to a fresh `$VITASTOR_TEST_DIR/<name>-<pid>-<n>` and stay there (`n` counts the
+    /// calls in this process, so parallel tests never share one); without it, nothing changes.
+    pub fn keep_dir_from_env(&mut self, name: &str) {
+        static SEQ: AtomicUsize = AtomicUsize::new(0);
+        if let Ok(root) = std::env::var("VITASTOR_TEST_DIR") {
+            let n = SEQ.fetch_add(1, Ordering::Relaxed);
+            let dir = PathBuf::from(root).join(format!("{name}-{}-{n}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            self.dir = Some(dir);
         }
     }
 }
@@ -562,6 +576,89 @@ impl Cluster {
     /// Waits until every PG of pool 1 is exactly `active` (nothing degraded or misplaced).
     pub fn wait_clean(&self, timeout: Duration) -> Result<(), TestkitError> {
         self.wait_pgs(timeout, "clean", |s| s == ["active"])
+    }
+
+    /// What OSD `num` has logged so far (empty before its first start).
+    pub fn osd_log(&self, num: u64) -> String {
+        fs::read_to_string(self.dir.join(format!("osd{num}.log"))).unwrap_or_default()
+    }
+
+    /// Sets option `key` of OSD `num` to `value` in its config file, or removes it for
+    /// `None`; the OSD reads it when it next starts.
+    pub fn set_osd_option(
+        &self,
+        num: u64,
+        key: &str,
+        value: Option<Value>,
+    ) -> Result<(), TestkitError> {
+        let path = &self.osds[(num - 1) as usize].config;
+        let io = |source| TestkitError::Io {
+            what: format!("OSD config {}", path.display()),
+            source,
+        };
+        let mut cfg: Value = serde_json::from_slice(&fs::read(path).map_err(io)?)
+            .map_err(|e| err(format!("{}: {e}", path.display())))?;
+        let map = cfg
+            .as_object_mut()
+            .ok_or_else(|| err(format!("{} is not a JSON object", path.display())))?;
+        match value {
+            Some(v) => map.insert(key.into(), v),
+            None => map.remove(key),
+        };
+        fs::write(path, cfg.to_string()).map_err(io)
+    }
+
+    /// Writes `pg/config` of pool 1 with `sets` and, as the monitor does when OSDs go down,
+    /// the first OSD of each set that is not in `down` as its primary (0 when none is up).
+    pub fn set_primaries(&self, sets: &[Vec<u64>], down: &[u64]) -> Result<(), TestkitError> {
+        let mut pgs = serde_json::Map::new();
+        for (i, set) in sets.iter().enumerate() {
+            let primary = set.iter().copied().find(|o| !down.contains(o)).unwrap_or(0);
+            pgs.insert(
+                (i + 1).to_string(),
+                json!({"osd_set": set, "primary": primary}),
+            );
+        }
+        self.put_json("pg/config", &json!({"items": {"1": pgs}}))
+    }
+
+    /// Waits until the `pg/state` of every PG of pool 1 names the first OSD of its set in
+    /// `sets` as primary.
+    pub fn wait_primaries(&self, sets: &[Vec<u64>], timeout: Duration) -> Result<(), TestkitError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let states = self.pg_states()?;
+            let moved = states.len() == sets.len()
+                && states
+                    .iter()
+                    .all(|(pg, v)| v["primary"].as_u64() == Some(sets[*pg as usize - 1][0]));
+            if moved {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(err(format!(
+                    "primaries are not the first OSDs of {sets:?} after {timeout:?}: {states:?}"
+                )));
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until at most `n` of the started OSD processes still run (the others exited).
+    pub fn wait_osds_running(&mut self, n: usize, timeout: Duration) -> Result<(), TestkitError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let running = self.osds_running();
+            if running <= n {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(err(format!(
+                    "{running} OSDs still run after {timeout:?} (waited for {n})"
+                )));
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
     }
 }
 
