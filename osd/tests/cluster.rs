@@ -3,41 +3,25 @@
 //! rebalancing after a `pg/config` change, two OSDs racing for one PG, deletes while an OSD is
 //! down, and garbage on the OSD port.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use common::{INODE, OBJ};
 use serde_json::json;
-use vitastor_testkit::{Cluster, ClusterOptions, TestClient};
+use vitastor_testkit::{Cluster, TestClient};
 
-const INODE: u64 = (1 << 48) | 1;
-const OBJ: u64 = 128 << 10;
 const WAIT: Duration = Duration::from_secs(60);
 
-fn bin_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_vitastor-osd"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
 fn cluster(osds: usize, pg_size: usize, commit: &str, pg_count: u32) -> Cluster {
-    let mut o = ClusterOptions::new(bin_dir());
+    let mut o = common::options(&format!("cluster-{pg_size}-{commit}"));
     o.osds = osds;
     o.pg_size = pg_size;
     o.pg_count = pg_count;
     o.immediate_commit = commit.into();
     o.osd_size = 256 << 20;
-    // For post-mortems: keep data and logs of the cluster in this directory.
-    if let Ok(dir) = std::env::var("VITASTOR_TEST_DIR") {
-        static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir =
-            PathBuf::from(dir).join(format!("{}-{seq}-{pg_size}-{commit}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        o.dir = Some(dir);
-    }
     Cluster::start(o).expect("cluster starts")
 }
 
@@ -100,41 +84,6 @@ fn verify_replicas(c: &mut TestClient, sets: &[Vec<u64>], objects: u64, generati
     }
 }
 
-/// Writes `pg/config` with the same sets and, as the monitor does when an OSD goes down,
-/// the first OSD of each set that is not in `down` as primary.
-fn set_primaries(cl: &Cluster, sets: &[Vec<u64>], down: &[u64]) {
-    let mut pgs = serde_json::Map::new();
-    for (i, set) in sets.iter().enumerate() {
-        let primary = set.iter().copied().find(|o| !down.contains(o)).unwrap_or(0);
-        pgs.insert(
-            (i + 1).to_string(),
-            json!({"osd_set": set, "primary": primary}),
-        );
-    }
-    cl.put_json("pg/config", &json!({"items": {"1": pgs}}))
-        .unwrap();
-}
-
-/// Waits until every PG's `pg/state` names the primary of `sets` (the first OSD).
-fn wait_primaries(cl: &Cluster, sets: &[Vec<u64>]) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let states = cl.pg_states().unwrap();
-        let ok = states.len() == sets.len()
-            && states
-                .iter()
-                .all(|(pg, v)| v["primary"].as_u64() == Some(sets[*pg as usize - 1][0]));
-        if ok {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "primaries did not move: {states:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn replicated_io_pg_size_2_and_3_with_and_without_immediate_commit() {
     for (pg_size, commit) in [(2, "all"), (3, "all"), (2, "none"), (3, "none")] {
@@ -179,7 +128,7 @@ fn killed_osd_degrades_then_recovers() {
     };
     started_rx.recv().unwrap();
     cl.kill_osd(3);
-    set_primaries(&cl, &sets, &[3]);
+    cl.set_primaries(&sets, &[3]).unwrap();
     writer.join().expect("writer thread");
     verify_objects(&mut c, 48, 2);
     cl.wait_pgs(WAIT, "active and serving", |s| {
@@ -196,8 +145,8 @@ fn killed_osd_degrades_then_recovers() {
         "some PG must report degraded: {states:?}"
     );
     cl.start_osd(3).unwrap();
-    set_primaries(&cl, &sets, &[]);
-    wait_primaries(&cl, &sets);
+    cl.set_primaries(&sets, &[]).unwrap();
+    cl.wait_primaries(&sets, WAIT).unwrap();
     cl.wait_clean(WAIT).unwrap();
     let mut c = TestClient::new(&cl);
     verify_objects(&mut c, 48, 2);
@@ -224,7 +173,7 @@ fn pg_config_change_rebalances_and_removes_old_copies() {
         ));
     }
     cl.put_json_atomic(&kvs).unwrap();
-    wait_primaries(&cl, &new);
+    cl.wait_primaries(&new, WAIT).unwrap();
     cl.wait_clean(WAIT).unwrap();
     let deadline = Instant::now() + WAIT;
     while !cl.get_prefix("pg/history/").unwrap().is_empty() {
@@ -319,7 +268,7 @@ fn delete_while_an_osd_is_down_stays_deleted() {
     write_objects(&mut c, 8, 1);
     cl.kill_osd(2);
     let sets = cl.default_sets();
-    set_primaries(&cl, &sets, &[2]);
+    cl.set_primaries(&sets, &[2]).unwrap();
     for o in 0..4u64 {
         c.delete(INODE, o * OBJ).expect("delete");
     }
@@ -351,8 +300,8 @@ fn delete_while_an_osd_is_down_stays_deleted() {
         }
     }
     // The PGs go back to their default primaries, osd.2 among them: nothing comes back.
-    set_primaries(&cl, &sets, &[]);
-    wait_primaries(&cl, &sets);
+    cl.set_primaries(&sets, &[]).unwrap();
+    cl.wait_primaries(&sets, WAIT).unwrap();
     cl.wait_clean(WAIT).unwrap();
     let mut c = TestClient::new(&cl);
     for o in 0..8u64 {

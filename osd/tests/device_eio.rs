@@ -4,56 +4,25 @@
 //! must exit with status 5 and say why in its log, its PGs must move to the other OSDs, no
 //! write that hit the fault may be acknowledged, and every acknowledged write must read back.
 
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+mod common;
 
-use serde_json::Value;
-use vitastor_testkit::{Cluster, ClusterOptions, TestClient};
+use std::time::Duration;
 
-const INODE: u64 = (1 << 48) | 1;
-const OBJ: u64 = 128 << 10;
+use common::{block, INODE, OBJ};
+use vitastor_testkit::{Cluster, TestClient};
+
 const OBJECTS: u64 = 160;
 /// A liveness bound for the cluster's state changes, not a timing criterion.
 const WAIT: Duration = Duration::from_secs(120);
 
-fn bin_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_vitastor-osd"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn block(o: u64) -> Vec<u8> {
-    (0..4096u32)
-        .map(|i| (o as u8).wrapping_mul(11) ^ (i as u8).wrapping_mul(37) ^ 0xa5)
-        .collect()
-}
-
 #[test]
 fn an_osd_whose_device_fails_a_write_stops_and_its_pgs_move() {
-    let mut o = ClusterOptions::new(bin_dir());
-    o.osds = 3;
-    o.pg_size = 2;
-    o.pg_minsize = Some(1);
-    o.pg_count = 8;
-    o.osd_size = 256 << 20;
+    let mut o = common::rep2_options("device-eio", 3, 8);
     o.monitors = 1;
     o.write_pg_config = false;
-    if let Ok(dir) = std::env::var("VITASTOR_TEST_DIR") {
-        let dir = PathBuf::from(dir).join(format!("device-eio-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        o.dir = Some(dir);
-    }
     let mut cl = Cluster::start(o).expect("cluster starts");
     cl.kill_osd(1);
-    let path = cl.osds[0].config.clone();
-    let mut cfg: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    cfg.as_object_mut().unwrap().insert(
-        "inject_faults".into(),
-        Value::from("write:eio:area=journal,after=60,count=1"),
-    );
-    std::fs::write(&path, serde_json::to_vec(&cfg).unwrap()).unwrap();
-    cl.start_osd(1).expect("OSD 1 restarts with the fault");
+    common::start_with_faults(&mut cl, 1, Some("write:eio:area=journal,after=60,count=1"));
     cl.wait_active(WAIT).expect("PGs active");
 
     let mut c = TestClient::new(&cl);
@@ -62,7 +31,7 @@ fn an_osd_whose_device_fails_a_write_stops_and_its_pgs_move() {
     let mut acked = Vec::new();
     let mut failed = Vec::new();
     for o in 0..OBJECTS {
-        match c.write(INODE, o * OBJ, &block(o)) {
+        match c.write(INODE, o * OBJ, &block(o, 1)) {
             Ok(_) => acked.push(o),
             // The writes in flight on OSD 1 when its device failed.
             Err(e) => {
@@ -72,15 +41,9 @@ fn an_osd_whose_device_fails_a_write_stops_and_its_pgs_move() {
         }
     }
 
-    let deadline = Instant::now() + WAIT;
-    while cl.osds_running() > 2 {
-        assert!(
-            Instant::now() < deadline,
-            "OSD 1 still runs on a failed device"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let log = std::fs::read_to_string(cl.dir().join("osd1.log")).unwrap_or_default();
+    cl.wait_osds_running(2, WAIT)
+        .expect("OSD 1 stops on a failed device");
+    let log = cl.osd_log(1);
     assert!(
         log.contains("device error") && log.contains("stopped serving"),
         "OSD 1's log does not say why it stopped:\n{log}"
@@ -98,7 +61,7 @@ fn an_osd_whose_device_fails_a_write_stops_and_its_pgs_move() {
             .read(INODE, o * OBJ, 4096)
             .expect("read after OSD 1 stopped");
         assert!(
-            got == block(o),
+            got == block(o, 1),
             "acknowledged object {o} differs after OSD 1 stopped"
         );
     }

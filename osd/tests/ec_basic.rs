@@ -5,28 +5,23 @@
 //! rotate (every part moves): the parts are rebuilt on their new positions and gone from
 //! the old ones.
 
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+mod common;
 
+use std::time::Duration;
+
+use common::INODE;
 use vitastor_osd::ec::codec::Codec;
 use vitastor_protocol::{obj_ver_ids, RequestOp, SecListOp};
-use vitastor_testkit::{Cluster, ClusterOptions, TestClient};
+use vitastor_testkit::{Cluster, TestClient};
 
-const INODE: u64 = (1 << 48) | 1;
 const PART: u64 = 128 << 10;
 const K: usize = 2;
 const OBJ: u64 = PART * K as u64;
 const OBJECTS: u64 = 4;
-
-fn bin_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_vitastor-osd"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+const WAIT: Duration = Duration::from_secs(60);
 
 fn cluster(scheme: &str, commit: &str) -> Cluster {
-    let mut o = ClusterOptions::new(bin_dir());
+    let mut o = common::options(&format!("ec-basic-{scheme}"));
     o.osds = 3;
     o.pg_size = 3;
     o.scheme = scheme.into();
@@ -35,12 +30,6 @@ fn cluster(scheme: &str, commit: &str) -> Cluster {
     o.pg_count = 2;
     o.immediate_commit = commit.into();
     o.osd_size = 256 << 20;
-    // For post-mortems: keep data and logs of the cluster in this directory.
-    if let Ok(dir) = std::env::var("VITASTOR_TEST_DIR") {
-        let dir = PathBuf::from(dir).join(format!("{}-ec-basic-{scheme}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        o.dir = Some(dir);
-    }
     Cluster::start(o).expect("cluster starts")
 }
 
@@ -147,31 +136,9 @@ fn check_parts(
     }
 }
 
-/// Waits until every PG is clean under the first OSD of its set in `sets`.
-fn wait_clean_on(cl: &Cluster, sets: &[Vec<u64>]) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let states = cl.pg_states().expect("pg/state");
-        let done = states.len() == sets.len()
-            && states.iter().all(|(pg, v)| {
-                v["primary"] == sets[*pg as usize - 1][0]
-                    && v["state"] == serde_json::json!(["active"])
-            });
-        if done {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never clean on the new sets: {states:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn run(scheme: &str, commit: &str) {
     let cl = cluster(scheme, commit);
-    cl.wait_active(Duration::from_secs(60))
-        .expect("every PG goes active");
+    cl.wait_active(WAIT).expect("every PG goes active");
     let mut c = TestClient::new(&cl);
     let mut model = vec![0u8; (OBJ * OBJECTS) as usize];
     // Object 0: whole; object 1: pieces in both parts and across the part edge, then
@@ -214,7 +181,9 @@ fn run(scheme: &str, commit: &str) {
         .map(|s| s.iter().map(|&o| o % 3 + 1).collect())
         .collect();
     cl.write_pg_config(&rotated).expect("pg/config");
-    wait_clean_on(&cl, &rotated);
+    cl.wait_primaries(&rotated, WAIT)
+        .expect("primaries move to the new sets");
+    cl.wait_clean(WAIT).expect("clean on the new sets");
     check_parts(&mut c, scheme, &model, &rotated, Some(&sets));
     for o in 0..OBJECTS {
         let got = c.read(INODE, o * OBJ, OBJ as u32).expect("read");

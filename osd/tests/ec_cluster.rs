@@ -13,15 +13,16 @@
 //! Waits are deadlines on conditions; no timing decides a result. fio runs are bounded by
 //! size, not time.
 
+mod common;
+
 use std::fs;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use vitastor_osd::ec::codec::Codec;
-use vitastor_testkit::{artifacts, require_tools, Cluster, ClusterOptions, TestClient};
+use vitastor_testkit::{artifacts, require_tools, Cluster, TestClient};
 
 const FIO: &str = "/usr/bin/fio";
 const KIB: u64 = 1 << 10;
@@ -63,6 +64,11 @@ const EC_4_2: Shape = Shape {
 };
 
 impl Shape {
+    /// `ec-<scheme>-<k>-<m>`, for the cluster's directory.
+    fn name(&self) -> String {
+        format!("ec-{}-{}-{}", self.scheme, self.k, self.m)
+    }
+
     fn codec(&self) -> Codec {
         match self.scheme {
             "xor" => Codec::xor(self.k),
@@ -75,7 +81,7 @@ impl Shape {
 /// A cluster of `k + m` OSDs whose pool 1 has `shape`, `pg_minsize` = k (so up to `m` OSDs
 /// may be down while PGs serve), one PG set per rotation of the OSDs, primary first.
 fn ec_cluster(shape: Shape, commit: &str, pg_count: u32) -> Cluster {
-    let mut o = ClusterOptions::new(bin_dir());
+    let mut o = common::options(&shape.name());
     o.osds = shape.k + shape.m;
     o.pg_size = shape.k + shape.m;
     o.scheme = shape.scheme.into();
@@ -84,32 +90,7 @@ fn ec_cluster(shape: Shape, commit: &str, pg_count: u32) -> Cluster {
     o.pg_count = pg_count;
     o.immediate_commit = commit.into();
     o.osd_size = 256 * MIB;
-    keep_dir_for_post_mortem(&mut o, shape);
     Cluster::start(o).expect("cluster starts")
-}
-
-fn bin_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_vitastor-osd"))
-        .parent()
-        .expect("target/<profile>")
-        .to_path_buf()
-}
-
-/// With `VITASTOR_TEST_DIR`, the cluster's data and logs stay in a directory under it.
-fn keep_dir_for_post_mortem(o: &mut ClusterOptions, shape: Shape) {
-    if let Ok(dir) = std::env::var("VITASTOR_TEST_DIR") {
-        static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = PathBuf::from(dir).join(format!(
-            "{}-ec-{seq}-{}-{}-{}",
-            std::process::id(),
-            shape.scheme,
-            shape.k,
-            shape.m
-        ));
-        let _ = fs::remove_dir_all(&dir);
-        o.dir = Some(dir);
-    }
 }
 
 // ---- fio through the engine ----
@@ -347,44 +328,6 @@ fn granule_diff(parts: &[Vec<u8>], fresh: &[u8], p: usize) -> String {
     out.join(" ")
 }
 
-// ---- PG sets and primaries (no monitor: the test plays its part) ----
-
-/// Writes `pg/config` with the same sets and, as the monitor does when OSDs go down, the
-/// first OSD of each set that is not in `down` as primary.
-fn set_primaries(cl: &Cluster, down: &[u64]) {
-    let mut pgs = serde_json::Map::new();
-    for (i, set) in cl.default_sets().iter().enumerate() {
-        let primary = set.iter().copied().find(|o| !down.contains(o)).unwrap_or(0);
-        pgs.insert(
-            (i + 1).to_string(),
-            json!({"osd_set": set, "primary": primary}),
-        );
-    }
-    cl.put_json("pg/config", &json!({"items": {"1": pgs}}))
-        .expect("writing pg/config");
-}
-
-/// Waits until every PG's `pg/state` names the first OSD of its set as primary.
-fn wait_first_primaries(cl: &Cluster) {
-    let sets = cl.default_sets();
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let states = cl.pg_states().expect("pg/state");
-        let ok = states.len() == sets.len()
-            && states
-                .iter()
-                .all(|(pg, v)| v["primary"].as_u64() == Some(sets[*pg as usize - 1][0]));
-        if ok {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "primaries did not move back: {states:?}"
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
-}
-
 // ---- the scenarios ----
 
 /// Every fio job of the issue on its own image (so every part written stays checkable),
@@ -459,7 +402,8 @@ fn fio_matrix_kill_and_recover(shape: Shape, commit: &str, victims: &[u64]) {
     for &osd in victims {
         cl.kill_osd(osd);
     }
-    set_primaries(&cl, victims);
+    cl.set_primaries(&cl.default_sets(), victims)
+        .expect("writing pg/config");
     run.finish(Bytes::WrittenAndVerified(total));
     images.push((n, total, Some(job)));
     // Every image read back and verified by a new client while the victims are down.
@@ -473,8 +417,10 @@ fn fio_matrix_kill_and_recover(shape: Shape, commit: &str, victims: &[u64]) {
     for &osd in victims {
         cl.start_osd(osd).expect("OSD back");
     }
-    set_primaries(&cl, &[]);
-    wait_first_primaries(&cl);
+    cl.set_primaries(&cl.default_sets(), &[])
+        .expect("writing pg/config");
+    cl.wait_primaries(&cl.default_sets(), WAIT)
+        .expect("primaries move back");
     cl.wait_clean(WAIT).expect("recovery to clean");
     TestClient::new(&cl).sync_all().expect("SYNC");
     for (n, size, _) in &images {
@@ -550,11 +496,8 @@ fn torn_stripe_reads_all_old_or_all_new() {
             res.is_err(),
             "osd.1 did not abort at {point} of its third EC write"
         );
-        let deadline = Instant::now() + WAIT;
-        while cl.osds_running() != 2 {
-            assert!(Instant::now() < deadline, "osd.1 still runs after {point}");
-            thread::sleep(Duration::from_millis(50));
-        }
+        cl.wait_osds_running(2, WAIT)
+            .unwrap_or_else(|e| panic!("osd.1 still runs after {point}: {e:?}"));
         cl.kill_osd(1);
         cl.start_osd(1).expect("osd.1 restarted");
         cl.wait_active(WAIT).expect("active after the restart");
@@ -624,7 +567,7 @@ fn wait_pool_stats(cl: &Cluster, id: &str, ok: impl Fn(&Value) -> bool) -> Value
 /// serving I/O.
 #[test]
 fn impossible_pools_get_a_reason_and_the_osds_keep_running() {
-    let mut o = ClusterOptions::new(bin_dir());
+    let mut o = common::options(&EC_2_1.name());
     o.osds = 3;
     o.pg_size = 3;
     o.scheme = "ec".into();
@@ -633,7 +576,6 @@ fn impossible_pools_get_a_reason_and_the_osds_keep_running() {
     o.pg_count = 8;
     o.osd_size = 256 * MIB;
     o.monitors = 1;
-    keep_dir_for_post_mortem(&mut o, EC_2_1);
     let mut cl = Cluster::start(o).expect("cluster starts");
     let mut pools = cl
         .get_prefix("config/pools")

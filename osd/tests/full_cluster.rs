@@ -4,13 +4,13 @@
 //! new writes, and the PGs must stay active instead of peering again and again (counted from
 //! the OSDs' logs: one "active on" line per peering round).
 
-use std::path::PathBuf;
+mod common;
+
 use std::time::Duration;
 
-use vitastor_testkit::{Cluster, ClusterOptions, TestClient};
+use common::{INODE, OBJ};
+use vitastor_testkit::{Cluster, TestClient};
 
-const INODE: u64 = (1 << 48) | 1;
-const OBJ: u64 = 128 << 10;
 const ENOSPC: i64 = -28;
 const PG_COUNT: u32 = 8;
 
@@ -25,8 +25,7 @@ fn object_data(o: u64, generation: u8) -> Vec<u8> {
 fn peering_rounds(cl: &Cluster) -> usize {
     (1..=cl.osds.len())
         .map(|n| {
-            std::fs::read_to_string(cl.dir().join(format!("osd{n}.log")))
-                .unwrap_or_default()
+            cl.osd_log(n as u64)
                 .lines()
                 .filter(|l| l.contains(": active on "))
                 .count()
@@ -34,28 +33,11 @@ fn peering_rounds(cl: &Cluster) -> usize {
         .sum()
 }
 
-fn bin_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_vitastor-osd"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
 #[test]
 fn a_full_cluster_serves_reads_and_deletes_and_does_not_peer_in_a_loop() {
-    let mut o = ClusterOptions::new(bin_dir());
-    o.osds = 3;
-    o.pg_size = 2;
-    o.pg_minsize = Some(1);
-    o.pg_count = PG_COUNT;
+    let mut o = common::rep2_options("full", 3, PG_COUNT);
     // About 30 MiB of data blocks per OSD beside the default 32 MiB journal.
     o.osd_size = 64 << 20;
-    // For post-mortems: keep data and logs in this directory.
-    if let Ok(dir) = std::env::var("VITASTOR_TEST_DIR") {
-        let dir = PathBuf::from(dir).join(format!("full-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        o.dir = Some(dir);
-    }
     let cl = Cluster::start(o).expect("cluster starts");
     let mut c = TestClient::new(&cl);
     c.retry_for = Duration::from_secs(30);

@@ -13,61 +13,23 @@
 //!
 //! Only processes this test started are signalled, by PID; the cluster stops on drop.
 
-use std::path::PathBuf;
+mod common;
+
 use std::time::Duration;
 
-use serde_json::Value;
-use vitastor_testkit::{Cluster, ClusterOptions, TestClient};
+use common::{block, INODE, OBJ};
+use vitastor_testkit::{Cluster, TestClient};
 
-const INODE: u64 = (1 << 48) | 1;
-const OBJ: u64 = 128 << 10;
 const PG_COUNT: u32 = 4;
 /// A liveness bound for the cluster's state changes, not a timing criterion.
 const WAIT: Duration = Duration::from_secs(90);
 
-fn bin_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_vitastor-osd"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn block(o: u64, round: u8) -> Vec<u8> {
-    (0..4096u32)
-        .map(|i| (o as u8).wrapping_mul(13) ^ (i as u8).wrapping_mul(31) ^ round)
-        .collect()
-}
-
 fn cluster(name: &str) -> Cluster {
-    let mut o = ClusterOptions::new(bin_dir());
-    o.osds = 2;
-    o.pg_size = 2;
-    o.pg_minsize = Some(1);
-    o.pg_count = PG_COUNT;
-    o.osd_size = 256 << 20;
+    let mut o = common::rep2_options(name, 2, PG_COUNT);
     o.osd_args = ["--osd_op_timeout", "3", "--peer_connect_interval", "3"]
         .map(String::from)
         .to_vec();
-    if let Ok(dir) = std::env::var("VITASTOR_TEST_DIR") {
-        let dir = PathBuf::from(dir).join(format!("{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        o.dir = Some(dir);
-    }
     Cluster::start(o).expect("cluster starts")
-}
-
-/// Restarts OSD 2 with `plan` as its `inject_faults` (none for `None`).
-fn restart_osd2(cl: &mut Cluster, plan: Option<&str>) {
-    cl.kill_osd(2);
-    let path = cl.osds[1].config.clone();
-    let mut cfg: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    let map = cfg.as_object_mut().expect("OSD config is a JSON object");
-    match plan {
-        Some(p) => map.insert("inject_faults".into(), Value::from(p)),
-        None => map.remove("inject_faults"),
-    };
-    std::fs::write(&path, serde_json::to_vec(&cfg).unwrap()).unwrap();
-    cl.start_osd(2).expect("OSD 2 restarts");
 }
 
 /// Objects in PGs whose primary is OSD 1 (`default_sets`: odd PG numbers).
@@ -95,19 +57,8 @@ fn check_recovered(cl: &Cluster, objects: &[u64], round: u8) {
             c.read(INODE, o * OBJ, 4096).unwrap() == block(o, round),
             "object {o}"
         );
-        for osd in [1, 2] {
-            let (version, data) = c.read_replica(osd, INODE, o * OBJ).expect("replica read");
-            assert!(version > 0, "object {o} missing on osd.{osd}");
-            assert!(
-                data[..4096] == block(o, round),
-                "object {o} differs on osd.{osd}"
-            );
-        }
+        common::assert_replicas(&mut c, &[1, 2], o, &block(o, round));
     }
-}
-
-fn osd_log(cl: &Cluster, osd: u64) -> String {
-    std::fs::read_to_string(cl.dir().join(format!("osd{osd}.log"))).unwrap_or_default()
 }
 
 #[test]
@@ -117,16 +68,18 @@ fn a_secondary_whose_disk_hangs_is_dropped_after_the_op_timeout() {
     c.retry_for = Duration::from_secs(60);
     let objects = objects_led_by_osd1(&c, 24);
     write_all(&mut c, &objects, 1);
-    restart_osd2(&mut cl, Some("write:delay:ms=3600000"));
+    cl.kill_osd(2);
+    common::start_with_faults(&mut cl, 2, Some("write:delay:ms=3600000"));
     cl.wait_active(WAIT)
         .expect("PGs active with OSD 2's disk hung");
     write_all(&mut c, &objects, 2);
-    let log = osd_log(&cl, 1);
+    let log = cl.osd_log(1);
     assert!(
         log.contains("peer osd.2 lost") && log.contains("osd_op_timeout"),
         "OSD 1 never dropped OSD 2 for an op timeout; its log:\n{log}"
     );
-    restart_osd2(&mut cl, None);
+    cl.kill_osd(2);
+    common::start_with_faults(&mut cl, 2, None);
     check_recovered(&cl, &objects, 2);
 }
 

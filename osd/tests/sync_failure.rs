@@ -4,28 +4,15 @@
 //! are not stable; once acknowledged, the writes survive the primary's crash too and end up
 //! on both replicas after recovery.
 
-use std::path::PathBuf;
+mod common;
+
 use std::time::{Duration, Instant};
 
-use vitastor_testkit::{Cluster, ClusterOptions, TestClient};
+use common::{block, INODE, OBJ};
+use vitastor_testkit::{Cluster, TestClient};
 
-const INODE: u64 = (1 << 48) | 1;
-const OBJ: u64 = 128 << 10;
 const OBJECTS: u64 = 16;
 const WAIT: Duration = Duration::from_secs(60);
-
-fn bin_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_vitastor-osd"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn block(o: u64, generation: u8) -> Vec<u8> {
-    (0..4096u32)
-        .map(|i| (o as u8) ^ (i as u8).wrapping_mul(31) ^ generation.wrapping_mul(101))
-        .collect()
-}
 
 /// SYNC until it succeeds: a failure tells the client to keep (and here: retry) its writes.
 fn sync_until_ok(c: &mut TestClient) {
@@ -38,14 +25,9 @@ fn sync_until_ok(c: &mut TestClient) {
 
 #[test]
 fn a_secondary_killed_between_write_and_sync() {
-    let mut o = ClusterOptions::new(bin_dir());
-    o.osds = 2;
-    o.pg_size = 2;
-    o.pg_minsize = Some(1);
     // One PG, set [1, 2]: osd.1 is the primary, osd.2 the secondary that dies.
-    o.pg_count = 1;
+    let mut o = common::rep2_options("sync-failure", 2, 1);
     o.immediate_commit = "none".into();
-    o.osd_size = 256 << 20;
     let mut cl = Cluster::start(o).expect("cluster starts");
     let mut c = TestClient::new(&cl);
     for o in 0..OBJECTS {
@@ -70,10 +52,6 @@ fn a_secondary_killed_between_write_and_sync() {
         let want = block(o, if o < OBJECTS / 2 { 2 } else { 1 });
         let got = c.read(INODE, o * OBJ, 4096).expect("read");
         assert!(got == want, "object {o} differs");
-        for osd in [1, 2] {
-            let (version, data) = c.read_replica(osd, INODE, o * OBJ).expect("replica read");
-            assert!(version > 0, "object {o} missing on osd.{osd}");
-            assert!(data[..4096] == want, "object {o} differs on osd.{osd}");
-        }
+        common::assert_replicas(&mut c, &[1, 2], o, &want);
     }
 }
