@@ -72,6 +72,25 @@ fn store(cfg: &BlockstoreConfig) -> Blockstore<Tap<Counting>> {
     bs
 }
 
+/// After a power loss that keeps only what was fsynced, granule `g` of every object `i`
+/// holds the data of write `want(i, g)`.
+fn assert_after_power_loss(
+    mut bs: Blockstore<Tap<Counting>>,
+    cfg: &BlockstoreConfig,
+    want: impl Fn(u64, u32) -> u64,
+) {
+    let disks = bs.engine_mut().inner.power_loss_none();
+    drop(bs);
+    let mut bs = open_sim(cfg, disks, 8);
+    for i in 0..OBJECTS {
+        let (_, data) = read_all(&mut bs, oid(i));
+        for g in 0..BLOCK / GRAN {
+            let got = decode_pattern(&data[(g * GRAN) as usize..((g + 1) * GRAN) as usize], g);
+            assert_eq!(got, Some(want(i, g)), "object {i} granule {g}");
+        }
+    }
+}
+
 #[test]
 fn one_operation_at_a_time_enters_the_kernel_once_per_device_round_trip() {
     let mut cfg = small_cfg(BLOCK, 1 << 20);
@@ -136,17 +155,7 @@ fn small_writes_of_one_turn_share_device_writes_and_survive_power_loss() {
     }
 
     // Power loss keeping only fsynced data: every acknowledged write reads back.
-    let disks = bs.engine_mut().inner.power_loss_none();
-    drop(bs);
-    let mut bs = open_sim(&cfg, disks, 8);
-    for i in 0..OBJECTS {
-        let (_, data) = read_all(&mut bs, oid(i));
-        for g in 0..BLOCK / GRAN {
-            let got = decode_pattern(&data[(g * GRAN) as usize..((g + 1) * GRAN) as usize], g);
-            let want = if g == 1 { 200 + i } else { 100 + i };
-            assert_eq!(got, Some(want), "object {i} granule {g}");
-        }
-    }
+    assert_after_power_loss(bs, &cfg, |i, g| if g == 1 { 200 + i } else { 100 + i });
 }
 
 #[test]
@@ -172,16 +181,7 @@ fn a_flush_round_of_adjacent_objects_writes_each_metadata_block_once_per_phase()
         writes <= 5,
         "flushing {OBJECTS} redirect writes took {writes} device writes"
     );
-    let disks = bs.engine_mut().inner.power_loss_none();
-    drop(bs);
-    let mut bs = open_sim(&cfg, disks, 8);
-    for i in 0..OBJECTS {
-        let (_, data) = read_all(&mut bs, oid(i));
-        for g in 0..BLOCK / GRAN {
-            let got = decode_pattern(&data[(g * GRAN) as usize..((g + 1) * GRAN) as usize], g);
-            assert_eq!(got, Some(200 + i), "object {i} granule {g}");
-        }
-    }
+    assert_after_power_loss(bs, &cfg, |i, _| 200 + i);
 }
 
 #[test]
