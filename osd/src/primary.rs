@@ -163,6 +163,63 @@ impl Server {
         );
     }
 
+    /// Answers a client READ of `len` bytes of `inode` that found `version`, and counts it.
+    pub(crate) fn read_done(
+        &mut self,
+        client: ClientRef,
+        inode: u64,
+        len: u64,
+        version: u64,
+        bitmap: Vec<u8>,
+        data: Option<AlignedBuf>,
+    ) {
+        self.stats.op("primary_read", client.start, len);
+        self.stats.inode(inode, InodeOp::Read, client.start, len);
+        let mut msg = ReplyMsg::new(
+            &Reply {
+                id: client.id,
+                retval: len as i64,
+                op: ReplyOp::Read(RwReply {
+                    bitmap_len: bitmap.len() as u32,
+                    version,
+                }),
+            },
+            bitmap,
+        );
+        msg.data = data;
+        self.reply(client.conn, client.cost, msg);
+    }
+
+    /// Answers a client WRITE of `len` bytes of `inode` that created `version`, and counts it.
+    pub(crate) fn write_done(&mut self, client: ClientRef, inode: u64, len: u64, version: u64) {
+        self.stats.op("primary_write", client.start, len);
+        self.stats.inode(inode, InodeOp::Write, client.start, len);
+        let msg = ReplyMsg::new(
+            &Reply {
+                id: client.id,
+                retval: len as i64,
+                op: ReplyOp::Write(RwReply {
+                    bitmap_len: 0,
+                    version,
+                }),
+            },
+            Vec::new(),
+        );
+        self.reply(client.conn, client.cost, msg);
+    }
+
+    /// A recovery of `oid` released its lock; `succeeded` forgets the object's backoff.
+    pub(crate) fn recovery_done(&mut self, key: PgId, oid: ObjectId, succeeded: bool) {
+        if succeeded {
+            self.backoff.succeeded(&(key, oid));
+        }
+        self.recovering.remove(&(key, oid));
+        self.unlock(key, oid);
+        self.op_done(key);
+        // The next attempt, or the next object, is the event loop's.
+        self.recovery_kick = true;
+    }
+
     fn start_rw(
         &mut self,
         client: ClientRef,
@@ -375,22 +432,14 @@ impl Server {
         let key = self.read_pgs.remove(&idx);
         match res {
             Ok((version, bitmap, data)) => {
-                self.stats.op("primary_read", r.client.start, r.len as u64);
-                self.stats
-                    .inode(r.oid.inode, InodeOp::Read, r.client.start, r.len as u64);
-                let mut msg = ReplyMsg::new(
-                    &Reply {
-                        id: r.client.id,
-                        retval: i64::from(r.len),
-                        op: ReplyOp::Read(RwReply {
-                            bitmap_len: bitmap.len() as u32,
-                            version,
-                        }),
-                    },
+                self.read_done(
+                    r.client,
+                    r.oid.inode,
+                    u64::from(r.len),
+                    version,
                     bitmap,
+                    data,
                 );
-                msg.data = data;
-                self.reply(r.client.conn, r.client.cost, msg);
             }
             Err(e) => self.client_error(r.client, e),
         }
@@ -677,22 +726,7 @@ impl Server {
                 }
                 write::Action::Repeer => self.peer_trouble(key),
                 write::Action::Reply(Ok(version)) => {
-                    let len = data.len() as u64;
-                    self.stats.op("primary_write", client.start, len);
-                    self.stats
-                        .inode(oid.inode, InodeOp::Write, client.start, len);
-                    let msg = ReplyMsg::new(
-                        &Reply {
-                            id: client.id,
-                            retval: data.len() as i64,
-                            op: ReplyOp::Write(RwReply {
-                                bitmap_len: 0,
-                                version,
-                            }),
-                        },
-                        Vec::new(),
-                    );
-                    self.reply(client.conn, client.cost, msg);
+                    self.write_done(client, oid.inode, data.len() as u64, version);
                 }
                 write::Action::Reply(Err(e)) => self.client_error(client, e),
                 write::Action::Unlock => {
@@ -1273,14 +1307,7 @@ impl Server {
                         repeer,
                     } => self.recovery_failed(&r, errno, &full, copied, repeer),
                     recover::Action::Finish { succeeded } => {
-                        if succeeded {
-                            self.backoff.succeeded(&(key, oid));
-                        }
-                        self.recovering.remove(&(key, oid));
-                        self.unlock(key, oid);
-                        self.op_done(key);
-                        // The next attempt, or the next object, is the event loop's.
-                        self.recovery_kick = true;
+                        self.recovery_done(key, oid, succeeded);
                     }
                 }
             }

@@ -16,7 +16,7 @@ use std::rc::Rc;
 use vitastor_blockstore::{AlignedBuf, BsOp, BsReply, ObjVerId, ObjectId, NEWEST};
 use vitastor_layout::{ImmediateCommit, OsdNum, PgId, PoolConfig};
 use vitastor_protocol::errno::Errno;
-use vitastor_protocol::{Reply, ReplyOp, Request, RequestOp, RwOp, RwReply, SecRwOp, SecStabOp};
+use vitastor_protocol::{ReplyOp, Request, RequestOp, RwOp, SecRwOp, SecStabOp};
 
 use crate::debug_crash::{self, CrashPoint};
 use crate::ec::read::{self as ec_read, PartData, ReadPlan};
@@ -24,12 +24,26 @@ use crate::ec::recover::{self as ec_recover, EcRecoverOp};
 use crate::ec::write::{self as ec_write, EcWriteOp};
 use crate::ec::EcPool;
 use crate::primary::{wire_list, ClientRef, DeleteOp, POp};
-use crate::secondary::ReplyMsg;
 use crate::server::{Server, SubRes};
-use crate::stats::InodeOp;
 
 /// Tags of a write's sub-reads start here (below are part numbers).
 pub const READ_TAG: u32 = 1 << 16;
+
+/// One part write of an EC write or recovery: `data` at `offset` of the part object `oid`
+/// as `version`.
+struct PartWrite {
+    oid: ObjectId,
+    version: u64,
+    offset: u32,
+    data: Vec<u8>,
+    /// Kept beside the part's allocation bitmap and returned by its reads: a parity part's
+    /// attribute, or the bitmap of a rebuilt part.
+    attr: Option<Vec<u8>>,
+    /// Written stable (recovery) or as an unstable version (a client write).
+    stable: bool,
+    /// The peer request's flags.
+    flags: u32,
+}
 
 /// A client READ of an EC/XOR object.
 #[derive(Debug)]
@@ -369,22 +383,8 @@ impl Server {
         };
         match result {
             Ok((bitmap, data)) => {
-                self.stats.op("primary_read", r.client.start, r.len);
-                self.stats
-                    .inode(r.oid.inode, InodeOp::Read, r.client.start, r.len);
-                let mut msg = ReplyMsg::new(
-                    &Reply {
-                        id: r.client.id,
-                        retval: r.len as i64,
-                        op: ReplyOp::Read(RwReply {
-                            bitmap_len: bitmap.len() as u32,
-                            version: r.version,
-                        }),
-                    },
-                    bitmap,
-                );
-                msg.data = Some(AlignedBuf::from_slice(&data));
-                self.reply(r.client.conn, r.client.cost, msg);
+                let data = Some(AlignedBuf::from_slice(&data));
+                self.read_done(r.client, r.oid.inode, r.len, r.version, bitmap, data);
             }
             Err(e) => self.client_error(r.client, e),
         }
@@ -481,33 +481,16 @@ impl Server {
                     data,
                     attr,
                 } => {
-                    if osd == self.osd_num {
-                        let op = BsOp::Write {
-                            oid: part_oid(part),
-                            version,
-                            offset,
-                            data: AlignedBuf::from_slice(&data),
-                            bitmap: attr,
-                            stable: false,
-                        };
-                        self.sub_local(idx, part, op);
-                        continue;
-                    }
-                    let attr = attr.unwrap_or_default();
-                    let rw = SecRwOp {
+                    let w = PartWrite {
                         oid: part_oid(part),
                         version,
                         offset,
-                        len: data.len() as u32,
-                        attr_len: attr.len() as u32,
+                        data,
+                        attr,
+                        stable: false,
                         flags: 0,
                     };
-                    let req = Request {
-                        id: 0,
-                        op: RequestOp::SecWrite(rw),
-                    };
-                    let data = Rc::new(AlignedBuf::from_slice(&data));
-                    self.sub_remote(idx, part, osd, req, attr, Some(data));
+                    self.part_write(idx, part, osd, w);
                 }
                 ec_write::Action::Stabilize { part, osd, version } => {
                     let list = vec![ObjVerId::new(part_oid(part), version)];
@@ -546,21 +529,7 @@ impl Server {
                 }
                 ec_write::Action::Repeer => self.peer_trouble(key),
                 ec_write::Action::Reply(Ok(version)) => {
-                    self.stats.op("primary_write", client.start, len as u64);
-                    self.stats
-                        .inode(oid.inode, InodeOp::Write, client.start, len as u64);
-                    let msg = ReplyMsg::new(
-                        &Reply {
-                            id: client.id,
-                            retval: len as i64,
-                            op: ReplyOp::Write(RwReply {
-                                bitmap_len: 0,
-                                version,
-                            }),
-                        },
-                        Vec::new(),
-                    );
-                    self.reply(client.conn, client.cost, msg);
+                    self.write_done(client, oid.inode, len as u64, version);
                 }
                 ec_write::Action::Reply(Err(e)) => self.client_error(client, e),
                 ec_write::Action::Unlock => {
@@ -569,6 +538,37 @@ impl Server {
                 }
             }
         }
+    }
+
+    /// Part write `w` on `osd` (this OSD's store or a peer) as sub-op `tag` of op `idx`.
+    fn part_write(&mut self, idx: usize, tag: u32, osd: OsdNum, w: PartWrite) {
+        if osd == self.osd_num {
+            let op = BsOp::Write {
+                oid: w.oid,
+                version: w.version,
+                offset: w.offset,
+                data: AlignedBuf::from_slice(&w.data),
+                bitmap: w.attr,
+                stable: w.stable,
+            };
+            return self.sub_local(idx, tag, op);
+        }
+        let attr = w.attr.unwrap_or_default();
+        let rw = SecRwOp {
+            oid: w.oid,
+            version: w.version,
+            offset: w.offset,
+            len: w.data.len() as u32,
+            attr_len: attr.len() as u32,
+            flags: w.flags,
+        };
+        let op = if w.stable {
+            RequestOp::SecWriteStable(rw)
+        } else {
+            RequestOp::SecWrite(rw)
+        };
+        let data = Rc::new(AlignedBuf::from_slice(&w.data));
+        self.sub_remote(idx, tag, osd, Request { id: 0, op }, attr, Some(data));
     }
 
     /// SEC_STABILIZE (or SEC_ROLLBACK) of `list` on `osd` as sub-op `tag` of op `idx`.
@@ -718,32 +718,16 @@ impl Server {
                     data,
                     bitmap,
                 } => {
-                    if osd == self.osd_num {
-                        let op = BsOp::Write {
-                            oid: part_oid(part),
-                            version,
-                            offset: 0,
-                            data: AlignedBuf::from_slice(&data),
-                            bitmap: Some(bitmap),
-                            stable: true,
-                        };
-                        self.sub_local(idx, tag, op);
-                        continue;
-                    }
-                    let rw = SecRwOp {
+                    let w = PartWrite {
                         oid: part_oid(part),
                         version,
                         offset: 0,
-                        len: data.len() as u32,
-                        attr_len: bitmap.len() as u32,
+                        data,
+                        attr: Some(bitmap),
+                        stable: true,
                         flags,
                     };
-                    let req = Request {
-                        id: 0,
-                        op: RequestOp::SecWriteStable(rw),
-                    };
-                    let data = Rc::new(AlignedBuf::from_slice(&data));
-                    self.sub_remote(idx, tag, osd, req, bitmap, Some(data));
+                    self.part_write(idx, tag, osd, w);
                 }
                 ec_recover::Action::Rebuilt { parts } => {
                     self.stats.recovered(
@@ -841,13 +825,7 @@ impl Server {
                     }
                 }
                 ec_recover::Action::Finish { succeeded } => {
-                    if succeeded {
-                        self.backoff.succeeded(&(key, oid));
-                    }
-                    self.recovering.remove(&(key, oid));
-                    self.unlock(key, oid);
-                    self.op_done(key);
-                    self.recovery_kick = true;
+                    self.recovery_done(key, oid, succeeded);
                 }
             }
         }
@@ -1006,12 +984,7 @@ mod tests {
         };
         b.server.bs.exec(op).unwrap();
         b.server.request_repeer(PgId::new(1, 1));
-        b.etcd(vec![crate::etcd::EtcdEvent::PgClaimed {
-            pool: 1,
-            pg: 1,
-            granted: true,
-        }]);
-        b.pump_until(|s| s.pgs[&PgId::new(1, 1)].phase == crate::pg::Phase::Active);
+        claim_and_peer(&mut b);
         assert_eq!(b.local_unstable(), []);
         assert_eq!(b.read(0, 4096, BMP).2, [3; 4096]);
     }
@@ -1031,6 +1004,11 @@ mod tests {
             key: "pg/config".into(),
             value: Some(serde_json::json!({"items": {"1": {"1": {"osd_set": set, "primary": 1}}}})),
         }]);
+        claim_and_peer(b);
+    }
+
+    /// etcd grants PG 1/1 to this OSD; it peers until active.
+    fn claim_and_peer(b: &mut Bench) {
         b.etcd(vec![crate::etcd::EtcdEvent::PgClaimed {
             pool: 1,
             pg: 1,
