@@ -95,6 +95,18 @@ fn wait_for(client: &mut Client, done: &Slot, n: usize) -> Vec<OpDone> {
     done.borrow_mut().drain(..).collect()
 }
 
+/// Waits for the one op in flight, which must succeed (`what` says which failed).
+fn wait_ok(client: &mut Client, done: &Slot, what: &str) {
+    wait_for(client, done, 1)[0].result.as_ref().expect(what);
+}
+
+/// A client of `cluster` on this thread.
+fn client_of(cluster: &Cluster) -> Client {
+    let mut options = ClientOptions::new();
+    options.set("etcd_address", &cluster.etcd_address);
+    Client::new(&options).expect("client")
+}
+
 fn sink(done: &Slot) -> impl FnOnce(OpDone) + 'static {
     let d = Rc::clone(done);
     move |r| d.borrow_mut().push(r)
@@ -108,9 +120,7 @@ fn pattern(seed: u64, len: usize) -> Vec<u8> {
 
 fn run(immediate_commit: &str) {
     let cluster = Cluster::up(devcluster(), immediate_commit);
-    let mut options = ClientOptions::new();
-    options.set("etcd_address", &cluster.etcd_address);
-    let mut client = Client::new(&options).expect("client");
+    let mut client = client_of(&cluster);
     let done: Slot = Rc::default();
 
     // Writes across object and PG boundaries, in parallel.
@@ -127,10 +137,7 @@ fn run(immediate_commit: &str) {
         d.result.expect("write");
     }
     client.sync(sink(&done));
-    wait_for(&mut client, &done, 1)[0]
-        .result
-        .as_ref()
-        .expect("sync");
+    wait_ok(&mut client, &done, "sync");
     for (i, &(off, len)) in ranges.iter().enumerate() {
         client.read(INODE, off, vec![0; len as usize], sink(&done));
         let d = wait_for(&mut client, &done, 1).remove(0);
@@ -148,10 +155,7 @@ fn run(immediate_commit: &str) {
 
     // Delete whole objects, then they read back as zeroes.
     client.delete(INODE, 17 * OBJ, 2 * OBJ, 0, sink(&done));
-    wait_for(&mut client, &done, 1)[0]
-        .result
-        .as_ref()
-        .expect("delete");
+    wait_ok(&mut client, &done, "delete");
     client.read(INODE, 17 * OBJ, vec![1; OBJ as usize], sink(&done));
     let d = wait_for(&mut client, &done, 1).remove(0);
     d.result.expect("read after delete");
@@ -175,26 +179,18 @@ fn io_with_immediate_commit_none() {
 #[test]
 fn syscalls_per_op() {
     let cluster = Cluster::up(devcluster(), "all");
-    let mut options = ClientOptions::new();
-    options.set("etcd_address", &cluster.etcd_address);
-    let mut client = Client::new(&options).expect("client");
+    let mut client = client_of(&cluster);
     let done: Slot = Rc::default();
     const BIG: u64 = 4 << 20;
     // Connects to every OSD: 32 objects over all PGs.
     client.write(INODE, 0, pattern(1, BIG as usize), 0, sink(&done));
-    wait_for(&mut client, &done, 1)[0]
-        .result
-        .as_ref()
-        .expect("first write");
+    wait_ok(&mut client, &done, "first write");
 
     const N: u64 = 100;
     let before = client.io_counts();
     for i in 0..N {
         client.write(INODE, i * 4096, pattern(i, 4096), 0, sink(&done));
-        wait_for(&mut client, &done, 1)[0]
-            .result
-            .as_ref()
-            .expect("4k write");
+        wait_ok(&mut client, &done, "4k write");
         client.read(INODE, i * 4096, vec![0; 4096], sink(&done));
         let d = wait_for(&mut client, &done, 1).remove(0);
         assert!(d.buf == pattern(i, 4096), "4k read {i} differs");
@@ -209,10 +205,7 @@ fn syscalls_per_op() {
 
     let before = client.io_counts();
     client.write(INODE, BIG, pattern(2, BIG as usize), 0, sink(&done));
-    wait_for(&mut client, &done, 1)[0]
-        .result
-        .as_ref()
-        .expect("4M write");
+    wait_ok(&mut client, &done, "4M write");
     let big = client.io_counts() - before;
     eprintln!("one 4 MiB write: {big:?}");
     assert!(
@@ -239,31 +232,20 @@ fn syscalls_per_op() {
 #[test]
 fn sync_sends_one_request_per_osd_with_unsynced_writes() {
     let cluster = Cluster::up(devcluster(), "none");
-    let mut options = ClientOptions::new();
-    options.set("etcd_address", &cluster.etcd_address);
-    let mut client = Client::new(&options).expect("client");
+    let mut client = client_of(&cluster);
     let done: Slot = Rc::default();
     for i in 0..20u64 {
         client.write(INODE, i * 4096, pattern(i, 4096), 0, sink(&done));
-        wait_for(&mut client, &done, 1)[0]
-            .result
-            .as_ref()
-            .expect("write");
+        wait_ok(&mut client, &done, "write");
         let before = client.io_counts();
         client.sync(sink(&done));
-        wait_for(&mut client, &done, 1)[0]
-            .result
-            .as_ref()
-            .expect("sync");
+        wait_ok(&mut client, &done, "sync");
         let sync = client.io_counts() - before;
         assert_eq!(sync.sends, 1, "SYNC {i} after one write: {sync:?}");
     }
     let before = client.io_counts();
     client.sync(sink(&done));
-    wait_for(&mut client, &done, 1)[0]
-        .result
-        .as_ref()
-        .expect("empty sync");
+    wait_ok(&mut client, &done, "empty sync");
     assert_eq!(
         (client.io_counts() - before).sends,
         0,
