@@ -273,16 +273,21 @@ impl Server {
                     data: Rc::new(payload),
                     steps: write::WriteOp::new(rw.version),
                 };
-                let idx = self.insert_op(POp::Write(w));
-                self.lock_and_run(key, oid, idx);
+                self.start_locked(key, oid, POp::Write(w));
             }
             _ => {
                 pg.inflight += 1;
-                let idx = self.insert_op(POp::Delete(DeleteOp::new(client, key, oid, false)));
-                self.lock_and_run(key, oid, idx);
+                let d = DeleteOp::new(client, key, oid, false);
+                self.start_locked(key, oid, POp::Delete(d));
             }
         }
         Ok(())
+    }
+
+    /// Starts `op` on object `oid`: it runs once it holds the object's lock.
+    pub(crate) fn start_locked(&mut self, key: PgId, oid: ObjectId, op: POp) {
+        let idx = self.insert_op(op);
+        self.lock_and_run(key, oid, idx);
     }
 
     /// Takes the object lock for op `idx` and runs it, or queues it behind the holder.
@@ -929,8 +934,7 @@ impl Server {
             start: std::time::Instant::now(),
         };
         let d = DeleteOp::new(nobody, key, oid, true);
-        let idx = self.insert_op(POp::Delete(d));
-        self.lock_and_run(key, oid, idx);
+        self.start_locked(key, oid, POp::Delete(d));
     }
 
     // ------------------------------------------------------------------ sync
@@ -1418,8 +1422,7 @@ impl Server {
         };
         pg.inflight += 1;
         self.recovering.insert((key, oid));
-        let idx = self.insert_op(self.new_recover_op(key, oid));
-        self.lock_and_run(key, oid, idx);
+        self.start_locked(key, oid, self.new_recover_op(key, oid));
     }
 
     pub(crate) fn pool_commit(&self, pool: u32) -> ImmediateCommit {

@@ -218,13 +218,12 @@ impl Server {
                     steps: EcWriteOp::new(ec.geo, rw.version, in_obj, payload),
                     ec,
                 };
-                let idx = self.insert_op(POp::EcWrite(w));
-                self.lock_and_run(key, oid, idx);
+                self.start_locked(key, oid, POp::EcWrite(w));
             }
             _ => {
                 pg.inflight += 1;
-                let idx = self.insert_op(POp::Delete(DeleteOp::new(client, key, oid, false)));
-                self.lock_and_run(key, oid, idx);
+                let d = DeleteOp::new(client, key, oid, false);
+                self.start_locked(key, oid, POp::Delete(d));
             }
         }
         Ok(())
