@@ -27,19 +27,8 @@ fn an_osd_whose_device_fails_a_write_stops_and_its_pgs_move() {
 
     let mut c = TestClient::new(&cl);
     c.retry_for = WAIT;
-    // One new object per write, so an acknowledged block is never overwritten by a failed one.
-    let mut acked = Vec::new();
-    let mut failed = Vec::new();
-    for o in 0..OBJECTS {
-        match c.write(INODE, o * OBJ, &block(o, 1)) {
-            Ok(_) => acked.push(o),
-            // The writes in flight on OSD 1 when its device failed.
-            Err(e) => {
-                assert!([-5, -30].contains(&e), "write {o}: unexpected error {e}");
-                failed.push(o);
-            }
-        }
-    }
+    // The writes in flight on OSD 1 when its device failed fail with EIO or EROFS.
+    let (acked, failed) = common::write_new_objects(&mut c, OBJECTS, &[-5, -30], false);
 
     cl.wait_osds_running(2, WAIT)
         .expect("OSD 1 stops on a failed device");

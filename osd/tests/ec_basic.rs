@@ -50,6 +50,19 @@ fn first_difference(got: &[u8], want: &[u8]) -> Option<usize> {
     got.iter().zip(want).position(|(a, b)| a != b)
 }
 
+/// Every object reads back as `model` holds it (`when` says at which point of the test).
+fn check_reads(c: &mut TestClient, scheme: &str, model: &[u8], when: &str) {
+    for o in 0..OBJECTS {
+        let got = c.read(INODE, o * OBJ, OBJ as u32).expect("read");
+        let want = &model[(o * OBJ) as usize..((o + 1) * OBJ) as usize];
+        assert_eq!(
+            first_difference(&got, want),
+            None,
+            "{scheme}: object {o} {when}"
+        );
+    }
+}
+
 fn codec(scheme: &str) -> Codec {
     match scheme {
         "xor" => Codec::xor(K),
@@ -159,15 +172,7 @@ fn run(scheme: &str, commit: &str) {
     write(&mut c, &mut model, 3 * OBJ + PART, &pattern(4096, 7));
     write(&mut c, &mut model, 20480, &pattern(8192, 8));
     c.sync_all().expect("sync");
-    for o in 0..OBJECTS {
-        let got = c.read(INODE, o * OBJ, OBJ as u32).expect("read");
-        let want = &model[(o * OBJ) as usize..((o + 1) * OBJ) as usize];
-        assert_eq!(
-            first_difference(&got, want),
-            None,
-            "{scheme}: object {o} reads back as written"
-        );
-    }
+    check_reads(&mut c, scheme, &model, "reads back as written");
     let small = c.read(INODE, OBJ + PART - 4096, 8192).expect("read");
     assert_eq!(
         small,
@@ -185,15 +190,7 @@ fn run(scheme: &str, commit: &str) {
         .expect("primaries move to the new sets");
     cl.wait_clean(WAIT).expect("clean on the new sets");
     check_parts(&mut c, scheme, &model, &rotated, Some(&sets));
-    for o in 0..OBJECTS {
-        let got = c.read(INODE, o * OBJ, OBJ as u32).expect("read");
-        let want = &model[(o * OBJ) as usize..((o + 1) * OBJ) as usize];
-        assert_eq!(
-            first_difference(&got, want),
-            None,
-            "{scheme}: object {o} after the move"
-        );
-    }
+    check_reads(&mut c, scheme, &model, "after the move");
 }
 
 #[test]

@@ -30,21 +30,7 @@ fn fault_under_primary(plan: &str, expected: &[i64], stops: bool) {
     let mut c = TestClient::new(&cl);
     c.retry_for = Duration::from_secs(30);
 
-    // One new object per write, so an acknowledged block is never overwritten by a failed one.
-    let mut acked = Vec::new();
-    let mut failed = Vec::new();
-    for o in 0..OBJECTS {
-        match c.write(INODE, o * OBJ, &block(o, 1)) {
-            Ok(_) => acked.push(o),
-            Err(e) => {
-                assert!(expected.contains(&e), "write {o}: unexpected error {e}");
-                failed.push(o);
-                if stops {
-                    break;
-                }
-            }
-        }
-    }
+    let (acked, failed) = common::write_new_objects(&mut c, OBJECTS, expected, stops);
     assert!(
         !failed.is_empty(),
         "the injected fault never reached a client"

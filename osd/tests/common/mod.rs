@@ -43,6 +43,33 @@ pub fn block(o: u64, salt: u8) -> Vec<u8> {
         .collect()
 }
 
+/// Writes `block(o, 1)` to each object `o` of `0..objects`, one new object per write so that
+/// an acknowledged block is never overwritten by a failed one; returns the acknowledged and
+/// the failed objects. Every failure must be one of `errors`; with `stop`, the writes end at
+/// the first.
+pub fn write_new_objects(
+    c: &mut TestClient,
+    objects: u64,
+    errors: &[i64],
+    stop: bool,
+) -> (Vec<u64>, Vec<u64>) {
+    let mut acked = Vec::new();
+    let mut failed = Vec::new();
+    for o in 0..objects {
+        match c.write(INODE, o * OBJ, &block(o, 1)) {
+            Ok(_) => acked.push(o),
+            Err(e) => {
+                assert!(errors.contains(&e), "write {o}: unexpected error {e}");
+                failed.push(o);
+                if stop {
+                    break;
+                }
+            }
+        }
+    }
+    (acked, failed)
+}
+
 /// Starts the stopped OSD `osd` with `plan` as its hidden `inject_faults` option (the
 /// blockstore's device faults), or without faults for `None`.
 pub fn start_with_faults(cl: &mut Cluster, osd: u64, plan: Option<&str>) {
