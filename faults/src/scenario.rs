@@ -3,11 +3,72 @@
 
 use std::time::{Duration, Instant};
 
+use crate::duration::fault_time;
 use crate::figures::Figures;
-use crate::fio::{FioFigures, FioLoop};
+use crate::fio::{FioFigures, FioJob, FioLoop};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use vitastor_testkit::{Cluster, ClusterOptions};
+
+/// One scenario under way: its cluster, its replayable random generator, the fio verify
+/// loops running against the cluster, the time it injects faults for and the faults so far.
+pub struct Run {
+    /// The scenario's name, as printed in its `FAULTS` line.
+    pub name: &'static str,
+    /// The cluster under test.
+    pub cluster: Cluster,
+    /// The scenario's random choices (seed printed, see [`rng`]).
+    pub rng: StdRng,
+    /// How long faults are injected.
+    pub time: Duration,
+    /// When fault injection ends.
+    pub deadline: Instant,
+    /// Faults injected so far.
+    pub faults: u64,
+    fio: FioLoop,
+}
+
+impl Run {
+    /// Starts fio against `cluster` for [`fault_time`].
+    pub fn start(name: &'static str, cluster: Cluster) -> Run {
+        Run::start_for(name, cluster, fault_time())
+    }
+
+    /// Starts fio against `cluster` for `time`.
+    pub fn start_for(name: &'static str, cluster: Cluster, time: Duration) -> Run {
+        let rng = rng(name);
+        let fio = FioLoop::start(FioJob::new(cluster.etcd_address()));
+        Run {
+            name,
+            cluster,
+            rng,
+            time,
+            deadline: Instant::now() + time,
+            faults: 0,
+            fio,
+        }
+    }
+
+    /// [`pause_until`] the run's deadline.
+    pub fn pause(&mut self, secs: std::ops::Range<f64>) -> bool {
+        pause_until(&mut self.rng, secs, self.deadline)
+    }
+
+    /// Sleeps a random time in `secs` seconds (not cut at the deadline).
+    pub fn sleep(&mut self, secs: std::ops::Range<f64>) {
+        std::thread::sleep(Duration::from_secs_f64(self.rng.gen_range(secs)));
+    }
+
+    /// [`verdict`] of the run.
+    pub fn verdict(self) -> FioFigures {
+        verdict(self.name, self.time, self.faults, self.fio)
+    }
+
+    /// [`verdict_allowing`] of the run.
+    pub fn verdict_allowing(self, expected: impl Fn(&str) -> bool) -> FioFigures {
+        verdict_allowing(self.name, self.time, self.faults, self.fio, expected)
+    }
+}
 
 /// A cluster of `osds` OSDs, pool 1 replicated `pg_size`, `monitors` monitors placing PGs.
 pub fn cluster(osds: usize, pg_size: usize, monitors: usize) -> Cluster {

@@ -11,12 +11,10 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore};
-use vitastor_faults::duration::fault_time;
-use vitastor_faults::fio::{FioJob, FioLoop};
 use vitastor_protocol::{OSD_PACKET_SIZE, REQUEST_MAGIC};
 use vitastor_testkit::{artifacts, process, require_tools, Cluster, ClusterOptions};
 
-use vitastor_faults::scenario::{rng, verdict};
+use vitastor_faults::scenario::Run;
 
 /// `vitastor-nbd serve` on a TCP port, started and killed by this test only.
 struct NbdServe(Child, SocketAddr);
@@ -140,7 +138,7 @@ fn random_bytes_to_osd_nbd_and_monitor_ports() {
         "--prometheus_address".into(),
         "127.0.0.1".into(),
     ];
-    let mut cluster = Cluster::start(opts).expect("starting the cluster");
+    let cluster = Cluster::start(opts).expect("starting the cluster");
     let mon: SocketAddr = ([127, 0, 0, 1], port).into();
     assert!(
         metrics(mon).starts_with("HTTP/1.1 200"),
@@ -150,34 +148,31 @@ fn random_bytes_to_osd_nbd_and_monitor_ports() {
         .create_image("nbdimg", 64 << 20)
         .expect("creating the NBD image");
     let mut nbd = NbdServe::start(&cluster.etcd_address(), "nbdimg");
-    let mut rng = rng(SCENARIO);
-    let fio = FioLoop::start(FioJob::new(cluster.etcd_address()));
-    let time = fault_time();
-    let deadline = Instant::now() + time;
-    let mut faults = 0;
-    while Instant::now() < deadline {
-        let targets: Vec<SocketAddr> = cluster
+    let mut run = Run::start(SCENARIO, cluster);
+    while Instant::now() < run.deadline {
+        let targets: Vec<SocketAddr> = run
+            .cluster
             .osds
             .iter()
             .filter_map(|o| o.addr)
             .chain([nbd.1, mon])
             .collect();
-        let addr = targets[rng.gen_range(0..targets.len())];
+        let addr = targets[run.rng.gen_range(0..targets.len())];
         let bytes = if addr == mon {
-            http_garbage(&mut rng)
+            http_garbage(&mut run.rng)
         } else {
-            garbage(&mut rng)
+            garbage(&mut run.rng)
         };
         send(addr, &bytes);
-        faults += 1;
+        run.faults += 1;
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(cluster.osds_running(), 3, "an OSD died of bad input");
+    assert_eq!(run.cluster.osds_running(), 3, "an OSD died of bad input");
     assert!(nbd.running(), "vitastor-nbd serve died of bad input");
     let answer = metrics(mon);
     assert!(
         answer.starts_with("HTTP/1.1 200") && answer.contains("vitastor"),
         "the monitor no longer serves /metrics after bad input: {answer:.200}"
     );
-    verdict(SCENARIO, time, faults, fio);
+    run.verdict();
 }

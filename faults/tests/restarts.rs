@@ -6,32 +6,24 @@
 //! testkit's handles; the cluster and fio are stopped on every path (drop).
 
 use std::fs;
-use std::time::{Duration, Instant};
 
 use rand::seq::SliceRandom;
 use rand::Rng;
-use vitastor_faults::duration::fault_time;
-use vitastor_faults::fio::{FioJob, FioLoop};
 use vitastor_testkit::Cluster;
 
-use vitastor_faults::scenario::{cluster, pause_until, rng, verdict};
+use vitastor_faults::scenario::{cluster, Run};
 
 /// A random OSD SIGKILLed every 5–15 s, started again 1–3 s later.
-fn osd_kill_loop(scenario: &str, pg_size: usize) {
-    let mut cluster = cluster(3, pg_size, 1);
-    let mut rng = rng(scenario);
-    let fio = FioLoop::start(FioJob::new(cluster.etcd_address()));
-    let time = fault_time();
-    let deadline = Instant::now() + time;
-    let mut faults = 0;
-    while pause_until(&mut rng, 5.0..15.0, deadline) {
-        let osd = rng.gen_range(1..=3);
-        cluster.kill_osd(osd);
-        faults += 1;
-        std::thread::sleep(Duration::from_secs_f64(rng.gen_range(1.0..3.0)));
-        cluster.start_osd(osd).expect("restarting the OSD");
+fn osd_kill_loop(scenario: &'static str, pg_size: usize) {
+    let mut run = Run::start(scenario, cluster(3, pg_size, 1));
+    while run.pause(5.0..15.0) {
+        let osd = run.rng.gen_range(1..=3);
+        run.cluster.kill_osd(osd);
+        run.faults += 1;
+        run.sleep(1.0..3.0);
+        run.cluster.start_osd(osd).expect("restarting the OSD");
     }
-    verdict(scenario, time, faults, fio);
+    run.verdict();
 }
 
 #[test]
@@ -57,52 +49,44 @@ enum Daemon {
 #[test]
 fn whole_cluster_restart() {
     const SCENARIO: &str = "whole-cluster restart";
-    let mut cluster = cluster(3, 2, 1);
-    let mut rng = rng(SCENARIO);
-    let fio = FioLoop::start(FioJob::new(cluster.etcd_address()));
-    let time = fault_time();
-    let deadline = Instant::now() + time;
-    let (mut faults, mut mon) = (0, 0);
-    while pause_until(&mut rng, 5.0..15.0, deadline) {
+    let mut run = Run::start(SCENARIO, cluster(3, 2, 1));
+    let mut mon = 0;
+    while run.pause(5.0..15.0) {
         for osd in 1..=3 {
-            cluster.kill_osd(osd);
+            run.cluster.kill_osd(osd);
         }
-        cluster.kill_monitor(mon);
-        cluster.etcd.kill().expect("killing etcd");
-        faults += 1;
-        std::thread::sleep(Duration::from_secs_f64(rng.gen_range(1.0..3.0)));
+        run.cluster.kill_monitor(mon);
+        run.cluster.etcd.kill().expect("killing etcd");
+        run.faults += 1;
+        run.sleep(1.0..3.0);
         let mut order = vec![Daemon::Etcd, Daemon::Monitor];
         order.extend((1..=3).map(Daemon::Osd));
-        order.shuffle(&mut rng);
+        order.shuffle(&mut run.rng);
         println!("{SCENARIO}: restart order {order:?}");
         for daemon in order {
             match daemon {
-                Daemon::Etcd => cluster.etcd.restart().expect("restarting etcd"),
-                Daemon::Monitor => mon = cluster.start_monitor().expect("restarting the monitor"),
-                Daemon::Osd(n) => cluster.start_osd(n).expect("restarting the OSD"),
+                Daemon::Etcd => run.cluster.etcd.restart().expect("restarting etcd"),
+                Daemon::Monitor => {
+                    mon = run.cluster.start_monitor().expect("restarting the monitor")
+                }
+                Daemon::Osd(n) => run.cluster.start_osd(n).expect("restarting the OSD"),
             }
         }
     }
-    verdict(SCENARIO, time, faults, fio);
+    run.verdict();
 }
 
 /// etcd SIGKILLed every 5–15 s, started again 1–3 s later on the same ports and data.
 #[test]
 fn etcd_kill_loop() {
-    const SCENARIO: &str = "etcd kill loop";
-    let mut cluster = cluster(3, 2, 1);
-    let mut rng = rng(SCENARIO);
-    let fio = FioLoop::start(FioJob::new(cluster.etcd_address()));
-    let time = fault_time();
-    let deadline = Instant::now() + time;
-    let mut faults = 0;
-    while pause_until(&mut rng, 5.0..15.0, deadline) {
-        cluster.etcd.kill().expect("killing etcd");
-        faults += 1;
-        std::thread::sleep(Duration::from_secs_f64(rng.gen_range(1.0..3.0)));
-        cluster.etcd.restart().expect("restarting etcd");
+    let mut run = Run::start("etcd kill loop", cluster(3, 2, 1));
+    while run.pause(5.0..15.0) {
+        run.cluster.etcd.kill().expect("killing etcd");
+        run.faults += 1;
+        run.sleep(1.0..3.0);
+        run.cluster.etcd.restart().expect("restarting etcd");
     }
-    verdict(SCENARIO, time, faults, fio);
+    run.verdict();
 }
 
 /// The running monitor holding `mon/master`: the one whose log says it became master with
@@ -127,26 +111,21 @@ fn master_monitor(cluster: &Cluster, running: &[usize]) -> Option<usize> {
 #[test]
 fn monitor_master_kill_loop() {
     const SCENARIO: &str = "monitor master kill loop";
-    let mut cluster = cluster(3, 2, 2);
-    let mut rng = rng(SCENARIO);
-    let fio = FioLoop::start(FioJob::new(cluster.etcd_address()));
-    let time = fault_time();
-    let deadline = Instant::now() + time;
+    let mut run = Run::start(SCENARIO, cluster(3, 2, 2));
     let mut running = vec![0, 1];
-    let mut faults = 0;
-    while pause_until(&mut rng, 5.0..15.0, deadline) {
-        let Some(master) = master_monitor(&cluster, &running) else {
+    while run.pause(5.0..15.0) {
+        let Some(master) = master_monitor(&run.cluster, &running) else {
             println!("{SCENARIO}: no master at the moment; next round");
             continue;
         };
-        cluster.kill_monitor(master);
+        run.cluster.kill_monitor(master);
         running.retain(|&i| i != master);
-        let osd = rng.gen_range(1..=3);
-        cluster.kill_osd(osd);
-        faults += 1;
-        running.push(cluster.start_monitor().expect("starting a monitor"));
-        std::thread::sleep(Duration::from_secs_f64(rng.gen_range(1.0..3.0)));
-        cluster.start_osd(osd).expect("restarting the OSD");
+        let osd = run.rng.gen_range(1..=3);
+        run.cluster.kill_osd(osd);
+        run.faults += 1;
+        running.push(run.cluster.start_monitor().expect("starting a monitor"));
+        run.sleep(1.0..3.0);
+        run.cluster.start_osd(osd).expect("restarting the OSD");
     }
-    verdict(SCENARIO, time, faults, fio);
+    run.verdict();
 }

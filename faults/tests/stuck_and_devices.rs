@@ -23,10 +23,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use vitastor_faults::duration::fault_time;
-use vitastor_faults::fio::{FioJob, FioLoop};
-use vitastor_faults::scenario::{
-    cluster, pause_until, restart_osd_with_faults, rng, verdict, verdict_allowing,
-};
+use vitastor_faults::scenario::{cluster, pause_until, restart_osd_with_faults, Run};
 use vitastor_testkit::Cluster;
 
 /// How long a stuck OSD stays stopped.
@@ -69,21 +66,16 @@ fn osd_pid(cluster: &Cluster, osd: u64) -> u32 {
 #[test]
 fn stuck_osd() {
     const SCENARIO: &str = "stuck osd (SIGSTOP 30 s)";
-    let cluster = cluster(3, 2, 1);
-    let mut rng = rng(SCENARIO);
-    let fio = FioLoop::start(FioJob::new(cluster.etcd_address()));
-    let time = fault_time();
-    let deadline = Instant::now() + time;
-    let mut faults = 0;
-    while pause_until(&mut rng, 3.0..6.0, deadline) {
-        let osd = rng.gen_range(1..=3);
-        let stopped = Stopped::new(osd_pid(&cluster, osd));
-        faults += 1;
-        let left = deadline.saturating_duration_since(Instant::now());
+    let mut run = Run::start(SCENARIO, cluster(3, 2, 1));
+    while run.pause(3.0..6.0) {
+        let osd = run.rng.gen_range(1..=3);
+        let stopped = Stopped::new(osd_pid(&run.cluster, osd));
+        run.faults += 1;
+        let left = run.deadline.saturating_duration_since(Instant::now());
         std::thread::sleep(STOPPED.min(left.max(Duration::from_secs(10))));
         drop(stopped);
     }
-    verdict(SCENARIO, time, faults, fio);
+    run.verdict();
 }
 
 /// Waits until fewer than `before` OSDs run (one stopped by itself); false after the bound.
@@ -101,52 +93,50 @@ fn one_exits(cluster: &mut Cluster, before: usize) -> bool {
 #[test]
 fn device_eio() {
     const SCENARIO: &str = "device eio";
-    let mut cluster = cluster(3, 2, 1);
-    let mut rng = rng(SCENARIO);
-    let fio = FioLoop::start(FioJob::new(cluster.etcd_address()));
-    let time = fault_time();
-    let deadline = Instant::now() + time;
-    let mut faults = 0;
-    while pause_until(&mut rng, 3.0..8.0, deadline) {
-        let osd = rng.gen_range(1..=3);
-        let target = if rng.gen_bool(0.5) { "write" } else { "fsync" };
-        let plan = format!("{target}:eio:after={},count=1", rng.gen_range(10..200));
+    let mut run = Run::start(SCENARIO, cluster(3, 2, 1));
+    while run.pause(3.0..8.0) {
+        let osd = run.rng.gen_range(1..=3);
+        let target = if run.rng.gen_bool(0.5) {
+            "write"
+        } else {
+            "fsync"
+        };
+        let plan = format!("{target}:eio:after={},count=1", run.rng.gen_range(10..200));
         println!("{SCENARIO}: osd.{osd} with {plan}");
-        restart_osd_with_faults(&mut cluster, osd, Some(&plan));
-        if one_exits(&mut cluster, 3) {
-            faults += 1;
+        restart_osd_with_faults(&mut run.cluster, osd, Some(&plan));
+        if one_exits(&mut run.cluster, 3) {
+            run.faults += 1;
         } else {
             // An fsync fault needs fsyncs, which immediate_commit all may never issue.
             println!("{SCENARIO}: osd.{osd}'s fault did not fire in {EXIT_WAIT:?}");
         }
-        restart_osd_with_faults(&mut cluster, osd, None);
+        restart_osd_with_faults(&mut run.cluster, osd, None);
     }
-    verdict(SCENARIO, time, faults, fio);
+    run.verdict();
 }
 
 #[test]
 fn device_enospc() {
     const SCENARIO: &str = "device enospc";
-    let mut cluster = cluster(3, 2, 1);
-    let mut rng = rng(SCENARIO);
-    let fio = FioLoop::start(FioJob::new(cluster.etcd_address()));
-    let time = fault_time().max(Duration::from_secs(30));
-    let deadline = Instant::now() + time;
-    let last_fault = deadline - Duration::from_secs(15);
-    let mut faults = 0;
-    while pause_until(&mut rng, 3.0..8.0, last_fault) {
-        let osd = rng.gen_range(1..=3);
-        let plan = format!("write:enospc:after={},count=1", rng.gen_range(10..200));
+    let mut run = Run::start_for(
+        SCENARIO,
+        cluster(3, 2, 1),
+        fault_time().max(Duration::from_secs(30)),
+    );
+    let last_fault = run.deadline - Duration::from_secs(15);
+    while pause_until(&mut run.rng, 3.0..8.0, last_fault) {
+        let osd = run.rng.gen_range(1..=3);
+        let plan = format!("write:enospc:after={},count=1", run.rng.gen_range(10..200));
         println!("{SCENARIO}: osd.{osd} with {plan}");
-        restart_osd_with_faults(&mut cluster, osd, Some(&plan));
-        faults += 1;
-        std::thread::sleep(Duration::from_secs_f64(rng.gen_range(3.0..6.0)));
-        assert_eq!(cluster.osds_running(), 3, "an OSD stopped on ENOSPC");
-        restart_osd_with_faults(&mut cluster, osd, None);
+        restart_osd_with_faults(&mut run.cluster, osd, Some(&plan));
+        run.faults += 1;
+        run.sleep(3.0..6.0);
+        assert_eq!(run.cluster.osds_running(), 3, "an OSD stopped on ENOSPC");
+        restart_osd_with_faults(&mut run.cluster, osd, None);
     }
-    let left = deadline.saturating_duration_since(Instant::now());
+    let left = run.deadline.saturating_duration_since(Instant::now());
     std::thread::sleep(left);
-    verdict_allowing(SCENARIO, time, faults, fio, |failure| {
+    run.verdict_allowing(|failure| {
         failure.contains("No space left on device") || failure.contains("Read-only file system")
     });
 }
@@ -154,25 +144,20 @@ fn device_enospc() {
 #[test]
 fn slow_device() {
     const SCENARIO: &str = "slow device";
-    let mut cluster = cluster(3, 2, 1);
-    let mut rng = rng(SCENARIO);
-    let fio = FioLoop::start(FioJob::new(cluster.etcd_address()));
-    let time = fault_time();
-    let deadline = Instant::now() + time;
-    let mut faults = 0;
-    while pause_until(&mut rng, 2.0..5.0, deadline) {
-        let osd = rng.gen_range(1..=3);
-        let seed: u64 = rng.gen();
+    let mut run = Run::start(SCENARIO, cluster(3, 2, 1));
+    while run.pause(2.0..5.0) {
+        let osd = run.rng.gen_range(1..=3);
+        let seed: u64 = run.rng.gen();
         let plan = format!(
             "write:delay:ms={},prob=0.2,seed={seed};fsync:delay:ms={},prob=0.5,seed={seed}",
-            rng.gen_range(20..300),
-            rng.gen_range(20..300)
+            run.rng.gen_range(20..300),
+            run.rng.gen_range(20..300)
         );
         println!("{SCENARIO}: osd.{osd} with {plan}");
-        restart_osd_with_faults(&mut cluster, osd, Some(&plan));
-        faults += 1;
-        pause_until(&mut rng, 5.0..15.0, deadline);
-        restart_osd_with_faults(&mut cluster, osd, None);
+        restart_osd_with_faults(&mut run.cluster, osd, Some(&plan));
+        run.faults += 1;
+        run.pause(5.0..15.0);
+        restart_osd_with_faults(&mut run.cluster, osd, None);
     }
-    verdict(SCENARIO, time, faults, fio);
+    run.verdict();
 }
