@@ -72,11 +72,29 @@ impl Run {
 
 /// A cluster of `osds` OSDs, pool 1 replicated `pg_size`, `monitors` monitors placing PGs.
 pub fn cluster(osds: usize, pg_size: usize, monitors: usize) -> Cluster {
+    start(options(osds, pg_size, monitors))
+}
+
+/// [`cluster`] whose pool 1 is Reed-Solomon `k`+`m` (`pg_minsize` k: writes go on with m
+/// parts down).
+pub fn ec_cluster(osds: usize, k: usize, m: usize, monitors: usize) -> Cluster {
+    let mut opts = options(osds, k + m, monitors);
+    opts.scheme = "ec".into();
+    opts.parity_chunks = m;
+    opts.pg_minsize = Some(k);
+    start(opts)
+}
+
+fn options(osds: usize, pg_size: usize, monitors: usize) -> ClusterOptions {
     let mut opts = ClusterOptions::from_workspace();
     opts.osds = osds;
     opts.pg_size = pg_size;
     opts.monitors = monitors;
     opts.osd_size = 512 << 20;
+    opts
+}
+
+fn start(opts: ClusterOptions) -> Cluster {
     Cluster::start(opts).expect("starting the cluster")
 }
 

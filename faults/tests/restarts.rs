@@ -11,11 +11,11 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use vitastor_testkit::Cluster;
 
-use vitastor_faults::scenario::{cluster, Run};
+use vitastor_faults::scenario::{cluster, ec_cluster, Run};
 
 /// A random OSD SIGKILLed every 5–15 s, started again 1–3 s later.
-fn osd_kill_loop(scenario: &'static str, pg_size: usize) {
-    let mut run = Run::start(scenario, cluster(3, pg_size, 1));
+fn osd_kill_loop(scenario: &'static str, cluster: Cluster) {
+    let mut run = Run::start(scenario, cluster);
     while run.pause(5.0..15.0) {
         let osd = run.rng.gen_range(1..=3);
         run.cluster.kill_osd(osd);
@@ -28,12 +28,17 @@ fn osd_kill_loop(scenario: &'static str, pg_size: usize) {
 
 #[test]
 fn osd_kill_loop_rep2() {
-    osd_kill_loop("osd-kill-loop rep2", 2);
+    osd_kill_loop("osd-kill-loop rep2", cluster(3, 2, 1));
 }
 
 #[test]
 fn osd_kill_loop_rep3() {
-    osd_kill_loop("osd-kill-loop rep3", 3);
+    osd_kill_loop("osd-kill-loop rep3", cluster(3, 3, 1));
+}
+
+#[test]
+fn osd_kill_loop_ec_2_1() {
+    osd_kill_loop("osd-kill-loop EC 2+1", ec_cluster(3, 2, 1, 1));
 }
 
 /// What a whole-cluster restart starts again.
