@@ -1052,11 +1052,29 @@ impl<E: IoEngine> Blockstore<E> {
         }
     }
 
-    /// Raw bytes stored per inode (flushed objects, one block each), for space reports.
+    /// Raw bytes stored per inode, for space reports: one block per object whose newest
+    /// stable version holds data. Stable versions still in the journal count (the flusher
+    /// waits for a batch, and a freshly written image must not look empty until then);
+    /// unstable ones do not, as they may still be rolled back.
     pub fn space_by_inode(&self) -> rustc_hash::FxHashMap<u64, u64> {
         let block = self.layout.block_size as u64;
+        // Dirty versions are in (object, version) order: the last stable one of an object
+        // says whether it exists.
+        let mut newest_stable: rustc_hash::FxHashMap<ObjectId, bool> = Default::default();
+        for (ov, d) in self.index.dirty.iter().filter(|(_, d)| d.stable) {
+            newest_stable.insert(ov.oid, d.kind != DirtyKind::Delete);
+        }
+        let clean = self
+            .index
+            .clean
+            .keys()
+            .filter(|oid| !newest_stable.contains_key(oid));
+        let dirty = newest_stable
+            .iter()
+            .filter(|(_, &exists)| exists)
+            .map(|(oid, _)| oid);
         let mut out: rustc_hash::FxHashMap<u64, u64> = Default::default();
-        for oid in self.index.clean.keys() {
+        for oid in clean.chain(dirty) {
             *out.entry(oid.inode).or_default() += block;
         }
         out
