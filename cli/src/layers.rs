@@ -384,6 +384,28 @@ fn report(json_out: bool, name: &str, what: &str, stats: CopyStats) -> Result<()
     Ok(())
 }
 
+/// [`copy_from`] with `rm`'s limits, quietly: the data `rm` of a snapshot moves before it
+/// removes one side.
+fn copy_for_rm(
+    etcd: &mut Etcd,
+    resolved: &Resolved,
+    target: &Image,
+    sources: Sources<'_>,
+    limits: Limits,
+) -> Result<CopyStats> {
+    copy_from(
+        etcd,
+        resolved,
+        target,
+        sources,
+        CopyLimits {
+            copy_iodepth: limits.iodepth,
+        },
+        limits.stall_timeout,
+        false,
+    )
+}
+
 /// `rm` of a read-only layer with exactly one child: its data goes into the child (the
 /// granules the child lacks), the child takes its parent, then the layer is removed.
 /// Returns the objects removed.
@@ -394,16 +416,12 @@ pub fn rm_merged(
     child: &Image,
     limits: Limits,
 ) -> Result<u64> {
-    copy_from(
+    copy_for_rm(
         etcd,
         resolved,
         child,
         Sources::Below(std::slice::from_ref(img)),
-        CopyLimits {
-            copy_iodepth: limits.iodepth,
-        },
-        limits.stall_timeout,
-        false,
+        limits,
     )?;
     reparent(
         etcd,
@@ -446,17 +464,7 @@ pub fn rm_inverse(
     child: &Image,
     limits: Limits,
 ) -> Result<u64> {
-    copy_from(
-        etcd,
-        resolved,
-        img,
-        Sources::Above(child),
-        CopyLimits {
-            copy_iodepth: limits.iodepth,
-        },
-        limits.stall_timeout,
-        false,
-    )?;
+    copy_for_rm(etcd, resolved, img, Sources::Above(child), limits)?;
     let (img_name, child_name) = (&img.cfg.name, &child.cfg.name);
     for _ in 0..MAX_TXN_ATTEMPTS {
         let (cur_img, img_index_rev) = find_image(etcd, img_name)?;
