@@ -228,6 +228,27 @@ impl BlockstoreConfig {
             .clone()
             .unwrap_or_else(|| self.meta_path())
     }
+
+    /// Whether the (journal, data, metadata) areas get fsyncs. The original's rule, which
+    /// its users' configurations rely on: an area on the device it defaults to follows that
+    /// device's flag, so the metadata on the data device follows `disable_data_fsync` and
+    /// the journal on the metadata device follows the metadata's. `disable_data_fsync` on a
+    /// single device (the recommended setting for drives with power-loss protection) thus
+    /// turns off every fsync of it, not only the data area's.
+    pub fn fsyncs_enabled(&self) -> (bool, bool, bool) {
+        let data = !self.disable_data_fsync;
+        let meta = if self.meta_path() == self.data_device {
+            data
+        } else {
+            !self.disable_meta_fsync
+        };
+        let journal = if self.journal_path() == self.meta_path() {
+            meta
+        } else {
+            !self.disable_journal_fsync
+        };
+        (journal, data, meta)
+    }
 }
 
 fn str_opt(map: &Map<String, Value>, key: &str) -> BsResult<Option<String>> {
@@ -298,6 +319,28 @@ mod tests {
         let m = json!({"data_device": "/tmp/x", "inject_faults": "fsync:eio:after=3"});
         let c = BlockstoreConfig::from_map(m.as_object().unwrap()).unwrap();
         assert_eq!(c.inject_faults.unwrap().to_string(), "fsync:eio:after=3");
+    }
+
+    #[test]
+    fn areas_on_a_shared_device_follow_its_fsync_flag() {
+        let cfg = |v: Value| BlockstoreConfig::from_map(v.as_object().unwrap()).unwrap();
+        // One device: disable_data_fsync turns every fsync off, whatever the other flags say.
+        let c = cfg(json!({"data_device": "/d", "disable_data_fsync": true}));
+        assert_eq!(c.fsyncs_enabled(), (false, false, false));
+        let c = cfg(json!({"data_device": "/d", "disable_journal_fsync": true}));
+        assert_eq!(c.fsyncs_enabled(), (true, true, true));
+        // Separate metadata device with the journal on it: the journal follows it.
+        let c = cfg(json!({"data_device": "/d", "meta_device": "/m",
+            "disable_data_fsync": true, "disable_meta_fsync": true}));
+        assert_eq!(c.fsyncs_enabled(), (false, false, false));
+        let c = cfg(json!({"data_device": "/d", "meta_device": "/m", "disable_data_fsync": true}));
+        assert_eq!(c.fsyncs_enabled(), (true, false, true));
+        // Three devices: each flag on its own.
+        let c = cfg(
+            json!({"data_device": "/d", "meta_device": "/m", "journal_device": "/j",
+            "disable_journal_fsync": true}),
+        );
+        assert_eq!(c.fsyncs_enabled(), (false, true, true));
     }
 
     #[test]

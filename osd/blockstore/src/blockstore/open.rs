@@ -391,6 +391,7 @@ impl<E: IoEngine> Blockstore<E> {
 
         let mut engine = Tracked::new(engine, &layout, devs);
         engine.set_plan(cfg.inject_faults.clone());
+        let (journal_fsync, data_fsync, meta_fsync) = cfg.fsyncs_enabled();
         let mut bs = Blockstore {
             engine,
             cfg: cfg.clone(),
@@ -412,9 +413,9 @@ impl<E: IoEngine> Blockstore<E> {
             unsynced: Vec::new(),
             unsynced_big: Vec::new(),
             fsyncs: Fsyncs::new([
-                (devs.journal, !cfg.disable_journal_fsync),
-                (devs.data, !cfg.disable_data_fsync),
-                (devs.meta, !cfg.disable_meta_fsync),
+                (devs.journal, journal_fsync),
+                (devs.data, data_fsync),
+                (devs.meta, meta_fsync),
             ]),
             fsync_out: Vec::new(),
             flush_queue: VecDeque::new(),
