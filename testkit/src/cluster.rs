@@ -2,6 +2,10 @@
 //! sparse files, pool 1 (replicated, XOR or EC) and its `pg/config` (until the monitor
 //! writes it).
 //!
+//! Daemons may run inside network namespaces the test made ([`ClusterOptions::etcd_host`],
+//! [`ClusterOptions::osd_hosts`], [`ClusterOptions::mon_host`]); by default all run here on
+//! 127.0.0.1.
+//!
 //! Like the rest of the kit it only signals processes it spawned, by PID, while it holds
 //! their unreaped [`Child`]; OSDs are spawned tied to the process (PDEATHSIG), so nothing
 //! outlives the test. Every wait is bounded.
@@ -17,6 +21,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::etcd::{spawn_tied_to_process, EtcdOptions, EtcdServer};
+use crate::netns::NetHost;
 use crate::{artifacts, process, TestkitError};
 
 /// How long an OSD may take to print its listening line (it opens and replays its store
@@ -58,6 +63,13 @@ pub struct ClusterOptions {
     pub monitors: usize,
     /// Extra options for every monitor.
     pub mon_args: Vec<String>,
+    /// Run etcd inside this network namespace, on its address (`None`: 127.0.0.1 here).
+    pub etcd_host: Option<NetHost>,
+    /// Run OSD `i + 1` inside `osd_hosts[i]`'s namespace, bound to (and publishing) its
+    /// address; OSDs beyond the list run here on 127.0.0.1.
+    pub osd_hosts: Vec<NetHost>,
+    /// Run the monitors inside this network namespace (`None`: here).
+    pub mon_host: Option<NetHost>,
 }
 
 impl ClusterOptions {
@@ -89,6 +101,9 @@ impl ClusterOptions {
             write_pg_config: true,
             monitors: 0,
             mon_args: Vec::new(),
+            etcd_host: None,
+            osd_hosts: Vec::new(),
+            mon_host: None,
         }
     }
 
@@ -163,6 +178,7 @@ impl Cluster {
         let etcd = EtcdServer::start(EtcdOptions {
             dir: Some(dir.join("etcd")),
             extra_args: vec!["--max-txn-ops=100000".into()],
+            host: opts.etcd_host.clone(),
             ..EtcdOptions::default()
         })?;
         let mut cluster = Cluster {
@@ -278,6 +294,11 @@ impl Cluster {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log);
+        if let Some(host) = self.opts.osd_hosts.get(i) {
+            cmd.args(["--bind_address", &host.addr.to_string()]);
+            host.enter_in_child(&mut cmd)
+                .map_err(|e| err(format!("osd.{num} in {}: {e}", host.netns)))?;
+        }
         let mut child =
             spawn_tied_to_process(cmd).map_err(|source| TestkitError::Spawn { binary, source })?;
         let line = process::first_line_within(&mut child, OSD_START_TIMEOUT);
@@ -314,6 +335,10 @@ impl Cluster {
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| err(e.to_string()))?)
             .stderr(log);
+        if let Some(host) = &self.opts.mon_host {
+            host.enter_in_child(&mut cmd)
+                .map_err(|e| err(format!("monitor in {}: {e}", host.netns)))?;
+        }
         let child =
             spawn_tied_to_process(cmd).map_err(|source| TestkitError::Spawn { binary, source })?;
         self.mons.push(Some(child));

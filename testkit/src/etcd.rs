@@ -4,6 +4,11 @@
 //! - One etcd process per [`EtcdServer`] (Debian's `/usr/bin/etcd`, 3.4),
 //!   listening on 127.0.0.1 only, on a client port and a peer port picked at
 //!   start (binding port 0 and releasing it), so parallel suites never collide.
+//!   With [`EtcdOptions::host`] it runs inside that network namespace on that
+//!   address instead, and the kit's health checks and etcdctl runs enter the
+//!   namespace too ([`crate::netns`]).
+//!   Ports are still picked in the test's namespace: a namespace made for the
+//!   test has nothing else listening.
 //!   If another process grabs a port between the pick and etcd's own bind,
 //!   start-up retries with new ports.
 //! - The server's directory (a fresh temp dir unless [`EtcdOptions::dir`] is
@@ -50,6 +55,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use crate::netns::NetHost;
 use crate::TestkitError;
 
 /// Where Debian's `etcd-server` package installs the server.
@@ -105,6 +111,9 @@ pub struct EtcdOptions {
     pub start_timeout: Duration,
     /// How long [`EtcdServer::stop`] waits after SIGTERM before sending SIGKILL.
     pub stop_timeout: Duration,
+    /// Run inside this network namespace, listening on its address; `None`: 127.0.0.1 of
+    /// the test's own namespace.
+    pub host: Option<NetHost>,
 }
 
 impl Default for EtcdOptions {
@@ -118,6 +127,7 @@ impl Default for EtcdOptions {
             extra_args: Vec::new(),
             start_timeout: Duration::from_secs(20),
             stop_timeout: Duration::from_secs(5),
+            host: None,
         }
     }
 }
@@ -197,14 +207,23 @@ impl EtcdServer {
         }
     }
 
-    /// `http://127.0.0.1:<client port>`, for etcdctl and HTTP clients.
+    /// `http://127.0.0.1:<client port>` (or the [`EtcdOptions::host`] address), for
+    /// etcdctl and HTTP clients.
     pub fn client_url(&self) -> String {
-        format!("http://{}:{}", Ipv4Addr::LOCALHOST, self.client_port)
+        format!("http://{}:{}", self.ip(), self.client_port)
     }
 
-    /// `127.0.0.1:<client port>/v3`, the form vitastor's `--etcd_address` takes.
+    /// `127.0.0.1:<client port>/v3` (or the [`EtcdOptions::host`] address), the form
+    /// vitastor's `--etcd_address` takes.
     pub fn etcd_address(&self) -> String {
-        format!("{}:{}/v3", Ipv4Addr::LOCALHOST, self.client_port)
+        format!("{}:{}/v3", self.ip(), self.client_port)
+    }
+
+    fn ip(&self) -> Ipv4Addr {
+        self.opts
+            .host
+            .as_ref()
+            .map_or(Ipv4Addr::LOCALHOST, |h| h.addr)
     }
 
     /// The client port.
@@ -254,7 +273,15 @@ impl EtcdServer {
 
     /// One `/health` request: true if etcd answers 200 `{"health":"true"}`.
     pub fn is_healthy(&self) -> bool {
-        health_check(self.client_port, HEALTH_REQUEST_TIMEOUT)
+        self.health_check(HEALTH_REQUEST_TIMEOUT)
+    }
+
+    fn health_check(&self, timeout: Duration) -> bool {
+        health_check(
+            SocketAddr::from((self.ip(), self.client_port)),
+            self.opts.host.as_ref(),
+            timeout,
+        )
     }
 
     /// Stops etcd: SIGTERM, then SIGKILL after [`EtcdOptions::stop_timeout`].
@@ -321,6 +348,10 @@ impl EtcdServer {
         };
         let mut cmd = Command::new(&self.opts.etcdctl_binary);
         scrub_env(&mut cmd, "ETCDCTL_");
+        if let Some(host) = &self.opts.host {
+            host.enter_in_child(&mut cmd)
+                .map_err(io_error(format!("entering {} for etcdctl", host.netns)))?;
+        }
         cmd.env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={}", self.client_url()))
             .args(args)
@@ -421,10 +452,15 @@ impl EtcdServer {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(stderr);
+        if let Some(host) = &self.opts.host {
+            host.enter_in_child(&mut cmd)
+                .map_err(io_error(format!("entering {} for etcd", host.netns)))?;
+        }
         let child = spawn_tied_to_process(cmd).map_err(|source| TestkitError::Spawn {
             binary: self.opts.etcd_binary.clone(),
             source,
         })?;
+        let health_addr = SocketAddr::from((self.ip(), self.client_port));
         let child = self.child.insert(child);
 
         loop {
@@ -456,7 +492,7 @@ impl EtcdServer {
             }
             // A request may not outlast the deadline; connect_timeout rejects zero.
             let budget = (deadline - now).clamp(Duration::from_millis(10), HEALTH_REQUEST_TIMEOUT);
-            if health_check(self.client_port, budget) {
+            if health_check(health_addr, self.opts.host.as_ref(), budget) {
                 return Ok(Launch::Healthy);
             }
             thread::sleep(POLL_INTERVAL);
@@ -471,7 +507,7 @@ impl EtcdServer {
     }
 
     fn peer_url(&self) -> String {
-        format!("http://{}:{}", Ipv4Addr::LOCALHOST, self.peer_port)
+        format!("http://{}:{}", self.ip(), self.peer_port)
     }
 }
 
@@ -609,11 +645,14 @@ fn scrub_env(cmd: &mut Command, prefix: &str) {
     }
 }
 
-/// One `GET /health`; any failure (refused, timeout, garbage) is "not healthy".
-fn health_check(port: u16, timeout: Duration) -> bool {
-    fn fetch(port: u16, timeout: Duration) -> io::Result<Vec<u8>> {
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
+/// One `GET /health` to `addr` (from inside `host`'s namespace when given); any failure
+/// (refused, timeout, garbage) is "not healthy".
+fn health_check(addr: SocketAddr, host: Option<&NetHost>, timeout: Duration) -> bool {
+    let fetch = || -> io::Result<Vec<u8>> {
+        let mut stream = match host {
+            Some(h) => h.connect(addr, timeout)?,
+            None => TcpStream::connect_timeout(&addr, timeout)?,
+        };
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
         // HTTP/1.0: etcd closes the connection after the reply, so reading to
@@ -624,8 +663,8 @@ fn health_check(port: u16, timeout: Duration) -> bool {
             .take(HEALTH_RESPONSE_LIMIT)
             .read_to_end(&mut response)?;
         Ok(response)
-    }
-    fetch(port, timeout).is_ok_and(|response| health_response_ok(&response))
+    };
+    fetch().is_ok_and(|response| health_response_ok(&response))
 }
 
 /// True for a `200` response whose JSON body has `"health":"true"`.

@@ -7,7 +7,8 @@
 //! test run) and no daemon left behind, whether the test passes, fails or
 //! panics.
 //!
-//! [`etcd`] launches throwaway single-member etcd servers, [`cluster`] whole local clusters.
+//! [`etcd`] launches throwaway single-member etcd servers, [`cluster`] whole local clusters;
+//! [`netns`] runs them inside network namespaces a test made.
 //! [`artifacts`] finds our own programs for tests and rebuilds stale ones, [`prereq`] makes
 //! a missing external tool fail the test (or, when allowed, a listed skip), and [`process`]
 //! runs a program with a deadline.
@@ -21,6 +22,7 @@ pub mod artifacts;
 pub mod client;
 pub mod cluster;
 pub mod etcd;
+pub mod netns;
 pub mod prereq;
 pub mod process;
 
@@ -31,6 +33,7 @@ use std::time::Duration;
 pub use client::TestClient;
 pub use cluster::{Cluster, ClusterOptions};
 pub use etcd::{EtcdOptions, EtcdServer};
+pub use netns::NetHost;
 pub use prereq::{require, require_tools, skip_unavailable};
 
 /// Everything that can go wrong while launching or driving test daemons.
