@@ -13,10 +13,15 @@
 //!
 //! What it must never do: serve a PG whose `pg/state` etcd has not granted to this OSD, or
 //! keep serving once the lease cannot be proven.
+//!
+//! The primary role's bounds are logged with the wall clock in microseconds, "pg P/N:
+//! primary role begins at T us" once etcd granted `pg/state` and "... ends at T us" once
+//! the PG drained and stopped or claims again: the fault suite compares these intervals
+//! across OSDs (no two may overlap for one PG).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use vitastor_blockstore::{BsOp, BsReply, ListFilter, ObjectId};
 use vitastor_layout::{keys, OsdNum, PgId, PgState};
@@ -33,6 +38,18 @@ use crate::pg_lifecycle::{
 };
 use crate::primary::{parse_listing, wire_list};
 use crate::server::{Owner, Server, SubRes};
+
+/// Logs where this OSD's primary role for `key` begins or ends (see the module doc).
+fn log_primary_role(key: PgId, bound: &str) {
+    let us = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros());
+    tracing::info!(
+        "pg {}/{}: primary role {bound} at {us} us",
+        key.pool,
+        key.pg
+    );
+}
 
 impl Server {
     fn etcd_send(&self, cmd: EtcdCommand) {
@@ -243,6 +260,9 @@ impl Server {
         let Some(pg) = self.pgs.get_mut(&key) else {
             return;
         };
+        if pg.phase != Phase::Claiming {
+            log_primary_role(key, "ends");
+        }
         pg.set_pool(pool);
         pg.cfg = cfg;
         pg.peers = peers;
@@ -301,6 +321,7 @@ impl Server {
                 }
                 LifeAction::Forget { release } => {
                     self.pgs.remove(&key);
+                    log_primary_role(key, "ends");
                     self.backoff.forget_pg(key);
                     if release {
                         self.etcd_send(EtcdCommand::ReleasePg {
@@ -316,7 +337,10 @@ impl Server {
                     key.pool,
                     key.pg
                 ),
-                LifeAction::StartRound => self.start_round(key),
+                LifeAction::StartRound => {
+                    log_primary_role(key, "begins");
+                    self.start_round(key)
+                }
                 LifeAction::Round(event) => self.step_round(key, event),
                 LifeAction::Reconnect => {
                     let Some(pg) = self.pgs.get(&key) else { return };
