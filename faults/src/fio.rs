@@ -27,7 +27,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use vitastor_testkit::artifacts;
+use vitastor_testkit::{artifacts, netns};
 
 /// `/usr/bin/fio`, installed by `make setup`.
 pub const FIO: &str = "/usr/bin/fio";
@@ -68,6 +68,8 @@ pub struct FioJob {
     pub pattern: bool,
     /// The engine fio loads (`libvitastor.so.0` beside it).
     pub engine: PathBuf,
+    /// Run fio inside this network namespace (`None`: the test's own).
+    pub netns: Option<String>,
 }
 
 impl FioJob {
@@ -82,6 +84,7 @@ impl FioJob {
             rate: "4m".into(),
             pattern: false,
             engine: artifacts::fresh_path("libfio_vitastor.so"),
+            netns: None,
         }
     }
 
@@ -110,6 +113,9 @@ impl FioJob {
         }
         if verify_only {
             cmd.arg("-verify_only");
+        }
+        if let Some(netns) = &self.netns {
+            netns::enter_in_child(&mut cmd, netns).expect("entering fio's network namespace");
         }
         cmd
     }

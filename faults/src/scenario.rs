@@ -36,8 +36,14 @@ impl Run {
 
     /// Starts fio against `cluster` for `time`.
     pub fn start_for(name: &'static str, cluster: Cluster, time: Duration) -> Run {
+        let job = FioJob::new(cluster.etcd_address());
+        Run::start_job(name, cluster, job, time)
+    }
+
+    /// Starts fio `job` (its loops, see [`FioLoop::start`]) against `cluster` for `time`.
+    pub fn start_job(name: &'static str, cluster: Cluster, job: FioJob, time: Duration) -> Run {
         let rng = rng(name);
-        let fio = FioLoop::start(FioJob::new(cluster.etcd_address()));
+        let fio = FioLoop::start(job);
         Run {
             name,
             cluster,
@@ -85,7 +91,8 @@ pub fn ec_cluster(osds: usize, k: usize, m: usize, monitors: usize) -> Cluster {
     start(opts)
 }
 
-fn options(osds: usize, pg_size: usize, monitors: usize) -> ClusterOptions {
+/// The options [`cluster`] starts with.
+pub fn options(osds: usize, pg_size: usize, monitors: usize) -> ClusterOptions {
     let mut opts = ClusterOptions::from_workspace();
     opts.osds = osds;
     opts.pg_size = pg_size;
@@ -94,7 +101,8 @@ fn options(osds: usize, pg_size: usize, monitors: usize) -> ClusterOptions {
     opts
 }
 
-fn start(opts: ClusterOptions) -> Cluster {
+/// Starts a cluster for a scenario.
+pub fn start(opts: ClusterOptions) -> Cluster {
     Cluster::start(opts).expect("starting the cluster")
 }
 
