@@ -1,4 +1,4 @@
-//! `vitastor-disk` end to end: the built binary on sparse files. Prepare, inspect, open the
+//! `vitastor-disk` end to end: the built binary on files it creates. Prepare, inspect, open the
 //! prepared store with the real io_uring engine, and check that every bad input fails with a
 //! clear message and exit status instead of a panic.
 
@@ -265,6 +265,40 @@ fn prepare_inspect_open_write_and_dump() {
     ]));
     assert_eq!(opts["journal_size"], 16 << 20);
     assert!(ok(&["dump-meta", "--data_device", s(&img)]).starts_with("0 entries"));
+}
+
+/// `prepare --size` reserves every block of the file it creates or grows, as a block device
+/// has them: the first write to a hole of a sparse file makes the host file system allocate,
+/// which io_uring cannot do without blocking (every such write went to a kernel worker
+/// thread), and a host file system that fills up would fail the OSD's writes long after the
+/// store was prepared instead of failing `prepare`.
+#[test]
+fn prepare_size_reserves_the_whole_file() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tmpdir();
+    let (img, _) = prepared(dir.path());
+    let m = std::fs::metadata(&img).unwrap();
+    assert_eq!(m.len(), 256 << 20);
+    assert!(
+        m.blocks() * 512 >= m.len(),
+        "{} of {} bytes allocated",
+        m.blocks() * 512,
+        m.len()
+    );
+    // Growing an existing (sparse) file reserves the new part too.
+    let grown = dir.path().join("grown.img");
+    std::fs::File::create(&grown)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    ok(&["prepare", "--data_device", s(&grown), "--size", "128M"]);
+    let m = std::fs::metadata(&grown).unwrap();
+    assert_eq!(m.len(), 128 << 20);
+    assert!(
+        m.blocks() * 512 >= m.len(),
+        "{} allocated",
+        m.blocks() * 512
+    );
 }
 
 #[test]

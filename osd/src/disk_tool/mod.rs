@@ -98,7 +98,8 @@ pub struct PrepareArgs {
     dev: DeviceArgs,
     #[command(flatten)]
     geo: GeometryArgs,
-    /// Create the data device as a sparse regular file of this size, or grow a smaller one
+    /// Create the data device as a regular file of this size (its blocks reserved on the host
+    /// file system, nothing written), or grow a smaller one
     #[arg(long, value_name = "SIZE", value_parser = size_arg)]
     size: Option<u64>,
     /// Overwrite an existing store

@@ -12,29 +12,66 @@ use vitastor_blockstore::BlockstoreConfig;
 
 use super::ToolError;
 
-/// Create `path` as a sparse file of `size` bytes, or grow a smaller regular file to it.
-/// Never shrinks: a larger file may already hold something the operator cares about.
+/// Create `path` as a file of `size` bytes, or grow a smaller regular file to it, and reserve
+/// every block of it on the host file system, as a block device has them. A hole costs the
+/// first write into it a block allocation, which io_uring cannot do without blocking (each
+/// such write is handed to a kernel worker thread), and a full host file system would fail
+/// the OSD's writes long after `prepare` said yes. Reserving writes no data (the blocks are
+/// allocated unwritten), so it is quick at any size. Never shrinks: a larger file may already
+/// hold something the operator cares about.
 pub fn ensure_file_size(path: &Path, size: u64) -> Result<(), ToolError> {
-    match std::fs::metadata(path) {
+    let len = match std::fs::metadata(path) {
         Ok(m) if !m.is_file() => {
             return Err(ToolError::Invalid(format!(
                 "--size only creates or grows regular files, and {} is not one",
                 path.display()
             )))
         }
-        Ok(m) if m.len() >= size => return Ok(()),
-        Ok(_) => {}
-        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == ErrorKind::NotFound => 0,
         Err(e) => return Err(ToolError::io(format!("stat {}", path.display()), e)),
-    }
+    };
     let f = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(false)
         .open(path)
         .map_err(|e| ToolError::io(format!("create {}", path.display()), e))?;
-    f.set_len(size)
-        .map_err(|e| ToolError::io(format!("resize {} to {size} bytes", path.display()), e))
+    if len < size {
+        f.set_len(size)
+            .map_err(|e| ToolError::io(format!("resize {} to {size} bytes", path.display()), e))?;
+    }
+    reserve(&f, len.max(size)).map_err(|e| {
+        ToolError::io(
+            format!(
+                "reserve {} bytes for {} on its file system",
+                len.max(size),
+                path.display()
+            ),
+            e,
+        )
+    })
+}
+
+/// Allocates the holes of the first `len` bytes of `f` (mode 0 `fallocate`: data and size
+/// unchanged). A file system without `fallocate` keeps a sparse file.
+fn reserve(f: &std::fs::File, len: u64) -> std::io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+    let len =
+        libc::off_t::try_from(len).map_err(|_| std::io::Error::from_raw_os_error(libc::EFBIG))?;
+    loop {
+        // SAFETY: fallocate on a descriptor `f` keeps open; it touches no user memory.
+        let r = unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, len) };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EOPNOTSUPP) => return Ok(()),
+            _ => return Err(e),
+        }
+    }
 }
 
 /// Lay out a store; refuses to overwrite an existing one unless `force`.
@@ -56,7 +93,8 @@ pub fn prepare(cfg: &BlockstoreConfig, force: bool) -> Result<Layout, ToolError>
 /// they are allocated on the host file system: otherwise every journal fsync of a fresh
 /// sparse file also commits the file system's block allocation, which costs several times
 /// the write itself and makes a new file-backed OSD look far slower than it is. Block
-/// devices are left alone; the data area stays sparse (it can be large).
+/// devices are left alone; the data area is only reserved (`ensure_file_size`), not written:
+/// it can be large.
 pub fn materialize_areas(cfg: &BlockstoreConfig, l: &Layout) -> Result<(), ToolError> {
     use std::os::unix::fs::FileExt;
     const CHUNK: u64 = 1 << 20;
