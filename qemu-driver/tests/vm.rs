@@ -5,8 +5,7 @@
 //! wrote, writes its own pattern and the checksums to the disk, syncs and powers off; the
 //! host then checks both through the driver.
 //!
-//! KVM is used when /dev/kvm is real hardware virtualization; these machines have PVM
-//! (`kvm_pvm`), on which a stock kernel does not boot, so TCG is used there.
+//! The VM machinery (assets, accelerator, initramfs, QEMU command line) is testkit's `vm`.
 //!
 //! Needs qemu-system-x86_64 and the kernel and busybox prepared by
 //! `scripts/qemu-vm-assets.sh` (both from `make setup`; see testkit's `require_tools`).
@@ -14,50 +13,13 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::*;
-use vitastor_testkit::{require, require_tools};
+use vitastor_testkit::{require, require_tools, vm};
 
 const GUEST_DATA: usize = 1 << 20;
-
-/// The kernel/busybox directory prepared by scripts/qemu-vm-assets.sh.
-fn vm_assets() -> Result<PathBuf, String> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/qemu-vm-assets.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .arg("--find")
-        .output()
-        .map_err(|e| format!("running {}: {e}", script.display()))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    match stdout.lines().last() {
-        Some(dir) if out.status.success() && !dir.is_empty() => Ok(PathBuf::from(dir)),
-        _ => Err(format!(
-            "VM kernel/busybox not prepared ({}); `make setup` runs scripts/qemu-vm-assets.sh",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )),
-    }
-}
-
-/// "-accel kvm" only for hardware KVM; PVM (kvm_pvm) cannot boot a stock kernel.
-fn accel() -> &'static str {
-    let hw = ["kvm_intel", "kvm_amd"]
-        .iter()
-        .any(|m| Path::new("/sys/module").join(m).exists());
-    let pvm = Path::new("/sys/module/kvm_pvm").exists();
-    let usable = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok();
-    if hw && !pvm && usable {
-        "kvm"
-    } else {
-        "tcg"
-    }
-}
 
 const INIT: &str = r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -90,73 +52,18 @@ fn md5(data: &[u8], dir: &Path) -> String {
         .to_string()
 }
 
-/// An uncompressed newc initramfs: busybox, the virtio modules, /init, the guest's data.
-fn initramfs(assets: &Path, dir: &Path, guest: &[u8]) -> PathBuf {
-    let root = dir.join("initramfs");
-    for d in ["bin", "proc", "sys", "dev"] {
-        fs::create_dir_all(root.join(d)).unwrap();
-    }
-    fs::copy(assets.join("busybox"), root.join("bin/busybox")).unwrap();
-    let cp = Command::new("cp")
-        .arg("-a")
-        .arg(assets.join("modules/lib"))
-        .arg(&root)
-        .status()
-        .unwrap();
-    assert!(cp.success(), "copying the modules");
-    fs::write(root.join("init"), INIT).unwrap();
-    fs::set_permissions(root.join("init"), fs::Permissions::from_mode(0o755)).unwrap();
-    fs::write(root.join("guest.bin"), guest).unwrap();
-    let image = dir.join("initrd.cpio");
-    let busybox = assets.join("busybox");
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "cd '{}' && '{bb}' find . | '{bb}' cpio -o -H newc > '{}' 2>/dev/null",
-            root.display(),
-            image.display(),
-            bb = busybox.display()
-        ))
-        .status()
-        .unwrap();
-    assert!(status.success(), "building the initramfs");
-    image
-}
-
 /// Boots the VM on disk `spec` with `guest` in its initramfs; returns the console output.
 fn boot(assets: &Path, dir: &Path, spec: &str, guest: &[u8]) -> String {
-    let initrd = initramfs(assets, dir, guest);
-    let accel = accel();
-    eprintln!("booting with -accel {accel}");
-    let drive = format!("file={spec},format=raw,if=none,id=d0,cache=none");
+    let initrd = vm::initramfs(assets, dir, INIT, &[("guest.bin", guest)]).expect("initramfs");
+    eprintln!("booting with -accel {}", vm::accel());
     qemu_ok(
-        "qemu-system-x86_64",
-        &[
-            "-nodefaults",
-            "-no-user-config",
-            "-display",
-            "none",
-            "-serial",
-            "stdio",
-            "-no-reboot",
-            "-accel",
-            accel,
-            "-m",
-            "256",
-            "-kernel",
-            assets.join("vmlinuz").to_str().unwrap(),
-            "-initrd",
-            initrd.to_str().unwrap(),
-            "-append",
-            "console=ttyS0 panic=-1 quiet",
-            "-object",
-            "iothread,id=io0",
-            "-drive",
-            &drive,
-            "-device",
-            "virtio-blk-pci,drive=d0,iothread=io0",
-        ],
+        vm::QEMU_SYSTEM,
+        &as_strs(&vm::qemu_args(assets, &initrd, "", spec)),
     )
+}
+
+fn as_strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
 }
 
 #[test]
@@ -164,7 +71,7 @@ fn vm_boots_and_writes_to_a_vitastor_disk() {
     if !require_tools(&["qemu-system-x86_64", "qemu-img", "md5sum"]) {
         return;
     }
-    let Some(assets) = require(vm_assets()) else {
+    let Some(assets) = require(vm::assets()) else {
         return;
     };
     let cl = start_cluster();
@@ -213,7 +120,7 @@ fn vms_on_two_clones_of_a_golden_snapshot() {
     if !require_tools(&["qemu-system-x86_64", "qemu-img", "md5sum"]) {
         return;
     }
-    let Some(assets) = require(vm_assets()) else {
+    let Some(assets) = require(vm::assets()) else {
         return;
     };
     let cl = start_cluster();

@@ -11,7 +11,7 @@
 //! [`netns`] runs them inside network namespaces a test made.
 //! [`artifacts`] finds our own programs for tests and rebuilds stale ones, [`prereq`] makes
 //! a missing external tool fail the test (or, when allowed, a listed skip), and [`process`]
-//! runs a program with a deadline.
+//! runs a program with a deadline. [`vm`] boots throwaway VMs on vitastor disks.
 //!
 //! The kit only ever signals processes it spawned itself, by PID, and only
 //! while it still holds the unreaped child (so the PID cannot have been
@@ -25,6 +25,7 @@ pub mod etcd;
 pub mod netns;
 pub mod prereq;
 pub mod process;
+pub mod vm;
 
 use std::fmt;
 use std::path::PathBuf;

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use vitastor_testkit::{artifacts, process, Cluster, ClusterOptions};
+use vitastor_testkit::{process, vm, Cluster, ClusterOptions};
 
 /// Upper bound on one QEMU program run; the slowest (a VM boot under TCG) takes ~10 s.
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(180);
@@ -22,14 +22,7 @@ pub const MIB: u64 = 1 << 20;
 /// before compiling these tests, so it is never stale; the libvitastor.so it loads (through
 /// `$ORIGIN`) is rebuilt here when stale.
 pub fn driver() -> PathBuf {
-    artifacts::fresh_path("libvitastor.so");
-    let so = artifacts::profile_dir().join("block-vitastor.so");
-    assert!(
-        so.exists(),
-        "{} is missing (built by qemu-driver/build.rs)",
-        so.display()
-    );
-    so
+    vm::driver().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// 3 OSDs, pool 1 with pg_size 2 (pg_minsize 1), 16 PGs, 128 KiB objects.
