@@ -2,9 +2,11 @@
 //! connects to the peers not connected yet and waits until every peer is connected or has
 //! failed (a connect or handshake that times out is a failure: the peer table drops it), then
 //! declares the PG incomplete (too few live members) or lists the PG's objects on every
-//! reachable peer, stabilizes what the listings found unstable (SEC_SYNC, then SEC_STABILIZE,
-//! on each OSD holding such versions), and declares the PG active with its map of degraded
-//! and misplaced objects — or starts over when a step failed or something changed meanwhile.
+//! reachable peer, rolls back unstable versions that cannot be trusted (a version number given
+//! twice, see [`crate::pg::untrusted_unstable`]; EC: torn stripes), stabilizes the other
+//! unstable versions (SEC_SYNC, then SEC_STABILIZE, on each OSD holding such versions), and
+//! declares the PG active with its map of degraded and misplaced objects — or starts over
+//! when a step failed or something changed meanwhile.
 //!
 //! This module does no I/O and never touches the server: [`PeeringRound::advance`] takes an
 //! [`Event`] and returns the [`Action`]s `peering.rs` carries out. Every reply carries the
@@ -21,7 +23,7 @@ use vitastor_layout::OsdNum;
 
 use crate::ec::geometry::Geometry;
 use crate::ec::peer::{Lost, Peered};
-use crate::pg::{classify, ObjectMap};
+use crate::pg::{classify, untrusted_unstable, ObjectMap};
 
 /// Where the connection to a peer stands when the round starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,7 +117,8 @@ pub enum Action {
         /// Where.
         osd: OsdNum,
     },
-    /// EC/XOR PGs: roll back `list` on `osd` (parts of versions no `k` parts hold).
+    /// Roll back `list` on `osd`: EC/XOR parts of versions no `k` parts hold, and (any
+    /// PG) unstable versions a stable version elsewhere makes untrustworthy.
     Rollback {
         /// Where.
         osd: OsdNum,
@@ -166,11 +169,11 @@ pub struct PeeringRound {
     ready: BTreeSet<OsdNum>,
     /// OSDs whose answer the current step waits for.
     waiting: BTreeSet<OsdNum>,
-    listings: BTreeMap<OsdNum, Vec<ObjVerId>>,
+    /// Each OSD's listing (stable, unstable); replicated PGs drop what they roll back.
+    listings: BTreeMap<OsdNum, Listing>,
+    /// Unstable versions to sync and stabilize, by OSD.
     unstable: BTreeMap<OsdNum, Vec<ObjVerId>>,
     ec: Option<(Geometry, Vec<OsdNum>)>,
-    /// EC/XOR PGs: each OSD's listing as it came (stable, unstable).
-    ec_listings: BTreeMap<OsdNum, Listing>,
     /// EC/XOR PGs: what peering decided, once every listing is in.
     ec_peered: Option<Peered>,
     failed: bool,
@@ -192,7 +195,6 @@ impl PeeringRound {
             listings: BTreeMap::new(),
             unstable: BTreeMap::new(),
             ec: None,
-            ec_listings: BTreeMap::new(),
             ec_peered: None,
             failed: false,
             repeer: false,
@@ -235,15 +237,8 @@ impl PeeringRound {
                 },
             ) if epoch == self.epoch && self.waiting.remove(&osd) => {
                 match listing {
-                    Some(l) if self.ec.is_some() => {
-                        self.ec_listings.insert(osd, l);
-                    }
-                    Some((mut stable, unstable)) => {
-                        if !unstable.is_empty() {
-                            self.unstable.insert(osd, unstable.clone());
-                        }
-                        stable.extend(unstable);
-                        self.listings.insert(osd, stable);
+                    Some(l) => {
+                        self.listings.insert(osd, l);
                     }
                     None => self.failed = true,
                 }
@@ -256,14 +251,7 @@ impl PeeringRound {
                 if self.ec.is_some() {
                     return self.ec_settle();
                 }
-                if self.unstable.is_empty() {
-                    return self.active();
-                }
-                // Unstable versions left by a primary that stopped before a SYNC: they are
-                // kept (synced, then stabilized), as a disk cache that persisted them would.
-                let mut out = vec![Action::Stabilizing];
-                out.extend(self.stab_round(Stage::Syncing));
-                out
+                self.settle()
             }
             (
                 stage @ (Stage::RollingBack | Stage::Syncing | Stage::Stabilizing),
@@ -376,7 +364,7 @@ impl PeeringRound {
             return self.restart();
         };
         let live: BTreeSet<OsdNum> = self.members.iter().copied().collect();
-        let mut peered = crate::ec::peer::classify(geo, set, &live, &self.ec_listings);
+        let mut peered = crate::ec::peer::classify(geo, set, &live, &self.listings);
         if !peered.lost.is_empty() {
             self.stage = Stage::Done;
             return vec![Action::Lost(std::mem::take(&mut peered.lost))];
@@ -384,6 +372,33 @@ impl PeeringRound {
         self.unstable = std::mem::take(&mut peered.stabilize);
         let rollback = std::mem::take(&mut peered.rollback);
         self.ec_peered = Some(peered);
+        self.roll_back(rollback)
+    }
+
+    /// Replicated PGs, every listing in: unstable versions that a stable version elsewhere
+    /// makes untrustworthy are rolled back ([`crate::pg::untrusted_unstable`]); the others,
+    /// left by a primary that stopped before a SYNC, are kept (synced, then stabilized), as
+    /// a disk cache that persisted them would.
+    fn settle(&mut self) -> Vec<Action> {
+        let rollback = untrusted_unstable(&self.listings);
+        for (osd, list) in &rollback {
+            if let Some((_, unstable)) = self.listings.get_mut(osd) {
+                let back_to: BTreeMap<_, _> = list.iter().map(|ov| (ov.oid, ov.version)).collect();
+                unstable.retain(|ov| back_to.get(&ov.oid).is_none_or(|&v| ov.version <= v));
+            }
+        }
+        self.unstable = self
+            .listings
+            .iter()
+            .filter(|(_, (_, unstable))| !unstable.is_empty())
+            .map(|(&osd, (_, unstable))| (osd, unstable.clone()))
+            .collect();
+        self.roll_back(rollback)
+    }
+
+    /// Sends `rollback`, then syncs and stabilizes what is unstable, then goes active (each
+    /// step only when there is something to do).
+    fn roll_back(&mut self, rollback: BTreeMap<OsdNum, Vec<ObjVerId>>) -> Vec<Action> {
         if rollback.is_empty() && self.unstable.is_empty() {
             return self.active();
         }
@@ -406,7 +421,7 @@ impl PeeringRound {
         self.stage = Stage::Done;
         if let Some(peered) = self.ec_peered.take() {
             let listed = self
-                .ec_listings
+                .listings
                 .iter()
                 .map(|(o, l)| (*o, l.0.len() + l.1.len()))
                 .collect();
@@ -415,7 +430,13 @@ impl PeeringRound {
                 listed,
             }];
         }
-        let listings = std::mem::take(&mut self.listings);
+        let listings: BTreeMap<OsdNum, Vec<ObjVerId>> = std::mem::take(&mut self.listings)
+            .into_iter()
+            .map(|(osd, (mut stable, unstable))| {
+                stable.extend(unstable);
+                (osd, stable)
+            })
+            .collect();
         let listed = listings.iter().map(|(o, l)| (*o, l.len())).collect();
         vec![Action::Active {
             objects: Box::new(classify(&self.members, &listings)),
@@ -687,6 +708,122 @@ mod tests {
         let out = r.advance(stabilized(2, EPOCH, true));
         // Object 0: 3 on osd 1, 2 on osd 2 (degraded); object 1 on osd 2 only (degraded).
         assert_eq!(objects(&out), (2, 0));
+    }
+
+    /// OSDs 1, 2 and 3 (every member) are reachable.
+    fn started_whole() -> PeeringRound {
+        let mut r = PeeringRound::new(EPOCH);
+        let out = r.advance(claimed(&[
+            (1, Link::Ready),
+            (2, Link::Ready),
+            (3, Link::Ready),
+        ]));
+        assert_eq!(out[0], live(&[1, 2, 3]));
+        r
+    }
+
+    /// A write of version 3 reached only osd 3 (unstable) before its primary died; osd 3
+    /// went down, the PG went on without it and gave the next write of the object version
+    /// 3 again, with other data, stable on osds 1 and 2. osd 3 is back: its 3 is not that
+    /// version, so it is rolled back (to its stable 2) and the object recovered onto it.
+    #[test]
+    fn an_unstable_version_that_others_hold_stable_is_rolled_back_and_recovered() {
+        let mut r = started_whole();
+        r.advance(listed(1, EPOCH, Some((vec![ov(0, 3)], vec![]))));
+        r.advance(listed(2, EPOCH, Some((vec![ov(0, 3)], vec![]))));
+        let out = r.advance(listed(3, EPOCH, Some((vec![ov(0, 2)], vec![ov(0, 3)]))));
+        assert_eq!(
+            out,
+            [
+                Action::Stabilizing,
+                Action::Rollback {
+                    osd: OsdNum(3),
+                    list: vec![ov(0, 2)]
+                }
+            ]
+        );
+        let out = r.advance(stabilized(3, EPOCH, true));
+        let [Action::Active { objects, .. }] = &out[..] else {
+            panic!("not active: {out:?}")
+        };
+        let st = &objects.objects[&ov(0, 0).oid];
+        assert_eq!(
+            (st.version, st.holders.clone(), st.stale.clone()),
+            (3, vec![OsdNum(1), OsdNum(2)], vec![OsdNum(3)])
+        );
+        assert!(objects.degraded.contains(&ov(0, 0).oid));
+    }
+
+    /// The same on a member of the set, with no stable version of its own below: it is
+    /// rolled back to nothing and the object is degraded on it.
+    #[test]
+    fn an_unstable_version_on_a_member_below_a_stable_one_elsewhere_is_rolled_back() {
+        let mut r = started();
+        r.advance(listed(1, EPOCH, Some((vec![ov(0, 4)], vec![]))));
+        r.advance(listed(7, EPOCH, Some((vec![], vec![]))));
+        let out = r.advance(listed(2, EPOCH, Some((vec![], vec![ov(0, 1), ov(0, 2)]))));
+        assert_eq!(
+            out,
+            [
+                Action::Stabilizing,
+                Action::Rollback {
+                    osd: OsdNum(2),
+                    list: vec![ov(0, 0)]
+                }
+            ]
+        );
+        let out = r.advance(stabilized(2, EPOCH, true));
+        let [Action::Active { objects, .. }] = &out[..] else {
+            panic!("not active: {out:?}")
+        };
+        let st = &objects.objects[&ov(0, 0).oid];
+        assert_eq!((st.version, st.holders.clone()), (4, vec![OsdNum(1)]));
+        assert!(objects.degraded.contains(&ov(0, 0).oid));
+    }
+
+    /// A version unstable on the only OSD that has it, above everything stable, was never
+    /// SYNCed: keeping it is allowed (as a disk cache that persisted it would), so it is
+    /// stabilized and copied to the others; other objects' unstable versions are kept too
+    /// while one is rolled back.
+    #[test]
+    fn an_unstable_version_above_every_stable_one_is_kept() {
+        let mut r = started();
+        r.advance(listed(1, EPOCH, Some((vec![ov(0, 2), ov(1, 5)], vec![]))));
+        r.advance(listed(2, EPOCH, Some((vec![ov(0, 2)], vec![]))));
+        let out = r.advance(listed(
+            7,
+            EPOCH,
+            Some((vec![ov(0, 2), ov(1, 4)], vec![ov(0, 3), ov(1, 5)])),
+        ));
+        assert_eq!(
+            out,
+            [
+                Action::Stabilizing,
+                Action::Rollback {
+                    osd: OsdNum(7),
+                    list: vec![ov(1, 4)]
+                }
+            ]
+        );
+        assert_eq!(
+            r.advance(stabilized(7, EPOCH, true)),
+            [Action::Sync { osd: OsdNum(7) }]
+        );
+        assert_eq!(
+            r.advance(stabilized(7, EPOCH, true)),
+            [Action::Stabilize {
+                osd: OsdNum(7),
+                list: vec![ov(0, 3)]
+            }]
+        );
+        let out = r.advance(stabilized(7, EPOCH, true));
+        let [Action::Active { objects, .. }] = &out[..] else {
+            panic!("not active: {out:?}")
+        };
+        let st0 = &objects.objects[&ov(0, 0).oid];
+        assert_eq!((st0.version, st0.holders.clone()), (3, vec![OsdNum(7)]));
+        let st1 = &objects.objects[&ov(1, 0).oid];
+        assert_eq!((st1.version, st1.stale.clone()), (5, vec![OsdNum(7)]));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use vitastor_blockstore::{ObjVerId, ObjectId};
 use vitastor_layout::{OsdNum, PgConfigItem, PgId, PgStateName, PoolConfig};
 
 use crate::ec::EcPool;
-use crate::peering_round::PeeringRound;
+use crate::peering_round::{Listing, PeeringRound};
 
 /// Where a PG is in its life on this OSD.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,6 +176,63 @@ pub fn classify(members: &[OsdNum], listings: &BTreeMap<OsdNum, Vec<ObjVerId>>) 
         );
     }
     map
+}
+
+/// Replicated pools: the SEC_ROLLBACK lists (per OSD, `(object, version to go back to)`)
+/// for unstable versions that some OSD's stable version makes untrustworthy.
+///
+/// A version number can be given twice: a write torn by a crash may leave version `v`
+/// unstable on one OSD only; if that OSD is down when the PG peers again, the newest
+/// version the others have is below `v`, and the next write of the object is `v` again,
+/// with other data. Once the OSD is back, its `v` is not the `v` the others hold. Listings
+/// do not tell the two apart, but they do tell which copy cannot be wrong: a stable
+/// version was SYNCed by a primary of the PG, so when an OSD's unstable version is at or
+/// below a version another OSD holds stable, that OSD's unstable versions of the object are
+/// rolled back to its own newest stable one and the object is recovered onto it. (When
+/// the copies were the same write, one that a SYNC stabilized elsewhere before its
+/// primary died, this costs a recovery and loses nothing.) Unstable versions above every
+/// stable one were never SYNCed; they are kept.
+///
+/// An OSD's newest stable version is never above its own unstable versions, so a rollback
+/// to it drops exactly the unstable ones.
+pub fn untrusted_unstable(listings: &BTreeMap<OsdNum, Listing>) -> BTreeMap<OsdNum, Vec<ObjVerId>> {
+    let mut newest_stable: HashMap<ObjectId, u64> = HashMap::new();
+    for (stable, _) in listings.values() {
+        for ov in stable {
+            let v = newest_stable.entry(ov.oid).or_insert(0);
+            *v = (*v).max(ov.version);
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (&osd, (stable, unstable)) in listings {
+        if unstable.is_empty() {
+            continue;
+        }
+        let mut lowest: HashMap<ObjectId, u64> = HashMap::new();
+        for ov in unstable {
+            let v = lowest.entry(ov.oid).or_insert(u64::MAX);
+            *v = (*v).min(ov.version);
+        }
+        // Own newest stable version of the objects with unstable versions only.
+        let mut own: HashMap<ObjectId, u64> = HashMap::new();
+        for ov in stable.iter().filter(|ov| lowest.contains_key(&ov.oid)) {
+            let v = own.entry(ov.oid).or_insert(0);
+            *v = (*v).max(ov.version);
+        }
+        let mut list: Vec<ObjVerId> = lowest
+            .into_iter()
+            .filter_map(|(oid, low)| {
+                let own = own.get(&oid).copied().unwrap_or(0);
+                let newest = newest_stable.get(&oid).copied().unwrap_or(0);
+                (low > own && low <= newest).then_some(ObjVerId::new(oid, own))
+            })
+            .collect();
+        if !list.is_empty() {
+            list.sort_unstable();
+            out.insert(osd, list);
+        }
+    }
+    out
 }
 
 /// Why this OSD cannot serve a pool's PGs (`None`: it can): a stripe shape no code serves,

@@ -1,5 +1,6 @@
 //! Peering of an EC/XOR PG: from every live OSD's listing (part versions, stable and
-//! unstable), each logical object's settled version ([`super::torn::settle`]), the
+//! unstable), each logical object's settled version ([`super::torn::settle`], once unstable
+//! parts of a version number given twice are set aside: [`distrust_reused`]), the
 //! SEC_ROLLBACK and SEC_STABILIZE lists that make every part read as it, and the PG's map
 //! of degraded and misplaced objects. An object is degraded when the part of some live
 //! member's position lacks the settled version, misplaced when a copy of some part sits on
@@ -16,7 +17,7 @@ use vitastor_blockstore::{ObjVerId, ObjectId};
 use vitastor_layout::OsdNum;
 
 use super::geometry::Geometry;
-use super::torn::{settle, PartListing, Settle};
+use super::torn::{settle, PartListing, PartOp, Settle};
 use crate::pg::{ObjState, ObjectMap};
 
 /// An object whose newest stable version is on fewer than `k` parts.
@@ -84,12 +85,18 @@ pub fn classify(
     let mut oids: Vec<ObjectId> = parts.keys().copied().collect();
     oids.sort_unstable();
     for oid in oids {
-        let listed: Vec<PartListing> = parts
+        let mut listed: Vec<PartListing> = parts
             .remove(&oid)
             .unwrap_or_default()
             .into_values()
             .collect();
         let part_oid = |part: u32| ObjectId::new(oid.inode, geo.part_stripe(oid.stripe, part));
+        for (part, osd, v) in distrust_reused(geo.data_parts, &mut listed) {
+            out.rollback
+                .entry(osd)
+                .or_default()
+                .push(ObjVerId::new(part_oid(part), v));
+        }
         match settle(geo.data_parts, &listed) {
             Settle::Lost { stable, parts } => out.lost.push(Lost { oid, stable, parts }),
             Settle::At {
@@ -156,6 +163,37 @@ pub fn classify(
         }
     }
     out
+}
+
+/// Rolls back the unstable part versions that a stable version of the object makes
+/// untrustworthy (a version number given twice: see [`crate::pg::untrusted_unstable`]) and
+/// drops them from `listed`, so that [`settle`] sees the part at its own stable version
+/// (then stale, rebuilt from the others). Only when at least `k` parts hold the newest
+/// stable version: with fewer, the unstable parts are needed to complete it (a SYNC that
+/// stabilized some parts of one write before its primary died), and they are kept.
+fn distrust_reused(k: u32, listed: &mut [PartListing]) -> Vec<PartOp> {
+    let Some(newest) = listed.iter().filter_map(|l| l.stable).max() else {
+        return Vec::new();
+    };
+    let mut stable_parts: Vec<u32> = listed
+        .iter()
+        .filter(|l| l.stable == Some(newest))
+        .map(|l| l.part)
+        .collect();
+    stable_parts.sort_unstable();
+    stable_parts.dedup();
+    if stable_parts.len() < k as usize {
+        return Vec::new();
+    }
+    let mut rollback = Vec::new();
+    for l in listed.iter_mut() {
+        let own = l.stable.unwrap_or(0);
+        if l.unstable.iter().any(|&u| u > own && u <= newest) {
+            rollback.push((l.part, l.osd, own));
+            l.unstable.retain(|&u| u <= own);
+        }
+    }
+    rollback
 }
 
 #[cfg(test)]
@@ -231,6 +269,51 @@ mod tests {
         let oid = ObjectId::new(INODE, 0);
         assert!(p.objects.misplaced.contains(&oid));
         assert_eq!(p.objects.objects[&oid].stale, osds(&[4]));
+    }
+
+    /// Version 2 of the object reached only part 0 (osd 1, unstable) before its primary
+    /// died; osd 1 went down, the PG went on without it and wrote version 2 again, with
+    /// other data, as parts 1 and 2 (stable). Part 0's 2 belongs to no stripe of that
+    /// version: it is rolled back and rebuilt from the other two.
+    #[test]
+    fn an_unstable_part_of_a_version_others_hold_stable_is_rolled_back() {
+        let g = geo();
+        let listings = BTreeMap::from([
+            (OsdNum(1), (vec![part(0, 0, 1)], vec![part(0, 0, 2)])),
+            (OsdNum(2), (vec![part(0, 1, 2)], vec![])),
+            (OsdNum(3), (vec![part(0, 2, 2)], vec![])),
+        ]);
+        let live: BTreeSet<OsdNum> = osds(&[1, 2, 3]).into_iter().collect();
+        let p = classify(&g, &osds(&[1, 2, 3]), &live, &listings);
+        let oid = ObjectId::new(INODE, 0);
+        assert_eq!(
+            p.rollback,
+            BTreeMap::from([(OsdNum(1), vec![part(0, 0, 1)])])
+        );
+        assert!(p.stabilize.is_empty(), "{:?}", p.stabilize);
+        assert!(p.objects.degraded.contains(&oid));
+        assert_eq!(p.objects.objects[&oid].version, 2);
+        assert_eq!(p.objects.ec_parts[&oid], [(1, OsdNum(2)), (2, OsdNum(3))]);
+        assert_eq!(p.objects.ec_stale[&oid], [(0, OsdNum(1))]);
+    }
+
+    /// A SYNC stabilized version 2 on part 1 only before its primary died: fewer than `k`
+    /// stable parts cannot rebuild the others, so the unstable parts 0 and 2 are kept and
+    /// stabilized (a version rolled back here would leave the stable one lost).
+    #[test]
+    fn unstable_parts_are_kept_when_fewer_than_k_parts_hold_the_stable_version() {
+        let g = geo();
+        let listings = BTreeMap::from([
+            (OsdNum(1), (vec![part(0, 0, 1)], vec![part(0, 0, 2)])),
+            (OsdNum(2), (vec![part(0, 1, 2)], vec![])),
+            (OsdNum(3), (vec![part(0, 2, 1)], vec![part(0, 2, 2)])),
+        ]);
+        let live: BTreeSet<OsdNum> = osds(&[1, 2, 3]).into_iter().collect();
+        let p = classify(&g, &osds(&[1, 2, 3]), &live, &listings);
+        assert!(p.rollback.is_empty(), "{:?}", p.rollback);
+        assert_eq!(p.stabilize.len(), 2);
+        assert!(p.objects.objects.is_empty(), "{:?}", p.objects);
+        assert!(p.lost.is_empty());
     }
 
     #[test]
