@@ -27,6 +27,8 @@ pub struct Figures {
     pub lost_writes: u64,
     /// fio runs completed.
     pub fio_runs: u64,
+    /// Rounds of the VM scenarios' guest (printed instead of fio runs when not 0).
+    pub vm_rounds: u64,
 }
 
 impl fmt::Display for Figures {
@@ -34,14 +36,18 @@ impl fmt::Display for Figures {
         write!(
             f,
             "{:<28} duration {:>4} s  faults {:>4}  longest pause {:>7.2} s  verify errors {}  \
-             lost writes {}  (fio runs {})",
+             lost writes {}  ({})",
             self.scenario,
             self.duration.as_secs(),
             self.faults,
             self.longest_pause.as_secs_f64(),
             self.verify_errors,
             self.lost_writes,
-            self.fio_runs
+            if self.vm_rounds > 0 {
+                format!("VM rounds {}", self.vm_rounds)
+            } else {
+                format!("fio runs {}", self.fio_runs)
+            }
         )
     }
 }

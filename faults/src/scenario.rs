@@ -7,6 +7,7 @@ use crate::duration::fault_time;
 use crate::figures::Figures;
 use crate::fio::{FioFigures, FioJob, FioLoop};
 use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use vitastor_testkit::{Cluster, ClusterOptions};
 
@@ -60,9 +61,9 @@ impl Run {
         pause_until(&mut self.rng, secs, self.deadline)
     }
 
-    /// Sleeps a random time in `secs` seconds (not cut at the deadline).
+    /// [`sleep`] with the run's generator.
     pub fn sleep(&mut self, secs: std::ops::Range<f64>) {
-        std::thread::sleep(Duration::from_secs_f64(self.rng.gen_range(secs)));
+        sleep(&mut self.rng, secs);
     }
 
     /// [`verdict`] of the run.
@@ -128,6 +129,57 @@ pub fn pause_until(rng: &mut StdRng, secs: std::ops::Range<f64>, deadline: Insta
     Instant::now() < deadline
 }
 
+/// Sleeps a random time in `secs` seconds (not cut at any deadline).
+pub fn sleep(rng: &mut StdRng, secs: std::ops::Range<f64>) {
+    std::thread::sleep(Duration::from_secs_f64(rng.gen_range(secs)));
+}
+
+/// A random OSD SIGKILLed and started again 1–3 s later (issue #16 scenario 1).
+pub fn kill_random_osd(cluster: &mut Cluster, rng: &mut StdRng) {
+    let osd = rng.gen_range(1..=cluster.osds.len() as u64);
+    cluster.kill_osd(osd);
+    sleep(rng, 1.0..3.0);
+    cluster.start_osd(osd).expect("restarting the OSD");
+}
+
+/// What a whole-cluster restart starts again.
+#[derive(Debug, Clone, Copy)]
+enum Daemon {
+    Etcd,
+    Monitor,
+    Osd(u64),
+}
+
+/// Every OSD, etcd and monitor `mon` SIGKILLed together, down 1–3 s, then started again in a
+/// random order, printed (issue #16 scenario 2); returns the new monitor's index.
+pub fn restart_whole_cluster(
+    cluster: &mut Cluster,
+    rng: &mut StdRng,
+    mon: usize,
+    scenario: &str,
+) -> usize {
+    let osds = cluster.osds.len() as u64;
+    for osd in 1..=osds {
+        cluster.kill_osd(osd);
+    }
+    cluster.kill_monitor(mon);
+    cluster.etcd.kill().expect("killing etcd");
+    sleep(rng, 1.0..3.0);
+    let mut order = vec![Daemon::Etcd, Daemon::Monitor];
+    order.extend((1..=osds).map(Daemon::Osd));
+    order.shuffle(rng);
+    println!("{scenario}: restart order {order:?}");
+    let mut new_mon = mon;
+    for daemon in order {
+        match daemon {
+            Daemon::Etcd => cluster.etcd.restart().expect("restarting etcd"),
+            Daemon::Monitor => new_mon = cluster.start_monitor().expect("restarting the monitor"),
+            Daemon::Osd(n) => cluster.start_osd(n).expect("restarting the OSD"),
+        }
+    }
+    new_mon
+}
+
 /// Restarts OSD `osd` with `plan` as its hidden `inject_faults` option (the blockstore's
 /// device faults, `vitastor_blockstore::FaultPlan`'s grammar), or without faults for `None`.
 /// The option goes into the OSD's config file, which the restart reads.
@@ -177,6 +229,7 @@ pub fn verdict_allowing(
         verify_errors: fio.verify_errors,
         lost_writes: lost,
         fio_runs: fio.runs,
+        vm_rounds: 0,
     }
     .report();
     assert!(fio.runs > 0, "{scenario}: no fio run completed");

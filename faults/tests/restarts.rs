@@ -7,21 +7,17 @@
 
 use std::fs;
 
-use rand::seq::SliceRandom;
 use rand::Rng;
 use vitastor_testkit::Cluster;
 
-use vitastor_faults::scenario::{cluster, ec_cluster, Run};
+use vitastor_faults::scenario::{cluster, ec_cluster, kill_random_osd, restart_whole_cluster, Run};
 
 /// A random OSD SIGKILLed every 5–15 s, started again 1–3 s later.
 fn osd_kill_loop(scenario: &'static str, cluster: Cluster) {
     let mut run = Run::start(scenario, cluster);
     while run.pause(5.0..15.0) {
-        let osd = run.rng.gen_range(1..=3);
-        run.cluster.kill_osd(osd);
+        kill_random_osd(&mut run.cluster, &mut run.rng);
         run.faults += 1;
-        run.sleep(1.0..3.0);
-        run.cluster.start_osd(osd).expect("restarting the OSD");
     }
     run.verdict();
 }
@@ -41,14 +37,6 @@ fn osd_kill_loop_ec_2_1() {
     osd_kill_loop("osd-kill-loop EC 2+1", ec_cluster(3, 2, 1, 1));
 }
 
-/// What a whole-cluster restart starts again.
-#[derive(Debug, Clone, Copy)]
-enum Daemon {
-    Etcd,
-    Monitor,
-    Osd(u64),
-}
-
 /// Every OSD, etcd and the monitor SIGKILLed together every 5–15 s, down 1–3 s, started
 /// again in a random order.
 #[test]
@@ -57,26 +45,8 @@ fn whole_cluster_restart() {
     let mut run = Run::start(SCENARIO, cluster(3, 2, 1));
     let mut mon = 0;
     while run.pause(5.0..15.0) {
-        for osd in 1..=3 {
-            run.cluster.kill_osd(osd);
-        }
-        run.cluster.kill_monitor(mon);
-        run.cluster.etcd.kill().expect("killing etcd");
+        mon = restart_whole_cluster(&mut run.cluster, &mut run.rng, mon, SCENARIO);
         run.faults += 1;
-        run.sleep(1.0..3.0);
-        let mut order = vec![Daemon::Etcd, Daemon::Monitor];
-        order.extend((1..=3).map(Daemon::Osd));
-        order.shuffle(&mut run.rng);
-        println!("{SCENARIO}: restart order {order:?}");
-        for daemon in order {
-            match daemon {
-                Daemon::Etcd => run.cluster.etcd.restart().expect("restarting etcd"),
-                Daemon::Monitor => {
-                    mon = run.cluster.start_monitor().expect("restarting the monitor")
-                }
-                Daemon::Osd(n) => run.cluster.start_osd(n).expect("restarting the OSD"),
-            }
-        }
     }
     run.verdict();
 }
