@@ -1,4 +1,5 @@
-//! The fault-injection suite's shared parts: fio under fault ([`fio`]), the figures each
+//! The fault-injection suite's shared parts: fio under fault ([`fio`]), a VM checksumming
+//! its disk under fault ([`vm`], its console read by [`guest_console`]), the figures each
 //! scenario prints ([`figures`]), how long scenarios run ([`duration`]), what every
 //! scenario does the same way ([`scenario`]), and for network partitions the namespaces
 //! and cuts ([`netns`]) and the check that no two OSDs lead one PG at once ([`primaries`]).
@@ -10,6 +11,8 @@
 pub mod duration;
 pub mod figures;
 pub mod fio;
+pub mod guest_console;
 pub mod netns;
 pub mod primaries;
 pub mod scenario;
+pub mod vm;
