@@ -12,11 +12,19 @@
 //! in the root namespace: the root namespace's interfaces and routes are never touched.
 //!
 //! # Cuts
-//! A cut between hosts A and B adds a route to B's address in A's namespace and to A's in
-//! B's, either `blackhole` (packets vanish silently: a real partition, connections hang
-//! until a timeout) or `prohibit` (senders get an error at once). Adding a route flushes the
-//! kernel's cached routes, so established connections are cut too. Healing deletes the
-//! routes. Everything else (etcd, other hosts) still talks to both.
+//! A cut between hosts A and B is one of:
+//! - silent ([`CutKind::Silent`]): in each namespace a policy rule drops, on input, what
+//!   comes from the other's address (`ip rule add pref 10 from B iif eth0 blackhole`): a
+//!   real partition, where nothing tells the sender and connections hang until a timeout.
+//!   The rule must come before the `local` table's lookup, which every namespace has at
+//!   preference 0; so each host namespace moves that lookup to preference 100 at set-up.
+//!   (A `blackhole` route would not do: local senders get EINVAL from it at once.)
+//! - refused ([`CutKind::Refused`]): in each namespace a `prohibit` route to the other's
+//!   address: local senders get EACCES at once, as from a firewall that rejects.
+//!
+//! Changing rules or routes flushes the kernel's cached routes, so established connections
+//! are cut too. Healing deletes what the cuts added. Everything else (etcd, other hosts)
+//! still talks to both.
 //!
 //! # Names and clean-up
 //! Namespaces are named `vsp-<pid>-<n>-<host>` (`n` counts labs in the process). [`Lab`]
@@ -42,27 +50,47 @@ const CMD_TIMEOUT: Duration = Duration::from_secs(30);
 /// How a cut drops packets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CutKind {
-    /// Silently (`blackhole` routes).
-    Blackhole,
+    /// Silently, on input (policy rules).
+    Silent,
     /// With an immediate error to the sender (`prohibit` routes).
-    Prohibit,
+    Refused,
 }
 
 impl CutKind {
-    fn route_type(self) -> &'static str {
-        match self {
-            CutKind::Blackhole => "blackhole",
-            CutKind::Prohibit => "prohibit",
-        }
+    /// The `ip` object and its spec (without `add`/`del`) that cut a namespace off `peer`.
+    fn spec(self, peer: Ipv4Addr) -> Vec<String> {
+        let peer = format!("{peer}/32");
+        let spec: &[&str] = match self {
+            CutKind::Silent => &[
+                "rule",
+                "pref",
+                "10",
+                "from",
+                &peer,
+                "iif",
+                "eth0",
+                "blackhole",
+            ],
+            CutKind::Refused => &["route", "prohibit", &peer],
+        };
+        spec.iter().map(|s| s.to_string()).collect()
     }
 }
 
-/// One route this lab added: in `netns`, to `to`.
+/// What one cut added in one namespace: `ip -n <netns> <object> add|del <spec...>`.
 #[derive(Debug, Clone)]
-struct CutRoute {
+struct CutRule {
     netns: String,
-    to: Ipv4Addr,
-    kind: CutKind,
+    spec: Vec<String>,
+}
+
+impl CutRule {
+    fn apply(&self, verb: &str) {
+        let (object, rest) = self.spec.split_first().expect("an ip object");
+        run(Command::new(IP)
+            .args(["-n", &self.netns, object, verb])
+            .args(rest));
+    }
 }
 
 /// Namespaces joined by a bridge; see the module doc.
@@ -70,7 +98,7 @@ struct CutRoute {
 pub struct Lab {
     switch: String,
     hosts: Vec<(String, NetHost)>,
-    cuts: Vec<CutRoute>,
+    cuts: Vec<CutRule>,
 }
 
 fn run(cmd: &mut Command) {
@@ -162,6 +190,9 @@ impl Lab {
                     "net.ipv4.conf.default.route_localnet=1",
                     "net.ipv4.conf.eth0.route_localnet=1",
                 ]));
+            // Room for the silent cuts' rules before the local table (see the module doc).
+            ip_in(&netns, &["rule", "add", "pref", "100", "lookup", "local"]);
+            ip_in(&netns, &["rule", "del", "pref", "0"]);
             ip_in(
                 &netns,
                 &["addr", "add", &format!("{addr}/24"), "dev", "eth0"],
@@ -183,37 +214,20 @@ impl Lab {
     /// Cuts the link between hosts `a` and `b` (both directions).
     pub fn cut(&mut self, a: &str, b: &str, kind: CutKind) {
         let (a, b) = (self.host(a), self.host(b));
-        for (from, to) in [(&a, &b), (&b, &a)] {
-            let route = CutRoute {
-                netns: from.netns.clone(),
-                to: to.addr,
-                kind,
+        for (at, peer) in [(&a, &b), (&b, &a)] {
+            let rule = CutRule {
+                netns: at.netns.clone(),
+                spec: kind.spec(peer.addr),
             };
-            ip_in(
-                &route.netns,
-                &[
-                    "route",
-                    "add",
-                    kind.route_type(),
-                    &format!("{}/32", route.to),
-                ],
-            );
-            self.cuts.push(route);
+            rule.apply("add");
+            self.cuts.push(rule);
         }
     }
 
     /// Heals every cut.
     pub fn heal(&mut self) {
-        for route in std::mem::take(&mut self.cuts) {
-            ip_in(
-                &route.netns,
-                &[
-                    "route",
-                    "del",
-                    route.kind.route_type(),
-                    &format!("{}/32", route.to),
-                ],
-            );
+        for rule in std::mem::take(&mut self.cuts) {
+            rule.apply("del");
         }
     }
 }

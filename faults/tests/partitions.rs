@@ -2,8 +2,8 @@
 //! each OSD and the fio client run in their own network namespace on a bridge
 //! (`vitastor_faults::netns`, 127.77.0.N addresses), and links are cut and healed in a loop.
 //!
-//! The cuts, in a random order that takes each kind in turn, each `blackhole` (silent) or
-//! `prohibit` (an error at once) at random:
+//! The cuts, in a random order that takes each kind in turn, each silent (packets dropped
+//! on input: connections hang) or refused (`prohibit` routes: an error at once) at random:
 //! - `peers`: one OSD cut from the other OSDs but not from etcd or the client: it keeps its
 //!   lease, so its PGs stay its own and go on degraded (pg_minsize 1), as do the others';
 //!   6–10 s, past `osd_ping_timeout`.
@@ -50,18 +50,59 @@ fn wait(run: &mut Run, sampler: &mut Sampler, secs: std::ops::Range<f64>, until:
     sampler.sample_until(&run.cluster, (Instant::now() + d).min(until), SAMPLE_EVERY);
 }
 
+/// Whether this machine lets the test make namespaces (root, iproute2, procps); a skip is
+/// recorded otherwise.
+fn may_run() -> bool {
+    let uid = std::fs::metadata("/proc/self").map_or(1, |m| m.uid());
+    if uid != 0 {
+        vitastor_testkit::skip_unavailable("network namespaces (ip netns) need root");
+        return false;
+    }
+    vitastor_testkit::require_tools(&["/usr/sbin/ip", "/usr/sbin/sysctl"])
+}
+
+/// The lab itself: hosts reach each other on their 127.77 addresses; a refused cut fails a
+/// connect at once, a silent one lets it time out, a third host still gets through, healing
+/// restores the link, and dropping the lab removes its namespaces.
+#[test]
+fn lab_cuts_and_heals() {
+    if !may_run() {
+        return;
+    }
+    let mut lab = Lab::new(&["a", "b", "c"]);
+    let (a, b, c) = (lab.host("a"), lab.host("b"), lab.host("c"));
+    let listener = b.listen(0).expect("listening in b");
+    let to = listener.local_addr().expect("the listener's address");
+    let wait = Duration::from_secs(5);
+    a.connect(to, wait).expect("a reaches b");
+    lab.cut("a", "b", CutKind::Refused);
+    let refused = a
+        .connect(to, wait)
+        .expect_err("a refused cut must fail a connect");
+    assert_ne!(refused.kind(), std::io::ErrorKind::TimedOut, "{refused}");
+    c.connect(to, wait).expect("c still reaches b");
+    lab.heal();
+    a.connect(to, wait).expect("a reaches b again");
+    lab.cut("b", "a", CutKind::Silent);
+    let lost = a
+        .connect(to, Duration::from_secs(1))
+        .expect_err("a silent cut must fail a connect");
+    assert_eq!(lost.kind(), std::io::ErrorKind::TimedOut, "{lost}");
+    lab.heal();
+    a.connect(to, wait).expect("a reaches b after the heal");
+    drop(listener);
+    let names = [a.netns, b.netns, c.netns];
+    drop(lab);
+    for name in names {
+        let path = std::path::Path::new("/run/netns").join(&name);
+        assert!(!path.exists(), "{} is left", path.display());
+    }
+}
+
 #[test]
 fn network_partitions() {
     const SCENARIO: &str = "network partitions";
-    if std::fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .unwrap_or(1)
-        != 0
-    {
-        vitastor_testkit::skip_unavailable("network namespaces (ip netns) need root");
-        return;
-    }
-    if !vitastor_testkit::require_tools(&["/usr/sbin/ip", "/usr/sbin/sysctl"]) {
+    if !may_run() {
         return;
     }
     let osd_names: Vec<String> = (1..=3).map(|i| format!("osd{i}")).collect();
@@ -74,6 +115,21 @@ fn network_partitions() {
     opts.osd_hosts = osd_names.iter().map(|n| lab.host(n)).collect();
     opts.keep_dir_from_env("partitions");
     let cluster = scenario::start(opts);
+    // Peers and clients in other namespaces reach an OSD only at what it publishes.
+    let states = cluster.get_prefix("osd/state/").expect("reading osd/state");
+    for (i, name) in osd_names.iter().enumerate() {
+        let key = format!("osd/state/{}", i + 1);
+        let published = states
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| &v["addresses"]);
+        let addr = lab.host(name).addr.to_string();
+        assert_eq!(
+            published,
+            Some(&serde_json::json!([addr])),
+            "{key} must publish the OSD's --bind_address"
+        );
+    }
     let mut job = FioJob::new(cluster.etcd_address());
     job.netns = Some(lab.host("client").netns);
     let mut run = Run::start_job(SCENARIO, cluster, job, fault_time());
@@ -92,9 +148,9 @@ fn network_partitions() {
         let cut = order.pop().expect("refilled above");
         let osd = run.rng.gen_range(1..=3);
         let kind = if run.rng.gen_bool(0.5) {
-            CutKind::Blackhole
+            CutKind::Silent
         } else {
-            CutKind::Prohibit
+            CutKind::Refused
         };
         let name = format!("osd{osd}");
         let hold = match cut {
@@ -162,10 +218,10 @@ fn network_partitions() {
     run.verdict();
     assert!(
         overlaps.is_empty(),
-        "{SCENARIO}: two OSDs led one PG at once"
+        "{SCENARIO}: two OSDs led one PG at once: {overlaps:?}"
     );
     assert!(
         unclaimed.is_empty(),
-        "{SCENARIO}: an OSD led a PG that pg/state did not give it"
+        "{SCENARIO}: an OSD led a PG that pg/state did not give it: {unclaimed:#?}"
     );
 }

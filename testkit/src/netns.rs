@@ -7,8 +7,8 @@
 //! - Entering the namespace in a spawned child, between fork and exec (`setns(2)` on the
 //!   namespace file), so the child keeps its own PID (the kit signals it by that PID) and
 //!   needs no `ip netns exec` wrapper.
-//! - Connecting from the test process into the namespace: a short-lived thread enters it
-//!   and opens the socket; a socket stays in the namespace it was made in, so the caller uses
+//! - Connecting (or listening) from the test process inside the namespace: a short-lived
+//!   thread enters it and opens the socket; a socket stays in the namespace it was made in, so the caller uses
 //!   it from any thread while the test process itself never leaves the root namespace.
 //!
 //! # What it must never do
@@ -18,7 +18,7 @@
 
 use std::fs::File;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -53,6 +53,13 @@ impl NetHost {
     pub fn connect(&self, to: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
         connect_in(&self.netns, to, timeout)
     }
+
+    /// A TCP listener on this host's address (port `port`, 0 for any), made inside this
+    /// namespace.
+    pub fn listen(&self, port: u16) -> io::Result<TcpListener> {
+        let addr = SocketAddr::from((self.addr, port));
+        in_netns(&self.netns, move || TcpListener::bind(addr))
+    }
 }
 
 fn netns_path(netns: &str) -> PathBuf {
@@ -69,7 +76,7 @@ fn open(netns: &str) -> io::Result<File> {
     })
 }
 
-/// Enters network namespace `netns` in the calling thread only (the file is closed after).
+/// Enters the namespace of `ns` in the calling thread only.
 fn setns(ns: &File) -> io::Result<()> {
     // SAFETY: setns(2) on an open namespace file descriptor; it changes only the calling
     // thread's network namespace and touches no memory of ours.
@@ -100,13 +107,21 @@ pub fn enter_in_child(cmd: &mut Command, netns: &str) -> io::Result<()> {
 /// A TCP connection to `to` made inside network namespace `netns`, with `timeout` for the
 /// connect.
 pub fn connect_in(netns: &str, to: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+    in_netns(netns, move || TcpStream::connect_timeout(&to, timeout))
+}
+
+/// Runs `make` (which makes a socket) on a thread of its own inside `netns`.
+fn in_netns<T: Send + 'static>(
+    netns: &str,
+    make: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
     let ns = open(netns)?;
     thread::Builder::new()
         .name("testkit-netns".into())
         .spawn(move || {
             setns(&ns)?;
-            TcpStream::connect_timeout(&to, timeout)
+            make()
         })?
         .join()
-        .map_err(|_| io::Error::other("the namespace connect thread panicked"))?
+        .map_err(|_| io::Error::other("the namespace thread panicked"))?
 }
