@@ -196,11 +196,19 @@ pub fn classify(members: &[OsdNum], listings: &BTreeMap<OsdNum, Vec<ObjVerId>>) 
 /// An OSD's newest stable version is never above its own unstable versions, so a rollback
 /// to it drops exactly the unstable ones.
 pub fn untrusted_unstable(listings: &BTreeMap<OsdNum, Listing>) -> BTreeMap<OsdNum, Vec<ObjVerId>> {
-    let mut newest_stable: HashMap<ObjectId, u64> = HashMap::new();
+    // Only objects with an unstable version somewhere are looked at (usually few).
+    let mut newest_stable: HashMap<ObjectId, u64> = listings
+        .values()
+        .flat_map(|(_, unstable)| unstable.iter().map(|ov| (ov.oid, 0)))
+        .collect();
+    if newest_stable.is_empty() {
+        return BTreeMap::new();
+    }
     for (stable, _) in listings.values() {
         for ov in stable {
-            let v = newest_stable.entry(ov.oid).or_insert(0);
-            *v = (*v).max(ov.version);
+            if let Some(v) = newest_stable.get_mut(&ov.oid) {
+                *v = (*v).max(ov.version);
+            }
         }
     }
     let mut out = BTreeMap::new();
@@ -456,6 +464,28 @@ mod tests {
         set.unpark(&b);
         assert_eq!(set.iter().collect::<Vec<_>>(), [&a]);
         assert_eq!(set.ready().collect::<Vec<_>>(), [&a]);
+    }
+
+    #[test]
+    fn unstable_versions_at_or_below_a_stable_one_elsewhere_are_untrusted() {
+        let listings = BTreeMap::from([
+            // 0: v3 stable here, 1: v1 stable, 2: never stable anywhere.
+            (OsdNum(1), (vec![ov(0, 3), ov(1, 1)], vec![ov(2, 1)])),
+            // 0: unstable 3 over stable 2 (untrusted: back to 2); 1: unstable 2 above
+            // every stable version (kept); 2: kept.
+            (
+                OsdNum(2),
+                (vec![ov(0, 2)], vec![ov(0, 3), ov(1, 2), ov(2, 1)]),
+            ),
+            // 0: unstable 2 and 4 with nothing stable (2 is untrusted: back to nothing).
+            (OsdNum(3), (vec![], vec![ov(0, 2), ov(0, 4)])),
+        ]);
+        assert_eq!(
+            untrusted_unstable(&listings),
+            BTreeMap::from([(OsdNum(2), vec![ov(0, 2)]), (OsdNum(3), vec![ov(0, 0)])])
+        );
+        let clean = BTreeMap::from([(OsdNum(1), (vec![ov(0, 3)], vec![]))]);
+        assert!(untrusted_unstable(&clean).is_empty());
     }
 
     #[test]
