@@ -93,9 +93,11 @@ pub enum BsOp {
     },
     /// Make every write completed before it durable.
     Sync,
-    /// Mark versions (and all older ones of the same object) stable.
+    /// Mark synced versions (and all older ones of the same object) stable. Acknowledged
+    /// once its records are written, not fsynced: the next `Sync` makes them durable, and a
+    /// crash before it leaves the versions synced but unstable.
     Stabilize(Vec<ObjVerId>),
-    /// Discard unstable versions newer than the given ones.
+    /// Discard unstable versions newer than the given ones (durable when acknowledged).
     Rollback(Vec<ObjVerId>),
     /// List objects.
     List(ListFilter),

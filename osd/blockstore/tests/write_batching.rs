@@ -224,3 +224,49 @@ fn concurrent_syncs_share_one_journal_fsync() {
         assert_eq!(got, Some(200 + i), "object {i}");
     }
 }
+
+#[test]
+fn a_stabilize_after_a_sync_waits_for_no_fsync_and_its_records_ride_on_the_next_one() {
+    let mut cfg = small_cfg(BLOCK, 1 << 20);
+    cfg.immediate_commit = vitastor_blockstore::ImmediateCommit::None;
+    // The flusher stays out of the way: this counts the stabilize's own fsyncs.
+    cfg.flusher_batch = 1000;
+    let mut bs = store(&cfg);
+    // An OSD's lazy write: unstable, made durable by a SYNC, then stabilized.
+    let oid = oid(0);
+    let written = bs.exec(BsOp::Write {
+        oid,
+        version: 0,
+        offset: GRAN,
+        data: write_buf(200, 1, 1),
+        bitmap: None,
+        stable: false,
+    });
+    let Ok(BsReply::Written { version, .. }) = written else {
+        panic!("write: {written:?}")
+    };
+    bs.exec(BsOp::Sync).expect("sync");
+    let ov = vitastor_blockstore::ObjVerId::new(oid, version);
+    let before = bs.engine_mut().seen.fsyncs;
+    bs.exec(BsOp::Stabilize(vec![ov])).expect("stabilize");
+    assert_eq!(
+        bs.engine_mut().seen.fsyncs - before,
+        0,
+        "the stabilize records are durability's bookkeeping, not data: no fsync of their own"
+    );
+    // The write is durable either way; the next SYNC's fsync carries the records.
+    bs.exec(BsOp::Sync).expect("sync");
+    assert_eq!(bs.engine_mut().seen.fsyncs - before, 1);
+    let disks = bs.engine_mut().inner.power_loss_none();
+    drop(bs);
+    let mut bs = open_sim(&cfg, disks, 8);
+    let listed = bs.exec(BsOp::List(Default::default()));
+    let Ok(BsReply::List { stable, unstable }) = listed else {
+        panic!("list: {listed:?}")
+    };
+    assert!(stable.contains(&ov), "{stable:?}");
+    assert!(unstable.is_empty(), "{unstable:?}");
+    let (_, data) = read_all(&mut bs, oid);
+    let got = decode_pattern(&data[GRAN as usize..2 * GRAN as usize], 1);
+    assert_eq!(got, Some(200));
+}
