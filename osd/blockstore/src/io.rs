@@ -72,9 +72,14 @@ pub trait IoEngine {
     fn sync_dev(&mut self, dev: DevId) -> io::Result<()>;
 }
 
-/// A zero-initialised heap buffer aligned to [`IO_ALIGN`], usable for O_DIRECT.
+/// A heap buffer aligned to [`IO_ALIGN`], usable for O_DIRECT. Freed buffers are kept for
+/// reuse per thread (see [`AlignedBuf::for_overwrite`]), so the data path does not allocate,
+/// zero and page in a fresh 128 KiB buffer for every write it receives.
 pub struct AlignedBuf {
-    ptr: NonNull<u8>,
+    /// The allocation: `cap` bytes, [`IO_ALIGN`]-aligned.
+    base: NonNull<u8>,
+    /// Where the visible bytes start in the allocation.
+    start: usize,
     len: usize,
     cap: usize,
 }
@@ -84,46 +89,153 @@ unsafe impl Send for AlignedBuf {}
 // SAFETY: shared access only hands out &[u8].
 unsafe impl Sync for AlignedBuf {}
 
+/// Bytes of freed buffers one thread keeps for reuse: a few hundred 128 KiB writes in flight.
+const SPARE_LIMIT: usize = 64 << 20;
+/// Larger buffers are rare (recovery of big objects, reads of many blocks) and go back to
+/// the allocator.
+const SPARE_MAX_BUF: usize = 4 << 20;
+
+/// Freed allocations of one thread by size; every one is initialised memory (zeroed when it
+/// was first allocated, written since).
+#[derive(Default)]
+struct Spare {
+    by_cap: Vec<(usize, Vec<NonNull<u8>>)>,
+    bytes: usize,
+}
+
+impl Spare {
+    fn take(&mut self, cap: usize) -> Option<NonNull<u8>> {
+        let (_, list) = self.by_cap.iter_mut().find(|(c, _)| *c == cap)?;
+        let p = list.pop()?;
+        self.bytes -= cap;
+        Some(p)
+    }
+
+    fn keep(&mut self, cap: usize, p: NonNull<u8>) -> bool {
+        if cap > SPARE_MAX_BUF || self.bytes + cap > SPARE_LIMIT {
+            return false;
+        }
+        match self.by_cap.iter_mut().find(|(c, _)| *c == cap) {
+            Some((_, list)) => list.push(p),
+            None => self.by_cap.push((cap, vec![p])),
+        }
+        self.bytes += cap;
+        true
+    }
+}
+
+impl Drop for Spare {
+    fn drop(&mut self) {
+        for (cap, list) in self.by_cap.drain(..) {
+            let layout = Layout::from_size_align(cap, IO_ALIGN).expect("buffer layout");
+            for p in list {
+                // SAFETY: allocated by `allocation` with this exact layout and owned here.
+                unsafe { dealloc(p.as_ptr(), layout) }
+            }
+        }
+    }
+}
+
+thread_local! {
+    static SPARE: std::cell::RefCell<Spare> = std::cell::RefCell::new(Spare::default());
+}
+
+/// An allocation of `cap` bytes (a multiple of [`IO_ALIGN`]) of initialised memory, reused
+/// when this thread freed one of that size; the contents are unspecified.
+fn allocation(cap: usize) -> NonNull<u8> {
+    if let Some(p) = SPARE.try_with(|s| s.borrow_mut().take(cap)).ok().flatten() {
+        return p;
+    }
+    let layout = Layout::from_size_align(cap, IO_ALIGN).expect("buffer layout");
+    // SAFETY: layout has non-zero size. Zeroed so that every byte is initialised, which lets
+    // a reused buffer be handed out as `&[u8]` without being cleared again.
+    let raw = unsafe { alloc_zeroed(layout) };
+    NonNull::new(raw).unwrap_or_else(|| std::alloc::handle_alloc_error(layout))
+}
+
 impl AlignedBuf {
     /// A zeroed buffer of `len` bytes (capacity rounded up to the alignment). An empty buffer
     /// (deletions, bitmap-only reads) allocates nothing.
     pub fn new(len: usize) -> Self {
+        let mut b = Self::for_overwrite(len);
+        // The padding too: a reader may grow the length within the capacity.
+        b.len = b.cap;
+        b.fill(0);
+        b.len = len;
+        b
+    }
+
+    /// A buffer of `len` bytes whose contents are unspecified (old data of this process):
+    /// only for a caller that overwrites every byte, like a socket read of a payload or a
+    /// copy. Takes a freed buffer of the same size when there is one.
+    pub fn for_overwrite(len: usize) -> Self {
         if len == 0 {
-            let ptr = NonNull::new(IO_ALIGN as *mut u8).expect("non-null");
-            return AlignedBuf {
-                ptr,
-                len: 0,
-                cap: 0,
-            };
+            return Self::empty();
         }
         let cap = len.div_ceil(IO_ALIGN) * IO_ALIGN;
-        let layout = Layout::from_size_align(cap, IO_ALIGN).expect("buffer layout");
-        // SAFETY: layout has non-zero size.
-        let raw = unsafe { alloc_zeroed(layout) };
-        let ptr = NonNull::new(raw).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
-        AlignedBuf { ptr, len, cap }
+        AlignedBuf {
+            base: allocation(cap),
+            start: 0,
+            len,
+            cap,
+        }
+    }
+
+    /// Like [`AlignedBuf::for_overwrite`], but the `len` bytes end at an [`IO_ALIGN`]
+    /// boundary instead of starting at one: a received payload whose short head (a
+    /// SEC_WRITE's bitmap) precedes whole blocks of data then has that data aligned, and
+    /// [`AlignedBuf::skip`] of the head leaves a buffer the device can write from.
+    pub fn for_receive(len: usize) -> Self {
+        let mut b = Self::for_overwrite(len);
+        b.start = b.cap - len;
+        b
+    }
+
+    fn empty() -> Self {
+        AlignedBuf {
+            base: NonNull::new(IO_ALIGN as *mut u8).expect("non-null"),
+            start: 0,
+            len: 0,
+            cap: 0,
+        }
     }
 
     /// A buffer holding a copy of `data`.
     pub fn from_slice(data: &[u8]) -> Self {
-        let mut b = Self::new(data.len());
+        let mut b = Self::for_overwrite(data.len());
         b.copy_from_slice(data);
         b
     }
 
-    /// Raw pointer for I/O submission.
-    pub fn as_mut_ptr(&mut self) -> *mut u8 {
-        self.ptr.as_ptr()
+    /// Drops the first `n` bytes from view without moving the rest.
+    pub fn skip(&mut self, n: usize) {
+        assert!(n <= self.len, "AlignedBuf::skip beyond the end");
+        self.start += n;
+        self.len -= n;
     }
 
-    /// Bytes allocated (the length rounded up to the alignment).
+    /// Whether the first byte is [`IO_ALIGN`]-aligned, as O_DIRECT needs.
+    pub fn is_aligned(&self) -> bool {
+        self.start % IO_ALIGN == 0
+    }
+
+    /// Raw pointer for I/O submission.
+    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+        // SAFETY: start <= cap, inside (or one past) the allocation.
+        unsafe { self.base.as_ptr().add(self.start) }
+    }
+
+    /// Bytes usable from the start (the length rounded up to the alignment).
     pub fn capacity(&self) -> usize {
-        self.cap
+        self.cap - self.start
     }
 
     /// Shrink or grow the visible length within the allocated capacity.
     pub fn set_len(&mut self, len: usize) {
-        assert!(len <= self.cap, "AlignedBuf::set_len beyond capacity");
+        assert!(
+            len <= self.capacity(),
+            "AlignedBuf::set_len beyond capacity"
+        );
         self.len = len;
     }
 }
@@ -133,24 +245,32 @@ impl Drop for AlignedBuf {
         if self.cap == 0 {
             return;
         }
-        let layout = Layout::from_size_align(self.cap, IO_ALIGN).expect("buffer layout");
-        // SAFETY: allocated in `new` with this exact layout.
-        unsafe { dealloc(self.ptr.as_ptr(), layout) }
+        let (cap, base) = (self.cap, self.base);
+        if SPARE
+            .try_with(|s| s.borrow_mut().keep(cap, base))
+            .unwrap_or(false)
+        {
+            return;
+        }
+        let layout = Layout::from_size_align(cap, IO_ALIGN).expect("buffer layout");
+        // SAFETY: allocated by `allocation` with this exact layout.
+        unsafe { dealloc(base.as_ptr(), layout) }
     }
 }
 
 impl Deref for AlignedBuf {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // SAFETY: ptr is valid for cap >= len initialised (zeroed) bytes.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+        // SAFETY: the allocation holds cap >= start + len initialised bytes (zeroed when
+        // allocated).
+        unsafe { std::slice::from_raw_parts(self.base.as_ptr().add(self.start), self.len) }
     }
 }
 
 impl DerefMut for AlignedBuf {
     fn deref_mut(&mut self) -> &mut [u8] {
         // SAFETY: as in Deref, and &mut self guarantees exclusivity.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+        unsafe { std::slice::from_raw_parts_mut(self.base.as_ptr().add(self.start), self.len) }
     }
 }
 
@@ -163,5 +283,45 @@ impl Clone for AlignedBuf {
 impl std::fmt::Debug for AlignedBuf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "AlignedBuf({} bytes)", self.len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A freed buffer is reused by the next one of its size: no allocation, zeroing and page
+    /// faults per write received.
+    #[test]
+    fn freed_buffers_are_reused() {
+        let mut a = AlignedBuf::for_overwrite(128 << 10);
+        a.fill(7);
+        let p = a.as_mut_ptr();
+        drop(a);
+        let mut b = AlignedBuf::for_overwrite(128 << 10);
+        assert_eq!(b.as_mut_ptr(), p);
+        drop(b);
+        // `new` still promises zeroes, reused or not, up to its capacity.
+        let mut c = AlignedBuf::new((128 << 10) - 100);
+        assert_eq!(c.as_mut_ptr(), p);
+        c.set_len(c.capacity());
+        assert!(c.iter().all(|&x| x == 0));
+    }
+
+    /// A received SEC_WRITE payload (a 4-byte bitmap, then 128 KiB of data) has its data
+    /// aligned once the bitmap is skipped, so the store writes it in place.
+    #[test]
+    fn receive_buffers_end_aligned() {
+        let mut b = AlignedBuf::for_receive(4 + (128 << 10));
+        assert_eq!(b.len(), 4 + (128 << 10));
+        assert!(!b.is_aligned());
+        b.skip(4);
+        assert!(b.is_aligned());
+        assert_eq!(b.as_mut_ptr() as usize % IO_ALIGN, 0);
+        assert_eq!(b.len(), 128 << 10);
+        assert_eq!(b.capacity(), 128 << 10);
+        // Whole blocks start aligned as before.
+        let mut w = AlignedBuf::for_receive(8192);
+        assert!(w.is_aligned() && w.as_mut_ptr() as usize % IO_ALIGN == 0);
     }
 }
