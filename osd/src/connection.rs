@@ -7,8 +7,9 @@
 //! reads, or than the disks keep up, is slowed down by TCP instead of growing our memory.
 //! Small replies are coalesced into one buffer; read data is sent from the blockstore's own
 //! buffer. Payloads are received into buffers of the owner's type: the OSD's inbound
-//! connections use the blockstore's [`AlignedBuf`], so a client's write data is written to
-//! disk (and sent to the replicas) from the buffer it arrived in. Nothing here blocks.
+//! connections use the blockstore's [`AlignedBuf`] (ending on a block boundary, so a
+//! SEC_WRITE's data after its short bitmap is aligned too), so write data is written to disk
+//! (and sent to the replicas) from the buffer it arrived in. Nothing here blocks.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read};
@@ -32,6 +33,8 @@ pub const CONN_BUFFER_LIMIT: usize = 32 << 20;
 
 /// Staging buffer for small reads: packets and small payloads arrive many per `read`, so they
 /// are read in bulk and fed to the decoder; larger payloads are read straight into place.
+/// After a frame with a large payload, the next packet is read alone too (see
+/// [`Connection::receive`]).
 const STAGE_SIZE: usize = 64 << 10;
 
 /// Most frames taken from one connection per event-loop round, so one busy peer cannot starve
@@ -113,8 +116,15 @@ pub struct Connection<B = Vec<u8>> {
     /// arrive: the decoder frames a reply with the request it answers.
     outstanding: HashMap<u64, Request>,
     next_request_id: u64,
+    /// The last frame's payload was read straight into place: frames of a stream of large
+    /// writes are read whole into their own buffers (packet, then payload), because a staged
+    /// read of the next packet would take up to [`STAGE_SIZE`] of its payload with it, to be
+    /// copied out again.
+    large_payloads: bool,
     /// `read` calls made on the socket.
     reads: u64,
+    /// Reads that brought bytes into the staging buffer.
+    staged_reads: u64,
 }
 
 /// Bytes a request pins while in progress: its payload, and the data its reply will carry.
@@ -157,7 +167,9 @@ impl<B: DerefMut<Target = [u8]>> Connection<B> {
             next_id: None,
             outstanding: HashMap::new(),
             next_request_id: 1,
+            large_payloads: false,
             reads: 0,
+            staged_reads: 0,
         })
     }
 
@@ -203,6 +215,7 @@ impl<B: DerefMut<Target = [u8]>> Connection<B> {
 
     fn accept_frame(&mut self, frame: Frame, into: &mut Vec<Incoming<B>>) -> Result<(), ConnError> {
         let payload = self.decoder.take_payload();
+        self.large_payloads = payload.len() >= STAGE_SIZE;
         let cost = match &frame {
             Frame::Request(request) => {
                 self.check_sequence(request.id)?;
@@ -251,7 +264,7 @@ impl<B: DerefMut<Target = [u8]>> Connection<B> {
             if drained {
                 return Ok(());
             }
-            let direct = self.decoder.wanted() >= STAGE_SIZE;
+            let direct = self.large_payloads || self.decoder.wanted() >= STAGE_SIZE;
             let buf = if direct {
                 self.decoder.read_buf()?
             } else {
@@ -266,6 +279,7 @@ impl<B: DerefMut<Target = [u8]>> Connection<B> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e.into()),
             };
+            self.staged_reads += u64::from(!direct);
             // Only a short read into the staging buffer shows the socket empty: a payload read
             // straight into place is usually still arriving, and reading on beats a poll round.
             drained = !direct && n < asked;
@@ -445,7 +459,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let mut peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (accepted, _) = listener.accept().unwrap();
-        let mut conn = Connection::with_buffers(accepted, AlignedBuf::new).unwrap();
+        let mut conn = Connection::with_buffers(accepted, AlignedBuf::for_receive).unwrap();
         let sizes = [4096u32, 128 << 10, 8192];
         let writer = std::thread::spawn(move || {
             for (i, len) in sizes.into_iter().enumerate() {
@@ -472,5 +486,86 @@ mod tests {
                 "payload {i} is aligned"
             );
         }
+    }
+
+    /// A replica's SEC_WRITE payload (the bitmap, then the data) is received so that the data
+    /// is aligned: the secondary writes it to disk from there instead of copying it.
+    #[test]
+    fn sec_write_data_arrives_aligned() {
+        use vitastor_protocol::{ObjectId, SecRwOp};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        let mut conn = Connection::with_buffers(accepted, AlignedBuf::for_receive).unwrap();
+        let len = 128u32 << 10;
+        let request = Request {
+            id: 1,
+            op: RequestOp::SecWrite(SecRwOp {
+                oid: ObjectId {
+                    inode: 1,
+                    stripe: 0,
+                },
+                version: 1,
+                offset: 0,
+                len,
+                attr_len: 4,
+                flags: 0,
+            }),
+        };
+        let mut packet = [0u8; OSD_PACKET_SIZE];
+        encode_request(&request, &mut packet);
+        let mut bytes = packet.to_vec();
+        bytes.extend_from_slice(&[0xff; 4]);
+        bytes.extend(std::iter::repeat_n(0x5a, len as usize));
+        let writer = std::thread::spawn(move || {
+            peer.write_all(&bytes).unwrap();
+            peer
+        });
+        let mut into: Vec<Incoming<AlignedBuf>> = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while into.is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "request did not arrive"
+            );
+            conn.receive(&mut into).unwrap();
+        }
+        drop(writer.join().unwrap());
+        let payload = &into[0].payload;
+        assert_eq!(payload.len(), 4 + len as usize);
+        assert_eq!(&payload[..4], &[0xff; 4]);
+        assert_eq!(payload[4..].as_ptr() as usize % 4096, 0, "data is aligned");
+        assert!(payload[4..].iter().all(|&b| b == 0x5a));
+    }
+
+    /// In a stream of 128 KiB writes only the first packet is read through the staging
+    /// buffer: every later packet is read alone, so no payload bytes are staged and copied.
+    #[test]
+    fn large_writes_are_not_staged() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        let mut conn = Connection::with_buffers(accepted, AlignedBuf::for_receive).unwrap();
+        const N: u64 = 4;
+        let writer = std::thread::spawn(move || {
+            for id in 1..=N {
+                peer.write_all(&write_request(id, 128 << 10)).unwrap();
+            }
+            peer
+        });
+        let mut into: Vec<Incoming<AlignedBuf>> = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while into.len() < N as usize {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "requests did not arrive"
+            );
+            conn.receive(&mut into).unwrap();
+        }
+        drop(writer.join().unwrap());
+        for (i, inc) in into.iter().enumerate() {
+            assert!(inc.payload.iter().all(|&b| b == i as u8 + 1), "payload {i}");
+        }
+        assert_eq!(conn.staged_reads, 1, "reads into the staging buffer");
     }
 }

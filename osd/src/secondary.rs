@@ -133,8 +133,9 @@ fn bs_list(bytes: &[u8]) -> Result<Vec<ObjVerId>, vitastor_protocol::ProtocolErr
 
 /// The first step of a secondary request, or `None` if `request` is not one (SHOW_CONFIG,
 /// PING, client ops and SEC_LOCK are the server's business). `payload` is the frame's payload,
-/// exactly [`Request::payload_len`] bytes, already bounded by the decoder.
-pub fn start(request: &Request, payload: &[u8], geo: &StoreGeometry) -> Option<Step> {
+/// exactly [`Request::payload_len`] bytes, already bounded by the decoder; a write takes it
+/// (leaving it empty) to write its data from where it arrived.
+pub fn start(request: &Request, payload: &mut AlignedBuf, geo: &StoreGeometry) -> Option<Step> {
     let id = request.id;
     let opcode = request.opcode();
     let op = |kind| SecOp { id, opcode, kind };
@@ -221,18 +222,26 @@ pub fn start(request: &Request, payload: &[u8], geo: &StoreGeometry) -> Option<S
     Some(step)
 }
 
-fn write_step(op: SecOp, rw: SecRwOp, payload: &[u8], stable: bool) -> Step {
+fn write_step(op: SecOp, rw: SecRwOp, payload: &mut AlignedBuf, stable: bool) -> Step {
     // The decoder delivers exactly attr_len + len bytes.
-    let (bitmap, data) = payload.split_at(rw.attr_len as usize);
+    let mut data = std::mem::replace(payload, AlignedBuf::new(0));
+    let head = rw.attr_len as usize;
+    let bitmap = (head > 0).then(|| data[..head].to_vec());
+    data.skip(head);
+    // Received to end on a block boundary, whole blocks of data start on one; anything else
+    // (a peer writing at a finer granularity than our alignment) needs an aligned copy for
+    // O_DIRECT.
+    if !data.is_aligned() {
+        data = AlignedBuf::from_slice(&data);
+    }
     Step::Submit(
         op,
         BsOp::Write {
             oid: rw.oid,
             version: rw.version,
             offset: rw.offset,
-            // O_DIRECT needs an aligned buffer; the decoder's payload is a plain Vec.
-            data: AlignedBuf::from_slice(data),
-            bitmap: (!bitmap.is_empty()).then(|| bitmap.to_vec()),
+            data,
+            bitmap,
             stable,
         },
     )
@@ -464,8 +473,11 @@ mod tests {
             id: 3,
             op: RequestOp::SecWriteStable(rw),
         };
-        let payload = [vec![0xf0, 0, 0, 0], vec![0xab; 4096]].concat();
-        let (op, bs) = submit(start(&req, &payload, &GEO).unwrap());
+        // As the connection receives it: the data ends (so starts) on a block boundary.
+        let mut payload = AlignedBuf::for_receive(4 + 4096);
+        payload.copy_from_slice(&[vec![0xf0, 0, 0, 0], vec![0xab; 4096]].concat());
+        let data_at = payload[4..].as_ptr();
+        let (op, bs) = submit(start(&req, &mut payload, &GEO).unwrap());
         match bs {
             BsOp::Write {
                 version,
@@ -478,6 +490,7 @@ mod tests {
                 assert_eq!((version, offset, stable), (7, 4096, true));
                 assert_eq!(bitmap, Some(vec![0xf0, 0, 0, 0]));
                 assert!(data.iter().all(|&b| b == 0xab) && data.len() == 4096);
+                assert_eq!(data.as_ptr(), data_at, "written from where it arrived");
             }
             other => panic!("{other:?}"),
         }
@@ -503,7 +516,7 @@ mod tests {
             id: 9,
             op: RequestOp::SecSync(SecSyncOp { flags: 0 }),
         };
-        let (op, bs) = submit(start(&req, &[], &GEO).unwrap());
+        let (op, bs) = submit(start(&req, &mut AlignedBuf::new(0), &GEO).unwrap());
         assert!(matches!(bs, BsOp::Sync));
         let (reply, _) = replied(complete(op, Err(BsError::NoSpace("journal")), &GEO));
         assert_eq!(reply.retval, -28);
@@ -517,7 +530,7 @@ mod tests {
             op: RequestOp::SecStabilize(SecStabOp { len: 24, flags: 0 }),
         };
         // The decoder refuses misaligned lists itself; a direct caller still gets -EINVAL.
-        let (reply, _) = replied(start(&req, &[0; 25], &GEO).unwrap());
+        let (reply, _) = replied(start(&req, &mut AlignedBuf::from_slice(&[0; 25]), &GEO).unwrap());
         assert_eq!(reply.retval, -22);
     }
 
@@ -531,7 +544,7 @@ mod tests {
             id: 2,
             op: RequestOp::SecList(list),
         };
-        let (op, _) = submit(start(&req, &[], &GEO).unwrap());
+        let (op, _) = submit(start(&req, &mut AlignedBuf::new(0), &GEO).unwrap());
         let ov = |s, v| ObjVerId::new(ObjectId::new(1, s), v);
         let result = Ok(BsReply::List {
             stable: vec![ov(0, 1), ov(1, 2)],
@@ -576,7 +589,7 @@ mod tests {
             id: 4,
             op: RequestOp::SecReadBmp(op),
         };
-        let mut step = start(&req, &payload, &GEO).unwrap();
+        let mut step = start(&req, &mut AlignedBuf::from_slice(&payload), &GEO).unwrap();
         for i in 0..3u64 {
             let (op, bs) = submit(step);
             assert!(matches!(bs, BsOp::ReadBitmap { oid, .. } if oid.stripe == i));
@@ -598,7 +611,7 @@ mod tests {
     #[test]
     fn non_secondary_ops_are_not_handled_here() {
         for op in [RequestOp::Ping, RequestOp::Sync] {
-            assert!(start(&Request { id: 1, op }, &[], &GEO).is_none());
+            assert!(start(&Request { id: 1, op }, &mut AlignedBuf::new(0), &GEO).is_none());
         }
     }
 }

@@ -794,13 +794,15 @@ impl Server {
         };
         for _ in 0..ACCEPTS_PER_ROUND {
             match listener.accept() {
-                Ok((stream, _)) => match Connection::with_buffers(stream, AlignedBuf::new) {
-                    Ok(conn) => {
-                        self.conns.insert(self.next_conn, conn);
-                        self.next_conn += 1;
+                Ok((stream, _)) => {
+                    match Connection::with_buffers(stream, AlignedBuf::for_receive) {
+                        Ok(conn) => {
+                            self.conns.insert(self.next_conn, conn);
+                            self.next_conn += 1;
+                        }
+                        Err(e) => tracing::warn!("cannot set up a connection: {e}"),
                     }
-                    Err(e) => tracing::warn!("cannot set up a connection: {e}"),
-                },
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 // Per-connection failures (ECONNABORTED, EMFILE…) must not stop the server;
                 // the next round tries again.
@@ -870,7 +872,7 @@ impl Server {
     fn serve(&mut self, conn: ConnId, inc: Incoming<AlignedBuf>) {
         let Incoming {
             frame,
-            payload,
+            mut payload,
             cost,
         } = inc;
         let request = match frame {
@@ -912,7 +914,7 @@ impl Server {
                 }
             }
         }
-        match secondary::start(&request, &payload, &geo) {
+        match secondary::start(&request, &mut payload, &geo) {
             Some(step) => self.apply(conn, cost, step),
             None => {
                 let msg = self.serve_other(conn, &request, &payload);
