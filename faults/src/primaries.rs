@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use vitastor_testkit::Cluster;
 
@@ -135,17 +135,10 @@ impl Sampler {
     }
 
     /// Samples every `every` until `until`.
-    pub fn sample_until(
-        &mut self,
-        cluster: &Cluster,
-        until: std::time::Instant,
-        every: std::time::Duration,
-    ) {
-        while std::time::Instant::now() < until {
+    pub fn sample_until(&mut self, cluster: &Cluster, until: Instant, every: Duration) {
+        while Instant::now() < until {
             self.sample(cluster);
-            std::thread::sleep(
-                every.min(until.saturating_duration_since(std::time::Instant::now())),
-            );
+            std::thread::sleep(every.min(until.saturating_duration_since(Instant::now())));
         }
     }
 }
