@@ -81,19 +81,19 @@ fn reuse_a_version(cl: &mut Cluster, osd: u64, offset: u64, stripe: u64, v: u64,
     c.sync_all().expect("sync");
     cl.start_osd(osd).expect("the OSD comes back");
     cl.set_primaries(&sets, &[]).expect("pg/config");
+    cl.wait_primaries(&sets, WAIT).expect("the first OSD of the set leads again");
     cl.wait_clean(WAIT).expect("clean with the OSD back");
 }
 
-#[test]
-fn replicated_a_torn_version_given_again_is_replaced_on_its_osd() {
-    let mut cl = cluster("reused-version-rep", "replicated", 0);
+/// Rep3 (set [1, 2, 3], osd.1 leads): the torn write of `v + 1` reached only `osd`.
+fn replicated(name: &str, osd: u64) {
+    let mut cl = cluster(name, "replicated", 0);
     cl.wait_active(WAIT).expect("active");
     let mut c = TestClient::new(&cl);
     let v = c.write(INODE, 0, &pattern(4096, 1)).expect("first write");
     c.sync_all().expect("sync");
-    // osd.3 is not the primary (osd.1 is): the write of v + 1 reached only it.
     let new = pattern(4096, 2);
-    reuse_a_version(&mut cl, 3, 0, 0, v, &new);
+    reuse_a_version(&mut cl, osd, 0, 0, v, &new);
     let mut c = TestClient::new(&cl);
     assert_eq!(c.read(INODE, 0, 4096).expect("read"), new);
     for osd in 1..=3 {
@@ -101,6 +101,18 @@ fn replicated_a_torn_version_given_again_is_replaced_on_its_osd() {
         assert_eq!(version, v + 1, "osd.{osd}'s version");
         assert!(data[..4096] == new[..], "osd.{osd} holds the SYNCed write");
     }
+}
+
+#[test]
+fn replicated_a_torn_version_given_again_is_replaced_on_its_osd() {
+    replicated("reused-version-rep", 3);
+}
+
+/// The OSD that kept the torn write leads the PG again when it is back: it rolls its own
+/// copy back and recovers the object from the others.
+#[test]
+fn replicated_a_torn_version_given_again_is_replaced_on_the_returning_primary() {
+    replicated("reused-version-rep-primary", 1);
 }
 
 #[test]
