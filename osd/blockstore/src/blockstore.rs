@@ -312,9 +312,6 @@ pub struct Blockstore<E: IoEngine> {
     round_left: usize,
     force_flush: bool,
     active_syncs: std::collections::BTreeSet<u64>,
-    /// Stabilize records were acknowledged once written, before any fsync: the next SYNC
-    /// fsyncs the journal even with no write of its own.
-    records_unsynced: bool,
     sector_writes: Vec<SectorWrite>,
     /// Journal data appended this turn and not yet handed to the engine: adjacent data of
     /// several small writes goes out as one device write.

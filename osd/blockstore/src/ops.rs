@@ -93,11 +93,9 @@ pub enum BsOp {
     },
     /// Make every write completed before it durable.
     Sync,
-    /// Mark synced versions (and all older ones of the same object) stable. Acknowledged
-    /// once its records are written, not fsynced: the next `Sync` makes them durable, and a
-    /// crash before it leaves the versions synced but unstable.
+    /// Mark versions (and all older ones of the same object) stable.
     Stabilize(Vec<ObjVerId>),
-    /// Discard unstable versions newer than the given ones (durable when acknowledged).
+    /// Discard unstable versions newer than the given ones.
     Rollback(Vec<ObjVerId>),
     /// List objects.
     List(ListFilter),

@@ -434,7 +434,6 @@ impl<E: IoEngine> Blockstore<E> {
             round_left: 0,
             force_flush: false,
             active_syncs: Default::default(),
-            records_unsynced: false,
             sector_writes: Vec::new(),
             jdata_run: None,
             reaped: Vec::new(),

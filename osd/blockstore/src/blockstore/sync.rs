@@ -5,9 +5,6 @@
 //! A SYNC never waits for the flusher or for metadata: it only needs the data of redirect
 //! writes and the journal up to now on the device. It must never complete before every
 //! earlier SYNC, since an earlier one may hold writes this one found nothing left to do for.
-//!
-//! A rollback is acknowledged once its records are durable; a stabilize once they are
-//! written, and the next SYNC fsyncs them (see `advance_commit`).
 
 use super::*;
 
@@ -63,6 +60,7 @@ impl<E: IoEngine> Blockstore<E> {
             *started = true;
         }
         // Append as many records as fit; the rest waits for room (the reserve is ours).
+        let mut last = 0;
         while sectors.len() < list.len() {
             let ov = list[sectors.len()];
             // Nothing to stabilize up to this version, or nothing to discard above it: no
@@ -95,11 +93,9 @@ impl<E: IoEngine> Blockstore<E> {
                 return Ok(false);
             };
             sectors.push(a.sector);
+            last = a.seq;
         }
-        // Every record of the op, those of earlier passes too (a pass that appended none
-        // must still wait for them).
-        let any = sectors.iter().any(|&s| s != NO_RECORD);
-        *wait = JWait::Watermark(if any { self.journal.next_seq - 1 } else { 0 });
+        *wait = JWait::Watermark(last);
         Ok(true)
     }
 
@@ -140,8 +136,7 @@ impl<E: IoEngine> Blockstore<E> {
                     self.active_syncs.insert(*seq);
                     *small = std::mem::take(&mut self.unsynced);
                     *big = std::mem::take(&mut self.unsynced_big);
-                    let records = std::mem::take(&mut self.records_unsynced);
-                    *st = if small.is_empty() && big.is_empty() && !records {
+                    *st = if small.is_empty() && big.is_empty() {
                         SyncSt::Wait
                     } else if big.is_empty() {
                         SyncSt::Append
@@ -220,17 +215,8 @@ impl<E: IoEngine> Blockstore<E> {
         else {
             unreachable!()
         };
-        // A rollback is durable before it is acknowledged: versions it discarded must not
-        // come back. A stabilize only needs its records written: they are bookkeeping (the
-        // versions are durable already), a crash that loses them leaves the versions synced
-        // but unstable, which the OSD's peering stabilizes again, and the next SYNC's fsync
-        // carries them. Waiting for an fsync of its own cost every lazy client write+fsync
-        // a second journal fsync on each OSD.
-        if !self.journal_wait(wait, *rollback) {
+        if !self.journal_wait(wait, true) {
             return None;
-        }
-        if !*rollback && matches!(wait, JWait::Watermark(seq) if *seq > 0) {
-            self.records_unsynced = true;
         }
         for (i, ov) in list.iter().enumerate() {
             let sector = sectors[i];
