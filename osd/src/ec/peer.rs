@@ -316,6 +316,58 @@ mod tests {
         assert!(p.lost.is_empty());
     }
 
+    proptest::proptest! {
+        /// Every part is at stable version `w`; a write of `w + 1` reached the parts in
+        /// `torn` only, whose OSDs then went down; the PG went on with the others (at least
+        /// `k`), wrote `w + 1` again to all of them and stabilized it on `synced`. With every
+        /// OSD back, nothing is lost, and once `k` parts hold the second `w + 1` stable no
+        /// part of the first one is read: each is rolled back and stale.
+        #[test]
+        fn a_reused_version_never_mixes_the_two_writes(
+            rs in proptest::bool::ANY,
+            torn_mask in 1u8..,
+            synced_mask in proptest::num::u8::ANY,
+            w in 1u64..5,
+        ) {
+            let (k, n) = if rs { (4u32, 6u32) } else { (2, 3) };
+            let g = Geometry::new(k, n - k, 128 << 10, 4096).unwrap();
+            let torn: Vec<u32> = (0..n).filter(|p| torn_mask & (1 << p) != 0).collect();
+            proptest::prop_assume!(!torn.is_empty() && n as usize - torn.len() >= k as usize);
+            let synced: Vec<u32> = (0..n)
+                .filter(|p| !torn.contains(p) && synced_mask & (1 << p) != 0)
+                .collect();
+            let set: Vec<OsdNum> = (1..=u64::from(n)).map(OsdNum).collect();
+            let listings: BTreeMap<OsdNum, (Vec<ObjVerId>, Vec<ObjVerId>)> = (0..n)
+                .map(|p| {
+                    let at = |v| part(0, u64::from(p), v);
+                    let listing = if synced.contains(&p) {
+                        (vec![at(w + 1)], vec![])
+                    } else {
+                        (vec![at(w)], vec![at(w + 1)])
+                    };
+                    (set[p as usize], listing)
+                })
+                .collect();
+            let live: BTreeSet<OsdNum> = set.iter().copied().collect();
+            let peered = classify(&g, &set, &live, &listings);
+            proptest::prop_assert!(peered.lost.is_empty());
+            if synced.len() >= k as usize {
+                let oid = ObjectId::new(INODE, 0);
+                let holders = peered.objects.ec_parts.get(&oid).cloned().unwrap_or_default();
+                for &p in &torn {
+                    let osd = set[p as usize];
+                    proptest::prop_assert!(!holders.contains(&(p, osd)));
+                    proptest::prop_assert_eq!(
+                        peered.rollback.get(&osd).cloned(),
+                        Some(vec![part(0, u64::from(p), w)])
+                    );
+                    proptest::prop_assert!(!peered.stabilize.contains_key(&osd));
+                }
+                proptest::prop_assert_eq!(peered.objects.objects[&oid].version, w + 1);
+            }
+        }
+    }
+
     #[test]
     fn a_stable_version_on_fewer_than_k_parts_is_lost() {
         let g = geo();
