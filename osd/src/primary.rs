@@ -669,7 +669,8 @@ impl Server {
                         oid,
                         version,
                         offset,
-                        data: AlignedBuf::from_slice(&data),
+                        // The bytes the replicas are sent, without a copy.
+                        data: AlignedBuf::shared(&data),
                         bitmap: None,
                         stable,
                     };

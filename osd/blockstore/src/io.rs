@@ -7,6 +7,7 @@ use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::io;
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
+use std::rc::Rc;
 
 /// Alignment of every buffer handed to the devices (O_DIRECT needs the logical block size;
 /// 4096 covers every device we support).
@@ -74,20 +75,21 @@ pub trait IoEngine {
 
 /// A heap buffer aligned to [`IO_ALIGN`], usable for O_DIRECT. Freed buffers are kept for
 /// reuse per thread (see [`AlignedBuf::for_overwrite`]), so the data path does not allocate,
-/// zero and page in a fresh 128 KiB buffer for every write it receives.
+/// zero and page in a fresh 128 KiB buffer for every write it receives. A buffer may also be
+/// a read-only view of another one it keeps alive ([`AlignedBuf::shared`]): write data that
+/// the OSD also sends to replicas is written to its own disk from the same bytes.
+///
+/// Not `Send`: one thread's data path owns its buffers (the view's count is an `Rc`).
 pub struct AlignedBuf {
-    /// The allocation: `cap` bytes, [`IO_ALIGN`]-aligned.
+    /// The allocation: `cap` bytes, [`IO_ALIGN`]-aligned (owned unless `shared_from`).
     base: NonNull<u8>,
     /// Where the visible bytes start in the allocation.
     start: usize,
     len: usize,
     cap: usize,
+    /// For a view: the buffer that owns the bytes.
+    shared_from: Option<Rc<AlignedBuf>>,
 }
-
-// SAFETY: AlignedBuf owns its allocation exclusively, like Vec<u8>.
-unsafe impl Send for AlignedBuf {}
-// SAFETY: shared access only hands out &[u8].
-unsafe impl Sync for AlignedBuf {}
 
 /// Bytes of freed buffers one thread keeps for reuse: a few hundred 128 KiB writes in flight.
 const SPARE_LIMIT: usize = 64 << 20;
@@ -178,6 +180,19 @@ impl AlignedBuf {
             start: 0,
             len,
             cap,
+            shared_from: None,
+        }
+    }
+
+    /// A read-only view of `buf`'s bytes that keeps it alive, for a device write of data
+    /// other owners read too; no copy. Its bytes cannot be changed ([`DerefMut`] panics).
+    pub fn shared(buf: &Rc<AlignedBuf>) -> Self {
+        AlignedBuf {
+            base: buf.base,
+            start: buf.start,
+            len: buf.len,
+            cap: buf.cap,
+            shared_from: Some(Rc::clone(buf)),
         }
     }
 
@@ -197,6 +212,7 @@ impl AlignedBuf {
             start: 0,
             len: 0,
             cap: 0,
+            shared_from: None,
         }
     }
 
@@ -219,7 +235,8 @@ impl AlignedBuf {
         self.start % IO_ALIGN == 0
     }
 
-    /// Raw pointer for I/O submission.
+    /// Raw pointer for I/O submission; device reads into it only on a buffer of its own
+    /// (never a [`AlignedBuf::shared`] view).
     pub fn as_mut_ptr(&mut self) -> *mut u8 {
         // SAFETY: start <= cap, inside (or one past) the allocation.
         unsafe { self.base.as_ptr().add(self.start) }
@@ -242,7 +259,7 @@ impl AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
-        if self.cap == 0 {
+        if self.cap == 0 || self.shared_from.is_some() {
             return;
         }
         let (cap, base) = (self.cap, self.base);
@@ -269,7 +286,11 @@ impl Deref for AlignedBuf {
 
 impl DerefMut for AlignedBuf {
     fn deref_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as in Deref, and &mut self guarantees exclusivity.
+        assert!(
+            self.shared_from.is_none(),
+            "a shared AlignedBuf view is read-only"
+        );
+        // SAFETY: as in Deref, and &mut self on a buffer of its own guarantees exclusivity.
         unsafe { std::slice::from_raw_parts_mut(self.base.as_ptr().add(self.start), self.len) }
     }
 }
@@ -306,6 +327,20 @@ mod tests {
         assert_eq!(c.as_mut_ptr(), p);
         c.set_len(c.capacity());
         assert!(c.iter().all(|&x| x == 0));
+    }
+
+    /// A view shares the bytes (no copy) and keeps them alive after the other owner is gone.
+    #[test]
+    fn shared_views_do_not_copy() {
+        let mut b = AlignedBuf::for_overwrite(8192);
+        b.fill(9);
+        let rc = Rc::new(b);
+        let mut v = AlignedBuf::shared(&rc);
+        assert_eq!(v.as_ptr(), rc.as_ptr());
+        drop(rc);
+        assert_eq!(v.len(), 8192);
+        assert!(v.iter().all(|&x| x == 9));
+        assert_eq!(v.as_mut_ptr() as usize % IO_ALIGN, 0);
     }
 
     /// A received SEC_WRITE payload (a 4-byte bitmap, then 128 KiB of data) has its data
