@@ -1,15 +1,7 @@
 //! A client SYNC on the primary, as a state machine: every unstable write the PGs recorded
 //! since the last SYNC is made durable (a sync on each OSD that took one), then stable (a
-//! stabilize of exactly those versions on each OSD).
-//!
-//! The client is answered as soon as the sync round has succeeded everywhere, before the
-//! stabilize round: from then on every write it covers is durable on every OSD that took it,
-//! and stability is bookkeeping that peering redoes after a crash. A replicated PG keeps
-//! (and stabilizes) an unstable version above every stable one and recovers a copy left
-//! unstable from one made stable; an EC PG settles at the newest version that `k` parts
-//! hold (see [`crate::pg::untrusted_unstable`], [`crate::ec::torn`]). So a synced write is
-//! never rolled back, and the client waits for one journal fsync per OSD, not two.
-//! The SYNC still ends only after its stabilize round ([`Action::Done`]).
+//! stabilize of exactly those versions on each OSD). The client is acknowledged only after
+//! the last stabilize.
 //!
 //! This module does no I/O and never touches the server: [`SyncOp::advance`] takes an
 //! [`Event`] and returns the [`Action`]s the executor (`primary.rs`) carries out. Running
@@ -70,10 +62,8 @@ pub enum Action {
         /// Peer again.
         repeer: bool,
     },
-    /// Answer the client (once per SYNC).
+    /// Answer the client; the SYNC is over.
     Reply(Result<(), Errno>),
-    /// The SYNC is over: the next one may start.
-    Done,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,8 +87,6 @@ pub struct SyncOp {
     errno: Option<Errno>,
     /// OSDs whose sync or stabilize failed.
     failed: Vec<OsdNum>,
-    /// The client has its answer.
-    answered: bool,
 }
 
 impl SyncOp {
@@ -126,11 +114,10 @@ impl SyncOp {
             pending: 0,
             errno: None,
             failed: Vec::new(),
-            answered: false,
         }
     }
 
-    /// The SYNC is over (the client has been answered too).
+    /// The client has been answered.
     pub fn is_done(&self) -> bool {
         self.stage == Stage::Done
     }
@@ -165,17 +152,13 @@ impl SyncOp {
                 }
                 self.stage = Stage::Stabilizing;
                 self.pending = self.work.len();
-                self.answered = true;
-                let stabilize =
-                    (0u32..)
-                        .zip(&self.work)
-                        .map(|(tag, (osd, list))| Action::Stabilize {
-                            tag,
-                            osd: *osd,
-                            versions: list.clone(),
-                        });
-                std::iter::once(Action::Reply(Ok(())))
-                    .chain(stabilize)
+                (0u32..)
+                    .zip(&self.work)
+                    .map(|(tag, (osd, list))| Action::Stabilize {
+                        tag,
+                        osd: *osd,
+                        versions: list.clone(),
+                    })
                     .collect()
             }
             (Stage::Idle | Stage::Syncing | Stage::Stabilizing, Event::Abort(e)) => {
@@ -188,27 +171,21 @@ impl SyncOp {
         }
     }
 
-    /// The end: on failure every PG's writes given back, then the reply unless the client
-    /// has it already, then [`Action::Done`]. A failed stabilize round after the reply gives
-    /// the writes back too: they are durable, the next SYNC (or peering) stabilizes them.
+    /// The reply, preceded on failure by every PG's writes given back.
     fn finish(&mut self) -> Vec<Action> {
         self.stage = Stage::Done;
-        let mut out = Vec::new();
-        if self.errno.is_some() {
-            let failed = std::mem::take(&mut self.failed);
-            out.extend(
-                std::mem::take(&mut self.taken)
-                    .into_iter()
-                    .map(|(pg, dirty)| {
-                        let repeer = dirty.keys().any(|o| failed.contains(o));
-                        Action::GiveBack { pg, dirty, repeer }
-                    }),
-            );
-        }
-        if !std::mem::replace(&mut self.answered, true) {
-            out.push(Action::Reply(self.errno.map_or(Ok(()), Err)));
-        }
-        out.push(Action::Done);
+        let Some(e) = self.errno else {
+            return vec![Action::Reply(Ok(()))];
+        };
+        let failed = std::mem::take(&mut self.failed);
+        let mut out: Vec<Action> = std::mem::take(&mut self.taken)
+            .into_iter()
+            .map(|(pg, dirty)| {
+                let repeer = dirty.keys().any(|o| failed.contains(o));
+                Action::GiveBack { pg, dirty, repeer }
+            })
+            .collect();
+        out.push(Action::Reply(Err(e)));
         out
     }
 }
@@ -258,15 +235,12 @@ mod tests {
     #[test]
     fn nothing_to_sync_is_acknowledged_at_once() {
         let mut s = SyncOp::new(vec![(pg(1), Dirty::new())]);
-        assert_eq!(
-            s.advance(Event::Start),
-            [Action::Reply(Ok(())), Action::Done]
-        );
+        assert_eq!(s.advance(Event::Start), [Action::Reply(Ok(()))]);
         assert!(s.is_done());
     }
 
     #[test]
-    fn every_osd_syncs_then_the_client_hears_then_each_stabilizes_exactly_its_versions() {
+    fn every_osd_syncs_then_stabilizes_exactly_its_versions_then_the_client_hears() {
         let mut s = SyncOp::new(two_pgs().to_vec());
         assert_eq!(
             s.advance(Event::Start),
@@ -285,14 +259,13 @@ mod tests {
                 },
             ]
         );
-        // Neither an answer nor a stabilize before the last sync: a version is made stable,
-        // and the client told, only once it is durable everywhere.
+        // No stabilize before the last sync: a version is made stable only once durable
+        // everywhere.
         assert!(s.advance(sub(2, Ok(()))).is_empty());
         assert!(s.advance(sub(0, Ok(()))).is_empty());
         assert_eq!(
             s.advance(sub(1, Ok(()))),
             [
-                Action::Reply(Ok(())),
                 Action::Stabilize {
                     tag: 0,
                     osd: OsdNum(1),
@@ -312,8 +285,8 @@ mod tests {
         );
         assert!(s.advance(sub(0, Ok(()))).is_empty());
         assert!(s.advance(sub(1, Ok(()))).is_empty());
-        assert!(!s.is_done(), "the next SYNC waits for this stabilize round");
-        assert_eq!(s.advance(sub(2, Ok(()))), [Action::Done]);
+        assert!(!s.is_done());
+        assert_eq!(s.advance(sub(2, Ok(()))), [Action::Reply(Ok(()))]);
         assert!(s.is_done());
     }
 
@@ -339,22 +312,18 @@ mod tests {
                     repeer: false,
                 },
                 Action::Reply(Err(Errno::EIO)),
-                Action::Done,
             ]
         );
         assert!(s.is_done());
     }
 
     #[test]
-    fn a_peer_lost_while_stabilizing_gives_the_durable_writes_back_without_a_second_answer() {
+    fn a_peer_lost_while_stabilizing_fails_the_sync_with_the_first_error() {
         let mut s = SyncOp::new(two_pgs().to_vec());
         s.advance(Event::Start);
-        s.advance(sub(0, Ok(())));
-        s.advance(sub(1, Ok(())));
-        assert_eq!(
-            s.advance(sub(2, Ok(()))).first(),
-            Some(&Action::Reply(Ok(())))
-        );
+        for tag in 0..3 {
+            s.advance(sub(tag, Ok(())));
+        }
         assert!(s.advance(sub(2, Err(Errno::EPIPE))).is_empty());
         assert!(s.advance(sub(0, Err(Errno::ENOSPC))).is_empty());
         let out = s.advance(sub(1, Ok(())));
@@ -367,9 +336,7 @@ mod tests {
             .collect();
         // OSD 1 failed too, and both PGs wrote to it.
         assert_eq!(repeered, [(pg(1), true), (pg(2), true)]);
-        assert!(!out.iter().any(|a| matches!(a, Action::Reply(_))));
-        assert_eq!(out.last(), Some(&Action::Done));
-        assert!(s.is_done());
+        assert_eq!(out.last(), Some(&Action::Reply(Err(Errno::EPIPE))));
     }
 
     #[test]
@@ -393,31 +360,9 @@ mod tests {
                     repeer: true,
                 },
                 Action::Reply(Err(Errno::EPIPE)),
-                Action::Done,
             ]
         );
         assert!(s.advance(sub(1, Ok(()))).is_empty());
-    }
-
-    #[test]
-    fn an_abort_while_stabilizing_does_not_answer_again() {
-        let mut s = SyncOp::new(vec![(pg(1), dirty(&[(1, &[ov(0, 1)])]))]);
-        s.advance(Event::Start);
-        assert_eq!(
-            s.advance(sub(0, Ok(()))).first(),
-            Some(&Action::Reply(Ok(())))
-        );
-        assert_eq!(
-            s.advance(Event::Abort(Errno::EPIPE)),
-            [
-                Action::GiveBack {
-                    pg: pg(1),
-                    dirty: dirty(&[(1, &[ov(0, 1)])]),
-                    repeer: true,
-                },
-                Action::Done,
-            ]
-        );
     }
 
     #[test]
@@ -429,11 +374,11 @@ mod tests {
             s.advance(sub(7, Err(Errno::EIO))).is_empty(),
             "no such sub-op"
         );
-        assert_eq!(s.advance(sub(0, Ok(()))).len(), 2);
-        assert_eq!(s.advance(sub(0, Ok(()))), [Action::Done]);
+        assert_eq!(s.advance(sub(0, Ok(()))).len(), 1);
+        assert_eq!(s.advance(sub(0, Ok(()))), [Action::Reply(Ok(()))]);
         assert!(
             s.advance(sub(0, Err(Errno::EIO))).is_empty(),
-            "after the end"
+            "after the reply"
         );
         assert!(s.advance(Event::Start).is_empty());
     }

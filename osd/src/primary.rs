@@ -940,10 +940,9 @@ impl Server {
 
     // ------------------------------------------------------------------ sync
 
-    /// SYNCs run one at a time, in arrival order, each to the end of its stabilize round
-    /// (after its answer): a SYNC must not be acknowledged while an earlier one still syncs
-    /// writes it took (they precede this SYNC too), and a SYNC that fails gives its writes
-    /// back for the next one to take.
+    /// SYNCs run one at a time, in arrival order: a SYNC must not be acknowledged while an
+    /// earlier one still stabilizes writes it took (they precede this SYNC too), and a SYNC
+    /// that fails gives its writes back for the next one to take.
     fn start_sync(&mut self, client: ClientRef) {
         self.sync_queue.push_back(client);
         if !self.sync_running {
@@ -979,7 +978,7 @@ impl Server {
     }
 
     /// Carries out what SYNC op `idx` decided (`usize::MAX`: it has no slot, so it sends
-    /// nothing); frees the slot when the SYNC is over.
+    /// nothing); frees the slot when the SYNC is answered.
     fn run_sync_actions(&mut self, idx: usize, client: ClientRef, actions: Vec<sync::Action>) {
         for action in actions {
             match action {
@@ -1018,20 +1017,18 @@ impl Server {
                         self.request_repeer(key);
                     }
                 }
-                sync::Action::Reply(result) => self.answer_sync(client, result),
-                sync::Action::Done => {
+                sync::Action::Reply(result) => {
                     if idx != usize::MAX {
                         self.ops[idx] = None;
                         self.release_if_done(idx);
                     }
-                    self.sync_running = false;
-                    self.next_sync();
+                    self.finish_sync(client, result);
                 }
             }
         }
     }
 
-    fn answer_sync(&mut self, client: ClientRef, result: Result<(), Errno>) {
+    fn finish_sync(&mut self, client: ClientRef, result: Result<(), Errno>) {
         match result {
             Ok(()) => {
                 self.stats.op("primary_sync", client.start, 0);
@@ -1047,6 +1044,8 @@ impl Server {
             }
             Err(e) => self.client_error(client, e),
         }
+        self.sync_running = false;
+        self.next_sync();
     }
 
     // ------------------------------------------------------------------ PG listings
@@ -1663,13 +1662,13 @@ mod error_path_tests {
             assert_eq!(b.reply(id, |_| 0).0.retval, 4096);
         }
         // The first SYNC takes every unsynced write; the second finds none of its own but
-        // must still wait for the first to end (its stabilize round, after its answer).
+        // must still wait for them to be stable.
         let first = b.sync();
         let second = b.sync();
         let (reply, _) = b.reply(first, |_| 0);
         assert_eq!(reply.retval, 0);
-        assert_eq!(b.reply(second, |_| 0).0.retval, 0);
         assert_eq!(b.local_unstable(), vec![]);
+        assert_eq!(b.reply(second, |_| 0).0.retval, 0);
     }
 
     #[test]

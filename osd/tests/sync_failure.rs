@@ -1,8 +1,8 @@
 //! A secondary that dies between writes and the SYNC that covers them (issue #11), with real
 //! etcd and real `vitastor-osd` processes, `immediate_commit` none: the SYNC is refused or
 //! retried until the PG has peered without the dead OSD, never acknowledged for writes that
-//! some OSD holding them has not synced; once acknowledged, the writes survive the primary's
-//! crash too and end up on both replicas after recovery.
+//! are not stable; once acknowledged, the writes survive the primary's crash too and end up
+//! on both replicas after recovery.
 
 mod common;
 
