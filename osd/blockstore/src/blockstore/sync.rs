@@ -59,8 +59,9 @@ impl<E: IoEngine> Blockstore<E> {
             }
             *started = true;
         }
-        // Append as many records as fit; the rest waits for room (the reserve is ours).
-        let mut last = 0;
+        // Append as many records as fit; the rest waits for room (the reserve is ours). The
+        // wait (Watermark(0) when the op is made) holds the newest record's seq across those
+        // passes: a last pass that appends nothing must still wait for the earlier ones.
         while sectors.len() < list.len() {
             let ov = list[sectors.len()];
             // Nothing to stabilize up to this version, or nothing to discard above it: no
@@ -93,9 +94,8 @@ impl<E: IoEngine> Blockstore<E> {
                 return Ok(false);
             };
             sectors.push(a.sector);
-            last = a.seq;
+            *wait = JWait::Watermark(a.seq);
         }
-        *wait = JWait::Watermark(last);
         Ok(true)
     }
 
