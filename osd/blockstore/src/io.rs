@@ -232,7 +232,7 @@ impl AlignedBuf {
 
     /// Whether the first byte is [`IO_ALIGN`]-aligned, as O_DIRECT needs.
     pub fn is_aligned(&self) -> bool {
-        self.start % IO_ALIGN == 0
+        self.start.is_multiple_of(IO_ALIGN)
     }
 
     /// Raw pointer for I/O submission; device reads into it only on a buffer of its own
@@ -357,6 +357,6 @@ mod tests {
         assert_eq!(b.capacity(), 128 << 10);
         // Whole blocks start aligned as before.
         let mut w = AlignedBuf::for_receive(8192);
-        assert!(w.is_aligned() && w.as_mut_ptr() as usize % IO_ALIGN == 0);
+        assert!(w.is_aligned() && (w.as_mut_ptr() as usize).is_multiple_of(IO_ALIGN));
     }
 }
