@@ -1,5 +1,5 @@
-#!/bin/busybox sh
-# /init of the VM scenarios' guest (faults/src/vm.rs builds it into the initramfs).
+# /init of the VM scenarios' guest after the boot every guest shares (testkit's vm::initramfs
+# puts that first: busybox applets, mounts, virtio modules, /dev/vda).
 #
 # For vm_secs seconds of its own uptime, round n writes fresh random data to slot
 # n % vm_slots of /dev/vda (O_DIRECT, then a flush), reads it back past every cache and
@@ -15,14 +15,6 @@
 # words to init as environment variables): vm_slots, vm_slot_blocks (64 KiB blocks per
 # slot), vm_data_block (first data block, in 64 KiB blocks); record block s (4 KiB) is at
 # byte 4096 * s.
-/bin/busybox --install -s /bin
-mount -t proc proc /proc
-mount -t sysfs sys /sys
-mount -t devtmpfs dev /dev
-modprobe virtio_pci
-modprobe virtio_blk
-i=0
-while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 
 # What could turn a long pause into an error or a warning: the block layer's request
 # timeout (the queue has no io_timeout file when the driver has no timeout handler, as

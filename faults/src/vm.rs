@@ -160,17 +160,6 @@ fn private_driver(dir: &Path) -> PathBuf {
     copy
 }
 
-fn md5(data: &[u8], dir: &Path) -> String {
-    let f = dir.join("md5.in");
-    fs::write(&f, data).expect("writing md5.in");
-    let out = Command::new("md5sum").arg(&f).output().expect("md5sum");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .expect("md5sum output")
-        .to_string()
-}
-
 impl ChecksumVm {
     /// Creates the guest's image on `cluster`, boots the guest to loop for `loop_time` and
     /// returns once its first round is on the console.
@@ -264,7 +253,9 @@ impl ChecksumVm {
         drop(guest);
         let console = watcher.finish();
         let disk = read_disk(&spec, &driver, dir.path());
-        let lost = lost_writes(&disk, &console, |data| md5(data, dir.path()));
+        let lost = lost_writes(&disk, &console, |data| {
+            vm::md5(data, dir.path()).expect("md5 of the disk's data")
+        });
         Outcome {
             console,
             status,

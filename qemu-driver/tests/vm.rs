@@ -21,15 +21,7 @@ use vitastor_testkit::{require, require_tools, vm};
 
 const GUEST_DATA: usize = 1 << 20;
 
-const INIT: &str = r#"#!/bin/busybox sh
-/bin/busybox --install -s /bin
-mount -t proc proc /proc
-mount -t sysfs sys /sys
-mount -t devtmpfs dev /dev
-modprobe virtio_pci
-modprobe virtio_blk
-i=0
-while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+const INIT: &str = r#"
 host=$(dd if=/dev/vda bs=1M count=1 2>/dev/null | md5sum | cut -d' ' -f1)
 dd if=/guest.bin of=/dev/vda bs=1M seek=2 conv=fsync 2>/dev/null
 echo 3 > /proc/sys/vm/drop_caches
@@ -40,17 +32,6 @@ sync
 echo "VITASTOR-VM-RESULT host=$host guest=$guest"
 poweroff -f
 "#;
-
-fn md5(data: &[u8], dir: &Path) -> String {
-    let f = dir.join("md5.in");
-    fs::write(&f, data).unwrap();
-    let out = Command::new("md5sum").arg(&f).output().expect("md5sum");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .expect("md5sum output")
-        .to_string()
-}
 
 /// Boots the VM on disk `spec` with `guest` in its initramfs; returns the console output.
 fn boot(assets: &Path, dir: &Path, spec: &str, guest: &[u8]) -> String {
@@ -98,8 +79,8 @@ fn vm_boots_and_writes_to_a_vitastor_disk() {
     let out = boot(&assets, tmp.path(), &spec, &guest_data);
     let want = format!(
         "VITASTOR-VM-RESULT host={} guest={}",
-        md5(&host_data, tmp.path()),
-        md5(&guest_data, tmp.path())
+        vm::md5(&host_data, tmp.path()).unwrap(),
+        vm::md5(&guest_data, tmp.path()).unwrap()
     );
     assert!(out.contains(&want), "guest console lacks `{want}`:\n{out}");
 
@@ -166,8 +147,8 @@ fn vms_on_two_clones_of_a_golden_snapshot() {
         let out = boot(&assets, &dir, &spec, &guest);
         let want = format!(
             "VITASTOR-VM-RESULT host={} guest={}",
-            md5(&golden, &dir),
-            md5(&guest, &dir)
+            vm::md5(&golden, &dir).unwrap(),
+            vm::md5(&guest, &dir).unwrap()
         );
         assert!(
             out.contains(&want),

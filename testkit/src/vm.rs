@@ -83,8 +83,40 @@ fn io_err(what: String) -> impl FnOnce(io::Error) -> TestkitError {
     move |source| TestkitError::Io { what, source }
 }
 
+/// What every guest's `/init` does first: busybox's applets, /proc, /sys and /dev, the
+/// virtio modules, and a wait of up to 10 s for the disk to show as /dev/vda.
+const GUEST_BOOT: &str = r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+modprobe virtio_pci
+modprobe virtio_blk
+i=0
+while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+"#;
+
+/// The md5 of `data` as md5sum prints it (the guests' busybox checksums with md5sum), through
+/// a scratch file in `dir`.
+pub fn md5(data: &[u8], dir: &Path) -> Result<String, TestkitError> {
+    let f = dir.join("md5.in");
+    fs::write(&f, data).map_err(io_err(format!("writing {}", f.display())))?;
+    let out = Command::new("md5sum")
+        .arg(&f)
+        .output()
+        .map_err(io_err("running md5sum".into()))?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .map(str::to_string)
+        .ok_or_else(|| {
+            TestkitError::InvalidOptions(format!("md5sum printed nothing for {}", f.display()))
+        })
+}
+
 /// Builds `dir/initrd.cpio`, an uncompressed newc initramfs: busybox, the virtio modules,
-/// `init` as `/init` and `files` (name, contents) in its root.
+/// `/init` (the boot every guest shares — mounts, modules, /dev/vda — then `init`, a
+/// busybox sh script body) and `files` (name, contents) in its root.
 pub fn initramfs(
     assets: &Path,
     dir: &Path,
@@ -112,7 +144,8 @@ pub fn initramfs(
         )));
     }
     let init_path = root.join("init");
-    fs::write(&init_path, init).map_err(io_err(format!("writing {}", init_path.display())))?;
+    fs::write(&init_path, format!("{GUEST_BOOT}{init}"))
+        .map_err(io_err(format!("writing {}", init_path.display())))?;
     fs::set_permissions(&init_path, fs::Permissions::from_mode(0o755))
         .map_err(io_err(format!("chmod {}", init_path.display())))?;
     for (name, data) in files {
