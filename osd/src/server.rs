@@ -443,19 +443,7 @@ impl Server {
                     self.count_slow_ops(last_tick);
                 }
             }
-            // Again right before the sub-ops queued in this turn leave.
-            self.check_lease();
-            self.bs.run();
-            // Ops that finish inside `run` (a SYNC with nothing left to flush, a read served
-            // from memory) complete without any I/O to wake the next wait: take them now,
-            // or their replies would wait for the next tick.
-            self.drain_completions();
-            // Write replies and requests right away rather than a poll round later.
-            self.flush_all();
-            let mut events = std::mem::take(&mut self.peer_events);
-            self.peers.flush_all(&mut events);
-            self.peer_events = events;
-            self.process_peer_events();
+            self.end_turn();
         }
         // Let the blockstore finish the I/O it started (flushes, journal trims): its buffers
         // must outlive the I/O, and a clean stop leaves less to replay.
@@ -467,6 +455,25 @@ impl Server {
         }
         idle?;
         Ok(())
+    }
+
+    /// The end of a loop turn: the blockstore advanced and the messages written. The disk I/O
+    /// and poll changes the turn queued stay in the ring for the next wait, which submits
+    /// them in the same `io_uring_enter` (each enter that submits disk I/O is a device kick).
+    pub(crate) fn end_turn(&mut self) {
+        // Again right before the sub-ops queued in this turn leave.
+        self.check_lease();
+        self.bs.advance();
+        // Ops that finish inside `advance` (a SYNC with nothing left to flush, a read served
+        // from memory) complete without any I/O to wake the next wait: take them now,
+        // or their replies would wait for the next tick.
+        self.drain_completions();
+        // Write replies and requests right away rather than a poll round later.
+        self.flush_all();
+        let mut events = std::mem::take(&mut self.peer_events);
+        self.peers.flush_all(&mut events);
+        self.peer_events = events;
+        self.process_peer_events();
     }
 
     /// The errno (negative) of a device failure that stops the OSD, if one happened.
@@ -1006,8 +1013,48 @@ impl Server {
             }
             self.completions = done;
             self.process_peer_events();
-            // Ops submitted by multi-step requests need a run to start.
-            self.bs.run();
+            // Ops submitted by multi-step requests need an advance to start; their I/O goes
+            // with the loop's next wait.
+            self.bs.advance();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+    use std::time::Duration;
+
+    use crate::testing::{Bench, Setup};
+
+    /// A turn that queued a client write's disk I/O and a socket poll enters the kernel once:
+    /// the wait submits both (each enter that submits disk I/O is a device kick).
+    #[test]
+    fn a_turn_with_disk_io_and_polls_enters_the_ring_once() {
+        let mut b = Bench::new(Setup::default());
+        let (sock, _other) = UnixStream::pair().expect("socket pair");
+        let id = b.write(0, &[7u8; 4096]);
+        let s = &mut b.server;
+        let before = s.bs.engine_mut().enters();
+        s.bs.engine_mut()
+            .poll_add(sock.as_raw_fd(), libc::POLLIN as u32, 0x5eed);
+        s.end_turn();
+        assert!(
+            s.bs.engine_in_flight() > 0,
+            "the turn queued the write's I/O"
+        );
+        assert_eq!(
+            s.bs.engine_mut().enters(),
+            before,
+            "the turn itself never enters"
+        );
+        s.bs.engine_mut()
+            .wait_for(Some(Duration::from_millis(2)))
+            .expect("wait");
+        assert_eq!(s.bs.engine_mut().enters(), before + 1);
+        s.bs.engine_mut().poll_remove(0x5eed);
+        let (reply, _) = b.reply(id, |_| 0);
+        assert_eq!(reply.retval, 4096);
     }
 }

@@ -160,15 +160,14 @@ impl Bench {
     pub fn pump(&mut self) {
         let s = &mut self.server;
         s.receive(0);
-        s.bs.run();
+        s.end_turn();
         s.bs.engine_mut()
             .wait_for(Some(Duration::from_millis(2)))
             .expect("wait for the ring");
         s.bs.poll(false).expect("blockstore poll");
         s.process_peer_events();
         s.drain_completions();
-        s.bs.run();
-        s.flush_all();
+        s.end_turn();
     }
 
     /// Pumps until `done` holds; panics after many rounds (a hang is a failure, not a wait).

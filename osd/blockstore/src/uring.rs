@@ -58,6 +58,9 @@ pub struct UringEngine {
     in_flight: usize,
     queued: usize,
     polls: Vec<(u64, i32)>,
+    /// `io_uring_enter` calls made so far: each one that submits disk I/O is a device kick
+    /// (a VM exit under virtio), so the OSD loop aims at one per turn.
+    enters: u64,
 }
 
 fn device_size(file: &File, path: &Path) -> BsResult<u64> {
@@ -157,6 +160,11 @@ impl UringEngine {
         out.append(&mut self.polls);
     }
 
+    /// How many `io_uring_enter` calls this engine has made.
+    pub fn enters(&self) -> u64 {
+        self.enters
+    }
+
     /// Submits what is queued and waits until at least one completion (device I/O or poll)
     /// is ready or `timeout` passes. (Signals are best read from a polled signalfd: the
     /// io-uring crate passes glibc's sigset size, which the kernel refuses.)
@@ -170,6 +178,7 @@ impl UringEngine {
         if let Some(ts) = ts.as_ref() {
             args = args.timespec(ts);
         }
+        self.enters += 1;
         match self.ring.submitter().submit_with_args(1, &args) {
             Ok(_) => {}
             Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR) | Some(libc::ETIME)) => {}
@@ -185,10 +194,12 @@ impl UringEngine {
             if unsafe { self.ring.submission().push(&sqe) }.is_ok() {
                 break;
             }
+            self.enters += 1;
             if let Err(e) = self.ring.submit() {
                 if e.raw_os_error() != Some(libc::EBUSY) && e.raw_os_error() != Some(libc::EAGAIN) {
                     panic!("io_uring submit failed: {e}");
                 }
+                self.enters += 1;
                 self.ring.submit_and_wait(1).ok();
             }
             self.queued = 0;
@@ -218,6 +229,7 @@ impl UringEngine {
             in_flight: 0,
             queued: 0,
             polls: Vec::new(),
+            enters: 0,
         })
     }
 
@@ -252,10 +264,12 @@ impl IoEngine for UringEngine {
                 break;
             }
             // Submission queue full: hand what we have to the kernel and retry.
+            self.enters += 1;
             if let Err(e) = self.ring.submit() {
                 if e.raw_os_error() != Some(libc::EBUSY) && e.raw_os_error() != Some(libc::EAGAIN) {
                     panic!("io_uring submit failed: {e}");
                 }
+                self.enters += 1;
                 self.ring.submit_and_wait(1).ok();
             }
             self.queued = 0;
@@ -266,6 +280,7 @@ impl IoEngine for UringEngine {
 
     fn submit(&mut self) -> io::Result<()> {
         if self.queued > 0 {
+            self.enters += 1;
             self.ring.submit()?;
             self.queued = 0;
         }
@@ -292,6 +307,7 @@ impl IoEngine for UringEngine {
             return Ok(());
         }
         loop {
+            self.enters += 1;
             match self.ring.submit_and_wait(1) {
                 Ok(_) => {
                     self.queued = 0;
