@@ -1213,7 +1213,7 @@ impl Server {
                                 oid,
                                 version,
                                 offset: 0,
-                                data: AlignedBuf::from_slice(&data),
+                                data: AlignedBuf::shared(&data),
                                 bitmap: Some(r.bitmap.clone()),
                                 stable: true,
                             };

@@ -35,7 +35,8 @@ struct PartWrite {
     oid: ObjectId,
     version: u64,
     offset: u32,
-    data: Vec<u8>,
+    /// Aligned already: written to the local store or sent to a peer without a copy.
+    data: AlignedBuf,
     /// Kept beside the part's allocation bitmap and returned by its reads: a parity part's
     /// attribute, or the bitmap of a rebuilt part.
     attr: Option<Vec<u8>>,
@@ -546,7 +547,7 @@ impl Server {
                 oid: w.oid,
                 version: w.version,
                 offset: w.offset,
-                data: AlignedBuf::from_slice(&w.data),
+                data: w.data,
                 bitmap: w.attr,
                 stable: w.stable,
             };
@@ -566,7 +567,7 @@ impl Server {
         } else {
             RequestOp::SecWrite(rw)
         };
-        let data = Rc::new(AlignedBuf::from_slice(&w.data));
+        let data = Rc::new(w.data);
         self.sub_remote(idx, tag, osd, Request { id: 0, op }, attr, Some(data));
     }
 
@@ -721,7 +722,7 @@ impl Server {
                         oid: part_oid(part),
                         version,
                         offset: 0,
-                        data,
+                        data: AlignedBuf::from_slice(&data),
                         attr: Some(bitmap),
                         stable: true,
                         flags,

@@ -28,6 +28,7 @@
 
 use std::ops::Range;
 
+use vitastor_blockstore::AlignedBuf;
 use vitastor_layout::OsdNum;
 use vitastor_protocol::errno::Errno;
 
@@ -108,8 +109,8 @@ pub enum Action {
         version: u64,
         /// Byte offset in the part.
         offset: u32,
-        /// The bytes.
-        data: Vec<u8>,
+        /// The bytes, in a buffer the store writes from and the peer messages send as is.
+        data: AlignedBuf,
         /// Parity parts: the code of the data parts' bitmaps for the new version, kept
         /// beside the allocation bitmap and returned by reads of this part.
         attr: Option<Vec<u8>>,
@@ -379,7 +380,8 @@ impl EcWriteOp {
         // New columns and bitmaps of every data part, then the parity parts' from them.
         let n = geo.total_parts() as usize;
         let width = columns.len();
-        let mut cols: Vec<Vec<u8>> = vec![vec![0u8; width]; n];
+        // Aligned from the start: the parity columns go to a device or a socket as they are.
+        let mut cols: Vec<AlignedBuf> = (0..n).map(|_| AlignedBuf::new(width)).collect();
         let mut bitmaps: Vec<Vec<u8>> = vec![vec![0u8; bb]; n];
         let mut pieces: Vec<Option<(u32, Range<usize>)>> = vec![None; k];
         for (j, o) in old.into_iter().enumerate() {
@@ -402,7 +404,7 @@ impl EcWriteOp {
             pieces[j] = Some((p.range.start, src));
         }
         if width > 0 {
-            let mut refs: Vec<&mut [u8]> = cols.iter_mut().map(Vec::as_mut_slice).collect();
+            let mut refs: Vec<&mut [u8]> = cols.iter_mut().map(|c| &mut c[..]).collect();
             if codec.encode(&mut refs).is_err() {
                 return self.finish(Vec::new(), Err(Errno::EIO));
             }
@@ -419,13 +421,13 @@ impl EcWriteOp {
             };
             let (offset, data, attr) = if (part as usize) < k {
                 match &pieces[part as usize] {
-                    Some((at, src)) => (*at, self.data[src.clone()].to_vec(), None),
-                    None => (0, Vec::new(), None),
+                    Some((at, src)) => (*at, AlignedBuf::from_slice(&self.data[src.clone()]), None),
+                    None => (0, AlignedBuf::new(0), None),
                 }
             } else {
                 (
                     columns.start,
-                    std::mem::take(&mut cols[part as usize]),
+                    std::mem::replace(&mut cols[part as usize], AlignedBuf::new(0)),
                     Some(std::mem::take(&mut bitmaps[part as usize])),
                 )
             };
