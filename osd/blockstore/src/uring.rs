@@ -181,7 +181,13 @@ impl UringEngine {
         self.enters += 1;
         match self.ring.submitter().submit_with_args(1, &args) {
             Ok(_) => {}
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR) | Some(libc::ETIME)) => {}
+            // EBUSY/EAGAIN: the kernel wants completions reaped first; the caller reaps
+            // and comes back, and what stays in the submission queue goes with that wait.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINTR) | Some(libc::ETIME) | Some(libc::EBUSY) | Some(libc::EAGAIN)
+                ) => {}
             Err(e) => return Err(e),
         }
         self.queued = 0;
