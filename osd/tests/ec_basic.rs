@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::INODE;
+use common::{pattern, INODE};
 use vitastor_osd::ec::codec::Codec;
 use vitastor_protocol::{obj_ver_ids, RequestOp, SecListOp};
 use vitastor_testkit::{Cluster, TestClient};
@@ -31,12 +31,6 @@ fn cluster(scheme: &str, commit: &str) -> Cluster {
     o.immediate_commit = commit.into();
     o.osd_size = 256 << 20;
     Cluster::start(o).expect("cluster starts")
-}
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i / 512) as u8 ^ (i as u8).wrapping_mul(13) ^ seed.wrapping_mul(71))
-        .collect()
 }
 
 /// Writes `data` at image `offset` through the cluster and into the model.

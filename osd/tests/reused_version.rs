@@ -12,7 +12,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::INODE;
+use common::{pattern, INODE};
 use vitastor_osd::ec::codec::Codec;
 use vitastor_protocol::{ObjectId, ReplyOp, RequestOp, SecRwOp};
 use vitastor_testkit::{Cluster, TestClient};
@@ -31,12 +31,6 @@ fn cluster(name: &str, scheme: &str, parity: usize) -> Cluster {
     o.immediate_commit = "none".into();
     o.osd_size = 256 << 20;
     Cluster::start(o).expect("cluster starts")
-}
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i / 512) as u8 ^ (i as u8).wrapping_mul(13) ^ seed.wrapping_mul(71))
-        .collect()
 }
 
 /// An unstable SEC_WRITE of `data` as version `version` of `stripe`, straight to `osd`.
@@ -81,7 +75,8 @@ fn reuse_a_version(cl: &mut Cluster, osd: u64, offset: u64, stripe: u64, v: u64,
     c.sync_all().expect("sync");
     cl.start_osd(osd).expect("the OSD comes back");
     cl.set_primaries(&sets, &[]).expect("pg/config");
-    cl.wait_primaries(&sets, WAIT).expect("the first OSD of the set leads again");
+    cl.wait_primaries(&sets, WAIT)
+        .expect("the first OSD of the set leads again");
     cl.wait_clean(WAIT).expect("clean with the OSD back");
 }
 

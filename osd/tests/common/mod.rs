@@ -90,3 +90,11 @@ pub fn assert_replicas(c: &mut TestClient, osds: &[u64], o: u64, want: &[u8]) {
         );
     }
 }
+
+/// `len` bytes that differ per 512-byte sector, per byte and per `seed`: a torn or misplaced
+/// sector or a block of another write shows up in a compare.
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i / 512) as u8 ^ (i as u8).wrapping_mul(13) ^ seed.wrapping_mul(71))
+        .collect()
+}
