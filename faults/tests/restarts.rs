@@ -10,11 +10,13 @@ use std::fs;
 use rand::Rng;
 use vitastor_testkit::Cluster;
 
+use vitastor_faults::duration::kill_loop_time;
 use vitastor_faults::scenario::{cluster, ec_cluster, kill_random_osd, restart_whole_cluster, Run};
 
-/// A random OSD SIGKILLed every 5–15 s, started again 1–3 s later.
+/// A random OSD SIGKILLed every 5–15 s, started again 1–3 s later, for
+/// `VITASTOR_KILL_LOOP_SECS` (else `VITASTOR_FAULT_SECS`).
 fn osd_kill_loop(scenario: &'static str, cluster: Cluster) {
-    let mut run = Run::start(scenario, cluster);
+    let mut run = Run::start_for(scenario, cluster, kill_loop_time());
     while run.pause(5.0..15.0) {
         kill_random_osd(&mut run.cluster, &mut run.rng);
         run.faults += 1;
