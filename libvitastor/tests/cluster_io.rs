@@ -45,6 +45,10 @@ impl Cluster {
                     "3",
                     "--pg-size",
                     "2",
+                    // The OSD files are reserved in full (vitastor-disk prepare --size);
+                    // these tests write a few MiB.
+                    "--osd-size",
+                    "1073741824",
                     "--immediate-commit",
                     immediate_commit,
                 ])
