@@ -13,6 +13,9 @@ pub enum CrashPoint {
     AfterFirstPartWrite,
     /// Once every part write completed, before any SEC_STABILIZE is sent.
     BeforeStabilize,
+    /// When the first SEC_STABILIZE of a write already answered completes (the client's
+    /// reply left in an earlier loop turn, the other stabilizes may be in flight).
+    AfterReply,
 }
 
 /// The parsed option and the count of EC writes seen so far.
@@ -24,7 +27,7 @@ pub struct EcCrash {
 }
 
 impl EcCrash {
-    /// Parses `after_first_part_write:N` or `before_stabilize:N` (N from 1).
+    /// Parses `after_first_part_write:N`, `before_stabilize:N` or `after_reply:N` (N from 1).
     pub fn parse(s: &str) -> Result<EcCrash, String> {
         let (point, n) = s
             .split_once(':')
@@ -32,9 +35,10 @@ impl EcCrash {
         let point = match point {
             "after_first_part_write" => CrashPoint::AfterFirstPartWrite,
             "before_stabilize" => CrashPoint::BeforeStabilize,
+            "after_reply" => CrashPoint::AfterReply,
             other => {
                 return Err(format!(
-                    "debug_ec_crash: unknown point {other:?} (after_first_part_write, before_stabilize)"
+                    "debug_ec_crash: unknown point {other:?} (after_first_part_write, before_stabilize, after_reply)"
                 ))
             }
         };
@@ -83,6 +87,8 @@ mod tests {
         assert!(!h.fires(CrashPoint::BeforeStabilize, 2));
         let h = EcCrash::parse("after_first_part_write:1").unwrap();
         assert!(h.fires(CrashPoint::AfterFirstPartWrite, 1));
+        let h = EcCrash::parse("after_reply:2").unwrap();
+        assert!(h.fires(CrashPoint::AfterReply, 2));
         for bad in [
             "",
             "before_stabilize",

@@ -1,7 +1,8 @@
 //! Client READ and WRITE on the EC/XOR PGs this OSD leads: the same lock cycle, sub-op
 //! plumbing and replies as [`crate::primary`], with the plans of [`crate::ec`] — a read
 //! is a set of part reads put together (or rebuilt) by [`ec::read::ReadPlan`], a write is
-//! [`ec::write::EcWriteOp`]'s read-modify-write, unstable part writes, then its stabilize.
+//! [`ec::write::EcWriteOp`]'s read-modify-write, unstable part writes, then its stabilize
+//! (after the reply when every position took the write).
 //! DELETE and SYNC are the replicated machines' ([`crate::op_delete`], [`crate::op_sync`]):
 //! only the object each OSD is sent changes (its part, see [`Server::part_oid`]).
 //!
@@ -429,9 +430,12 @@ impl Server {
             }
         } else {
             let result = res.errno().map_or(Ok(()), Err);
-            if result.is_ok() && !w.first_written {
+            let hook = self.cfg.debug_ec_crash.as_ref();
+            if w.steps.replied() {
+                // A stabilize ended: the reply went out in an earlier loop turn.
+                debug_crash::check(hook, CrashPoint::AfterReply, w.seq);
+            } else if result.is_ok() && !w.first_written {
                 w.first_written = true;
-                let hook = self.cfg.debug_ec_crash.as_ref();
                 debug_crash::check(hook, CrashPoint::AfterFirstPartWrite, w.seq);
             }
             ec_write::Event::Sub { part: tag, result }
@@ -620,6 +624,8 @@ impl Server {
                 }
                 self.client_error(r.client, errno);
             }
+            // Answered already when only its stabilize was left.
+            POp::EcWrite(w) if w.steps.replied() => {}
             POp::EcWrite(w) => self.client_error(w.client, errno),
             // Background work counts in `recovering` until it ends.
             POp::EcRecover(r) => {

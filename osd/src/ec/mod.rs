@@ -25,16 +25,21 @@
 //!   any write, plus, for a parity part, its `attr`; `Stabilize` → SEC_STABILIZE;
 //!   `Rollback` → SEC_ROLLBACK; `Written` → the object is at the version on those parts
 //!   (unstable ones join the PG's unsynced list so the client's SYNC syncs and stabilizes
-//!   them, as for replicated lazy writes); `Repeer`, `Reply`, `Unlock` as in `op_write`.
+//!   them, as for replicated lazy writes); `Repeer`, `Reply`, `Unlock` as in `op_write`
+//!   (with `immediate_commit: all` and every position written, `Reply` comes before the
+//!   stabilize and `Unlock` after it: see [`write`]).
 //! - **The blockstore side** (format 2): a zero-length write creates a version with no data
 //!   (the data parts a write does not touch), and every version keeps the external bitmap
 //!   it was written with apart from the allocation bitmap: SEC_WRITE's attr is stored as
 //!   the version's external bitmap and SEC_READ returns it, while reads zero-fill by the
 //!   allocation bitmap. A parity part's code bits therefore never hide its bytes, as long
-//!   as each parity write covers every granule whose code bit changes (the allocation
+//!   as each parity write covers every granule whose code bit it clears (the allocation
 //!   drops only granules whose external bit a write clears outside its written range):
-//!   the touched columns for XOR, which codes bit by bit, and those columns rounded out to
-//!   whole bitmap bytes (8 granules) for Reed-Solomon, whose code mixes a byte's bits.
+//!   the touched columns for XOR, which codes bit by bit, and for Reed-Solomon, whose code
+//!   mixes a byte's 8 granules, those columns widened to every granule whose code bit the
+//!   write clears (none for an overwrite of written granules). A granule whose code bit a
+//!   write sets outside its range may stay unallocated: no data part ever wrote it (each
+//!   parity write covers its data columns), so its parity is zeroes, as it reads.
 //! - **Peering**: group SEC_LIST entries by logical object (`split_stripe`), build one
 //!   `torn::PartListing` per (part, OSD), call `torn::settle(k, ..)`; send its
 //!   `stabilize` and `rollback` lists, put `stale` parts in the degraded set and report

@@ -4,6 +4,18 @@
 //! part as one new **unstable** version, and then stabilizes it (`immediate_commit: all`) or
 //! leaves it to the next SYNC.
 //!
+//! With `immediate_commit: all`, once every position of the set holds the new version the
+//! client is answered before the stabilize, which runs after the reply while the object
+//! stays locked. Each part write is durable when it completes, so the version is on all
+//! `k + m` parts; peering goes active only with `pg_minsize >= k` live members of the set,
+//! and [`super::torn::settle`] keeps the newest version `k` parts hold, so any peering after
+//! a crash of the primary (with up to `m` parts lost besides) completes this version: no
+//! newer one exists (the lock), and every live member holds it. A write that missed a
+//! position (a part down) waits for its stabilize before answering: there, a member back
+//! from down with the older version stable could outvote the new one in a later peering
+//! that lacks some of its holders, where a stable version would leave the object
+//! incomplete instead of rolled back.
+//!
 //! Every live part gets the new version, the untouched data parts a zero-length write: the
 //! parts of one object then always carry the same versions, so peering ([`super::torn`])
 //! judges a version by counting the parts that hold it.
@@ -11,8 +23,10 @@
 //! What is read: the touched columns `C` (see [`Geometry::columns`]) of every data part
 //! whose own new bytes do not cover `C` (the bitmap alone for the others); a data part whose
 //! OSD is down is rebuilt from any `k` live parts ([`super::read`]). A new object (version
-//! 0) reads nothing. What is written: the new bytes of each touched data part and `C` of
-//! every parity part. Bitmaps: a part's store keeps its allocation bitmap as for any write
+//! 0) and a write covering every data part whole read nothing. What is written: the new
+//! bytes of each touched data part and `C` of every parity part, `C` widened (after a
+//! second read round) when the parity attribute clears bits outside it
+//! ([`EcWriteOp::cleared_columns`]). Bitmaps: a part's store keeps its allocation bitmap as for any write
 //! (the previous one plus the written range; a parity part then covers every column any
 //! data part ever had, and reads as zeroes only where every data part does); a parity part
 //! also carries an *attribute*, the code of the data parts' bitmaps, from which a lost data
@@ -172,7 +186,11 @@ pub struct EcWriteOp {
     facts: Option<Facts>,
     version: u64,
     plan: Option<ReadPlan>,
-    /// Per data part: the old bytes read (the touched columns its new bytes leave).
+    /// The part bytes every parity part is rewritten over (see [`EcWriteOp::cleared_columns`]).
+    columns: Range<u32>,
+    /// The columns were widened once after the reads (they stay so).
+    widened: bool,
+    /// Per data part: the old bytes read (the columns its new bytes leave).
     wanted: Vec<Range<u32>>,
     replies: Vec<Option<PartData>>,
     /// Parts with an outstanding sub-op in the current stage.
@@ -182,6 +200,8 @@ pub struct EcWriteOp {
     /// The first failure, which the client hears.
     failed: Option<Errno>,
     lost_peer: bool,
+    /// The client heard the version before its stabilize (the lock waits for the stabilize).
+    replied: bool,
 }
 
 impl EcWriteOp {
@@ -197,13 +217,22 @@ impl EcWriteOp {
             facts: None,
             version: 0,
             plan: None,
+            columns: 0..0,
+            widened: false,
             wanted: Vec::new(),
             replies: Vec::new(),
             pending: Vec::new(),
             holders: Vec::new(),
             failed: None,
             lost_peer: false,
+            replied: false,
         }
+    }
+
+    /// The client has been answered while the stabilize still runs (an abort must not
+    /// answer it again).
+    pub fn replied(&self) -> bool {
+        self.replied
     }
 
     /// The client has been answered and the lock released.
@@ -263,6 +292,15 @@ impl EcWriteOp {
                 }
                 match self.stage {
                     Stage::Writing => self.written(),
+                    Stage::Stabilizing if self.replied => {
+                        self.stage = Stage::Done;
+                        let mut actions = Vec::new();
+                        if self.lost_peer {
+                            actions.push(Action::Repeer);
+                        }
+                        actions.push(Action::Unlock);
+                        actions
+                    }
                     Stage::Stabilizing if self.lost_peer => {
                         self.finish(vec![Action::Repeer], Err(Errno::EPIPE))
                     }
@@ -319,19 +357,36 @@ impl EcWriteOp {
         }
         self.version = version_after(facts.current, facts.purged_up_to);
         let current = facts.current;
-        let local = facts.local;
-        let reachable: Vec<bool> = facts.members.iter().map(Option::is_some).collect();
         self.facts = Some(facts);
+        self.columns = self.geo.columns(self.offset, self.data.len() as u64);
         if current == 0 {
             // Nothing stored yet: the old data and bitmaps are zeroes.
             return self.write(codec);
         }
-        let columns = self.parity_columns(codec);
+        self.read_old(codec)
+    }
+
+    /// Sends the reads of the old bytes of `self.columns` that the new ones leave, and of
+    /// every data part's bitmap. A write covering every data part whole reads nothing: its
+    /// new bitmaps are full whatever the old ones were.
+    fn read_old(&mut self, codec: &Codec) -> Vec<Action> {
+        let k = self.geo.data_parts as usize;
+        let columns = self.columns.clone();
         let mut wanted = vec![columns.clone(); k];
         for p in self.geo.data_ranges(self.offset, self.data.len() as u64) {
             wanted[p.part as usize] = old_columns(&columns, &p.range);
         }
+        let whole = columns == (0..self.geo.block_size) && wanted.iter().all(Range::is_empty);
         self.wanted.clone_from(&wanted);
+        if whole {
+            self.plan = None;
+            return self.write(codec);
+        }
+        let Some(facts) = self.facts.as_ref() else {
+            return self.finish(Vec::new(), Err(Errno::EIO));
+        };
+        let (current, local) = (facts.current, facts.local);
+        let reachable: Vec<bool> = facts.members.iter().map(Option::is_some).collect();
         let plan = match read::plan(&self.geo, wanted, &reachable, local) {
             Ok(p) => p,
             Err(_) => return self.finish(Vec::new(), Err(Errno::EPIPE)),
@@ -353,12 +408,12 @@ impl EcWriteOp {
         actions
     }
 
-    /// The old parts are known: compute and send every part's new version.
+    /// The old parts are known: compute and send every part's new version (or, once, read
+    /// wider columns first: see [`EcWriteOp::cleared_columns`]).
     fn write(&mut self, codec: &Codec) -> Vec<Action> {
         let geo = self.geo;
         let k = geo.data_parts as usize;
         let len = self.data.len() as u64;
-        let columns = self.parity_columns(codec);
         let bb = geo.part_bitmap_bytes();
         let old: Vec<PartData> = match &self.plan {
             None => vec![
@@ -377,13 +432,36 @@ impl EcWriteOp {
                 }
             }
         };
-        // New columns and bitmaps of every data part, then the parity parts' from them.
+        // Bitmaps of every part, old then new: the data parts' first, then their code.
         let n = geo.total_parts() as usize;
+        let mut old_bitmaps: Vec<Vec<u8>> = vec![vec![0u8; bb]; n];
+        for (j, o) in old.iter().enumerate() {
+            old_bitmaps[j].clone_from(&o.bitmap);
+        }
+        let mut bitmaps = old_bitmaps.clone();
+        for p in geo.data_ranges(self.offset, len) {
+            geo.mark(&mut bitmaps[p.part as usize], p.range);
+        }
+        if encode_bitmaps(codec, &mut old_bitmaps).is_err()
+            || encode_bitmaps(codec, &mut bitmaps).is_err()
+        {
+            return self.finish(Vec::new(), Err(Errno::EIO));
+        }
+        if self.plan.is_some() && !self.widened {
+            let wider = self.cleared_columns(&old_bitmaps[k..], &bitmaps[k..]);
+            if wider != self.columns {
+                self.widened = true;
+                self.columns = wider;
+                return self.read_old(codec);
+            }
+        }
+        // New columns of every data part, then the parity parts' from them.
+        let columns = self.columns.clone();
         let width = columns.len();
         // Aligned from the start: the parity columns go to a device or a socket as they are.
         let mut cols: Vec<AlignedBuf> = (0..n).map(|_| AlignedBuf::new(width)).collect();
-        let mut bitmaps: Vec<Vec<u8>> = vec![vec![0u8; bb]; n];
-        let mut pieces: Vec<Option<(u32, Range<usize>)>> = vec![None; k];
+        // Per data part: where its new bytes go and where they are in the client's data.
+        let mut pieces: Vec<Option<(Range<u32>, Range<usize>)>> = vec![None; k];
         for (j, o) in old.into_iter().enumerate() {
             if let Some(w) = self
                 .wanted
@@ -393,25 +471,19 @@ impl EcWriteOp {
                 let at = (w.start - columns.start) as usize;
                 cols[j][at..at + w.len()].copy_from_slice(&o.data);
             }
-            bitmaps[j] = o.bitmap;
         }
         for p in geo.data_ranges(self.offset, len) {
             let j = p.part as usize;
             let at = (p.range.start - columns.start) as usize;
             let src = p.buf_offset..p.buf_offset + p.range.len();
             cols[j][at..at + p.range.len()].copy_from_slice(&self.data[src.clone()]);
-            geo.mark(&mut bitmaps[j], p.range.clone());
-            pieces[j] = Some((p.range.start, src));
+            pieces[j] = Some((p.range, src));
         }
         if width > 0 {
             let mut refs: Vec<&mut [u8]> = cols.iter_mut().map(|c| &mut c[..]).collect();
             if codec.encode(&mut refs).is_err() {
                 return self.finish(Vec::new(), Err(Errno::EIO));
             }
-        }
-        let mut refs: Vec<&mut [u8]> = bitmaps.iter_mut().map(Vec::as_mut_slice).collect();
-        if codec.encode(&mut refs).is_err() {
-            return self.finish(Vec::new(), Err(Errno::EIO));
         }
         self.stage = Stage::Writing;
         let mut actions = Vec::new();
@@ -421,7 +493,17 @@ impl EcWriteOp {
             };
             let (offset, data, attr) = if (part as usize) < k {
                 match &pieces[part as usize] {
-                    Some((at, src)) => (*at, AlignedBuf::from_slice(&self.data[src.clone()]), None),
+                    // The new bytes fill the part's column buffer: it goes out as it is.
+                    Some((range, _)) if *range == columns => (
+                        range.start,
+                        std::mem::replace(&mut cols[part as usize], AlignedBuf::new(0)),
+                        None,
+                    ),
+                    Some((range, src)) => (
+                        range.start,
+                        AlignedBuf::from_slice(&self.data[src.clone()]),
+                        None,
+                    ),
                     None => (0, AlignedBuf::new(0), None),
                 }
             } else {
@@ -450,14 +532,21 @@ impl EcWriteOp {
             None if stabilize_now => {
                 self.stage = Stage::Stabilizing;
                 self.pending = self.holders.iter().map(|&(p, _)| p).collect();
-                self.holders
-                    .iter()
-                    .map(|&(part, osd)| Action::Stabilize {
-                        part,
-                        osd,
-                        version: self.version,
-                    })
-                    .collect()
+                let stabilize = self.holders.iter().map(|&(part, osd)| Action::Stabilize {
+                    part,
+                    osd,
+                    version: self.version,
+                });
+                let mut actions: Vec<Action> = stabilize.collect();
+                if self.holders.len() == self.geo.total_parts() as usize {
+                    // Every position holds the version durably: peering completes it
+                    // whatever happens to the stabilize (see the module docs), so the
+                    // client hears now and the lock waits for the stabilize.
+                    self.replied = true;
+                    let done = self.done_action(true);
+                    actions.splice(0..0, [done, Action::Reply(Ok(self.version))]);
+                }
+                actions
             }
             None => {
                 let done = self.done_action(false);
@@ -483,24 +572,31 @@ impl EcWriteOp {
         }
     }
 
-    /// The columns the parity parts are rewritten over: the touched columns, and for
-    /// Reed-Solomon the whole bitmap bytes around them. A byte of the code of the bitmaps
-    /// mixes its 8 granules, so a changed data bit may clear attribute bits of neighbouring
-    /// columns, and the store drops the bytes of granules whose attribute bit a write clears
-    /// outside its range: the parity write must cover them. (XOR codes bit by bit.)
-    fn parity_columns(&self, codec: &Codec) -> Range<u32> {
-        let columns = self.geo.columns(self.offset, self.data.len() as u64);
-        if matches!(codec, Codec::Xor { .. }) || columns.is_empty() {
-            return columns;
+    /// The columns the parity parts must be rewritten over, given each parity part's
+    /// attribute (the code of the data parts' bitmaps) before and after: the touched
+    /// columns, and every granule whose attribute bit the write clears. The store drops the
+    /// bytes of a granule whose attribute bit a write clears outside its range, so such a
+    /// granule must be written again. XOR codes bit by bit, so its bits change only inside
+    /// the touched columns; a Reed-Solomon byte mixes 8 granules, so a changed data bit may
+    /// clear bits of neighbouring granules. An overwrite of granules already written changes
+    /// no bit and writes only its own columns.
+    fn cleared_columns(&self, old: &[Vec<u8>], new: &[Vec<u8>]) -> Range<u32> {
+        let gran = self.geo.granularity;
+        let mut columns = self.columns.clone();
+        for (o, n) in old.iter().zip(new) {
+            for g in 0..self.geo.part_granules() {
+                let bit = |b: &[u8]| b[(g / 8) as usize] >> (g % 8) & 1;
+                if bit(o) == 1 && bit(n) == 0 {
+                    let at = g * gran;
+                    columns = if columns.is_empty() {
+                        at..at + gran
+                    } else {
+                        columns.start.min(at)..columns.end.max(at + gran)
+                    };
+                }
+            }
         }
-        let byte = self.geo.granularity * 8;
-        let start = columns.start - columns.start % byte;
-        let end = columns
-            .end
-            .div_ceil(byte)
-            .saturating_mul(byte)
-            .min(self.geo.block_size);
-        start..end
+        columns
     }
 
     fn done_action(&mut self, stable: bool) -> Action {
@@ -521,9 +617,15 @@ impl EcWriteOp {
     }
 }
 
+/// The data parts' bitmaps (the first `k` of `bitmaps`) encoded into the parity parts'.
+fn encode_bitmaps(codec: &Codec, bitmaps: &mut [Vec<u8>]) -> Result<(), super::EcError> {
+    let mut refs: Vec<&mut [u8]> = bitmaps.iter_mut().map(Vec::as_mut_slice).collect();
+    codec.encode(&mut refs)
+}
+
 /// The columns of `columns` that a part's new bytes `new` leave to read. `new` touches an
-/// edge of `columns` (a write covers whole parts between its first and last), so the rest
-/// is one range.
+/// edge of the touched columns (a write covers whole parts between its first and last), so
+/// the rest is one range; inside columns widened around it, all of them are read.
 fn old_columns(columns: &Range<u32>, new: &Range<u32>) -> Range<u32> {
     if new.start <= columns.start && new.end >= columns.end {
         0..0
@@ -542,13 +644,34 @@ mod tests {
 
     use super::*;
 
-    /// A part as one OSD stores it: its bytes and bitmap at the newest version.
+    /// A part as one OSD stores it at the newest version: its bytes, the bitmap its reads
+    /// return (a parity part's attribute) and, as the store keeps it, the allocation bitmap
+    /// outside which it reads zeroes.
     #[derive(Debug, Clone, PartialEq, Eq)]
     struct Stored {
         data: Vec<u8>,
         bitmap: Vec<u8>,
+        alloc: Vec<u8>,
         version: u64,
         stable: bool,
+    }
+
+    impl Stored {
+        /// Bytes `range` as the store reads them: zeroes outside the allocation.
+        fn read(&self, geo: &Geometry, range: Range<u32>) -> Vec<u8> {
+            let gran = geo.granularity;
+            (range.start..range.end)
+                .map(|b| {
+                    let g = b / gran;
+                    let on = self.alloc[(g / 8) as usize] >> (g % 8) & 1 == 1;
+                    if on {
+                        self.data[b as usize]
+                    } else {
+                        0
+                    }
+                })
+                .collect()
+        }
     }
 
     fn facts(members: Vec<Option<OsdNum>>, current: u64, stabilize_now: bool) -> Facts {
@@ -604,7 +727,7 @@ mod tests {
                             tag: *tag,
                             result: Ok(PartData {
                                 bitmap: s.bitmap.clone(),
-                                data: s.data[range.start as usize..range.end as usize].to_vec(),
+                                data: s.read(geo, range.clone()),
                             }),
                         })
                     }
@@ -617,14 +740,28 @@ mod tests {
                         ..
                     } => {
                         // As the store does: data parts' bitmaps grow by the written range,
-                        // parity parts answer reads with their attribute.
+                        // parity parts answer reads with their attribute, and the allocation
+                        // drops what the new attribute clears, then takes the written range.
                         let s = stored[*part as usize].as_mut().expect("write a live part");
                         let at = *offset as usize;
                         s.data[at..at + data.len()].copy_from_slice(data);
-                        match attr {
-                            Some(a) => s.bitmap = a.clone(),
-                            None => geo.mark(&mut s.bitmap, *offset..*offset + data.len() as u32),
-                        }
+                        let ext = match attr {
+                            Some(a) => a.clone(),
+                            None => {
+                                let mut b = s.bitmap.clone();
+                                geo.mark(&mut b, *offset..*offset + data.len() as u32);
+                                b
+                            }
+                        };
+                        vitastor_blockstore::bitmap::next_allocation(
+                            &mut s.alloc,
+                            &s.bitmap,
+                            &ext,
+                            *offset,
+                            data.len() as u32,
+                            geo.granularity,
+                        );
+                        s.bitmap = ext;
                         s.version = *version;
                         s.stable = false;
                         Some(Event::Sub {
@@ -658,6 +795,7 @@ mod tests {
                 Some(Stored {
                     data: vec![0; geo.block_size as usize],
                     bitmap: vec![0; geo.part_bitmap_bytes()],
+                    alloc: vec![0; geo.part_bitmap_bytes()],
                     version: 0,
                     stable: true,
                 })
@@ -686,9 +824,9 @@ mod tests {
     }
 
     /// The store drops a parity part's bytes in granules whose attribute bit a write clears
-    /// outside its range: every parity write must cover each granule whose bit changes.
+    /// outside its range: every parity write must cover each granule whose bit it clears.
     #[test]
-    fn every_attribute_bit_a_parity_write_changes_is_inside_its_range() {
+    fn every_attribute_bit_a_parity_write_clears_is_inside_its_range() {
         for codec in [
             Codec::reed_solomon(2, 2).unwrap(),
             Codec::reed_solomon(2, 1).unwrap(),
@@ -720,10 +858,10 @@ mod tests {
                     for g in 0..geo.part_granules() {
                         let bit = |b: &[u8]| b[(g / 8) as usize] >> (g % 8) & 1;
                         let at = g * geo.granularity;
-                        if bit(old) != bit(attr) {
+                        if bit(old) == 1 && bit(attr) == 0 {
                             assert!(
                                 at >= *offset && at < *offset + data.len() as u32,
-                                "write {i}: part {part} granule {g} changes its attribute bit outside {offset}+{}",
+                                "write {i}: part {part} granule {g} clears its attribute bit outside {offset}+{}",
                                 data.len()
                             );
                         }
@@ -778,6 +916,189 @@ mod tests {
         assert!(matches!(log.last(), Some(Action::Unlock)));
         assert!(log.contains(&Action::Reply(Ok(4))));
         assert!(stored.iter().flatten().all(|s| s.version == 4 && s.stable));
+    }
+
+    fn reads_of(log: &[Action]) -> Vec<(u32, Range<u32>)> {
+        log.iter()
+            .filter_map(|a| match a {
+                Action::Read { part, range, .. } => Some((*part, range.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn writes_of(log: &[Action]) -> Vec<(u32, u32, usize)> {
+        log.iter()
+            .filter_map(|a| match a {
+                Action::Write {
+                    part, offset, data, ..
+                } => Some((*part, *offset, data.len())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A 2+1 Reed-Solomon stripe of 64 KiB parts, every granule written (version 3).
+    fn full_rs21() -> (Geometry, Codec, Vec<Option<Stored>>) {
+        let geo = Geometry::new(2, 1, 65536, 4096).unwrap();
+        let codec = Codec::reed_solomon(2, 1).unwrap();
+        let mut stored = empty_stripe(&geo);
+        let image = vec![0u8; geo.object_size() as usize];
+        let full = vec![0xffu8; geo.part_bitmap_bytes()];
+        let fresh = fresh(&geo, &codec, &image, &[full.clone(), full.clone()]);
+        for (s, (data, bitmap)) in stored.iter_mut().flatten().zip(fresh) {
+            *s = Stored {
+                data,
+                bitmap,
+                alloc: full.clone(),
+                version: 3,
+                stable: true,
+            };
+        }
+        (geo, codec, stored)
+    }
+
+    /// Overwriting granules already written changes no bitmap bit: the parity is rewritten
+    /// over the written columns only, not over the 8 granules of their bitmap byte.
+    #[test]
+    fn an_overwrite_reads_and_writes_only_its_columns() {
+        let (geo, codec, mut stored) = full_rs21();
+        let log = run(&geo, &codec, &mut stored, 8192, vec![7; 4096], true);
+        assert_eq!(reads_of(&log), [(0, 0..0), (1, 8192..12288)]);
+        assert_eq!(
+            writes_of(&log),
+            [(0, 8192, 4096), (1, 0, 0), (2, 8192, 4096)]
+        );
+    }
+
+    /// A first write into a granule may clear parity attribute bits of its neighbours: the
+    /// write reads the wider columns in a second round and rewrites the parity over them.
+    #[test]
+    fn a_write_clearing_attribute_bits_outside_its_columns_reads_them_first() {
+        let geo = Geometry::new(2, 1, 65536, 4096).unwrap();
+        let codec = Codec::reed_solomon(2, 1).unwrap();
+        let mut widened = 0;
+        // Part 0 granules 0-3 written, then one granule of part 1's first bitmap byte.
+        for g in 0..8u32 {
+            let mut stored = empty_stripe(&geo);
+            run(&geo, &codec, &mut stored, 0, vec![1; 16384], true);
+            let before = stored[2].as_ref().unwrap().bitmap[0];
+            let at = 65536 + u64::from(g) * 4096;
+            let log = run(&geo, &codec, &mut stored, at, vec![2; 4096], true);
+            let after = stored[2].as_ref().unwrap().bitmap[0];
+            let cleared = before & !after;
+            let reads = reads_of(&log);
+            let own = g * 4096..(g + 1) * 4096;
+            assert_eq!(reads[..2], [(0, own.clone()), (1, 0..0)], "first round");
+            let parity = writes_of(&log)[2];
+            if cleared & !(1 << g) == 0 {
+                assert_eq!(reads.len(), 2, "granule {g}: nothing to widen");
+                assert_eq!(parity, (2, own.start, 4096));
+                continue;
+            }
+            widened += 1;
+            let lo = cleared.trailing_zeros().min(g) * 4096;
+            let hi = (8 - cleared.leading_zeros()).max(g + 1) * 4096;
+            let left = old_columns(&(lo..hi), &own);
+            assert_eq!(
+                reads[2..],
+                [(0, lo..hi), (1, left)],
+                "granule {g}: second round"
+            );
+            assert_eq!(parity, (2, lo, (hi - lo) as usize), "granule {g}");
+        }
+        assert!(widened > 0, "some granule clears a neighbour's bit");
+    }
+
+    /// A write covering every data part whole needs nothing old: no read at all.
+    #[test]
+    fn a_full_stripe_write_reads_nothing() {
+        let (geo, codec, mut stored) = full_rs21();
+        let data: Vec<u8> = (0..geo.object_size()).map(|i| i as u8).collect();
+        let log = run(&geo, &codec, &mut stored, 0, data, true);
+        assert_eq!(reads_of(&log), []);
+        assert_eq!(
+            writes_of(&log),
+            [(0, 0, 65536), (1, 0, 65536), (2, 0, 65536)]
+        );
+    }
+
+    /// With every position written, the client hears before the stabilize, and the lock is
+    /// held until the stabilize ends; a write missing a position stabilizes first.
+    #[test]
+    fn a_write_on_every_position_replies_before_its_stabilize() {
+        let geo = Geometry::new(2, 1, 16384, 4096).unwrap();
+        let codec = Codec::xor(2).unwrap();
+        let written = |op: &mut EcWriteOp, parts: &[u32]| {
+            let mut out = Vec::new();
+            for &part in parts {
+                out.extend(op.advance(
+                    &codec,
+                    Event::Sub {
+                        part,
+                        result: Ok(()),
+                    },
+                ));
+            }
+            out
+        };
+        let mut op = EcWriteOp::new(geo, 0, 0, vec![1; 4096]);
+        assert_eq!(
+            op.advance(&codec, Event::Locked(facts(all_live(3), 0, true)))
+                .len(),
+            3
+        );
+        let a = written(&mut op, &[0, 1, 2]);
+        assert_eq!(
+            a[..2],
+            [
+                Action::Written {
+                    version: 1,
+                    holders: vec![(0, OsdNum(1)), (1, OsdNum(2)), (2, OsdNum(3))],
+                    stable: true
+                },
+                Action::Reply(Ok(1)),
+            ]
+        );
+        assert!(a[2..].iter().all(|a| matches!(a, Action::Stabilize { .. })) && a.len() == 5);
+        assert!(op.replied() && !op.is_done());
+        assert!(written(&mut op, &[2, 0]).is_empty(), "the lock waits");
+        assert_eq!(written(&mut op, &[1]), [Action::Unlock]);
+        assert!(op.is_done());
+
+        // A stabilize lost after the reply: peering settles the object, no second reply.
+        let mut op = EcWriteOp::new(geo, 0, 0, vec![1; 4096]);
+        op.advance(&codec, Event::Locked(facts(all_live(3), 0, true)));
+        written(&mut op, &[0, 1, 2]);
+        written(&mut op, &[0, 1]);
+        let a = op.advance(
+            &codec,
+            Event::Sub {
+                part: 2,
+                result: Err(Errno::EPIPE),
+            },
+        );
+        assert_eq!(a, [Action::Repeer, Action::Unlock]);
+
+        // A position down: the version is on k parts only, the reply waits.
+        let mut op = EcWriteOp::new(geo, 0, 0, vec![1; 4096]);
+        let members = vec![Some(OsdNum(1)), None, Some(OsdNum(3))];
+        assert_eq!(
+            op.advance(&codec, Event::Locked(facts(members, 0, true)))
+                .len(),
+            2
+        );
+        let a = written(&mut op, &[0, 2]);
+        assert!(a.iter().all(|a| matches!(a, Action::Stabilize { .. })) && a.len() == 2);
+        let a = written(&mut op, &[0, 2]);
+        assert!(matches!(
+            a[..],
+            [
+                Action::Written { stable: true, .. },
+                Action::Reply(Ok(1)),
+                Action::Unlock
+            ]
+        ));
     }
 
     #[test]
@@ -1020,14 +1341,25 @@ mod tests {
                 let expect = fresh(&geo, &codec, &image, &bitmaps);
                 for (p, s) in view.iter().enumerate() {
                     if let Some(s) = s {
-                        prop_assert_eq!(&s.data, &expect[p].0, "part {} data", p);
+                        prop_assert_eq!(&s.read(&geo, 0..geo.block_size), &expect[p].0, "part {} data", p);
                         prop_assert_eq!(&s.bitmap, &expect[p].1, "part {} bitmap", p);
                     }
                 }
                 let version = view.iter().flatten().map(|s| s.version).max().unwrap();
+                // The part that was down is recovered: a data part allocated as its bitmap, a
+                // parity part whole.
+                let full = vec![0xff; geo.part_bitmap_bytes()];
                 stored = expect
                     .into_iter()
-                    .map(|(data, bitmap)| Some(Stored { data, bitmap, version, stable: true }))
+                    .enumerate()
+                    .map(|(p, (data, bitmap))| {
+                        let alloc = match &view[p] {
+                            Some(s) => s.alloc.clone(),
+                            None if p < geo.data_parts as usize => bitmap.clone(),
+                            None => full.clone(),
+                        };
+                        Some(Stored { data, bitmap, alloc, version, stable: true })
+                    })
                     .collect();
             }
         }
