@@ -459,15 +459,27 @@ impl EcWriteOp {
         let columns = self.columns.clone();
         let width = columns.len();
         // Aligned from the start: the parity columns go to a device or a socket as they are.
-        let mut cols: Vec<AlignedBuf> = (0..n).map(|_| AlignedBuf::new(width)).collect();
+        // Not zeroed: the code overwrites every parity byte, and a data part's columns are
+        // all read (`rebuild` checks the lengths) or new, but for a new object's, whose
+        // old bytes are zeroes.
+        let mut cols: Vec<AlignedBuf> = (0..n).map(|_| AlignedBuf::for_overwrite(width)).collect();
         // Per data part: where its new bytes go and where they are in the client's data.
         let mut pieces: Vec<Option<(Range<u32>, Range<usize>)>> = vec![None; k];
+        if self.plan.is_none() {
+            let whole: Vec<u32> = geo
+                .data_ranges(self.offset, len)
+                .into_iter()
+                .filter(|p| p.range == columns)
+                .map(|p| p.part)
+                .collect();
+            for (j, col) in (0u32..).zip(&mut cols[..k]) {
+                if !whole.contains(&j) {
+                    col.fill(0);
+                }
+            }
+        }
         for (j, o) in old.into_iter().enumerate() {
-            if let Some(w) = self
-                .wanted
-                .get(j)
-                .filter(|w| !w.is_empty() && w.len() == o.data.len())
-            {
+            if let Some(w) = self.wanted.get(j).filter(|w| !w.is_empty()) {
                 let at = (w.start - columns.start) as usize;
                 cols[j][at..at + w.len()].copy_from_slice(&o.data);
             }
