@@ -115,6 +115,8 @@ pub const MAX_OPTION_LEN: u32 = 64 << 10;
 pub const REQUEST_LEN: usize = 28;
 /// Length of an option header (magic, option, length).
 pub const OPTION_HEADER_LEN: usize = 16;
+/// Length of a simple reply header.
+pub const REPLY_LEN: usize = 16;
 
 /// A transmission request header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,12 +253,13 @@ pub fn export_name_reply(desc: &ExportDesc, no_zeroes: bool) -> Vec<u8> {
     b
 }
 
-/// A simple reply header (data, for a successful read, follows separately).
-pub fn simple_reply(cookie: u64, error: u32) -> Vec<u8> {
-    let mut b = Vec::with_capacity(16);
-    b.extend_from_slice(&SIMPLE_REPLY_MAGIC.to_be_bytes());
-    b.extend_from_slice(&error.to_be_bytes());
-    b.extend_from_slice(&cookie.to_be_bytes());
+/// A simple reply header (data, for a successful read, follows separately); a fixed array
+/// so a reply costs no allocation.
+pub fn simple_reply(cookie: u64, error: u32) -> [u8; REPLY_LEN] {
+    let mut b = [0u8; REPLY_LEN];
+    b[..4].copy_from_slice(&SIMPLE_REPLY_MAGIC.to_be_bytes());
+    b[4..8].copy_from_slice(&error.to_be_bytes());
+    b[8..].copy_from_slice(&cookie.to_be_bytes());
     b
 }
 

@@ -4,9 +4,15 @@
 //! - The loop: one `poll` over the signalfd, the client's poll fd, the listening socket and
 //!   every connection; then socket I/O, [`Client::handle_events`] and the completions, until
 //!   nothing is left to do without waiting.
-//! - Connections: non-blocking reads (write payloads straight into their buffers), replies
-//!   queued and written with `writev` in completion order, back-pressure (a connection is not
-//!   read while it has [`MAX_INFLIGHT`] requests or [`MAX_INFLIGHT_BYTES`] in flight).
+//! - Connections: non-blocking reads (write payloads straight into their buffers; a short
+//!   read means the socket is drained, so no read is spent on `EAGAIN`), replies queued
+//!   (header inline, read data in the buffer the cluster filled) and written with one
+//!   `writev` per loop turn in completion order (none while the socket is known full),
+//!   back-pressure (a connection is not read while it has [`MAX_INFLIGHT`] requests or
+//!   [`MAX_INFLIGHT_BYTES`] in flight). Data buffers come from, and go back to, the
+//!   connection's [`vitastor_nbd::bufpool::BufPool`]; the send buffer is [`SEND_BUFFER`],
+//!   so a large read reply goes out in one call instead of one per default-sized socket
+//!   buffer.
 //! - Requests in flight: each NBD request is one entry counting its cluster ops; FUA adds a
 //!   SYNC after the write; FLUSH is a SYNC (the client syncs every write completed before
 //!   it, on any connection, so `NBD_FLAG_CAN_MULTI_CONN` holds); TRIM/WRITE_ZEROES delete
@@ -52,8 +58,11 @@ pub const MAX_QUEUED_OUT: usize = 64 << 20;
 pub const DELETE_CHUNK: u64 = 1 << 30;
 /// Receive buffer per connection: many headers per read, and small write payloads.
 const INBUF: usize = 256 << 10;
-/// Most queued reply buffers gathered into one writev.
-const WRITEV_MAX: usize = 64;
+/// Most slices (reply headers and data) gathered into one writev.
+const WRITEV_MAX: usize = 256;
+/// Socket send buffer asked for: a 4 MiB read reply fits whole (the default, ~208 KiB, made
+/// such a reply take twenty writes and as many wake-ups of both sides).
+const SEND_BUFFER: usize = 4 << 20;
 /// Connections served at once; more are refused (closed at accept).
 const MAX_CONNS: usize = 128;
 /// How long shutdown waits for in-flight requests and unread replies before dropping the
@@ -159,11 +168,16 @@ impl Stream {
         }
     }
 
-    fn set_nonblocking(&self) -> io::Result<()> {
+    /// Non-blocking, with the larger send buffer (a smaller one only costs speed).
+    fn prepare(&self) -> io::Result<()> {
         match self {
-            Stream::Unix(s) => s.set_nonblocking(true),
-            Stream::Tcp(s) => s.set_nonblocking(true),
+            Stream::Unix(s) => s.set_nonblocking(true)?,
+            Stream::Tcp(s) => s.set_nonblocking(true)?,
         }
+        if let Err(e) = sys::set_send_buffer(self.fd(), SEND_BUFFER) {
+            debug!("SO_SNDBUF: {e}");
+        }
+        Ok(())
     }
 
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -181,15 +195,32 @@ impl Stream {
     }
 }
 
+/// Bytes waiting for the socket: a reply header (inline) and its data, or a handshake
+/// message (data only).
+struct Out {
+    head: [u8; REPLY_LEN],
+    head_len: usize,
+    data: Vec<u8>,
+}
+
+impl Out {
+    fn len(&self) -> usize {
+        self.head_len + self.data.len()
+    }
+}
+
 struct Conn {
     stream: Stream,
     session: Session,
     inbuf: Vec<u8>,
     in_start: usize,
     in_end: usize,
-    out: VecDeque<Vec<u8>>,
+    out: VecDeque<Out>,
+    /// Bytes of `out[0]` already written.
     out_off: usize,
     out_bytes: usize,
+    /// The last write did not take everything: wait for POLLOUT before writing again.
+    out_blocked: bool,
     inflight: usize,
     inflight_bytes: usize,
     /// Still parsing requests (false after DISC, EOF, a fatal framing error or shutdown).
@@ -209,6 +240,7 @@ impl Conn {
             out: VecDeque::new(),
             out_off: 0,
             out_bytes: 0,
+            out_blocked: false,
             inflight: 0,
             inflight_bytes: 0,
             reading: true,
@@ -230,27 +262,61 @@ impl Conn {
     }
 
     fn queue(&mut self, bytes: Vec<u8>) {
-        if !bytes.is_empty() {
-            self.out_bytes += bytes.len();
-            self.out.push_back(bytes);
+        self.push_out(Out {
+            head: [0; REPLY_LEN],
+            head_len: 0,
+            data: bytes,
+        });
+    }
+
+    fn queue_reply(&mut self, cookie: u64, error: u32, data: Vec<u8>) {
+        self.push_out(Out {
+            head: simple_reply(cookie, error),
+            head_len: REPLY_LEN,
+            data,
+        });
+    }
+
+    fn push_out(&mut self, out: Out) {
+        if out.len() > 0 {
+            self.out_bytes += out.len();
+            self.out.push_back(out);
         }
     }
 
-    /// Writes queued replies until the socket would block.
+    /// Writes queued replies until the socket is full.
     fn flush(&mut self) {
-        while !self.out.is_empty() && !self.dead {
-            let mut slices = Vec::with_capacity(WRITEV_MAX.min(self.out.len()));
-            for (i, b) in self.out.iter().take(WRITEV_MAX).enumerate() {
-                slices.push(IoSlice::new(if i == 0 { &b[self.out_off..] } else { b }));
+        while !self.out.is_empty() && !self.dead && !self.out_blocked {
+            let mut slices = [IoSlice::new(&[]); WRITEV_MAX];
+            let mut count = 0;
+            let mut offered = 0;
+            let mut skip = self.out_off;
+            'gather: for o in &self.out {
+                for part in [&o.head[..o.head_len], &o.data[..]] {
+                    if skip >= part.len() {
+                        skip -= part.len();
+                        continue;
+                    }
+                    if count == WRITEV_MAX {
+                        break 'gather;
+                    }
+                    slices[count] = IoSlice::new(&part[skip..]);
+                    offered += part.len() - skip;
+                    skip = 0;
+                    count += 1;
+                }
             }
-            match self.stream.write_vectored(&slices) {
+            match self.stream.write_vectored(&slices[..count]) {
                 Ok(mut n) => {
+                    // A short write on a non-blocking stream: the send buffer is full.
+                    self.out_blocked = n < offered;
                     self.out_bytes -= n;
                     while n > 0 {
                         let left = self.out[0].len() - self.out_off;
                         if n >= left {
                             n -= left;
-                            self.out.pop_front();
+                            let done = self.out.pop_front().expect("written bytes were queued");
+                            self.session.pool().give(done.data);
                             self.out_off = 0;
                         } else {
                             self.out_off += n;
@@ -258,7 +324,7 @@ impl Conn {
                         }
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.out_blocked = true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     debug!("connection write failed: {e}");
@@ -268,15 +334,23 @@ impl Conn {
         }
     }
 
-    /// Reads and frames as much as allowed; returns the events with their byte charge.
+    /// Reads and frames as much as allowed; returns the events with their byte charge. A
+    /// read that returns less than it asked for has drained the socket: framing goes on,
+    /// reading waits for the next poll.
     fn read_events(&mut self, events: &mut Vec<Event>) {
+        let mut drained = false;
         while self.can_read() {
             let buffered = self.in_end - self.in_start;
             if buffered == 0 {
+                if drained {
+                    return;
+                }
                 if let Some(space) = self.session.payload_space() {
+                    let want = space.len();
                     match self.stream.read(space) {
                         Ok(0) => self.eof(),
                         Ok(n) => {
+                            drained = n < want;
                             if let Some(ev) = self.session.payload_filled(n) {
                                 self.take(ev, events);
                             }
@@ -321,9 +395,16 @@ impl Conn {
                 self.dead = true;
                 return;
             }
+            if drained {
+                return;
+            }
+            let want = self.inbuf.len() - self.in_end;
             match self.stream.read(&mut self.inbuf[self.in_end..]) {
                 Ok(0) => self.eof(),
-                Ok(n) => self.in_end += n,
+                Ok(n) => {
+                    self.in_end += n;
+                    drained = n < want;
+                }
                 Err(e) => {
                     if self.read_error(e) {
                         return;
@@ -423,6 +504,11 @@ pub struct Server {
     done: Rc<RefCell<Vec<Done>>>,
     mode: Mode,
     shutdown_at: Option<Instant>,
+    /// The loop's poll set and the connection of each entry after the fixed ones, kept
+    /// between turns so a turn allocates nothing.
+    pollfds: Vec<libc::pollfd>,
+    poll_ids: Vec<u64>,
+    events: Vec<Event>,
 }
 
 impl Server {
@@ -440,6 +526,9 @@ impl Server {
             done: Rc::new(RefCell::new(Vec::new())),
             mode,
             shutdown_at: None,
+            pollfds: Vec::new(),
+            poll_ids: Vec::new(),
+            events: Vec::new(),
         }
     }
 
@@ -450,7 +539,7 @@ impl Server {
 
     /// Adds a connection already in transmission (the kernel's socket).
     pub fn add_transmission_conn(&mut self, stream: Stream) -> io::Result<()> {
-        stream.set_nonblocking()?;
+        stream.prepare()?;
         let session = Session::transmission(self.export.desc());
         let id = self.next_conn;
         self.next_conn += 1;
@@ -461,8 +550,11 @@ impl Server {
     /// Runs until the mode's end condition, then syncs. Returns whether a signal ended it.
     pub fn run(&mut self) -> io::Result<bool> {
         let mut signalled = false;
+        // Whether the client's fd was readable: its events are handled only then (one
+        // `epoll_wait` per wake-up that has any, none for a wake-up by a socket alone).
+        let mut client_ready = true;
         loop {
-            self.progress();
+            self.progress(client_ready);
             let done_serving = match self.mode {
                 Mode::Listen => self.shutdown_at.is_some(),
                 Mode::Kernel => true,
@@ -480,14 +572,15 @@ impl Server {
                     break;
                 }
             }
-            let mut fds = vec![
-                pollfd(self.signals.as_raw_fd(), libc::POLLIN),
-                pollfd(self.client.poll_fd(), libc::POLLIN),
-            ];
+            let mut fds = std::mem::take(&mut self.pollfds);
+            let mut ids = std::mem::take(&mut self.poll_ids);
+            fds.clear();
+            ids.clear();
+            fds.push(pollfd(self.signals.as_raw_fd(), libc::POLLIN));
+            fds.push(pollfd(self.client.poll_fd(), libc::POLLIN));
             if let Some(l) = &self.listener {
                 fds.push(pollfd(l.fd(), libc::POLLIN));
             }
-            let mut ids = Vec::with_capacity(self.conns.len());
             for (&id, c) in &self.conns {
                 let mut ev = 0;
                 if c.can_read() {
@@ -502,6 +595,7 @@ impl Server {
             // Wake up now and then during shutdown to enforce the grace period.
             let timeout = if self.shutdown_at.is_some() { 1000 } else { -1 };
             sys::poll(&mut fds, timeout)?;
+            client_ready = fds[1].revents != 0;
             if fds[0].revents != 0 {
                 while let Some(sig) = sys::read_signal(&self.signals) {
                     info!("signal {sig}: finishing requests in flight, then exiting");
@@ -517,7 +611,7 @@ impl Server {
             } else {
                 2
             };
-            for (i, id) in ids.into_iter().enumerate() {
+            for (i, &id) in ids.iter().enumerate() {
                 let rev = fds[base + i].revents;
                 if rev == 0 {
                     continue;
@@ -527,6 +621,7 @@ impl Server {
                         c.dead = true;
                     }
                     if rev & libc::POLLOUT != 0 {
+                        c.out_blocked = false;
                         c.flush();
                     }
                 }
@@ -534,6 +629,8 @@ impl Server {
                     self.read_conn(id);
                 }
             }
+            self.pollfds = fds;
+            self.poll_ids = ids;
         }
         self.final_sync();
         Ok(signalled)
@@ -559,7 +656,7 @@ impl Server {
                         warn!("refusing a connection: {MAX_CONNS} already open");
                         continue;
                     }
-                    if let Err(e) = stream.set_nonblocking() {
+                    if let Err(e) = stream.prepare() {
                         warn!("new connection: {e}");
                         continue;
                     }
@@ -584,21 +681,28 @@ impl Server {
     }
 
     fn read_conn(&mut self, id: u64) {
-        let mut events = Vec::new();
         let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
+        let mut events = std::mem::take(&mut self.events);
         c.read_events(&mut events);
-        for ev in events {
+        for ev in events.drain(..) {
             self.event(id, ev);
         }
+        self.events = events;
     }
 
-    /// Client work and completions until nothing is left without waiting; then replies are
-    /// written and finished connections closed.
-    fn progress(&mut self) {
-        loop {
+    /// The client's events (when its fd was readable) and the completions until nothing is
+    /// left without waiting; then replies are written and finished connections closed.
+    /// Submitting sends at once, so after the first round only completions that ops
+    /// finished without the network (refused at submission) remain to be run.
+    fn progress(&mut self, client_ready: bool) {
+        if client_ready {
             self.client.handle_events();
+        } else {
+            self.client.run_completions();
+        }
+        loop {
             let batch = std::mem::take(&mut *self.done.borrow_mut());
             if batch.is_empty() {
                 break;
@@ -618,6 +722,7 @@ impl Server {
                     self.read_conn(id);
                 }
             }
+            self.client.run_completions();
         }
         self.conns.retain(|id, c| {
             c.flush();
@@ -651,9 +756,18 @@ impl Server {
         };
         c.inflight -= 1;
         c.inflight_bytes -= charge;
-        c.queue(simple_reply(cookie, error));
         if error == 0 {
-            c.queue(data);
+            c.queue_reply(cookie, error, data);
+        } else {
+            c.session.pool().give(data);
+            c.queue_reply(cookie, error, Vec::new());
+        }
+    }
+
+    /// Gives a data buffer back to its connection's pool (dropped if the connection is gone).
+    fn recycle(&mut self, id: u64, buf: Vec<u8>) {
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.session.pool().give(buf);
         }
     }
 
@@ -685,8 +799,11 @@ impl Server {
                 let idx = self.start(id, req.cookie, charge, false);
                 self.slot(idx).read = Some((skip, len));
                 let cb = self.callback(idx);
-                self.client
-                    .read(inode, cover.offset, vec![0; cover.len as usize], cb);
+                let buf = match self.conns.get_mut(&id) {
+                    Some(c) => c.session.pool().take(cover.len as usize),
+                    None => vec![0; cover.len as usize],
+                };
+                self.client.read(inode, cover.offset, buf, cb);
             }
             Plan::Write(offset) => {
                 let idx = self.start(id, req.cookie, charge, fua);
@@ -760,17 +877,25 @@ impl Server {
     fn op_done(&mut self, idx: usize, d: OpDone) {
         let p = self.slot(idx);
         p.left -= 1;
-        match d.result {
+        let spent = match d.result {
             Err(e) => {
                 if p.error == 0 {
                     p.error = nbd_errno(&e);
                 }
                 warn!("request {:#x} failed: {e}", p.cookie);
                 p.deletes = None;
+                d.buf
             }
-            Ok(_) if p.read.is_some() => p.data = d.buf,
-            Ok(_) => {}
-        }
+            Ok(_) if p.read.is_some() => {
+                p.data = d.buf;
+                Vec::new()
+            }
+            // A write's payload (or zeroes): the cluster has it, the buffer is free.
+            Ok(_) => d.buf,
+        };
+        let conn = p.conn;
+        self.recycle(conn, spent);
+        let p = self.slot(idx);
         if let Some(rest) = p.deletes {
             p.left += 1;
             return self.next_delete(idx, rest);
@@ -786,16 +911,15 @@ impl Server {
         }
         let p = self.pending[idx].take().expect("live request entry");
         self.free.push(idx);
-        let data = match p.read {
-            Some((skip, len)) if p.error == 0 => {
-                if skip == 0 && len == p.data.len() as u64 {
-                    p.data
-                } else {
-                    p.data[skip as usize..(skip + len) as usize].to_vec()
-                }
+        let mut data = p.data;
+        if let Some((skip, len)) = p.read {
+            // An unaligned read: the requested bytes are moved to the front in place.
+            let (skip, len) = (skip as usize, len as usize);
+            if p.error == 0 && skip > 0 {
+                data.copy_within(skip..skip + len, 0);
             }
-            _ => Vec::new(),
-        };
+            data.truncate(len);
+        }
         self.reply(p.conn, p.cookie, p.error, p.charge, data);
     }
 

@@ -15,6 +15,7 @@
 //! - Allocate from an unchecked length: option data is capped by [`MAX_OPTION_LEN`], write
 //!   payloads by [`MAX_PAYLOAD`].
 
+use crate::bufpool::BufPool;
 use crate::proto::*;
 
 /// What the server must do after [`Session::step`].
@@ -66,6 +67,7 @@ pub struct Session {
     desc: ExportDesc,
     state: State,
     no_zeroes: bool,
+    pool: BufPool,
 }
 
 impl Session {
@@ -75,6 +77,7 @@ impl Session {
             desc,
             state: State::ClientFlags,
             no_zeroes: false,
+            pool: BufPool::new(),
         };
         (s, greeting())
     }
@@ -85,12 +88,19 @@ impl Session {
             desc,
             state: State::Transmission,
             no_zeroes: true,
+            pool: BufPool::new(),
         }
     }
 
     /// The export as announced to this connection.
     pub fn export(&self) -> &ExportDesc {
         &self.desc
+    }
+
+    /// The connection's recycled buffers: write payloads come from it, and the server takes
+    /// read buffers from it and gives every data buffer back once it is done with it.
+    pub fn pool(&mut self) -> &mut BufPool {
+        &mut self.pool
     }
 
     /// True once the handshake is over (requests may follow).
@@ -172,7 +182,7 @@ impl Session {
                 } else {
                     self.state = State::Payload {
                         req,
-                        buf: vec![0; req.len as usize],
+                        buf: self.pool.take(req.len as usize),
                         filled: 0,
                     };
                 }

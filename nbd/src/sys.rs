@@ -1,4 +1,5 @@
-//! The Linux calls std does not wrap: poll, signalfd, the NBD ioctls, fork/setsid/dup2.
+//! The Linux calls std does not wrap: poll, signalfd, the send buffer size, the NBD ioctls,
+//! fork/setsid/dup2.
 //!
 //! # What this module owns
 //! - Every `unsafe` block of the program, each with its SAFETY argument.
@@ -92,6 +93,26 @@ pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<usize> {
         };
     }
     Ok(rc as usize)
+}
+
+/// Asks for a socket send buffer of `bytes`: beyond `net.core.wmem_max` when privileged
+/// (`SO_SNDBUFFORCE`, as `map` runs), else capped by it (`SO_SNDBUF`).
+pub fn set_send_buffer(fd: RawFd, bytes: usize) -> io::Result<()> {
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    let set = |option| {
+        // SAFETY: passes a pointer to an int that lives for the call, with its exact size.
+        check(unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                option,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        })
+        .map(|_| ())
+    };
+    set(libc::SO_SNDBUFFORCE).or_else(|_| set(libc::SO_SNDBUF))
 }
 
 /// An NBD ioctl with an integer argument.

@@ -407,6 +407,51 @@ fn malformed_input_and_protocol_edges() {
     assert_eq!(d.s.read(&mut buf).unwrap_or(0), 0, "DISC closes");
 }
 
+/// A 4 MiB read reply goes to the socket in one write call, header and data together (the
+/// server asks for a send buffer that holds it), not one per default-sized socket buffer
+/// plus the calls refused with `EAGAIN` in between. Counted by the server's write-family
+/// system calls (`syscw` of /proc/PID/io; the cluster client sends with sendmsg, which that
+/// count leaves out).
+#[test]
+fn large_read_reply_is_one_write() {
+    // SAFETY: geteuid has no arguments and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let wmem_max: u64 = fs::read_to_string("/proc/sys/net/core/wmem_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    if !root && wmem_max < 4 * MIB + 4096 {
+        skip_unavailable("large_read_reply_is_one_write: not root and net.core.wmem_max < 4 MiB");
+        return;
+    }
+    let dir = scratch("bigread");
+    let serve = Serve::start(dir.path(), "nbd-bigread", 16 * MIB);
+    let mut c = RawClient::open(&serve.socket, "nbd-bigread");
+    let data = pattern(4 * MIB as usize, 9);
+    assert_eq!(c.call(CMD_WRITE, 0, 0, data.len() as u32, &data).0, 0);
+    let reads = 8;
+    let before = write_calls(serve.pid());
+    for _ in 0..reads {
+        let (e, back) = c.call(CMD_READ, 0, 0, data.len() as u32, &[]);
+        assert_eq!(e, 0);
+        assert!(back == data, "read data differs");
+    }
+    let calls = write_calls(serve.pid()) - before;
+    assert!(
+        calls <= reads,
+        "{calls} write calls for {reads} replies of 4 MiB"
+    );
+}
+
+/// Write-family system calls a process has made (`syscw` in /proc/PID/io).
+fn write_calls(pid: u32) -> u64 {
+    let io = fs::read_to_string(format!("/proc/{pid}/io")).expect("reading /proc/PID/io");
+    io.lines()
+        .find_map(|l| l.strip_prefix("syscw: "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("syscw in /proc/PID/io")
+}
+
 #[test]
 fn sigterm_finishes_in_flight_and_exits_cleanly() {
     let dir = scratch("term");
