@@ -14,7 +14,10 @@
 //! - an operation is acknowledged only when every journal entry up to its own (and their data)
 //!   has completed (the journal watermark), and, when it must be durable, an fsync submitted
 //!   after that has completed;
-//! - a redirect write's journal entry is written only after its data is durable;
+//! - a redirect write counts only once its data is durable: its journal entry is pending
+//!   until a commit record follows the durable data, or, when data needs no fsync, the entry
+//!   itself is journaled only after the data write completed (one record per write; later
+//!   writes of the object wait for it so that each object's records stay in version order);
 //! - a flush writes data, fsyncs, writes metadata, fsyncs, and only then frees blocks and lets
 //!   the journal start move past the flushed entries; the new start is durable before its
 //!   space is reused;
@@ -138,6 +141,8 @@ enum WriteSt {
     BigData,
     BigDataFsync(u64),
     BigAppend,
+    /// Data written and durable without an fsync: journal the write's one entry.
+    BigEntry,
     Journal(JWait),
 }
 
@@ -260,6 +265,9 @@ pub struct Stats {
     pub trims: u64,
     /// Operations completed.
     pub ops: u64,
+    /// Writes that waited at the FIFO head for an earlier redirect write of the same object
+    /// to journal its entry (see `WriteSt::BigEntry`).
+    pub big_entry_waits: u64,
 }
 
 /// The blockstore.
@@ -288,6 +296,14 @@ pub struct Blockstore<E: IoEngine> {
     done: Vec<Completion>,
     unsynced: Vec<ObjVerId>,
     unsynced_big: Vec<ObjVerId>,
+    /// Data needs no fsync (`disable_data_fsync`): a redirect write journals one entry after
+    /// its data instead of a pending entry before it and a commit record after it.
+    big_entry_after_data: bool,
+    /// Objects with a redirect write whose entry is not journaled yet: later writes of them
+    /// wait, so that the object's records stay in version order.
+    big_unjournaled: FxHashSet<ObjectId>,
+    /// The FIFO slot last counted in `Stats::big_entry_waits`.
+    big_wait_slot: Option<usize>,
     fsyncs: Fsyncs,
     fsync_out: Vec<(DevId, u64)>,
     flush_queue: VecDeque<ObjectId>,
@@ -1000,6 +1016,19 @@ impl<E: IoEngine> Blockstore<E> {
         let mut progress = false;
         self.waiting_space = false;
         while let Some(&slot) = self.fifo.front() {
+            if let Some(Op {
+                body: Body::Write { ov, .. },
+                ..
+            }) = &self.ops[slot]
+            {
+                if self.big_unjournaled.contains(&ov.oid) {
+                    if self.big_wait_slot != Some(slot) {
+                        self.big_wait_slot = Some(slot);
+                        self.stats.big_entry_waits += 1;
+                    }
+                    break;
+                }
+            }
             match self.try_start(slot) {
                 Ok(true) => {
                     self.fifo.pop_front();

@@ -83,6 +83,8 @@ pub struct Entry<'a> {
     /// A redirect write journaled before its data is durable: replay ignores it unless a
     /// later [`Kind::Commit`] names it. Journaling it first keeps each object's entries in
     /// version order, so trimming past a record also trims every older version of the object.
+    /// A redirect write without it was journaled after its data (data that needs no fsync)
+    /// and counts at once.
     pub pending: bool,
     /// Allocation bitmap after this version (writes only).
     pub bitmap: &'a [u8],

@@ -2,7 +2,9 @@
 //! visible to reads at once but reach the "platter" only through fsync; cutting power keeps,
 //! drops or tears (per 512-byte sector) every write that was not flushed. Completions are
 //! delivered in a random order from a seeded RNG so that every ordering assumption of the
-//! blockstore is exercised. Never used by a running OSD.
+//! blockstore is exercised. With `plp` the device has power-loss protection: a completed
+//! write is on the platter at once, and only writes still in flight are lost or torn (what
+//! `disable_data_fsync` assumes). Never used by a running OSD.
 
 use std::io;
 
@@ -54,6 +56,8 @@ pub struct SimEngine {
     rng: SmallRng,
     /// Probability that `reap` delivers each ready completion (others wait for a later reap).
     pub deliver_prob: f64,
+    /// Power-loss protection: completed writes are durable without an fsync.
+    pub plp: bool,
 }
 
 impl SimEngine {
@@ -69,7 +73,13 @@ impl SimEngine {
             completed_seq: 0,
             rng: SmallRng::seed_from_u64(seed),
             deliver_prob: 0.7,
+            plp: false,
         }
+    }
+
+    /// Writes completed so far.
+    pub fn writes_completed(&self) -> u64 {
+        self.completed_seq
     }
 
     /// A clean shutdown: everything completed is on the media.
@@ -124,6 +134,22 @@ impl SimEngine {
             .collect()
     }
 
+    /// A write reached the device: on the platter with power-loss protection, else in the
+    /// volatile cache until an fsync.
+    fn completed(&mut self, dev: usize, offset: usize, data: &[u8]) {
+        self.completed_seq += 1;
+        if self.plp {
+            self.durable[dev][offset..offset + data.len()].copy_from_slice(data);
+            return;
+        }
+        self.unflushed.push(Pending {
+            dev,
+            offset,
+            data: data.to_vec(),
+            seq: self.completed_seq,
+        });
+    }
+
     fn complete(&mut self, f: InFlight) -> i32 {
         let dev = f.req.dev.0 as usize;
         let off = f.req.offset as usize;
@@ -139,13 +165,7 @@ impl SimEngine {
                 // SAFETY: trait contract: the buffer is valid until reaped.
                 let src = unsafe { std::slice::from_raw_parts(f.req.ptr, f.req.len) };
                 self.current[dev][off..off + f.req.len].copy_from_slice(src);
-                self.completed_seq += 1;
-                self.unflushed.push(Pending {
-                    dev,
-                    offset: off,
-                    data: src.to_vec(),
-                    seq: self.completed_seq,
-                });
+                self.completed(dev, off, src);
                 f.req.len as i32
             }
             IoKind::Fsync => {
@@ -233,13 +253,7 @@ impl IoEngine for SimEngine {
             return Err(io::Error::from_raw_os_error(libc::EIO));
         }
         d[off..off + buf.len()].copy_from_slice(buf);
-        self.completed_seq += 1;
-        self.unflushed.push(Pending {
-            dev: dev.0 as usize,
-            offset: off,
-            data: buf.to_vec(),
-            seq: self.completed_seq,
-        });
+        self.completed(dev.0 as usize, off, buf);
         Ok(())
     }
 

@@ -34,6 +34,8 @@ fn vary(c: &mut BlockstoreConfig, code: u64) {
     c.journal_no_same_sector_overwrites = code & 2 != 0;
     c.flusher_count = 1 + (code >> 2) as u32 % 8;
     c.flusher_batch = 1 + (code >> 8) as u32 % 40;
+    // A killed process loses no completed write: as on a drive with power-loss protection.
+    c.disable_data_fsync = code & (1 << 16) != 0;
 }
 
 fn mode_of(s: &str) -> ImmediateCommit {

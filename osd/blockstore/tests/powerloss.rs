@@ -3,7 +3,8 @@
 //! After each restart every durable write (acknowledged with immediate_commit, or covered by
 //! a completed SYNC) must read back, and nothing may read back as garbage. Runtime options
 //! (in-memory metadata, same-sector overwrites, flusher counts) change at every restart;
-//! geometry variants cover separate devices and 512-byte sectors.
+//! geometry variants cover separate devices and 512-byte sectors, and drives with power-loss
+//! protection (only writes in flight are lost) with and without data fsyncs.
 
 mod common;
 
@@ -26,7 +27,13 @@ fn run(mode: ImmediateCommit, seed: u64, rounds: u64) {
 }
 
 /// Runtime options may change between restarts; each round draws them anew.
-fn run_cfg(mut cfg: vitastor_blockstore::BlockstoreConfig, seed: u64, rounds: u64) {
+fn run_cfg(cfg: vitastor_blockstore::BlockstoreConfig, seed: u64, rounds: u64) {
+    run_disks(cfg, seed, rounds, false)
+}
+
+/// `plp`: the simulated disks have power-loss protection, and data fsyncs are turned off in
+/// about half of the rounds (journals then mix both forms of redirect writes).
+fn run_disks(mut cfg: vitastor_blockstore::BlockstoreConfig, seed: u64, rounds: u64, plp: bool) {
     let block = cfg.block_size.unwrap();
     const OBJECTS: u64 = 24;
     let mode = cfg.immediate_commit;
@@ -39,7 +46,11 @@ fn run_cfg(mut cfg: vitastor_blockstore::BlockstoreConfig, seed: u64, rounds: u6
         cfg.journal_no_same_sector_overwrites = rng.gen_bool(0.3);
         cfg.flusher_count = rng.gen_range(1..8);
         cfg.flusher_batch = rng.gen_range(1..40);
+        if plp {
+            cfg.disable_data_fsync = rng.gen_bool(0.5);
+        }
         let mut bs = open_sim(&cfg, disks, rng.gen());
+        bs.engine_mut().plp = plp;
         if let Err(e) = verify(&mut bs, &mut checker, OBJECTS, block) {
             panic!("mode {mode:?} seed {seed} round {round}: {e}");
         }
@@ -92,6 +103,22 @@ fn run_cfg(mut cfg: vitastor_blockstore::BlockstoreConfig, seed: u64, rounds: u6
 #[test]
 fn power_loss_immediate_all() {
     run(ImmediateCommit::All, 1, rounds());
+}
+
+/// A drive with power-loss protection, mostly run the way the seed runs it
+/// (`disable_data_fsync`): redirect writes journal one entry after their data.
+#[test]
+fn power_loss_protected_drive_immediate_all() {
+    let mut cfg = small_cfg(32768, 256 * 1024);
+    cfg.immediate_commit = ImmediateCommit::All;
+    run_disks(cfg, 6, rounds(), true);
+}
+
+#[test]
+fn power_loss_protected_drive_lazy() {
+    let mut cfg = small_cfg(32768, 256 * 1024);
+    cfg.immediate_commit = ImmediateCommit::None;
+    run_disks(cfg, 7, rounds() / 2, true);
 }
 
 #[test]

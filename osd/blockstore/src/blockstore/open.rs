@@ -121,7 +121,13 @@ fn replay_entry(
                         e.seq, e.loc
                     ));
                 }
-                pending.insert(ov, (dirty(DirtyKind::Big { block: e.loc }), sector));
+                let d = dirty(DirtyKind::Big { block: e.loc });
+                if e.pending {
+                    pending.insert(ov, (d, sector));
+                } else {
+                    // Journaled after its data, which needed no fsync: it counts at once.
+                    insert(index, refs, d);
+                }
             }
         }
         Kind::Delete => insert(index, refs, dirty(DirtyKind::Delete)),
@@ -412,6 +418,9 @@ impl<E: IoEngine> Blockstore<E> {
             done: Vec::new(),
             unsynced: Vec::new(),
             unsynced_big: Vec::new(),
+            big_entry_after_data: !data_fsync,
+            big_unjournaled: FxHashSet::default(),
+            big_wait_slot: None,
             fsyncs: Fsyncs::new([
                 (devs.journal, journal_fsync),
                 (devs.data, data_fsync),

@@ -4,8 +4,10 @@
 //! acknowledges a write once it is as durable as `immediate_commit` demands.
 //!
 //! It must never acknowledge a write before every journal entry up to its own has reached the
-//! device (and an fsync after that, when it must be durable), and never journal a redirect
-//! write's commit record before its data is durable.
+//! device (and an fsync after that, when it must be durable), never journal a redirect
+//! write's commit record (or, when data needs no fsync, its only entry) before its data is
+//! durable, and never journal a record of an object behind that object's redirect write
+//! whose entry is still to come.
 
 use super::*;
 
@@ -150,6 +152,32 @@ impl<E: IoEngine> Blockstore<E> {
             if self.alloc.free_count() <= DATA_RESERVE_BLOCKS {
                 return Ok(false);
             }
+            if self.big_entry_after_data {
+                // Room for the entry now (it is appended later without a reserve of its own).
+                let esize = journal::entry_size(Kind::BigWrite, bb) as u64;
+                if self.journal.free_bytes()
+                    < self.write_reserve() + esize + self.journal.block_size()
+                {
+                    return Ok(false);
+                }
+                let block = self.alloc.alloc().expect("free count said a block is free");
+                ov.version = version;
+                *big = Some(block);
+                self.insert_dirty(
+                    *ov,
+                    DirtyKind::Big { block },
+                    *offset,
+                    len,
+                    new_bitmap,
+                    new_attr,
+                    *stable,
+                    None,
+                );
+                self.big_unjournaled.insert(ov.oid);
+                self.push_big_data(block, *offset, data);
+                *st = WriteSt::BigData;
+                return Ok(true);
+            }
             let block = self.alloc.alloc().expect("free count said a block is free");
             let e = Entry {
                 kind: Kind::BigWrite,
@@ -178,18 +206,7 @@ impl<E: IoEngine> Blockstore<E> {
                 *stable,
                 Some(a.sector),
             );
-            let slot_token = self.slot_of_current_start();
-            // SAFETY: `data` lives in the op slot until this write completes.
-            unsafe {
-                self.engine.push(IoReq {
-                    dev: self.devs.data,
-                    kind: IoKind::Write,
-                    offset: self.layout.block_offset(block) + *offset as u64,
-                    ptr: data.as_mut_ptr(),
-                    len: data.len(),
-                    token: tok(T_OP, slot_token as u64),
-                });
-            }
+            self.push_big_data(block, *offset, data);
             *st = WriteSt::BigData;
             return Ok(true);
         }
@@ -222,6 +239,22 @@ impl<E: IoEngine> Blockstore<E> {
         Ok(true)
     }
 
+    /// Queue the data write of a redirect write started from the FIFO head.
+    fn push_big_data(&mut self, block: u64, offset: u32, data: &mut AlignedBuf) {
+        let slot_token = self.slot_of_current_start();
+        // SAFETY: `data` lives in the op slot until this write completes.
+        unsafe {
+            self.engine.push(IoReq {
+                dev: self.devs.data,
+                kind: IoKind::Write,
+                offset: self.layout.block_offset(block) + offset as u64,
+                ptr: data.as_mut_ptr(),
+                len: data.len(),
+                token: tok(T_OP, slot_token as u64),
+            });
+        }
+    }
+
     pub(super) fn latest_version(&self, oid: ObjectId) -> u64 {
         let v = self.index.latest_version(oid);
         match self.tombstones.get(&oid) {
@@ -248,8 +281,12 @@ impl<E: IoEngine> Blockstore<E> {
         } else {
             4 * RECORD_BYTES
         };
+        // Redirect writes whose entry comes after their data need that entry too.
+        let entries = self.big_unjournaled.len() as u64
+            * journal::entry_size(Kind::BigWrite, self.index.bitmap_bytes) as u64;
         JOURNAL_RESERVE_SECTORS * self.journal.block_size()
             + self.index.dirty.len() as u64 * per_record
+            + entries
     }
 
     /// Queue the data write of a small write's journal entry, joined to the run of data
@@ -347,12 +384,18 @@ impl<E: IoEngine> Blockstore<E> {
                 WriteSt::BigData => return None,
                 WriteSt::BigDataFsync(t) => {
                     if *err < 0 {
+                        self.big_unjournaled.remove(&ov.oid);
                         return Some(Err(BsError::DeviceIo(-*err)));
                     }
                     if !self.index.dirty.contains_key(&ov) {
                         // Rolled back while its data was in flight.
+                        self.big_unjournaled.remove(&ov.oid);
                         self.defer_free(big.unwrap());
                         return Some(Err(BsError::Invalid("write was rolled back".into())));
+                    }
+                    if self.big_unjournaled.contains(&ov.oid) {
+                        *st = WriteSt::BigEntry;
+                        continue;
                     }
                     if !self.durable_at_ack(true) {
                         let d = self.index.dirty.get_mut(&ov).unwrap();
@@ -370,6 +413,26 @@ impl<E: IoEngine> Blockstore<E> {
                         return None;
                     }
                     *st = WriteSt::BigAppend;
+                }
+                WriteSt::BigEntry => {
+                    let d = &self.index.dirty[&ov];
+                    let DirtyKind::Big { block } = d.kind else {
+                        unreachable!("a redirect write's version is a redirect")
+                    };
+                    let e = Entry {
+                        kind: Kind::BigWrite,
+                        offset: d.offset,
+                        len: d.len,
+                        loc: block,
+                        stable: *stable,
+                        bitmap: &d.bitmap,
+                        attr: &d.attr,
+                        ..Entry::record(Kind::BigWrite, ov.oid, ov.version)
+                    };
+                    let a = self.journal.append(e, None, 0)?;
+                    self.index.dirty.get_mut(&ov).unwrap().sector = Some(a.sector);
+                    self.big_unjournaled.remove(&ov.oid);
+                    *st = WriteSt::Journal(JWait::Watermark(a.seq));
                 }
                 WriteSt::BigAppend => {
                     let a = self.append_commit(ov)?;
