@@ -9,6 +9,9 @@
 //! - `randwrite_4k_q128`: 4 KiB random writes, 128 in flight, no SYNC.
 //! - `randread_4k_q128`: 4 KiB random reads, 128 in flight.
 //! - `write_128k_q32`: whole-object (128 KiB) sequential writes, 32 in flight.
+//! - `write_128k_t1q1`: whole-object sequential writes one at a time, as an OSD that gets one
+//!   object write per loop turn issues them (the device writes of one redirect write, without
+//!   the sharing of journal sectors that writes started together get).
 //! - `write_4m`: 4 MiB sequential writes, each 32 whole-object writes in flight together.
 //! - `read_4k_t1q1_flushing`: `read_4k_t1q1` with immediate_commit none right after a backlog
 //!   of whole-object writes (a quarter of the working set, then a SYNC) that the flusher has
@@ -147,7 +150,7 @@ struct Test {
     backlog: bool,
 }
 
-const TESTS: [Test; 7] = [
+const TESTS: [Test; 8] = [
     Test {
         name: "write_sync_4k_t1q1",
         pattern: Pattern::WriteSync,
@@ -180,6 +183,13 @@ const TESTS: [Test; 7] = [
         name: "write_128k_q32",
         pattern: Pattern::SeqWrite { group: 1 },
         depth: 32,
+        commit: ImmediateCommit::All,
+        backlog: false,
+    },
+    Test {
+        name: "write_128k_t1q1",
+        pattern: Pattern::SeqWrite { group: 1 },
+        depth: 1,
         commit: ImmediateCommit::All,
         backlog: false,
     },
