@@ -10,6 +10,10 @@
 //! connections use the blockstore's [`AlignedBuf`] (ending on a block boundary, so a
 //! SEC_WRITE's data after its short bitmap is aligned too), so write data is written to disk
 //! (and sent to the replicas) from the buffer it arrived in. Nothing here blocks.
+//!
+//! System calls are spent only where they can make progress: a socket read empty is read again
+//! only after its poll reports it ([`Connection::mark_readable`]), and a socket found full is
+//! written to again only after its poll reports it writable ([`Connection::mark_writable`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read};
@@ -39,7 +43,7 @@ const STAGE_SIZE: usize = 64 << 10;
 
 /// Most frames taken from one connection per event-loop round, so one busy peer cannot starve
 /// the others.
-const FRAMES_PER_ROUND: usize = 128;
+pub(crate) const FRAMES_PER_ROUND: usize = 128;
 
 /// Replies smaller than this are appended to the previous queued buffer instead of starting a
 /// new one, so pipelined small replies leave in one `sendmsg`.
@@ -121,10 +125,19 @@ pub struct Connection<B = Vec<u8>> {
     /// read of the next packet would take up to [`STAGE_SIZE`] of its payload with it, to be
     /// copied out again.
     large_payloads: bool,
+    /// The socket may hold bytes not read yet: set when its poll reports it readable,
+    /// cleared once a read finds it empty. A multishot poll reports new data, not data left
+    /// behind, so input left in the socket (the frame limit, the buffer limit) is found here.
+    unread: bool,
+    /// The last `sendmsg` found the socket full: nothing is sent until its poll reports it
+    /// writable again ([`Connection::mark_writable`]), so no call is made only to see `EAGAIN`.
+    send_blocked: bool,
     /// `read` calls made on the socket.
     reads: u64,
     /// Reads that brought bytes into the staging buffer.
     staged_reads: u64,
+    /// `sendmsg` calls made on the socket.
+    sends: u64,
 }
 
 /// Bytes a request pins while in progress: its payload, and the data its reply will carry.
@@ -168,8 +181,11 @@ impl<B: DerefMut<Target = [u8]>> Connection<B> {
             outstanding: HashMap::new(),
             next_request_id: 1,
             large_payloads: false,
+            unread: false,
+            send_blocked: false,
             reads: 0,
             staged_reads: 0,
+            sends: 0,
         })
     }
 
@@ -191,6 +207,23 @@ impl<B: DerefMut<Target = [u8]>> Connection<B> {
     /// Input already read from the socket and not yet decoded, which no `poll` will report.
     pub fn has_staged_input(&self) -> bool {
         self.stage_start < self.stage_end
+    }
+
+    /// Input that [`Connection::receive`] would take without a new poll event: staged bytes,
+    /// or a socket not read empty since its poll last reported it.
+    pub fn has_input(&self) -> bool {
+        self.unread || self.has_staged_input()
+    }
+
+    /// The socket's poll reported it readable (or failed or hung up).
+    pub fn mark_readable(&mut self) {
+        self.unread = true;
+    }
+
+    /// The socket's poll reported it writable (or failed or hung up): [`Connection::flush`]
+    /// sends again.
+    pub fn mark_writable(&mut self) {
+        self.send_blocked = false;
     }
 
     /// Replies wait to be written.
@@ -262,6 +295,7 @@ impl<B: DerefMut<Target = [u8]>> Connection<B> {
                 continue;
             }
             if drained {
+                self.unread = false;
                 return Ok(());
             }
             let direct = self.large_payloads || self.decoder.wanted() >= STAGE_SIZE;
@@ -275,7 +309,10 @@ impl<B: DerefMut<Target = [u8]>> Connection<B> {
             let n = match self.stream.read(buf) {
                 Ok(0) => return Err(ConnError::Eof),
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.unread = false;
+                    return Ok(());
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e.into()),
             };
@@ -351,32 +388,46 @@ impl<B: DerefMut<Target = [u8]>> Connection<B> {
         self.outstanding.len()
     }
 
-    /// Writes queued replies until the socket would block or the queue is empty.
+    /// Writes queued replies until the socket is full or the queue is empty. Once the socket
+    /// was found full, nothing is tried until [`Connection::mark_writable`].
     pub fn flush(&mut self) -> Result<(), ConnError> {
-        while !self.out.is_empty() {
-            let mut iov: Vec<libc::iovec> = Vec::with_capacity(MAX_IOV.min(self.out.len()));
+        let mut iov = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; MAX_IOV];
+        while !self.out.is_empty() && !self.send_blocked {
+            let mut count = 0;
+            let mut asked = 0;
             for (i, chunk) in self.out.iter().take(MAX_IOV).enumerate() {
                 let bytes = &chunk.bytes()[if i == 0 { self.out_sent } else { 0 }..];
-                iov.push(libc::iovec {
+                iov[i] = libc::iovec {
                     iov_base: bytes.as_ptr() as *mut libc::c_void,
                     iov_len: bytes.len(),
-                });
+                };
+                count += 1;
+                asked += bytes.len();
             }
             // SAFETY: an all-zero msghdr is valid (no address, no control data).
             let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
             msg.msg_iov = iov.as_mut_ptr();
-            msg.msg_iovlen = iov.len() as _;
-            // SAFETY: every iovec points into a chunk of `self.out`, which is not touched until
-            // the call returns; MSG_NOSIGNAL turns a reset peer into EPIPE instead of SIGPIPE.
+            msg.msg_iovlen = count as _;
+            self.sends += 1;
+            // SAFETY: the first `count` iovecs point into chunks of `self.out`, which is not
+            // touched until the call returns; MSG_NOSIGNAL turns a reset peer into EPIPE
+            // instead of SIGPIPE.
             let r = unsafe { libc::sendmsg(self.fd(), &msg, libc::MSG_NOSIGNAL) };
             if r < 0 {
                 let e = io::Error::last_os_error();
-                return match e.kind() {
-                    io::ErrorKind::WouldBlock => Ok(()),
+                match e.kind() {
+                    io::ErrorKind::WouldBlock => self.send_blocked = true,
                     io::ErrorKind::Interrupted => continue,
-                    _ => Err(e.into()),
-                };
+                    _ => return Err(e.into()),
+                }
+                continue;
             }
+            // A non-blocking stream socket takes less than offered only when its buffer is
+            // full: another call now would only return EAGAIN.
+            self.send_blocked = (r as usize) < asked;
             self.consume(r as usize);
         }
         Ok(())
@@ -578,6 +629,57 @@ mod tests {
             Some(conn.staged_reads),
             staged_first,
             "reads into the staging buffer after the first large write"
+        );
+    }
+
+    /// Waits (without a time limit that decides anything) until `fd` reports `events`.
+    fn wait_for(fd: i32, events: i16) {
+        let mut pfd = libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        };
+        // SAFETY: poll reads and writes one pollfd, which outlives the call.
+        unsafe { libc::poll(&mut pfd, 1, 1000) };
+    }
+
+    /// A socket found full is not written to again until its poll reports it writable: no
+    /// `sendmsg` is made only to get `EAGAIN`, and everything arrives once it drains.
+    #[test]
+    fn a_full_socket_is_not_written_to_until_writable() {
+        let (mut peer, mut conn) = pair();
+        let len = 32 << 20;
+        let mut data = AlignedBuf::for_receive(len);
+        data.iter_mut()
+            .enumerate()
+            .for_each(|(i, b)| *b = (i % 251) as u8);
+        let data = Rc::new(data);
+        let request = Request {
+            id: 0,
+            op: RequestOp::Ping,
+        };
+        conn.send_request(request, &[], Some(data.clone()));
+        conn.flush().unwrap();
+        assert!(conn.wants_write(), "32 MiB fit in the socket at once");
+        assert_eq!(conn.sends, 1, "a partial send shows the socket full");
+        conn.flush().unwrap();
+        assert_eq!(conn.sends, 1, "no send before the socket is writable");
+        let reader = std::thread::spawn(move || {
+            let mut got = vec![0u8; OSD_PACKET_SIZE + len];
+            peer.read_exact(&mut got).unwrap();
+            got
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while conn.wants_write() {
+            assert!(std::time::Instant::now() < deadline, "never drained");
+            wait_for(conn.fd(), libc::POLLOUT);
+            conn.mark_writable();
+            conn.flush().unwrap();
+        }
+        let got = reader.join().unwrap();
+        assert!(
+            got[OSD_PACKET_SIZE..] == data[..],
+            "the data arrived intact"
         );
     }
 }

@@ -272,14 +272,12 @@ impl Peers {
         }
     }
 
-    /// Reports each peer connection to poll as `(serial, fd, events)`.
-    pub fn poll_set(&self, add: &mut impl FnMut(u64, i32, i16)) {
+    /// Reports each peer connection to poll as `(serial, fd, whether POLLOUT is wanted)`;
+    /// POLLIN always is.
+    pub fn poll_set(&self, add: &mut impl FnMut(u64, i32, bool)) {
         for p in self.peers.values() {
-            let mut events = libc::POLLIN;
-            if matches!(p.state, State::Connecting) || p.conn.wants_write() {
-                events |= libc::POLLOUT;
-            }
-            add(p.serial, p.conn.fd(), events);
+            let wants_out = matches!(p.state, State::Connecting) || p.conn.wants_write();
+            add(p.serial, p.conn.fd(), wants_out);
         }
     }
 
@@ -290,12 +288,27 @@ impl Peers {
         }
     }
 
-    /// Whether some peer has input staged that poll will not report.
-    pub fn has_staged_input(&self) -> bool {
-        self.peers.values().any(|p| p.conn.has_staged_input())
+    /// Whether some peer has input that no poll will report again (see
+    /// [`Connection::has_input`]).
+    pub fn has_input(&self) -> bool {
+        self.peers.values().any(|p| p.conn.has_input())
     }
 
-    /// Handles poll results for `osd` (or staged input when `revents` is 0).
+    /// Reads the peers that have input no poll will report again: what the frame limit left
+    /// in a connection's staging buffer or socket.
+    pub fn receive_pending(&mut self, out: &mut Vec<PeerEvent>) {
+        let pending: Vec<OsdNum> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.conn.has_input())
+            .map(|(osd, _)| *osd)
+            .collect();
+        for osd in pending {
+            self.handle(osd, 0, out);
+        }
+    }
+
+    /// Handles poll results for `osd` (or input left from earlier when `revents` is 0).
     pub fn handle(&mut self, osd: OsdNum, revents: i16, out: &mut Vec<PeerEvent>) {
         if let Err(e) = self.handle_inner(osd, revents, out) {
             self.drop_peer(osd, &e, out);
@@ -312,6 +325,12 @@ impl Peers {
         let Some(peer) = self.peers.get_mut(&osd) else {
             return Ok(());
         };
+        if revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0 {
+            peer.conn.mark_readable();
+        }
+        if revents & (libc::POLLOUT | libc::POLLERR | libc::POLLHUP) != 0 {
+            peer.conn.mark_writable();
+        }
         if matches!(peer.state, State::Connecting) {
             if revents & (libc::POLLOUT | libc::POLLERR | libc::POLLHUP) == 0 {
                 return Ok(());
@@ -332,8 +351,11 @@ impl Peers {
             let id = peer.conn.send_request(request, &json, None);
             peer.state = State::Handshaking(id);
         }
-        if revents & libc::POLLOUT != 0 || peer.conn.wants_write() {
+        if peer.conn.wants_write() {
             peer.conn.flush().map_err(|e| e.to_string())?;
+        }
+        if !peer.conn.has_input() {
+            return Ok(());
         }
         let mut incoming = std::mem::take(&mut self.incoming);
         let result = peer.conn.receive(&mut incoming);
@@ -533,5 +555,95 @@ mod tests {
         assert!(peers.may_connect(OsdNum(2), dropped + t.retry));
         // A peer lost to a socket error (not a timeout) is never held.
         assert!(peers.may_connect(OsdNum(3), dropped));
+    }
+
+    /// Replies beyond one round's frame limit that arrived together are all delivered without
+    /// more data on the socket: the loop reads peers with input left (staged or still in the
+    /// socket), which no poll reports again.
+    #[test]
+    fn replies_beyond_the_frame_limit_are_read_without_new_data() {
+        use std::io::{Read, Write};
+        use vitastor_protocol::{decode_request, encode_reply, ReplyOp, OSD_PACKET_SIZE};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut peers = Peers::new(OsdNum(1), T);
+        let mut out = Vec::new();
+        peers.connect(OsdNum(2), listener.local_addr().unwrap(), &mut out);
+        let (mut fake, _) = listener.accept().unwrap();
+        let mut fd = -1;
+        peers.poll_set(&mut |_, f, _| fd = f);
+        let wait = |events: i16, timeout: i32| {
+            let mut pfd = libc::pollfd {
+                fd,
+                events,
+                revents: 0,
+            };
+            // SAFETY: poll reads and writes one pollfd, which outlives the call.
+            unsafe { libc::poll(&mut pfd, 1, timeout) };
+            pfd.revents
+        };
+        let read_request = |fake: &mut std::net::TcpStream| {
+            let mut packet = [0u8; OSD_PACKET_SIZE];
+            fake.read_exact(&mut packet).unwrap();
+            let request = decode_request(&packet).unwrap();
+            if let RequestOp::ShowConfig(ShowConfigOp { json_len }) = request.op {
+                fake.read_exact(&mut vec![0u8; json_len as usize]).unwrap();
+            }
+            request
+        };
+        let reply = |id, retval, op| {
+            let mut packet = [0u8; OSD_PACKET_SIZE];
+            encode_reply(&Reply { id, retval, op }, &mut packet);
+            packet
+        };
+        // The handshake.
+        let revents = wait(libc::POLLOUT, 1000);
+        peers.handle(OsdNum(2), revents, &mut out);
+        let hello = read_request(&mut fake);
+        let json = b"{}";
+        let mut bytes = reply(hello.id, json.len() as i64, ReplyOp::ShowConfig).to_vec();
+        bytes.extend_from_slice(json);
+        fake.write_all(&bytes).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !peers.is_ready(OsdNum(2)) {
+            assert!(Instant::now() < deadline, "no handshake");
+            let revents = wait(libc::POLLIN, 1000);
+            peers.handle(OsdNum(2), revents, &mut out);
+        }
+        // Twice the frame limit of requests, answered in one write.
+        let n = 2 * crate::connection::FRAMES_PER_ROUND;
+        for _ in 0..n {
+            let request = Request {
+                id: 0,
+                op: RequestOp::Ping,
+            };
+            peers.send(OsdNum(2), request, &[], None).unwrap();
+        }
+        peers.flush_all(&mut out);
+        let mut answers = Vec::new();
+        for _ in 0..n {
+            let request = read_request(&mut fake);
+            answers.extend_from_slice(&reply(request.id, 0, ReplyOp::Ping));
+        }
+        fake.write_all(&answers).unwrap();
+        out.clear();
+        // The server loop's part: wait for the poll (not at all while input is left), handle
+        // what fired, then the peers with input left.
+        let mut replies = 0;
+        while replies < n {
+            assert!(
+                Instant::now() < deadline,
+                "{replies} of {n} replies delivered"
+            );
+            let timeout = if peers.has_input() { 0 } else { 1000 };
+            let revents = wait(libc::POLLIN, timeout);
+            if revents != 0 && !peers.has_input() {
+                peers.handle(OsdNum(2), revents, &mut out);
+            }
+            peers.receive_pending(&mut out);
+            replies += out
+                .drain(..)
+                .filter(|e| matches!(e, PeerEvent::Reply { .. }))
+                .count();
+        }
     }
 }

@@ -2,10 +2,13 @@
 //! this OSD leads), peers (secondary ops from the local blockstore), its own outgoing peer
 //! connections, and the etcd side thread's events.
 //!
-//! One io_uring for everything: the blockstore's ring carries the disk I/O and also one-shot
-//! polls of the listener, the inbound connections, the outgoing peer connections and the
-//! etcd eventfd, so one `io_uring_enter` waits for all of them (with the shutdown signals
-//! unblocked only inside that wait). One loop round: wait; check the etcd lease's deadline
+//! One io_uring for everything: the blockstore's ring carries the disk I/O and also the polls
+//! of the listener, the inbound connections, the outgoing peer connections and the etcd
+//! eventfd, so one `io_uring_enter` waits for all of them (with the shutdown signals
+//! unblocked only inside that wait). A socket's input has a multishot poll, armed once for
+//! the connection's life: its events mark the connection readable, and the loop reads every
+//! connection with input (so input left in a socket by the per-round limits is read later
+//! without a poll event); POLLOUT is a one-shot poll armed only while a socket is full. One loop round: wait; check the etcd lease's deadline
 //! (see [`crate::pg_lifecycle::LeaseWatch`]); reap disk completions and fired polls;
 //! accept; read and decode; start or continue ops; route every finished sub-op (blockstore
 //! op or peer reply) to its owner; once a second run timers (peer pings and connect
@@ -40,7 +43,7 @@ use std::os::unix::io::AsRawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use vitastor_blockstore::uring::UringEngine;
+use vitastor_blockstore::uring::{PollEvent, UringEngine};
 use vitastor_blockstore::{
     AlignedBuf, Blockstore, BsError, BsOp, BsReply, BsResult, Completion,
     ImmediateCommit as BsImmediateCommit, ObjectId, OpId,
@@ -160,6 +163,8 @@ const KIND_ETCD: u64 = 2 << 60;
 const KIND_PEER: u64 = 3 << 60;
 const KIND_CONN: u64 = 4 << 60;
 const KIND_SIGNAL: u64 = 5 << 60;
+const KIND_PEER_OUT: u64 = 6 << 60;
+const KIND_CONN_OUT: u64 = 7 << 60;
 const GEN_SHIFT: u32 = 48;
 const GEN_MAX: u16 = 0xfff;
 const GEN_MASK: u64 = (GEN_MAX as u64) << GEN_SHIFT;
@@ -240,9 +245,21 @@ pub struct Server {
     /// Ring polls armed: key → (generation, events).
     armed: HashMap<u64, (u16, i16)>,
     next_gen: u16,
-    wanted: Vec<(u64, i32, i16)>,
+    wanted: Vec<WantedPoll>,
     seen: HashSet<u64>,
-    fired: Vec<(u64, i32)>,
+    fired: Vec<PollEvent>,
+}
+
+/// A poll the loop wants armed.
+#[derive(Clone, Copy)]
+struct WantedPoll {
+    key: u64,
+    fd: i32,
+    events: i16,
+    /// Multishot: armed once for as long as it is wanted (a socket's input, which is wanted
+    /// for the connection's life); one-shot polls are for what is wanted now and then
+    /// (POLLOUT while a socket is full, accepts, etcd, signals).
+    multi: bool,
 }
 
 fn wire_commit(mode: BsImmediateCommit) -> ImmediateCommit {
@@ -396,39 +413,50 @@ impl Server {
             self.bs.poll(false)?;
             let mut fired = std::mem::take(&mut self.fired);
             self.bs.engine_mut().take_polls(&mut fired);
-            for &(token, res) in &fired {
-                let key = token & !GEN_MASK;
-                let gen = ((token & GEN_MASK) >> GEN_SHIFT) as u16;
+            for ev in &fired {
+                let key = ev.token & !GEN_MASK;
+                let gen = ((ev.token & GEN_MASK) >> GEN_SHIFT) as u16;
                 match self.armed.get(&key) {
+                    // A poll that ended is armed again by the next `arm_polls` if still wanted.
                     Some(&(g, _)) if g == gen => {
-                        self.armed.remove(&key);
+                        if !ev.more {
+                            self.armed.remove(&key);
+                        }
                     }
                     // A poll replaced or cancelled since it was armed.
                     _ => continue,
                 }
                 // A failed poll (the fd went away) is handled like an error on it.
-                let revents = if res < 0 { libc::POLLERR } else { res as i16 };
+                let revents = if ev.result < 0 {
+                    libc::POLLERR
+                } else {
+                    ev.result as i16
+                };
                 if key == KIND_SIGNAL {
                     shutdown.take_signals();
                 } else {
-                    self.on_poll(key, revents, draining);
+                    self.on_poll(key, revents);
                 }
             }
             fired.clear();
             self.fired = fired;
             if !draining {
-                // Input staged in user space while the connection was over its limit is not
-                // reported by poll; pick it up once the connection is below the limit again.
-                let staged: Vec<ConnId> = self
+                // Connections whose polls fired, and input left behind by an earlier round
+                // (staged, or still in the socket after the frame or buffer limit), which no
+                // poll reports again.
+                let ready: Vec<ConnId> = self
                     .conns
                     .iter()
-                    .filter(|(_, c)| c.has_staged_input() && !c.over_limit())
+                    .filter(|(_, c)| c.has_input() && !c.over_limit())
                     .map(|(id, _)| *id)
                     .collect();
-                for id in staged {
+                for id in ready {
                     self.receive(id);
                 }
             }
+            let mut events = std::mem::take(&mut self.peer_events);
+            self.peers.receive_pending(&mut events);
+            self.peer_events = events;
             self.process_peer_events();
             self.drain_completions();
             if last_tick.elapsed() >= Duration::from_secs(1) {
@@ -689,28 +717,47 @@ impl Server {
         self.on_etcd_events(events);
     }
 
-    /// The fds the loop waits for and their events: `(key, fd, events)`.
-    fn wanted_polls(&self, draining: bool, out: &mut Vec<(u64, i32, i16)>) {
+    /// The polls the loop wants armed.
+    fn wanted_polls(&self, draining: bool, out: &mut Vec<WantedPoll>) {
         out.clear();
+        let once = |key, fd, events| WantedPoll {
+            key,
+            fd,
+            events,
+            multi: false,
+        };
         if let Some(l) = &self.listener {
-            out.push((KIND_LISTENER, l.as_raw_fd(), libc::POLLIN));
+            out.push(once(KIND_LISTENER, l.as_raw_fd(), libc::POLLIN));
         }
         if let Some(etcd) = &self.etcd {
-            out.push((KIND_ETCD, etcd.wake_fd(), libc::POLLIN));
+            out.push(once(KIND_ETCD, etcd.wake_fd(), libc::POLLIN));
         }
-        self.peers.poll_set(&mut |serial, fd, events| {
-            out.push((KIND_PEER | serial, fd, events));
+        self.peers.poll_set(&mut |serial, fd, wants_out| {
+            out.push(WantedPoll {
+                key: KIND_PEER | serial,
+                fd,
+                events: libc::POLLIN,
+                multi: true,
+            });
+            if wants_out {
+                out.push(once(KIND_PEER_OUT | serial, fd, libc::POLLOUT));
+            }
         });
         for (id, conn) in &self.conns {
-            let mut events = 0;
-            if !draining && !conn.over_limit() {
-                events |= libc::POLLIN;
+            // Armed also while the connection is over its limit: an event then only marks
+            // the input, which waits in the socket (and slows the peer down) until read.
+            // POLLHUP/POLLERR are reported to either poll.
+            if !draining {
+                out.push(WantedPoll {
+                    key: KIND_CONN | id,
+                    fd: conn.fd(),
+                    events: libc::POLLIN,
+                    multi: true,
+                });
             }
             if conn.wants_write() {
-                events |= libc::POLLOUT;
+                out.push(once(KIND_CONN_OUT | id, conn.fd(), libc::POLLOUT));
             }
-            // Armed even with no events: POLLHUP/POLLERR are always reported.
-            out.push((KIND_CONN | id, conn.fd(), events));
         }
     }
 
@@ -720,21 +767,30 @@ impl Server {
     fn arm_polls(&mut self, draining: bool, shutdown: &Shutdown) {
         let mut wanted = std::mem::take(&mut self.wanted);
         self.wanted_polls(draining, &mut wanted);
-        wanted.push((KIND_SIGNAL, shutdown.fd(), libc::POLLIN));
+        wanted.push(WantedPoll {
+            key: KIND_SIGNAL,
+            fd: shutdown.fd(),
+            events: libc::POLLIN,
+            multi: false,
+        });
         self.seen.clear();
-        for &(key, fd, events) in &wanted {
-            self.seen.insert(key);
-            match self.armed.get(&key) {
-                Some(&(_, armed)) if armed == events => continue,
-                Some(&(gen, _)) => self.bs.engine_mut().poll_remove(key | gen_bits(gen)),
+        for w in &wanted {
+            self.seen.insert(w.key);
+            match self.armed.get(&w.key) {
+                Some(&(_, armed)) if armed == w.events => continue,
+                Some(&(gen, _)) => self.bs.engine_mut().poll_remove(w.key | gen_bits(gen)),
                 None => {}
             }
             self.next_gen = self.next_gen.wrapping_add(1) & GEN_MAX;
             let gen = self.next_gen;
-            self.armed.insert(key, (gen, events));
-            self.bs
-                .engine_mut()
-                .poll_add(fd, events as u16 as u32, key | gen_bits(gen));
+            self.armed.insert(w.key, (gen, w.events));
+            let (token, events) = (w.key | gen_bits(gen), w.events as u16 as u32);
+            let engine = self.bs.engine_mut();
+            if w.multi {
+                engine.poll_add_multi(w.fd, events, token);
+            } else {
+                engine.poll_add(w.fd, events, token);
+            }
         }
         let stale: Vec<(u64, u16)> = self
             .armed
@@ -749,39 +805,39 @@ impl Server {
         self.wanted = wanted;
     }
 
-    fn on_poll(&mut self, key: u64, revents: i16, draining: bool) {
+    fn on_poll(&mut self, key: u64, revents: i16) {
         match key & KIND_MASK {
             KIND_LISTENER => self.accept(),
             KIND_ETCD => self.on_etcd(),
-            KIND_PEER => {
+            KIND_PEER | KIND_PEER_OUT => {
                 let mut events = std::mem::take(&mut self.peer_events);
                 self.peers
                     .handle_serial(key & ID_MASK, revents, &mut events);
                 self.peer_events = events;
             }
-            _ => {
+            KIND_CONN_OUT => {
                 let id = key & ID_MASK;
-                let readable = revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0;
-                if revents & libc::POLLOUT != 0 {
-                    self.flush(id);
+                if let Some(c) = self.conns.get_mut(&id) {
+                    c.mark_writable();
                 }
-                if !draining && readable {
-                    self.receive(id);
+                self.flush(id);
+            }
+            _ => {
+                // Read by the loop's pass over connections with input, after every poll.
+                if let Some(c) = self.conns.get_mut(&(key & ID_MASK)) {
+                    c.mark_readable();
                 }
             }
         }
     }
 
     fn poll_timeout(&self, draining: bool) -> Option<Duration> {
-        let staged_ready = !draining
+        let input_ready = !draining
             && self
                 .conns
                 .values()
-                .any(|c| c.has_staged_input() && !c.over_limit());
-        if staged_ready
-            || self.peers.has_staged_input()
-            || !self.deferred.is_empty()
-            || self.recovery_kick
+                .any(|c| c.has_input() && !c.over_limit());
+        if input_ready || self.peers.has_input() || !self.deferred.is_empty() || self.recovery_kick
         {
             Some(Duration::ZERO)
         } else if !self.bs.is_idle() && self.bs.engine_in_flight() == 0 {
@@ -1056,5 +1112,52 @@ mod tests {
         s.bs.engine_mut().poll_remove(0x5eed);
         let (reply, _) = b.reply(id, |_| 0);
         assert_eq!(reply.retval, 4096);
+    }
+
+    /// A multishot poll reports each readiness of its socket without being armed again (its
+    /// events carry `more`), and ends with an event without `more` once removed.
+    #[test]
+    fn a_multishot_poll_reports_every_readiness_until_removed() {
+        use std::io::{Read, Write};
+        use vitastor_blockstore::io::IoEngine;
+        use vitastor_blockstore::uring::{OpenFlags, UringEngine};
+        let mut engine = UringEngine::open(&[], OpenFlags::default()).expect("ring");
+        let (mut a, mut b) = UnixStream::pair().expect("socket pair");
+        b.set_nonblocking(true).expect("non-blocking");
+        engine.poll_add_multi(b.as_raw_fd(), libc::POLLIN as u32, 7);
+        let mut polls = Vec::new();
+        let wait_for_events = |engine: &mut UringEngine, polls: &mut Vec<_>, n: usize| {
+            for _ in 0..1000 {
+                if polls.len() >= n {
+                    return;
+                }
+                engine
+                    .wait_for(Some(Duration::from_millis(100)))
+                    .expect("wait");
+                engine.reap(&mut Vec::new());
+                engine.take_polls(polls);
+            }
+            panic!("{} of {n} poll events", polls.len());
+        };
+        for round in 1..=3u8 {
+            a.write_all(&[round]).expect("write");
+            wait_for_events(&mut engine, &mut polls, round as usize);
+            let mut byte = [0u8; 1];
+            b.read_exact(&mut byte).expect("read");
+            assert_eq!(byte[0], round);
+        }
+        for ev in &polls {
+            assert_eq!(ev.token, 7);
+            assert!(ev.more, "the poll stays armed: {ev:?}");
+            assert!(
+                ev.result > 0 && ev.result as i16 & libc::POLLIN != 0,
+                "{ev:?}"
+            );
+        }
+        engine.poll_remove(7);
+        wait_for_events(&mut engine, &mut polls, 4);
+        assert_eq!(polls.len(), 4);
+        assert_eq!(polls[3].token, 7);
+        assert!(!polls[3].more, "the removed poll ended: {:?}", polls[3]);
     }
 }

@@ -10,7 +10,7 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use io_uring::{opcode, squeue, types, IoUring};
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
 use crate::error::{BsError, BsResult};
 use crate::io::{DevId, IoEngine, IoKind, IoReq};
@@ -45,6 +45,18 @@ impl Default for OpenFlags {
     }
 }
 
+/// A socket poll's completion, as [`UringEngine::take_polls`] reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PollEvent {
+    /// The token the poll was armed with.
+    pub token: u64,
+    /// `revents`, or `-errno` if the poll failed.
+    pub result: i32,
+    /// The poll stays armed (a multishot poll that was not terminated): more events follow
+    /// without arming it again.
+    pub more: bool,
+}
+
 struct Device {
     file: File,
     path: PathBuf,
@@ -57,7 +69,7 @@ pub struct UringEngine {
     devs: Vec<Device>,
     in_flight: usize,
     queued: usize,
-    polls: Vec<(u64, i32)>,
+    polls: Vec<PollEvent>,
     /// `io_uring_enter` calls made so far: each one that submits disk I/O is a device kick
     /// (a VM exit under virtio), so the OSD loop aims at one per turn.
     enters: u64,
@@ -140,8 +152,22 @@ impl UringEngine {
     /// tagged with `token` (which must be below [`POLL_TOKEN`]). This lets one loop wait for
     /// sockets and disk I/O together in [`UringEngine::wait_for`].
     pub fn poll_add(&mut self, fd: RawFd, events: u32, token: u64) {
+        self.push_poll(fd, events, token, false);
+    }
+
+    /// Arms a multishot poll, like [`UringEngine::poll_add`] but reporting every readiness
+    /// (each wake-up of `fd` that finds one of `events`) until cancelled: one submission per
+    /// connection instead of one per readiness. Its events carry `more`; one without it
+    /// ended the poll (cancelled, or stopped by the kernel, e.g. on a completion queue
+    /// overflow), and the caller arms it again if it still wants it.
+    pub fn poll_add_multi(&mut self, fd: RawFd, events: u32, token: u64) {
+        self.push_poll(fd, events, token, true);
+    }
+
+    fn push_poll(&mut self, fd: RawFd, events: u32, token: u64, multi: bool) {
         debug_assert!(token < POLL_TOKEN);
         let sqe = opcode::PollAdd::new(types::Fd(fd), events)
+            .multi(multi)
             .build()
             .user_data(POLL_TOKEN | token);
         self.push_sqe(sqe);
@@ -155,8 +181,8 @@ impl UringEngine {
         self.push_sqe(sqe);
     }
 
-    /// Moves the polls that fired since the last call to `out` as `(token, revents or -errno)`.
-    pub fn take_polls(&mut self, out: &mut Vec<(u64, i32)>) {
+    /// Moves the poll events reaped since the last call to `out`.
+    pub fn take_polls(&mut self, out: &mut Vec<PollEvent>) {
         out.append(&mut self.polls);
     }
 
@@ -300,7 +326,11 @@ impl IoEngine for UringEngine {
                 continue;
             }
             if token & POLL_TOKEN != 0 {
-                self.polls.push((token & !POLL_TOKEN, cqe.result()));
+                self.polls.push(PollEvent {
+                    token: token & !POLL_TOKEN,
+                    result: cqe.result(),
+                    more: cqueue::more(cqe.flags()),
+                });
                 continue;
             }
             self.in_flight -= 1;
