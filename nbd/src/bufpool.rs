@@ -10,7 +10,8 @@
 //! # What it must never do
 //! - Hold more than [`MAX_POOLED_BYTES`] or [`MAX_POOLED`] buffers, or keep one larger than
 //!   [`MAX_POOLED_BUF`]: the pool caches what a connection's queue depth keeps reusing, it
-//!   never grows with the input.
+//!   never grows with the input. An idle connection keeps at most [`IDLE_POOLED_BYTES`]
+//!   (the server calls [`BufPool::trim`]), so many quiet clients hold little memory.
 //! - Hand out a buffer whose length is not the one asked for.
 
 /// Buffers kept at most.
@@ -19,6 +20,8 @@ pub const MAX_POOLED: usize = 128;
 pub const MAX_POOLED_BYTES: usize = 128 << 20;
 /// Larger buffers are freed, not kept.
 pub const MAX_POOLED_BUF: usize = 8 << 20;
+/// Bytes an idle connection keeps.
+pub const IDLE_POOLED_BYTES: usize = 8 << 20;
 
 /// A connection's free buffers.
 #[derive(Debug, Default)]
@@ -81,6 +84,19 @@ impl BufPool {
         self.free.push(buf);
     }
 
+    /// Frees buffers until at most `max_bytes` are kept.
+    pub fn trim(&mut self, max_bytes: usize) {
+        while self.bytes > max_bytes {
+            let Some(b) = self.free.pop() else { break };
+            self.bytes -= b.len();
+        }
+    }
+
+    /// Bytes kept.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     /// Buffers kept.
     pub fn len(&self) -> usize {
         self.free.len()
@@ -133,5 +149,8 @@ mod tests {
             p.give(vec![0; MAX_POOLED_BUF]);
         }
         assert_eq!(p.len(), MAX_POOLED_BYTES / MAX_POOLED_BUF);
+        p.trim(IDLE_POOLED_BYTES);
+        assert!(p.bytes() <= IDLE_POOLED_BYTES);
+        assert_eq!(p.len(), IDLE_POOLED_BYTES / MAX_POOLED_BUF);
     }
 }

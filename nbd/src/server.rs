@@ -39,6 +39,8 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 use vitastor::{Client, ClientError, ImageWatch, OpDone};
 
+use vitastor_nbd::bufpool::IDLE_POOLED_BYTES;
+
 use crate::plan::{plan, Geometry, Plan, Range};
 use crate::proto::*;
 use crate::session::{Event, Session};
@@ -726,6 +728,9 @@ impl Server {
         }
         self.conns.retain(|id, c| {
             c.flush();
+            if c.inflight == 0 && c.out.is_empty() {
+                c.session.pool().trim(IDLE_POOLED_BYTES);
+            }
             let keep = !c.finished();
             if !keep {
                 debug!("connection {id} closed");
