@@ -50,6 +50,82 @@ pub fn bitmap_bytes(block_size: u32, granularity: u32) -> usize {
     (block_size / granularity).div_ceil(8) as usize
 }
 
+/// Bytes a [`Bits`] holds without a heap allocation: up to 256 granules (128 KiB objects of
+/// 512-byte granules, 1 MiB objects of 4 KiB ones).
+const INLINE_BYTES: usize = 32;
+
+/// One bitmap of a version, inline when it is small (4 bytes for 128 KiB objects of 4 KiB
+/// granules), so that creating a version allocates nothing for its two bitmaps.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Bits {
+    /// `len` bytes in place.
+    Inline {
+        /// Bytes used.
+        len: u8,
+        /// Storage; bytes past `len` are zero.
+        bytes: [u8; INLINE_BYTES],
+    },
+    /// A larger bitmap.
+    Heap(Box<[u8]>),
+}
+
+impl Bits {
+    /// `len` zero bytes.
+    pub fn zeroed(len: usize) -> Bits {
+        if len <= INLINE_BYTES {
+            Bits::Inline {
+                len: len as u8,
+                bytes: [0; INLINE_BYTES],
+            }
+        } else {
+            Bits::Heap(vec![0; len].into())
+        }
+    }
+}
+
+impl From<&[u8]> for Bits {
+    fn from(b: &[u8]) -> Bits {
+        let mut bits = Bits::zeroed(b.len());
+        bits.copy_from_slice(b);
+        bits
+    }
+}
+
+impl From<Vec<u8>> for Bits {
+    fn from(b: Vec<u8>) -> Bits {
+        if b.len() <= INLINE_BYTES {
+            Bits::from(&b[..])
+        } else {
+            Bits::Heap(b.into())
+        }
+    }
+}
+
+impl std::ops::Deref for Bits {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bits::Inline { len, bytes } => &bytes[..*len as usize],
+            Bits::Heap(b) => b,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Bits {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        match self {
+            Bits::Inline { len, bytes } => &mut bytes[..*len as usize],
+            Bits::Heap(b) => b,
+        }
+    }
+}
+
+impl std::fmt::Debug for Bits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,5 +156,18 @@ mod tests {
         let mut a = [0b0011];
         next_allocation(&mut a, &[0b0011], &[0b1110], 0, 0, 4096);
         assert_eq!(a, [0b0010]);
+    }
+
+    #[test]
+    fn bits_inline_when_small_on_the_heap_when_large() {
+        let mut b = Bits::zeroed(4);
+        assert!(matches!(b, Bits::Inline { .. }));
+        set_range(&mut b, 4096, 4096, 4096);
+        assert_eq!(&b[..], [0b10, 0, 0, 0]);
+        assert_eq!(Bits::from(&[0b10, 0, 0, 0][..]), b);
+        let big = Bits::from(vec![1; INLINE_BYTES + 1]);
+        assert!(matches!(big, Bits::Heap(_)));
+        assert_eq!(big.len(), INLINE_BYTES + 1);
+        assert_eq!(Bits::zeroed(0).len(), 0);
     }
 }

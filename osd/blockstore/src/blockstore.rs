@@ -29,7 +29,7 @@ use std::path::PathBuf;
 use rustc_hash::FxHashSet;
 
 use crate::allocator::Allocator;
-use crate::bitmap::{is_set, next_allocation, set_range};
+use crate::bitmap::{is_set, next_allocation, set_range, Bits};
 use crate::config::{BlockstoreConfig, ImmediateCommit};
 use crate::error::{BsError, BsResult};
 use crate::fault::FaultPlan;
@@ -241,8 +241,8 @@ struct FlushJob {
     target: Option<u64>,
     old: Option<u64>,
     superseded: Vec<u64>,
-    bitmap: Vec<u8>,
-    attr: Vec<u8>,
+    bitmap: Bits,
+    attr: Bits,
     st: FlushSt,
     pending: u32,
     meta: Vec<MetaUpdate>,

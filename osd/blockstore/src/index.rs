@@ -7,6 +7,7 @@ use std::ops::Bound;
 
 use rustc_hash::FxHashMap;
 
+use crate::bitmap::Bits;
 use crate::types::{ObjVerId, ObjectId};
 
 /// Where a dirty version's data lives.
@@ -55,9 +56,9 @@ pub struct Dirty {
     /// Journal sector holding the stable record naming this version.
     pub stable_sector: Option<u64>,
     /// Allocation bitmap after this version.
-    pub bitmap: Box<[u8]>,
+    pub bitmap: Bits,
     /// External bitmap after this version.
-    pub attr: Box<[u8]>,
+    pub attr: Bits,
 }
 
 /// A clean object: flushed version and the data block holding it.

@@ -152,16 +152,16 @@ impl<E: IoEngine> Blockstore<E> {
         // ranges, minus what their external bitmaps clear (a version's recorded allocation
         // may include a base that a crash took away). The external bitmap is the newest
         // version's, as written.
-        let zeroes = || vec![0; self.index.bitmap_bytes];
+        let zeroes = || Bits::zeroed(self.index.bitmap_bytes);
         let (mut bitmap, mut attr) = match base.map(|i| &entries[i].1) {
             Some(d) if matches!(d.kind, DirtyKind::Big { .. }) => {
-                (d.bitmap.to_vec(), d.attr.to_vec())
+                (d.bitmap.clone(), d.attr.clone())
             }
             Some(_) => (zeroes(), zeroes()),
             None => match clean {
                 Some(c) => (
-                    self.index.clean_bitmap(c.block).to_vec(),
-                    self.index.clean_attr(c.block).to_vec(),
+                    Bits::from(self.index.clean_bitmap(c.block)),
+                    Bits::from(self.index.clean_attr(c.block)),
                 ),
                 None => (zeroes(), zeroes()),
             },
@@ -235,8 +235,8 @@ impl<E: IoEngine> Blockstore<E> {
             inode: oid.inode,
             stripe: oid.stripe,
             version: upto,
-            bitmap: job.bitmap.clone(),
-            attr: job.attr.clone(),
+            bitmap: job.bitmap.to_vec(),
+            attr: job.attr.to_vec(),
         });
         if let Some(tb) = target {
             job.meta.push(MetaUpdate {

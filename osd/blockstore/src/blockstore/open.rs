@@ -85,8 +85,8 @@ fn replay_entry(
         stable: e.stable,
         sector: Some(sector),
         stable_sector: None,
-        bitmap: e.bitmap.to_vec().into(),
-        attr: e.attr.to_vec().into(),
+        bitmap: e.bitmap.into(),
+        attr: e.attr.into(),
     };
     let insert = |index: &mut Index, refs: &mut [u32], d: Dirty| {
         if ov.version <= clean_ver || index.dirty.contains_key(&ov) {

@@ -116,8 +116,8 @@ impl<E: IoEngine> Blockstore<E> {
                 DirtyKind::Delete,
                 0,
                 0,
-                vec![0; bb].into(),
-                vec![0; bb].into(),
+                Bits::zeroed(bb),
+                Bits::zeroed(bb),
                 *stable,
                 Some(a.sector),
             );
@@ -128,26 +128,25 @@ impl<E: IoEngine> Blockstore<E> {
         let current = self
             .index
             .current_bitmaps(ov.oid)
-            .map(|(a, e)| (a.to_vec(), e.to_vec()));
+            .map(|(a, e)| (Bits::from(a), Bits::from(e)));
         // A version without data never takes a data block: it is journaled like a small write.
         let is_big =
             len != 0 && ((*offset == 0 && len == self.layout.block_size) || current.is_none());
         let (mut new_bitmap, prev_attr) = match current {
             Some((alloc, attr)) if !is_big => (alloc, attr),
-            Some((_, attr)) => (vec![0; bb], attr),
-            None => (vec![0; bb], vec![0; bb]),
+            Some((_, attr)) => (Bits::zeroed(bb), attr),
+            None => (Bits::zeroed(bb), Bits::zeroed(bb)),
         };
         // Not taken: a write that finds no room is started again later with the same op.
-        let new_attr: Box<[u8]> = match bitmap.as_deref() {
-            Some(b) => b.into(),
+        let new_attr = match bitmap.as_deref() {
+            Some(b) => Bits::from(b),
             None => {
                 let mut b = prev_attr.clone();
                 set_range(&mut b, *offset, len, gran);
-                b.into()
+                b
             }
         };
         next_allocation(&mut new_bitmap, &prev_attr, &new_attr, *offset, len, gran);
-        let new_bitmap: Box<[u8]> = new_bitmap.into();
         if is_big {
             if self.alloc.free_count() <= DATA_RESERVE_BLOCKS {
                 return Ok(false);
@@ -343,8 +342,8 @@ impl<E: IoEngine> Blockstore<E> {
         kind: DirtyKind,
         offset: u32,
         len: u32,
-        bitmap: Box<[u8]>,
-        attr: Box<[u8]>,
+        bitmap: Bits,
+        attr: Bits,
         stable: bool,
         sector: Option<u64>,
     ) {
