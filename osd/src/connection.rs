@@ -37,8 +37,8 @@ pub const CONN_BUFFER_LIMIT: usize = 32 << 20;
 
 /// Staging buffer for small reads: packets and small payloads arrive many per `read`, so they
 /// are read in bulk and fed to the decoder; larger payloads are read straight into place.
-/// After a frame with a large payload, the next packet is read alone too (see
-/// [`Connection::receive`]).
+/// The packet after a large payload is read with its end, alone into the staging buffer, and
+/// the packet after that frame's large payload the same way (see [`Connection::receive`]).
 const STAGE_SIZE: usize = 64 << 10;
 
 /// Most frames taken from one connection per event-loop round, so one busy peer cannot starve
@@ -299,14 +299,45 @@ impl<B: DerefMut<Target = [u8]>> Connection<B> {
                 return Ok(());
             }
             let direct = self.large_payloads || self.decoder.wanted() >= STAGE_SIZE;
-            let buf = if direct {
-                self.decoder.read_buf()?
-            } else {
-                &mut self.stage[..]
-            };
-            let asked = buf.len();
+            // A large payload is read together with the packet after it, into the staging
+            // buffer (one packet at most, so no payload bytes are staged and copied): a stream
+            // of large writes costs one read per frame instead of two.
+            let with_packet = direct && self.decoder.wanted() >= STAGE_SIZE;
+            let asked;
             self.reads += 1;
-            let n = match self.stream.read(buf) {
+            let got = if with_packet {
+                let fd = self.stream.as_raw_fd();
+                let buf = self.decoder.read_buf()?;
+                asked = buf.len();
+                let packet = &mut self.stage[..OSD_PACKET_SIZE];
+                let iov = [
+                    libc::iovec {
+                        iov_base: buf.as_mut_ptr().cast(),
+                        iov_len: asked,
+                    },
+                    libc::iovec {
+                        iov_base: packet.as_mut_ptr().cast(),
+                        iov_len: packet.len(),
+                    },
+                ];
+                // SAFETY: both iovecs cover buffers borrowed mutably for this call, which
+                // outlive it and do not overlap (the decoder's payload and the staging buffer).
+                let r = unsafe { libc::readv(fd, iov.as_ptr(), iov.len() as libc::c_int) };
+                if r < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(r as usize)
+                }
+            } else {
+                let buf = if direct {
+                    self.decoder.read_buf()?
+                } else {
+                    &mut self.stage[..]
+                };
+                asked = buf.len();
+                self.stream.read(buf)
+            };
+            let n = match got {
                 Ok(0) => return Err(ConnError::Eof),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -316,11 +347,15 @@ impl<B: DerefMut<Target = [u8]>> Connection<B> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e.into()),
             };
+            // Bytes past the payload are the next packet's, in the staging buffer.
+            let (n, packet_bytes) = (n.min(asked), n.saturating_sub(asked));
             self.staged_reads += u64::from(!direct);
             // Only a short read into the staging buffer shows the socket empty: a payload read
             // straight into place is usually still arriving, and reading on beats a poll round.
             drained = !direct && n < asked;
             if direct {
+                self.stage_start = 0;
+                self.stage_end = packet_bytes;
                 let outstanding = &mut self.outstanding;
                 if let Some(frame) = self.decoder.advance(n, &mut |id| outstanding.remove(&id))? {
                     self.accept_frame(frame, into)?;
@@ -641,6 +676,48 @@ mod tests {
         };
         // SAFETY: poll reads and writes one pollfd, which outlives the call.
         unsafe { libc::poll(&mut pfd, 1, 1000) };
+    }
+
+    /// A stream of large writes already in the socket costs one read per frame: each payload
+    /// is read together with the packet after it (which alone lands in the staging buffer).
+    #[test]
+    fn a_stream_of_large_writes_costs_one_read_per_frame() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        // Room for the whole stream, so that all of it is there before the first read.
+        socket2::SockRef::from(&accepted)
+            .set_recv_buffer_size(2 << 20)
+            .unwrap();
+        socket2::SockRef::from(&peer)
+            .set_send_buffer_size(2 << 20)
+            .unwrap();
+        let mut conn = Connection::with_buffers(accepted, AlignedBuf::for_receive).unwrap();
+        const N: u64 = 4;
+        let bytes: Vec<u8> = (1..=N)
+            .flat_map(|id| write_request(id, 128 << 10))
+            .collect();
+        peer.write_all(&bytes).unwrap();
+        let mut into: Vec<Incoming<AlignedBuf>> = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while into.len() < N as usize {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "requests did not arrive"
+            );
+            conn.receive(&mut into).unwrap();
+        }
+        for (i, inc) in into.iter().enumerate() {
+            assert!(inc.payload.iter().all(|&b| b == i as u8 + 1), "payload {i}");
+        }
+        // One staged read (the first packet and the start of its payload), one per payload,
+        // one that finds the socket empty.
+        assert!(
+            conn.reads <= N + 2,
+            "{} reads for {N} large writes",
+            conn.reads
+        );
+        assert_eq!(conn.staged_reads, 1, "payload bytes staged");
     }
 
     /// A socket found full is not written to again until its poll reports it writable: no
