@@ -16,14 +16,39 @@ use vitastor_testkit::{process, Cluster, ClusterOptions};
 pub const MIB: u64 = 1 << 20;
 
 /// The cluster shared by every test of this binary (tests use distinct images). Its
-/// processes are tied to the test process and end with it.
+/// processes are tied to the test process and end with it; its directory is removed at exit.
 pub fn cluster() -> &'static Cluster {
     static CLUSTER: OnceLock<Cluster> = OnceLock::new();
     CLUSTER.get_or_init(|| {
         let mut opts = ClusterOptions::from_workspace();
         opts.osd_size = 512 * MIB;
-        Cluster::start(opts).expect("starting the cluster")
+        remove_at_exit(Cluster::start(opts).expect("starting the cluster"))
     })
+}
+
+/// Directories of this binary's shared clusters. A `static` is never dropped, so the
+/// cluster's own clean-up never runs: every `make test` left each of them (1.7 GiB of
+/// reserved OSD files) in the temp directory.
+static CLUSTER_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+extern "C" fn remove_cluster_dirs() {
+    let dirs = CLUSTER_DIRS.lock().unwrap_or_else(|e| e.into_inner());
+    for d in dirs.iter() {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+/// Has `cl`'s directory removed when the test process exits (the test harness ends with
+/// `exit`, which runs `atexit` handlers; its OSDs and etcd die with the process).
+fn remove_at_exit(cl: Cluster) -> Cluster {
+    let mut dirs = CLUSTER_DIRS.lock().unwrap_or_else(|e| e.into_inner());
+    if dirs.is_empty() {
+        // SAFETY: registers a plain `extern "C"` function without captured state; it only
+        // takes a lock and removes files, which is allowed while the process exits.
+        unsafe { libc::atexit(remove_cluster_dirs) };
+    }
+    dirs.push(cl.dir().to_path_buf());
+    cl
 }
 
 /// A second cluster for the tests that need an erasure-coded image: 3 OSDs, pool 1 EC 2+1
@@ -37,7 +62,7 @@ pub fn ec_cluster() -> &'static Cluster {
         opts.scheme = "ec".into();
         opts.parity_chunks = 1;
         opts.pg_minsize = Some(2);
-        Cluster::start(opts).expect("starting the EC cluster")
+        remove_at_exit(Cluster::start(opts).expect("starting the EC cluster"))
     })
 }
 
