@@ -151,47 +151,38 @@ impl<E: IoEngine> Blockstore<E> {
             if self.alloc.free_count() <= DATA_RESERVE_BLOCKS {
                 return Ok(false);
             }
-            if self.big_entry_after_data {
-                // Room for the entry now (it is appended later without a reserve of its own).
+            // With data that needs no fsync the entry follows the data, appended later without
+            // a reserve of its own, so its room is checked now; otherwise a pending entry goes
+            // first and a commit record follows the durable data.
+            let after_data = self.big_entry_after_data;
+            if after_data {
                 let esize = journal::entry_size(Kind::BigWrite, bb) as u64;
                 if self.journal.free_bytes()
                     < self.write_reserve() + esize + self.journal.block_size()
                 {
                     return Ok(false);
                 }
-                let block = self.alloc.alloc().expect("free count said a block is free");
-                ov.version = version;
-                *big = Some(block);
-                self.insert_dirty(
-                    *ov,
-                    DirtyKind::Big { block },
-                    *offset,
-                    len,
-                    new_bitmap,
-                    new_attr,
-                    *stable,
-                    None,
-                );
-                self.big_unjournaled.insert(ov.oid);
-                self.push_big_data(block, *offset, data);
-                *st = WriteSt::BigData;
-                return Ok(true);
             }
             let block = self.alloc.alloc().expect("free count said a block is free");
-            let e = Entry {
-                kind: Kind::BigWrite,
-                offset: *offset,
-                len,
-                loc: block,
-                stable: *stable,
-                pending: true,
-                bitmap: &new_bitmap,
-                attr: &new_attr,
-                ..Entry::record(Kind::BigWrite, ov.oid, version)
-            };
-            let Some(a) = self.journal.append(e, None, self.write_reserve()) else {
-                self.alloc.free(block);
-                return Ok(false);
+            let sector = if after_data {
+                None
+            } else {
+                let e = Entry {
+                    kind: Kind::BigWrite,
+                    offset: *offset,
+                    len,
+                    loc: block,
+                    stable: *stable,
+                    pending: true,
+                    bitmap: &new_bitmap,
+                    attr: &new_attr,
+                    ..Entry::record(Kind::BigWrite, ov.oid, version)
+                };
+                let Some(a) = self.journal.append(e, None, self.write_reserve()) else {
+                    self.alloc.free(block);
+                    return Ok(false);
+                };
+                Some(a.sector)
             };
             ov.version = version;
             *big = Some(block);
@@ -203,8 +194,11 @@ impl<E: IoEngine> Blockstore<E> {
                 new_bitmap,
                 new_attr,
                 *stable,
-                Some(a.sector),
+                sector,
             );
+            if after_data {
+                self.big_unjournaled.insert(ov.oid);
+            }
             self.push_big_data(block, *offset, data);
             *st = WriteSt::BigData;
             return Ok(true);
