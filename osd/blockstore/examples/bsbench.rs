@@ -47,7 +47,7 @@ use serde_json::{json, Value};
 use vitastor_blockstore::io::{IoKind, IoReq};
 use vitastor_blockstore::uring::{OpenFlags, UringEngine};
 use vitastor_blockstore::{
-    device_paths, AlignedBuf, Blockstore, BlockstoreConfig, BsOp, BsReply, Completion, DevId,
+    device_paths, AlignedBuf, Blockstore, BlockstoreConfig, BsOp, BsReply, Completion,
     ImmediateCommit, IoEngine, ObjectId, OpId, NEWEST,
 };
 
@@ -453,18 +453,7 @@ impl IoEngine for Counting {
     fn in_flight(&self) -> usize {
         self.inner.in_flight()
     }
-    fn dev_size(&self, dev: DevId) -> u64 {
-        self.inner.dev_size(dev)
-    }
-    fn read_at(&mut self, dev: DevId, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
-        self.inner.read_at(dev, offset, buf)
-    }
-    fn write_at(&mut self, dev: DevId, offset: u64, buf: &[u8]) -> std::io::Result<()> {
-        self.inner.write_at(dev, offset, buf)
-    }
-    fn sync_dev(&mut self, dev: DevId) -> std::io::Result<()> {
-        self.inner.sync_dev(dev)
-    }
+    vitastor_blockstore::forward_device_access!(inner);
 }
 
 struct Measured {

@@ -273,19 +273,5 @@ impl<E: IoEngine> IoEngine for Tracked<E> {
         self.inner.in_flight() + self.held.len()
     }
 
-    fn dev_size(&self, dev: DevId) -> u64 {
-        self.inner.dev_size(dev)
-    }
-
-    fn read_at(&mut self, dev: DevId, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        self.inner.read_at(dev, offset, buf)
-    }
-
-    fn write_at(&mut self, dev: DevId, offset: u64, buf: &[u8]) -> io::Result<()> {
-        self.inner.write_at(dev, offset, buf)
-    }
-
-    fn sync_dev(&mut self, dev: DevId) -> io::Result<()> {
-        self.inner.sync_dev(dev)
-    }
+    crate::forward_device_access!(inner);
 }

@@ -73,6 +73,38 @@ pub trait IoEngine {
     fn sync_dev(&mut self, dev: DevId) -> io::Result<()>;
 }
 
+/// The blocking device access of an [`IoEngine`] that wraps another engine in field
+/// `$inner` and changes only how the data path's I/O is queued or observed: `dev_size`,
+/// `read_at`, `write_at` and `sync_dev` go to the wrapped engine unchanged. Use it inside the
+/// wrapper's `impl IoEngine`.
+#[macro_export]
+macro_rules! forward_device_access {
+    ($inner:ident) => {
+        fn dev_size(&self, dev: $crate::io::DevId) -> u64 {
+            self.$inner.dev_size(dev)
+        }
+        fn read_at(
+            &mut self,
+            dev: $crate::io::DevId,
+            offset: u64,
+            buf: &mut [u8],
+        ) -> ::std::io::Result<()> {
+            self.$inner.read_at(dev, offset, buf)
+        }
+        fn write_at(
+            &mut self,
+            dev: $crate::io::DevId,
+            offset: u64,
+            buf: &[u8],
+        ) -> ::std::io::Result<()> {
+            self.$inner.write_at(dev, offset, buf)
+        }
+        fn sync_dev(&mut self, dev: $crate::io::DevId) -> ::std::io::Result<()> {
+            self.$inner.sync_dev(dev)
+        }
+    };
+}
+
 /// A heap buffer aligned to [`IO_ALIGN`], usable for O_DIRECT. Freed buffers are kept for
 /// reuse per thread (see [`AlignedBuf::for_overwrite`]), so the data path does not allocate,
 /// zero and page in a fresh 128 KiB buffer for every write it receives. A buffer may also be

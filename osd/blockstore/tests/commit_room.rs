@@ -13,8 +13,8 @@ use common::*;
 use vitastor_blockstore::io::{IoKind, IoReq};
 use vitastor_blockstore::simdisk::{SimDisk, SimEngine};
 use vitastor_blockstore::{
-    device_paths, Blockstore, BsOp, BsReply, DevId, ImmediateCommit, IoEngine, ListFilter,
-    ObjVerId, ObjectId,
+    device_paths, Blockstore, BsOp, BsReply, ImmediateCommit, IoEngine, ListFilter, ObjVerId,
+    ObjectId,
 };
 
 const BLOCK: u32 = 32768;
@@ -80,18 +80,7 @@ impl IoEngine for Holding {
     fn in_flight(&self) -> usize {
         self.inner.in_flight() + self.held.len()
     }
-    fn dev_size(&self, dev: DevId) -> u64 {
-        self.inner.dev_size(dev)
-    }
-    fn read_at(&mut self, dev: DevId, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
-        self.inner.read_at(dev, offset, buf)
-    }
-    fn write_at(&mut self, dev: DevId, offset: u64, buf: &[u8]) -> std::io::Result<()> {
-        self.inner.write_at(dev, offset, buf)
-    }
-    fn sync_dev(&mut self, dev: DevId) -> std::io::Result<()> {
-        self.inner.sync_dev(dev)
-    }
+    vitastor_blockstore::forward_device_access!(inner);
 }
 
 /// One loop turn: device completions in, the store advanced, its I/O out.

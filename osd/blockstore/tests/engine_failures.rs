@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Mutex;
 
 use common::*;
-use vitastor_blockstore::io::{DevId, IoEngine, IoReq};
+use vitastor_blockstore::io::{IoEngine, IoReq};
 use vitastor_blockstore::simdisk::SimEngine;
 use vitastor_blockstore::{device_paths, Blockstore, BsError, BsOp, FaultPlan, ObjectId};
 
@@ -100,18 +100,7 @@ impl IoEngine for Watched {
     fn in_flight(&self) -> usize {
         self.sim.in_flight()
     }
-    fn dev_size(&self, dev: DevId) -> u64 {
-        self.sim.dev_size(dev)
-    }
-    fn read_at(&mut self, dev: DevId, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        self.sim.read_at(dev, offset, buf)
-    }
-    fn write_at(&mut self, dev: DevId, offset: u64, buf: &[u8]) -> io::Result<()> {
-        self.sim.write_at(dev, offset, buf)
-    }
-    fn sync_dev(&mut self, dev: DevId) -> io::Result<()> {
-        self.sim.sync_dev(dev)
-    }
+    vitastor_blockstore::forward_device_access!(sim);
 }
 
 fn reset_watch() {

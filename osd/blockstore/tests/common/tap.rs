@@ -4,7 +4,7 @@
 
 use vitastor_blockstore::io::IoReq;
 use vitastor_blockstore::simdisk::SimEngine;
-use vitastor_blockstore::{Blockstore, BlockstoreConfig, DevId, IoEngine};
+use vitastor_blockstore::{Blockstore, BlockstoreConfig, IoEngine};
 
 /// What a test counts or records; every hook does nothing unless the test overrides it.
 pub trait Observer {
@@ -62,16 +62,5 @@ impl<O: Observer> IoEngine for Tap<O> {
     fn in_flight(&self) -> usize {
         self.inner.in_flight()
     }
-    fn dev_size(&self, dev: DevId) -> u64 {
-        self.inner.dev_size(dev)
-    }
-    fn read_at(&mut self, dev: DevId, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
-        self.inner.read_at(dev, offset, buf)
-    }
-    fn write_at(&mut self, dev: DevId, offset: u64, buf: &[u8]) -> std::io::Result<()> {
-        self.inner.write_at(dev, offset, buf)
-    }
-    fn sync_dev(&mut self, dev: DevId) -> std::io::Result<()> {
-        self.inner.sync_dev(dev)
-    }
+    vitastor_blockstore::forward_device_access!(inner);
 }
