@@ -714,6 +714,7 @@ impl Server {
             data_block_size: layout.block_size,
             bitmap_granularity: layout.bitmap_granularity,
             immediate_commit: self.bs.config().immediate_commit.as_str(),
+            big_entry_waits: self.bs.stats().big_entry_waits,
         });
         // Statistics keys are etcd's: the number goes in bare.
         let me = self.osd_num.0;

@@ -10,6 +10,10 @@
 //! original, `op_stats` counts every op this OSD executed (clients' and peers'), and
 //! `subop_stats` the requests it sent to peers, counted when answered.
 //!
+//! `blockstore_stats` carries the local store's own counters that are not ops: so far
+//! `big_entry_waits`, the writes that waited for an earlier whole-object write of the same
+//! object to journal its entry (with `disable_data_fsync`), a cost the op times hide.
+//!
 //! `slow_ops_primary` and `slow_ops_secondary` are gauges, not counters: the ops in progress
 //! for longer than `slow_log_interval` when they were last counted (client and recovery ops
 //! this OSD leads, and peers' ops on its store). `vitastor-cli status` warns about them.
@@ -63,6 +67,8 @@ pub struct StoreReport<'a> {
     pub bitmap_granularity: u32,
     /// The store's commit mode (`all`, `small`, `none`).
     pub immediate_commit: &'a str,
+    /// The store's `Stats::big_entry_waits` (cumulative).
+    pub big_entry_waits: u64,
 }
 
 /// Ops in progress for longer than `slow_log_interval`.
@@ -187,6 +193,7 @@ impl OsdStats {
             },
             "slow_ops_primary": self.slow.primary,
             "slow_ops_secondary": self.slow.secondary,
+            "blockstore_stats": {"big_entry_waits": store.big_entry_waits},
         })
     }
 
@@ -245,7 +252,19 @@ mod tests {
             data_block_size: 131072,
             bitmap_granularity: 4096,
             immediate_commit: "all",
+            big_entry_waits: 0,
         }
+    }
+
+    #[test]
+    fn exports_the_stores_big_entry_waits() {
+        let s = OsdStats::default();
+        assert_eq!(s.osd_json(&store())["blockstore_stats"]["big_entry_waits"], 0);
+        let v = s.osd_json(&StoreReport {
+            big_entry_waits: 7,
+            ..store()
+        });
+        assert_eq!(v["blockstore_stats"]["big_entry_waits"], 7);
     }
 
     #[test]
