@@ -259,7 +259,10 @@ mod tests {
     #[test]
     fn exports_the_stores_big_entry_waits() {
         let s = OsdStats::default();
-        assert_eq!(s.osd_json(&store())["blockstore_stats"]["big_entry_waits"], 0);
+        assert_eq!(
+            s.osd_json(&store())["blockstore_stats"]["big_entry_waits"],
+            0
+        );
         let v = s.osd_json(&StoreReport {
             big_entry_waits: 7,
             ..store()
