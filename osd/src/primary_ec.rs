@@ -6,8 +6,11 @@
 //! DELETE and SYNC are the replicated machines' ([`crate::op_delete`], [`crate::op_sync`]):
 //! only the object each OSD is sent changes (its part, see [`Server::part_oid`]).
 //!
-//! Sub-op tags of a write: the part number for writes, stabilizes and rollbacks,
-//! [`READ_TAG`] + the sub-read's number for its reads.
+//! Sub-op tags of a write: the part number for writes and rollbacks, [`READ_TAG`] + the
+//! sub-read's number for its reads, [`BATCH_TAG`] + the batch's number for the stabilize
+//! lists it leads. A write's stabilizes wait in the op until the end of the loop turn, when
+//! [`Server::flush_ec_stabilizes`] sends those of every write as one list per OSD
+//! ([`ec_stabilize`]); the answer goes to every write in the list.
 //!
 //! What it must never do: answer a read with bytes it neither read nor rebuilt, or let a
 //! write's versions reach the unsynced list of a PG other than its own.
@@ -22,6 +25,7 @@ use vitastor_protocol::{ReplyOp, Request, RequestOp, RwOp, SecRwOp, SecStabOp};
 use crate::debug_crash::{self, CrashPoint};
 use crate::ec::read::{self as ec_read, PartData, ReadPlan};
 use crate::ec::recover::{self as ec_recover, EcRecoverOp};
+use crate::ec::stabilize::{self as ec_stabilize, Member, Wanted};
 use crate::ec::write::{self as ec_write, EcWriteOp};
 use crate::ec::EcPool;
 use crate::primary::{wire_list, ClientRef, DeleteOp, POp};
@@ -29,6 +33,9 @@ use crate::server::{Server, SubRes};
 
 /// Tags of a write's sub-reads start here (below are part numbers).
 pub const READ_TAG: u32 = 1 << 16;
+
+/// Tags of the stabilize lists a write leads start here (see [`ec_stabilize`]).
+pub const BATCH_TAG: u32 = 1 << 24;
 
 /// One part write of an EC write or recovery: `data` at `offset` of the part object `oid`
 /// as `version`.
@@ -77,6 +84,11 @@ pub struct EcWrite {
     first_written: bool,
     ec: Rc<EcPool>,
     steps: EcWriteOp,
+    /// Stabilizes decided in this loop turn, sent at its end.
+    queued: Vec<Wanted>,
+    /// The members of each stabilize list this write leads, by tag − [`BATCH_TAG`] (taken
+    /// when the list is answered).
+    led: Vec<Vec<Member>>,
 }
 
 /// Recovery of one EC/XOR object, beside its decisions ([`EcRecoverOp`]).
@@ -219,6 +231,8 @@ impl Server {
                     first_written: false,
                     steps: EcWriteOp::new(ec.geo, rw.version, in_obj, payload),
                     ec,
+                    queued: Vec::new(),
+                    led: Vec::new(),
                 };
                 self.start_locked(key, oid, POp::EcWrite(w));
             }
@@ -420,39 +434,110 @@ impl Server {
     }
 
     fn on_ec_write(&mut self, idx: usize, tag: u32, res: SubRes) {
-        let Some(POp::EcWrite(mut w)) = self.take_op(idx) else {
+        if tag >= BATCH_TAG {
+            return self.on_ec_stabilized(idx, tag - BATCH_TAG, res);
+        }
+        if tag < READ_TAG {
+            let result = res.errno().map_or(Ok(()), Err);
+            return self.ec_write_sub(idx, tag, result);
+        }
+        let Some(POp::EcWrite(w)) = self.take_op(idx) else {
             return;
         };
-        let event = if tag >= READ_TAG {
-            ec_write::Event::Read {
-                tag: tag - READ_TAG,
-                result: part_data(res).map(|(_, d)| d),
-            }
-        } else {
-            let result = res.errno().map_or(Ok(()), Err);
-            let hook = self.cfg.debug_ec_crash.as_ref();
-            if w.steps.replied() {
-                // A stabilize ended: the reply went out in an earlier loop turn.
-                debug_crash::check(hook, CrashPoint::AfterReply, w.seq);
-            } else if result.is_ok() && !w.first_written {
-                w.first_written = true;
-                debug_crash::check(hook, CrashPoint::AfterFirstPartWrite, w.seq);
-            }
-            ec_write::Event::Sub { part: tag, result }
+        let event = ec_write::Event::Read {
+            tag: tag - READ_TAG,
+            result: part_data(res).map(|(_, d)| d),
         };
         self.step_ec_write(idx, w, event);
         self.release_if_done(idx);
     }
 
+    /// The write, stabilize or rollback of `part` of EC write `idx` ended with `result`.
+    fn ec_write_sub(&mut self, idx: usize, part: u32, result: Result<(), Errno>) {
+        let Some(POp::EcWrite(mut w)) = self.take_op(idx) else {
+            return;
+        };
+        let hook = self.cfg.debug_ec_crash.as_ref();
+        if w.steps.replied() {
+            // A stabilize ended: the reply went out in an earlier loop turn.
+            debug_crash::check(hook, CrashPoint::AfterReply, w.seq);
+        } else if result.is_ok() && !w.first_written {
+            w.first_written = true;
+            debug_crash::check(hook, CrashPoint::AfterFirstPartWrite, w.seq);
+        }
+        self.step_ec_write(idx, w, ec_write::Event::Sub { part, result });
+        self.release_if_done(idx);
+    }
+
+    /// Stabilize list `n` led by EC write `idx` was answered: every write in it hears the
+    /// answer (see [`ec_stabilize`] for why an error is everyone's).
+    fn on_ec_stabilized(&mut self, idx: usize, n: u32, res: SubRes) {
+        let Some(POp::EcWrite(w)) = self.ops.get_mut(idx).and_then(Option::as_mut) else {
+            return;
+        };
+        let Some(members) = w.led.get_mut(n as usize).map(std::mem::take) else {
+            return;
+        };
+        let result = res.errno().map_or(Ok(()), Err);
+        for m in members {
+            // Still the write that wanted it (it cannot have ended: it waits for this list).
+            let waits = match self.ops.get(m.op).and_then(Option::as_ref) {
+                Some(POp::EcWrite(w)) => {
+                    w.steps.version() == m.obj.version
+                        && ObjectId::new(w.oid.inode, w.ec.geo.part_stripe(w.oid.stripe, m.part))
+                            == m.obj.oid
+                }
+                _ => false,
+            };
+            if waits {
+                self.ec_write_sub(m.op, m.part, result);
+            }
+        }
+    }
+
+    /// Sends the stabilizes the EC writes of this loop turn decided, one list per OSD (see
+    /// [`ec_stabilize`]). Called at the end of every turn, after the turn's completions and
+    /// before its messages are written; a list for the local store is started at once.
+    pub(crate) fn flush_ec_stabilizes(&mut self) {
+        loop {
+            let mut wanted = Vec::new();
+            for op in self.ops.iter_mut().flatten() {
+                if let POp::EcWrite(w) = op {
+                    wanted.append(&mut w.queued);
+                }
+            }
+            if wanted.is_empty() {
+                return;
+            }
+            let max = vitastor_protocol::MAX_OBJ_VER_LIST_ENTRIES as usize;
+            let mut local = false;
+            for batch in ec_stabilize::gather(wanted, max) {
+                let leader = batch.leader();
+                let Some(POp::EcWrite(w)) = self.ops.get_mut(leader).and_then(Option::as_mut)
+                else {
+                    unreachable!("a write that wants a stabilize waits for it in its slot");
+                };
+                let tag = BATCH_TAG + w.led.len() as u32;
+                w.led.push(batch.members);
+                local |= batch.osd == self.osd_num;
+                self.part_list_op(leader, tag, batch.osd, batch.list, false);
+            }
+            if !local {
+                return;
+            }
+            // The turn advanced the store already: start the list now (its journal write
+            // goes with the loop's next wait) and take what ends without I/O.
+            self.bs.advance();
+            self.drain_completions();
+        }
+    }
+
     /// Feeds EC write `idx` (taken out of its slot) one event and carries out what it
     /// decided; puts it back unless it is over.
     fn step_ec_write(&mut self, idx: usize, mut w: EcWrite, event: ec_write::Event) {
-        let actions = w.steps.advance(&w.ec.codec, event);
+        let mut actions = w.steps.advance(&w.ec.codec, event);
         let (client, key, oid, len, seq) = (w.client, w.pg, w.oid, w.len, w.seq);
         let ec = Rc::clone(&w.ec);
-        if !w.steps.is_done() {
-            self.ops[idx] = Some(POp::EcWrite(w));
-        }
         let part_oid = |part: u32| ObjectId::new(oid.inode, ec.geo.part_stripe(oid.stripe, part));
         let all_written = actions.iter().any(|a| {
             matches!(
@@ -460,6 +545,22 @@ impl Server {
                 ec_write::Action::Stabilize { .. } | ec_write::Action::Written { .. }
             )
         });
+        // Stabilizes wait for the end of the turn, to go in one list per OSD.
+        actions.retain(|a| match *a {
+            ec_write::Action::Stabilize { part, osd, version } => {
+                w.queued.push(Wanted {
+                    op: idx,
+                    part,
+                    osd,
+                    obj: ObjVerId::new(part_oid(part), version),
+                });
+                false
+            }
+            _ => true,
+        });
+        if !w.steps.is_done() {
+            self.ops[idx] = Some(POp::EcWrite(w));
+        }
         if all_written {
             debug_crash::check(
                 self.cfg.debug_ec_crash.as_ref(),
@@ -496,10 +597,8 @@ impl Server {
                     };
                     self.part_write(idx, part, osd, w);
                 }
-                ec_write::Action::Stabilize { part, osd, version } => {
-                    let list = vec![ObjVerId::new(part_oid(part), version)];
-                    self.part_list_op(idx, part, osd, list, false);
-                }
+                // Queued above.
+                ec_write::Action::Stabilize { .. } => {}
                 ec_write::Action::Rollback { part, osd, version } => {
                     let list = vec![ObjVerId::new(part_oid(part), version)];
                     self.part_list_op(idx, part, osd, list, true);
@@ -898,6 +997,49 @@ mod tests {
         let (version, _, stored) = local_part(&mut b, 0);
         assert_eq!(version, 2);
         assert_eq!(&stored[8192..12288], &[7; 4096]);
+        assert_eq!(b.local_unstable(), []);
+    }
+
+    /// The writes whose part writes end in one loop turn stabilize their parts in one list
+    /// per OSD: four writes of four objects here are four part writes and one local
+    /// stabilize (was four).
+    #[test]
+    fn the_writes_of_a_turn_stabilize_in_one_list() {
+        let mut b = ec11([1, 2], ImmediateCommit::All);
+        let before = b.server.bs.stats().ops;
+        let ids: Vec<u64> = (0..4u64)
+            .map(|k| b.write(k * 2 * BLOCK, &[k as u8 + 1; 4096]))
+            .collect();
+        // The part writes start; their completions are all taken in one turn.
+        let s = &mut b.server;
+        s.end_turn();
+        for _ in 0..20_000 {
+            if s.bs.is_idle() {
+                break;
+            }
+            s.bs.engine_mut()
+                .wait_for(Some(std::time::Duration::from_millis(2)))
+                .expect("wait for the ring");
+            s.bs.poll(false).expect("blockstore poll");
+            s.bs.advance();
+        }
+        assert!(s.bs.is_idle());
+        s.drain_completions();
+        s.end_turn();
+        for id in ids {
+            assert_eq!(b.reply(id, |_| 0).0.retval, 4096);
+        }
+        b.pump_until(|s| s.pgs[&PgId::new(1, 1)].locks.is_empty());
+        assert_eq!(b.server.bs.stats().ops - before, 5);
+        assert_eq!(b.local_unstable(), []);
+        // Later writes of the same objects see the stable versions.
+        for k in 0..4u64 {
+            let id = b.write(k * 2 * BLOCK + 4096, &[9; 4096]);
+            assert_eq!(b.reply(id, |_| 0).0.retval, 4096);
+            let (ret, _, data) = b.read(k * 2 * BLOCK, 8192, BMP);
+            assert_eq!(ret, 8192);
+            assert_eq!(data, [[k as u8 + 1; 4096], [9; 4096]].concat());
+        }
         assert_eq!(b.local_unstable(), []);
     }
 

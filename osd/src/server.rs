@@ -496,6 +496,7 @@ impl Server {
         // from memory) complete without any I/O to wake the next wait: take them now,
         // or their replies would wait for the next tick.
         self.drain_completions();
+        self.flush_ec_stabilizes();
         // Write replies and requests right away rather than a poll round later.
         self.flush_all();
         let mut events = std::mem::take(&mut self.peer_events);

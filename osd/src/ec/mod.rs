@@ -22,7 +22,8 @@
 //!   sub-read, `Event::Sub { part, .. }` per write / stabilize / rollback. Actions map to
 //!   sub-ops: `Read` → SEC_READ (part, version, range); `Write` → SEC_WRITE (never
 //!   SEC_WRITE_STABLE), the store's allocation bitmap growing by the written range as for
-//!   any write, plus, for a parity part, its `attr`; `Stabilize` → SEC_STABILIZE;
+//!   any write, plus, for a parity part, its `attr`; `Stabilize` → an entry of the turn's
+//!   SEC_STABILIZE list to that OSD ([`stabilize`]), sent at the end of the loop turn;
 //!   `Rollback` → SEC_ROLLBACK; `Written` → the object is at the version on those parts
 //!   (unstable ones join the PG's unsynced list so the client's SYNC syncs and stabilizes
 //!   them, as for replicated lazy writes); `Repeer`, `Reply`, `Unlock` as in `op_write`
@@ -71,6 +72,7 @@ pub mod geometry;
 pub mod peer;
 pub mod read;
 pub mod recover;
+pub mod stabilize;
 #[cfg(test)]
 mod tests;
 pub mod torn;

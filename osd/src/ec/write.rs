@@ -235,6 +235,11 @@ impl EcWriteOp {
         self.replied
     }
 
+    /// The version the write creates (0 until it holds the lock).
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
     /// The client has been answered and the lock released.
     pub fn is_done(&self) -> bool {
         self.stage == Stage::Done
