@@ -4,6 +4,15 @@
 //! Shards are given in part order: the `k` data parts, then the `m` parity parts, all of one
 //! length. The same code runs over chunk data and over chunk bitmaps (see `bitmap.rs`).
 //!
+//! Reed-Solomon parity is computed here, not by the crate, with the crate's coefficients:
+//! a product by a constant in GF(2^8) is a sum of doublings, and a doubling of 8 bytes
+//! packed in a `u64` is a few shifts and masks, which the compiler vectorizes for any
+//! x86-64. That is 2–3× the crate's byte-by-byte table lookups for the small coefficients
+//! of few parity parts (2+1: 3 and 2), and still faster for 4+2. The crate's faster SIMD
+//! (`simd-accel`) is out: its C code is built for Haswell (`-march=haswell`) with the
+//! instruction set chosen at compile time, so a Debian package built with it would not
+//! run on every amd64 machine. Decoding stays the crate's (recovery and degraded reads).
+//!
 //! What it must never do: hand back a shard it could not compute (too few survivors is an
 //! error, never zeroes).
 
@@ -20,8 +29,13 @@ pub enum Codec {
         /// Data parts.
         k: usize,
     },
-    /// `k` data parts and `m` Reed-Solomon parity parts (boxed: it carries its matrices).
-    ReedSolomon(Box<ReedSolomon>),
+    /// `k` data parts and `m` Reed-Solomon parity parts.
+    ReedSolomon {
+        /// The crate's code (boxed: it carries its matrices), for decoding.
+        rs: Box<ReedSolomon>,
+        /// Its parity rows: parity part `i` is the sum of `coef[i * k + j]` × data part `j`.
+        coef: Vec<u8>,
+    },
 }
 
 impl Codec {
@@ -45,16 +59,29 @@ impl Codec {
 
     /// Reed-Solomon with `k` data and `m` parity parts (`k + m` at most 256 in GF(2^8)).
     pub fn reed_solomon(k: usize, m: usize) -> Result<Codec, EcError> {
-        ReedSolomon::new(k, m)
-            .map(|rs| Codec::ReedSolomon(Box::new(rs)))
-            .map_err(|e| EcError::Shape(format!("reed-solomon {k}+{m}: {e:?}")))
+        let rs = ReedSolomon::new(k, m)
+            .map_err(|e| EcError::Shape(format!("reed-solomon {k}+{m}: {e:?}")))?;
+        // The code is linear: data part j = 1 and the others 0 gives column j of the rows.
+        let mut coef = vec![0u8; m * k];
+        for j in 0..k {
+            let mut unit: Vec<[u8; 1]> = (0..k + m).map(|i| [u8::from(i == j)]).collect();
+            rs.encode(&mut unit)
+                .map_err(|e| EcError::Shape(format!("reed-solomon {k}+{m}: {e:?}")))?;
+            for i in 0..m {
+                coef[i * k + j] = unit[k + i][0];
+            }
+        }
+        Ok(Codec::ReedSolomon {
+            rs: Box::new(rs),
+            coef,
+        })
     }
 
     /// Data parts.
     pub fn data_parts(&self) -> usize {
         match self {
             Codec::Xor { k } => *k,
-            Codec::ReedSolomon(rs) => rs.data_shard_count(),
+            Codec::ReedSolomon { rs, .. } => rs.data_shard_count(),
         }
     }
 
@@ -62,7 +89,7 @@ impl Codec {
     pub fn parity_parts(&self) -> usize {
         match self {
             Codec::Xor { .. } => 1,
-            Codec::ReedSolomon(rs) => rs.parity_shard_count(),
+            Codec::ReedSolomon { rs, .. } => rs.parity_shard_count(),
         }
     }
 
@@ -84,9 +111,12 @@ impl Codec {
                 }
                 Ok(())
             }
-            Codec::ReedSolomon(rs) => rs
-                .encode(shards)
-                .map_err(|e| EcError::Shape(format!("encode: {e:?}"))),
+            Codec::ReedSolomon { rs, coef } => {
+                let k = rs.data_shard_count();
+                let (data, parity) = shards.split_at_mut(k);
+                rs_encode(coef, data, parity);
+                Ok(())
+            }
         }
     }
 
@@ -116,7 +146,7 @@ impl Codec {
                 }
                 Ok(())
             }
-            Codec::ReedSolomon(rs) => rs
+            Codec::ReedSolomon { rs, .. } => rs
                 .reconstruct(shards)
                 .map_err(|e| EcError::Shape(format!("reconstruct: {e:?}"))),
         }
@@ -140,6 +170,95 @@ impl Codec {
             }
         }
         Ok(())
+    }
+}
+
+/// Bytes per block of [`rs_encode`]: a block's doublings stay in the L1 cache.
+const RS_BLOCK: usize = 4096;
+
+/// Each byte of `x` times 2 in GF(2^8) with the crate's polynomial (x^8 + x^4 + x^3 + x^2 + 1).
+fn gf_double(x: u64) -> u64 {
+    ((x & 0x7f7f_7f7f_7f7f_7f7f) << 1) ^ (((x >> 7) & 0x0101_0101_0101_0101) * 0x1d)
+}
+
+/// `parity[i] = Σ_j coef[i * k + j] · data[j]` over GF(2^8), block by block: each data
+/// block is doubled up to the highest coefficient bit of its column once, and every parity
+/// row whose coefficient has that bit takes the current multiple.
+fn rs_encode(coef: &[u8], data: &mut [&mut [u8]], parity: &mut [&mut [u8]]) {
+    let k = data.len();
+    let len = data.first().map_or(0, |d| d.len());
+    let mut words = [0u64; RS_BLOCK / 8];
+    let mut at = 0;
+    while at < len {
+        let end = (at + RS_BLOCK).min(len);
+        let n = (end - at).div_ceil(8);
+        for (j, d) in data.iter().enumerate() {
+            load_words(&d[at..end], &mut words[..n]);
+            let col = |i: usize| coef[i * k + j];
+            let top = (0..parity.len()).map(|i| col(i)).max().unwrap_or(0);
+            for bit in 0..8 {
+                if top >> bit == 0 {
+                    break;
+                }
+                if bit > 0 {
+                    for w in &mut words[..n] {
+                        *w = gf_double(*w);
+                    }
+                }
+                for (i, p) in parity.iter_mut().enumerate() {
+                    let c = col(i);
+                    if c >> bit & 1 == 1 {
+                        // The row's first term overwrites what the parity buffer held.
+                        let first = j == 0 && c & ((1 << bit) - 1) == 0;
+                        store_words(&words[..n], &mut p[at..end], first);
+                    }
+                }
+            }
+            if j == 0 {
+                for (i, p) in parity.iter_mut().enumerate() {
+                    if col(i) == 0 {
+                        p[at..end].fill(0);
+                    }
+                }
+            }
+        }
+        at = end;
+    }
+}
+
+/// `bytes` as little-endian words, the last one padded with zeroes.
+fn load_words(bytes: &[u8], words: &mut [u64]) {
+    let chunks = bytes.chunks_exact(8);
+    let tail = chunks.remainder();
+    for (w, c) in words.iter_mut().zip(chunks) {
+        *w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+    }
+    if !tail.is_empty() {
+        let mut last = [0u8; 8];
+        last[..tail.len()].copy_from_slice(tail);
+        words[bytes.len() / 8] = u64::from_le_bytes(last);
+    }
+}
+
+/// `out = words` (`assign`) or `out ^= words`, as little-endian bytes.
+fn store_words(words: &[u64], out: &mut [u8], assign: bool) {
+    let whole = out.len() / 8;
+    let (head, tail) = out.split_at_mut(whole * 8);
+    if assign {
+        for (c, w) in head.chunks_exact_mut(8).zip(words) {
+            c.copy_from_slice(&w.to_le_bytes());
+        }
+    } else {
+        for (c, w) in head.chunks_exact_mut(8).zip(words) {
+            let v = u64::from_le_bytes((&*c).try_into().expect("8 bytes")) ^ w;
+            c.copy_from_slice(&v.to_le_bytes());
+        }
+    }
+    if !tail.is_empty() {
+        let last = words[whole].to_le_bytes();
+        for (o, b) in tail.iter_mut().zip(last) {
+            *o = if assign { b } else { *o ^ b };
+        }
     }
 }
 
@@ -233,6 +352,30 @@ mod tests {
     }
 
     proptest! {
+        /// Parity computed here equals the crate's, for any length (blocks and a tail
+        /// shorter than a word included) and shape.
+        #[test]
+        fn reed_solomon_parity_equals_the_crates(
+            k in 1usize..7,
+            m in 1usize..4,
+            len in prop_oneof![1usize..20, 4090usize..4110, 8185usize..8200],
+            seed in any::<u64>(),
+        ) {
+            let c = Codec::reed_solomon(k, m).unwrap();
+            let data: Vec<Vec<u8>> = (0..k)
+                .map(|j| (0..len).map(|b| (seed.rotate_left((b % 64) as u32) as usize ^ b ^ (j << 5)) as u8).collect())
+                .collect();
+            // Stale bytes in the parity buffers are overwritten.
+            let mut ours: Vec<Vec<u8>> = data.clone();
+            ours.resize(k + m, vec![0xa5; len]);
+            let mut refs: Vec<&mut [u8]> = ours.iter_mut().map(Vec::as_mut_slice).collect();
+            c.encode(&mut refs).unwrap();
+            let mut theirs: Vec<Vec<u8>> = data;
+            theirs.resize(k + m, vec![0; len]);
+            ReedSolomon::new(k, m).unwrap().encode(&mut theirs).unwrap();
+            prop_assert_eq!(ours, theirs);
+        }
+
         /// Encode, lose any m parts, decode: every part is back as it was.
         #[test]
         fn lose_any_m_parts_and_decode(
