@@ -329,6 +329,8 @@ enum Recv {
         reply: Reply,
         bitmap_left: usize,
         data_left: usize,
+        /// A large read: its data goes straight into the op's buffer.
+        direct: bool,
     },
 }
 
@@ -352,9 +354,10 @@ struct Conn {
     /// The last receive returned less than it asked for: the socket is empty until epoll
     /// says otherwise, so asking again would only get `EAGAIN`.
     drained: bool,
-    /// Outstanding reads whose data is at least [`DIRECT_READ_MIN`]: while there are any,
-    /// headers are received alone, so that the data after them is never pulled into the
-    /// receive buffer and copied, but lands in the op's buffer.
+    /// Outstanding reads of at least [`DIRECT_READ_MIN`] bytes whose reply header has not
+    /// come yet: while there are any, the receive buffer reads no further than the next
+    /// header, so that their data is never pulled into it and copied, but lands in the op's
+    /// buffer.
     big_reads: usize,
     /// The op timeout's silence clock.
     wait: ReplyWait,

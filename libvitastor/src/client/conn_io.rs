@@ -6,32 +6,36 @@
 //!   increase by exactly one per connection, assigned in [`Client::enqueue`]).
 //! - The send queue: requests queued by `dispatch` leave together, one `sendmsg` per
 //!   connection per call ([`Client::flush_queued`]), straight from the op buffers.
-//! - The receive side: headers and small payloads through a per-connection buffer, large
-//!   read data straight into the op's buffer (headers are received alone while large reads
-//!   are outstanding, so their data is never copied); a short read ends the batch, since the
-//!   socket is then empty and epoll reports what comes next.
+//! - The receive side ([`receive`], a state machine over one connection, unit-tested on a
+//!   socket pair): headers and small payloads through a per-connection buffer, large read
+//!   data straight into the op's buffer. A large reply's bitmap, data and what follows it
+//!   come in one `readv` (the bytes after the data land in the receive buffer), so a stream
+//!   of large replies costs one call per reply. While large reads are outstanding the buffer
+//!   never reads past the next reply's header, so their data is never copied. A short read
+//!   ends the batch, since the socket is then empty and epoll reports what comes next.
 //! - The op timeout's probe and give-up (the decisions are `reply_wait`'s), and [`IoCounts`].
 //!
 //! # What it must never do
 //! - Block: every socket is non-blocking.
 //! - Size a buffer from an unchecked field: payload lengths come from `Reply::payload_len`.
+//! - Copy a large read's data: it goes from the socket to the op's buffer only.
 //! - Lose a part when a connection goes: its outstanding parts wait for the PG's primary of
 //!   the moment (SYNC parts restart after the replays).
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Instant;
 
 use rustc_hash::FxHashMap;
 use vitastor_protocol::handshake::{RequestFeatures, ShowConfigRequestJson};
 use vitastor_protocol::{
-    decode_reply, encode_request, ReplyOp, Request, RequestOp, ShowConfigOp, OSD_PACKET_SIZE,
+    decode_reply, encode_request, Reply, ReplyOp, Request, RequestOp, ShowConfigOp, OSD_PACKET_SIZE,
 };
 
 use super::reply_wait::{Action, ReplyWait};
 use super::{
-    Client, Conn, ConnState, OpKind, Outstanding, PartState, Pending, Recv, SendData, SendItem,
+    Client, Conn, ConnState, Op, OpKind, Outstanding, PartState, Pending, Recv, SendData, SendItem,
     Target, TOKEN_CONN_BASE,
 };
 use crate::sys::{self, copy_to_iov, sub_iov, Io, IoVec};
@@ -128,25 +132,7 @@ impl Client {
             self.mark_down(osd);
             return None;
         }
-        self.conns[idx] = Some(Conn {
-            osd,
-            fd,
-            state: ConnState::Connecting,
-            since: Instant::now(),
-            next_id: 1,
-            outstanding: FxHashMap::default(),
-            send_q: VecDeque::new(),
-            send_off: 0,
-            want_write: true,
-            recv: Recv::Header,
-            rbuf: vec![0; RECV_BUF].into_boxed_slice(),
-            rstart: 0,
-            rend: 0,
-            payload: Vec::new(),
-            drained: false,
-            big_reads: 0,
-            wait: ReplyWait::default(),
-        });
+        self.conns[idx] = Some(Conn::new(osd, fd));
         self.by_osd.insert(osd, idx);
         None
     }
@@ -165,23 +151,9 @@ impl Client {
         data: SendData,
         target: Target,
     ) {
-        let Some(conn) = self.conns[conn_idx].as_mut() else {
-            return;
-        };
-        let request = Request {
-            id: conn.next_id,
-            op,
-        };
-        conn.next_id += 1;
-        if matches!(op, RequestOp::Read(rw) if rw.len as usize >= DIRECT_READ_MIN) {
-            conn.big_reads += 1;
+        if let Some(conn) = self.conns[conn_idx].as_mut() {
+            conn.push_request(op, data, target);
         }
-        let mut packet = [0u8; OSD_PACKET_SIZE];
-        encode_request(&request, &mut packet);
-        conn.send_q.push_back(SendItem { packet, data });
-        conn.outstanding
-            .insert(request.id, Outstanding { request, target });
-        conn.wait.requested(Instant::now);
     }
 
     pub(super) fn conn_event(&mut self, idx: usize, flags: u32, pending: &mut Pending) {
@@ -386,39 +358,6 @@ impl Client {
         }
     }
 
-    /// Reads more bytes into the receive buffer; false when nothing is available now. While
-    /// large reads are outstanding it reads no further than the current header.
-    pub(super) fn fill(conn: &mut Conn, counts: &mut IoCounts) -> Result<bool, String> {
-        if conn.drained {
-            return Ok(false);
-        }
-        if conn.rstart == conn.rend {
-            conn.rstart = 0;
-            conn.rend = 0;
-        } else if conn.rstart > 0 && conn.rbuf.len() - conn.rend < OSD_PACKET_SIZE {
-            conn.rbuf.copy_within(conn.rstart..conn.rend, 0);
-            conn.rend -= conn.rstart;
-            conn.rstart = 0;
-        }
-        let end = if conn.big_reads > 0 && matches!(conn.recv, Recv::Header) {
-            conn.rstart + OSD_PACKET_SIZE
-        } else {
-            conn.rbuf.len()
-        };
-        let want = end - conn.rend;
-        counts.receives += 1;
-        match sys::read(conn.fd.as_raw_fd(), &mut conn.rbuf[conn.rend..end]) {
-            Ok(Io::Done(n)) => {
-                conn.rend += n;
-                conn.drained = n < want;
-                Ok(true)
-            }
-            Ok(Io::WouldBlock) => Ok(false),
-            Ok(Io::Closed) => Err("connection closed by the OSD".into()),
-            Err(e) => Err(format!("receive failed: {e}")),
-        }
-    }
-
     /// One step of the receive state machine; Ok(false) when it must wait for the socket.
     pub(super) fn read_step(&mut self, idx: usize) -> Result<bool, String> {
         let Client {
@@ -431,152 +370,10 @@ impl Client {
         let Some(conn) = conns[idx].as_mut() else {
             return Ok(false);
         };
-        match &mut conn.recv {
-            Recv::Header => {
-                if conn.rend - conn.rstart < OSD_PACKET_SIZE {
-                    return Self::fill(conn, counts);
-                }
-                let mut packet = [0u8; OSD_PACKET_SIZE];
-                packet.copy_from_slice(&conn.rbuf[conn.rstart..conn.rstart + OSD_PACKET_SIZE]);
-                conn.rstart += OSD_PACKET_SIZE;
-                let reply = decode_reply(&packet).map_err(|e| format!("bad reply: {e}"))?;
-                let out = conn
-                    .outstanding
-                    .remove(&reply.id)
-                    .ok_or_else(|| format!("reply id {} matches no request", reply.id))?;
-                if matches!(out.request.op, RequestOp::Read(rw) if rw.len as usize >= DIRECT_READ_MIN)
-                {
-                    conn.big_reads -= 1;
-                }
-                let len = match reply.payload_len(&out.request) {
-                    Ok(len) => len,
-                    Err(e) => {
-                        // Put it back so the drop retries the part.
-                        conn.outstanding.insert(reply.id, out);
-                        return Err(format!("bad reply: {e}"));
-                    }
-                };
-                let bitmap_left = match reply.op {
-                    ReplyOp::Read(r) if reply.retval >= 0 => r.bitmap_len as usize,
-                    ReplyOp::ShowConfig | ReplyOp::SecList(_) => len,
-                    _ => 0,
-                };
-                conn.payload.clear();
-                conn.payload.reserve(bitmap_left);
-                conn.recv = Recv::Payload {
-                    out,
-                    reply,
-                    bitmap_left,
-                    data_left: len - bitmap_left,
-                };
-                Ok(true)
-            }
-            Recv::Payload {
-                out,
-                reply,
-                bitmap_left,
-                data_left,
-            } => {
-                if *bitmap_left > 0 {
-                    let avail = conn.rend - conn.rstart;
-                    let big = match out.target {
-                        Target::Part { op, part } => {
-                            ops[op].parts[part].len as usize >= DIRECT_READ_MIN
-                        }
-                        _ => false,
-                    };
-                    if avail == 0 && *data_left > 0 && big {
-                        // The bitmap and the data in one call, the data into the op.
-                        let Target::Part { op, part } = out.target else {
-                            return Err("handshake reply with data".into());
-                        };
-                        if conn.drained {
-                            return Ok(false);
-                        }
-                        let p = ops[op].parts[part];
-                        let at = p.op_offset + (p.len as usize - *data_left) as u64;
-                        sub_iov(&ops[op].iov, at, *data_left as u64, iov_scratch);
-                        let have = conn.payload.len();
-                        conn.payload.resize(have + *bitmap_left, 0);
-                        iov_scratch.insert(
-                            0,
-                            IoVec {
-                                iov_base: conn.payload[have..].as_mut_ptr().cast(),
-                                iov_len: *bitmap_left,
-                            },
-                        );
-                        counts.receives += 1;
-                        let got = sys::readv(conn.fd.as_raw_fd(), iov_scratch);
-                        let n = match got {
-                            Ok(Io::Done(n)) => n,
-                            _ => 0,
-                        };
-                        let bits = n.min(*bitmap_left);
-                        conn.payload.truncate(have + bits);
-                        *bitmap_left -= bits;
-                        *data_left -= n - bits;
-                        conn.drained = n < iov_scratch.iter().map(|v| v.iov_len).sum();
-                        return match got {
-                            Ok(Io::Done(_)) => Ok(true),
-                            Ok(Io::WouldBlock) => Ok(false),
-                            Ok(Io::Closed) => Err("connection closed by the OSD".into()),
-                            Err(e) => Err(format!("receive failed: {e}")),
-                        };
-                    }
-                    if avail == 0 {
-                        return Self::fill(conn, counts);
-                    }
-                    let n = avail.min(*bitmap_left);
-                    conn.payload
-                        .extend_from_slice(&conn.rbuf[conn.rstart..conn.rstart + n]);
-                    conn.rstart += n;
-                    *bitmap_left -= n;
-                    return Ok(true);
-                }
-                if *data_left > 0 {
-                    let Target::Part { op, part } = out.target else {
-                        return Err("handshake reply with data".into());
-                    };
-                    let p = ops[op].parts[part];
-                    let total = p.len as usize;
-                    let at = p.op_offset + (total - *data_left) as u64;
-                    let avail = conn.rend - conn.rstart;
-                    if avail > 0 {
-                        let n = avail.min(*data_left);
-                        counts.copied += n as u64;
-                        copy_to_iov(
-                            &ops[op].iov,
-                            at,
-                            &conn.rbuf[conn.rstart..conn.rstart + n],
-                            iov_scratch,
-                        );
-                        conn.rstart += n;
-                        *data_left -= n;
-                        return Ok(true);
-                    }
-                    // A large part's data always goes straight to the op, its tail included:
-                    // reading a tail through the buffer would pull the next reply's data in.
-                    if total < DIRECT_READ_MIN {
-                        return Self::fill(conn, counts);
-                    }
-                    if conn.drained {
-                        return Ok(false);
-                    }
-                    sub_iov(&ops[op].iov, at, *data_left as u64, iov_scratch);
-                    counts.receives += 1;
-                    return match sys::readv(conn.fd.as_raw_fd(), iov_scratch) {
-                        Ok(Io::Done(n)) => {
-                            conn.drained = n < *data_left;
-                            *data_left -= n;
-                            Ok(true)
-                        }
-                        Ok(Io::WouldBlock) => Ok(false),
-                        Ok(Io::Closed) => Err("connection closed by the OSD".into()),
-                        Err(e) => Err(format!("receive failed: {e}")),
-                    };
-                }
-                let (out, reply) = (*out, *reply);
-                conn.recv = Recv::Header;
+        match receive(conn, ops, iov_scratch, counts)? {
+            Step::Wait => Ok(false),
+            Step::Progress => Ok(true),
+            Step::Reply(out, reply) => {
                 self.on_reply(idx, out, reply)?;
                 Ok(true)
             }
@@ -610,5 +407,522 @@ impl Client {
             }
         }
         pending.view_changed = true;
+    }
+}
+
+impl Conn {
+    /// A connection being set up to `osd` over `fd` (connect started).
+    fn new(osd: u64, fd: OwnedFd) -> Conn {
+        Conn {
+            osd,
+            fd,
+            state: ConnState::Connecting,
+            since: Instant::now(),
+            next_id: 1,
+            outstanding: FxHashMap::default(),
+            send_q: VecDeque::new(),
+            send_off: 0,
+            want_write: true,
+            recv: Recv::Header,
+            rbuf: vec![0; RECV_BUF].into_boxed_slice(),
+            rstart: 0,
+            rend: 0,
+            payload: Vec::new(),
+            drained: false,
+            big_reads: 0,
+            wait: ReplyWait::default(),
+        }
+    }
+
+    /// Queues a request with the connection's next id (ids are consecutive, as
+    /// `check_sequencing` requires) and expects its reply.
+    fn push_request(&mut self, op: RequestOp, data: SendData, target: Target) {
+        let request = Request {
+            id: self.next_id,
+            op,
+        };
+        self.next_id += 1;
+        if is_direct_read(&request) {
+            self.big_reads += 1;
+        }
+        let mut packet = [0u8; OSD_PACKET_SIZE];
+        encode_request(&request, &mut packet);
+        self.send_q.push_back(SendItem { packet, data });
+        self.outstanding
+            .insert(request.id, Outstanding { request, target });
+        self.wait.requested(Instant::now);
+    }
+}
+
+/// A read whose data is received straight into the op's buffer.
+fn is_direct_read(request: &Request) -> bool {
+    matches!(request.op, RequestOp::Read(rw) if rw.len as usize >= DIRECT_READ_MIN)
+}
+
+/// What one step of the receive state machine did.
+// Returned by value per step and consumed at once: boxing the reply would cost an
+// allocation per reply for no memory gain.
+#[allow(clippy::large_enum_variant)]
+enum Step {
+    /// Nothing can be read now: the socket is empty, or the last receive showed it empty.
+    Wait,
+    /// Bytes moved or a header was taken: step again.
+    Progress,
+    /// A reply is complete: its data is in the op's buffer, its bitmap or JSON in
+    /// `Conn::payload`.
+    Reply(Outstanding, Reply),
+}
+
+/// Reads up to `limit` more bytes into the receive buffer (as many as fit when `limit` is
+/// `None`).
+fn fill(conn: &mut Conn, limit: Option<usize>, counts: &mut IoCounts) -> Result<Step, String> {
+    if conn.drained {
+        return Ok(Step::Wait);
+    }
+    if conn.rstart == conn.rend {
+        conn.rstart = 0;
+        conn.rend = 0;
+    } else if conn.rstart > 0 && conn.rbuf.len() - conn.rend < OSD_PACKET_SIZE {
+        conn.rbuf.copy_within(conn.rstart..conn.rend, 0);
+        conn.rend -= conn.rstart;
+        conn.rstart = 0;
+    }
+    let room = conn.rbuf.len() - conn.rend;
+    let end = conn.rend + limit.map_or(room, |l| l.min(room));
+    let want = end - conn.rend;
+    counts.receives += 1;
+    match sys::read(conn.fd.as_raw_fd(), &mut conn.rbuf[conn.rend..end]) {
+        Ok(Io::Done(n)) => {
+            conn.rend += n;
+            conn.drained = n < want;
+            Ok(Step::Progress)
+        }
+        Ok(Io::WouldBlock) => Ok(Step::Wait),
+        Ok(Io::Closed) => Err("connection closed by the OSD".into()),
+        Err(e) => Err(format!("receive failed: {e}")),
+    }
+}
+
+/// How far the receive buffer may read past the current reply's end: while large reads are
+/// outstanding, one packet (the next reply may be one of them, whose data must not land in
+/// the buffer), otherwise as far as it has room.
+fn read_ahead(conn: &Conn) -> Option<usize> {
+    (conn.big_reads > 0).then_some(OSD_PACKET_SIZE)
+}
+
+/// The rest of a large read reply in one `readv`: `bitmap_left` bytes of bitmap into
+/// `Conn::payload`, the data into `segs` (the op's buffer, the caller's slice of it) and,
+/// behind them, what follows into the empty receive buffer, as much as [`read_ahead`]
+/// allows. A stream of large replies thus costs one call per reply, each taking the next
+/// reply's header with it. Returns the bitmap and data bytes received.
+fn receive_direct(
+    conn: &mut Conn,
+    bitmap_left: usize,
+    segs: &mut Vec<IoVec>,
+    counts: &mut IoCounts,
+) -> Result<(Step, usize, usize), String> {
+    if conn.drained {
+        return Ok((Step::Wait, 0, 0));
+    }
+    let data_left: usize = segs.iter().map(|v| v.iov_len).sum();
+    let have = conn.payload.len();
+    conn.payload.resize(have + bitmap_left, 0);
+    if bitmap_left > 0 {
+        segs.insert(
+            0,
+            IoVec {
+                iov_base: conn.payload[have..].as_mut_ptr().cast(),
+                iov_len: bitmap_left,
+            },
+        );
+    }
+    conn.rstart = 0;
+    conn.rend = 0;
+    let ahead = read_ahead(conn).unwrap_or(conn.rbuf.len());
+    segs.push(IoVec {
+        iov_base: conn.rbuf.as_mut_ptr().cast(),
+        iov_len: ahead,
+    });
+    // Past the kernel's iovec limit nothing is read; only what is asked for counts.
+    let asked: usize = segs
+        .iter()
+        .take(libc::UIO_MAXIOV as usize)
+        .map(|v| v.iov_len)
+        .sum();
+    counts.receives += 1;
+    let got = sys::readv(conn.fd.as_raw_fd(), segs);
+    let n = match got {
+        Ok(Io::Done(n)) => n,
+        _ => 0,
+    };
+    let bits = n.min(bitmap_left);
+    conn.payload.truncate(have + bits);
+    let data = (n - bits).min(data_left);
+    conn.rend = n - bits - data;
+    conn.drained = n < asked;
+    match got {
+        Ok(Io::Done(_)) => Ok((Step::Progress, bits, data)),
+        Ok(Io::WouldBlock) => Ok((Step::Wait, 0, 0)),
+        Ok(Io::Closed) => Err("connection closed by the OSD".into()),
+        Err(e) => Err(format!("receive failed: {e}")),
+    }
+}
+
+/// Where in the op's buffer the next `data_left` bytes of `part`'s data go.
+fn data_at(op: &Op, part: usize, data_left: usize) -> u64 {
+    let p = op.parts[part];
+    p.op_offset + (p.len as usize - data_left) as u64
+}
+
+/// One step of the receive state machine of `conn`, whose parts' buffers are in `ops`.
+fn receive(
+    conn: &mut Conn,
+    ops: &[Op],
+    iov_scratch: &mut Vec<IoVec>,
+    counts: &mut IoCounts,
+) -> Result<Step, String> {
+    let avail = conn.rend - conn.rstart;
+    match &mut conn.recv {
+        Recv::Header => {
+            if avail < OSD_PACKET_SIZE {
+                // No further than this header while large reads are outstanding.
+                let limit = read_ahead(conn).map(|_| OSD_PACKET_SIZE - avail);
+                return fill(conn, limit, counts);
+            }
+            let mut packet = [0u8; OSD_PACKET_SIZE];
+            packet.copy_from_slice(&conn.rbuf[conn.rstart..conn.rstart + OSD_PACKET_SIZE]);
+            conn.rstart += OSD_PACKET_SIZE;
+            let reply = decode_reply(&packet).map_err(|e| format!("bad reply: {e}"))?;
+            let out = conn
+                .outstanding
+                .remove(&reply.id)
+                .ok_or_else(|| format!("reply id {} matches no request", reply.id))?;
+            let direct = is_direct_read(&out.request);
+            if direct {
+                conn.big_reads -= 1;
+            }
+            let len = match reply.payload_len(&out.request) {
+                Ok(len) => len,
+                Err(e) => {
+                    // Put it back so the drop retries the part.
+                    conn.outstanding.insert(reply.id, out);
+                    return Err(format!("bad reply: {e}"));
+                }
+            };
+            let bitmap_left = match reply.op {
+                ReplyOp::Read(r) if reply.retval >= 0 => r.bitmap_len as usize,
+                ReplyOp::ShowConfig | ReplyOp::SecList(_) => len,
+                _ => 0,
+            };
+            conn.payload.clear();
+            conn.payload.reserve(bitmap_left);
+            conn.recv = Recv::Payload {
+                out,
+                reply,
+                bitmap_left,
+                data_left: len - bitmap_left,
+                direct,
+            };
+            Ok(Step::Progress)
+        }
+        Recv::Payload {
+            out,
+            reply,
+            bitmap_left,
+            data_left,
+            direct,
+        } => {
+            if *bitmap_left == 0 && *data_left == 0 {
+                let (out, reply) = (*out, *reply);
+                conn.recv = Recv::Header;
+                return Ok(Step::Reply(out, reply));
+            }
+            let target = match out.target {
+                Target::Part { op, part } => Some((&ops[op], part)),
+                _ => None,
+            };
+            if avail > 0 {
+                // What the receive buffer already holds: the bitmap (or JSON), then data.
+                if *bitmap_left > 0 {
+                    let n = avail.min(*bitmap_left);
+                    conn.payload
+                        .extend_from_slice(&conn.rbuf[conn.rstart..conn.rstart + n]);
+                    conn.rstart += n;
+                    *bitmap_left -= n;
+                    return Ok(Step::Progress);
+                }
+                let Some((op, part)) = target else {
+                    return Err("handshake reply with data".into());
+                };
+                let n = avail.min(*data_left);
+                counts.copied += n as u64;
+                copy_to_iov(
+                    &op.iov,
+                    data_at(op, part, *data_left),
+                    &conn.rbuf[conn.rstart..conn.rstart + n],
+                    iov_scratch,
+                );
+                conn.rstart += n;
+                *data_left -= n;
+                return Ok(Step::Progress);
+            }
+            match target {
+                // A large read's data, its tail included, always goes straight to the op:
+                // reading it through the buffer would copy it.
+                Some((op, part)) if *direct && *data_left > 0 => {
+                    let at = data_at(op, part, *data_left);
+                    sub_iov(&op.iov, at, *data_left as u64, iov_scratch);
+                    let bits = *bitmap_left;
+                    let (step, got_bits, got_data) =
+                        receive_direct(conn, bits, iov_scratch, counts)?;
+                    if let Recv::Payload {
+                        bitmap_left,
+                        data_left,
+                        ..
+                    } = &mut conn.recv
+                    {
+                        *bitmap_left -= got_bits;
+                        *data_left -= got_data;
+                    }
+                    Ok(step)
+                }
+                _ => {
+                    // A small payload comes through the buffer, with what follows it.
+                    let rest = *bitmap_left + *data_left;
+                    let limit = read_ahead(conn).map(|ahead| rest + ahead);
+                    fill(conn, limit, counts)
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+
+    use vitastor_protocol::{encode_reply, RwOp, RwReply};
+
+    use super::super::Part;
+    use super::*;
+
+    /// A reply the test's OSD sends: a read of `len` bytes with a `bitmap`-byte bitmap, or a
+    /// write's acknowledgement.
+    #[derive(Clone, Copy)]
+    enum Sent {
+        Read { len: usize, bitmap: usize },
+        Write,
+    }
+
+    fn data_byte(reply: usize, at: usize) -> u8 {
+        (reply * 31 + at * 7 + at / 251) as u8
+    }
+
+    fn bitmap_byte(reply: usize, at: usize) -> u8 {
+        0xb0 ^ (reply * 5 + at) as u8
+    }
+
+    /// A connection on one end of a socket pair, with one op per reply of `script` waiting
+    /// for it; the test plays the OSD on the other end.
+    struct Rig {
+        conn: Conn,
+        ops: Vec<Op>,
+        // The ops' iovecs point into these.
+        bufs: Vec<Vec<u8>>,
+        osd: UnixStream,
+        counts: IoCounts,
+        scratch: Vec<IoVec>,
+        got: Vec<(Outstanding, Reply, Vec<u8>)>,
+    }
+
+    impl Rig {
+        fn new(script: &[Sent]) -> Rig {
+            let (ours, osd) = UnixStream::pair().unwrap();
+            ours.set_nonblocking(true).unwrap();
+            // The whole stream fits in the socket before the first receive.
+            socket2::SockRef::from(&osd)
+                .set_send_buffer_size(1 << 20)
+                .unwrap();
+            let mut conn = Conn::new(1, ours.into());
+            let (mut ops, mut bufs) = (Vec::new(), Vec::new());
+            for (i, s) in script.iter().enumerate() {
+                let (kind, len, op) = match *s {
+                    Sent::Read { len, .. } => (OpKind::Read, len, RequestOp::Read as fn(_) -> _),
+                    Sent::Write => (OpKind::Write, 4096, RequestOp::Write as fn(_) -> _),
+                };
+                let mut buf = vec![0u8; len];
+                ops.push(Op {
+                    active: true,
+                    kind,
+                    len: len as u64,
+                    iov: vec![IoVec {
+                        iov_base: buf.as_mut_ptr().cast(),
+                        iov_len: len,
+                    }],
+                    parts: vec![Part {
+                        len: len as u32,
+                        ..Part::default()
+                    }],
+                    ..Op::default()
+                });
+                bufs.push(buf);
+                let rw = RwOp {
+                    inode: 1,
+                    offset: (i as u64) << 17,
+                    len: len as u32,
+                    flags: 0,
+                    meta_revision: 0,
+                    version: 0,
+                };
+                conn.push_request(op(rw), SendData::None, Target::Part { op: i, part: 0 });
+            }
+            Rig {
+                conn,
+                ops,
+                bufs,
+                osd,
+                counts: IoCounts::default(),
+                scratch: Vec::new(),
+                got: Vec::new(),
+            }
+        }
+
+        /// What the OSD sends for `script`, in order (request ids 1, 2, ...).
+        fn stream(script: &[Sent]) -> Vec<u8> {
+            let mut out = Vec::new();
+            for (i, s) in script.iter().enumerate() {
+                let (op, retval, bitmap, len) = match *s {
+                    Sent::Read { len, bitmap } => {
+                        let body = RwReply {
+                            bitmap_len: bitmap as u32,
+                            version: 1,
+                        };
+                        (ReplyOp::Read(body), len, bitmap, len)
+                    }
+                    Sent::Write => (ReplyOp::Write(RwReply::default()), 4096, 0, 0),
+                };
+                let reply = Reply {
+                    id: i as u64 + 1,
+                    retval: retval as i64,
+                    op,
+                };
+                let mut packet = [0u8; OSD_PACKET_SIZE];
+                encode_reply(&reply, &mut packet);
+                out.extend_from_slice(&packet);
+                out.extend((0..bitmap).map(|at| bitmap_byte(i, at)));
+                out.extend((0..len).map(|at| data_byte(i, at)));
+            }
+            out
+        }
+
+        /// What the client does on one readiness event: receive until the socket is empty.
+        fn event(&mut self) {
+            self.conn.drained = false;
+            loop {
+                match receive(
+                    &mut self.conn,
+                    &self.ops,
+                    &mut self.scratch,
+                    &mut self.counts,
+                ) {
+                    Ok(Step::Wait) => return,
+                    Ok(Step::Progress) => {}
+                    Ok(Step::Reply(out, reply)) => {
+                        self.got.push((out, reply, self.conn.payload.clone()))
+                    }
+                    Err(e) => panic!("receive: {e}"),
+                }
+            }
+        }
+
+        /// Every reply arrived whole, in order, its data in its op's buffer and its bitmap
+        /// in the connection's payload.
+        fn check(&self, script: &[Sent], what: &str) {
+            assert_eq!(self.got.len(), script.len(), "{what}: replies");
+            for (i, ((out, reply, payload), s)) in self.got.iter().zip(script).enumerate() {
+                assert_eq!(reply.id, i as u64 + 1, "{what}: reply order");
+                assert!(matches!(out.target, Target::Part { op, .. } if op == i));
+                if let Sent::Read { len, bitmap } = *s {
+                    let bits: Vec<u8> = (0..bitmap).map(|at| bitmap_byte(i, at)).collect();
+                    assert_eq!(payload, &bits, "{what}: bitmap of reply {i}");
+                    let bad = (0..len).find(|&at| self.bufs[i][at] != data_byte(i, at));
+                    assert_eq!(bad, None, "{what}: data of reply {i}");
+                }
+            }
+            assert!(matches!(self.conn.recv, Recv::Header), "{what}");
+            assert_eq!(self.conn.big_reads, 0, "{what}");
+        }
+    }
+
+    /// Large replies already in the socket cost one receive each: a large read's bitmap and
+    /// data land in place and the packet after it in the receive buffer, in one `readv`; the
+    /// last one also takes the small replies behind it, and that short read ends the batch.
+    /// Nothing of the large data passes through the receive buffer.
+    #[test]
+    fn large_read_replies_cost_one_receive_each() {
+        const BIG: usize = 4;
+        let mut script = vec![
+            Sent::Read {
+                len: 64 << 10,
+                bitmap: 4,
+            };
+            BIG
+        ];
+        script.extend([
+            Sent::Write,
+            Sent::Read {
+                len: 512,
+                bitmap: 4,
+            },
+            Sent::Write,
+        ]);
+        let mut rig = Rig::new(&script);
+        rig.osd.write_all(&Rig::stream(&script)).unwrap();
+        rig.event();
+        rig.check(&script, "one event");
+        assert_eq!(rig.counts.copied, 512, "{:?}", rig.counts);
+        // One receive for the first header, one per large reply.
+        assert!(
+            rig.counts.receives <= BIG as u64 + 1,
+            "{} receives for {} replies ({BIG} large)",
+            rig.counts.receives,
+            script.len()
+        );
+    }
+
+    /// Any split of a stream of large and small replies into two arrivals gives the same
+    /// replies, and the large ones' data never passes through the receive buffer (the small
+    /// read's data is the only copy).
+    #[test]
+    fn replies_split_at_any_byte_arrive_whole() {
+        let script = [
+            Sent::Read {
+                len: DIRECT_READ_MIN,
+                bitmap: 4,
+            },
+            Sent::Read {
+                len: 4096,
+                bitmap: 4,
+            },
+            Sent::Write,
+            Sent::Read {
+                len: DIRECT_READ_MIN + 4096,
+                bitmap: 8,
+            },
+            Sent::Write,
+            Sent::Write,
+        ];
+        let stream = Rig::stream(&script);
+        for at in 1..stream.len() {
+            let mut rig = Rig::new(&script);
+            rig.osd.write_all(&stream[..at]).unwrap();
+            rig.event();
+            rig.osd.write_all(&stream[at..]).unwrap();
+            rig.event();
+            let what = format!("split at byte {at}");
+            rig.check(&script, &what);
+            assert_eq!(rig.counts.copied, 4096, "{what}: {:?}", rig.counts);
+        }
     }
 }
