@@ -233,7 +233,7 @@ impl Server {
         };
         if pool.scheme != Scheme::Replicated {
             let pool = pool.clone();
-            return self.start_ec_rw(client, op, rw, payload.to_vec(), &pool);
+            return self.start_ec_rw(client, op, rw, payload, &pool);
         }
         let stripe = pool.object_start(rw.offset);
         let key = PgId::new(pool_id, pool.pg_of(stripe));

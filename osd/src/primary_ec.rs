@@ -180,7 +180,7 @@ impl Server {
         client: ClientRef,
         op: &RequestOp,
         rw: RwOp,
-        payload: Vec<u8>,
+        payload: AlignedBuf,
         pool: &PoolConfig,
     ) -> Result<(), Errno> {
         let stripe = pool.object_start(rw.offset);

@@ -100,24 +100,38 @@ impl Codec {
 
     /// Computes the parity shards from the data shards.
     pub fn encode(&self, shards: &mut [&mut [u8]]) -> Result<(), EcError> {
-        self.check_shape(shards.len(), shards.iter().map(|s| s.len()))?;
+        let (data, parity) = shards.split_at_mut(self.data_parts().min(shards.len()));
+        let data: Vec<&[u8]> = data.iter().map(|d| &**d).collect();
+        self.encode_sep(&data, parity)
+    }
+
+    /// Computes the parity shards from data shards that may live anywhere (a write's
+    /// column buffers or the client's data as it arrived).
+    pub fn encode_sep(&self, data: &[&[u8]], parity: &mut [&mut [u8]]) -> Result<(), EcError> {
+        self.check_shape(
+            data.len() + parity.len(),
+            data.iter()
+                .map(|s| s.len())
+                .chain(parity.iter().map(|s| s.len())),
+        )?;
+        if data.len() != self.data_parts() {
+            return Err(EcError::Shape(format!(
+                "{} data shards for {}",
+                data.len(),
+                self.data_parts()
+            )));
+        }
         match self {
-            Codec::Xor { k } => {
-                let (data, parity) = shards.split_at_mut(*k);
+            Codec::Xor { .. } => {
                 let parity = &mut parity[0];
                 parity.copy_from_slice(data[0]);
                 for d in &data[1..] {
                     xor_into(parity, d);
                 }
-                Ok(())
             }
-            Codec::ReedSolomon { rs, coef } => {
-                let k = rs.data_shard_count();
-                let (data, parity) = shards.split_at_mut(k);
-                rs_encode(coef, data, parity);
-                Ok(())
-            }
+            Codec::ReedSolomon { coef, .. } => rs_encode(coef, data, parity),
         }
+        Ok(())
     }
 
     /// Fills every `None` shard from the present ones; needs at least `k` present.
@@ -184,7 +198,7 @@ fn gf_double(x: u64) -> u64 {
 /// `parity[i] = Σ_j coef[i * k + j] · data[j]` over GF(2^8), block by block: each data
 /// block is doubled up to the highest coefficient bit of its column once, and every parity
 /// row whose coefficient has that bit takes the current multiple.
-fn rs_encode(coef: &[u8], data: &mut [&mut [u8]], parity: &mut [&mut [u8]]) {
+fn rs_encode(coef: &[u8], data: &[&[u8]], parity: &mut [&mut [u8]]) {
     let k = data.len();
     let len = data.first().map_or(0, |d| d.len());
     let mut words = [0u64; RS_BLOCK / 8];

@@ -90,7 +90,7 @@ pub fn gather(mut wanted: Vec<Wanted>, max: usize) -> Vec<Batch> {
 
 #[cfg(test)]
 mod tests {
-    use vitastor_blockstore::ObjectId;
+    use vitastor_blockstore::{AlignedBuf, ObjectId};
     use vitastor_protocol::errno::Errno;
 
     use super::*;
@@ -121,7 +121,7 @@ mod tests {
         let mut wanted = Vec::new();
         for i in 0..n {
             let set = sets[i % sets.len()].clone();
-            let mut op = EcWriteOp::new(geo, 0, 0, vec![i as u8; 4096]);
+            let mut op = EcWriteOp::new(geo, 0, 0, AlignedBuf::from_slice(&[i as u8; 4096]));
             let writes = op.advance(&codec, Event::Locked(facts(set)));
             let mut out = Vec::new();
             for a in writes {

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
+use vitastor_blockstore::AlignedBuf;
 use vitastor_layout::OsdNum;
 
 use super::codec::Codec;
@@ -106,7 +107,7 @@ fn write_cut(
     (reach, stab_reach): (u8, u8),
 ) -> bool {
     let n = geo.total_parts();
-    let mut op = EcWriteOp::new(*geo, 0, offset, data);
+    let mut op = EcWriteOp::new(*geo, 0, offset, AlignedBuf::from_slice(&data));
     let facts = Facts {
         active: true,
         degraded: false,

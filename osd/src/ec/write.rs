@@ -41,6 +41,7 @@
 //! fewer than all live parts without either rolling it back or handing the PG to peering.
 
 use std::ops::Range;
+use std::rc::Rc;
 
 use vitastor_blockstore::AlignedBuf;
 use vitastor_layout::OsdNum;
@@ -181,7 +182,8 @@ pub struct EcWriteOp {
     geo: Geometry,
     cas: u64,
     offset: u64,
-    data: Vec<u8>,
+    /// The client's bytes as they arrived (shared with the part writes sent from them).
+    data: Rc<AlignedBuf>,
     stage: Stage,
     facts: Option<Facts>,
     version: u64,
@@ -207,12 +209,12 @@ pub struct EcWriteOp {
 impl EcWriteOp {
     /// A write of `data` at `offset` of the object (inside it), waiting for its lock; `cas`
     /// as the client sent it.
-    pub fn new(geo: Geometry, cas: u64, offset: u64, data: Vec<u8>) -> EcWriteOp {
+    pub fn new(geo: Geometry, cas: u64, offset: u64, data: AlignedBuf) -> EcWriteOp {
         EcWriteOp {
             geo,
             cas,
             offset,
-            data,
+            data: Rc::new(data),
             stage: Stage::Waiting,
             facts: None,
             version: 0,
@@ -463,24 +465,32 @@ impl EcWriteOp {
         // New columns of every data part, then the parity parts' from them.
         let columns = self.columns.clone();
         let width = columns.len();
+        // Per data part: where its new bytes go and where they are in the client's data.
+        let mut pieces: Vec<Option<(Range<u32>, Range<usize>)>> = vec![None; k];
+        for p in geo.data_ranges(self.offset, len) {
+            let src = p.buf_offset..p.buf_offset + p.range.len();
+            pieces[p.part as usize] = Some((p.range, src));
+        }
+        // A data part whose new bytes are its whole columns is coded and written from the
+        // client's data as it arrived; the others get a column buffer, their old bytes and
+        // their new ones.
+        let direct: Vec<bool> = pieces
+            .iter()
+            .map(|p| matches!(p, Some((range, _)) if *range == columns))
+            .collect();
         // Aligned from the start: the parity columns go to a device or a socket as they are.
         // Not zeroed: the code overwrites every parity byte, and a data part's columns are
         // all read (`rebuild` checks the lengths) or new, but for a new object's, whose
         // old bytes are zeroes.
-        let mut cols: Vec<AlignedBuf> = (0..n).map(|_| AlignedBuf::for_overwrite(width)).collect();
-        // Per data part: where its new bytes go and where they are in the client's data.
-        let mut pieces: Vec<Option<(Range<u32>, Range<usize>)>> = vec![None; k];
+        let mut cols: Vec<AlignedBuf> = (0..n)
+            .map(|j| match direct.get(j) {
+                Some(true) => AlignedBuf::new(0),
+                _ => AlignedBuf::for_overwrite(width),
+            })
+            .collect();
         if self.plan.is_none() {
-            let whole: Vec<u32> = geo
-                .data_ranges(self.offset, len)
-                .into_iter()
-                .filter(|p| p.range == columns)
-                .map(|p| p.part)
-                .collect();
-            for (j, col) in (0u32..).zip(&mut cols[..k]) {
-                if !whole.contains(&j) {
-                    col.fill(0);
-                }
+            for (col, _) in cols[..k].iter_mut().zip(&direct).filter(|(_, d)| !**d) {
+                col.fill(0);
             }
         }
         for (j, o) in old.into_iter().enumerate() {
@@ -489,16 +499,22 @@ impl EcWriteOp {
                 cols[j][at..at + w.len()].copy_from_slice(&o.data);
             }
         }
-        for p in geo.data_ranges(self.offset, len) {
-            let j = p.part as usize;
-            let at = (p.range.start - columns.start) as usize;
-            let src = p.buf_offset..p.buf_offset + p.range.len();
-            cols[j][at..at + p.range.len()].copy_from_slice(&self.data[src.clone()]);
-            pieces[j] = Some((p.range, src));
+        for (j, piece) in pieces.iter().enumerate() {
+            if let (Some((range, src)), false) = (piece, direct[j]) {
+                let at = (range.start - columns.start) as usize;
+                cols[j][at..at + range.len()].copy_from_slice(&self.data[src.clone()]);
+            }
         }
         if width > 0 {
-            let mut refs: Vec<&mut [u8]> = cols.iter_mut().map(|c| &mut c[..]).collect();
-            if codec.encode(&mut refs).is_err() {
+            let (data_cols, parity_cols) = cols.split_at_mut(k);
+            let inputs: Vec<&[u8]> = (0..k)
+                .map(|j| match &pieces[j] {
+                    Some((_, src)) if direct[j] => &self.data[src.clone()],
+                    _ => &data_cols[j][..],
+                })
+                .collect();
+            let mut outputs: Vec<&mut [u8]> = parity_cols.iter_mut().map(|c| &mut c[..]).collect();
+            if codec.encode_sep(&inputs, &mut outputs).is_err() {
                 return self.finish(Vec::new(), Err(Errno::EIO));
             }
         }
@@ -510,6 +526,17 @@ impl EcWriteOp {
             };
             let (offset, data, attr) = if (part as usize) < k {
                 match &pieces[part as usize] {
+                    // The client's data as it arrived: a view of the part's bytes goes out,
+                    // copied only when they do not start at an aligned offset.
+                    Some((range, src)) if direct[part as usize] => {
+                        let mut buf = AlignedBuf::shared(&self.data);
+                        buf.skip(src.start);
+                        buf.set_len(src.len());
+                        if !buf.is_aligned() {
+                            buf = AlignedBuf::from_slice(&self.data[src.clone()]);
+                        }
+                        (range.start, buf, None)
+                    }
                     // The new bytes sit in the part's column buffer: a view of them goes
                     // out, copied only when they do not start at an aligned offset.
                     Some((range, src)) => {
@@ -730,7 +757,7 @@ mod tests {
             .map(|s| s.version)
             .max()
             .unwrap_or(0);
-        let mut op = EcWriteOp::new(*geo, 0, offset, data);
+        let mut op = EcWriteOp::new(*geo, 0, offset, AlignedBuf::from_slice(&data));
         let mut actions = op.advance(codec, Event::Locked(facts(members, current, stabilize_now)));
         let mut log = Vec::new();
         while !actions.is_empty() {
@@ -1071,6 +1098,28 @@ mod tests {
         );
     }
 
+    /// A write covering every data part whole codes and sends the client's bytes where they
+    /// arrived: each data part's write is a view of the client's buffer, not a copy.
+    #[test]
+    fn a_full_stripe_write_sends_the_clients_bytes_as_they_arrived() {
+        let (geo, codec, _) = full_rs21();
+        let bytes: Vec<u8> = (0..geo.object_size()).map(|i| (i * 7) as u8).collect();
+        let data = AlignedBuf::from_slice(&bytes);
+        let at = data.as_ptr() as usize;
+        let mut op = EcWriteOp::new(geo, 0, 0, data);
+        let a = op.advance(&codec, Event::Locked(facts(all_live(3), 3, true)));
+        let views: Vec<(u32, usize, usize)> = a
+            .iter()
+            .filter_map(|a| match a {
+                Action::Write { part, data, .. } if *part < 2 => {
+                    Some((*part, data.as_ptr() as usize - at, data.len()))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(views, [(0, 0, 65536), (1, 65536, 65536)]);
+    }
+
     /// With every position written, the client hears before the stabilize, and the lock is
     /// held until the stabilize ends; a write missing a position stabilizes first.
     #[test]
@@ -1090,7 +1139,7 @@ mod tests {
             }
             out
         };
-        let mut op = EcWriteOp::new(geo, 0, 0, vec![1; 4096]);
+        let mut op = EcWriteOp::new(geo, 0, 0, AlignedBuf::from_slice(&[1; 4096]));
         assert_eq!(
             op.advance(&codec, Event::Locked(facts(all_live(3), 0, true)))
                 .len(),
@@ -1115,7 +1164,7 @@ mod tests {
         assert!(op.is_done());
 
         // A stabilize lost after the reply: peering settles the object, no second reply.
-        let mut op = EcWriteOp::new(geo, 0, 0, vec![1; 4096]);
+        let mut op = EcWriteOp::new(geo, 0, 0, AlignedBuf::from_slice(&[1; 4096]));
         op.advance(&codec, Event::Locked(facts(all_live(3), 0, true)));
         written(&mut op, &[0, 1, 2]);
         written(&mut op, &[0, 1]);
@@ -1129,7 +1178,7 @@ mod tests {
         assert_eq!(a, [Action::Repeer, Action::Unlock]);
 
         // A position down: the version is on k parts only, the reply waits.
-        let mut op = EcWriteOp::new(geo, 0, 0, vec![1; 4096]);
+        let mut op = EcWriteOp::new(geo, 0, 0, AlignedBuf::from_slice(&[1; 4096]));
         let members = vec![Some(OsdNum(1)), None, Some(OsdNum(3))];
         assert_eq!(
             op.advance(&codec, Event::Locked(facts(members, 0, true)))
@@ -1189,7 +1238,7 @@ mod tests {
     fn a_store_refusal_rolls_the_version_back_on_the_parts_that_took_it() {
         let geo = Geometry::new(2, 1, 16384, 4096).unwrap();
         let codec = Codec::xor(2).unwrap();
-        let mut op = EcWriteOp::new(geo, 0, 0, vec![1; 4096]);
+        let mut op = EcWriteOp::new(geo, 0, 0, AlignedBuf::from_slice(&[1; 4096]));
         let a = op.advance(&codec, Event::Locked(facts(all_live(3), 0, true)));
         assert_eq!(a.len(), 3);
         assert!(op
@@ -1258,7 +1307,7 @@ mod tests {
     fn a_peer_lost_mid_write_hands_the_object_to_peering() {
         let geo = Geometry::new(2, 1, 16384, 4096).unwrap();
         let codec = Codec::xor(2).unwrap();
-        let mut op = EcWriteOp::new(geo, 0, 0, vec![1; 4096]);
+        let mut op = EcWriteOp::new(geo, 0, 0, AlignedBuf::from_slice(&[1; 4096]));
         op.advance(&codec, Event::Locked(facts(all_live(3), 0, true)));
         op.advance(
             &codec,
@@ -1296,17 +1345,17 @@ mod tests {
         let codec = Codec::xor(2).unwrap();
         let mut f = facts(all_live(3), 4, true);
         f.active = false;
-        let mut op = EcWriteOp::new(geo, 0, 0, vec![1; 4096]);
+        let mut op = EcWriteOp::new(geo, 0, 0, AlignedBuf::from_slice(&[1; 4096]));
         assert_eq!(
             op.advance(&codec, Event::Locked(f)),
             [Action::Reply(Err(Errno::EPIPE)), Action::Unlock]
         );
-        let mut op = EcWriteOp::new(geo, 3, 0, vec![1; 4096]);
+        let mut op = EcWriteOp::new(geo, 3, 0, AlignedBuf::from_slice(&[1; 4096]));
         assert_eq!(
             op.advance(&codec, Event::Locked(facts(all_live(3), 4, true))),
             [Action::Reply(Err(Errno::EINTR)), Action::Unlock]
         );
-        let mut op = EcWriteOp::new(geo, 0, 0, vec![1; 4096]);
+        let mut op = EcWriteOp::new(geo, 0, 0, AlignedBuf::from_slice(&[1; 4096]));
         assert_eq!(
             op.advance(
                 &codec,
@@ -1317,7 +1366,7 @@ mod tests {
         );
         let mut f = facts(all_live(3), 4, true);
         f.degraded = true;
-        let mut op = EcWriteOp::new(geo, 0, 0, vec![1; 4096]);
+        let mut op = EcWriteOp::new(geo, 0, 0, AlignedBuf::from_slice(&[1; 4096]));
         assert_eq!(op.advance(&codec, Event::Locked(f)), [Action::RecoverFirst]);
     }
 
@@ -1325,7 +1374,7 @@ mod tests {
     fn a_failed_read_writes_nothing() {
         let geo = Geometry::new(2, 1, 16384, 4096).unwrap();
         let codec = Codec::xor(2).unwrap();
-        let mut op = EcWriteOp::new(geo, 0, 0, vec![1; 4096]);
+        let mut op = EcWriteOp::new(geo, 0, 0, AlignedBuf::from_slice(&[1; 4096]));
         let a = op.advance(&codec, Event::Locked(facts(all_live(3), 2, true)));
         assert_eq!(a.len(), 2);
         assert!(op
