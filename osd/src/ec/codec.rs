@@ -197,7 +197,8 @@ fn gf_double(x: u64) -> u64 {
 
 /// `parity[i] = Σ_j coef[i * k + j] · data[j]` over GF(2^8), block by block: each data
 /// block is doubled up to the highest coefficient bit of its column once, and every parity
-/// row whose coefficient has that bit takes the current multiple.
+/// row whose coefficient has that bit takes the current multiple (the block itself for the
+/// lowest bit, read where it is: the data is touched once per doubling, never copied).
 fn rs_encode(coef: &[u8], data: &[&[u8]], parity: &mut [&mut [u8]]) {
     let k = data.len();
     let len = data.first().map_or(0, |d| d.len());
@@ -207,31 +208,33 @@ fn rs_encode(coef: &[u8], data: &[&[u8]], parity: &mut [&mut [u8]]) {
         let end = (at + RS_BLOCK).min(len);
         let n = (end - at).div_ceil(8);
         for (j, d) in data.iter().enumerate() {
-            load_words(&d[at..end], &mut words[..n]);
+            let src = &d[at..end];
             let col = |i: usize| coef[i * k + j];
-            let top = (0..parity.len()).map(|i| col(i)).max().unwrap_or(0);
-            for bit in 0..8 {
+            let top = (0..parity.len()).map(col).max().unwrap_or(0);
+            for (i, p) in parity.iter_mut().enumerate() {
+                let out = &mut p[at..end];
+                match (col(i), j) {
+                    (c, 0) if c & 1 == 1 => out.copy_from_slice(src),
+                    (c, _) if c & 1 == 1 => xor_into(out, src),
+                    // A row whose first term comes later (or never) starts from zero.
+                    (_, 0) => out.fill(0),
+                    _ => {}
+                }
+            }
+            for bit in 1..8 {
                 if top >> bit == 0 {
                     break;
                 }
-                if bit > 0 {
+                if bit == 1 {
+                    double_bytes(src, &mut words[..n]);
+                } else {
                     for w in &mut words[..n] {
                         *w = gf_double(*w);
                     }
                 }
                 for (i, p) in parity.iter_mut().enumerate() {
-                    let c = col(i);
-                    if c >> bit & 1 == 1 {
-                        // The row's first term overwrites what the parity buffer held.
-                        let first = j == 0 && c & ((1 << bit) - 1) == 0;
-                        store_words(&words[..n], &mut p[at..end], first);
-                    }
-                }
-            }
-            if j == 0 {
-                for (i, p) in parity.iter_mut().enumerate() {
-                    if col(i) == 0 {
-                        p[at..end].fill(0);
+                    if col(i) >> bit & 1 == 1 {
+                        xor_words(&words[..n], &mut p[at..end]);
                     }
                 }
             }
@@ -240,38 +243,33 @@ fn rs_encode(coef: &[u8], data: &[&[u8]], parity: &mut [&mut [u8]]) {
     }
 }
 
-/// `bytes` as little-endian words, the last one padded with zeroes.
-fn load_words(bytes: &[u8], words: &mut [u64]) {
+/// `words` = each byte of `bytes` times 2, as little-endian words (the last one padded with
+/// zeroes).
+fn double_bytes(bytes: &[u8], words: &mut [u64]) {
     let chunks = bytes.chunks_exact(8);
     let tail = chunks.remainder();
     for (w, c) in words.iter_mut().zip(chunks) {
-        *w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+        *w = gf_double(u64::from_le_bytes(c.try_into().expect("8 bytes")));
     }
     if !tail.is_empty() {
         let mut last = [0u8; 8];
         last[..tail.len()].copy_from_slice(tail);
-        words[bytes.len() / 8] = u64::from_le_bytes(last);
+        words[bytes.len() / 8] = gf_double(u64::from_le_bytes(last));
     }
 }
 
-/// `out = words` (`assign`) or `out ^= words`, as little-endian bytes.
-fn store_words(words: &[u64], out: &mut [u8], assign: bool) {
+/// `out ^= words`, as little-endian bytes.
+fn xor_words(words: &[u64], out: &mut [u8]) {
     let whole = out.len() / 8;
     let (head, tail) = out.split_at_mut(whole * 8);
-    if assign {
-        for (c, w) in head.chunks_exact_mut(8).zip(words) {
-            c.copy_from_slice(&w.to_le_bytes());
-        }
-    } else {
-        for (c, w) in head.chunks_exact_mut(8).zip(words) {
-            let v = u64::from_le_bytes((&*c).try_into().expect("8 bytes")) ^ w;
-            c.copy_from_slice(&v.to_le_bytes());
-        }
+    for (c, w) in head.chunks_exact_mut(8).zip(words) {
+        let v = u64::from_le_bytes((&*c).try_into().expect("8 bytes")) ^ w;
+        c.copy_from_slice(&v.to_le_bytes());
     }
     if !tail.is_empty() {
         let last = words[whole].to_le_bytes();
         for (o, b) in tail.iter_mut().zip(last) {
-            *o = if assign { b } else { *o ^ b };
+            *o ^= b;
         }
     }
 }
