@@ -344,6 +344,8 @@ struct Conn {
     send_q: VecDeque<SendItem>,
     /// Bytes of the front send item already written.
     send_off: usize,
+    /// The last send found the socket full: nothing more is sent until EPOLLOUT.
+    send_blocked: bool,
     want_write: bool,
     recv: Recv,
     rbuf: Box<[u8]>,

@@ -20,8 +20,13 @@ use std::time::Duration;
 pub type IoVec = libc::iovec;
 
 /// Fills `out` with the part of `src` covering bytes `[off, off + len)` of the list.
-pub fn sub_iov(src: &[IoVec], mut off: u64, mut len: u64, out: &mut Vec<IoVec>) {
+pub fn sub_iov(src: &[IoVec], off: u64, len: u64, out: &mut Vec<IoVec>) {
     out.clear();
+    extend_sub_iov(src, off, len, out);
+}
+
+/// Appends to `out` the part of `src` covering bytes `[off, off + len)` of the list.
+pub fn extend_sub_iov(src: &[IoVec], mut off: u64, mut len: u64, out: &mut Vec<IoVec>) {
     for v in src {
         if len == 0 {
             break;

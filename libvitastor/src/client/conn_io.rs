@@ -5,7 +5,8 @@
 //! - Non-blocking connect and the handshake with `check_sequencing` (request ids then
 //!   increase by exactly one per connection, assigned in [`Client::enqueue`]).
 //! - The send queue: requests queued by `dispatch` leave together, one `sendmsg` per
-//!   connection per call ([`Client::flush_queued`]), straight from the op buffers.
+//!   connection per call ([`Client::flush_queued`]), straight from the op buffers; a send
+//!   the socket takes only in part waits for EPOLLOUT rather than meeting `EAGAIN` ([`send`]).
 //! - The receive side ([`receive`], a state machine over one connection, unit-tested on a
 //!   socket pair): headers and small payloads through a per-connection buffer, large read
 //!   data straight into the op's buffer. A large reply's bitmap, data and what follows it
@@ -38,7 +39,7 @@ use super::{
     Client, Conn, ConnState, Op, OpKind, Outstanding, PartState, Pending, Recv, SendData, SendItem,
     Target, TOKEN_CONN_BASE,
 };
-use crate::sys::{self, copy_to_iov, sub_iov, Io, IoVec};
+use crate::sys::{self, copy_to_iov, extend_sub_iov, sub_iov, Io, IoVec};
 
 /// Receive buffer per connection: holds many 128-byte replies per `read`, and small read
 /// payloads, so a busy connection costs one syscall per batch rather than per reply.
@@ -190,8 +191,11 @@ impl Client {
         if flags & (libc::EPOLLIN | libc::EPOLLRDHUP) as u32 != 0 || error {
             self.read_conn(idx, pending);
         }
-        if flags & libc::EPOLLOUT as u32 != 0 && self.conns[idx].is_some() {
-            self.flush(idx);
+        if flags & libc::EPOLLOUT as u32 != 0 {
+            if let Some(conn) = self.conns[idx].as_mut() {
+                conn.send_blocked = false;
+                self.flush(idx);
+            }
         }
     }
 
@@ -268,69 +272,16 @@ impl Client {
         if matches!(conn.state, ConnState::Connecting) {
             return;
         }
-        let mut failed = None;
-        let mut segs: Vec<IoVec> = Vec::new();
-        while !conn.send_q.is_empty() {
-            segs.clear();
-            let mut skip = conn.send_off;
-            for item in conn.send_q.iter().take(SEND_BATCH) {
-                if skip < OSD_PACKET_SIZE {
-                    segs.push(IoVec {
-                        iov_base: item.packet[skip..].as_ptr().cast_mut().cast(),
-                        iov_len: OSD_PACKET_SIZE - skip,
-                    });
-                    skip = 0;
-                } else {
-                    skip -= OSD_PACKET_SIZE;
-                }
-                match &item.data {
-                    SendData::None => {}
-                    SendData::Json(j) => segs.push(IoVec {
-                        iov_base: j[skip..].as_ptr().cast_mut().cast(),
-                        iov_len: j.len() - skip,
-                    }),
-                    SendData::Op { op, off, len } => {
-                        sub_iov(
-                            &ops[*op].iov,
-                            off + skip as u64,
-                            len - skip as u64,
-                            iov_scratch,
-                        );
-                        segs.extend_from_slice(iov_scratch);
-                    }
-                }
-                skip = 0;
-            }
-            counts.sends += 1;
-            match sys::writev(conn.fd.as_raw_fd(), &segs) {
-                Ok(Io::Done(mut n)) => {
-                    while n > 0 {
-                        let Some(front) = conn.send_q.front() else {
-                            break;
-                        };
-                        let left = OSD_PACKET_SIZE + front.data_len() - conn.send_off;
-                        if n >= left {
-                            n -= left;
-                            conn.send_off = 0;
-                            conn.send_q.pop_front();
-                        } else {
-                            conn.send_off += n;
-                            n = 0;
-                        }
-                    }
-                }
-                Ok(Io::WouldBlock) | Ok(Io::Closed) => break,
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
-            }
-        }
+        let failed = send(conn, ops, iov_scratch, counts).err();
         let want = !conn.send_q.is_empty() && failed.is_none();
         if want != conn.want_write {
-            conn.want_write = want;
-            // A failure here leaves the socket watched for reads only; the next flush retries.
-            let _ = epoll.modify(conn.fd.as_raw_fd(), conn_idx as u64 + TOKEN_CONN_BASE, want);
+            let token = conn_idx as u64 + TOKEN_CONN_BASE;
+            if epoll.modify(conn.fd.as_raw_fd(), token, want).is_ok() {
+                conn.want_write = want;
+            } else {
+                // No EPOLLOUT will come: the next flush sends (and asks) again.
+                conn.send_blocked = false;
+            }
         }
         if let Some(e) = failed {
             let mut pending = Pending::default();
@@ -422,6 +373,7 @@ impl Conn {
             outstanding: FxHashMap::default(),
             send_q: VecDeque::new(),
             send_off: 0,
+            send_blocked: false,
             want_write: true,
             recv: Recv::Header,
             rbuf: vec![0; RECV_BUF].into_boxed_slice(),
@@ -452,6 +404,74 @@ impl Conn {
             .insert(request.id, Outstanding { request, target });
         self.wait.requested(Instant::now);
     }
+}
+
+/// Sends what `conn` has queued, as far as the socket takes it, straight from the op
+/// buffers (`segs` is scratch). A send that goes out only in part found the socket full:
+/// nothing more is sent, not even new requests, until EPOLLOUT (which the caller asks for
+/// while anything is queued) says there is room, since sending at once would only get
+/// `EAGAIN`.
+fn send(
+    conn: &mut Conn,
+    ops: &[Op],
+    segs: &mut Vec<IoVec>,
+    counts: &mut IoCounts,
+) -> std::io::Result<()> {
+    while !conn.send_q.is_empty() && !conn.send_blocked {
+        segs.clear();
+        let mut skip = conn.send_off;
+        for item in conn.send_q.iter().take(SEND_BATCH) {
+            if skip < OSD_PACKET_SIZE {
+                segs.push(IoVec {
+                    iov_base: item.packet[skip..].as_ptr().cast_mut().cast(),
+                    iov_len: OSD_PACKET_SIZE - skip,
+                });
+                skip = 0;
+            } else {
+                skip -= OSD_PACKET_SIZE;
+            }
+            match &item.data {
+                SendData::None => {}
+                SendData::Json(j) => segs.push(IoVec {
+                    iov_base: j[skip..].as_ptr().cast_mut().cast(),
+                    iov_len: j.len() - skip,
+                }),
+                SendData::Op { op, off, len } => {
+                    extend_sub_iov(&ops[*op].iov, off + skip as u64, len - skip as u64, segs);
+                }
+            }
+            skip = 0;
+        }
+        // Past the kernel's iovec limit nothing is sent; only what is offered counts.
+        let offered: usize = segs
+            .iter()
+            .take(libc::UIO_MAXIOV as usize)
+            .map(|v| v.iov_len)
+            .sum();
+        counts.sends += 1;
+        match sys::writev(conn.fd.as_raw_fd(), segs)? {
+            Io::Done(sent) => {
+                let mut n = sent;
+                while n > 0 {
+                    let Some(front) = conn.send_q.front() else {
+                        break;
+                    };
+                    let left = OSD_PACKET_SIZE + front.data_len() - conn.send_off;
+                    if n >= left {
+                        n -= left;
+                        conn.send_off = 0;
+                        conn.send_q.pop_front();
+                    } else {
+                        conn.send_off += n;
+                        n = 0;
+                    }
+                }
+                conn.send_blocked = sent < offered;
+            }
+            Io::WouldBlock | Io::Closed => conn.send_blocked = true,
+        }
+    }
+    Ok(())
 }
 
 /// A read whose data is received straight into the op's buffer.
@@ -853,6 +873,82 @@ mod tests {
             assert!(matches!(self.conn.recv, Recv::Header), "{what}");
             assert_eq!(self.conn.big_reads, 0, "{what}");
         }
+    }
+
+    /// A send that the socket takes only in part leaves the rest, and what is queued after it,
+    /// for EPOLLOUT: the socket is full, so sending again at once would only get `EAGAIN`.
+    /// Everything still arrives, in order, straight from the op's buffer.
+    #[test]
+    fn a_full_socket_is_not_sent_to_again() {
+        let (ours, mut osd) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        osd.set_nonblocking(true).unwrap();
+        socket2::SockRef::from(&ours)
+            .set_send_buffer_size(64 << 10)
+            .unwrap();
+        let mut conn = Conn::new(1, ours.into());
+        const LEN: usize = 1 << 20;
+        let mut data: Vec<u8> = (0..LEN).map(|at| data_byte(1, at)).collect();
+        let ops = vec![Op {
+            active: true,
+            kind: OpKind::Write,
+            len: LEN as u64,
+            iov: vec![IoVec {
+                iov_base: data.as_mut_ptr().cast(),
+                iov_len: LEN,
+            }],
+            parts: vec![Part {
+                len: LEN as u32,
+                ..Part::default()
+            }],
+            ..Op::default()
+        }];
+        for (off, len) in [(0, LEN - 4096), (LEN - 4096, 4096)] {
+            let rw = RwOp {
+                inode: 1,
+                offset: off as u64,
+                len: len as u32,
+                flags: 0,
+                meta_revision: 0,
+                version: 0,
+            };
+            let data = SendData::Op {
+                op: 0,
+                off: off as u64,
+                len: len as u64,
+            };
+            conn.push_request(RequestOp::Write(rw), data, Target::Part { op: 0, part: 0 });
+        }
+        let mut expected = Vec::new();
+        for item in &conn.send_q {
+            expected.extend_from_slice(&item.packet);
+            if let SendData::Op { off, len, .. } = item.data {
+                expected.extend_from_slice(&data[off as usize..(off + len) as usize]);
+            }
+        }
+        let (mut counts, mut segs, mut got) = (IoCounts::default(), Vec::new(), Vec::new());
+        let mut rounds = 0;
+        while !conn.send_q.is_empty() {
+            rounds += 1;
+            assert!(rounds < 10_000, "the queue does not drain");
+            send(&mut conn, &ops, &mut segs, &mut counts).unwrap();
+            assert_eq!(counts.sends, rounds, "sendmsg calls in {rounds} rounds");
+            // New requests wait for EPOLLOUT too.
+            send(&mut conn, &ops, &mut segs, &mut counts).unwrap();
+            assert_eq!(counts.sends, rounds, "a send into a socket found full");
+            conn.send_blocked = false; // What EPOLLOUT does.
+                                       // The OSD takes what arrived, so the socket has room again.
+            let mut buf = vec![0u8; 256 << 10];
+            loop {
+                match std::io::Read::read(&mut osd, &mut buf) {
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+        assert!(rounds > 1, "the socket never filled");
+        assert!(got == expected, "the stream differs");
     }
 
     /// Large replies already in the socket cost one receive each: a large read's bitmap and
