@@ -102,6 +102,12 @@ pub struct PrepareArgs {
     /// file system, nothing written), or grow a smaller one
     #[arg(long, value_name = "SIZE", value_parser = size_arg)]
     size: Option<u64>,
+    /// Write zeros over every block of a file-backed store that was never written (holes and
+    /// reserved blocks; what the file reads is unchanged), so that no first write pays the
+    /// host file system's extent conversion or a thin disk's allocation. Takes as long as
+    /// writing the file out; block devices are left alone
+    #[arg(long)]
+    fill: bool,
     /// Overwrite an existing store
     #[arg(long)]
     force: bool,
@@ -247,6 +253,9 @@ fn prepare_one(
     }
     let layout = prepare::prepare(&cfg, a.force)?;
     prepare::materialize_areas(&cfg, &layout)?;
+    if a.fill {
+        prepare::fill_unwritten(&cfg)?;
+    }
     let mut opts = prepare::osd_options(&cfg, &layout)?;
     // After the layout, which is what fails on a wrong device: a reserved number whose
     // store never came to be would stay in the cluster as a down OSD.
