@@ -24,7 +24,16 @@
 # perf counts the ramp too. A regression in the data path shows here as a larger count even
 # when the shared machine's timings are noise.
 #
+# Storage: every OSD file is written out in full before its cluster starts (devcluster
+# --osd-fill, i.e. `vitastor-disk prepare --fill`), like the raw file. Reserved-only files
+# (fallocate: unwritten extents on ext4) made each cluster pay first writes the raw row never
+# pays (an extent conversion with a journal transaction per write; on a thin virtual disk, a
+# host allocation), and the cluster started second in a run, whose files reuse blocks the
+# first one had written, was ahead on Q128 writes by 10-30% whichever build it ran.
+# BENCH_OSD_FILL=0 leaves the files reserved only (the old behaviour, for comparison).
+#
 # Environment: BENCH_RUNTIME (seconds per test, default 15), BENCH_IMAGE_SIZE (default 2G),
+# BENCH_OSD_SIZE (each OSD's file, default 4G; three per cluster, written out in full),
 # BENCH_MODES (default "all none"), BENCH_BASELINE (a directory with an older build's
 # devcluster, vitastor-osd, vitastor-disk, libfio_vitastor.so and the libvitastor.so.0 it
 # loads, e.g. a saved target/release: its figures
@@ -37,6 +46,8 @@ cd "$ROOT"
 RUNTIME="${BENCH_RUNTIME:-15}"
 IMAGE_SIZE="${BENCH_IMAGE_SIZE:-2G}"
 MODES="${BENCH_MODES:-all none}"
+OSD_SIZE="$(numfmt --from=iec "${BENCH_OSD_SIZE:-4G}")"
+OSD_FILL="${BENCH_OSD_FILL:-1}"
 BASELINE="${BENCH_BASELINE:-}"
 WORK="${BENCH_DIR:-$ROOT/target/bench}"
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
@@ -153,6 +164,24 @@ s.close()
 os.wait()
 PY
 
+osd_storage() { # BIN-DIR: devcluster options for the OSD files (written out unless BENCH_OSD_FILL=0)
+    local bin="$1"
+    echo "--osd-size $OSD_SIZE"
+    [ "$OSD_FILL" = 0 ] && return
+    if "$bin/devcluster" up --help | grep -q -- --osd-fill; then
+        echo "--osd-fill"
+        return
+    fi
+    # A baseline built before --osd-fill: the same written-out files, made here; its
+    # `vitastor-disk prepare --size` keeps a file that already has the size.
+    mkdir -p "$RUN/cluster"
+    local i
+    for i in 1 2 3; do
+        dd if=/dev/zero of="$RUN/cluster/osd$i.data" bs=4M count=$((OSD_SIZE >> 22)) \
+            oflag=direct conv=fsync status=none
+    done
+}
+
 cluster_jobs() { # BIN-DIR SIDE MODE: a fresh devcluster of that build, image written in full, jobs
     local bin="$1" side="$2" mode="$3"
     local osd_args=()
@@ -163,8 +192,11 @@ cluster_jobs() { # BIN-DIR SIDE MODE: a fresh devcluster of that build, image wr
     fi
     echo "bench-fio: starting a devcluster ($side, immediate_commit=$mode)" >&2
     rm -rf "$RUN/cluster"
+    local storage
+    storage="$(osd_storage "$bin")"
     CLUSTER_BIN="$bin"
-    "$bin/devcluster" up --dir "$RUN/cluster" --osds 3 --immediate-commit "$mode" \
+    # shellcheck disable=SC2086
+    "$bin/devcluster" up --dir "$RUN/cluster" --osds 3 --immediate-commit "$mode" $storage \
         ${osd_args[@]+"${osd_args[@]/#/--osd-arg=}"} >"$RUN/up.env"
     local etcd
     etcd="$(sed -n 's/^etcd_address=//p' "$RUN/up.env")"
@@ -203,9 +235,12 @@ ec_cluster_jobs() { # MODE: like cluster_jobs, for an EC 2+1 pool; JSON to $RUN/
     fi
     echo "bench-fio: starting a devcluster (EC 2+1, immediate_commit=$mode)" >&2
     rm -rf "$RUN/cluster"
+    local storage
+    storage="$(osd_storage "$BIN")"
     CLUSTER_BIN="$BIN"
+    # shellcheck disable=SC2086
     "$BIN/devcluster" up --dir "$RUN/cluster" --osds 3 --ec 2+1 --immediate-commit "$mode" \
-        ${osd_args[@]+"${osd_args[@]/#/--osd-arg=}"} >"$RUN/up.env"
+        $storage ${osd_args[@]+"${osd_args[@]/#/--osd-arg=}"} >"$RUN/up.env"
     local etcd
     etcd="$(sed -n 's/^etcd_address=//p' "$RUN/up.env")"
     [ -n "$etcd" ] || { echo "bench-fio: devcluster printed no etcd_address" >&2; exit 1; }

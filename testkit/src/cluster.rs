@@ -46,8 +46,12 @@ pub struct ClusterOptions {
     pub pg_count: u32,
     /// `all` or `none`: pool option, and the OSDs' blockstore option.
     pub immediate_commit: String,
-    /// Size of each OSD's sparse data file.
+    /// Size of each OSD's data file (its blocks reserved, not written).
     pub osd_size: u64,
+    /// Write every block of each OSD's data file out once (`vitastor-disk prepare --fill`):
+    /// for benchmarks, which must not pay first-write costs the raw file they are compared
+    /// with does not. Takes as long as writing the files.
+    pub osd_fill: bool,
     /// Where data, configs and logs go (kept); `None` = a temp dir removed on drop.
     pub dir: Option<PathBuf>,
     /// Directory with `vitastor-osd`, `vitastor-disk` (and `vitastor-mon`).
@@ -94,6 +98,7 @@ impl ClusterOptions {
             pg_count: 32,
             immediate_commit: "all".into(),
             osd_size: 1 << 30,
+            osd_fill: false,
             dir: None,
             bin_dir,
             build_bins: false,
@@ -262,6 +267,7 @@ impl Cluster {
             .arg(self.opts.osd_size.to_string())
             .arg("--write_config")
             .arg(&config)
+            .args(self.opts.osd_fill.then_some("--fill"))
             .output()
             .map_err(|e| err(format!("running vitastor-disk: {e}")))?;
         if !out.status.success() {

@@ -1,8 +1,9 @@
 //! `devcluster`: a local cluster for development and demos.
 //!
 //! `devcluster up --dir DIR [--osds 3] [--pg-size 2] [--pg-count 32] [--immediate-commit all]
-//! [--ec K+M | --xor K+1]` starts a supervisor in the background (etcd on a free loopback port, the OSDs on sparse
-//! files in DIR, pool 1 `testpool` and its `pg/config`), waits until every PG is active,
+//! [--ec K+M | --xor K+1] [--osd-size BYTES] [--osd-fill]` starts a supervisor in the
+//! background (etcd on a free loopback port, the OSDs on files in DIR, reserved or with
+//! `--osd-fill` written out, pool 1 `testpool` and its `pg/config`), waits until every PG is active,
 //! prints `key=value` lines (`etcd_address=127.0.0.1:PORT/v3`, pids, data dir) and exits,
 //! leaving the cluster running. `devcluster down --dir DIR` stops it: the supervisor stops
 //! the OSDs and etcd it started, by PID.
@@ -50,6 +51,11 @@ struct UpArgs {
     /// Size of each OSD's data file in bytes
     #[arg(long = "osd-size", default_value_t = 4 << 30)]
     osd_size: u64,
+    /// Write each OSD's data file out once (`vitastor-disk prepare --fill`) instead of only
+    /// reserving its blocks, so that no first write into it costs more than an overwrite
+    /// (benchmarks); takes as long as writing the files
+    #[arg(long = "osd-fill")]
+    osd_fill: bool,
     /// Run a monitor (vitastor-mon) to place PGs instead of writing pg/config by hand
     #[arg(long)]
     monitor: bool,
@@ -139,6 +145,7 @@ fn up(args: &UpArgs) -> Result<(), String> {
         .args(args.xor.iter().flat_map(|s| ["--xor", s.as_str()]))
         .args(["--immediate-commit", &args.immediate_commit])
         .args(["--osd-size", &args.osd_size.to_string()])
+        .args(args.osd_fill.then_some("--osd-fill"))
         .args(["--image-size", &args.image_size.to_string()])
         .args(args.monitor.then_some("--monitor"))
         .args(args.osd_arg.iter().map(|a| format!("--osd-arg={a}")))
@@ -239,6 +246,7 @@ fn serve(args: &UpArgs) -> Result<(), String> {
     opts.pg_count = args.pg_count;
     opts.immediate_commit = args.immediate_commit.clone();
     opts.osd_size = args.osd_size;
+    opts.osd_fill = args.osd_fill;
     opts.dir = Some(args.dir.clone());
     if args.monitor {
         opts.monitors = 1;
