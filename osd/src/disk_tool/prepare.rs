@@ -79,9 +79,9 @@ fn reserve(f: &std::fs::File, len: u64) -> std::io::Result<()> {
 /// unwritten extents, ext4 and XFS, report those as holes to `SEEK_HOLE`). What a file reads
 /// stays byte for byte the same, so the layout is untouched and a second run writes nothing.
 /// Why: the first write into an unwritten block converts it to written with a file-system
-/// journal transaction at completion, and on a thin-provisioned virtual disk a block's first
-/// write also costs the host an allocation; a store written out once pays neither later, as a
-/// raw file or a block device does not. Writes are O_DIRECT in 4 MiB pieces (no page cache
+/// journal transaction at completion (and on a thin-provisioned virtual disk a block's first
+/// write may also cost the host an allocation); a store written out once pays that no more
+/// than a raw file or a block device does. Writes are O_DIRECT in 4 MiB pieces (no page cache
 /// filled with GiBs of zeros), then one fsync. Block devices are left alone. Returns the bytes
 /// written.
 pub fn fill_unwritten(cfg: &BlockstoreConfig) -> Result<u64, ToolError> {
@@ -134,7 +134,7 @@ fn fill_file(path: &Path) -> Result<u64, ToolError> {
         .len();
     let mut zeros = vec![0u8; (CHUNK + ALIGN) as usize];
     let skip = zeros.as_ptr().align_offset(ALIGN as usize);
-    let zeros = &mut zeros[skip..skip + CHUNK as usize];
+    let zeros = &zeros[skip..skip + CHUNK as usize];
     let mut written = 0;
     let mut pos = 0;
     while pos < len {
