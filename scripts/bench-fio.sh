@@ -27,10 +27,9 @@
 # Storage: every OSD file is written out in full before its cluster starts (devcluster
 # --osd-fill, i.e. `vitastor-disk prepare --fill`), like the raw file. Reserved-only files
 # (fallocate: unwritten extents on ext4) made each cluster pay first writes the raw row never
-# pays (an extent conversion with a journal transaction per write; on a thin virtual disk, a
-# host allocation), and the cluster started second in a run, whose files reuse blocks the
-# first one had written, was ahead on Q128 writes by 10-30% whichever build it ran.
-# BENCH_OSD_FILL=0 leaves the files reserved only (the old behaviour, for comparison).
+# pays (an extent conversion with a journal transaction per write), clusters on them ran
+# slower, and the one started second in a run was ahead on Q128 writes by 10-30% whichever
+# build it ran (README: the order effect). BENCH_OSD_FILL=0 leaves the files reserved only (the old behaviour, for comparison).
 #
 # Environment: BENCH_RUNTIME (seconds per test, default 15), BENCH_IMAGE_SIZE (default 2G),
 # BENCH_OSD_SIZE (each OSD's file, default 4G; three per cluster, written out in full),
