@@ -735,6 +735,24 @@ mod tests {
         Write,
     }
 
+    /// An op of one part over all of `buf` (which must outlive the op's I/O).
+    fn one_part_op(kind: OpKind, buf: &mut [u8]) -> Op {
+        Op {
+            active: true,
+            kind,
+            len: buf.len() as u64,
+            iov: vec![IoVec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
+            }],
+            parts: vec![Part {
+                len: buf.len() as u32,
+                ..Part::default()
+            }],
+            ..Op::default()
+        }
+    }
+
     fn data_byte(reply: usize, at: usize) -> u8 {
         (reply * 31 + at * 7 + at / 251) as u8
     }
@@ -772,20 +790,7 @@ mod tests {
                     Sent::Write => (OpKind::Write, 4096, RequestOp::Write as fn(_) -> _),
                 };
                 let mut buf = vec![0u8; len];
-                ops.push(Op {
-                    active: true,
-                    kind,
-                    len: len as u64,
-                    iov: vec![IoVec {
-                        iov_base: buf.as_mut_ptr().cast(),
-                        iov_len: len,
-                    }],
-                    parts: vec![Part {
-                        len: len as u32,
-                        ..Part::default()
-                    }],
-                    ..Op::default()
-                });
+                ops.push(one_part_op(kind, &mut buf));
                 bufs.push(buf);
                 let rw = RwOp {
                     inode: 1,
@@ -889,20 +894,7 @@ mod tests {
         let mut conn = Conn::new(1, ours.into());
         const LEN: usize = 1 << 20;
         let mut data: Vec<u8> = (0..LEN).map(|at| data_byte(1, at)).collect();
-        let ops = vec![Op {
-            active: true,
-            kind: OpKind::Write,
-            len: LEN as u64,
-            iov: vec![IoVec {
-                iov_base: data.as_mut_ptr().cast(),
-                iov_len: LEN,
-            }],
-            parts: vec![Part {
-                len: LEN as u32,
-                ..Part::default()
-            }],
-            ..Op::default()
-        }];
+        let ops = vec![one_part_op(OpKind::Write, &mut data)];
         for (off, len) in [(0, LEN - 4096), (LEN - 4096, 4096)] {
             let rw = RwOp {
                 inode: 1,

@@ -132,7 +132,7 @@ fn fill_file(path: &Path) -> Result<u64, ToolError> {
         .metadata()
         .map_err(|e| ToolError::io(ctx("stat"), e))?
         .len();
-    let mut zeros = vec![0u8; (CHUNK + ALIGN) as usize];
+    let zeros = vec![0u8; (CHUNK + ALIGN) as usize];
     let skip = zeros.as_ptr().align_offset(ALIGN as usize);
     let zeros = &zeros[skip..skip + CHUNK as usize];
     let mut written = 0;

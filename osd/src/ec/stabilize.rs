@@ -99,16 +99,7 @@ mod tests {
     use crate::ec::write::{Action, EcWriteOp, Event, Facts};
 
     fn facts(members: Vec<Option<OsdNum>>) -> Facts {
-        Facts {
-            active: true,
-            degraded: false,
-            recovery_waits: None,
-            members,
-            local: Some(0),
-            current: 0,
-            purged_up_to: 0,
-            stabilize_now: true,
-        }
+        crate::ec::write::tests::facts(members, 0, true)
     }
 
     /// Writes of new objects `0..n` on `sets[i % sets.len()]`, driven to their stabilizes

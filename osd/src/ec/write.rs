@@ -684,7 +684,7 @@ fn old_columns(columns: &Range<u32>, new: &Range<u32>) -> Range<u32> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use proptest::prelude::*;
 
     use super::*;
@@ -719,7 +719,8 @@ mod tests {
         }
     }
 
-    fn facts(members: Vec<Option<OsdNum>>, current: u64, stabilize_now: bool) -> Facts {
+    /// A PG that is active and clean with `members`, this OSD at position 0.
+    pub(crate) fn facts(members: Vec<Option<OsdNum>>, current: u64, stabilize_now: bool) -> Facts {
         Facts {
             active: true,
             degraded: false,
