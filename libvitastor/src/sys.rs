@@ -113,6 +113,15 @@ pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<Io> {
     io_result(unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) })
 }
 
+/// The bytes one [`readv`] or [`writev`] of `iov` may move: the kernel takes at most
+/// `UIO_MAXIOV` segments, so what lies past them is neither read nor sent by that call.
+pub fn iov_bytes(iov: &[IoVec]) -> usize {
+    iov.iter()
+        .take(libc::UIO_MAXIOV as usize)
+        .map(|v| v.iov_len)
+        .sum()
+}
+
 /// `writev` from the segments (MSG_NOSIGNAL semantics come from ignoring SIGPIPE via
 /// `sendmsg`, so a dead peer is an error rather than a signal).
 pub fn writev(fd: RawFd, iov: &[IoVec]) -> io::Result<Io> {

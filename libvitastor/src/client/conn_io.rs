@@ -442,12 +442,7 @@ fn send(
             }
             skip = 0;
         }
-        // Past the kernel's iovec limit nothing is sent; only what is offered counts.
-        let offered: usize = segs
-            .iter()
-            .take(libc::UIO_MAXIOV as usize)
-            .map(|v| v.iov_len)
-            .sum();
+        let offered = sys::iov_bytes(segs);
         counts.sends += 1;
         match sys::writev(conn.fd.as_raw_fd(), segs)? {
             Io::Done(sent) => {
@@ -563,12 +558,7 @@ fn receive_direct(
         iov_base: conn.rbuf.as_mut_ptr().cast(),
         iov_len: ahead,
     });
-    // Past the kernel's iovec limit nothing is read; only what is asked for counts.
-    let asked: usize = segs
-        .iter()
-        .take(libc::UIO_MAXIOV as usize)
-        .map(|v| v.iov_len)
-        .sum();
+    let asked = sys::iov_bytes(segs);
     counts.receives += 1;
     let got = sys::readv(conn.fd.as_raw_fd(), segs);
     let n = match got {
