@@ -499,15 +499,12 @@ impl Server {
     /// [`ec_stabilize`]). Called at the end of every turn, after the turn's completions and
     /// before its messages are written; a list for the local store is started at once.
     pub(crate) fn flush_ec_stabilizes(&mut self) {
-        loop {
+        while std::mem::take(&mut self.ec_stabilizes_queued) {
             let mut wanted = Vec::new();
             for op in self.ops.iter_mut().flatten() {
                 if let POp::EcWrite(w) = op {
                     wanted.append(&mut w.queued);
                 }
-            }
-            if wanted.is_empty() {
-                return;
             }
             let max = vitastor_protocol::MAX_OBJ_VER_LIST_ENTRIES as usize;
             let mut local = false;
@@ -522,13 +519,13 @@ impl Server {
                 local |= batch.osd == self.osd_num;
                 self.part_list_op(leader, tag, batch.osd, batch.list, false);
             }
-            if !local {
-                return;
+            if local {
+                // The turn advanced the store already: start the list now (its journal write
+                // goes with the loop's next wait) and take what ends without I/O, which may
+                // queue more stabilizes.
+                self.bs.advance();
+                self.drain_completions();
             }
-            // The turn advanced the store already: start the list now (its journal write
-            // goes with the loop's next wait) and take what ends without I/O.
-            self.bs.advance();
-            self.drain_completions();
         }
     }
 
@@ -548,6 +545,7 @@ impl Server {
         // Stabilizes wait for the end of the turn, to go in one list per OSD.
         actions.retain(|a| match *a {
             ec_write::Action::Stabilize { part, osd, version } => {
+                self.ec_stabilizes_queued = true;
                 w.queued.push(Wanted {
                     op: idx,
                     part,

@@ -231,6 +231,9 @@ pub struct Server {
     /// A recovery finished: look for more work once the current events are handled
     /// (never from inside the op that finished, which could recurse without bound).
     pub(crate) recovery_kick: bool,
+    /// An EC write queued stabilizes in this loop turn: the turn's end sends them
+    /// ([`Server::flush_ec_stabilizes`]); turns without any skip the scan of the op table.
+    pub(crate) ec_stabilizes_queued: bool,
     /// The last peering round started on this server, by any PG: rounds are numbered
     /// server-wide so that a PG dropped and created again never reuses an earlier
     /// incarnation's numbers, whose sub-ops may still answer.
@@ -342,6 +345,7 @@ impl Server {
             sync_running: false,
             sync_queue: Default::default(),
             recovery_kick: false,
+            ec_stabilizes_queued: false,
             peering_epoch: 0,
             stats: Default::default(),
             deferred: Vec::new(),
